@@ -17,8 +17,11 @@ from bridge.components.base import Component
 from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
+from bridge.processing import WeightProcessing
 from bridge.tokens import TokenizerHelper
+from bridge.weights import WeightViews
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -30,7 +33,7 @@ class _StopForward(Exception):
         self.residual = residual
 
 
-class Bridge(nn.Module):
+class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
