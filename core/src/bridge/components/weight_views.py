@@ -349,3 +349,78 @@ class CoreMLPWeights(MLPWeights):
     def mlp_biases(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         w_in, gate, out = self._projection_modules()
         return linear_bias(w_in), None if gate is None else linear_bias(gate), linear_bias(out)
+
+
+class MoEWeights(WeightViewsMixin):
+    """A sparse MoE MLP's weights, per expert: ``W_gate``, ``W_in`` ``[n_experts, d_model, d_mlp]``, ``W_out``
+    ``[n_experts, d_mlp, d_model]``, biases ``b_gate``, ``b_in`` ``[n_experts, d_mlp]``, ``b_out``
+    ``[n_experts, d_model]`` (zeros where HF has none); the router ``W_router`` ``[d_model, n_experts]``.
+
+    Expert ``e`` computes ``(act(x @ W_gate[e] + b_gate[e]) * (x @ W_in[e] + b_in[e])) @ W_out[e] + b_out[e]``,
+    as a gated MLP. Read from ``transformers``' fused expert layout: ``gate_up_proj`` ``[n_experts, 2·d_mlp,
+    d_model]`` (gate half first) and ``down_proj`` ``[n_experts, d_model, d_mlp]``.
+    """
+
+    #: The model-wide stacked ``W_in``… do not exist for MoE layers (their shapes differ).
+    stacks_as_dense = False
+    experts: nn.Module
+    router: nn.Module
+
+    def _expert_parameter(self, name: str) -> torch.Tensor:
+        value = getattr(self.experts, name, None)
+        if not isinstance(value, torch.Tensor):
+            raise WeightViewError(
+                f"{self._layer_label()}'s experts module ({type(self.experts).__name__}) has no fused {name!r} "
+                "parameter, so bridge cannot lay out its per-expert weights; read mlp.experts' parameters directly"
+            )
+        return value
+
+    def _gate_up(self) -> tuple[torch.Tensor, torch.Tensor]:
+        gate, up = self._expert_parameter("gate_up_proj").chunk(2, dim=-2)  # 2 × [E, d_mlp, d_model]
+        return gate.transpose(-2, -1), up.transpose(-2, -1)
+
+    def _expert_bias(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        bias = getattr(self.experts, f"{name}_bias", None)
+        return bias if isinstance(bias, torch.Tensor) else _zeros_like_rows(weight)
+
+    @property
+    def W_gate(self) -> torch.Tensor:
+        """Per-expert gate weights ``[n_experts, d_model, d_mlp]`` (the activation's input)."""
+        return self._gate_up()[0]
+
+    @property
+    def W_in(self) -> torch.Tensor:
+        """Per-expert linear (up) weights ``[n_experts, d_model, d_mlp]``."""
+        return self._gate_up()[1]
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        """Per-expert output weights ``[n_experts, d_mlp, d_model]``."""
+        return self._expert_parameter("down_proj").transpose(-2, -1)
+
+    @property
+    def b_gate(self) -> torch.Tensor:
+        """``[n_experts, d_mlp]``."""
+        gate = self.W_gate
+        bias = getattr(self.experts, "gate_up_proj_bias", None)
+        return bias.chunk(2, dim=-1)[0] if isinstance(bias, torch.Tensor) else _zeros_like_rows(gate)
+
+    @property
+    def b_in(self) -> torch.Tensor:
+        """``[n_experts, d_mlp]``."""
+        w_in = self.W_in
+        bias = getattr(self.experts, "gate_up_proj_bias", None)
+        return bias.chunk(2, dim=-1)[1] if isinstance(bias, torch.Tensor) else _zeros_like_rows(w_in)
+
+    @property
+    def b_out(self) -> torch.Tensor:
+        """``[n_experts, d_model]``."""
+        return self._expert_bias("down_proj", self.W_out)
+
+    @property
+    def W_router(self) -> torch.Tensor:
+        """Router weights ``[d_model, n_experts]``: ``router_logits = x @ W_router`` (before any bias/scaling)."""
+        weight = getattr(self.router, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise WeightViewError(f"{self._layer_label()}'s router ({type(self.router).__name__}) has no weight")
+        return weight.T
