@@ -50,11 +50,17 @@ class WeightViews:
 
     @property
     def W_E(self) -> torch.Tensor:
-        """Token embedding ``[d_vocab, d_model]``."""
-        embed = self._modules.get("embed")
-        if embed is None:
-            raise WeightViewError(f"{type(self.hf_model).__name__} has no token embedding in its component map")
-        return embed.hf.weight
+        """Token embedding ``[d_vocab, d_model]`` (the raw table: any scale or norm applied after it is not in it)."""
+        try:
+            table = self.hf_model.get_input_embeddings()
+        except (NotImplementedError, AttributeError):
+            table = None
+        if table is None:
+            embed = self._modules.get("embed")
+            table = embed.hf if embed is not None else None
+        if table is None or getattr(table, "weight", None) is None:
+            raise WeightViewError(f"{type(self.hf_model).__name__} has no token embedding table, so there is no W_E")
+        return table.weight
 
     @property
     def W_pos(self) -> torch.Tensor:
