@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from bridge.components.weight_views import WeightViewError
-from bridge.factored_matrix import FactoredMatrix, composition_scores
+from bridge.factored_matrix import CompositionModeError, FactoredMatrix, composition_scores
 
 if TYPE_CHECKING:
     from torch import nn
@@ -235,7 +235,7 @@ class WeightViews:
         elif mode == "V":
             right = self.OV
         else:
-            raise ValueError(f"mode must be 'Q', 'K' or 'V', not {mode!r}")
+            raise CompositionModeError(f"mode must be 'Q', 'K' or 'V' (which input of the later head), not {mode!r}")
         scores = composition_scores(self.OV, right, broadcast_dims=True)  # [L, H, L, H]
         layers = torch.arange(scores.shape[0], device=scores.device)
         earlier = layers[:, None, None, None] < layers[None, None, :, None]
