@@ -23,9 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["WeightViewError", "WeightViews"]
 
 
-def _children(block: nn.Module) -> str:
-    names = [name for name, _ in block.named_children()]
-    return ", ".join(names) if names else "none"
+def _what_exists(block: nn.Module, index: int) -> str:
+    """The block's components and their HF parameters, for an error about a view the block does not have."""
+    from bridge.components.base import Component
+
+    parts = []
+    for name, child in block.named_children():
+        if not isinstance(child, Component):
+            continue
+        hf = getattr(child, "hf", None)
+        params = [f"{n} {list(p.shape)}" for n, p in hf.named_parameters()] if hf is not None else []
+        parts.append(f"{name} ({type(hf).__name__}: {', '.join(params) or 'no parameters'})")
+    return (
+        f"its components are {'; '.join(parts) or 'none'}. Read those as "
+        f"model.blocks[{index}].<component>.hf.<parameter>"
+    )
 
 
 class WeightViews:
@@ -98,11 +110,9 @@ class WeightViews:
         for i, block in enumerate(self.blocks):
             component = block._modules.get(part)
             if component is None:
-                raise WeightViewError(
-                    f"blocks.{i} has no {'attention layer' if part == 'attn' else 'MLP'} (its children: "
-                    f"{_children(block)}), so there is no model.{view}; read the HF module's parameters "
-                    f"directly, e.g. model.blocks[{i}].<child>.hf.named_parameters()"
-                )
+                kind = "attention layer" if part == "attn" else "MLP"
+                exists = _what_exists(block, i)
+                raise WeightViewError(f"blocks.{i} has no {kind}, so there is no model.{view}; {exists}")
             if part == "mlp" and not getattr(component, "stacks_as_dense", True):
                 moe = [j for j, b in enumerate(self.blocks) if not getattr(b.mlp, "stacks_as_dense", True)]
                 raise WeightViewError(
