@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import GPT2Config, LlamaConfig
 
 import bridge
@@ -202,3 +204,27 @@ def test_all_composition_scores_are_the_dense_formula_on_later_layers(mode):
 def test_all_composition_scores_rejects_an_unknown_mode():
     with pytest.raises(bridge.BridgeError, match="'Q', 'K' or 'V'"):
         gpt2().all_composition_scores("O")
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_z_times_W_O_is_the_attention_output_for_any_batch_and_length(model, batch, length, seed):
+    tokens = torch.randint(0, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+    attn_modules = {f"attn{i}": block.attn.hf for i, block in enumerate(model.blocks)}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+        outputs = _outputs_of(attn_modules, lambda: model(tokens))
+    for i in range(model.cfg.n_layers):
+        got = torch.einsum("bphd,lhdm->bpm", cache["z", i], model.W_O[i : i + 1]) + model.b_O[i]
+        torch.testing.assert_close(got, outputs[f"attn{i}"], atol=1e-5, rtol=1e-5)
+
+
+def test_linear_views_are_views_and_W_E_pos_stacks_the_embeddings():
+    model = llama(attention_bias=True)
+    attn = model.blocks[0].attn
+    assert attn.W_Q.untyped_storage().data_ptr() == attn.hf.q_proj.weight.untyped_storage().data_ptr()
+    assert attn._W_K.untyped_storage().data_ptr() == attn.hf.k_proj.weight.untyped_storage().data_ptr()
+    assert attn._b_V.untyped_storage().data_ptr() == attn.hf.v_proj.bias.untyped_storage().data_ptr()
+    plain = gpt2()
+    assert plain.W_E_pos.shape == (128 + 64, 32)
+    torch.testing.assert_close(plain.W_E_pos[128:], plain.hf_model.transformer.wpe.weight)

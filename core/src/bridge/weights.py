@@ -86,6 +86,11 @@ class WeightViews:
         return pos.hf.weight
 
     @property
+    def W_E_pos(self) -> torch.Tensor:
+        """``W_E`` and ``W_pos`` stacked: ``[d_vocab + n_ctx, d_model]`` (learned positions only)."""
+        return torch.cat([self.W_E, self.W_pos], dim=0)
+
+    @property
     def W_U(self) -> torch.Tensor:
         """Unembedding ``[d_model, d_vocab]``."""
         unembed = self.__dict__.get("unembed", self._modules.get("unembed"))
