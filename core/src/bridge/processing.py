@@ -252,7 +252,9 @@ def _own_parameter(bridge: Bridge, module: nn.Module, name: str) -> nn.Parameter
     ``UntiedEmbeddingsWarning`` is issued.
     """
     param = getattr(module, name)
-    sharers = [m for m in bridge.hf_model.modules() if m is not module and any(p is param for p in m._parameters.values())]
+    sharers = [
+        m for m in bridge.hf_model.modules() if m is not module and any(p is param for p in m._parameters.values())
+    ]
     if not sharers:
         return param
     own = nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
