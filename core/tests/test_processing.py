@@ -435,3 +435,66 @@ def test_processed_log_probs_with_any_shape_and_left_padding(processed_pairs, na
 
 def model_positions(mask):
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+# ------------------------------------------------------------------ layout variants
+
+
+def _variant(adapter, **changes):
+    config = adapter.example_config()
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+VARIANTS = {
+    "bigcode-per-head": (GPT2_FAMILY[2], lambda: _variant(GPT2_FAMILY[2], multi_query=False)),
+    "neox-sequential": (GPT2_FAMILY[1], lambda: _variant(GPT2_FAMILY[1], use_parallel_residual=False)),
+    "falcon-grouped": (
+        ALIBI[2],
+        lambda: ALIBI[2].example_config(new_decoder_architecture=True, num_kv_heads=2, alibi=False),
+    ),
+    "falcon-rotary-sequential-mha": (
+        ALIBI[2],
+        lambda: ALIBI[2].example_config(alibi=False, multi_query=False, parallel_attn=False),
+    ),
+    "falcon-no-linear-biases": (ALIBI[2], lambda: ALIBI[2].example_config(bias=False)),
+    "deepseek-v2-q-lora": (MLA[0], lambda: MLA[0].example_config(q_lora_rank=24)),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_processing_keeps_log_probs_in_layout_variants(variant, tmp_path):
+    adapter, config = VARIANTS[variant]
+    directory = save_tiny_model(config(), tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntiedEmbeddingsWarning)
+        model = bridge.load(directory).process_weights()
+    assert {"fold_ln", "fold_value_biases"} <= set(model.cfg.extra["weight_processing"])
+    if variant == "falcon-no-linear-biases":  # the norms' biases went into newly created linear biases
+        assert model.hf_model.transformer.h[0].self_attention.query_key_value.bias is not None
+    x = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(log_probs(model(x)), log_probs(reference(adapter, directory)(x).logits), **TOL)
+
+
+@pytest.mark.parametrize("adapter", [LLAMA_FAMILY[8], MLA[1]], ids=["Mixtral", "DeepseekV3"])
+def test_fold_ln_reaches_the_router_and_every_expert(adapter, model_dir):
+    """Weight surgery on the reference: every expert's gate/up input columns, the router's and the shared
+    experts' are scaled by ln2's weight, whether or not the probe tokens were routed to that expert."""
+    directory = model_dir(adapter)
+    model = bridge.load(directory).fold_layer_norm()
+    ref = reference(adapter, directory)
+    layer = len(ref.model.layers) - 1  # DeepSeek-V3's first layer is dense
+    ref_layer, got = ref.model.layers[layer], model.hf_model.model.layers[layer]
+    w = ref_layer.post_attention_layernorm.weight  # [d_model]
+    experts, ref_experts = got.mlp.experts, ref_layer.mlp.experts
+    assert experts.gate_up_proj.shape[0] == model.cfg.extra["n_experts"]
+    torch.testing.assert_close(experts.gate_up_proj, ref_experts.gate_up_proj * w, atol=1e-6, rtol=0)  # [E, 2f, d]
+    torch.testing.assert_close(experts.down_proj, ref_experts.down_proj, atol=0, rtol=0)
+    torch.testing.assert_close(got.mlp.gate.weight, ref_layer.mlp.gate.weight * w, atol=1e-6, rtol=0)
+    if hasattr(ref_layer.mlp, "shared_experts"):
+        shared, ref_shared = got.mlp.shared_experts, ref_layer.mlp.shared_experts
+        for name in ("gate_proj", "up_proj"):
+            expected = getattr(ref_shared, name).weight * w
+            torch.testing.assert_close(getattr(shared, name).weight, expected, atol=1e-6, rtol=0)
