@@ -57,9 +57,10 @@ class WeightProcessing:
         """Process the weights in place, keeping the model's log-probabilities.
 
         Each flag: ``True`` does the step or raises ``WeightProcessingError`` saying why it cannot be
-        done here; ``False`` skips it; ``None`` (the default) does it where it applies to this model
-        (so ``process_weights()`` on a RMSNorm model folds norms but does not centre the residual stream).
-        Returns the bridge.
+        done here; ``False`` skips it; ``None`` (the default) does it if it applies to this kind of
+        model (``process_weights()`` on a RMSNorm model folds norms but does not centre the residual
+        stream), still raising if it applies but cannot be done exactly. Nothing changes before every
+        chosen step is known to be possible. Returns the bridge.
         """
         asked = dict(zip(STEPS, (fold_ln, center_writing_weights, center_unembed, fold_value_biases), strict=True))
         chosen = []
