@@ -319,6 +319,35 @@ def test_fold_ln_refused_for_an_unknown_reader(model_dir):
         model.fold_layer_norm()
 
 
+def test_fold_ln_refused_when_a_reader_has_no_bias_for_the_norm_bias(model_dir):
+    class BiasFreeHead(torch.nn.Module):  # a router-like reader: a 2-D weight and no bias slot
+        def __init__(self, linear):
+            super().__init__()
+            self.weight = torch.nn.Parameter(linear.weight.detach().clone())  # [vocab, d_model]
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.weight)
+
+    model = bridge.load(model_dir(GPT2_FAMILY[0]))
+    model.hf_model.lm_head = BiasFreeHead(model.hf_model.lm_head)
+    before = snapshot(model)
+    with pytest.raises(WeightProcessingError, match=r"cannot fold ln_final's bias into lm_head \(BiasFreeHead\)"):
+        model.fold_layer_norm()
+    assert_unchanged(model, before)
+
+
+def test_fold_value_biases_refused_when_v_is_clipped(model_dir):
+    """MPT's clip_qkv with a bias on Wqkv (HF's MPT has none; one is given here): v = clamp(x W + b)
+    is not "projection + bias", so the bias cannot move past the attention."""
+    model = bridge.load(model_dir(ALIBI[1]))
+    wqkv = model.hf_model.transformer.blocks[0].attn.Wqkv
+    wqkv.bias = torch.nn.Parameter(0.01 * torch.randn(wqkv.out_features, generator=torch.Generator().manual_seed(0)))
+    before = snapshot(model)
+    with pytest.raises(WeightProcessingError, match=r"hook_v is not a plain slice of blocks\.0\.attn\.Wqkv"):
+        model.process_weights(fold_value_biases=True)
+    assert_unchanged(model, before)
+
+
 def test_processing_refused_while_hooks_are_attached(model_dir):
     model = bridge.load(model_dir(GPT2_FAMILY[0]))
     model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: x)
