@@ -319,6 +319,22 @@ def test_fold_ln_refused_for_an_unknown_reader(model_dir):
         model.fold_layer_norm()
 
 
+def test_fold_ln_refused_for_a_product_outside_the_reading_modules(model_dir):
+    class HeadWithExtra(torch.nn.Module):  # reads ln_f's output with its Linear child and with a buffer
+        def __init__(self, linear):
+            super().__init__()
+            self.inner = linear
+            self.register_buffer("extra", torch.ones(linear.in_features, linear.out_features))
+
+        def forward(self, x):
+            return self.inner(x) + x @ self.extra
+
+    model = bridge.load(model_dir(GPT2_FAMILY[0]))
+    model.hf_model.lm_head = HeadWithExtra(model.hf_model.lm_head)
+    with pytest.raises(WeightProcessingError, match="lm_head multiplies its output by a matrix that is not a weight"):
+        model.fold_layer_norm()
+
+
 def test_fold_ln_refused_when_a_reader_has_no_bias_for_the_norm_bias(model_dir):
     class BiasFreeHead(torch.nn.Module):  # a router-like reader: a 2-D weight and no bias slot
         def __init__(self, linear):

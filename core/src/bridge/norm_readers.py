@@ -111,6 +111,7 @@ class _Trace(TorchFunctionMode):
         self.alive: list[torch.Tensor] = []  # keeps traced storages from being reused
         self.readers: dict[str, list[tuple[str, nn.Module]]] = defaultdict(list)
         self.misuse: dict[str, str] = {}
+        self.products: dict[str, set[str]] = defaultdict(set)  # norm -> HF module paths running a product on it
         self.where: list[str] = []  # HF module paths, innermost last
 
     def mark(self, tensor: torch.Tensor, norm: str) -> None:
@@ -136,14 +137,18 @@ class _Trace(TorchFunctionMode):
             return out
         results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         name = _name(func)
-        if not results or name in _SHAPE_ONLY or name in _PRODUCTS:
+        place = self.where[-1] if self.where else "the model's top-level forward"
+        if name in _PRODUCTS:
+            for norm in sources:
+                self.products[norm].add(place)
+            return out
+        if not results or name in _SHAPE_ONLY:
             return out
         if name in _PASS_THROUGH and all(t.ndim and t.shape[-1] == self.d_model for t in results):
             for tensor in results:
                 for norm in sources:
                     self.mark(tensor, norm)
             return out
-        place = self.where[-1] if self.where else "the model's top-level forward"
         for norm in sources:
             self.misuse.setdefault(norm, f"`{name}` in {place}")
         return out
@@ -201,6 +206,15 @@ def _innermost_readers(norm: str, trace: _Trace, d_model: int) -> list[Reader]:
             raise WeightProcessingError(
                 f"cannot fold {norm}: {path} ({type(module).__name__}) reads its output with weights of its "
                 "own besides its submodules, and bridge does not know how. Process without fold_ln."
+            )
+    if not inner:
+        raise WeightProcessingError(f"cannot fold {norm}: no weight matrix reads its output. Process without fold_ln.")
+    inner_paths = [path for path, _ in inner.values()]
+    for place in trace.products.get(norm, ()):
+        if not any(place == path or place.startswith(f"{path}.") for path in inner_paths):
+            raise WeightProcessingError(
+                f"cannot fold {norm}: {place} multiplies its output by a matrix that is not a weight of a module "
+                "reading it, so bridge cannot tell which weight to fold into. Process without fold_ln."
             )
     for path, module in inner.values():
         reader = reader_of(module, path, d_model)
