@@ -24,6 +24,7 @@ from transformers.pytorch_utils import Conv1D
 
 from bridge import seam
 from bridge.components.base import Component, ForwardOverride, OutputTap
+from bridge.components.weight_views import CoreAttentionWeights
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
@@ -96,7 +97,7 @@ class FusedQKV(QKVSource):
         return torch.cat((heads(attn.hook_q, q, h), heads(attn.hook_k, k, kv), heads(attn.hook_v, v, kv)), dim=-1)
 
 
-class Attention(Component):
+class Attention(CoreAttentionWeights, Component):
     """A self-attention layer whose core runs through the attention seam."""
 
     uses_seam = True
@@ -126,6 +127,7 @@ class Attention(Component):
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
         self.seam_active = False
+        self.qkv = qkv
         for attachment in qkv.attachments(self, hf_module):
             self.attach(attachment)
         object.__setattr__(self, "out_proj", hf_module.get_submodule(out))  # an HF module, not our child
