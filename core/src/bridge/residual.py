@@ -100,7 +100,7 @@ def _sublayer_writes(
     child: str, post_norm: str, write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
 ) -> bool:
     if child not in children:
-        kind = "attention heads" if child == "attn" else "MLP neurons"
+        kind = "attention" if child == "attn" else "MLP"
         why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
         return False
     if post_norm in children:
