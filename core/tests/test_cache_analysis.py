@@ -4,6 +4,9 @@ References are independent of the analysis code: HF ``hidden_states`` and logits
 attention and MLP modules, ``torch.nn.functional.layer_norm``, and hand-folded weights.
 """
 
+import ast
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,6 +153,16 @@ def test_head_and_neuron_results_add_up_to_hf_sublayer_outputs(pair, tokens, run
         one = cache.get_neuron_results(l, neuron_slice=[3, 5])
         assert one.shape == (*cache["embed"].shape[:-1], 2, pair.bridge.cfg.d_model)
         close(one, neurons[[l * d_mlp + 3, l * d_mlp + 5]].movedim(0, -2))
+
+
+@pytest.mark.parametrize(("neuron_slice", "kept"), [(3, [3]), ((2, 5), [2, 3, 4]), ([7, 1], [7, 1])])
+def test_neuron_slices_pick_neurons_and_labels(pair, run, neuron_slice, kept):
+    _, cache, _ = run
+    d_mlp = pair.bridge.cfg.d_mlp
+    everything = cache.stack_neuron_results(2)
+    stack, labels = cache.stack_neuron_results(2, neuron_slice=neuron_slice, return_labels=True)
+    assert labels == [f"L{l}N{n}" for l in range(2) for n in kept]
+    close(stack, everything[[l * d_mlp + n for l in range(2) for n in kept]])
 
 
 def test_head_results_are_cached_with_tl_shapes(pair, run):
@@ -358,6 +371,29 @@ def test_a_missing_hook_names_itself_and_the_filter_to_use(pair, tokens):
     with pytest.raises(MissingActivationError, match=r"'blocks\.0\.attn\.hook_z'.*hook_z"):
         small.stack_head_results()
     assert isinstance(MissingActivationError("x"), KeyError)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("accumulated_resid", {"apply_ln": True, "incl_mid": True}),
+        ("decompose_resid", {"apply_ln": True, "layer": 1, "mlp_input": True}),
+        ("stack_head_results", {"apply_ln": True, "incl_remainder": True}),
+        ("stack_neuron_results", {"layer": 2, "apply_ln": True, "incl_remainder": True}),
+        ("get_full_resid_decomposition", {"apply_ln": True}),
+        ("get_full_resid_decomposition", {"apply_ln": True, "expand_neurons": False}),
+    ],
+)
+def test_the_suggested_names_filter_is_enough(pair, tokens, run, method, kwargs):
+    """Start from a cache of one unrelated hook; the filter the error suggests makes the call work."""
+    _, full, _ = run
+    _, small = pair.bridge.run_with_cache(tokens, names_filter="blocks.0.attn.hook_q")
+    with pytest.raises(MissingActivationError) as info:
+        getattr(small, method)(**kwargs)
+    suffixes = ast.literal_eval(re.search(r"name\.endswith\((\(.*?\))\)", str(info.value)).group(1))
+    assert method in str(info.value)
+    _, enough = pair.bridge.run_with_cache(tokens, names_filter=lambda name: name.endswith(suffixes))
+    close(getattr(enough, method)(**kwargs), getattr(full, method)(**kwargs))
 
 
 def test_a_cache_without_a_model_says_so(run):

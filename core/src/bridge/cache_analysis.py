@@ -18,8 +18,9 @@ following weights; with unfolded weights it is "normalized, not scaled".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import einops
 import torch
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from bridge.model import Bridge
 
 Tokens = str | int | torch.Tensor | Sequence[int]
+Method = TypeVar("Method", bound=Callable[..., Any])
 _LN_KINDS = ("LN", "LNPre")
 _NORM_KINDS = ("LN", "LNPre", "RMS", "RMSPre")
 _WRITE_MODE = {"attn_out": "attn", "mlp_out": "mlp"}
@@ -41,6 +43,26 @@ class MissingActivationError(AnalysisError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+def _reads(*suffixes: str) -> Callable[[Method], Method]:
+    """Declare the hook-name suffixes an analysis method may read; a missing activation's error then
+    names the method the user called and a ``names_filter`` that caches all of them."""
+
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        def wrapper(self: CacheAnalysis, *args: Any, **kwargs: Any) -> Any:
+            if self._running is not None:
+                return method(self, *args, **kwargs)
+            self._running = (method.__name__, suffixes)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._running = None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def residual_directions(model: Bridge, tokens: Tokens) -> torch.Tensor:
@@ -74,9 +96,12 @@ class CacheAnalysis:
     _acts: dict[str, torch.Tensor]
     model: Any
     has_batch_dim: bool
+    #: The outermost analysis method running and the hooks it may read (for missing-activation errors).
+    _running: tuple[str, tuple[str, ...]] | None = None
 
     # ----------------------------------------------------------- residual stacks
 
+    @_reads("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_scale")
     def accumulated_resid(
         self,
         layer: int | None = None,
@@ -96,25 +121,25 @@ class CacheAnalysis:
         positions = Slice.unwrap(pos_slice)
         n = self._n_layers()
         layer = self._stream_layer(layer)
-        needs = ("hook_resid_pre", "hook_resid_mid" if incl_mid or mlp_input else "", "hook_resid_post")
         if mlp_input:
             self._check_mlp_input(layer)
         entries, labels = [], []
         for l in range(layer + 1):
             if l == n:
-                entries.append(self._need(f"blocks.{n - 1}.hook_resid_post", "accumulated_resid", needs))
+                entries.append(self._need(f"blocks.{n - 1}.hook_resid_post"))
                 labels.append("final_post")
                 continue
-            entries.append(self._need(f"blocks.{l}.hook_resid_pre", "accumulated_resid", needs))
+            entries.append(self._need(f"blocks.{l}.hook_resid_pre"))
             labels.append(f"{l}_pre")
             if ((incl_mid and l < layer) or (mlp_input and l == layer)) and self._layout(l).has_mid:
-                entries.append(self._need(f"blocks.{l}.hook_resid_mid", "accumulated_resid", needs))
+                entries.append(self._need(f"blocks.{l}.hook_resid_mid"))
                 labels.append(f"{l}_mid")
         stack = torch.stack([positions.apply(entry, dim=-2) for entry in entries])
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=positions)
         return (stack, labels) if return_labels else stack
 
+    @_reads("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "hook_mixer_out", "hook_scale")
     def decompose_resid(
         self,
         layer: int | None = None,
@@ -138,11 +163,10 @@ class CacheAnalysis:
         layer = self._stream_layer(layer)
         if mlp_input:
             self._check_mlp_input(layer)
-        needs = ("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "hook_mixer_out")
         entries, labels = [], []
         if incl_embeds:
             for name in self._embedding_hooks():
-                entries.append(self._need(name, "decompose_resid", needs))
+                entries.append(self._need(name))
                 labels.append(name.removeprefix("hook_"))
         for l in range(layer + 1):
             layout = self._layout(l) if l < self._n_layers() else None
@@ -157,7 +181,7 @@ class CacheAnalysis:
                     )
                 if mode != "all" and kind != mode:
                     continue
-                entries.append(self._need(f"blocks.{l}.hook_{write}", "decompose_resid", needs))
+                entries.append(self._need(f"blocks.{l}.hook_{write}"))
                 labels.append(f"{l}_{write}")
         if not entries:
             raise AnalysisError(
@@ -170,6 +194,7 @@ class CacheAnalysis:
 
     # ------------------------------------------------------------------ heads
 
+    @_reads("attn.hook_z")
     def compute_head_results(self) -> None:
         """Cache each head's output ``blocks.{l}.attn.hook_result`` ``[*batch_and_pos, n_heads, d_model]``.
 
@@ -182,10 +207,10 @@ class CacheAnalysis:
             if "attn" not in dict(model.blocks[l].named_children()):
                 raise AnalysisError(f"compute_head_results: {self._layout(l).why_not['attn']}")
         self._compute_head_results_for(
-            [l for l in range(self._n_layers()) if f"blocks.{l}.attn.hook_result" not in self._acts],
-            "compute_head_results",
+            [l for l in range(self._n_layers()) if f"blocks.{l}.attn.hook_result" not in self._acts]
         )
 
+    @_reads("attn.hook_z", "hook_resid_pre", "hook_resid_post", "hook_scale")
     def stack_head_results(
         self,
         layer: int = -1,
@@ -204,13 +229,13 @@ class CacheAnalysis:
         for l in range(layer):
             self._require_writes(l, "attn", "stack_head_results")
         missing = [l for l in range(layer) if f"blocks.{l}.attn.hook_result" not in self._acts]
-        self._compute_head_results_for(missing, "stack_head_results")
+        self._compute_head_results_for(missing)
         n_heads = self._model().cfg.n_heads
         labels = [f"L{l}H{h}" for l in range(layer) for h in range(n_heads)]
         parts = [positions.apply(self._acts[f"blocks.{l}.attn.hook_result"], dim=-3) for l in range(layer)]
         stack = self._concat_parts(parts, positions)
         if incl_remainder:
-            stack = self._with_remainder(stack, layer, positions, "stack_head_results")
+            stack = self._with_remainder(stack, layer, positions)
             labels.append("remainder")
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, pos_slice=positions)
@@ -218,6 +243,7 @@ class CacheAnalysis:
 
     # ---------------------------------------------------------------- neurons
 
+    @_reads("mlp.hook_post")
     def get_neuron_results(
         self,
         layer: int,
@@ -230,13 +256,14 @@ class CacheAnalysis:
         """
         layer = self._block_index(layer)
         self._require_writes(layer, "mlp", "get_neuron_results")
-        post = self._need(f"blocks.{layer}.mlp.hook_post", "get_neuron_results", ("mlp.hook_post",))
+        post = self._need(f"blocks.{layer}.mlp.hook_post")
         W_out = self._model().blocks[layer].mlp.W_out.to(post.device, post.dtype)  # [d_mlp, d_model]
         neurons = Slice.unwrap(neuron_slice)
         post = Slice.unwrap(pos_slice).apply(post, dim=-2)
         post, W_out = neurons.apply(post, dim=-1), neurons.apply(W_out, dim=0)
         return post[..., None] * W_out
 
+    @_reads("mlp.hook_post", "hook_resid_pre", "hook_resid_post", "hook_scale")
     def stack_neuron_results(
         self,
         layer: int,
@@ -262,7 +289,7 @@ class CacheAnalysis:
             parts.append(part if neurons.mode != "int" else part[..., None, :])
         stack = self._concat_parts(parts, positions)
         if incl_remainder:
-            stack = self._with_remainder(stack, layer, positions, "stack_neuron_results")
+            stack = self._with_remainder(stack, layer, positions)
             labels.append("remainder")
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, pos_slice=positions)
@@ -270,6 +297,7 @@ class CacheAnalysis:
 
     # ------------------------------------------------------------ full decomposition
 
+    @_reads("hook_embed", "hook_pos_embed", "attn.hook_z", "mlp.hook_post", "hook_mlp_out", "hook_scale")
     def get_full_resid_decomposition(
         self,
         layer: int | None = None,
@@ -302,8 +330,7 @@ class CacheAnalysis:
             parts.append(neurons)
             labels.extend(neuron_labels)
         for name in self._embedding_hooks():
-            needs = ("hook_embed", "hook_pos_embed", "attn.hook_z", "mlp.hook_post")
-            parts.append(positions.apply(self._need(name, "get_full_resid_decomposition", needs), dim=-2)[None])
+            parts.append(positions.apply(self._need(name), dim=-2)[None])
             labels.append(name.removeprefix("hook_"))
         bias = self._accumulated_bias(heads_to, layer if expand_neurons else 0)
         parts.append(bias.to(stack.device, stack.dtype).expand(1, *stack.shape[1:]))
@@ -315,6 +342,7 @@ class CacheAnalysis:
 
     # ---------------------------------------------------------- norms and logits
 
+    @_reads("hook_scale")
     def apply_ln_to_stack(
         self,
         residual_stack: torch.Tensor,
@@ -345,12 +373,12 @@ class CacheAnalysis:
             residual_stack = batches.apply(residual_stack, dim=1)
         if kind in _LN_KINDS:
             residual_stack = residual_stack - residual_stack.mean(dim=-1, keepdim=True)
-        needs = ("hook_scale",)
-        scale = positions.apply(self._need(f"{norm_name}.hook_scale", "apply_ln_to_stack", needs), dim=-2)
+        scale = positions.apply(self._need(f"{norm_name}.hook_scale"), dim=-2)
         if self.has_batch_dim:
             scale = batches.apply(scale, dim=0)
         return residual_stack / scale.to(residual_stack.device)
 
+    @_reads("ln_final.hook_scale")
     def logit_attrs(
         self,
         residual_stack: torch.Tensor,
@@ -437,10 +465,10 @@ class CacheAnalysis:
         if not (layout.heads_write if sublayer == "attn" else layout.neurons_write):
             raise AnalysisError(f"{method}: {layout.why_not[sublayer]}")
 
-    def _compute_head_results_for(self, layers: list[int], method: str) -> None:
+    def _compute_head_results_for(self, layers: list[int]) -> None:
         model = self._model()
         for l in layers:
-            z = self._need(f"blocks.{l}.attn.hook_z", method, ("attn.hook_z",))
+            z = self._need(f"blocks.{l}.attn.hook_z")
             W_O = model.blocks[l].attn.W_O.to(z.device, z.dtype)  # [n_heads, d_head, d_model]
             self._acts[f"blocks.{l}.attn.hook_result"] = torch.einsum("...hd,hdm->...hm", z, W_O).detach()
 
@@ -477,10 +505,10 @@ class CacheAnalysis:
                 return sliced.new_zeros(0, *sliced.shape[:-2], self._model().cfg.d_model)
         raise AnalysisError("cannot tell the batch and position shape: cache a residual hook such as hook_embed")
 
-    def _with_remainder(self, stack: torch.Tensor, layer: int, positions: Slice, method: str) -> torch.Tensor:
+    def _with_remainder(self, stack: torch.Tensor, layer: int, positions: Slice) -> torch.Tensor:
         """Append the stream entering ``layer`` minus the stack's sum: ``[components + 1, ...]``."""
         name = f"blocks.{layer - 1}.hook_resid_post" if layer > 0 else "blocks.0.hook_resid_pre"
-        stream = positions.apply(self._need(name, method, ("hook_resid_post", "hook_resid_pre")), dim=-2)
+        stream = positions.apply(self._need(name), dim=-2)
         remainder = stream - stack.sum(dim=0) if stack.shape[0] else stream
         return torch.cat([stack, remainder[None].to(stack.dtype)]) if stack.shape[0] else remainder[None]
 
@@ -494,20 +522,21 @@ class CacheAnalysis:
             bias = bias + model.blocks[l].mlp.b_out.detach().float().cpu()
         return bias
 
-    def _need(self, name: str, method: str, needs: Sequence[str]) -> torch.Tensor:
+    def _need(self, name: str) -> torch.Tensor:
         """The cached activation ``name``, or an error naming it and a ``names_filter`` that caches it."""
         try:
             return self._acts[name]
         except KeyError:
             pass
-        suffixes = tuple(s for s in needs if s) or (name,)
+        method, suffixes = self._running or ("this analysis", ())
+        tail = name.rsplit(".", 1)[-1]
         if not any(name.endswith(s) for s in suffixes):
-            suffixes = (*suffixes, name.rsplit(".", 1)[-1])
+            suffixes = (*suffixes, tail)
         raise MissingActivationError(
             f"{method} needs {name!r}, which is not in this cache. Run the model with "
             f"run_with_cache(..., names_filter=lambda name: name.endswith({suffixes!r})) "
             "(or no names_filter, to cache everything)."
-        ) from None
+        )
 
 
 def _token_shape(tokens: Tokens) -> tuple[int, ...]:
