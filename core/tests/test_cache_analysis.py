@@ -321,6 +321,17 @@ def test_run_with_cache_pos_slice_slices_each_hook_on_its_position_dim(pair, tok
         close(value, apply_pos(full[name], pos_slice, dim=dim), atol=0)
 
 
+def test_run_with_cache_pos_slice_slices_gradients_too(pair, tokens):
+    names = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z"]
+    _, full = pair.bridge.run_with_cache(tokens, names_filter=names, incl_bwd=True, return_type="loss")
+    _, last = pair.bridge.run_with_cache(tokens, names_filter=names, incl_bwd=True, return_type="loss", pos_slice=-1)
+    for name in names:
+        dim = 2 if name.endswith("pattern") else 1
+        close(last[f"{name}_grad"], full[f"{name}_grad"].select(dim, -1), atol=1e-7)
+        close(last[name], full[name].select(dim, -1), atol=0)
+        assert last[name].untyped_storage().nbytes() < full[name].untyped_storage().nbytes()
+
+
 def test_pos_sliced_cache_still_decomposes(pair, tokens, run):
     """A cache taken with pos_slice=-1 gives the last position of every analysis, with no pos_slice there."""
     _, full, _ = run

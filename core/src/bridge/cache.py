@@ -45,9 +45,12 @@ def position_dim(hook_name: str, ndim: int) -> int | None:
 
 
 def keep_positions(tensor: torch.Tensor, hook_name: str, positions: Slice) -> torch.Tensor:
-    """``tensor`` (batched, as a hook sees it) with ``positions`` applied to its position dimension."""
+    """``tensor`` (batched, as a hook sees it) with ``positions`` applied to its position dimension: a copy,
+    so the cache does not keep the whole activation alive."""
     dim = position_dim(hook_name.removesuffix("_grad"), tensor.ndim)
-    return tensor if dim is None else positions.apply(tensor, dim=dim)
+    if dim is None or positions.mode == "identity":
+        return tensor
+    return positions.apply(tensor, dim=dim).clone()
 
 
 def act_name(name: str, layer: int | None = None, sub: str | None = None) -> str:

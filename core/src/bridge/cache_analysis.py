@@ -168,10 +168,8 @@ class CacheAnalysis:
             for name in self._embedding_hooks():
                 entries.append(self._need(name))
                 labels.append(name.removeprefix("hook_"))
-        for l in range(layer + 1):
-            layout = self._layout(l) if l < self._n_layers() else None
-            if layout is None:
-                break
+        for l in range(min(layer + 1, self._n_layers())):
+            layout = self._layout(l)
             writes = layout.writes if l < layer else (layout.mid_writes if mlp_input else ())
             for write in writes:
                 kind = _WRITE_MODE.get(write)
