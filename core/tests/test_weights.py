@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import GPT2Config, LlamaConfig
 
 import bridge
@@ -152,3 +154,77 @@ def test_split_fused_layouts_are_the_inverse_of_concatenation():
     kv_groups = torch.cat([q.reshape(5, kv, g, d), k[:, :, None], v[:, :, None]], dim=2).flatten(1)
     for got, want in zip(split_fused(kv_groups, "kv_groups", h, kv, d), (q, k, v), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def _gpt2_heads_from_hf(model: bridge.Bridge, layer: int) -> dict[str, torch.Tensor]:
+    """Per-head W_Q, W_K, W_V ``[h, m, d]`` and W_O ``[h, d, m]`` sliced by hand from GPT-2's Conv1D weights."""
+    m, h, d = model.cfg.d_model, model.cfg.n_heads, model.cfg.d_head
+    c_attn = model.hf_model.transformer.h[layer].attn.c_attn.weight.detach()  # [m, 3m]: [q | k | v]
+    c_proj = model.hf_model.transformer.h[layer].attn.c_proj.weight.detach()  # [m, m]
+    out = {}
+    for name, start in (("W_Q", 0), ("W_K", m), ("W_V", 2 * m)):
+        out[name] = torch.stack([c_attn[:, start + i * d : start + (i + 1) * d] for i in range(h)])
+    out["W_O"] = torch.stack([c_proj[i * d : (i + 1) * d] for i in range(h)])
+    return out
+
+
+def test_qkv_views_are_the_hf_columns_and_OV_QK_their_products():
+    model = gpt2()
+    for layer in range(model.cfg.n_layers):
+        ref = _gpt2_heads_from_hf(model, layer)
+        attn = model.blocks[layer].attn
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            torch.testing.assert_close(getattr(attn, name), ref[name], atol=0, rtol=0)
+        ov, qk = ref["W_V"] @ ref["W_O"], ref["W_Q"] @ ref["W_K"].transpose(-2, -1)
+        torch.testing.assert_close(attn.OV.AB, ov, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.OV[layer].AB, ov, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.QK[layer, 2].AB, qk[2], atol=1e-6, rtol=1e-5)
+    assert model.OV.shape == (2, 4, 32, 32) and model.QK.mdim == 8
+
+
+@pytest.mark.parametrize("mode", ["Q", "K", "V"])
+def test_all_composition_scores_are_the_dense_formula_on_later_layers(mode):
+    model = gpt2(n_layer=3)
+    heads = [_gpt2_heads_from_hf(model, layer) for layer in range(3)]
+    with torch.no_grad():
+        scores = model.all_composition_scores(mode)
+    assert scores.shape == (3, 4, 3, 4)
+    fro = torch.linalg.matrix_norm
+    for l1 in range(3):
+        for l2 in range(3):
+            for h1 in range(4):
+                for h2 in range(4):
+                    ov = heads[l1]["W_V"][h1] @ heads[l1]["W_O"][h1]
+                    qk = heads[l2]["W_Q"][h2] @ heads[l2]["W_K"][h2].T
+                    right = {"Q": qk, "K": qk.T, "V": heads[l2]["W_V"][h2] @ heads[l2]["W_O"][h2]}[mode]
+                    want = fro(ov @ right) / (fro(ov) * fro(right)) if l1 < l2 else torch.tensor(0.0)
+                    torch.testing.assert_close(scores[l1, h1, l2, h2], want, atol=1e-5, rtol=1e-4)
+
+
+def test_all_composition_scores_rejects_an_unknown_mode():
+    with pytest.raises(bridge.BridgeError, match="'Q', 'K' or 'V'"):
+        gpt2().all_composition_scores("O")
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_z_times_W_O_is_the_attention_output_for_any_batch_and_length(model, batch, length, seed):
+    tokens = torch.randint(0, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+    attn_modules = {f"attn{i}": block.attn.hf for i, block in enumerate(model.blocks)}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+        outputs = _outputs_of(attn_modules, lambda: model(tokens))
+    for i in range(model.cfg.n_layers):
+        got = torch.einsum("bphd,lhdm->bpm", cache["z", i], model.W_O[i : i + 1]) + model.b_O[i]
+        torch.testing.assert_close(got, outputs[f"attn{i}"], atol=1e-5, rtol=1e-5)
+
+
+def test_linear_views_are_views_and_W_E_pos_stacks_the_embeddings():
+    model = llama(attention_bias=True)
+    attn = model.blocks[0].attn
+    assert attn.W_Q.untyped_storage().data_ptr() == attn.hf.q_proj.weight.untyped_storage().data_ptr()
+    assert attn._W_K.untyped_storage().data_ptr() == attn.hf.k_proj.weight.untyped_storage().data_ptr()
+    assert attn._b_V.untyped_storage().data_ptr() == attn.hf.v_proj.bias.untyped_storage().data_ptr()
+    plain = gpt2()
+    assert plain.W_E_pos.shape == (128 + 64, 32)
+    torch.testing.assert_close(plain.W_E_pos[128:], plain.hf_model.transformer.wpe.weight)

@@ -15,13 +15,17 @@ import torch
 
 from bridge.errors import BridgeError
 
-__all__ = ["FactoredMatrix", "FactoredMatrixError", "composition_scores"]
+__all__ = ["CompositionModeError", "FactoredMatrix", "FactoredMatrixError", "composition_scores"]
 
 Scalar = int | float | torch.Tensor
 
 
 class FactoredMatrixError(BridgeError, ValueError):
     """Factors or operands whose shapes do not fit; the message gives both shapes."""
+
+
+class CompositionModeError(BridgeError, ValueError):
+    """``all_composition_scores`` was given a mode other than ``"Q"``, ``"K"`` or ``"V"``."""
 
 
 def _swap(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from bridge.components.weight_views import WeightViewError
-from bridge.factored_matrix import FactoredMatrix, composition_scores
+from bridge.factored_matrix import CompositionModeError, FactoredMatrix, composition_scores
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,9 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["WeightViewError", "WeightViews"]
 
 
-def _children(block: nn.Module) -> str:
-    names = [name for name, _ in block.named_children()]
-    return ", ".join(names) if names else "none"
+def _what_exists(block: nn.Module, index: int) -> str:
+    """The block's components and their HF parameters, for an error about a view the block does not have."""
+    from bridge.components.base import Component
+
+    parts = []
+    for name, child in block.named_children():
+        if not isinstance(child, Component):
+            continue
+        hf = getattr(child, "hf", None)
+        params = [f"{n} {list(p.shape)}" for n, p in hf.named_parameters()] if hf is not None else []
+        parts.append(f"{name} ({type(hf).__name__}: {', '.join(params) or 'no parameters'})")
+    return (
+        f"its components are {'; '.join(parts) or 'none'}. Read those as "
+        f"model.blocks[{index}].<component>.hf.<parameter>"
+    )
 
 
 class WeightViews:
@@ -50,11 +62,17 @@ class WeightViews:
 
     @property
     def W_E(self) -> torch.Tensor:
-        """Token embedding ``[d_vocab, d_model]``."""
-        embed = self._modules.get("embed")
-        if embed is None:
-            raise WeightViewError(f"{type(self.hf_model).__name__} has no token embedding in its component map")
-        return embed.hf.weight
+        """Token embedding ``[d_vocab, d_model]`` (the raw table: any scale or norm applied after it is not in it)."""
+        try:
+            table = self.hf_model.get_input_embeddings()
+        except (NotImplementedError, AttributeError):
+            table = None
+        if table is None:
+            embed = self._modules.get("embed")
+            table = embed.hf if embed is not None else None
+        if table is None or getattr(table, "weight", None) is None:
+            raise WeightViewError(f"{type(self.hf_model).__name__} has no token embedding table, so there is no W_E")
+        return table.weight
 
     @property
     def W_pos(self) -> torch.Tensor:
@@ -66,6 +84,11 @@ class WeightViews:
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
         return pos.hf.weight
+
+    @property
+    def W_E_pos(self) -> torch.Tensor:
+        """``W_E`` and ``W_pos`` stacked: ``[d_vocab + n_ctx, d_model]`` (learned positions only)."""
+        return torch.cat([self.W_E, self.W_pos], dim=0)
 
     @property
     def W_U(self) -> torch.Tensor:
@@ -92,11 +115,9 @@ class WeightViews:
         for i, block in enumerate(self.blocks):
             component = block._modules.get(part)
             if component is None:
-                raise WeightViewError(
-                    f"blocks.{i} has no {'attention layer' if part == 'attn' else 'MLP'} (its children: "
-                    f"{_children(block)}), so there is no model.{view}; read the HF module's parameters "
-                    f"directly, e.g. model.blocks[{i}].<child>.hf.named_parameters()"
-                )
+                kind = "attention layer" if part == "attn" else "MLP"
+                exists = _what_exists(block, i)
+                raise WeightViewError(f"blocks.{i} has no {kind}, so there is no model.{view}; {exists}")
             if part == "mlp" and not getattr(component, "stacks_as_dense", True):
                 moe = [j for j, b in enumerate(self.blocks) if not getattr(b.mlp, "stacks_as_dense", True)]
                 raise WeightViewError(
@@ -229,7 +250,7 @@ class WeightViews:
         elif mode == "V":
             right = self.OV
         else:
-            raise ValueError(f"mode must be 'Q', 'K' or 'V', not {mode!r}")
+            raise CompositionModeError(f"mode must be 'Q', 'K' or 'V' (which input of the later head), not {mode!r}")
         scores = composition_scores(self.OV, right, broadcast_dims=True)  # [L, H, L, H]
         layers = torch.arange(scores.shape[0], device=scores.device)
         earlier = layers[:, None, None, None] < layers[None, None, :, None]
