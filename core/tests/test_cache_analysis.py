@@ -107,6 +107,23 @@ def test_decompose_resid_sums_to_the_stream(pair, run, layer, mode):
         close(stack.sum(0), stream)
 
 
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(1, 9), pad=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_identities_hold_for_any_batch_length_and_left_padding(pair, batch, length, pad, seed):
+    """Full decomposition = final stream, and the logit lens (weights re-applied) = HF logits, padded or not."""
+    tokens = pair.tokens(batch, length, seed=seed)
+    mask = torch.ones_like(tokens)
+    mask[0, : min(pad, length - 1)] = 0  # left padding on the first row; at least one real token
+    logits, cache = pair.bridge.run_with_cache(tokens, attention_mask=mask)
+    ref = pair.reference(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+    close(cache.get_full_resid_decomposition().sum(0), cache["resid_post", -1])
+    ln_f = pair.reference.transformer.ln_f
+    lens = cache.accumulated_resid(apply_ln=True)[-1]
+    real = mask.bool()
+    close(((lens * ln_f.weight + ln_f.bias) @ pair.bridge.W_U)[real], ref.logits[real], atol=1e-4)
+    close(logits[real], ref.logits[real], atol=1e-4)
+
+
 def test_decompose_resid_mlp_input_adds_the_current_attention(run):
     _, cache, _ = run
     stack, labels = cache.decompose_resid(1, mlp_input=True, return_labels=True)
