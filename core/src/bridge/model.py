@@ -12,7 +12,8 @@ from torch import nn
 
 from bridge import seam
 from bridge.adapter import Adapter
-from bridge.cache import ActivationCache
+from bridge.cache import ActivationCache, keep_positions
+from bridge.cache_analysis import Tokens, residual_directions
 from bridge.components.base import Component
 from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
@@ -20,6 +21,7 @@ from bridge.errors import BridgeError, NoLMHeadError, OptInHookError, unknown_ho
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
 from bridge.processing import WeightProcessing
+from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
 from bridge.weights import WeightViews
 
@@ -192,21 +194,26 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         remove_batch_dim: bool = False,
         incl_bwd: bool = False,
         reset_hooks_end: bool = True,
+        pos_slice: Slice | SliceInput = None,
         **kwargs: Any,
     ) -> tuple[Any, ActivationCache]:
         """Run a forward pass and cache the activations the filter selects.
 
         ``names_filter``: a hook name, a list of names, or a predicate on names (default:
         every enabled hook point). ``incl_bwd`` also backpropagates the (scalar) output and
-        caches gradients under ``name + "_grad"``.
+        caches gradients under ``name + "_grad"``. ``pos_slice`` keeps only those positions of
+        each activation (the query position of patterns and scores), e.g. ``-1`` for the last.
         """
         store: dict[str, torch.Tensor] = {}
+        positions = Slice.unwrap(pos_slice)
 
         def save(tensor: torch.Tensor, hook: HookPoint) -> None:
-            store[hook.name] = tensor.detach() if device is None else tensor.detach().to(device)
+            kept = keep_positions(tensor.detach(), hook.name, positions)
+            store[hook.name] = kept if device is None else kept.to(device)
 
         def save_grad(grad: torch.Tensor, hook: HookPoint) -> None:
-            store[f"{hook.name}_grad"] = grad.detach() if device is None else grad.detach().to(device)
+            kept = keep_positions(grad.detach(), hook.name, positions)
+            store[f"{hook.name}_grad"] = kept if device is None else kept.to(device)
 
         names = self._names(names_filter)
         fwd = [(n, save) for n in names]
@@ -219,6 +226,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 out.backward()
         cache = ActivationCache(store, n_layers=self.cfg.n_layers, model=self)
         return out, cache.remove_batch_dim() if remove_batch_dim else cache
+
+    def tokens_to_residual_directions(self, tokens: Tokens) -> torch.Tensor:
+        """``W_U[:, tokens]``: ``[d_model]`` for one token (an int, a one-token string…), else ``[..., d_model]``."""
+        return residual_directions(self, tokens)
 
     def set_opt_in(self, suffix: str, enabled: bool = True) -> None:
         """Enable or disable every opt-in hook point whose name ends with ``suffix``."""
