@@ -66,17 +66,18 @@ def left_padded(prompts: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Ten
 
 
 def check_greedy_matches_hf_generate(pair: Pair, batch: int = 2, pos: int = 6, new: int = 8) -> None:
-    """Greedy ``generate`` equals the reference's ``generate(do_sample=False)`` token for token."""
+    """Greedy ``generate`` equals the reference's ``generate(do_sample=False)`` token for token
+    (both stopping at the tokenizer's EOS, id 0 in the tiny models)."""
     prompt = pair.tokens(batch, pos, seed=1)
     expected = pair.reference.generate(
         prompt,
         attention_mask=torch.ones_like(prompt),
         max_new_tokens=new,
-        min_new_tokens=new,
         do_sample=False,
+        eos_token_id=0,
         pad_token_id=0,
     )
-    got = pair.bridge.generate(prompt, max_new_tokens=new, do_sample=False, stop_at_eos=False, verbose=False)
+    got = pair.bridge.generate(prompt, max_new_tokens=new, do_sample=False, eos_token_id=0, verbose=False)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
