@@ -226,20 +226,27 @@ def test_temperature_zero_is_greedy(pair):
     )
 
 
-def test_frequency_penalty_subtracts_counts_after_temperature(pair):
-    """top_k=1 makes sampling deterministic; the reference subtracts ``penalty · bincount`` of the real
-    tokens so far from ``logits / T`` and takes the argmax, running the reference model without a cache."""
-    prompt, mask = left_padded([pair.tokens(1, 6, seed=7)[0], pair.tokens(1, 3, seed=8)[0]])
-    temperature, penalty, new = 0.5, 0.8, 8
+def penalized_argmax_loop(reference, prompt, mask, new, temperature, penalty):
+    """Argmax of ``logits / T - penalty · bincount(real tokens so far)``, reference model without a cache."""
     tokens, running = prompt, mask
     for _ in range(new):
-        logits = pair.reference(tokens, attention_mask=running, position_ids=(running.cumsum(-1) - 1).clamp(min=0))
-        scores = logits.logits[:, -1] / temperature
+        with torch.no_grad():
+            out = reference(tokens, attention_mask=running, position_ids=(running.cumsum(-1) - 1).clamp(min=0))
+        scores = out.logits[:, -1] / temperature
         counts = torch.stack(
             [torch.bincount(row[m.bool()], minlength=scores.shape[-1]) for row, m in zip(tokens, running, strict=True)]
         )
         next_token = (scores - penalty * counts).argmax(-1, keepdim=True)
         tokens, running = torch.cat([tokens, next_token], 1), torch.cat([running, torch.ones_like(next_token)], 1)
+    return tokens
+
+
+def test_frequency_penalty_subtracts_counts_after_temperature(pair):
+    """top_k=1 makes sampling deterministic, so a plain argmax loop is the reference; the example is one
+    where penalizing before the temperature, or not at all, gives other tokens."""
+    prompt, mask = left_padded([pair.tokens(1, 6, seed=7)[0], pair.tokens(1, 3, seed=8)[0]])
+    temperature, penalty, new = 0.5, 0.1, 8
+    expected = penalized_argmax_loop(pair.reference, prompt, mask, new, temperature, penalty)
     got = pair.bridge.generate(
         prompt,
         attention_mask=mask,
@@ -250,9 +257,10 @@ def test_frequency_penalty_subtracts_counts_after_temperature(pair):
         stop_at_eos=False,
         verbose=False,
     )
-    torch.testing.assert_close(got, tokens, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    penalty_before_temperature = penalized_argmax_loop(pair.reference, prompt, mask, new, 1.0, penalty)
     unpenalized = quiet_generate(pair.bridge, prompt, attention_mask=mask, max_new_tokens=new)
-    assert not torch.equal(got, unpenalized), "the penalty changes nothing here: raise it"
+    assert not torch.equal(expected, penalty_before_temperature) and not torch.equal(expected, unpenalized)
 
 
 def test_frequency_penalty_processor_ignores_padding():
