@@ -7,12 +7,31 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-from bridge.testing.checks import Pair
+from bridge.adapter import Adapter
+from bridge.testing.checks import Pair, make_pair
+from bridge.testing.fixtures import save_tiny_model
 
 STEERED_LAYER = 0
+LIVELY_INIT = 0.5  # weight init std: HF's 0.02 makes most tiny models repeat one token forever
+
+
+def lively_pair(
+    adapter: type[Adapter], directory: str | Path, architecture: str | None = None, init: float | None = LIVELY_INIT
+) -> Pair:
+    """``make_pair`` on the adapter's example model initialised with weight std ``init`` (``None``: HF's
+    default), chosen so that greedy continuations depend on the context. Saved to ``directory``
+    unless it already holds a model."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        config = adapter.example_config(architecture)
+        if init is not None:
+            config.initializer_range = init
+        save_tiny_model(config, directory)
+    return make_pair(adapter, architecture, directory=directory)
 
 
 def reference_block(pair: Pair, layer: int) -> torch.nn.Module:
@@ -79,13 +98,17 @@ def check_greedy_matches_hf_generate(pair: Pair, batch: int = 2, pos: int = 6, n
     )
     got = pair.bridge.generate(prompt, max_new_tokens=new, do_sample=False, eos_token_id=0, verbose=False)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert max(len(set(row[pos:].tolist())) for row in got) > 2, "greedy repeats itself: use lively_pair"
 
 
-def check_steered_matches_reference_loop(pair: Pair, pos: int = 5, new: int = 6, scale: float = 3.0) -> None:
+def check_steered_matches_reference_loop(pair: Pair, pos: int = 5, new: int = 6, scale: float = 1.0) -> None:
     """A vector added at ``blocks.0.hook_resid_post`` steers ``generate`` (KV cache or not) exactly as
     the same vector added to the reference's block output steers a cache-free greedy loop."""
     prompt = pair.tokens(2, pos, seed=2)
-    vector = scale * torch.randn(pair.bridge.cfg.d_model, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        resid = pair.reference(prompt, output_hidden_states=True).hidden_states[STEERED_LAYER + 1]
+    rms = resid.pow(2).mean().sqrt()  # the vector's size is relative to the residual stream's
+    vector = scale * rms * torch.randn(pair.bridge.cfg.d_model, generator=torch.Generator().manual_seed(3))
     with steering(reference_block(pair, STEERED_LAYER), vector):
         expected = greedy_without_cache(pair.reference, prompt, torch.ones_like(prompt), new)
     plain = greedy_without_cache(pair.reference, prompt, torch.ones_like(prompt), new)
