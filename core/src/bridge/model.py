@@ -273,8 +273,17 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         if attention_mask is not None:
             attention_mask = attention_mask.to(tokens.device)
             hf_kwargs.setdefault("attention_mask", attention_mask)
+        past = past_length(hf_kwargs.get("past_key_values"))
+        if past:
+            hf_kwargs.setdefault("use_cache", True)
+            if attention_mask is not None and attention_mask.shape[1] != past + tokens.shape[1]:
+                raise BridgeError(
+                    f"with {past} cached positions and {tokens.shape[1]} new tokens the attention mask must cover "
+                    f"{past + tokens.shape[1]} positions (cached + new), got {attention_mask.shape[1]}; "
+                    "extend the mask used for the cached prefix with the new tokens' mask."
+                )
         if self._takes_position_ids:
-            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask))
+            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask, past))
         if return_type in ("logits", "loss", "both") and self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
@@ -355,13 +364,20 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         seam.disable(self.hf_model)
 
 
-def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def past_length(past_key_values: Any) -> int:
+    """Positions already in an HF KV cache (0 without one)."""
+    return 0 if past_key_values is None else int(past_key_values.get_seq_length())
+
+
+def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None, past: int = 0) -> torch.Tensor:
     """Positions ``[b, p]`` counting real tokens only, so a left-padded sequence gets the
-    positions it would have alone (as HF ``generate`` does); explicit so position hooks are batched."""
+    positions it would have alone (as HF ``generate`` does); explicit so position hooks are batched.
+    With ``past`` cached positions, the mask covers ``past + p`` positions and the new tokens
+    continue where the cache ends."""
     if attention_mask is None:
-        return torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape)
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 1)
+        return torch.arange(past, past + tokens.shape[1], device=tokens.device).expand(tokens.shape)
+    position_ids = attention_mask.long().cumsum(-1) - 1  # [b, past + p]
+    return position_ids.masked_fill(attention_mask == 0, 1)[:, past:]
 
 
 def lm_loss(
