@@ -75,12 +75,12 @@ class HeadInputs:
     def _split(self, resid: torch.Tensor) -> torch.Tensor:
         """Fire the input hooks on ``resid`` ``[b, p, d_model]`` and keep each head's normalized input."""
         attn_in = self.hooks["attn_in"](einops.repeat(resid, "b p d -> b p n d", n=self.n_heads))
-        group = self.n_heads // self.n_kv_heads
-        kv_in = attn_in[:, :, ::group]  # [b, p, n_kv_heads, d_model]: the first query head of each group
+        firsts = torch.arange(0, self.n_heads, self.n_heads // self.n_kv_heads, device=resid.device)
+        k_in, v_in = attn_in[:, :, firsts], attn_in[:, :, firsts]  # copies [b, p, n_kv_heads, d_model]
         inputs = {
             "q": self.hooks["q_input"](attn_in),
-            "k": self.hooks["k_input"](kv_in),
-            "v": self.hooks["v_input"](kv_in),
+            "k": self.hooks["k_input"](k_in),
+            "v": self.hooks["v_input"](v_in),
         }
         norm = type(self.ln1).forward  # the HF code, without bridge overrides or torch hooks
         self.pending = {kind: norm(self.ln1, x) for kind, x in inputs.items()}  # [b, p, heads, d_model]
