@@ -81,12 +81,19 @@ def check_tokens(tokens: torch.Tensor, cfg: BridgeConfig, d_vocab: int) -> torch
     if low < 0 or high >= d_vocab:
         bad = low if low < 0 else high
         raise BadInputError(f"token id {bad} is out of range: this model's vocabulary has ids 0..{d_vocab - 1}.")
-    if cfg.positional_embedding_type == "standard" and cfg.n_ctx is not None and tokens.shape[1] > cfg.n_ctx:
+    if n_ctx_is_limit(cfg) and tokens.shape[1] > cfg.n_ctx:
         raise BadInputError(
-            f"{tokens.shape[1]} positions, but this model's learned position embedding has n_ctx={cfg.n_ctx}; "
+            f"{tokens.shape[1]} positions, but this model's position table has n_ctx={cfg.n_ctx}; "
             f"truncate to {cfg.n_ctx} tokens (`to_tokens(..., truncate=True)` does)."
         )
     return tokens
+
+
+def n_ctx_is_limit(cfg: BridgeConfig) -> bool:
+    """Whether no sequence may exceed ``n_ctx``: learned positions, or a family's fixed table
+    (``extra["n_ctx_is_limit"]``, e.g. MPT's ALiBi bias)."""
+    fixed = cfg.positional_embedding_type == "standard" or bool(cfg.extra.get("n_ctx_is_limit"))
+    return fixed and cfg.n_ctx is not None
 
 
 def check_attention_mask(mask: Any, tokens: torch.Tensor) -> torch.Tensor:
