@@ -519,9 +519,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     def _d_vocab_in(self) -> int:
         """The number of token ids the input embedding accepts."""
-        embed = getattr(self, "embed", None)
-        weight = getattr(embed.hf, "weight", None) if embed is not None else None
-        return weight.shape[0] if weight is not None else self.cfg.d_vocab
+        embeddings = self.hf_model.get_input_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        return weight.shape[0] if weight is not None and weight.ndim == 2 else self.cfg.d_vocab
 
     @contextlib.contextmanager
     def _stopping_at(self, layer: int | None) -> Iterator[None]:
