@@ -104,7 +104,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         side = getattr(self.tokenizer, "padding_side", None)
         if side in ("left", "right"):
             cfg.default_padding_side = side
-        cfg.gated_mlp = any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
+        cfg.gated_mlp = cfg.gated_mlp or any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
         blocks = list(self.blocks)
         cfg.attn_only = bool(blocks) and all(hasattr(b, "attn") and not hasattr(b, "mlp") for b in blocks)
         cfg.n_params = sum(p.numel() for block in self._hf_blocks for p in block.parameters() if p.ndim >= 2)
