@@ -17,17 +17,28 @@ from bridge.cache_analysis import Tokens, residual_directions
 from bridge.components.base import Component
 from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
-from bridge.errors import BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
+from bridge.loss import lm_loss
 from bridge.processing import WeightProcessing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
+from bridge.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
 from bridge.weights import WeightViews
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
+#: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
+CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end")
+#: cfg flag -> the opt-in hook points (name suffixes) it reflects.
+OPT_IN_FLAGS = {
+    "use_attn_result": ("hook_result",),
+    "use_split_qkv_input": ("hook_q_input", "hook_k_input", "hook_v_input"),
+    "use_attn_in": ("hook_attn_in",),
+    "use_hook_mlp_in": ("hook_mlp_in",),
+}
 
 
 class _StopForward(Exception):
@@ -69,6 +80,47 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             hook.name = name
         forward_params = inspect.signature(hf_model.forward).parameters
         self._takes_position_ids = "position_ids" in forward_params
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
+        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        self._fill_cfg()
+        self.train(hf_model.training)
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        """The HF model's mode: ``bridge.train()``/``.eval()`` set it, and it follows ``hf_model``'s."""
+        hf_model = self.__dict__.get("_modules", {}).get("hf_model")
+        return hf_model.training if hf_model is not None else self.__dict__.get("_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        hf_model = self.__dict__.get("_modules", {}).get("hf_model")
+        if hf_model is None:
+            self.__dict__["_training"] = mode
+        elif hf_model.training != mode:
+            hf_model.train(mode)
+
+    def _fill_cfg(self) -> None:
+        """The cfg fields known only once the model is built (TransformerLens reads them)."""
+        cfg = self.cfg
+        cfg.tokenizer_prepends_bos = self._tokens.prepends_bos()
+        side = getattr(self.tokenizer, "padding_side", None)
+        if side in ("left", "right"):
+            cfg.default_padding_side = side
+        cfg.gated_mlp = cfg.gated_mlp or any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
+        blocks = list(self.blocks)
+        cfg.attn_only = bool(blocks) and all(hasattr(b, "attn") and not hasattr(b, "mlp") for b in blocks)
+        cfg.n_params = sum(p.numel() for block in self._hf_blocks for p in block.parameters() if p.ndim >= 2)
+        if self.unembed is not None and getattr(self.unembed, "weight", None) is not None:
+            cfg.d_vocab_out = self.unembed.weight.shape[0]
+        if not cfg.model_name:
+            name = str(getattr(self.hf_model.config, "_name_or_path", "") or "")
+            cfg.model_name = name.rstrip("/").rsplit("/", 1)[-1]
+        self._sync_opt_in_flags()
+
+    def _sync_opt_in_flags(self) -> None:
+        for flag, suffixes in OPT_IN_FLAGS.items():
+            points = [h for n, h in self._hook_dict.items() if h.opt_in and n.endswith(suffixes)]
+            setattr(self.cfg, flag, any(h.enabled for h in points))
 
     def _build(self, cmap: Any) -> None:
         base = self.hf_model.base_model
@@ -139,10 +191,46 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             for point in self._select(name, explicit_opt_in_error=True)
         ]
 
-    def reset_hooks(self, including_permanent: bool = False) -> None:
-        """Remove every hook added to this bridge (permanent ones only if asked)."""
+    def add_perma_hook(
+        self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd"
+    ) -> list[HookHandle]:
+        """Add a hook that ``reset_hooks()`` keeps (only ``including_permanent=True`` removes it)."""
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def remove_all_hook_fns(
+        self, direction: Literal["fwd", "bwd", "both"] = "both", including_permanent: bool = False
+    ) -> None:
+        """Remove the hooks of one direction (or both) from every hook point."""
+        if direction not in ("fwd", "bwd", "both"):
+            raise BridgeError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
         for point in self._hook_dict.values():
-            point.remove_hooks("both", including_permanent=including_permanent)
+            point.remove_hooks(direction, including_permanent=including_permanent)
+
+    def clear_contexts(self) -> None:
+        """Empty every hook point's ``ctx``."""
+        for point in self._hook_dict.values():
+            point.clear_context()
+
+    def reset_hooks(
+        self,
+        clear_contexts: bool = True,
+        direction: Literal["fwd", "bwd", "both"] = "both",
+        including_permanent: bool = False,
+    ) -> None:
+        """Remove every hook added to this bridge (permanent ones only if asked) and empty the hooks' ``ctx``."""
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent=including_permanent)
+
+    @property
+    def mod_dict(self) -> dict[str, nn.Module]:
+        """Every bridge module (components and hook points) by canonical name; the HF modules are not included."""
+        return {
+            name: module
+            for child_name, child in self.named_children()
+            if child_name != "hf_model"
+            for name, module in child.named_modules(prefix=child_name)
+        }
 
     @contextlib.contextmanager
     def hooks(
@@ -172,6 +260,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         **kwargs: Any,
     ) -> Any:
         """Run a forward pass with temporary hooks. Arguments after the hooks go to ``forward``."""
+        self._check_forward_kwargs("run_with_hooks", kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end"))
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
             return self(*args, **kwargs)
 
@@ -180,6 +269,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             return [n for n, h in self._hook_dict.items() if h.enabled]
         if isinstance(names_filter, str):
             names_filter = [names_filter]
+        elif not callable(names_filter):
+            names_filter = list(names_filter)  # a generator would be used up by the checks below
         if callable(names_filter):
             return [n for n, h in self._hook_dict.items() if h.enabled and names_filter(n)]
         for name in names_filter:
@@ -204,6 +295,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         caches gradients under ``name + "_grad"``. ``pos_slice`` keeps only those positions of
         each activation (the query position of patterns and scores), e.g. ``-1`` for the last.
         """
+        self._check_forward_kwargs("run_with_cache", kwargs, CACHE_KWARGS)
         store: dict[str, torch.Tensor] = {}
         positions = Slice.unwrap(pos_slice)
 
@@ -243,32 +335,86 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 point.remove_hooks("both", including_permanent=True)
         for component in self.components():
             component.sync()
+        self._sync_opt_in_flags()
 
     def set_use_attn_result(self, enabled: bool) -> None:
         """TransformerLens's switch for the per-head ``attn.hook_result``."""
         self.set_opt_in("attn.hook_result", enabled)
 
+    def set_use_split_qkv_input(self, enabled: bool) -> None:
+        """TransformerLens's switch for the per-head ``hook_q_input``/``hook_k_input``/``hook_v_input``."""
+        for suffix in OPT_IN_FLAGS["use_split_qkv_input"]:
+            self.set_opt_in(suffix, enabled)
+
+    def set_use_attn_in(self, enabled: bool) -> None:
+        """TransformerLens's switch for ``blocks.{i}.hook_attn_in`` ``[b, p, n_heads, d_model]``."""
+        self.set_opt_in("hook_attn_in", enabled)
+
+    def set_use_hook_mlp_in(self, enabled: bool) -> None:
+        """TransformerLens's switch for ``blocks.{i}.hook_mlp_in`` ``[b, p, d_model]``."""
+        self.set_opt_in("hook_mlp_in", enabled)
+
     # --------------------------------------------------------------- forward
 
     def forward(
         self,
-        input: str | list[str] | torch.Tensor,
+        input: str | list[str] | torch.Tensor | None = None,
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
-        attention_mask: torch.Tensor | None = None,
-        stop_at_layer: int | None = None,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
+        start_at_layer: int | None = None,
+        tokens: torch.Tensor | None = None,
+        shortformer_pos_embed: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        stop_at_layer: int | None = None,
+        past_kv_cache: Any = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
 
         ``input``: text, a list of texts (padded, with the attention mask built for you) or
-        tokens ``[batch, pos]``. ``return_type``: ``"logits"``, ``"loss"``, ``"both"`` (logits, loss),
-        ``"hidden"`` (final normalized residual stream) or ``None``. ``stop_at_layer=k`` runs
-        blocks ``0..k-1`` and returns the residual stream entering block ``k``.
+        tokens ``[batch, pos]``; with ``start_at_layer=k``, the residual stream ``[batch, pos, d_model]``
+        entering block ``k`` (blocks ``k..`` run; pass ``tokens=`` for a loss). ``return_type``:
+        ``"logits"``, ``"loss"``, ``"both"`` (logits, loss), ``"hidden"`` (final normalized residual
+        stream) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the residual stream
+        entering block ``k``. Further keyword arguments must be HF ones bridge passes through
+        (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
         """
-        tokens, attention_mask = self._tokens.prepare(input, attention_mask, prepend_bos, padding_side)
+        self._check_forward_kwargs("forward", hf_kwargs)
+        check_return_type(return_type)
+        if shortformer_pos_embed is not None:
+            raise BadInputError("shortformer_pos_embed is not used: no model bridged here has shortformer positions.")
+        if past_kv_cache is not None:
+            raise BadInputError(
+                "past_kv_cache takes TransformerLens's cache class; pass HF's cache as past_key_values=... "
+                "(with use_cache=True) instead."
+            )
+        if start_at_layer is not None:
+            return self._forward_from(
+                start_at_layer, input, tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs
+            )
+        if tokens is not None:
+            if input is not None:
+                raise BadInputError("tokens= is only used with start_at_layer; pass the tokens as the input instead.")
+            input = tokens
+        if input is None:
+            raise BadInputError("forward needs an input: text, a list of texts, or tokens [batch, pos].")
+        tokens, attention_mask = self._tokens.prepare(
+            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in()
+        )
+        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks."""
         tokens = tokens.to(self._device())
         if attention_mask is not None:
             attention_mask = attention_mask.to(tokens.device)
@@ -289,6 +435,11 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
                 "use return_type='hidden' or None, or load the *ForCausalLM class."
             )
+        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2:
+            raise BadInputError(
+                f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
+                f"token), got {tokens.shape[1]}."
+            )
         if return_type == "hidden" and self.unembed is not None:
             hf_kwargs["output_hidden_states"] = True
         hf_kwargs.setdefault("use_cache", False)
@@ -307,22 +458,104 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         loss = lm_loss(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
+    def _forward_from(
+        self,
+        layer: int,
+        residual: Any,
+        tokens: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """``start_at_layer``: the HF model runs on stand-in tokens, block ``layer`` gets ``residual``
+        ``[b, p, d_model]`` instead of what the earlier blocks computed, and hooks before it stay silent."""
+        residual = check_residual(residual, self.cfg)
+        n = self.cfg.n_layers
+        layer = self._layer_index("start_at_layer", layer)
+        stop = n if stop_at_layer is None else self._layer_index("stop_at_layer", stop_at_layer)
+        if stop < layer:
+            raise BadInputError(f"stop_at_layer ({stop}) comes before start_at_layer ({layer}).")
+        if tokens is None:
+            if return_type in ("loss", "both"):
+                raise BadInputError(f"return_type={return_type!r} with start_at_layer needs the tokens: pass tokens=.")
+            tokens = torch.zeros(residual.shape[:2], dtype=torch.long)
+        tokens = check_tokens(tokens, self.cfg, self._d_vocab_in())
+        if tokens.shape != residual.shape[:2]:
+            raise BadInputError(
+                f"tokens have shape {tuple(tokens.shape)}, but the residual is {tuple(residual.shape)}: "
+                "they must share [batch, pos]."
+            )
+        if attention_mask is not None:
+            attention_mask = self._tokens.prepare(tokens, attention_mask, None, None, self._d_vocab_in())[1]
+        if stop == layer:
+            return residual
+        target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
+        if target is None:
+            raise BridgeError("start_at_layer=n_layers needs a final norm in the component map")
+        residual = residual.to(self._device())
+
+        def replace_hidden(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if args:
+                return (residual, *args[1:]), kwargs
+            key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+            return args, {**kwargs, key: residual}
+
+        handle = target.register_forward_pre_hook(replace_hidden, with_kwargs=True, prepend=True)
+        try:
+            with self._silenced(layer):
+                return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def _silenced(self, layer: int) -> Iterator[None]:
+        """Hook points before block ``layer`` (embeddings, earlier blocks) see nothing for the duration."""
+        quiet = [
+            point
+            for name, point in self._hook_dict.items()
+            if (not name.startswith(("blocks.", "ln_final", "unembed")))
+            or (name.startswith("blocks.") and point.layer() < layer)
+        ]
+        saved = [(point.fwd_hooks, point.bwd_hooks) for point in quiet]
+        for point in quiet:
+            point.fwd_hooks, point.bwd_hooks = [], []
+        try:
+            yield
+        finally:
+            for point, (fwd, bwd) in zip(quiet, saved, strict=True):
+                point.fwd_hooks, point.bwd_hooks = fwd, bwd
+
+    def _layer_index(self, what: str, layer: int) -> int:
+        n = self.cfg.n_layers
+        if not isinstance(layer, int) or not -n <= layer <= n:
+            raise BadInputError(f"{what} must be an int in [-{n}, {n}], got {layer!r}")
+        return layer + n if layer < 0 else layer
+
+    def _check_forward_kwargs(self, where: str, kwargs: dict[str, Any], own: Sequence[str] = ()) -> None:
+        forward_params = [p for p in inspect.signature(Bridge.forward).parameters if p not in ("self", "hf_kwargs")]
+        check_kwargs(where, kwargs, [*own, *forward_params, *self._hf_passthrough])
+
+    def _d_vocab_in(self) -> int:
+        """The number of token ids the input embedding accepts."""
+        embeddings = self.hf_model.get_input_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        return weight.shape[0] if weight is not None and weight.ndim == 2 else self.cfg.d_vocab
+
     @contextlib.contextmanager
     def _stopping_at(self, layer: int | None) -> Iterator[None]:
         if layer is None:
             yield
             return
         n = self.cfg.n_layers
-        if layer < 0:
-            layer += n
-        if not 0 <= layer <= n:
-            raise BridgeError(f"stop_at_layer must be in [-{n}, {n}], got {layer}")
+        layer = self._layer_index("stop_at_layer", layer)
         target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
         if target is None:
             raise BridgeError("stop_at_layer=n_layers needs a final norm in the component map")
 
         def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            raise _StopForward(args[0] if args else next(iter(kwargs.values())))
+            raise _StopForward(args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()))))
 
         handle = target.register_forward_pre_hook(stop, with_kwargs=True)
         try:
@@ -343,15 +576,93 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         input: str | list[str],
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
+        move_to_device: bool = True,
+        truncate: bool = True,
     ) -> torch.Tensor:
-        """Text to tokens ``[batch, pos]``; a BOS token is prepended unless ``prepend_bos=False``."""
-        return self._tokens.encode(input, prepend_bos, padding_side)[0].to(self._device())
+        """Text to tokens ``[batch, pos]``: BOS prepended unless ``prepend_bos=False``, padded on
+        ``padding_side``, cut to ``n_ctx`` tokens unless ``truncate=False``."""
+        tokens = self._tokens.encode(input, prepend_bos, padding_side, truncate=truncate)[0]
+        return tokens.to(self._device()) if move_to_device else tokens
 
     def to_string(self, tokens: torch.Tensor | Sequence[int]) -> str | list[str]:
+        """Tokens ``[pos]`` to a string, or ``[batch, pos]`` to a list of strings."""
         return self._tokens.decode(tokens)
 
-    def to_str_tokens(self, input: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
-        return self._tokens.str_tokens(input, prepend_bos)
+    def to_str_tokens(
+        self,
+        input: str | list[str] | torch.Tensor | Sequence[int],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> list[str] | list[list[str]]:
+        """Each token as a string: a list for a text or tokens ``[pos]``/``[1, pos]``; a list of
+        lists for a list of texts or tokens ``[batch > 1, pos]``."""
+        return self._tokens.str_tokens(input, prepend_bos, padding_side)
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (raises otherwise)."""
+        return self._tokens.single_token(string)
+
+    def to_single_str_token(self, int_token: int) -> str:
+        """The string of one token id."""
+        if isinstance(int_token, torch.Tensor) and int_token.numel() == 1:
+            int_token = int(int_token.item())
+        if not isinstance(int_token, int):
+            raise BadInputError(f"to_single_str_token takes one int token id, got {type(int_token).__name__}")
+        return self._tokens.str_tokens(torch.tensor([int_token]))[0]
+
+    def get_token_position(
+        self,
+        single_token: str | int | torch.Tensor,
+        input: str | torch.Tensor,
+        mode: Literal["first", "last"] = "first",
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> int:
+        """The position of ``single_token`` (a one-token string or an id) in a text or tokens ``[pos]``/``[1, pos]``."""
+        if mode not in ("first", "last"):
+            raise BadInputError(f"mode must be 'first' or 'last', got {mode!r}")
+        tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else torch.as_tensor(input)
+        if tokens.ndim == 2:
+            if tokens.shape[0] != 1:
+                shape = tuple(tokens.shape)
+                raise BadInputError(f"get_token_position takes one sequence [pos] or [1, pos], got {shape}")
+            tokens = tokens[0]
+        token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
+        positions = torch.nonzero(tokens == token)[:, 0]
+        if positions.numel() == 0:
+            raise BadInputError(f"token {token} ({self.to_single_str_token(token)!r}) does not occur in the input")
+        return int(positions[0 if mode == "first" else -1])
+
+    def loss_fn(
+        self,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        per_token: bool = False,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy of ``logits`` ``[b, p, vocab]`` on ``tokens`` ``[b, p]``: the mean, or
+        ``[b, p-1]`` with ``per_token``. Padded predictions (per the mask) are left out (0 per token)."""
+        return lm_loss(logits, tokens, attention_mask, per_token=per_token)
+
+    def input_to_embed(
+        self,
+        input: str | list[str] | torch.Tensor,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_kv_cache: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, None, torch.Tensor | None]:
+        """``(residual, tokens, shortformer_pos_embed, attention_mask)``: the residual stream entering
+        block 0 ``[b, p, d_model]`` (embeddings, position embeddings, any embedding scale), the tokens
+        ``[b, p]``, ``None`` (no shortformer models here), and the mask (``None`` without padding).
+        ``forward(residual, start_at_layer=0, tokens=tokens, attention_mask=mask)`` continues from it."""
+        if past_kv_cache is not None:
+            raise BadInputError("past_kv_cache takes TransformerLens's cache class, which bridge does not use.")
+        tokens, attention_mask = self._tokens.prepare(
+            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in()
+        )
+        residual = self._run(tokens, attention_mask, None, False, 0, {})
+        return residual, tokens.to(residual.device), None, attention_mask
 
     # ------------------------------------------------------------- lifecycle
 
@@ -380,18 +691,4 @@ def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None, 
     return position_ids.masked_fill(attention_mask == 0, 1)[:, past:]
 
 
-def lm_loss(
-    logits: torch.Tensor,
-    tokens: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    per_token: bool = False,
-) -> torch.Tensor:
-    """Next-token cross-entropy; with a mask, padded targets are left out of the mean."""
-    log_probs = logits[:, :-1].float().log_softmax(-1)  # [b, p-1, vocab]
-    nll = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # [b, p-1]
-    if per_token:
-        return nll
-    if attention_mask is None:
-        return nll.mean()
-    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(nll.dtype)
-    return (nll * valid).sum() / valid.sum()
+__all__ = ["Bridge", "lm_loss", "position_ids_for"]
