@@ -33,8 +33,8 @@ def _is_plain(hf_model) -> bool:
     the attention implementation is an ordinary one."""
     for module in hf_model.modules():
         forward = module.__dict__.get("forward")
-        own = getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward
-        if forward is not None and not own:
+        bound_to = getattr(forward, "__self__", None)
+        if forward is not None and not (bound_to is module and forward.__func__ is type(module).forward):
             return False
         hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
         if any(hook(module, (torch.zeros(1),), torch.zeros(1)) is not None for hook in hooks):
@@ -309,6 +309,9 @@ def test_torch_module_hooks_on_a_hook_point_fire(gpt2):
     handle.remove()
     pre.remove()
     assert not point.active
+    block = gpt2.hf_model.transformer.h[0]
+    zeros = torch.zeros(1, TOKENS.shape[1], gpt2.cfg.d_model)
+    torch.testing.assert_close(cache["resid_post", 0], block.mlp(block.ln_2(zeros)), atol=1e-6, rtol=0)
     with pytest.raises(BridgeError, match="add_hook"):
         point.register_full_backward_hook(lambda *a: None)
 
