@@ -245,11 +245,12 @@ def test_gradient_checkpointing_with_hooks_gives_the_hf_gradients(gpt2_dir):
     def halve(t, hook):
         return t * 0.5
 
-    reference = _hf(gpt2_dir).train()
+    no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    reference = _hf(gpt2_dir, **no_dropout).train()
     reference.transformer.h[0].attn.register_forward_hook(lambda m, a, out: (out[0] * 0.5, *out[1:]))
     reference(TOKENS, labels=TOKENS).loss.backward()
 
-    hf = _hf(gpt2_dir).train()
+    hf = _hf(gpt2_dir, **no_dropout).train()
     hf.gradient_checkpointing_enable()
     model = bridge.wrap(hf)
     patterns = []

@@ -130,7 +130,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         base = self.hf_model.base_model
         if cmap.embed is not None:
             self.hook_embed = HookPoint()
-            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed)
+            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed, scope=base)
         if cmap.pos_embed is not None:
             self.hook_pos_embed = HookPoint()
             self.pos_embed = Embedding(base.get_submodule(cmap.pos_embed), self.cfg, hook=self.hook_pos_embed)
@@ -460,13 +460,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         Checkpointing recomputes blocks during ``backward()``, after temporary hooks are gone, so the
         gradients would be those of an unhooked model. Pausing it keeps them exact, at its memory cost."""
         hf = self.hf_model
-        if not (hf.training and torch.is_grad_enabled() and getattr(hf, "is_gradient_checkpointing", False)):
+        paused = []
+        if hf.training and torch.is_grad_enabled() and any(p.active for p in self._hook_dict.values()):
+            paused = [m for m in hf.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        if not paused:
             yield
             return
-        if not any(point.active for point in self._hook_dict.values()):
-            yield
-            return
-        paused = [m for m in hf.modules() if getattr(m, "gradient_checkpointing", False) is True]
         warnings.warn(
             "bridge: gradient checkpointing is paused for forward passes with hooks (it would recompute blocks "
             "after the hooks are removed and give wrong gradients); this pass uses the memory of an "

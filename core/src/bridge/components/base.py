@@ -114,7 +114,7 @@ def _ignore(*_args: Any) -> None:
     return None
 
 
-class _ModuleHook:
+class ModuleHook:
     """A torch module hook installed by a tap; copies and pickles as a hook that does nothing."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -140,7 +140,7 @@ class OutputTap(Attachment):
 
     def _attach(self) -> None:
         fn = self.fn
-        self._handle = self.module.register_forward_hook(_ModuleHook(lambda _m, _args, out: fn(out)))
+        self._handle = self.module.register_forward_hook(ModuleHook(lambda _m, _args, out: fn(out)))
 
     def _detach(self) -> None:
         assert self._handle is not None
@@ -162,7 +162,7 @@ class InputTap(Attachment):
         def pre_hook(_m: nn.Module, args: tuple) -> tuple:
             return (fn(args[0]), *args[1:])
 
-        self._handle = self.module.register_forward_pre_hook(_ModuleHook(pre_hook))
+        self._handle = self.module.register_forward_pre_hook(ModuleHook(pre_hook))
 
     def _detach(self) -> None:
         assert self._handle is not None
