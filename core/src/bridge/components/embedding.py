@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from bridge.components.base import Attachment, Component, OutputTap, ModuleHook
+from bridge.components.base import Attachment, Component, ModuleHook, OutputTap
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
