@@ -35,6 +35,12 @@ class HookHandle:
     def remove(self) -> None:
         self.hook_point._remove(self)
 
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.remove()
+
 
 class HookPoint(nn.Module):
     """An identity on the forward pass that runs the hooks added to it.
@@ -164,6 +170,51 @@ class HookPoint(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
+
+    # torch's module hooks, expressed as hook-point hooks (``__call__`` does not run torch's machinery)
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False, **options: Any) -> HookHandle:
+        """``hook(module, (x,), x) -> tensor | None``, as a forward hook of this hook point; returns its handle."""
+        self._plain_torch_hook("register_forward_hook", options)
+        module_hook = hook
+        return self.add_hook(lambda x, hook: module_hook(self, (x,), x), prepend=prepend)
+
+    def register_forward_pre_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, **options: Any
+    ) -> HookHandle:
+        """``hook(module, (x,)) -> tensor | (tensor,) | None``, as a forward hook of this hook point (the
+        input and output of an identity are the same activation); returns its handle."""
+        self._plain_torch_hook("register_forward_pre_hook", options)
+
+        module_hook = hook
+
+        def as_hook(x: torch.Tensor, hook: HookPoint) -> torch.Tensor | None:
+            out = module_hook(self, (x,))
+            return out[0] if isinstance(out, tuple) else out
+
+        handle = self.add_hook(as_hook, prepend=prepend)
+        if not prepend:  # after the pre-hooks already there, before every other hook
+            self.fwd_hooks.remove(handle)
+            leading = next((i for i, h in enumerate(self.fwd_hooks) if not getattr(h, "torch_pre", False)), None)
+            self.fwd_hooks.insert(len(self.fwd_hooks) if leading is None else leading, handle)
+        handle.torch_pre = True
+        return handle
+
+    def register_full_backward_hook(self, *_args: Any, **_kwargs: Any) -> None:
+        raise BridgeError(
+            f"{self.name!r}: torch backward module hooks do not run on hook points; add a backward hook with "
+            "`hook_point.add_hook(fn, dir='bwd')` (fn(grad, hook) receives the activation's gradient)."
+        )
+
+    register_full_backward_pre_hook = register_full_backward_hook
+    register_backward_hook = register_full_backward_hook
+
+    def _plain_torch_hook(self, method: str, options: dict[str, Any]) -> None:
+        if any(options.values()):
+            raise BridgeError(
+                f"{self.name!r}: {method} on a hook point takes no {sorted(k for k, v in options.items() if v)}; "
+                "use `hook_point.add_hook(fn)` for anything beyond a plain hook."
+            )
 
     def extra_repr(self) -> str:
         return f"{self.name}, fwd={len(self.fwd_hooks)}, bwd={len(self.bwd_hooks)}" + (

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 from bridge.adapter import Adapter
 from bridge.errors import BridgeError
 from bridge.model import Bridge
+from bridge.ownership import unwrap
 from bridge.plugins import get_registry
 
 
@@ -74,9 +75,16 @@ def load(
     return bridge
 
 
-def wrap(hf_model: nn.Module, tokenizer: Any = None, *, adapter: type[Adapter] | None = None) -> Bridge:
+def wrap(
+    hf_model: nn.Module, tokenizer: Any = None, *, adapter: type[Adapter] | None = None, replace: bool = False
+) -> Bridge:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
-    ``bridge.detach()`` gives it back untouched."""
+    ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
+
+    A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
+    detaches the bridge it had."""
+    if replace:
+        unwrap(hf_model)
     registry = get_registry()
     adapter_cls = adapter or registry.resolve(hf_model.config, class_name=type(hf_model).__name__)
     instance = adapter_cls(hf_model.config)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from bridge import seam
+from bridge import ownership, seam
 from bridge.adapter import Adapter
 from bridge.cache import ActivationCache, keep_positions
 from bridge.cache_analysis import Tokens, residual_directions
-from bridge.components.base import Component
+from bridge.components.base import Component, ForwardOverride
 from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
 from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
@@ -46,6 +49,30 @@ class _StopForward(Exception):
         self.residual = residual
 
 
+class ConcurrentUseError(BridgeError):
+    """A bridge was used from a second thread while a forward pass ran in another."""
+
+
+class _Teardown:
+    """Gives an HF model back: removes every hook, takes every attachment off, restores attention.
+
+    Holds the parts, never the bridge, so it can run when the bridge is garbage collected."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        self.hf_model = hf_model
+        self.components: list[Component] = []
+        self.hook_points: list[HookPoint] = []
+        self.routed = False
+
+    def __call__(self) -> None:
+        for point in self.hook_points:
+            point.remove_hooks("both", including_permanent=True)
+        for component in self.components:
+            component.detach_all()
+        if self.routed:
+            seam.disable(self.hf_model)
+
+
 class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
@@ -55,6 +82,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     def __init__(self, hf_model: nn.Module, adapter: Adapter, cfg: BridgeConfig, tokenizer: Any = None) -> None:
         super().__init__()
+        self._detached = False
+        self._lock = threading.Lock()
+        self._running_in: int | None = None
+        self._depth = 0
+        teardown = _Teardown(hf_model)
+        self._release = ownership.claim(hf_model, self, teardown)
         self.hf_model = hf_model
         self.adapter = adapter
         self.cfg = cfg
@@ -62,9 +95,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         self._tokens = TokenizerHelper(tokenizer, cfg)
         try:
             self._build(adapter.component_map(cfg))
-            for component in self.components():
+            teardown.components = self.components()
+            self._check_overrides(teardown.components)
+            for component in teardown.components:
                 component.bind()
-            if any(component.uses_seam for component in self.components()):
+            self._uses_seam = any(component.uses_seam for component in teardown.components)
+            if self._uses_seam:
+                teardown.routed = True
                 seam.enable(hf_model)
         except BaseException:
             self.detach()
@@ -76,6 +113,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             for name, module in child.named_modules(prefix=child_name)
             if isinstance(module, HookPoint)
         }
+        teardown.hook_points = list(self._hook_dict.values())
         for name, hook in self._hook_dict.items():
             hook.name = name
         forward_params = inspect.signature(hf_model.forward).parameters
@@ -122,11 +160,31 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             points = [h for n, h in self._hook_dict.items() if h.opt_in and n.endswith(suffixes)]
             setattr(self.cfg, flag, any(h.enabled for h in points))
 
+    def _check_overrides(self, components: list[Component]) -> None:
+        """Refuse a component map in which two components re-express the same HF module."""
+        claimed: dict[int, Component] = {}
+        for component in components:
+            for attachment in component._attachments:
+                if not isinstance(attachment, ForwardOverride):
+                    continue
+                first = claimed.setdefault(id(attachment.module), component)
+                if first is not component or sum(
+                    a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
+                ) > 1:
+                    paths = {id(m): n for n, m in self.hf_model.named_modules()}
+                    names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
+                    raise BridgeError(
+                        f"{type(self.adapter).__name__}: components {names.get(id(first))!r} and "
+                        f"{names.get(id(component))!r} both replace the forward of HF module "
+                        f"{paths.get(id(attachment.module), '?')!r}; give each HF module to one component "
+                        "in the component map."
+                    )
+
     def _build(self, cmap: Any) -> None:
         base = self.hf_model.base_model
         if cmap.embed is not None:
             self.hook_embed = HookPoint()
-            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed)
+            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed, scope=base)
         if cmap.pos_embed is not None:
             self.hook_pos_embed = HookPoint()
             self.pos_embed = Embedding(base.get_submodule(cmap.pos_embed), self.cfg, hook=self.hook_pos_embed)
@@ -186,6 +244,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         prepend: bool = False,
     ) -> list[HookHandle]:
         """Add ``hook`` to the hook point ``name``, or to every hook point whose name passes a filter."""
+        self._check_usable()
         return [
             point.add_hook(hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
             for point in self._select(name, explicit_opt_in_error=True)
@@ -218,6 +277,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         including_permanent: bool = False,
     ) -> None:
         """Remove every hook added to this bridge (permanent ones only if asked) and empty the hooks' ``ctx``."""
+        self._check_usable(detached_ok=True)
         if clear_contexts:
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent=including_permanent)
@@ -325,6 +385,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     def set_opt_in(self, suffix: str, enabled: bool = True) -> None:
         """Enable or disable every opt-in hook point whose name ends with ``suffix``."""
+        self._check_usable()
         points = [h for n, h in self._hook_dict.items() if h.opt_in and n.endswith(suffix)]
         if not points:
             opt_ins = sorted({n.rsplit(".", 1)[-1] for n, h in self._hook_dict.items() if h.opt_in})
@@ -381,6 +442,14 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         entering block ``k``. Further keyword arguments must be HF ones bridge passes through
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
         """
+        self._check_usable()
+        if self._uses_seam and not seam.is_routed(self.hf_model):
+            raise BridgeError(
+                f"the attention implementation of the HF model was changed to "
+                f"{self.hf_model.config._attn_implementation!r} after wrapping, so attention no longer goes "
+                f"through the bridge and its attention hooks would not fire. Change it through the bridge "
+                f"instead: `model.set_attn_implementation({self.hf_model.config._attn_implementation!r})`."
+            )
         self._check_forward_kwargs("forward", hf_kwargs)
         check_return_type(return_type)
         if shortformer_pos_embed is not None:
@@ -443,7 +512,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         if return_type == "hidden" and self.unembed is not None:
             hf_kwargs["output_hidden_states"] = True
         hf_kwargs.setdefault("use_cache", False)
-        with self._stopping_at(stop_at_layer):
+        with self._running(), self._stopping_at(stop_at_layer), self._checkpointing_paused():
             try:
                 out = self.hf_model(input_ids=tokens, **hf_kwargs)
             except _StopForward as stop:
@@ -667,12 +736,144 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     # ------------------------------------------------------------- lifecycle
 
     def detach(self) -> None:
-        """Remove every hook and give the HF model back exactly as it was."""
-        for point in getattr(self, "_hook_dict", {}).values():
-            point.remove_hooks("both", including_permanent=True)
-        for component in self.components():
-            component.detach_all()
+        """Remove every hook and give the HF model back exactly as it was; the bridge is unusable after."""
+        self._detached = True
+        self._release()
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Change the HF attention implementation the bridge calls when no attention hook needs its own
+        (``"sdpa"``, ``"eager"``…); attention hooks keep working."""
+        self._check_usable()
+        if not self._uses_seam:
+            self.hf_model.set_attn_implementation(name)
+            return
         seam.disable(self.hf_model)
+        try:
+            self.hf_model.set_attn_implementation(name)
+        finally:
+            seam.enable(self.hf_model)
+
+    def _check_usable(self, detached_ok: bool = False) -> None:
+        if self._detached and not detached_ok:
+            raise BridgeError(
+                "this bridge was detached (by `.detach()`, `bridge.unwrap(hf_model)` or a `replace=True` wrap); "
+                "it no longer runs or takes hooks. Wrap the model again: `bridge.wrap(hf_model)`."
+            )
+        running = self._running_in
+        if running is not None and running != threading.get_ident():
+            raise ConcurrentUseError(
+                "this bridge is running a forward pass in another thread; a bridge's hooks are shared by every "
+                "thread, so one bridge must not be used from two threads at once. Give each thread its own "
+                "bridge (`copy.deepcopy(model)`), or serialise the calls with a lock."
+            )
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Mark a forward pass in flight in this thread (re-entrant within the thread)."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._running_in not in (None, me):
+                self._check_usable()
+            self._running_in = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._running_in = None
+
+    @contextlib.contextmanager
+    def _checkpointing_paused(self) -> Iterator[None]:
+        """Run without gradient checkpointing while hooks are in use and gradients are recorded.
+
+        Checkpointing recomputes blocks during ``backward()``, after temporary hooks are gone, so the
+        gradients would be those of an unhooked model. Pausing it keeps them exact, at its memory cost."""
+        hf = self.hf_model
+        paused = []
+        if hf.training and torch.is_grad_enabled() and any(p.active for p in self._hook_dict.values()):
+            paused = [m for m in hf.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        if not paused:
+            yield
+            return
+        warnings.warn(
+            "bridge: gradient checkpointing is paused for forward passes with hooks (it would recompute blocks "
+            "after the hooks are removed and give wrong gradients); this pass uses the memory of an "
+            "uncheckpointed one.",
+            stacklevel=4,
+        )
+        for module in paused:
+            module.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for module in paused:
+                module.gradient_checkpointing = True
+
+    # ---------------------------------------------------------- copies, pickling
+
+    def __copy__(self) -> Bridge:
+        raise BridgeError(
+            "a shallow copy of a bridge would share its HF model and hooks; use `copy.deepcopy(model)` "
+            "(a new bridge over a deep copy of the HF model)."
+        )
+
+    def __deepcopy__(self, memo: dict) -> Bridge:
+        """A new bridge over a deep copy of the HF model, with the same opt-in settings and hooks."""
+        self._check_usable()
+        hf_copy = copy.deepcopy(self.hf_model, memo)
+        clone = _rebuild(
+            type(self),
+            hf_copy,
+            type(self.adapter),
+            copy.deepcopy(self.cfg, memo),
+            copy.deepcopy(self.tokenizer, memo),
+            self._opt_in_state(),
+        )
+        for name, point in self._hook_dict.items():
+            for handle in [*point.fwd_hooks, *point.bwd_hooks]:
+                clone._hook_dict[name].add_hook(handle.fn, dir=handle.dir, is_permanent=handle.is_permanent)
+        return clone
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        self._check_usable()
+        hooked = [name for name, point in self._hook_dict.items() if point.active]
+        if hooked:
+            raise BridgeError(
+                f"cannot pickle a bridge with hooks attached ({', '.join(hooked[:3])}"
+                f"{'…' if len(hooked) > 3 else ''}): hooks are functions and are not saved. Remove them first "
+                "(`model.reset_hooks(including_permanent=True)`) and add them again after loading."
+            )
+        args = (type(self), self.hf_model, type(self.adapter), self.cfg, self.tokenizer, self._opt_in_state())
+        return _rebuild, args
+
+    def _opt_in_state(self) -> dict[str, bool]:
+        return {name: point.enabled for name, point in self._hook_dict.items() if point.opt_in}
+
+
+def _rebuild(
+    cls: type[Bridge],
+    hf_model: nn.Module,
+    adapter_cls: type[Adapter],
+    cfg: BridgeConfig,
+    tokenizer: Any,
+    opt_in: dict[str, bool],
+) -> Bridge:
+    """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
+    from bridge.plugins import get_registry
+
+    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer)
+    try:
+        get_registry().pm.hook.bridge_ready(bridge=model)
+    except BaseException:
+        model.detach()
+        raise
+    for name, enabled in opt_in.items():
+        model._hook_dict[name].enabled = enabled
+    for component in model.components():
+        component.sync()
+    return model
 
 
 def past_length(past_key_values: Any) -> int:
