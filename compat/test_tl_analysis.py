@@ -52,7 +52,8 @@ def test_composition_scores_of_ov_and_qk(pair):
 
 @pytest.mark.parametrize("kind", ["Q", "K", "V"])
 def test_all_composition_scores(pair, kind):
-    assert_same(*pair.both(lambda model: model.all_composition_scores(kind)))
+    mine, reference = pair.both(lambda model: model.all_composition_scores(kind))
+    assert_same(mine, reference.scores)  # TransformerLens wraps its tensor in a CompositionScores
 
 
 @pytest.fixture
@@ -74,6 +75,15 @@ def test_logit_lens_through_the_unembedding(pair, caches):
     mine = pair.ours.unembed(ours.accumulated_resid(apply_ln=True))
     reference = pair.theirs.unembed(theirs.accumulated_resid(apply_ln=True))
     assert_same(mine, reference)
+
+
+def test_logit_lens_final_entry_is_the_models_logits(pair, caches):
+    """Independent of TransformerLens: the last accumulated residual, normed, unembeds to HF's logits."""
+    ours, _ = caches
+    lens = pair.ours.unembed(ours.accumulated_resid(apply_ln=True)[-1])  # [batch, pos, d_vocab]
+    with torch.no_grad():
+        logits = pair.ours.hf_model(pair.clean).logits
+    torch.testing.assert_close(lens, logits, atol=1e-4, rtol=0)
 
 
 def test_tokens_to_residual_directions(pair):
