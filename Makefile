@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test test-compat setup-compat bench lint setup clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,25 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	$(PIP) torch==2.13.0
 	$(PIP) -c constraints.txt -e "./core[viz]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff
 	touch $(STAMP)
+
+# The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
+COMPAT_VENV  ?= .venv-compat
+COMPAT_PY    := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.bridge-installed
+COMPAT_PIP   := $(COMPAT_PY) -m pip install --quiet --disable-pip-version-check
+
+setup-compat: $(COMPAT_STAMP)
+
+$(COMPAT_STAMP): constraints.txt compat/constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pyproject.toml)
+	test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PIP) --upgrade pip
+	$(COMPAT_PIP) torch==2.13.0
+	$(COMPAT_PIP) -c constraints.txt -c compat/constraints.txt transformer-lens \
+		-e ./core $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis
+	touch $(COMPAT_STAMP)
+
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_PY) -m pytest compat/
 
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
@@ -30,4 +49,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COMPAT_VENV)

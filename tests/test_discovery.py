@@ -21,13 +21,40 @@ def run(args, env_extra=None, cwd=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory):
-    """A directory holding a distribution whose ``bridge`` entry point raises on import."""
+    """A directory holding distributions whose ``bridge`` entry point raises ImportError or calls
+    ``sys.exit`` on import, and one distribution with two working entry points."""
     site = tmp_path_factory.mktemp("site")
     dist = site / "bridge_broken-0.0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bridge-broken\nVersion: 0.0.1\n")
     (dist / "entry_points.txt").write_text("[bridge]\nbroken = bridge_broken_plugin\n")
     (site / "bridge_broken_plugin.py").write_text("raise ImportError('this plugin is broken on purpose')\n")
+    exits = site / "bridge_exits-0.0.2.dist-info"
+    exits.mkdir()
+    (exits / "METADATA").write_text("Metadata-Version: 2.1\nName: bridge-exits\nVersion: 0.0.2\n")
+    (exits / "entry_points.txt").write_text("[bridge]\nexits = bridge_exits_plugin\n")
+    (site / "bridge_exits_plugin.py").write_text("import sys\nsys.exit('plugin called sys.exit')\n")
+    multi = site / "bridge_multi-0.0.3.dist-info"
+    multi.mkdir()
+    (multi / "METADATA").write_text("Metadata-Version: 2.1\nName: bridge-multi\nVersion: 0.0.3\n")
+    (multi / "entry_points.txt").write_text("[bridge]\nfirst = bridge_multi_first\nsecond = bridge_multi_second\n")
+    for ep in ("first", "second"):
+        (site / f"bridge_multi_{ep}.py").write_text(
+            textwrap.dedent(
+                f"""
+                import bridge
+                from bridge_gpt2 import GPT2Adapter
+
+                class Multi{ep.title()}(GPT2Adapter):
+                    architectures = ("Multi{ep.title()}ForCausalLM",)
+                    model_types = ()
+
+                @bridge.hookimpl
+                def register_adapters(register):
+                    register(Multi{ep.title()})
+                """
+            )
+        )
     return site
 
 
@@ -64,6 +91,8 @@ def test_broken_plugin_is_skipped_with_a_warning_and_loading_still_works(broken_
     assert "LOADED GPT2LMHeadModel" in result.stdout
     assert "WARN PluginLoadWarning bridge: skipping plugin bridge-broken" in result.stdout
     assert "this plugin is broken on purpose" in result.stdout
+    assert "WARN PluginLoadWarning bridge: skipping plugin bridge-exits" in result.stdout
+    assert "SystemExit: plugin called sys.exit" in result.stdout
 
 
 def test_cli_plugins_lists_loaded_and_broken(broken_site):
@@ -73,10 +102,23 @@ def test_cli_plugins_lists_loaded_and_broken(broken_site):
     assert "GPTNeoXForCausalLM" in result.stdout
     assert "bridge-broken 0.0.1  [broken]" in result.stdout
     assert "ImportError: this plugin is broken on purpose" in result.stdout
+    assert "bridge-exits 0.0.2  [broken]" in result.stdout and "SystemExit: plugin called sys.exit" in result.stdout
+    assert (
+        "bridge-multi 0.0.3  [loaded]\n  entry point: first = bridge_multi_first\n"
+        "  architectures: MultiFirstForCausalLM\n  hooks: register_adapters\n"
+        "bridge-multi 0.0.3  [loaded]\n  entry point: second = bridge_multi_second\n"
+        "  architectures: MultiSecondForCausalLM\n"
+    ) in result.stdout
     as_json = run([str(BIN / "bridge"), "plugins", "--json"], {"PYTHONPATH": str(broken_site)})
     rows = {row["distribution"]: row for row in json.loads(as_json.stdout)}
     assert rows["bridge-gpt2"]["hooks"] == ["register_adapters"]
     assert rows["bridge-broken"]["status"] == "broken"
+    assert rows["bridge-exits"]["status"] == "broken"
+    multi = [row for row in json.loads(as_json.stdout) if row["distribution"] == "bridge-multi"]
+    assert [(row["status"], row["architectures"]) for row in multi] == [
+        ("loaded", ["MultiFirstForCausalLM"]),
+        ("loaded", ["MultiSecondForCausalLM"]),
+    ]
 
 
 def test_load_plugins_env_isolates_distributions(tmp_path):

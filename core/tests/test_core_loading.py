@@ -7,6 +7,7 @@ import torch
 
 import bridge
 from bridge import BridgeError
+from bridge.errors import RemoteCodeRequiredError
 from bridge.testing import populate_hub_cache, run_isolated
 
 
@@ -59,9 +60,13 @@ def test_remote_code_is_not_run_by_default(gpt2_dir, tmp_path):
     (repo / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "ran"
     (repo / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
-    with pytest.raises((BridgeError, ValueError)):
+    with pytest.raises(RemoteCodeRequiredError) as raised:
         bridge.load(repo)
     assert not marker.exists()
+    message = str(raised.value)
+    assert message.startswith(f"{str(repo)!r} needs trust_remote_code=True: its config is defined by Python code")
+    assert "HF: " in message and "custom code" in message  # HF's own reason follows
+    assert isinstance(raised.value, BridgeError) and isinstance(raised.value.__cause__, ValueError)
 
 
 def test_missing_directory_error_is_readable(tmp_path):

@@ -1,6 +1,8 @@
 """The plugin manager: hookspecs, adapter registration, resolution and its errors."""
 
 import inspect
+import textwrap
+import uuid
 import warnings
 from pathlib import Path
 
@@ -9,8 +11,15 @@ import torch
 
 import bridge
 from bridge import hookspecs
-from bridge.errors import AdapterConflictWarning, UnknownArchitectureError
-from bridge.plugins import PluginRegistry
+from bridge.errors import (
+    AdapterConflictWarning,
+    PluginHookError,
+    PluginHookWarning,
+    PluginLoadWarning,
+    UnknownArchitectureError,
+)
+from bridge.plugins import PluginInfo, PluginRegistry
+from bridge.testing import build_tiny_model
 from bridge_gpt2 import GPT2Adapter
 
 HOOKSPECS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "bridge_spec")]
@@ -83,8 +92,6 @@ def test_hookspec_configure_and_bridge_ready_run_on_wrap(monkeypatch):
     registry = bridge.get_registry()
     registry.pm.register(Observer(), name="observer")
     try:
-        from bridge.testing import build_tiny_model
-
         model = bridge.wrap(build_tiny_model(GPT2Adapter.example_config()))
     finally:
         registry.pm.unregister(name="observer")
@@ -99,13 +106,11 @@ def test_hookspec_bridge_ready_failure_leaves_nothing_attached():
             bridge.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None, is_permanent=True)
             raise RuntimeError("plugin bug")
 
-    from bridge.testing import build_tiny_model
-
     hf = build_tiny_model(GPT2Adapter.example_config())
     registry = bridge.get_registry()
     registry.pm.register(Failing(), name="failing")
     try:
-        with pytest.raises(RuntimeError, match="plugin bug"):
+        with pytest.raises(PluginHookError, match=r"plugin failing .*`bridge_ready` hook: RuntimeError: plugin bug"):
             bridge.wrap(hf)
     finally:
         registry.pm.unregister(name="failing")
@@ -173,3 +178,180 @@ def test_explicit_adapter_overrides_resolution(gpt2_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(torch.tensor([[0, 1]]))
+
+
+# ---------------------------------------------------------------- isolation of third-party plugins
+
+ADAPTER_MODULE = """
+import bridge
+from bridge_gpt2 import GPT2Adapter
+
+class {name}(GPT2Adapter):
+    architectures = ("{name}ForCausalLM",)
+    model_types = ()
+
+@bridge.hookimpl
+def register_adapters(register):
+    register({name})
+"""
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch):
+    """Install fake distributions: ``fake_site({"acme": {"ep": "module source"}})`` writes each
+    distribution's metadata and entry-point modules and puts them on ``sys.path``."""
+
+    def install(distributions: dict[str, dict[str, str]]) -> None:
+        site = tmp_path / f"site-{uuid.uuid4().hex[:8]}"
+        site.mkdir()
+        for dist, modules in distributions.items():
+            info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+            lines = []
+            for ep, source in modules.items():
+                module = f"fake_{dist.replace('-', '_')}_{ep}_{uuid.uuid4().hex[:8]}"
+                (site / f"{module}.py").write_text(textwrap.dedent(source))
+                lines.append(f"{ep} = {module}")
+            (info / "entry_points.txt").write_text("[bridge]\n" + "\n".join(lines) + "\n")
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.setenv("BRIDGE_LOAD_PLUGINS", ",".join(distributions))
+
+    return install
+
+
+def config_for(architecture):
+    config = GPT2Adapter.example_config()
+    config.architectures, config.model_type = [architecture], "not-registered"
+    return config
+
+
+def test_plugin_raising_systemexit_or_any_baseexception_at_import_is_skipped(fake_site):
+    fake_site(
+        {
+            "bridge-exits": {"exits": "raise SystemExit(3)"},
+            "bridge-boom": {"boom": "class Boom(BaseException):\n    pass\nraise Boom('not an Exception')"},
+            "acme-good": {"good": ADAPTER_MODULE.format(name="AcmeGood")},
+        }
+    )
+    registry = PluginRegistry()
+    with pytest.warns(PluginLoadWarning) as record:
+        registry.load_entry_points()
+    messages = "\n".join(str(w.message) for w in record)
+    assert "skipping plugin bridge-exits" in messages and "SystemExit: 3" in messages
+    assert "skipping plugin bridge-boom" in messages and "Boom: not an Exception" in messages
+    status = {p.distribution: p.status for p in registry.plugins if p.status != "disabled"}
+    assert status == {"bridge-exits": "broken", "bridge-boom": "broken", "acme-good": "loaded"}
+    assert registry.resolve(config_for("AcmeGoodForCausalLM")).__name__ == "AcmeGood"
+    with pytest.raises(UnknownArchitectureError, match=r"broken .*bridge-exits"):
+        registry.resolve(config_for("Nothing"))
+
+
+def test_keyboard_interrupt_during_plugin_import_still_interrupts(fake_site):
+    fake_site({"bridge-interrupted": {"ki": "raise KeyboardInterrupt"}})
+    with pytest.raises(KeyboardInterrupt):
+        PluginRegistry().load_entry_points()
+
+
+def test_distribution_with_several_entry_points_keeps_each_working(fake_site):
+    half_registered = ADAPTER_MODULE.format(name="AcmeHalf") + "    raise RuntimeError('after registering')\n"
+    fake_site(
+        {
+            "acme-multi": {
+                "a": ADAPTER_MODULE.format(name="AcmeA"),
+                "b": ADAPTER_MODULE.format(name="AcmeB"),
+                "c": "raise ImportError('entry point c is broken')",
+                "d": half_registered,
+            }
+        }
+    )
+    registry = PluginRegistry()
+    with pytest.warns(PluginLoadWarning) as record:
+        registry.load_entry_points()
+    assert len(record) == 2
+    infos = {p.entry_point.partition(" = ")[0]: p for p in registry.plugins}
+    assert [infos[ep].status for ep in "abcd"] == ["loaded", "loaded", "broken", "broken"]
+    assert [a.__name__ for a in infos["a"].adapters] == ["AcmeA"]
+    assert [a.__name__ for a in infos["b"].adapters] == ["AcmeB"]
+    assert infos["d"].adapters == [] and "register_adapters failed" in str(record[1].message)
+    assert registry.resolve(config_for("AcmeAForCausalLM")).__name__ == "AcmeA"
+    assert registry.resolve(config_for("AcmeBForCausalLM")).__name__ == "AcmeB"
+    with pytest.raises(UnknownArchitectureError):  # nothing half-registered stays
+        registry.resolve(config_for("AcmeHalfForCausalLM"))
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A process registry holding only bridge-gpt2's adapters, for plugins a test adds."""
+    registry = PluginRegistry()
+    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "gpt2 = bridge_gpt2.plugin", ""))
+    monkeypatch.setattr(bridge.plugins, "_registry", registry)
+    return registry
+
+
+def untouched(hf):
+    return hf.config._attn_implementation == "sdpa" and not any(
+        "forward" in m.__dict__ or m._forward_hooks or m._forward_pre_hooks for m in hf.modules()
+    )
+
+
+@pytest.mark.parametrize("hook", ["configure", "bridge_ready"])
+@pytest.mark.parametrize("error", [RuntimeError("plugin bug"), SystemExit(4)], ids=["RuntimeError", "SystemExit"])
+def test_failing_configure_or_bridge_ready_stops_the_load_naming_plugin_and_hook(scratch_registry, hook, error):
+    class Failing:
+        @bridge.hookimpl
+        def configure(self, config):
+            if hook == "configure":
+                raise error
+
+        @bridge.hookimpl
+        def bridge_ready(self, bridge):
+            bridge.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None, is_permanent=True)
+            if hook == "bridge_ready":
+                raise error
+
+    scratch_registry.register_plugin(Failing(), PluginInfo("acme-tweaks", "1.2", "tweaks = acme_tweaks", ""))
+    hf = build_tiny_model(GPT2Adapter.example_config())
+    with pytest.raises(PluginHookError) as raised:
+        bridge.wrap(hf)
+    err = raised.value
+    assert isinstance(err, bridge.BridgeError)
+    assert (err.distribution, err.hook, err.__cause__) == ("acme-tweaks", hook, error)
+    assert str(err).startswith(f"plugin acme-tweaks (tweaks = acme_tweaks) failed in its `{hook}` hook: ")
+    assert f"{type(error).__name__}: {error}" in str(err)
+    assert untouched(hf)
+
+
+def test_match_adapter_junk_or_failure_is_ignored_with_a_warning_naming_the_plugin(scratch_registry):
+    class Good:
+        @bridge.hookimpl
+        def match_adapter(self, hf_config):
+            return GPT2Adapter if hf_config.model_type == "renamed" else None
+
+    class Junk:
+        @bridge.hookimpl
+        def match_adapter(self, hf_config):
+            return "GPT2Adapter"
+
+    class Raising:
+        @bridge.hookimpl
+        def match_adapter(self, hf_config):
+            raise KeyError("model_type")
+
+    scratch_registry.register_plugin(Good(), PluginInfo("acme-good", "1", "good = acme_good", ""))
+    scratch_registry.register_plugin(Junk(), PluginInfo("acme-junk", "1", "junk = acme_junk", ""))
+    scratch_registry.register_plugin(Raising(), PluginInfo("acme-raises", "1", "r = acme_raises", ""))
+    config = GPT2Adapter.example_config()
+    config.architectures, config.model_type = ["Renamed"], "renamed"
+    with pytest.warns(PluginHookWarning) as record:
+        assert scratch_registry.resolve(config) is GPT2Adapter
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert "acme-raises (r = acme_raises): its match_adapter hook raised KeyError: 'model_type'" in messages[0]
+    assert "acme-junk (junk = acme_junk): its match_adapter hook returned 'GPT2Adapter' (str)" in messages[1]
+    config.model_type = "unclaimed"
+    with (
+        pytest.warns(PluginHookWarning),
+        pytest.raises(UnknownArchitectureError, match="match_adapter failed in acme-raises, acme-junk"),
+    ):
+        scratch_registry.resolve(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 import warnings
@@ -40,8 +41,11 @@ def _plugins(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    entry_points_of = collections.Counter(info.distribution for info in infos)
     for info in infos:
         print(f"{info.distribution} {info.version}  [{info.status}]")
+        if entry_points_of[info.distribution] > 1:
+            print(f"  entry point: {info.entry_point}")
         if info.architectures:
             print(f"  architectures: {', '.join(info.architectures)}")
         if info.hooks:

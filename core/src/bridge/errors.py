@@ -14,12 +14,35 @@ class UnknownArchitectureError(BridgeError):
     """No installed plugin provides an adapter for a model."""
 
 
+class RemoteCodeRequiredError(BridgeError):
+    """A repository's config needs its own Python code and ``trust_remote_code`` was not given."""
+
+
 class AdapterConflictWarning(UserWarning):
     """Two plugins claim the same architecture; the message names both and the winner."""
 
 
 class PluginLoadWarning(UserWarning):
-    """A plugin failed to import and was skipped."""
+    """A plugin failed to import or to register its adapters and was skipped."""
+
+
+class PluginHookWarning(UserWarning):
+    """A plugin's ``match_adapter`` raised or returned something that is not an adapter; it was ignored."""
+
+
+class PluginHookError(BridgeError):
+    """A plugin's ``configure`` or ``bridge_ready`` hook raised; the load stopped.
+
+    ``distribution``, ``entry_point`` and ``hook`` name the culprit; ``__cause__`` is its exception.
+    """
+
+    def __init__(self, distribution: str, entry_point: str, hook: str, error: BaseException) -> None:
+        self.distribution, self.entry_point, self.hook = distribution, entry_point, hook
+        super().__init__(
+            f"plugin {distribution} ({entry_point}) failed in its `{hook}` hook: {type(error).__name__}: {error}. "
+            "The load was stopped and nothing stays attached to the model. Fix or uninstall "
+            f"{distribution}, or load without it: BRIDGE_LOAD_PLUGINS lists the distributions to load."
+        )
 
 
 class HookNameError(BridgeError, KeyError):

@@ -2,6 +2,8 @@
 
 A plugin is a module (named by a ``[project.entry-points.bridge]`` entry point)
 with functions of these names; pluggy passes only the arguments a function asks for.
+Each hook's docstring says what happens when an implementation fails; every failure
+names the plugin's distribution and the hook.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def register_adapters(register: Callable[[type[Adapter]], None]) -> None:
     for each adapter; the class's ``architectures`` and ``model_types`` say what it
     handles. Returns nothing. Two plugins claiming one name are resolved by
     ``Adapter.priority`` (then first-party wins) with a warning naming both.
+    If it raises (or registers a non-``Adapter``), the entry point is skipped with a
+    ``PluginLoadWarning`` and listed as broken, and none of its adapters are kept.
 
     Example::
 
@@ -43,6 +47,8 @@ def match_adapter(hf_config: Any) -> type[Adapter] | None:
 
     Called by ``bridge.load``/``wrap`` only after name lookup failed, with the HF config.
     Return an adapter class to use it (the first non-``None`` answer wins), or ``None``.
+    An implementation that raises or returns anything else is skipped with a
+    ``PluginHookWarning`` naming the plugin; the other plugins are still asked.
 
     Example::
 
@@ -59,6 +65,7 @@ def configure(config: BridgeConfig, hf_config: Any) -> None:
 
     Called for every load/wrap, after the adapter built ``config`` from ``hf_config``
     and before any component is made. Modify ``config`` in place; return nothing.
+    If it raises, the load stops with ``PluginHookError`` naming the plugin and hook.
 
     Example::
 
@@ -73,6 +80,8 @@ def bridge_ready(bridge: Bridge) -> None:
     """React to a finished bridge (add permanent hooks, record metadata).
 
     Called once per load/wrap, after every component is attached. Return nothing.
+    If it raises, the bridge is detached (the HF model is left as it was) and the load
+    stops with ``PluginHookError`` naming the plugin and hook.
 
     Example::
 

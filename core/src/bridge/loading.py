@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer
 
 from bridge.adapter import Adapter
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RemoteCodeRequiredError
 from bridge.model import Bridge
 from bridge.ownership import unwrap
 from bridge.plugins import get_registry
@@ -48,6 +48,12 @@ def load(
     try:
         hf_config = AutoConfig.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:
+        if not trust_remote_code and "trust_remote_code=True" in str(exc):
+            raise RemoteCodeRequiredError(
+                f"{name!r} needs trust_remote_code=True: its config is defined by Python code in the repository "
+                "(config.json's `auto_map`), and bridge runs such code only when you pass trust_remote_code=True "
+                f"to bridge.load (CLI: --trust-remote-code). Do so only if you trust that code. (HF: {exc})"
+            ) from exc
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = (
             "it is neither a local directory nor in the local HF cache (HF_HUB_OFFLINE=1 is set)"
@@ -93,10 +99,10 @@ def wrap(
     if parameter is not None:
         cfg.dtype, cfg.device = parameter.dtype, str(parameter.device)
     cfg.architecture = type(hf_model).__name__
-    registry.pm.hook.configure(config=cfg, hf_config=hf_model.config)
+    registry.call_hook("configure", config=cfg, hf_config=hf_model.config)  # raises PluginHookError
     bridge = Bridge(hf_model, instance, cfg, tokenizer)
     try:
-        registry.pm.hook.bridge_ready(bridge=bridge)
+        registry.call_hook("bridge_ready", bridge=bridge)
     except BaseException:
         bridge.detach()
         raise

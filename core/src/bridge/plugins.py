@@ -1,8 +1,17 @@
 """Plugin discovery: one pluggy ``PluginManager("bridge")`` fed from entry points.
 
 Every family, first-party or not, is a distribution with a ``[project.entry-points.bridge]``
-entry point; core registers none itself. Entry points load one at a time: a plugin that
-fails to import is skipped with a warning and listed as broken, and the rest keep working.
+entry point; core registers none itself. Entry points load one at a time, each registered
+under its own name (``distribution:entry-point``), so a distribution may have several.
+
+Failure policy (every failure names the distribution and the hook):
+  * import or ``register_adapters`` fails (any exception but ``KeyboardInterrupt``, even
+    ``SystemExit``): that entry point is skipped with a ``PluginLoadWarning`` and listed as
+    broken; none of its adapters stay registered; the rest keep working.
+  * ``match_adapter`` raises or returns something that is not an ``Adapter`` subclass: a
+    ``PluginHookWarning``, and that answer is ignored; the other plugins are still asked.
+  * ``configure`` or ``bridge_ready`` raises: the load stops with ``PluginHookError`` (chained
+    to the original exception) and nothing stays attached to the model.
 
 Environment:
   ``BRIDGE_LOAD_PLUGINS=bridge-gpt2,my-plugin`` loads only those distributions
@@ -14,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,7 +32,13 @@ import pluggy
 
 from bridge import hookspecs, known
 from bridge.adapter import Adapter
-from bridge.errors import AdapterConflictWarning, PluginLoadWarning, UnknownArchitectureError
+from bridge.errors import (
+    AdapterConflictWarning,
+    PluginHookError,
+    PluginHookWarning,
+    PluginLoadWarning,
+    UnknownArchitectureError,
+)
 
 ENTRY_POINT_GROUP = "bridge"
 
@@ -76,6 +92,8 @@ class PluginRegistry:
         self.plugins: list[PluginInfo] = []
         self.by_architecture: dict[str, AdapterEntry] = {}
         self.by_model_type: dict[str, AdapterEntry] = {}
+        self._info_by_name: dict[str, PluginInfo] = {}  # plugin-manager name -> its entry point
+        self.failed_matchers: list[str] = []  # distributions whose match_adapter failed in the last resolve
         if os.environ.get("BRIDGE_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(lambda text: print(text, end="", file=sys.stderr))
             self.pm.enable_tracing()
@@ -96,58 +114,126 @@ class PluginRegistry:
                 continue
             try:
                 module = ep.load()
-            except Exception as exc:
-                self._broken(info, exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's SystemExit must not end the host process
+                self._broken(info, exc, "import")
                 continue
             self.register_plugin(module, info)
 
     def register_plugin(self, plugin: Any, info: PluginInfo | None = None) -> PluginInfo:
-        """Register a plugin object directly (notebooks, tests); entry points are the normal path."""
+        """Register a plugin object directly (notebooks, tests); entry points are the normal path.
+
+        Its adapters enter the registry only once its ``register_adapters`` returned without error.
+        """
         if info is None:
             name = getattr(plugin, "__name__", type(plugin).__name__)
             info = PluginInfo(name, "", name, "disabled")
             self.plugins.append(info)
+        staged: list[type[Adapter]] = []
+        registered = False
         try:
-            self.pm.register(plugin, name=info.distribution)
+            self.pm.register(plugin, name=self._unique_name(info))
+            registered = True
             caller = self.pm.subset_hook_caller(
                 "register_adapters", remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin]
             )
-            caller(register=lambda adapter: self._register_adapter(adapter, info))
-        except Exception as exc:
-            if self.pm.is_registered(plugin):
+            caller(register=lambda adapter: staged.append(_checked_adapter(adapter)))
+        except BaseException as exc:
+            if registered:
                 self.pm.unregister(plugin)
-            self._forget(info)
-            self._broken(info, exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self._broken(info, exc, "register_adapters" if registered else "registration")
             return info
+        self._info_by_name[self.pm.get_name(plugin)] = info
+        for adapter in staged:
+            self._register_adapter(adapter, info)
         info.status = "loaded"
         info.error = None
         info.hooks = sorted(hook.name for hook in self.pm.get_hookcallers(plugin) or [] if hook.name in _HOOK_NAMES)
         return info
 
-    def _broken(self, info: PluginInfo, exc: BaseException) -> None:
+    def _unique_name(self, info: PluginInfo) -> str:
+        """The plugin manager's name for one entry point: ``distribution:entry-point``."""
+        entry = info.entry_point.partition(" = ")[0]
+        base = info.distribution if entry == info.distribution else f"{info.distribution}:{entry}"
+        name, n = base, 1
+        while self.pm.has_plugin(name) or self.pm.is_blocked(name):
+            n += 1
+            name = f"{base}#{n}"
+        return name
+
+    def _broken(self, info: PluginInfo, exc: BaseException, stage: str) -> None:
         info.status = "broken"
         info.error = f"{type(exc).__name__}: {exc}"
         warnings.warn(
             PluginLoadWarning(
-                f"bridge: skipping plugin {info.distribution} ({info.entry_point}): {info.error}. "
-                "Other plugins still work; `bridge plugins` lists it as broken."
+                f"bridge: skipping plugin {info.distribution} ({info.entry_point}), its {stage} failed: "
+                f"{info.error}. Other plugins still work; `bridge plugins` lists it as broken."
             ),
             stacklevel=3,
         )
 
-    def _forget(self, info: PluginInfo) -> None:
-        for table in (self.by_architecture, self.by_model_type):
-            for key in [k for k, e in table.items() if e.distribution == info.distribution]:
-                del table[key]
-        info.adapters.clear()
+    # ---------------------------------------------------------------- hook calls
+
+    def describe_plugin(self, plugin: Any) -> tuple[str, str]:
+        """``(distribution, entry point)`` of a registered plugin object, for messages."""
+        name = self.pm.get_name(plugin) or repr(plugin)
+        info = self._info_by_name.get(name)
+        return (info.distribution, info.entry_point) if info else (name, name)
+
+    def _call_each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[Any, Any, BaseException | None]]:
+        """Call a hook one plugin at a time, in pluggy's order: yields ``(plugin, result, error)``.
+
+        ``KeyboardInterrupt`` propagates; any other exception is handed to the caller to attribute.
+        """
+        hook = getattr(self.pm.hook, hook_name)
+        plugins = list(dict.fromkeys(impl.plugin for impl in reversed(hook.get_hookimpls())))
+        for plugin in plugins:
+            others = [p for p in self.pm.get_plugins() if p is not plugin]
+            try:
+                result = self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                yield plugin, None, exc
+            else:
+                yield plugin, result, None
+
+    def call_hook(self, hook_name: str, **kwargs: Any) -> None:
+        """Run ``configure``/``bridge_ready`` in every plugin; the first failure raises ``PluginHookError``."""
+        for plugin, _, error in self._call_each(hook_name, **kwargs):
+            if error is not None:
+                distribution, entry_point = self.describe_plugin(plugin)
+                raise PluginHookError(distribution, entry_point, hook_name, error) from error
+
+    def match(self, hf_config: Any) -> type[Adapter] | None:
+        """The first valid ``match_adapter`` answer; a failing or invalid answer warns and is skipped."""
+        for plugin, result, error in self._call_each("match_adapter", hf_config=hf_config):
+            if error is None and result is None:
+                continue
+            if error is None and isinstance(result, type) and issubclass(result, Adapter):
+                return result
+            distribution, entry_point = self.describe_plugin(plugin)
+            what = (
+                f"raised {type(error).__name__}: {error}"
+                if error is not None
+                else f"returned {result!r} ({type(result).__name__}), not an Adapter subclass"
+            )
+            warnings.warn(
+                PluginHookWarning(
+                    f"bridge: plugin {distribution} ({entry_point}): its match_adapter hook {what}. "
+                    "That answer is ignored and the other plugins are still asked; report this to its authors."
+                ),
+                stacklevel=4,
+            )
+            self.failed_matchers.append(distribution)
+        return None
 
     # ---------------------------------------------------------------- adapters
 
     def _register_adapter(self, adapter: type[Adapter], info: PluginInfo) -> None:
-        if not (isinstance(adapter, type) and issubclass(adapter, Adapter)):
-            raise TypeError(f"register() takes an Adapter subclass, got {adapter!r}")
-        if not (adapter.architectures or adapter.model_types):
-            raise TypeError(f"{adapter.describe()} declares neither `architectures` nor `model_types`")
         info.adapters.append(adapter)
         entry = AdapterEntry(adapter, info.distribution)
         for table, names in (
@@ -197,7 +283,8 @@ class PluginRegistry:
         model_type = getattr(hf_config, "model_type", None)
         if model_type in self.by_model_type:
             return self.by_model_type[model_type].adapter
-        matched = self.pm.hook.match_adapter(hf_config=hf_config)
+        self.failed_matchers = []
+        matched = self.match(hf_config)
         if matched is not None:
             return matched
         raise self.unknown(architectures, model_type)
@@ -214,10 +301,20 @@ class PluginRegistry:
         message += f". Installed plugins: {', '.join(loaded) or 'none'}"
         broken = [p.distribution for p in self.plugins if p.status == "broken"]
         if broken:
-            message += f"; broken (failed to import): {', '.join(broken)}"
+            message += f"; broken (failed to load): {', '.join(broken)}"
+        if self.failed_matchers:
+            message += f"; match_adapter failed in {', '.join(self.failed_matchers)} (see the warnings)"
         if os.environ.get("BRIDGE_LOAD_PLUGINS") is not None:
             message += f"; BRIDGE_LOAD_PLUGINS={os.environ['BRIDGE_LOAD_PLUGINS']!r} limits which load"
         return UnknownArchitectureError(message + ".")
+
+
+def _checked_adapter(adapter: Any) -> type[Adapter]:
+    if not (isinstance(adapter, type) and issubclass(adapter, Adapter)):
+        raise TypeError(f"register() takes an Adapter subclass, got {adapter!r}")
+    if not (adapter.architectures or adapter.model_types):
+        raise TypeError(f"{adapter.describe()} declares neither `architectures` nor `model_types`")
+    return adapter
 
 
 _HOOK_NAMES = {"register_adapters", "match_adapter", "configure", "bridge_ready"}
