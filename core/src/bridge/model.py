@@ -34,7 +34,7 @@ NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
-CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end")
+CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
@@ -168,9 +168,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 if not isinstance(attachment, ForwardOverride):
                     continue
                 first = claimed.setdefault(id(attachment.module), component)
-                if first is not component or sum(
-                    a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
-                ) > 1:
+                if (
+                    first is not component
+                    or sum(
+                        a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
+                    )
+                    > 1
+                ):
                     paths = {id(m): n for n, m in self.hf_model.named_modules()}
                     names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
                     raise BridgeError(
@@ -470,7 +474,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         if input is None:
             raise BadInputError("forward needs an input: text, a list of texts, or tokens [batch, pos].")
         tokens, attention_mask = self._tokens.prepare(
-            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in()
+            input,
+            attention_mask,
+            prepend_bos,
+            padding_side,
+            self._d_vocab_in(),
+            None if hf_kwargs.get("past_key_values") is None else past_length(hf_kwargs["past_key_values"]),
         )
         return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
 

@@ -75,6 +75,7 @@ class TokenizerHelper:
         prepend_bos: bool | None,
         padding_side: Literal["left", "right"] | None,
         d_vocab: int,
+        past: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What ``forward`` runs on: checked tokens ``[batch, pos]`` as given (and a checked mask), or
         encoded text (truncated to ``n_ctx``) with its mask when padded."""
@@ -85,7 +86,7 @@ class TokenizerHelper:
             if attention_mask is None and not bool(mask.all()):
                 attention_mask = mask
         if attention_mask is not None:
-            attention_mask = check_attention_mask(attention_mask, tokens)
+            attention_mask = check_attention_mask(attention_mask, tokens, past)
         return tokens, attention_mask
 
     def decode(self, tokens: torch.Tensor | Sequence[int]) -> str | list[str]:

@@ -96,21 +96,30 @@ def n_ctx_is_limit(cfg: BridgeConfig) -> bool:
     return fixed and cfg.n_ctx is not None
 
 
-def check_attention_mask(mask: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """A 0/1 mask of the tokens' shape ``[batch, pos]`` (a 1-D mask goes with one sequence), as ``long``."""
+def check_attention_mask(mask: Any, tokens: torch.Tensor, past: int | None = None) -> torch.Tensor:
+    """A 0/1 mask ``[batch, past + pos]`` (a 1-D mask goes with one sequence), as ``long``. ``past`` is the
+    number of positions already in a KV cache (``None``: no cache), which the mask covers too; with a cache,
+    a chunk may be all padding for some sequence (left-padded prompts fed in pieces)."""
     if not isinstance(mask, torch.Tensor):
         raise BadInputError(f"attention_mask must be a tensor [batch, pos], got {type(mask).__name__}.")
     if mask.ndim == 1:
         mask = mask.unsqueeze(0)  # [pos] -> [1, pos]
-    if mask.shape != tokens.shape:
+    expected = (tokens.shape[0], (past or 0) + tokens.shape[1])
+    if tuple(mask.shape) != expected:
+        if past:
+            raise BadInputError(
+                f"with {past} cached positions and {tokens.shape[1]} new tokens the attention mask must cover "
+                f"{expected[1]} positions (cached + new), got shape {tuple(mask.shape)}; extend the mask used for "
+                "the cached prefix with the new tokens' mask."
+            )
         raise BadInputError(
             f"attention_mask has shape {tuple(mask.shape)}, but the tokens have shape {tuple(tokens.shape)}; "
-            "give a [batch, pos] mask with 1 on real tokens and 0 on padding."
+            f"give a {list(expected)} mask with 1 on real tokens and 0 on padding."
         )
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise BadInputError("attention_mask must hold 0 (padding) and 1 (real token) only.")
     mask = mask.long()
-    if not bool(mask.any(dim=-1).all()):
+    if past is None and not bool(mask.any(dim=-1).all()):
         empty = torch.nonzero(~mask.any(dim=-1))[:, 0].tolist()
         raise BadInputError(f"attention_mask masks every token of sequence(s) {empty}; each needs at least one token.")
     return mask
