@@ -1,5 +1,5 @@
 """Weight views of the RoPE family, checked by a forward pass written here from nothing but the views, the
-norm parameters and the config (rotary, GQA, sliding windows, soft-caps, sandwich norms, Gemma's ``1 + w``
+norm parameters and the config (rotary, GQA, q/k norms, sliding windows, soft-caps, sandwich norms, Gemma's ``1 + w``
 norms and embedding scale), against HF's logits; MoE per-expert views against HF's MoE block."""
 
 from __future__ import annotations
@@ -11,7 +11,17 @@ from transformers.activations import ACT2FN
 import bridge
 from bridge.components.weight_views import WeightViewError
 from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
-from bridge_llama import Gemma2Adapter, LlamaAdapter, MistralAdapter, MixtralAdapter, Phi3Adapter, Qwen2Adapter
+from bridge_llama import (
+    Gemma2Adapter,
+    Gemma3Adapter,
+    LlamaAdapter,
+    MistralAdapter,
+    MixtralAdapter,
+    Olmo2Adapter,
+    Phi3Adapter,
+    Qwen2Adapter,
+    Qwen3Adapter,
+)
 
 TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11, 64, 2], [0, 8, 8, 100, 2, 64, 31, 7, 7, 120]])
 
@@ -48,11 +58,26 @@ def window_of(cfg, layer: int) -> int | None:
     return window if types[layer] == "sliding_attention" else None
 
 
+def qk_norm(x: torch.Tensor, module: torch.nn.Module, cfg) -> torch.Tensor:
+    """The q/k norm of Qwen3 (per head), Gemma 3 (per head, ``1 + w``) or OLMo-2 (across heads): ``[b, p, n, d]``."""
+    eps = getattr(module, "variance_epsilon", None) or module.eps
+    if cfg.model_type == "olmo2":
+        flat = x.flatten(-2)
+        return (flat / (flat.pow(2).mean(-1, keepdim=True) + eps).sqrt() * module.weight).unflatten(-1, x.shape[-2:])
+    weight = 1 + module.weight if cfg.model_type == "gemma3_text" else module.weight
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * weight
+
+
 def attention_from_views(x: torch.Tensor, attn, cfg, layer: int) -> torch.Tensor:
     q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-    k = torch.einsum("bpm,hmd->bphd", x, attn.W_K) + attn.b_K  # GQA: already expanded to n_heads
-    v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V
+    k = torch.einsum("bpm,hmd->bphd", x, attn._W_K) + attn._b_K  # raw kv heads: OLMo-2 normalises them together
+    v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V  # GQA: already expanded to n_heads
+    if hasattr(attn.hf, "q_norm"):
+        q, k = qk_norm(q, attn.hf.q_norm, cfg), qk_norm(k, attn.hf.k_norm, cfg)
+    k = k.repeat_interleave(cfg.n_heads // cfg.n_key_value_heads, dim=2)
     theta = cfg.extra["rope_theta"]
+    if window_of(cfg, layer) is not None and cfg.extra.get("rope_theta_local"):
+        theta = cfg.extra["rope_theta_local"]  # Gemma 3's sliding layers
     q, k = rotate(q, cfg.rotary_dim, theta), rotate(k, cfg.rotary_dim, theta)
     scale = (cfg.extra.get("query_pre_attn_scalar") or cfg.d_head) ** -0.5
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
@@ -104,6 +129,9 @@ CONFIGS = {
     "qwen2-qkv-bias": lambda: _config(Qwen2Adapter),
     "gemma2-sandwich-softcap": lambda: _config(Gemma2Adapter),
     "phi3-fused": lambda: _config(Phi3Adapter),
+    "qwen3-qk-norm": lambda: _config(Qwen3Adapter),
+    "gemma3-qk-norm-local-rope": lambda: _config(Gemma3Adapter),
+    "olmo2-post-norms-only": lambda: _config(Olmo2Adapter),
 }
 
 

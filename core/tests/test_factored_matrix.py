@@ -118,6 +118,10 @@ def test_shape_helpers():
 
 
 def test_bad_shapes_and_operands_say_what_is_wrong():
+    with pytest.raises(FactoredMatrixError, match="must be tensors"):
+        FactoredMatrix([[1.0]], torch.randn(1, 1))
+    with pytest.raises(FactoredMatrixError, match="matrices"):
+        FactoredMatrix(torch.randn(3), torch.randn(3, 1))
     with pytest.raises(FactoredMatrixError, match="A's last axis"):
         FactoredMatrix(torch.randn(3, 4), torch.randn(5, 2))
     with pytest.raises(FactoredMatrixError, match="do not broadcast"):

@@ -113,6 +113,13 @@ def test_views_share_storage_and_gradients_reach_the_hf_parameters():
     )
 
 
+def test_gradients_reach_the_raw_kv_heads_through_the_expanded_views():
+    model = llama()
+    attn = model.blocks[0].attn
+    attn.W_K.sum().backward()  # each raw kv head is read by n_heads / n_kv_heads = 2 query heads
+    torch.testing.assert_close(attn.hf.k_proj.weight.grad, torch.full_like(attn.hf.k_proj.weight, 2.0))
+
+
 def test_missing_biases_are_zeros():
     model = llama()  # Llama: no biases anywhere by default
     for name, shape in [

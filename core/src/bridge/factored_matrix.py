@@ -40,6 +40,10 @@ class FactoredMatrix:
     """
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor) -> None:
+        if not all(hasattr(x, "ndim") and hasattr(x, "shape") for x in (A, B)):
+            raise FactoredMatrixError(
+                f"A and B must be tensors; got {type(A).__name__} and {type(B).__name__} (wrap them with torch.tensor)"
+            )
         if A.ndim < 2 or B.ndim < 2:
             raise FactoredMatrixError(f"both factors must be matrices (or stacks of them); got {A.shape}, {B.shape}")
         if A.shape[-1] != B.shape[-2]:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from bridge.components.weight_views import WeightViewError
+from bridge.components.base import Component
+from bridge.components.weight_views import SurfacesViewErrors, WeightViewError
 from bridge.factored_matrix import CompositionModeError, FactoredMatrix, composition_scores
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ __all__ = ["WeightViewError", "WeightViews"]
 
 def _what_exists(block: nn.Module, index: int) -> str:
     """The block's components and their HF parameters, for an error about a view the block does not have."""
-    from bridge.components.base import Component
-
     parts = []
     for name, child in block.named_children():
         if not isinstance(child, Component):
@@ -40,23 +39,13 @@ def _what_exists(block: nn.Module, index: int) -> str:
     )
 
 
-class WeightViews:
+class WeightViews(SurfacesViewErrors):
     """Mixed into ``Bridge``: model-wide weight views and per-layer ones stacked over layers."""
 
     # ``Bridge`` provides these.
     hf_model: nn.Module
     blocks: nn.ModuleList
     cfg: Any
-
-    def __getattr__(self, name: str) -> Any:
-        """Surface a view's own ``WeightViewError`` (``nn.Module.__getattr__`` would replace its message)."""
-        try:
-            return super().__getattr__(name)  # type: ignore[misc]
-        except AttributeError:
-            view = getattr(type(self), name, None)
-            if isinstance(view, property) and view.fget is not None:
-                view.fget(self)
-            raise
 
     # ----------------------------------------------------------- embeddings
 

@@ -51,39 +51,61 @@ def rms(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
     return x / (x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon).sqrt() * module.weight
 
 
-def rotate_half_pairs(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary, halves paired, over the last axis of ``x`` ``[b, p, …, r]``."""
+def rotate(x: torch.Tensor, theta: float, interleaved: bool) -> torch.Tensor:
+    """Rotary over the last axis of ``x`` ``[b, p, …, r]``: features paired as halves ``(i, i + r/2)``, or
+    ``interleaved`` as neighbours ``(2i, 2i + 1)`` (DeepSeek-V2's complex form)."""
     r = x.shape[-1]
     angles = torch.arange(x.shape[1], dtype=torch.float32)[:, None] * theta ** (-torch.arange(0, r, 2) / r)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 3) + (r // 2,)
     cos, sin = angles.cos().reshape(shape), angles.sin().reshape(shape)
+    if interleaved:
+        first, second = x[..., 0::2], x[..., 1::2]
+        pairs = torch.stack([first * cos - second * sin, second * cos + first * sin], dim=-1)
+        return pairs.flatten(-2)
     first, second = x.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
 
 
-def test_latent_views_reproduce_the_hf_attention_layer():
-    config = DeepseekV3Adapter.example_config(rope_interleave=False, qk_nope_head_dim=16, v_head_dim=8)
+VARIANTS = {
+    "v3-q-lora-halves": lambda: DeepseekV3Adapter.example_config(
+        rope_interleave=False, qk_nope_head_dim=16, v_head_dim=8
+    ),
+    "v3-q-lora-biases": lambda: DeepseekV3Adapter.example_config(rope_interleave=False, attention_bias=True),
+    "v2-no-q-lora-pairs": lambda: DeepseekV2Adapter.example_config(),
+    "v2-q-lora-pairs": lambda: DeepseekV2Adapter.example_config(q_lora_rank=24, v_head_dim=12),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_latent_views_reproduce_the_hf_attention_layer(name):
+    config = VARIANTS[name]()
     model = _wrapped(config)
     attn = model.blocks[0].attn
     hf = attn.hf
+    interleaved = config.model_type == "deepseek_v2"  # V2's complex rotary pairs neighbours
     with torch.no_grad():
         x, expected = _input_and_output(hf, lambda: model.hf_model(TOKENS))
         nope, rope = config.qk_nope_head_dim, config.qk_rope_head_dim
-        q = torch.einsum("bpr,hrd->bphd", rms(x @ attn.W_Q_a, hf.q_a_layernorm), attn.W_Q_b)  # [b, p, h, nope+rope]
-        latent = rms(x @ attn.W_KV_a, hf.kv_a_layernorm)  # [b, p, kv_rank]
+        if config.q_lora_rank is None:
+            q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
+        else:
+            q_latent = rms(x @ attn.W_Q_a + attn.b_Q_a, hf.q_a_layernorm)  # [b, p, q_rank]
+            q = torch.einsum("bpr,hrd->bphd", q_latent, attn.W_Q_b)  # [b, p, h, nope + rope]
+        latent = rms(x @ attn.W_KV_a + attn.b_KV_a, hf.kv_a_layernorm)  # [b, p, kv_rank]
         k_nope = torch.einsum("bpr,hrd->bphd", latent, attn.W_K_b)
         v = torch.einsum("bpr,hrd->bphd", latent, attn.W_V_b)
         theta = config.rope_parameters["rope_theta"]
-        q = torch.cat([q[..., :nope], rotate_half_pairs(q[..., nope:], theta)], dim=-1)
-        k_rope = rotate_half_pairs(x @ attn.W_K_rope, theta)[:, :, None].expand(-1, -1, config.num_attention_heads, -1)
-        k = torch.cat([k_nope, k_rope], dim=-1)
+        q = torch.cat([q[..., :nope], rotate(q[..., nope:], theta, interleaved)], dim=-1)
+        k_rope = rotate(x @ attn.W_K_rope + attn.b_K_rope, theta, interleaved)  # [b, p, rope], shared by heads
+        k = torch.cat([k_nope, k_rope[:, :, None].expand(-1, -1, config.num_attention_heads, -1)], dim=-1)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * (nope + rope) ** -0.5
         p = x.shape[1]
         scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
         z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
         got = torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert attn.W_O.shape == (4, 8, 32) and model.W_O.shape == (2, 4, 8, 32)
+    h, d_v = config.num_attention_heads, config.v_head_dim
+    assert attn.W_O.shape == (h, d_v, config.hidden_size) and model.W_O.shape == (2, h, d_v, config.hidden_size)
 
 
 def test_W_Q_without_q_lora_is_q_proj_per_head():

@@ -113,8 +113,8 @@ def _zeros_like_rows(weight: torch.Tensor) -> torch.Tensor:
     return torch.zeros(*weight.shape[:-2], weight.shape[-1], dtype=weight.dtype, device=weight.device)
 
 
-class WeightViewsMixin:
-    """Shared by the component mixins: surfaces ``WeightViewError`` messages through ``nn.Module``.
+class SurfacesViewErrors:
+    """Mixed before ``nn.Module``: keeps a view property's own ``WeightViewError`` message.
 
     When a property raises ``AttributeError``, Python falls back to ``__getattr__``, and ``nn.Module``'s
     would replace the message with a generic one; this one re-raises the view's own error instead.
@@ -128,6 +128,10 @@ class WeightViewsMixin:
             if isinstance(view, property) and view.fget is not None:
                 view.fget(self)
             raise
+
+
+class WeightViewsMixin(SurfacesViewErrors):
+    """Shared by the component mixins."""
 
     def _layer_label(self) -> str:
         """``blocks.3.attn`` once the bridge has named the hook points, else the component's class name."""

@@ -21,7 +21,8 @@ d_head]`` only without q-LoRA (with it, q passes a norm). Keys and values come f
 no ``W_K``/``W_V`` (nor ``QK``/``OV``); the linear maps MLA does have are ``W_Q_a`` ``[d_model, q_lora_rank]``,
 ``W_Q_b`` ``[n_heads, q_lora_rank, d_head]``, ``W_KV_a`` ``[d_model, kv_lora_rank]``, ``W_K_rope`` ``[d_model,
 qk_rope]`` (the shared rope key), ``W_K_b`` ``[n_heads, kv_lora_rank, qk_nope]`` and ``W_V_b`` ``[n_heads,
-kv_lora_rank, d_head_v]`` (the per-head up-projections of the normed latent).
+kv_lora_rank, d_head_v]`` (the per-head up-projections of the normed latent), with biases ``b_Q_a``, ``b_KV_a``,
+``b_K_rope`` (zeros without ``attention_bias``; HF's up-projections have none).
 """
 
 from __future__ import annotations
@@ -161,6 +162,29 @@ class MLAAttention(Attention):
     def W_K_rope(self) -> torch.Tensor:
         """The shared rope key's projection ``[d_model, qk_rope]`` (pre-rotary; one for all heads)."""
         return linear_in_out(self.hf.kv_a_proj_with_mqa)[:, self.kv_rank :]
+
+    def _bias_of(self, module: nn.Module, columns: slice) -> torch.Tensor:
+        bias = linear_bias(module)
+        if bias is not None:
+            return bias[columns]
+        weight = linear_in_out(module)[:, columns]
+        return torch.zeros(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+
+    @property
+    def b_Q_a(self) -> torch.Tensor:
+        """``[q_lora_rank]`` (zeros without ``attention_bias``)."""
+        _ = self.W_Q_a  # raises without q-LoRA
+        return self._bias_of(self.hf.q_a_proj, slice(None))
+
+    @property
+    def b_KV_a(self) -> torch.Tensor:
+        """``[kv_lora_rank]`` (zeros without ``attention_bias``)."""
+        return self._bias_of(self.hf.kv_a_proj_with_mqa, slice(None, self.kv_rank))
+
+    @property
+    def b_K_rope(self) -> torch.Tensor:
+        """``[qk_rope]`` (zeros without ``attention_bias``)."""
+        return self._bias_of(self.hf.kv_a_proj_with_mqa, slice(self.kv_rank, None))
 
     def _kv_b(self) -> tuple[torch.Tensor, torch.Tensor]:
         per_head = einops.rearrange(linear_in_out(self.hf.kv_b_proj), "r (h d) -> h r d", h=self.n_heads)
