@@ -363,3 +363,21 @@ def _cached_model(directory):
     if directory not in _MODELS:
         _MODELS[directory] = bridge.load(directory)
     return _MODELS[directory]
+
+
+# ------------------------------------------------------------ KV cache
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_forward_with_an_hf_cache_continues_the_sequence(gpt2, reference, with_mask):
+    """HF's convention: with ``past_key_values`` the mask covers cached and new positions, and positions
+    count on from the cache."""
+    tokens = tokens_of(gpt2, batch=2, pos=9)
+    expected = reference(tokens).logits
+    cache = transformers.DynamicCache(config=gpt2.hf_model.config)
+    head = gpt2(tokens[:, :6], past_key_values=cache, use_cache=True)
+    mask = {"attention_mask": torch.ones(2, 9, dtype=torch.long)} if with_mask else {}
+    tail = gpt2(tokens[:, 6:], past_key_values=cache, use_cache=True, **mask)
+    torch.testing.assert_close(torch.cat([head, tail], dim=1), expected, atol=1e-5, rtol=0)
+    with pytest.raises(BadInputError, match="attention_mask has shape"):
+        gpt2(tokens[:, 6:], attention_mask=torch.ones(2, 9, dtype=torch.long))

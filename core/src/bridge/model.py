@@ -389,8 +389,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             input = tokens
         if input is None:
             raise BadInputError("forward needs an input: text, a list of texts, or tokens [batch, pos].")
+        cached = any(hf_kwargs.get(key) is not None for key in ("past_key_values", "cache_params"))
         tokens, attention_mask = self._tokens.prepare(
-            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in()
+            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in(), cached=cached
         )
         return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
 
@@ -408,7 +409,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         if attention_mask is not None:
             attention_mask = attention_mask.to(tokens.device)
             hf_kwargs.setdefault("attention_mask", attention_mask)
-        if self._takes_position_ids:
+        cached = any(hf_kwargs.get(key) is not None for key in ("past_key_values", "cache_params"))
+        covers_cache = attention_mask is not None and attention_mask.shape[1] > tokens.shape[1]
+        if self._takes_position_ids and (not cached or covers_cache):  # else HF counts on from the cache
             hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask))
         if return_type in ("logits", "loss", "both") and self.unembed is None:
             raise NoLMHeadError(
@@ -435,7 +438,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         logits = out.logits
         if return_type == "logits":
             return logits
-        loss = lm_loss(logits, tokens, attention_mask, per_token=loss_per_token)
+        mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
+        loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
     def _forward_from(
@@ -661,7 +665,8 @@ def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None) 
     if attention_mask is None:
         return torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape)
     position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 1)
+    position_ids = position_ids.masked_fill(attention_mask == 0, 1)
+    return position_ids[:, -tokens.shape[1] :]  # a mask that also covers cached positions: the new ones
 
 
 __all__ = ["Bridge", "lm_loss", "position_ids_for"]

@@ -75,9 +75,11 @@ class TokenizerHelper:
         prepend_bos: bool | None,
         padding_side: Literal["left", "right"] | None,
         d_vocab: int,
+        cached: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What ``forward`` runs on: checked tokens ``[batch, pos]`` as given (and a checked mask), or
-        encoded text (truncated to ``n_ctx``) with its mask when padded."""
+        encoded text (truncated to ``n_ctx``) with its mask when padded. ``cached``: a KV/SSM cache is
+        passed, so the mask may also cover the cached positions (``[batch, cached + pos]``, HF's convention)."""
         if isinstance(input, torch.Tensor):
             tokens = check_tokens(input, self.cfg, d_vocab)
         else:
@@ -85,7 +87,7 @@ class TokenizerHelper:
             if attention_mask is None and not bool(mask.all()):
                 attention_mask = mask
         if attention_mask is not None:
-            attention_mask = check_attention_mask(attention_mask, tokens)
+            attention_mask = check_attention_mask(attention_mask, tokens, cached=cached)
         return tokens, attention_mask
 
     def decode(self, tokens: torch.Tensor | Sequence[int]) -> str | list[str]:

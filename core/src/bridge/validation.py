@@ -96,13 +96,15 @@ def n_ctx_is_limit(cfg: BridgeConfig) -> bool:
     return fixed and cfg.n_ctx is not None
 
 
-def check_attention_mask(mask: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """A 0/1 mask of the tokens' shape ``[batch, pos]`` (a 1-D mask goes with one sequence), as ``long``."""
+def check_attention_mask(mask: Any, tokens: torch.Tensor, cached: bool = False) -> torch.Tensor:
+    """A 0/1 mask of the tokens' shape ``[batch, pos]`` (a 1-D mask goes with one sequence), as ``long``.
+    With a cache (``cached``) it may be longer, ``[batch, cached + pos]``, covering the cached positions too."""
     if not isinstance(mask, torch.Tensor):
         raise BadInputError(f"attention_mask must be a tensor [batch, pos], got {type(mask).__name__}.")
     if mask.ndim == 1:
         mask = mask.unsqueeze(0)  # [pos] -> [1, pos]
-    if mask.shape != tokens.shape:
+    longer_ok = cached and mask.ndim == 2 and mask.shape[0] == tokens.shape[0] and mask.shape[1] >= tokens.shape[1]
+    if mask.shape != tokens.shape and not longer_ok:
         raise BadInputError(
             f"attention_mask has shape {tuple(mask.shape)}, but the tokens have shape {tuple(tokens.shape)}; "
             "give a [batch, pos] mask with 1 on real tokens and 0 on padding."
