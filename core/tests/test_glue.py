@@ -238,6 +238,8 @@ def test_hook_ctx_layer_and_reset(gpt2):
     assert "norm" in hook.ctx
     gpt2.reset_hooks()
     assert hook.ctx == {}
+    gpt2.run_with_hooks(tokens_of(gpt2), fwd_hooks=[("blocks.1.attn.hook_z", remember)], clear_contexts=True)
+    assert hook.ctx == {}
 
 
 def test_perma_hooks_and_remove_all_hook_fns(gpt2):

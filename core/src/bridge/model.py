@@ -236,8 +236,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         fwd_hooks: Sequence[HookSpec] = (),
         bwd_hooks: Sequence[HookSpec] = (),
         reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
     ) -> Iterator[Bridge]:
-        """Attach hooks for the duration of a ``with`` block; exactly those are removed at exit."""
+        """Attach hooks for the duration of a ``with`` block; exactly those are removed at exit
+        (and every hook point's ``ctx`` emptied, with ``clear_contexts``)."""
         handles: list[HookHandle] = []
         try:
             for direction, specs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
@@ -248,6 +250,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             if reset_hooks_end:
                 for handle in handles:
                     handle.remove()
+            if clear_contexts:
+                self.clear_contexts()
 
     def run_with_hooks(
         self,
@@ -255,11 +259,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         fwd_hooks: Sequence[HookSpec] = (),
         bwd_hooks: Sequence[HookSpec] = (),
         reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Run a forward pass with temporary hooks. Arguments after the hooks go to ``forward``."""
-        self._check_forward_kwargs("run_with_hooks", kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end"))
-        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
+        own = ("fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts")
+        self._check_forward_kwargs("run_with_hooks", kwargs, own)
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
             return self(*args, **kwargs)
 
     def _names(self, names_filter: NamesFilter) -> list[str]:
