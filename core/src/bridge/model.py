@@ -226,7 +226,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         return {
             name: module
             for child_name, child in self.named_children()
-            if child_name != "hf_model"
+            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model, nor the HF unembed
             for name, module in child.named_modules(prefix=child_name)
         }
 
