@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -524,8 +525,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         return layer + n if layer < 0 else layer
 
     def _check_forward_kwargs(self, where: str, kwargs: dict[str, Any], own: Sequence[str] = ()) -> None:
-        forward_params = [p for p in inspect.signature(Bridge.forward).parameters if p not in ("self", "hf_kwargs")]
-        check_kwargs(where, kwargs, [*own, *forward_params, *self._hf_passthrough])
+        if kwargs:
+            check_kwargs(where, kwargs, [*own, *_own_parameters(type(self).forward), *self._hf_passthrough])
 
     def _d_vocab_in(self) -> int:
         """The number of token ids the input embedding accepts."""
@@ -663,6 +664,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         for component in self.components():
             component.detach_all()
         seam.disable(self.hf_model)
+
+
+@functools.cache
+def _own_parameters(method: Callable) -> tuple[str, ...]:
+    """The named parameters of a method (not ``self``, ``*args``, ``**kwargs``)."""
+    params = inspect.signature(method).parameters.values()
+    return tuple(p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
 def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
