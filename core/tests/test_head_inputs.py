@@ -230,3 +230,19 @@ def test_per_head_inputs_on_every_qkv_layout(adapter):
     others = [h for h in range(cfg.n_heads) if h != head]
     torch.testing.assert_close(patched[name][:, :, others], clean[name][:, :, others], atol=ATOL, rtol=0)
     assert (patched[name][:, :, head] - clean[name][:, :, head]).abs().max() > 1e-4
+
+
+def test_input_hooks_leave_nothing_behind(llama_pair):
+    model, tokens = llama_pair.bridge, llama_pair.tokens()
+    model.set_use_split_qkv_input(True)
+    model.set_use_attn_in(True)
+    model.set_use_hook_mlp_in(True)
+    names = lambda n: n.endswith(("_input", "attn_in", "mlp_in"))  # noqa: E731
+    model.run_with_cache(tokens, names_filter=names)
+    assert all(block.head_inputs.pending is None for block in model.blocks)
+    altered = [
+        name
+        for name, module in model.hf_model.named_modules()
+        if "forward" in module.__dict__ or module._forward_hooks or module._forward_pre_hooks
+    ]
+    assert altered == []
