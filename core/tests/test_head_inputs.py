@@ -9,7 +9,15 @@ import torch
 from bridge.errors import OptInHookError
 from bridge.testing import make_pair
 from bridge_gpt2 import GPT2Adapter, GPTBigCodeAdapter, GPTNeoXAdapter
-from bridge_llama import Gemma2Adapter, LlamaAdapter, Phi3Adapter, Qwen3Adapter
+from bridge_llama import (
+    Gemma2Adapter,
+    Gemma3Adapter,
+    LlamaAdapter,
+    MixtralAdapter,
+    Phi3Adapter,
+    Qwen2Adapter,
+    Qwen3Adapter,
+)
 
 ATOL = 1e-5
 
@@ -201,7 +209,19 @@ def test_attn_in_on_a_grouped_query_model_feeds_kv_from_the_first_head_of_each_g
 
 
 @pytest.mark.parametrize(
-    "adapter", [GPT2Adapter, GPTNeoXAdapter, GPTBigCodeAdapter, LlamaAdapter, Qwen3Adapter, Phi3Adapter, Gemma2Adapter]
+    "adapter",
+    [
+        GPT2Adapter,
+        GPTNeoXAdapter,
+        GPTBigCodeAdapter,
+        LlamaAdapter,
+        Qwen2Adapter,
+        Qwen3Adapter,
+        Phi3Adapter,
+        Gemma2Adapter,
+        Gemma3Adapter,
+        MixtralAdapter,
+    ],
 )
 def test_per_head_inputs_on_every_qkv_layout(adapter):
     """Unpatched, the per-head path gives HF's logits; a q-input patch on one head moves exactly that head's
