@@ -238,6 +238,8 @@ def test_hook_ctx_layer_and_reset(gpt2):
     assert "norm" in hook.ctx
     gpt2.reset_hooks()
     assert hook.ctx == {}
+    gpt2.run_with_hooks(tokens_of(gpt2), fwd_hooks=[("blocks.1.attn.hook_z", remember)], clear_contexts=True)
+    assert hook.ctx == {}
 
 
 def test_perma_hooks_and_remove_all_hook_fns(gpt2):
@@ -262,7 +264,7 @@ def test_mod_dict_names_components_and_hook_points(gpt2):
     assert mods["blocks.0.attn.hook_q"] is gpt2.hook_dict["blocks.0.attn.hook_q"]
     assert mods["blocks.0.attn"] is gpt2.blocks[0].attn
     assert set(gpt2.hook_dict) <= set(mods)
-    assert not any(name.startswith("hf_model") for name in mods)
+    assert not any(name.startswith(("hf_model", "unembed")) for name in mods)
 
 
 def test_generator_names_filter_is_not_used_up(gpt2):
@@ -363,3 +365,21 @@ def _cached_model(directory):
     if directory not in _MODELS:
         _MODELS[directory] = bridge.load(directory)
     return _MODELS[directory]
+
+
+# ------------------------------------------------------------ KV cache
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_forward_with_an_hf_cache_continues_the_sequence(gpt2, reference, with_mask):
+    """HF's convention: with ``past_key_values`` the mask covers cached and new positions, and positions
+    count on from the cache."""
+    tokens = tokens_of(gpt2, batch=2, pos=9)
+    expected = reference(tokens).logits
+    cache = transformers.DynamicCache(config=gpt2.hf_model.config)
+    head = gpt2(tokens[:, :6], past_key_values=cache, use_cache=True)
+    mask = {"attention_mask": torch.ones(2, 9, dtype=torch.long)} if with_mask else {}
+    tail = gpt2(tokens[:, 6:], past_key_values=cache, use_cache=True, **mask)
+    torch.testing.assert_close(torch.cat([head, tail], dim=1), expected, atol=1e-5, rtol=0)
+    with pytest.raises(BadInputError, match="attention_mask has shape"):
+        gpt2(tokens[:, 6:], attention_mask=torch.ones(2, 9, dtype=torch.long))

@@ -9,7 +9,15 @@ import torch
 from bridge.errors import OptInHookError
 from bridge.testing import make_pair
 from bridge_gpt2 import GPT2Adapter, GPTBigCodeAdapter, GPTNeoXAdapter
-from bridge_llama import Gemma2Adapter, LlamaAdapter, Phi3Adapter, Qwen3Adapter
+from bridge_llama import (
+    Gemma2Adapter,
+    Gemma3Adapter,
+    LlamaAdapter,
+    MixtralAdapter,
+    Phi3Adapter,
+    Qwen2Adapter,
+    Qwen3Adapter,
+)
 
 ATOL = 1e-5
 
@@ -201,7 +209,19 @@ def test_attn_in_on_a_grouped_query_model_feeds_kv_from_the_first_head_of_each_g
 
 
 @pytest.mark.parametrize(
-    "adapter", [GPT2Adapter, GPTNeoXAdapter, GPTBigCodeAdapter, LlamaAdapter, Qwen3Adapter, Phi3Adapter, Gemma2Adapter]
+    "adapter",
+    [
+        GPT2Adapter,
+        GPTNeoXAdapter,
+        GPTBigCodeAdapter,
+        LlamaAdapter,
+        Qwen2Adapter,
+        Qwen3Adapter,
+        Phi3Adapter,
+        Gemma2Adapter,
+        Gemma3Adapter,
+        MixtralAdapter,
+    ],
 )
 def test_per_head_inputs_on_every_qkv_layout(adapter):
     """Unpatched, the per-head path gives HF's logits; a q-input patch on one head moves exactly that head's
@@ -230,3 +250,19 @@ def test_per_head_inputs_on_every_qkv_layout(adapter):
     others = [h for h in range(cfg.n_heads) if h != head]
     torch.testing.assert_close(patched[name][:, :, others], clean[name][:, :, others], atol=ATOL, rtol=0)
     assert (patched[name][:, :, head] - clean[name][:, :, head]).abs().max() > 1e-4
+
+
+def test_input_hooks_leave_nothing_behind(llama_pair):
+    model, tokens = llama_pair.bridge, llama_pair.tokens()
+    model.set_use_split_qkv_input(True)
+    model.set_use_attn_in(True)
+    model.set_use_hook_mlp_in(True)
+    names = lambda n: n.endswith(("_input", "attn_in", "mlp_in"))  # noqa: E731
+    model.run_with_cache(tokens, names_filter=names)
+    assert all(block.head_inputs.pending is None for block in model.blocks)
+    altered = [
+        name
+        for name, module in model.hf_model.named_modules()
+        if "forward" in module.__dict__ or module._forward_hooks or module._forward_pre_hooks
+    ]
+    assert altered == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bridge
 from bridge.errors import BadInputError, UnknownArgumentError
@@ -98,3 +100,47 @@ def test_one_dimensional_tokens_and_mask_run_as_a_batch_of_one(adapter):
     batched = model(tokens[None], attention_mask=mask[None], return_type=return_type)
     torch.testing.assert_close(flat, batched, atol=0, rtol=0)
     torch.testing.assert_close(model(tokens, return_type=return_type), model(tokens[None], return_type=return_type))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.uint8])
+def test_narrow_integer_tokens_run_as_long(adapter, dtype):
+    """Found by hypothesis: int16 ids crashed inside the HF embedding."""
+    model = model_for(adapter)
+    tokens = ok_tokens(model, 6)
+    return_type = "logits" if model.unembed is not None else "hidden"
+    expected = model(tokens, return_type=return_type)
+    torch.testing.assert_close(model(tokens.to(dtype), return_type=return_type), expected, atol=0, rtol=0)
+
+
+DTYPES = [torch.long, torch.int32, torch.int16, torch.float32, torch.bool]
+
+
+@pytest.mark.parametrize("adapter", [a for a in ADAPTERS if a.__name__ in ("GPT2Adapter", "LlamaAdapter")])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_tensor_input_runs_or_raises_bad_input(adapter, data):
+    """Whatever tensor comes in, the bridge either runs it (exactly when it is valid token ids) or raises
+    ``BadInputError``: never an error from deep inside the HF model."""
+    model = model_for(adapter)
+    d_vocab, n_ctx = model.cfg.d_vocab, model.cfg.n_ctx
+    ndim = data.draw(st.integers(0, 3), label="ndim")
+    shape = data.draw(st.lists(st.integers(0, 4), min_size=ndim, max_size=ndim), label="shape")
+    if ndim and data.draw(st.booleans(), label="long"):
+        shape[-1] = data.draw(st.integers(n_ctx - 1, n_ctx + 2), label="pos")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    low, high = data.draw(st.sampled_from([(0, d_vocab), (-2, d_vocab), (0, d_vocab + 2)]), label="range")
+    tokens = torch.randint(low, high, tuple(shape)).to(dtype)
+    valid = (
+        dtype in (torch.long, torch.int32, torch.int16)
+        and ndim in (1, 2)
+        and tokens.numel() > 0
+        and int(tokens.min()) >= 0
+        and int(tokens.max()) < d_vocab
+        and (not n_ctx_is_limit(model.cfg) or shape[-1] <= n_ctx)
+    )
+    if valid:
+        assert model(tokens, return_type=None) is None
+    else:
+        with pytest.raises(BadInputError):
+            model(tokens, return_type=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import threading
 import warnings
@@ -292,7 +293,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         return {
             name: module
             for child_name, child in self.named_children()
-            if child_name != "hf_model"
+            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model, nor the HF unembed
             for name, module in child.named_modules(prefix=child_name)
         }
 
@@ -302,8 +303,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         fwd_hooks: Sequence[HookSpec] = (),
         bwd_hooks: Sequence[HookSpec] = (),
         reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
     ) -> Iterator[Bridge]:
-        """Attach hooks for the duration of a ``with`` block; exactly those are removed at exit."""
+        """Attach hooks for the duration of a ``with`` block; exactly those are removed at exit
+        (and every hook point's ``ctx`` emptied, with ``clear_contexts``)."""
         handles: list[HookHandle] = []
         try:
             for direction, specs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
@@ -314,6 +317,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             if reset_hooks_end:
                 for handle in handles:
                     handle.remove()
+            if clear_contexts:
+                self.clear_contexts()
 
     def run_with_hooks(
         self,
@@ -321,11 +326,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         fwd_hooks: Sequence[HookSpec] = (),
         bwd_hooks: Sequence[HookSpec] = (),
         reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Run a forward pass with temporary hooks. Arguments after the hooks go to ``forward``."""
-        self._check_forward_kwargs("run_with_hooks", kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end"))
-        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
+        own = ("fwd_hooks", "bwd_hooks", "reset_hooks_end", "clear_contexts")
+        self._check_forward_kwargs("run_with_hooks", kwargs, own)
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
             return self(*args, **kwargs)
 
     def _names(self, names_filter: NamesFilter) -> list[str]:
@@ -533,7 +540,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         logits = out.logits
         if return_type == "logits":
             return logits
-        loss = lm_loss(logits, tokens, attention_mask, per_token=loss_per_token)
+        mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
+        loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
     def _forward_from(
@@ -612,8 +620,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         return layer + n if layer < 0 else layer
 
     def _check_forward_kwargs(self, where: str, kwargs: dict[str, Any], own: Sequence[str] = ()) -> None:
-        forward_params = [p for p in inspect.signature(Bridge.forward).parameters if p not in ("self", "hf_kwargs")]
-        check_kwargs(where, kwargs, [*own, *forward_params, *self._hf_passthrough])
+        if kwargs:
+            check_kwargs(where, kwargs, [*own, *_own_parameters(type(self).forward), *self._hf_passthrough])
 
     def _d_vocab_in(self) -> int:
         """The number of token ids the input embedding accepts."""
@@ -883,6 +891,13 @@ def _rebuild(
     for component in model.components():
         component.sync()
     return model
+
+
+@functools.cache
+def _own_parameters(method: Callable) -> tuple[str, ...]:
+    """The named parameters of a method (not ``self``, ``*args``, ``**kwargs``)."""
+    params = inspect.signature(method).parameters.values()
+    return tuple(p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
 def past_length(past_key_values: Any) -> int:

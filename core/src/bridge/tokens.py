@@ -78,7 +78,8 @@ class TokenizerHelper:
         past: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What ``forward`` runs on: checked tokens ``[batch, pos]`` as given (and a checked mask), or
-        encoded text (truncated to ``n_ctx``) with its mask when padded."""
+        encoded text (truncated to ``n_ctx``) with its mask when padded. ``past``: the number of positions in
+        a KV cache passed along (``None``: none); the mask then covers them too (``[batch, past + pos]``)."""
         if isinstance(input, torch.Tensor):
             tokens = check_tokens(input, self.cfg, d_vocab)
         else:

@@ -62,7 +62,8 @@ def check_text(input: Any) -> list[str]:
 
 
 def check_tokens(tokens: torch.Tensor, cfg: BridgeConfig, d_vocab: int) -> torch.Tensor:
-    """Token ids as ``[batch, pos]``: integer, 1-D or 2-D, non-empty, within the vocabulary and context."""
+    """Token ids as ``[batch, pos]`` ``long``: integer (any width), 1-D or 2-D, non-empty, within the
+    vocabulary and context."""
     if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
         raise BadInputError(
             f"tokens must be an integer tensor of token ids, got dtype {tokens.dtype}; "
@@ -75,6 +76,7 @@ def check_tokens(tokens: torch.Tensor, cfg: BridgeConfig, d_vocab: int) -> torch
         )
     if tokens.ndim == 1:
         tokens = tokens.unsqueeze(0)  # [pos] -> [1, pos]
+    tokens = tokens.long()  # embeddings take int64 (int32 on some backends only)
     if tokens.numel() == 0:
         raise BadInputError(f"tokens of shape {tuple(tokens.shape)} hold no token; pass at least one per sequence.")
     low, high = int(tokens.min()), int(tokens.max())
