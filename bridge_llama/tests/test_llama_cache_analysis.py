@@ -52,8 +52,12 @@ def test_llama_rms_apply_ln_does_not_center(llama):
 
 def test_llama_logit_lens_gives_hf_logits(llama):
     pair, _, _, cache, ref = llama
-    lens = cache.accumulated_resid(apply_ln=True)
-    close((lens[-1] * pair.reference.model.norm.weight) @ pair.bridge.W_U, ref.logits, atol=1e-4)
+    raw, lens = cache.accumulated_resid(), cache.accumulated_resid(apply_ln=True)
+    norm = pair.reference.model.norm
+    close(lens, rms_normalized(raw, norm.variance_epsilon) * norm.weight)  # each entry's own statistics
+    close(lens[-1] @ pair.bridge.W_U, ref.logits, atol=1e-4)
+    normalized = cache.apply_ln_to_stack(raw[-1:])[0]  # cached scale, no weight
+    close((normalized * norm.weight) @ pair.bridge.W_U, ref.logits, atol=1e-4)
 
 
 def test_llama_logit_attrs_sum_to_the_logit_difference_with_a_folded_norm(llama):

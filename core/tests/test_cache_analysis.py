@@ -82,14 +82,23 @@ def test_accumulated_resid_entries_are_hf_hidden_states(pair, run):
     close(mid_stack[3], cache["blocks.1.hook_resid_mid"])
 
 
-def test_logit_lens_last_entry_gives_hf_logits(pair, run):
-    """``accumulated_resid(apply_ln=True)[-1]`` is normalized but not scaled: ln_f's weight and bias, then
-    the unembedding, give HF's logits."""
+def test_logit_lens_runs_the_final_norm_on_each_entry(pair, run):
+    """The logit lens: every entry through ln_f (its own statistics, ln_f's weight and bias), so the last
+    entry unembeds to HF's logits."""
     _, cache, ref = run
-    lens = cache.accumulated_resid(apply_ln=True)
+    raw, lens = cache.accumulated_resid(), cache.accumulated_resid(apply_ln=True)
     ln_f = pair.reference.transformer.ln_f
-    logits = (lens[-1] * ln_f.weight + ln_f.bias) @ pair.bridge.W_U + pair.bridge.b_U
-    close(logits, ref.logits, atol=1e-4)
+    close(lens, F.layer_norm(raw, (raw.shape[-1],), ln_f.weight, ln_f.bias, eps=ln_f.eps))
+    close(lens[-1] @ pair.bridge.W_U + pair.bridge.b_U, ref.logits, atol=1e-4)
+
+
+def test_cached_scale_lens_is_normalized_not_scaled(pair, run):
+    """apply_ln_to_stack divides by the cached ln_f scale and applies no weight: ln_f's weight and bias, then
+    the unembedding, give HF's logits from the last residual stream."""
+    _, cache, ref = run
+    normalized = cache.apply_ln_to_stack(cache.accumulated_resid()[-1:])[0]
+    ln_f = pair.reference.transformer.ln_f
+    close((normalized * ln_f.weight + ln_f.bias) @ pair.bridge.W_U + pair.bridge.b_U, ref.logits, atol=1e-4)
 
 
 @pytest.mark.parametrize("layer", [None, 0, 1, 2, -1, -2])
@@ -117,10 +126,9 @@ def test_identities_hold_for_any_batch_length_and_left_padding(pair, batch, leng
     logits, cache = pair.bridge.run_with_cache(tokens, attention_mask=mask)
     ref = pair.reference(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     close(cache.get_full_resid_decomposition().sum(0), cache["resid_post", -1])
-    ln_f = pair.reference.transformer.ln_f
     lens = cache.accumulated_resid(apply_ln=True)[-1]
     real = mask.bool()
-    close(((lens * ln_f.weight + ln_f.bias) @ pair.bridge.W_U)[real], ref.logits[real], atol=1e-4)
+    close((lens @ pair.bridge.W_U + pair.bridge.b_U)[real], ref.logits[real], atol=1e-4)
     close(logits[real], ref.logits[real], atol=1e-4)
 
 
@@ -269,6 +277,16 @@ def test_logit_attrs_match_a_hand_computed_reference(pair, tokens, run):
     close(last, expected[:, :, -1])
     first_batch = cache.logit_attrs(stack, 3, batch_slice=0)
     close(first_batch, expected[:, 0])
+
+
+def test_logit_attrs_with_one_token_per_batch_item_use_it_at_every_position(run):
+    _, cache, _ = run
+    stack = cache.decompose_resid()  # [n, batch=2, pos=7, d]
+    per_item = cache.logit_attrs(stack, torch.tensor([3, 4]), incorrect_tokens=torch.tensor([5, 6]))
+    spelled_out = cache.logit_attrs(
+        stack, torch.tensor([[3] * 7, [4] * 7]), incorrect_tokens=torch.tensor([[5] * 7, [6] * 7])
+    )
+    close(per_item, spelled_out)
 
 
 def test_logit_attrs_rejects_mismatched_token_shapes(run):

@@ -13,7 +13,10 @@ stream entering the unembedding, and other negative values count back from there
 Norms: ``apply_ln`` divides by the norm scale *cached in this run* (``blocks.{l}.ln1/ln2.hook_scale``,
 ``ln_final.hook_scale``), after centering for LayerNorm (RMS norms do not center). It never applies the norm's
 weight or bias: as in TransformerLens, the result is exact for a model whose norm weights are folded into the
-following weights; with unfolded weights it is "normalized, not scaled".
+following weights; with unfolded weights it is "normalized, not scaled". The one exception, as in
+TransformerLens 4: the logit lens (``accumulated_resid(apply_ln=True)`` up to the unembedding) runs the final
+norm itself on each entry (its own statistics, weight and bias), so ``entry @ W_U + b_U`` is that entry's
+logits and the last entry gives the model's logits.
 """
 
 from __future__ import annotations
@@ -116,7 +119,9 @@ class CacheAnalysis:
         Returns ``[components, *batch_and_pos, d_model]``: ``{l}_pre`` for ``l < layer`` (and ``l == layer``),
         ``{l}_mid`` after each with ``incl_mid`` (blocks that have a ``resid_mid``), ``{layer}_mid`` with
         ``mlp_input``, and ``final_post`` (the last ``resid_post``) when ``layer == n_layers``. With
-        ``apply_ln`` every entry is normalized by the scale of the norm reading the stream at ``layer``.
+        ``apply_ln`` every entry is normalized by the cached scale of the norm reading the stream at ``layer``;
+        at ``layer == n_layers`` (the logit lens) the final norm is run on each entry instead (its own
+        statistics, weight and bias), so ``stack @ W_U + b_U`` gives each entry's logits.
         """
         positions = Slice.unwrap(pos_slice)
         n = self._n_layers()
@@ -136,7 +141,14 @@ class CacheAnalysis:
                 labels.append(f"{l}_mid")
         stack = torch.stack([positions.apply(entry, dim=-2) for entry in entries])
         if apply_ln:
-            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=positions)
+            stack = self.apply_ln_to_stack(
+                stack,
+                layer,
+                mlp_input=mlp_input,
+                pos_slice=positions,
+                has_batch_dim=self.has_batch_dim,
+                recompute_ln=layer == n,
+            )
         return (stack, labels) if return_labels else stack
 
     @_reads("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "hook_mixer_out", "hook_scale")
@@ -349,6 +361,7 @@ class CacheAnalysis:
         pos_slice: Slice | SliceInput = None,
         batch_slice: Slice | SliceInput = None,
         has_batch_dim: bool = True,
+        recompute_ln: bool = False,
     ) -> torch.Tensor:
         """Normalize a stack ``[components, *batch_and_pos, d_model]`` as the norm reading ``layer`` saw it.
 
@@ -357,18 +370,22 @@ class CacheAnalysis:
         bias are NOT applied (exact for folded norms). ``pos_slice``/``batch_slice``: the selection already
         applied to the stack, applied here to the scale (``batch_slice`` also to the stack's dim 1 when
         ``has_batch_dim``). A point with no norm in front (e.g. OLMo-2's blocks) returns the stack unchanged.
+        ``recompute_ln`` at ``layer == n_layers`` runs the final norm module on each component instead (its
+        own statistics, weight and bias: the logit lens), needing no cached scale.
         """
         positions, batches = Slice.unwrap(pos_slice), Slice.unwrap(batch_slice)
         layer = self._stream_layer(layer)
+        if has_batch_dim:
+            residual_stack = batches.apply(residual_stack, dim=1)
         norm_name = self._norm_at(layer, mlp_input)
         if norm_name is None:
             return residual_stack
         norm = self._model().get_submodule(norm_name)
+        if recompute_ln and layer == self._n_layers():
+            return norm.hf(residual_stack)  # per position and component: the norm acts on the last dim only
         kind = getattr(norm, "kind", None) or self._model().cfg.normalization_type
         if kind not in _NORM_KINDS:
             return residual_stack
-        if has_batch_dim:
-            residual_stack = batches.apply(residual_stack, dim=1)
         if kind in _LN_KINDS:
             residual_stack = residual_stack - residual_stack.mean(dim=-1, keepdim=True)
         scale = positions.apply(self._need(f"{norm_name}.hook_scale"), dim=-2)
@@ -390,6 +407,7 @@ class CacheAnalysis:
 
         ``residual_stack`` ``[components, *batch_and_pos, d_model]`` is normalized with the final norm's cached
         scale (``apply_ln_to_stack``) and dotted with ``W_U[:, token]``; returns ``[components, *batch_and_pos]``.
+        ``tokens``: one token, one per batch item ``[batch]`` (used at every position), or ``[batch, pos]``.
         On a model with the final norm folded into ``W_U``, the attributions of a full decomposition sum to
         the logit (difference) minus ``b_U``.
         """
@@ -402,9 +420,13 @@ class CacheAnalysis:
                     f"{_token_shape(incorrect_tokens)}"
                 )
             directions = directions - model.tokens_to_residual_directions(incorrect_tokens)
+        batches = Slice.unwrap(batch_slice)
         scaled = self.apply_ln_to_stack(
-            residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice, has_batch_dim=has_batch_dim
+            residual_stack, None, pos_slice=pos_slice, batch_slice=batches, has_batch_dim=has_batch_dim
         )
+        per_example = directions.ndim == 2 and scaled.ndim == 4 and directions.shape[0] == scaled.shape[1]
+        if has_batch_dim and batches.mode != "int" and per_example:
+            directions = directions[:, None]  # one token per batch item [b, d]: the same at every position
         return (scaled * directions.to(scaled.device, scaled.dtype)).sum(dim=-1)
 
     # ------------------------------------------------------------------- misc
