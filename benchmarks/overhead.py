@@ -4,9 +4,13 @@ Every installed plugin contributes models through ``<package>.bench.bench_config
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
 Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×.
 "Cache everything" leaves out opt-in hooks; "+ opt-in" enables and caches them too (no target).
+Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
+weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
+printed as bridge/HF ratios (target ≥ 0.95; ``--gen-tokens 0`` skips it).
 
     make bench                                   # every model
     .venv/bin/python benchmarks/overhead.py --only gpt2 --reps 15
+    .venv/bin/python benchmarks/overhead.py --threads 1 --gen-tokens 32 --gen-prompt 16
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import bridge
 from bridge.plugins import get_registry
 
 TARGETS = {"no hooks": 1.03, "cache resid_post": 1.05, "cache everything": 1.25}
+GENERATE_TARGET = 0.95  # bridge tokens/s over HF tokens/s
 
 
 def plugin_configs() -> dict[str, object]:
@@ -93,7 +98,9 @@ def bench_model(hf_config, batch: int, pos: int, reps: int) -> dict[str, float]:
                     model.set_opt_in(suffix, False)
 
         modes[f"+ opt-in ({', '.join(opt_ins)})"] = with_opt_ins
-    return measure(modes, reps)
+    medians = measure(modes, reps)
+    model.detach()  # gives the shared config back its attention implementation
+    return medians
 
 
 def report(label: str, medians: dict[str, float]) -> None:
@@ -107,6 +114,47 @@ def report(label: str, medians: dict[str, float]) -> None:
     print()
 
 
+def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: int) -> dict[str, float]:
+    """Median seconds of greedy generation of ``new_tokens`` tokens (EOS off, KV cache on) per mode."""
+    bare, twin = twin_models(hf_config)
+    model = bridge.wrap(twin)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, hf_config.vocab_size, (batch, prompt), generator=generator)
+    mask = torch.ones_like(tokens)
+    # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
+    hf_settings = transformers.GenerationConfig(
+        max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=0, use_cache=True, num_beams=1
+    )
+    kwargs = {"max_new_tokens": new_tokens, "do_sample": False, "stop_at_eos": False, "verbose": False}
+    middle = f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
+
+    def with_hook() -> torch.Tensor:
+        return model.generate(tokens, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
+
+    modes = {
+        "HF generate": lambda: bare.generate(tokens, attention_mask=mask, generation_config=hf_settings),
+        "bridge generate": lambda: model.generate(tokens, **kwargs),
+        f"bridge generate + {middle}": with_hook,
+    }
+    medians = measure(modes, reps)
+    model.detach()
+    return medians
+
+
+def report_generate(label: str, medians: dict[str, float], n_tokens: int) -> None:
+    base = medians["HF generate"]
+    print(f"{label}: generate")
+    for name, seconds in medians.items():
+        ratio = base / seconds  # tokens/s relative to HF
+        verdict = (
+            ""
+            if name == "HF generate"
+            else f"  (target ≥ {GENERATE_TARGET:.2f}: {'ok' if ratio >= GENERATE_TARGET else 'MISSED'})"
+        )
+        print(f"  {name:<44} {n_tokens / seconds:9.1f} tok/s  {ratio:5.3f}x{verdict}", flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9, help="interleaved runs per mode (median taken)")
@@ -114,6 +162,8 @@ def main() -> None:
     parser.add_argument("--pos", type=int, default=128)
     parser.add_argument("--only", default="", help="run only models whose label contains this text")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--gen-tokens", type=int, default=32, help="new tokens per generate call (0: skip generate)")
+    parser.add_argument("--gen-prompt", type=int, default=16, help="prompt length for generate")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,6 +178,9 @@ def main() -> None:
     for label, hf_config in plugin_configs().items():
         if args.only in label:
             report(label, bench_model(hf_config, args.batch, args.pos, args.reps))
+            if args.gen_tokens:
+                medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
+                report_generate(label, medians, args.batch * args.gen_tokens)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ class StepCaches(list):
     the KV cache; the whole sequence so far with ``use_past_kv_cache=False``). Each is an
     ``ActivationCache``, so short keys work: ``steps[3]["resid_post", 0]``."""
 
-    def stack(self) -> ActivationCache:
-        """One cache over every position the model ran on: ``output_tokens[:, :-1]``.
+    def stack(self, names: Sequence[str] | None = None) -> ActivationCache:
+        """One cache over every position the model ran on: ``output_tokens[:, :-1]`` (``names``: only
+        these hooks; default all recorded).
 
         Per-position hooks ``[b, pos, ...]`` are concatenated along ``pos``; attention patterns and
         scores ``[b, heads, query, key]`` along ``query``, each step's keys padded to the full length
@@ -80,7 +81,7 @@ class StepCaches(list):
             raise BridgeError("no generation steps were recorded (max_new_tokens=0?)")
         first = self[0]
         return ActivationCache(
-            {name: _stack_hook(name, [step[name] for step in self]) for name in first},
+            {name: _stack_hook(name, [step[name] for step in self]) for name in (names or first)},
             n_layers=first.n_layers,
             model=first.model,
         )
@@ -99,9 +100,13 @@ def _stack_hook(name: str, values: list[torch.Tensor]) -> torch.Tensor:
         )
     if not keyed:
         return torch.cat(values, dim=1)
-    total = values[-1].shape[3]
+    total = sizes[0] + len(values) - 1
     fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(values[0].dtype).min
-    padded = [torch.nn.functional.pad(v, (0, total - v.shape[3]), value=fill) for v in values]
+    padded = []
+    for end, value in zip(range(sizes[0], total + 1), values, strict=True):
+        # a step's keys are the latest positions (all of them, or a sliding window), ending at `end`
+        left, right = end - value.shape[3], total - end
+        padded.append(torch.nn.functional.pad(value, (left, right), value=fill))
     return torch.cat(padded, dim=2)  # [b, heads, p + new - 1, p + new - 1]
 
 

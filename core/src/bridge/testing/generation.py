@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from bridge.adapter import Adapter
-from bridge.testing.checks import Pair, make_pair
+from bridge.errors import BridgeError
+from bridge.testing.checks import TOLERANCE, Pair, make_pair
 from bridge.testing.fixtures import save_tiny_model
 
 STEERED_LAYER = 0
@@ -142,8 +143,89 @@ def check_batched_left_padding_matches_one_by_one(pair: Pair, lengths: tuple[int
         torch.testing.assert_close(alone, expected, rtol=0, atol=0, msg=f"prompt {i} against the reference")
 
 
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, tolerance: float, msg: str = "") -> None:
+    """Equal up to ``tolerance`` times the largest magnitude in ``expected`` (the lively models'
+    activations run to the hundreds, and float error grows with them)."""
+    magnitudes = expected.abs()
+    scale = max(1.0, magnitudes[magnitudes < 1e30].max().item())  # masked scores (the dtype's min) aside
+    torch.testing.assert_close(actual, expected, atol=tolerance * scale, rtol=0, msg=msg)
+
+
+@contextlib.contextmanager
+def capture_output(block: torch.nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
+    """Append the block's output hidden states to ``store`` on every call (a torch forward hook)."""
+
+    def save(_module: torch.nn.Module, _args: tuple, output) -> None:
+        store.append((output[0] if isinstance(output, tuple) else output).detach())
+
+    handle = block.register_forward_hook(save)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_step_caches_match_reference(pair: Pair, pos: int = 5, new: int = 5) -> None:
+    """The per-step activations (``names_filter``) of block 0's output and of every attention pattern
+    equal the reference's block output (a torch forward hook) and ``attentions`` in one cache-free
+    forward over the output."""
+    model = pair.bridge
+    patterns = [n for n in model.hook_dict if n.endswith("attn.hook_pattern")]
+    names = [f"blocks.{STEERED_LAYER}.hook_resid_post", *patterns]
+    prompt = pair.tokens(2, pos, seed=4)
+    for use_cache in (True, False):
+        tokens, steps = model.generate(
+            prompt,
+            max_new_tokens=new,
+            do_sample=False,
+            stop_at_eos=False,
+            verbose=False,
+            use_past_kv_cache=use_cache,
+            names_filter=names,
+        )
+        block_out: list[torch.Tensor] = []
+        with torch.no_grad(), capture_output(reference_block(pair, STEERED_LAYER), block_out):
+            ref = pair.reference(tokens[:, :-1], output_attentions=bool(patterns))
+        assert len(steps) == new
+        assert steps[-1][names[0]].shape[1] == (1 if use_cache else pos + new - 1)
+        stacked = steps.stack()
+        assert_close_to_scale(stacked[names[0]], block_out[0], 1e-5, f"{names[0]}, use_cache={use_cache}")
+        for name in patterns:
+            layer = int(name.split(".")[1])
+            assert_close_to_scale(stacked[name], ref.attentions[layer], TOLERANCE, f"{name}, use_cache={use_cache}")
+
+
+def check_every_hook_fires_each_step(pair: Pair, pos: int = 5, new: int = 4, exclude: tuple[str, ...] = ()) -> None:
+    """Every enabled hook (but those ending with a suffix in ``exclude``) fires once per step, prompt
+    first, and its stacked activations equal a cache-free forward over the output (the forward the
+    conformance kit checks against HF). Hooks that cannot be stacked (ALiBi's ``hook_alibi`` has no
+    position axis; ``hook_rot_k`` sees a sliding window's cache) are only counted."""
+    model = pair.bridge
+    names = [n for n, h in model.hook_dict.items() if h.enabled and not n.endswith(exclude)]
+    tokens, steps = model.generate(
+        pair.tokens(2, pos, seed=5),
+        max_new_tokens=new,
+        do_sample=False,
+        stop_at_eos=False,
+        verbose=False,
+        names_filter=names,
+    )
+    assert len(steps) == new and all(set(step) == set(names) for step in steps)
+    _, full = model.run_with_cache(tokens[:, :-1], names_filter=names)
+    for name in names:
+        try:
+            stacked = steps.stack([name])[name]
+        except BridgeError:
+            if name.endswith(("hook_alibi", "hook_rot_k")):
+                continue
+            raise
+        assert_close_to_scale(stacked, full[name], TOLERANCE, name)
+
+
 GENERATION_CHECKS = (
     check_greedy_matches_hf_generate,
     check_steered_matches_reference_loop,
     check_batched_left_padding_matches_one_by_one,
+    check_step_caches_match_reference,
+    check_every_hook_fires_each_step,
 )

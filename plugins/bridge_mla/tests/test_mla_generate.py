@@ -1,0 +1,37 @@
+"""``Bridge.generate`` on DeepSeek V2/V3 (MLA): the cache holds latents, so ``hook_k`` (the per-head
+pre-rotary key) refuses a cached forward; every other hook fires on every step."""
+
+import pytest
+
+from bridge.errors import BridgeError
+from bridge.testing.generation import GENERATION_CHECKS, check_every_hook_fires_each_step, lively_pair
+from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
+
+ARCHS = [(adapter, arch) for adapter in (DeepseekV2Adapter, DeepseekV3Adapter) for arch in adapter.architectures]
+
+
+@pytest.fixture(scope="module")
+def lively_dirs(tmp_path_factory):
+    return {arch: tmp_path_factory.mktemp(f"{arch}-lively") for _, arch in ARCHS}
+
+
+@pytest.mark.parametrize("check", GENERATION_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(("adapter", "arch"), ARCHS, ids=[arch for _, arch in ARCHS])
+def test_generation(lively_dirs, adapter, arch, check):
+    pair = lively_pair(adapter, lively_dirs[arch], arch)
+    if check is check_every_hook_fires_each_step:
+        check(pair, exclude=("attn.hook_k",))
+    else:
+        check(pair)
+
+
+@pytest.mark.parametrize(("adapter", "arch"), ARCHS, ids=[arch for _, arch in ARCHS])
+def test_hook_k_needs_generation_without_the_cache(lively_dirs, adapter, arch):
+    pair = lively_pair(adapter, lively_dirs[arch], arch)
+    kwargs = {"max_new_tokens": 3, "do_sample": False, "stop_at_eos": False, "verbose": False}
+    with pytest.raises(BridgeError, match="KV cache"):
+        pair.bridge.generate(pair.tokens(1, 4), names_filter="blocks.0.attn.hook_k", **kwargs)
+    _, steps = pair.bridge.generate(
+        pair.tokens(1, 4), names_filter="blocks.0.attn.hook_k", use_past_kv_cache=False, **kwargs
+    )
+    assert [s["k", 0].shape[1] for s in steps] == [4, 5, 6]
