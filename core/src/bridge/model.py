@@ -114,9 +114,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 if not isinstance(attachment, ForwardOverride):
                     continue
                 first = claimed.setdefault(id(attachment.module), component)
-                if first is not component or sum(
-                    a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
-                ) > 1:
+                if (
+                    first is not component
+                    or sum(
+                        a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
+                    )
+                    > 1
+                ):
                     paths = {id(m): n for n, m in self.hf_model.named_modules()}
                     names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
                     raise BridgeError(
