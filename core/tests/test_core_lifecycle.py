@@ -324,9 +324,7 @@ def test_hook_embed_fires_once_with_token_type_ids(gpt2_dir):
     model = bridge.wrap(_hf(gpt2_dir))
     token_types = torch.tensor([[1, 1, 2, 2, 3, 3]])
     calls = []
-    _, cache = model.run_with_cache(
-        TOKENS, token_type_ids=token_types, names_filter="hook_embed"
-    )
+    _, cache = model.run_with_cache(TOKENS, token_type_ids=token_types, names_filter="hook_embed")
     model.add_hook("hook_embed", lambda t, hook: calls.append(t))
     model(TOKENS, token_type_ids=token_types)
     assert len(calls) == 1
@@ -352,3 +350,15 @@ def test_hooked_norms_keep_hf_bf16_numerics(gpt2_dir):
     expected = reference(tokens).logits
     hooked = model.run_with_hooks(tokens, fwd_hooks=[(lambda n: n.endswith("hook_scale"), lambda t, hook: None)])
     torch.testing.assert_close(hooked, expected, atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------- found by the state machine
+
+
+def test_a_hook_removing_an_earlier_hook_on_its_point_does_not_skip_the_next(gpt2):
+    calls = []
+    (victim,) = gpt2.add_hook("blocks.0.attn.hook_attn_scores", lambda t, hook: calls.append("victim"))
+    gpt2.add_hook("blocks.0.attn.hook_attn_scores", lambda t, hook: calls.append("meddle") or victim.remove())
+    gpt2.add_hook("blocks.0.attn.hook_attn_scores", lambda t, hook: calls.append("tail"))
+    gpt2(TOKENS)
+    assert calls == ["victim", "meddle", "tail"]

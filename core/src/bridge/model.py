@@ -162,28 +162,25 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             setattr(self.cfg, flag, any(h.enabled for h in points))
 
     def _check_overrides(self, components: list[Component]) -> None:
-        """Refuse a component map in which two components re-express the same HF module."""
+        """Refuse a component map in which one HF module's forward is replaced twice (by two components,
+        or twice by one): the overrides would undo each other when hooks come and go."""
         claimed: dict[int, Component] = {}
         for component in components:
             for attachment in component._attachments:
                 if not isinstance(attachment, ForwardOverride):
                     continue
                 first = claimed.setdefault(id(attachment.module), component)
-                if (
-                    first is not component
-                    or sum(
-                        a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
-                    )
-                    > 1
-                ):
-                    paths = {id(m): n for n, m in self.hf_model.named_modules()}
-                    names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
-                    raise BridgeError(
-                        f"{type(self.adapter).__name__}: components {names.get(id(first))!r} and "
-                        f"{names.get(id(component))!r} both replace the forward of HF module "
-                        f"{paths.get(id(attachment.module), '?')!r}; give each HF module to one component "
-                        "in the component map."
-                    )
+                overrides = [a for a in component._attachments if isinstance(a, ForwardOverride)]
+                if first is component and sum(a.module is attachment.module for a in overrides) == 1:
+                    continue
+                paths = {id(m): n for n, m in self.hf_model.named_modules()}
+                names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
+                raise BridgeError(
+                    f"{type(self.adapter).__name__}: components {names.get(id(first))!r} and "
+                    f"{names.get(id(component))!r} both replace the forward of HF module "
+                    f"{paths.get(id(attachment.module), '?')!r}; give each HF module to one component "
+                    "in the component map."
+                )
 
     def _build(self, cmap: Any) -> None:
         base = self.hf_model.base_model

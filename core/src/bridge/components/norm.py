@@ -30,10 +30,12 @@ class Norm(Component):
 
     ``kind="LN"`` is ``(x - mean) / scale * w + b`` with ``scale = sqrt(var + eps)``;
     ``kind="RMS"`` is ``x / scale * (w + weight_offset)`` with ``scale = sqrt(mean(x²) + eps)``.
-    Both are computed in float32 with HF's numerics, so a hooked norm gives HF's output bit for bit in
-    half precision too: LN casts once at the end (as torch's layer norm does inside), RMS casts
-    before the weight (Llama-style) or after it (``weight_in_float32``; automatic for Gemma's
-    ``1 + w`` and for the HF classes in ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors.
+    While the hooks only observe, the module's output is the HF module's own (bit for bit, in any
+    dtype; gradients flow through the hooked tensors). Once a hook changes a tensor, the output is
+    this re-expression in float32 with HF's rounding points: LN casts once at the end (as torch's
+    layer norm does inside), RMS casts before the weight (Llama-style) or after it
+    (``weight_in_float32``; automatic for Gemma's ``1 + w`` and the HF classes in
+    ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors.
     """
 
     def __init__(
@@ -55,35 +57,54 @@ class Norm(Component):
         self.hook_normalized = HookPoint()
         self.attach(ForwardOverride(hf_module, self._hooked_forward, (self.hook_scale, self.hook_normalized)))
 
-    def _normalized(self, centred: torch.Tensor, mean_square: torch.Tensor) -> torch.Tensor:
-        """``centred / hook_scale(sqrt(mean_square + eps))``, computed as HF does (times ``rsqrt``) unless
-        a hook changed the scale. float32 ``[b, p, d]``, ``[b, p, 1]`` → ``[b, p, d]``."""
+    def _normalized(self, centred: torch.Tensor, mean_square: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """``centred / hook_scale(sqrt(mean_square + eps))`` through ``hook_normalized``, computed as HF does
+        (times ``rsqrt``) unless a hook changed the scale; and whether both hooks left their tensor as is.
+        float32 ``[b, p, d]``, ``[b, p, 1]`` → ``[b, p, d]``."""
         rstd = torch.rsqrt(mean_square + self.eps)
         scale = rstd.reciprocal()
-        version = scale._version
-        hooked = self.hook_scale(scale)
-        if hooked is not scale or scale._version != version:
+        hooked, untouched = _fire(self.hook_scale, scale)
+        if not untouched:
             rstd = hooked.reciprocal()
         elif hooked.requires_grad:  # the value of rstd, the gradient through the (hookable) scale
             inverse = hooked.reciprocal()
             rstd = rstd.detach() + (inverse - inverse.detach())
-        return self.hook_normalized(centred * rstd)
+        normalized, normalized_untouched = _fire(self.hook_normalized, centred * rstd)
+        return normalized, untouched and normalized_untouched
 
-    def _hooked_forward(self, _original, x: torch.Tensor) -> torch.Tensor:
+    def _hooked_forward(self, original, x: torch.Tensor) -> torch.Tensor:
+        """The norm re-expressed with its hooks. While the hooks only observe, the value is the HF module's
+        own output (bit for bit, in any dtype) and the gradient flows through the hooked tensors."""
+        out, untouched = self._reexpressed(x)
+        if not untouched:
+            return out
+        exact = original(x)
+        if not out.requires_grad:
+            return exact
+        return exact.detach() + (out - out.detach()).to(exact.dtype)
+
+    def _reexpressed(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         weight = getattr(self.hf, "weight", None)
         bias = getattr(self.hf, "bias", None)
         x32 = x.float()
         if self.kind == "LN":
             centred = x32 - x32.mean(-1, keepdim=True)
-            out = self._normalized(centred, centred.pow(2).mean(-1, keepdim=True))
+            out, untouched = self._normalized(centred, centred.pow(2).mean(-1, keepdim=True))
             if weight is not None:
                 out = out * weight.float()
             if bias is not None:
                 out = out + bias.float()
-            return out.to(x.dtype)
-        normalized = self._normalized(x32, x32.pow(2).mean(-1, keepdim=True))
+            return out.to(x.dtype), untouched
+        normalized, untouched = self._normalized(x32, x32.pow(2).mean(-1, keepdim=True))
         if weight is None:
-            return normalized.to(x.dtype)
+            return normalized.to(x.dtype), untouched
         if self.weight_in_float32:
-            return (normalized * (self.weight_offset + weight.float())).to(x.dtype)
-        return weight * normalized.to(x.dtype)
+            return (normalized * (self.weight_offset + weight.float())).to(x.dtype), untouched
+        return weight * normalized.to(x.dtype), untouched
+
+
+def _fire(hook: HookPoint, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Run ``hook`` on ``x``; also say whether its hooks left ``x`` as it was (not replaced, not changed in place)."""
+    version = x._version
+    out = hook(x)
+    return out, out is x and x._version == version
