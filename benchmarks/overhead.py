@@ -2,7 +2,7 @@
 
 Every installed plugin contributes models through ``<package>.bench.bench_configs()``. For each,
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
-Targets (DESIGN.md): no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×.
+Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×.
 "Cache everything" leaves out opt-in hooks; "+ opt-in" enables and caches them too (no target).
 
     make bench                                   # every model

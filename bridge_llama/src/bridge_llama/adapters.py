@@ -242,6 +242,7 @@ class MixtralAdapter(RopeAdapter):
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
         out = super().config_overrides()
+        out["gated_mlp"] = True  # the experts are SiLU-gated
         out["extra"] |= {"n_experts": c.num_local_experts, "experts_per_token": c.num_experts_per_tok}
         return out
 

@@ -20,7 +20,8 @@ from bridge.errors import (
 from bridge.hook_points import HookHandle, HookPoint
 from bridge.hookspecs import hookimpl, hookspec
 from bridge.loading import load, wrap
-from bridge.model import Bridge
+from bridge.model import Bridge, ConcurrentUseError
+from bridge.ownership import AlreadyWrappedError, unwrap
 from bridge.plugins import get_plugin_manager, get_registry, reload_plugins
 
 __version__ = "0.1.0"
@@ -28,11 +29,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationCache",
     "Adapter",
+    "AlreadyWrappedError",
     "BlockSpec",
     "Bridge",
     "BridgeConfig",
     "BridgeError",
     "ComponentMap",
+    "ConcurrentUseError",
     "HookHandle",
     "HookNameError",
     "HookPoint",
@@ -49,5 +52,6 @@ __all__ = [
     "hookspec",
     "load",
     "reload_plugins",
+    "unwrap",
     "wrap",
 ]

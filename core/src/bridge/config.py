@@ -14,6 +14,10 @@ class BridgeConfig:
 
     ``d_head_v`` is the value (and ``hook_z``) head size where it differs from ``d_head`` (MLA).
     ``extra`` holds family-specific fields (rotary base, sliding window, MoE sizes…).
+
+    The ``use_*`` flags mirror the bridge's opt-in hook points (set them with the bridge's
+    ``set_use_*`` methods, which keep them in sync); ``n_params``, ``gated_mlp``, ``attn_only``
+    and ``tokenizer_prepends_bos`` are filled in when the bridge is built.
     """
 
     n_layers: int
@@ -35,6 +39,20 @@ class BridgeConfig:
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     default_prepend_bos: bool = True
+    default_padding_side: str = "right"
+    tokenizer_prepends_bos: bool | None = None
+    model_name: str = ""
+    d_vocab_out: int | None = None
+    eps: float = 1e-5
+    init_range: float = 0.02
+    final_rms: bool | None = None
+    gated_mlp: bool = False
+    attn_only: bool = False
+    n_params: int | None = None
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -44,6 +62,15 @@ class BridgeConfig:
             self.d_head = self.d_model // self.n_heads
         if self.d_head_v is None:
             self.d_head_v = self.d_head
+        if self.d_vocab_out is None:
+            self.d_vocab_out = self.d_vocab
+        if self.final_rms is None:
+            self.final_rms = self.normalization_type == "RMS"
+
+    @property
+    def original_architecture(self) -> str:
+        """The HF class name (TransformerLens's name for ``architecture``)."""
+        return self.architecture
 
     def replace(self, **changes: Any) -> BridgeConfig:
         return replace(self, **changes)
@@ -80,6 +107,9 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> BridgeConfig:
         d_vocab=get("vocab_size"),
         n_ctx=get("max_position_embeddings", "n_positions"),
         act_fn=get("hidden_act", "activation_function"),
+        eps=float(get("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_epsilon", default=1e-5)),
+        init_range=float(get("initializer_range", default=0.02)),
+        model_name=str(getattr(hf_config, "_name_or_path", "") or "").rstrip("/").rsplit("/", 1)[-1],
         architecture=(get("architectures", default=[""]) or [""])[0],
         model_type=getattr(hf_config, "model_type", ""),
     )

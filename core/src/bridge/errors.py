@@ -52,8 +52,20 @@ class HookNameError(BridgeError, KeyError):
         return str(self.args[0])
 
 
-class HookShapeError(BridgeError):
+class HookOutputError(BridgeError):
+    """A hook returned something that cannot replace the activation (wrong type, dtype or device)."""
+
+
+class HookShapeError(HookOutputError):
     """A hook returned a tensor whose shape differs from the activation it replaces."""
+
+
+class BadInputError(BridgeError, ValueError):
+    """An input the model cannot run on (tokens out of range, wrong rank or dtype, mismatched mask…)."""
+
+
+class UnknownArgumentError(BridgeError, TypeError):
+    """A keyword argument that the called method does not take."""
 
 
 class OptInHookError(BridgeError):
@@ -62,6 +74,16 @@ class OptInHookError(BridgeError):
 
 class NoLMHeadError(BridgeError):
     """Logits or loss were asked of a model without an unembedding."""
+
+
+def unknown_argument_error(where: str, name: str, known: Iterable[str]) -> UnknownArgumentError:
+    """Build the error for a keyword argument ``where`` does not take, suggesting the closest ones."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownArgumentError(
+        f"{where}() got an unexpected keyword argument {name!r}.{hint} It takes: {', '.join(known)}."
+    )
 
 
 def unknown_hook_error(name: str, known: Iterable[str]) -> HookNameError:

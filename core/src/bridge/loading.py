@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 from bridge.adapter import Adapter
 from bridge.errors import BridgeError, RemoteCodeRequiredError
 from bridge.model import Bridge
+from bridge.ownership import unwrap
 from bridge.plugins import get_registry
 
 
@@ -25,6 +26,10 @@ def load(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    fold_ln: bool = False,
+    center_writing_weights: bool = False,
+    center_unembed: bool = False,
+    fold_value_biases: bool = False,
     **hf_kwargs: Any,
 ) -> Bridge:
     """Load an HF model (a directory, or a hub name found in the HF cache) and bridge it.
@@ -32,7 +37,9 @@ def load(
     The adapter is ``adapter=`` if given, else the one an installed plugin registered for
     the config's architecture or ``model_type``. Model repository code never runs unless
     ``trust_remote_code=True``; safetensors weights are preferred. ``tokenizer=False``
-    skips loading a tokenizer. Further keyword arguments go to ``from_pretrained``.
+    skips loading a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
+    ``fold_value_biases`` (default False) process the weights after loading, as
+    ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
     """
     name = os.fspath(name_or_path)
     if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):
@@ -67,12 +74,23 @@ def load(
         except (OSError, ValueError, TypeError) as exc:
             warnings.warn(f"bridge: no tokenizer loaded for {name!r} ({exc}); pass tokens instead", stacklevel=2)
             tokenizer = None
-    return wrap(hf_model, tokenizer or None, adapter=adapter_cls)
+    bridge = wrap(hf_model, tokenizer or None, adapter=adapter_cls)
+    processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    if any(processing):
+        bridge.process_weights(*processing)
+    return bridge
 
 
-def wrap(hf_model: nn.Module, tokenizer: Any = None, *, adapter: type[Adapter] | None = None) -> Bridge:
+def wrap(
+    hf_model: nn.Module, tokenizer: Any = None, *, adapter: type[Adapter] | None = None, replace: bool = False
+) -> Bridge:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
-    ``bridge.detach()`` gives it back untouched."""
+    ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
+
+    A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
+    detaches the bridge it had."""
+    if replace:
+        unwrap(hf_model)
     registry = get_registry()
     adapter_cls = adapter or registry.resolve(hf_model.config, class_name=type(hf_model).__name__)
     instance = adapter_cls(hf_model.config)

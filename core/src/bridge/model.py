@@ -3,34 +3,74 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from bridge import seam
+from bridge import ownership, seam
 from bridge.adapter import Adapter
-from bridge.cache import ActivationCache
-from bridge.components.base import Component
+from bridge.cache import ActivationCache, keep_positions
+from bridge.cache_analysis import Tokens, residual_directions
+from bridge.components.base import Component, ForwardOverride
 from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
-from bridge.errors import BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
+from bridge.loss import lm_loss
 from bridge.processing import WeightProcessing
+from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
+from bridge.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
 from bridge.weights import WeightViews
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
+#: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
+CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
+#: cfg flag -> the opt-in hook points (name suffixes) it reflects.
+OPT_IN_FLAGS = {
+    "use_attn_result": ("hook_result",),
+    "use_split_qkv_input": ("hook_q_input", "hook_k_input", "hook_v_input"),
+    "use_attn_in": ("hook_attn_in",),
+    "use_hook_mlp_in": ("hook_mlp_in",),
+}
 
 
 class _StopForward(Exception):
     def __init__(self, residual: torch.Tensor) -> None:
         self.residual = residual
+
+
+class ConcurrentUseError(BridgeError):
+    """A bridge was used from a second thread while a forward pass ran in another."""
+
+
+class _Teardown:
+    """Gives an HF model back: removes every hook, takes every attachment off, restores attention.
+
+    Holds the parts, never the bridge, so it can run when the bridge is garbage collected."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        self.hf_model = hf_model
+        self.components: list[Component] = []
+        self.hook_points: list[HookPoint] = []
+        self.routed = False
+
+    def __call__(self) -> None:
+        for point in self.hook_points:
+            point.remove_hooks("both", including_permanent=True)
+        for component in self.components:
+            component.detach_all()
+        if self.routed:
+            seam.disable(self.hf_model)
 
 
 class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
@@ -42,6 +82,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     def __init__(self, hf_model: nn.Module, adapter: Adapter, cfg: BridgeConfig, tokenizer: Any = None) -> None:
         super().__init__()
+        self._detached = False
+        self._lock = threading.Lock()
+        self._running_in: int | None = None
+        self._depth = 0
+        teardown = _Teardown(hf_model)
+        self._release = ownership.claim(hf_model, self, teardown)
         self.hf_model = hf_model
         self.adapter = adapter
         self.cfg = cfg
@@ -49,9 +95,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         self._tokens = TokenizerHelper(tokenizer, cfg)
         try:
             self._build(adapter.component_map(cfg))
-            for component in self.components():
+            teardown.components = self.components()
+            self._check_overrides(teardown.components)
+            for component in teardown.components:
                 component.bind()
-            if any(component.uses_seam for component in self.components()):
+            self._uses_seam = any(component.uses_seam for component in teardown.components)
+            if self._uses_seam:
+                teardown.routed = True
                 seam.enable(hf_model)
         except BaseException:
             self.detach()
@@ -63,16 +113,82 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             for name, module in child.named_modules(prefix=child_name)
             if isinstance(module, HookPoint)
         }
+        teardown.hook_points = list(self._hook_dict.values())
         for name, hook in self._hook_dict.items():
             hook.name = name
         forward_params = inspect.signature(hf_model.forward).parameters
         self._takes_position_ids = "position_ids" in forward_params
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
+        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        self._fill_cfg()
+        self.train(hf_model.training)
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        """The HF model's mode: ``bridge.train()``/``.eval()`` set it, and it follows ``hf_model``'s."""
+        hf_model = self.__dict__.get("_modules", {}).get("hf_model")
+        return hf_model.training if hf_model is not None else self.__dict__.get("_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        hf_model = self.__dict__.get("_modules", {}).get("hf_model")
+        if hf_model is None:
+            self.__dict__["_training"] = mode
+        elif hf_model.training != mode:
+            hf_model.train(mode)
+
+    def _fill_cfg(self) -> None:
+        """The cfg fields known only once the model is built (TransformerLens reads them)."""
+        cfg = self.cfg
+        cfg.tokenizer_prepends_bos = self._tokens.prepends_bos()
+        side = getattr(self.tokenizer, "padding_side", None)
+        if side in ("left", "right"):
+            cfg.default_padding_side = side
+        cfg.gated_mlp = cfg.gated_mlp or any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
+        blocks = list(self.blocks)
+        cfg.attn_only = bool(blocks) and all(hasattr(b, "attn") and not hasattr(b, "mlp") for b in blocks)
+        cfg.n_params = sum(p.numel() for block in self._hf_blocks for p in block.parameters() if p.ndim >= 2)
+        if self.unembed is not None and getattr(self.unembed, "weight", None) is not None:
+            cfg.d_vocab_out = self.unembed.weight.shape[0]
+        if not cfg.model_name:
+            name = str(getattr(self.hf_model.config, "_name_or_path", "") or "")
+            cfg.model_name = name.rstrip("/").rsplit("/", 1)[-1]
+        self._sync_opt_in_flags()
+
+    def _sync_opt_in_flags(self) -> None:
+        for flag, suffixes in OPT_IN_FLAGS.items():
+            points = [h for n, h in self._hook_dict.items() if h.opt_in and n.endswith(suffixes)]
+            setattr(self.cfg, flag, any(h.enabled for h in points))
+
+    def _check_overrides(self, components: list[Component]) -> None:
+        """Refuse a component map in which two components re-express the same HF module."""
+        claimed: dict[int, Component] = {}
+        for component in components:
+            for attachment in component._attachments:
+                if not isinstance(attachment, ForwardOverride):
+                    continue
+                first = claimed.setdefault(id(attachment.module), component)
+                if (
+                    first is not component
+                    or sum(
+                        a.module is attachment.module for a in component._attachments if isinstance(a, ForwardOverride)
+                    )
+                    > 1
+                ):
+                    paths = {id(m): n for n, m in self.hf_model.named_modules()}
+                    names = {id(m): n for n, m in self.named_modules() if isinstance(m, Component)}
+                    raise BridgeError(
+                        f"{type(self.adapter).__name__}: components {names.get(id(first))!r} and "
+                        f"{names.get(id(component))!r} both replace the forward of HF module "
+                        f"{paths.get(id(attachment.module), '?')!r}; give each HF module to one component "
+                        "in the component map."
+                    )
 
     def _build(self, cmap: Any) -> None:
         base = self.hf_model.base_model
         if cmap.embed is not None:
             self.hook_embed = HookPoint()
-            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed)
+            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed, scope=base)
         if cmap.pos_embed is not None:
             self.hook_pos_embed = HookPoint()
             self.pos_embed = Embedding(base.get_submodule(cmap.pos_embed), self.cfg, hook=self.hook_pos_embed)
@@ -132,15 +248,53 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         prepend: bool = False,
     ) -> list[HookHandle]:
         """Add ``hook`` to the hook point ``name``, or to every hook point whose name passes a filter."""
+        self._check_usable()
         return [
             point.add_hook(hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
             for point in self._select(name, explicit_opt_in_error=True)
         ]
 
-    def reset_hooks(self, including_permanent: bool = False) -> None:
-        """Remove every hook added to this bridge (permanent ones only if asked)."""
+    def add_perma_hook(
+        self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd"
+    ) -> list[HookHandle]:
+        """Add a hook that ``reset_hooks()`` keeps (only ``including_permanent=True`` removes it)."""
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def remove_all_hook_fns(
+        self, direction: Literal["fwd", "bwd", "both"] = "both", including_permanent: bool = False
+    ) -> None:
+        """Remove the hooks of one direction (or both) from every hook point."""
+        if direction not in ("fwd", "bwd", "both"):
+            raise BridgeError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
         for point in self._hook_dict.values():
-            point.remove_hooks("both", including_permanent=including_permanent)
+            point.remove_hooks(direction, including_permanent=including_permanent)
+
+    def clear_contexts(self) -> None:
+        """Empty every hook point's ``ctx``."""
+        for point in self._hook_dict.values():
+            point.clear_context()
+
+    def reset_hooks(
+        self,
+        clear_contexts: bool = True,
+        direction: Literal["fwd", "bwd", "both"] = "both",
+        including_permanent: bool = False,
+    ) -> None:
+        """Remove every hook added to this bridge (permanent ones only if asked) and empty the hooks' ``ctx``."""
+        self._check_usable(detached_ok=True)
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent=including_permanent)
+
+    @property
+    def mod_dict(self) -> dict[str, nn.Module]:
+        """Every bridge module (components and hook points) by canonical name; the HF modules are not included."""
+        return {
+            name: module
+            for child_name, child in self.named_children()
+            if child_name != "hf_model"
+            for name, module in child.named_modules(prefix=child_name)
+        }
 
     @contextlib.contextmanager
     def hooks(
@@ -170,6 +324,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         **kwargs: Any,
     ) -> Any:
         """Run a forward pass with temporary hooks. Arguments after the hooks go to ``forward``."""
+        self._check_forward_kwargs("run_with_hooks", kwargs, ("fwd_hooks", "bwd_hooks", "reset_hooks_end"))
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
             return self(*args, **kwargs)
 
@@ -178,6 +333,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             return [n for n, h in self._hook_dict.items() if h.enabled]
         if isinstance(names_filter, str):
             names_filter = [names_filter]
+        elif not callable(names_filter):
+            names_filter = list(names_filter)  # a generator would be used up by the checks below
         if callable(names_filter):
             return [n for n, h in self._hook_dict.items() if h.enabled and names_filter(n)]
         for name in names_filter:
@@ -192,21 +349,27 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         remove_batch_dim: bool = False,
         incl_bwd: bool = False,
         reset_hooks_end: bool = True,
+        pos_slice: Slice | SliceInput = None,
         **kwargs: Any,
     ) -> tuple[Any, ActivationCache]:
         """Run a forward pass and cache the activations the filter selects.
 
         ``names_filter``: a hook name, a list of names, or a predicate on names (default:
         every enabled hook point). ``incl_bwd`` also backpropagates the (scalar) output and
-        caches gradients under ``name + "_grad"``.
+        caches gradients under ``name + "_grad"``. ``pos_slice`` keeps only those positions of
+        each activation (the query position of patterns and scores), e.g. ``-1`` for the last.
         """
+        self._check_forward_kwargs("run_with_cache", kwargs, CACHE_KWARGS)
         store: dict[str, torch.Tensor] = {}
+        positions = Slice.unwrap(pos_slice)
 
         def save(tensor: torch.Tensor, hook: HookPoint) -> None:
-            store[hook.name] = tensor.detach() if device is None else tensor.detach().to(device)
+            kept = keep_positions(tensor.detach(), hook.name, positions)
+            store[hook.name] = kept if device is None else kept.to(device)
 
         def save_grad(grad: torch.Tensor, hook: HookPoint) -> None:
-            store[f"{hook.name}_grad"] = grad.detach() if device is None else grad.detach().to(device)
+            kept = keep_positions(grad.detach(), hook.name, positions)
+            store[f"{hook.name}_grad"] = kept if device is None else kept.to(device)
 
         names = self._names(names_filter)
         fwd = [(n, save) for n in names]
@@ -220,8 +383,13 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         cache = ActivationCache(store, n_layers=self.cfg.n_layers, model=self)
         return out, cache.remove_batch_dim() if remove_batch_dim else cache
 
+    def tokens_to_residual_directions(self, tokens: Tokens) -> torch.Tensor:
+        """``W_U[:, tokens]``: ``[d_model]`` for one token (an int, a one-token string…), else ``[..., d_model]``."""
+        return residual_directions(self, tokens)
+
     def set_opt_in(self, suffix: str, enabled: bool = True) -> None:
         """Enable or disable every opt-in hook point whose name ends with ``suffix``."""
+        self._check_usable()
         points = [h for n, h in self._hook_dict.items() if h.opt_in and n.endswith(suffix)]
         if not points:
             opt_ins = sorted({n.rsplit(".", 1)[-1] for n, h in self._hook_dict.items() if h.opt_in})
@@ -232,47 +400,128 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 point.remove_hooks("both", including_permanent=True)
         for component in self.components():
             component.sync()
+        self._sync_opt_in_flags()
 
     def set_use_attn_result(self, enabled: bool) -> None:
         """TransformerLens's switch for the per-head ``attn.hook_result``."""
         self.set_opt_in("attn.hook_result", enabled)
 
+    def set_use_split_qkv_input(self, enabled: bool) -> None:
+        """TransformerLens's switch for the per-head ``hook_q_input``/``hook_k_input``/``hook_v_input``."""
+        for suffix in OPT_IN_FLAGS["use_split_qkv_input"]:
+            self.set_opt_in(suffix, enabled)
+
+    def set_use_attn_in(self, enabled: bool) -> None:
+        """TransformerLens's switch for ``blocks.{i}.hook_attn_in`` ``[b, p, n_heads, d_model]``."""
+        self.set_opt_in("hook_attn_in", enabled)
+
+    def set_use_hook_mlp_in(self, enabled: bool) -> None:
+        """TransformerLens's switch for ``blocks.{i}.hook_mlp_in`` ``[b, p, d_model]``."""
+        self.set_opt_in("hook_mlp_in", enabled)
+
     # --------------------------------------------------------------- forward
 
     def forward(
         self,
-        input: str | list[str] | torch.Tensor,
+        input: str | list[str] | torch.Tensor | None = None,
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
-        attention_mask: torch.Tensor | None = None,
-        stop_at_layer: int | None = None,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
+        start_at_layer: int | None = None,
+        tokens: torch.Tensor | None = None,
+        shortformer_pos_embed: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        stop_at_layer: int | None = None,
+        past_kv_cache: Any = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
 
         ``input``: text, a list of texts (padded, with the attention mask built for you) or
-        tokens ``[batch, pos]``. ``return_type``: ``"logits"``, ``"loss"``, ``"both"`` (logits, loss),
-        ``"hidden"`` (final normalized residual stream) or ``None``. ``stop_at_layer=k`` runs
-        blocks ``0..k-1`` and returns the residual stream entering block ``k``.
+        tokens ``[batch, pos]``; with ``start_at_layer=k``, the residual stream ``[batch, pos, d_model]``
+        entering block ``k`` (blocks ``k..`` run; pass ``tokens=`` for a loss). ``return_type``:
+        ``"logits"``, ``"loss"``, ``"both"`` (logits, loss), ``"hidden"`` (final normalized residual
+        stream) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the residual stream
+        entering block ``k``. Further keyword arguments must be HF ones bridge passes through
+        (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
         """
-        tokens, attention_mask = self._tokens.prepare(input, attention_mask, prepend_bos, padding_side)
+        self._check_usable()
+        if self._uses_seam and not seam.is_routed(self.hf_model):
+            raise BridgeError(
+                f"the attention implementation of the HF model was changed to "
+                f"{self.hf_model.config._attn_implementation!r} after wrapping, so attention no longer goes "
+                f"through the bridge and its attention hooks would not fire. Change it through the bridge "
+                f"instead: `model.set_attn_implementation({self.hf_model.config._attn_implementation!r})`."
+            )
+        self._check_forward_kwargs("forward", hf_kwargs)
+        check_return_type(return_type)
+        if shortformer_pos_embed is not None:
+            raise BadInputError("shortformer_pos_embed is not used: no model bridged here has shortformer positions.")
+        if past_kv_cache is not None:
+            raise BadInputError(
+                "past_kv_cache takes TransformerLens's cache class; pass HF's cache as past_key_values=... "
+                "(with use_cache=True) instead."
+            )
+        if start_at_layer is not None:
+            return self._forward_from(
+                start_at_layer, input, tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs
+            )
+        if tokens is not None:
+            if input is not None:
+                raise BadInputError("tokens= is only used with start_at_layer; pass the tokens as the input instead.")
+            input = tokens
+        if input is None:
+            raise BadInputError("forward needs an input: text, a list of texts, or tokens [batch, pos].")
+        tokens, attention_mask = self._tokens.prepare(
+            input,
+            attention_mask,
+            prepend_bos,
+            padding_side,
+            self._d_vocab_in(),
+            None if hf_kwargs.get("past_key_values") is None else past_length(hf_kwargs["past_key_values"]),
+        )
+        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks."""
         tokens = tokens.to(self._device())
         if attention_mask is not None:
             attention_mask = attention_mask.to(tokens.device)
             hf_kwargs.setdefault("attention_mask", attention_mask)
+        past = past_length(hf_kwargs.get("past_key_values"))
+        if past:
+            hf_kwargs.setdefault("use_cache", True)
+            if attention_mask is not None and attention_mask.shape[1] != past + tokens.shape[1]:
+                raise BridgeError(
+                    f"with {past} cached positions and {tokens.shape[1]} new tokens the attention mask must cover "
+                    f"{past + tokens.shape[1]} positions (cached + new), got {attention_mask.shape[1]}; "
+                    "extend the mask used for the cached prefix with the new tokens' mask."
+                )
         if self._takes_position_ids:
-            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask))
+            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask, past))
         if return_type in ("logits", "loss", "both") and self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
                 "use return_type='hidden' or None, or load the *ForCausalLM class."
             )
+        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2:
+            raise BadInputError(
+                f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
+                f"token), got {tokens.shape[1]}."
+            )
         if return_type == "hidden" and self.unembed is not None:
             hf_kwargs["output_hidden_states"] = True
         hf_kwargs.setdefault("use_cache", False)
-        with self._stopping_at(stop_at_layer):
+        with self._running(), self._stopping_at(stop_at_layer), self._checkpointing_paused():
             try:
                 out = self.hf_model(input_ids=tokens, **hf_kwargs)
             except _StopForward as stop:
@@ -287,22 +536,104 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         loss = lm_loss(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
+    def _forward_from(
+        self,
+        layer: int,
+        residual: Any,
+        tokens: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """``start_at_layer``: the HF model runs on stand-in tokens, block ``layer`` gets ``residual``
+        ``[b, p, d_model]`` instead of what the earlier blocks computed, and hooks before it stay silent."""
+        residual = check_residual(residual, self.cfg)
+        n = self.cfg.n_layers
+        layer = self._layer_index("start_at_layer", layer)
+        stop = n if stop_at_layer is None else self._layer_index("stop_at_layer", stop_at_layer)
+        if stop < layer:
+            raise BadInputError(f"stop_at_layer ({stop}) comes before start_at_layer ({layer}).")
+        if tokens is None:
+            if return_type in ("loss", "both"):
+                raise BadInputError(f"return_type={return_type!r} with start_at_layer needs the tokens: pass tokens=.")
+            tokens = torch.zeros(residual.shape[:2], dtype=torch.long)
+        tokens = check_tokens(tokens, self.cfg, self._d_vocab_in())
+        if tokens.shape != residual.shape[:2]:
+            raise BadInputError(
+                f"tokens have shape {tuple(tokens.shape)}, but the residual is {tuple(residual.shape)}: "
+                "they must share [batch, pos]."
+            )
+        if attention_mask is not None:
+            attention_mask = self._tokens.prepare(tokens, attention_mask, None, None, self._d_vocab_in())[1]
+        if stop == layer:
+            return residual
+        target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
+        if target is None:
+            raise BridgeError("start_at_layer=n_layers needs a final norm in the component map")
+        residual = residual.to(self._device())
+
+        def replace_hidden(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if args:
+                return (residual, *args[1:]), kwargs
+            key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+            return args, {**kwargs, key: residual}
+
+        handle = target.register_forward_pre_hook(replace_hidden, with_kwargs=True, prepend=True)
+        try:
+            with self._silenced(layer):
+                return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def _silenced(self, layer: int) -> Iterator[None]:
+        """Hook points before block ``layer`` (embeddings, earlier blocks) see nothing for the duration."""
+        quiet = [
+            point
+            for name, point in self._hook_dict.items()
+            if (not name.startswith(("blocks.", "ln_final", "unembed")))
+            or (name.startswith("blocks.") and point.layer() < layer)
+        ]
+        saved = [(point.fwd_hooks, point.bwd_hooks) for point in quiet]
+        for point in quiet:
+            point.fwd_hooks, point.bwd_hooks = [], []
+        try:
+            yield
+        finally:
+            for point, (fwd, bwd) in zip(quiet, saved, strict=True):
+                point.fwd_hooks, point.bwd_hooks = fwd, bwd
+
+    def _layer_index(self, what: str, layer: int) -> int:
+        n = self.cfg.n_layers
+        if not isinstance(layer, int) or not -n <= layer <= n:
+            raise BadInputError(f"{what} must be an int in [-{n}, {n}], got {layer!r}")
+        return layer + n if layer < 0 else layer
+
+    def _check_forward_kwargs(self, where: str, kwargs: dict[str, Any], own: Sequence[str] = ()) -> None:
+        forward_params = [p for p in inspect.signature(Bridge.forward).parameters if p not in ("self", "hf_kwargs")]
+        check_kwargs(where, kwargs, [*own, *forward_params, *self._hf_passthrough])
+
+    def _d_vocab_in(self) -> int:
+        """The number of token ids the input embedding accepts."""
+        embeddings = self.hf_model.get_input_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        return weight.shape[0] if weight is not None and weight.ndim == 2 else self.cfg.d_vocab
+
     @contextlib.contextmanager
     def _stopping_at(self, layer: int | None) -> Iterator[None]:
         if layer is None:
             yield
             return
         n = self.cfg.n_layers
-        if layer < 0:
-            layer += n
-        if not 0 <= layer <= n:
-            raise BridgeError(f"stop_at_layer must be in [-{n}, {n}], got {layer}")
+        layer = self._layer_index("stop_at_layer", layer)
         target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
         if target is None:
             raise BridgeError("stop_at_layer=n_layers needs a final norm in the component map")
 
         def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            raise _StopForward(args[0] if args else next(iter(kwargs.values())))
+            raise _StopForward(args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()))))
 
         handle = target.register_forward_pre_hook(stop, with_kwargs=True)
         try:
@@ -323,48 +654,251 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         input: str | list[str],
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
+        move_to_device: bool = True,
+        truncate: bool = True,
     ) -> torch.Tensor:
-        """Text to tokens ``[batch, pos]``; a BOS token is prepended unless ``prepend_bos=False``."""
-        return self._tokens.encode(input, prepend_bos, padding_side)[0].to(self._device())
+        """Text to tokens ``[batch, pos]``: BOS prepended unless ``prepend_bos=False``, padded on
+        ``padding_side``, cut to ``n_ctx`` tokens unless ``truncate=False``."""
+        tokens = self._tokens.encode(input, prepend_bos, padding_side, truncate=truncate)[0]
+        return tokens.to(self._device()) if move_to_device else tokens
 
     def to_string(self, tokens: torch.Tensor | Sequence[int]) -> str | list[str]:
+        """Tokens ``[pos]`` to a string, or ``[batch, pos]`` to a list of strings."""
         return self._tokens.decode(tokens)
 
-    def to_str_tokens(self, input: str | torch.Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
-        return self._tokens.str_tokens(input, prepend_bos)
+    def to_str_tokens(
+        self,
+        input: str | list[str] | torch.Tensor | Sequence[int],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> list[str] | list[list[str]]:
+        """Each token as a string: a list for a text or tokens ``[pos]``/``[1, pos]``; a list of
+        lists for a list of texts or tokens ``[batch > 1, pos]``."""
+        return self._tokens.str_tokens(input, prepend_bos, padding_side)
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (raises otherwise)."""
+        return self._tokens.single_token(string)
+
+    def to_single_str_token(self, int_token: int) -> str:
+        """The string of one token id."""
+        if isinstance(int_token, torch.Tensor) and int_token.numel() == 1:
+            int_token = int(int_token.item())
+        if not isinstance(int_token, int):
+            raise BadInputError(f"to_single_str_token takes one int token id, got {type(int_token).__name__}")
+        return self._tokens.str_tokens(torch.tensor([int_token]))[0]
+
+    def get_token_position(
+        self,
+        single_token: str | int | torch.Tensor,
+        input: str | torch.Tensor,
+        mode: Literal["first", "last"] = "first",
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> int:
+        """The position of ``single_token`` (a one-token string or an id) in a text or tokens ``[pos]``/``[1, pos]``."""
+        if mode not in ("first", "last"):
+            raise BadInputError(f"mode must be 'first' or 'last', got {mode!r}")
+        tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else torch.as_tensor(input)
+        if tokens.ndim == 2:
+            if tokens.shape[0] != 1:
+                shape = tuple(tokens.shape)
+                raise BadInputError(f"get_token_position takes one sequence [pos] or [1, pos], got {shape}")
+            tokens = tokens[0]
+        token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
+        positions = torch.nonzero(tokens == token)[:, 0]
+        if positions.numel() == 0:
+            raise BadInputError(f"token {token} ({self.to_single_str_token(token)!r}) does not occur in the input")
+        return int(positions[0 if mode == "first" else -1])
+
+    def loss_fn(
+        self,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        per_token: bool = False,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy of ``logits`` ``[b, p, vocab]`` on ``tokens`` ``[b, p]``: the mean, or
+        ``[b, p-1]`` with ``per_token``. Padded predictions (per the mask) are left out (0 per token)."""
+        return lm_loss(logits, tokens, attention_mask, per_token=per_token)
+
+    def input_to_embed(
+        self,
+        input: str | list[str] | torch.Tensor,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_kv_cache: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, None, torch.Tensor | None]:
+        """``(residual, tokens, shortformer_pos_embed, attention_mask)``: the residual stream entering
+        block 0 ``[b, p, d_model]`` (embeddings, position embeddings, any embedding scale), the tokens
+        ``[b, p]``, ``None`` (no shortformer models here), and the mask (``None`` without padding).
+        ``forward(residual, start_at_layer=0, tokens=tokens, attention_mask=mask)`` continues from it."""
+        if past_kv_cache is not None:
+            raise BadInputError("past_kv_cache takes TransformerLens's cache class, which bridge does not use.")
+        tokens, attention_mask = self._tokens.prepare(
+            input, attention_mask, prepend_bos, padding_side, self._d_vocab_in()
+        )
+        residual = self._run(tokens, attention_mask, None, False, 0, {})
+        return residual, tokens.to(residual.device), None, attention_mask
 
     # ------------------------------------------------------------- lifecycle
 
     def detach(self) -> None:
-        """Remove every hook and give the HF model back exactly as it was."""
-        for point in getattr(self, "_hook_dict", {}).values():
-            point.remove_hooks("both", including_permanent=True)
-        for component in self.components():
-            component.detach_all()
+        """Remove every hook and give the HF model back exactly as it was; the bridge is unusable after."""
+        self._detached = True
+        self._release()
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Change the HF attention implementation the bridge calls when no attention hook needs its own
+        (``"sdpa"``, ``"eager"``…); attention hooks keep working."""
+        self._check_usable()
+        if not self._uses_seam:
+            self.hf_model.set_attn_implementation(name)
+            return
         seam.disable(self.hf_model)
+        try:
+            self.hf_model.set_attn_implementation(name)
+        finally:
+            seam.enable(self.hf_model)
+
+    def _check_usable(self, detached_ok: bool = False) -> None:
+        if self._detached and not detached_ok:
+            raise BridgeError(
+                "this bridge was detached (by `.detach()`, `bridge.unwrap(hf_model)` or a `replace=True` wrap); "
+                "it no longer runs or takes hooks. Wrap the model again: `bridge.wrap(hf_model)`."
+            )
+        running = self._running_in
+        if running is not None and running != threading.get_ident():
+            raise ConcurrentUseError(
+                "this bridge is running a forward pass in another thread; a bridge's hooks are shared by every "
+                "thread, so one bridge must not be used from two threads at once. Give each thread its own "
+                "bridge (`copy.deepcopy(model)`), or serialise the calls with a lock."
+            )
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Mark a forward pass in flight in this thread (re-entrant within the thread)."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._running_in not in (None, me):
+                self._check_usable()
+            self._running_in = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._running_in = None
+
+    @contextlib.contextmanager
+    def _checkpointing_paused(self) -> Iterator[None]:
+        """Run without gradient checkpointing while hooks are in use and gradients are recorded.
+
+        Checkpointing recomputes blocks during ``backward()``, after temporary hooks are gone, so the
+        gradients would be those of an unhooked model. Pausing it keeps them exact, at its memory cost."""
+        hf = self.hf_model
+        paused = []
+        if hf.training and torch.is_grad_enabled() and any(p.active for p in self._hook_dict.values()):
+            paused = [m for m in hf.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        if not paused:
+            yield
+            return
+        warnings.warn(
+            "bridge: gradient checkpointing is paused for forward passes with hooks (it would recompute blocks "
+            "after the hooks are removed and give wrong gradients); this pass uses the memory of an "
+            "uncheckpointed one.",
+            stacklevel=4,
+        )
+        for module in paused:
+            module.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for module in paused:
+                module.gradient_checkpointing = True
+
+    # ---------------------------------------------------------- copies, pickling
+
+    def __copy__(self) -> Bridge:
+        raise BridgeError(
+            "a shallow copy of a bridge would share its HF model and hooks; use `copy.deepcopy(model)` "
+            "(a new bridge over a deep copy of the HF model)."
+        )
+
+    def __deepcopy__(self, memo: dict) -> Bridge:
+        """A new bridge over a deep copy of the HF model, with the same opt-in settings and hooks."""
+        self._check_usable()
+        hf_copy = copy.deepcopy(self.hf_model, memo)
+        clone = _rebuild(
+            type(self),
+            hf_copy,
+            type(self.adapter),
+            copy.deepcopy(self.cfg, memo),
+            copy.deepcopy(self.tokenizer, memo),
+            self._opt_in_state(),
+        )
+        for name, point in self._hook_dict.items():
+            for handle in [*point.fwd_hooks, *point.bwd_hooks]:
+                clone._hook_dict[name].add_hook(handle.fn, dir=handle.dir, is_permanent=handle.is_permanent)
+        return clone
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        self._check_usable()
+        hooked = [name for name, point in self._hook_dict.items() if point.active]
+        if hooked:
+            raise BridgeError(
+                f"cannot pickle a bridge with hooks attached ({', '.join(hooked[:3])}"
+                f"{'…' if len(hooked) > 3 else ''}): hooks are functions and are not saved. Remove them first "
+                "(`model.reset_hooks(including_permanent=True)`) and add them again after loading."
+            )
+        args = (type(self), self.hf_model, type(self.adapter), self.cfg, self.tokenizer, self._opt_in_state())
+        return _rebuild, args
+
+    def _opt_in_state(self) -> dict[str, bool]:
+        return {name: point.enabled for name, point in self._hook_dict.items() if point.opt_in}
 
 
-def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def _rebuild(
+    cls: type[Bridge],
+    hf_model: nn.Module,
+    adapter_cls: type[Adapter],
+    cfg: BridgeConfig,
+    tokenizer: Any,
+    opt_in: dict[str, bool],
+) -> Bridge:
+    """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
+    from bridge.plugins import get_registry
+
+    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer)
+    try:
+        get_registry().pm.hook.bridge_ready(bridge=model)
+    except BaseException:
+        model.detach()
+        raise
+    for name, enabled in opt_in.items():
+        model._hook_dict[name].enabled = enabled
+    for component in model.components():
+        component.sync()
+    return model
+
+
+def past_length(past_key_values: Any) -> int:
+    """Positions already in an HF KV cache (0 without one)."""
+    return 0 if past_key_values is None else int(past_key_values.get_seq_length())
+
+
+def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None, past: int = 0) -> torch.Tensor:
     """Positions ``[b, p]`` counting real tokens only, so a left-padded sequence gets the
-    positions it would have alone (as HF ``generate`` does); explicit so position hooks are batched."""
+    positions it would have alone (as HF ``generate`` does); explicit so position hooks are batched.
+    With ``past`` cached positions, the mask covers ``past + p`` positions and the new tokens
+    continue where the cache ends."""
     if attention_mask is None:
-        return torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape)
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 1)
+        return torch.arange(past, past + tokens.shape[1], device=tokens.device).expand(tokens.shape)
+    position_ids = attention_mask.long().cumsum(-1) - 1  # [b, past + p]
+    return position_ids.masked_fill(attention_mask == 0, 1)[:, past:]
 
 
-def lm_loss(
-    logits: torch.Tensor,
-    tokens: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    per_token: bool = False,
-) -> torch.Tensor:
-    """Next-token cross-entropy; with a mask, padded targets are left out of the mean."""
-    log_probs = logits[:, :-1].float().log_softmax(-1)  # [b, p-1, vocab]
-    nll = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # [b, p-1]
-    if per_token:
-        return nll
-    if attention_mask is None:
-        return nll.mean()
-    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(nll.dtype)
-    return (nll * valid).sum() / valid.sum()
+__all__ = ["Bridge", "lm_loss", "position_ids_for"]

@@ -25,8 +25,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from bridge.errors import BridgeError
 
 IMPLEMENTATION = "bridge"
-_OWNER_ATTR = "_bridge_attention_owner"
-_inner_by_config: dict[int, str] = {}
 
 
 class SeamOwner(Protocol):
@@ -35,9 +33,40 @@ class SeamOwner(Protocol):
     def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs): ...
 
 
+class Routed(str):
+    """The value a routed config holds as its attention implementation: equal to ``"bridge"``, and
+    carrying the implementation the model had (``inner``) and the models routed through it (``users``;
+    several when models share one config).
+
+    A copy or a pickle of the config holds the plain ``inner`` name instead, so a deep copy or a
+    saved-and-loaded model is an ordinary HF model.
+    """
+
+    inner: str
+    users: weakref.WeakSet
+
+    def __new__(cls, inner: str) -> Routed:
+        routed = super().__new__(cls, IMPLEMENTATION)
+        routed.inner = inner
+        routed.users = weakref.WeakSet()
+        return routed
+
+    def __reduce__(self) -> tuple:
+        return str, (self.inner,)
+
+    def __copy__(self) -> Routed:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> str:
+        return str(self.inner)
+
+
+_owners: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
+
+
 def bridge_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """The function registered as ``"bridge"``; same signature as every HF attention function."""
-    ref = module.__dict__.get(_OWNER_ATTR)
+    ref = _owners.get(module)
     owner = ref() if ref is not None else None
     inner = inner_attention(module)
     if owner is None or not owner.seam_active:
@@ -45,9 +74,13 @@ def bridge_attention(module: nn.Module, query, key, value, attention_mask, **kwa
     return owner.run_seam(inner, module, query, key, value, attention_mask, **kwargs)
 
 
+def _inner_name(config: Any) -> str:
+    return getattr(getattr(config, "_attn_implementation", None), "inner", "sdpa")
+
+
 def bridge_mask(*, config: Any, **kwargs: Any):
     """Build the mask the wrapped implementation expects (SDPA: bool or None; eager: additive)."""
-    return ALL_MASK_ATTENTION_FUNCTIONS[_inner_by_config.get(id(config), "sdpa")](config=config, **kwargs)
+    return ALL_MASK_ATTENTION_FUNCTIONS[_inner_name(config)](config=config, **kwargs)
 
 
 AttentionInterface.register(IMPLEMENTATION, bridge_attention)
@@ -63,46 +96,62 @@ def _module_eager(module_type: type) -> Callable:
 
 def inner_attention(module: nn.Module) -> Callable:
     """The implementation the user had for the model this attention module belongs to."""
-    config = getattr(module, "config", None)
-    name = _inner_by_config.get(id(config), "sdpa")
+    name = _inner_name(getattr(module, "config", None))
     if name == "eager":
         return _module_eager(type(module))
     return ALL_ATTENTION_FUNCTIONS.get_interface(name, _module_eager(type(module)))
 
 
 def _configs(hf_model: nn.Module) -> list[Any]:
-    config = hf_model.config
-    subs = [getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {}]
-    return [config, *[s for s in subs if s is not None]]
+    """The model's config, its sub-configs and the configs of its sub-models, each once."""
+    found: dict[int, Any] = {}
+    pending = [hf_model.config, *(getattr(m, "config", None) for m in hf_model.modules())]
+    while pending:
+        config = pending.pop()
+        if config is None or id(config) in found or not hasattr(config, "_attn_implementation"):
+            continue
+        found[id(config)] = config
+        pending.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {})
+    return list(found.values())
+
+
+def is_routed(hf_model: nn.Module) -> bool:
+    """Whether the model's attention still goes through the seam."""
+    return isinstance(getattr(hf_model.config, "_attn_implementation", None), Routed)
 
 
 def enable(hf_model: nn.Module) -> None:
     """Route the model's attention through the seam, remembering the implementation it had."""
     configs = _configs(hf_model)
-    if any(getattr(c, "_attn_implementation", None) == IMPLEMENTATION for c in configs):
-        raise BridgeError(f"{type(hf_model).__name__} is already wrapped by a bridge; call `.detach()` on it first.")
+    fresh = [c for c in configs if not isinstance(c._attn_implementation, Routed)]
+    had = {id(c): c._attn_implementation or "eager" for c in fresh}
+    if fresh:
+        hf_model.set_attn_implementation(IMPLEMENTATION)
     for config in configs:
-        _inner_by_config[id(config)] = getattr(config, "_attn_implementation", None) or "eager"
-        weakref.finalize(config, _inner_by_config.pop, id(config), None)
-    hf_model.set_attn_implementation(IMPLEMENTATION)
+        current = config._attn_implementation
+        if not isinstance(current, Routed):
+            current = Routed(had.get(id(config), "eager") if current == IMPLEMENTATION else current or "eager")
+            config._attn_implementation_internal = current
+        current.users.add(hf_model)
 
 
 def disable(hf_model: nn.Module) -> None:
-    """Give the model back the implementation it had before ``enable``."""
-    config = hf_model.config
-    if getattr(config, "_attn_implementation", None) != IMPLEMENTATION:
-        return
-    hf_model.set_attn_implementation(_inner_by_config.get(id(config), "sdpa"))
+    """Give the model back the implementation it had before ``enable`` (a config shared with another
+    routed model stays routed until that one is given back too)."""
     for config in _configs(hf_model):
-        _inner_by_config.pop(id(config), None)
+        current = config._attn_implementation
+        if isinstance(current, Routed):
+            current.users.discard(hf_model)
+            if not len(current.users):
+                config._attn_implementation_internal = current.inner
 
 
 def set_owner(module: nn.Module, owner: SeamOwner | None) -> None:
     """Make ``owner`` (an attention component) the seam owner of an HF attention module."""
     if owner is None:
-        module.__dict__.pop(_OWNER_ATTR, None)
+        _owners.pop(module, None)
     else:
-        module.__dict__[_OWNER_ATTR] = weakref.ref(owner)
+        _owners[module] = weakref.ref(owner)
 
 
 def additive_mask(attention_mask: torch.Tensor | None, module: nn.Module, scores: torch.Tensor) -> torch.Tensor | None:

@@ -1,45 +1,257 @@
-"""Weight views in TransformerLens's shapes, read live from the HF parameters (no copies)."""
+"""Weight views in TransformerLens's names and shapes, read live from the HF parameters (no copies).
+
+Model-wide views: ``W_E`` ``[d_vocab, d_model]``, ``W_pos`` ``[n_ctx, d_model]``, ``W_U`` ``[d_model, d_vocab]``,
+``b_U``; and every per-layer view stacked over layers, e.g. ``W_Q`` ``[n_layers, n_heads, d_model, d_head]``,
+``W_out`` ``[n_layers, d_mlp, d_model]``, ``OV``/``QK`` (``FactoredMatrix`` ``[n_layers, n_heads, d_model,
+d_model]``). The per-layer views themselves live on the components (``model.blocks[i].attn.W_Q``), see
+``bridge.components.weight_views``. A view the model does not have raises ``WeightViewError`` (a
+``BridgeError`` and ``AttributeError``) saying what exists instead.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal
+
 import torch
 
-from bridge.errors import BridgeError
+from bridge.components.weight_views import WeightViewError
+from bridge.factored_matrix import CompositionModeError, FactoredMatrix, composition_scores
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["WeightViewError", "WeightViews"]
+
+
+def _what_exists(block: nn.Module, index: int) -> str:
+    """The block's components and their HF parameters, for an error about a view the block does not have."""
+    from bridge.components.base import Component
+
+    parts = []
+    for name, child in block.named_children():
+        if not isinstance(child, Component):
+            continue
+        hf = getattr(child, "hf", None)
+        params = [f"{n} {list(p.shape)}" for n, p in hf.named_parameters()] if hf is not None else []
+        parts.append(f"{name} ({type(hf).__name__}: {', '.join(params) or 'no parameters'})")
+    return (
+        f"its components are {'; '.join(parts) or 'none'}. Read those as "
+        f"model.blocks[{index}].<component>.hf.<parameter>"
+    )
 
 
 class WeightViews:
-    """Mixed into ``Bridge``: ``W_E``, ``W_pos``, ``W_U``, ``b_U`` (more to come per component)."""
+    """Mixed into ``Bridge``: model-wide weight views and per-layer ones stacked over layers."""
+
+    # ``Bridge`` provides these.
+    hf_model: nn.Module
+    blocks: nn.ModuleList
+    cfg: Any
+
+    def __getattr__(self, name: str) -> Any:
+        """Surface a view's own ``WeightViewError`` (``nn.Module.__getattr__`` would replace its message)."""
+        try:
+            return super().__getattr__(name)  # type: ignore[misc]
+        except AttributeError:
+            view = getattr(type(self), name, None)
+            if isinstance(view, property) and view.fget is not None:
+                view.fget(self)
+            raise
+
+    # ----------------------------------------------------------- embeddings
 
     @property
     def W_E(self) -> torch.Tensor:
-        """Token embedding ``[d_vocab, d_model]``."""
-        embed = getattr(self, "embed", None)
-        if embed is None:
-            raise BridgeError(f"{type(self.hf_model).__name__} has no token embedding in its component map")
-        return embed.hf.weight
+        """Token embedding ``[d_vocab, d_model]`` (the raw table: any scale or norm applied after it is not in it)."""
+        try:
+            table = self.hf_model.get_input_embeddings()
+        except (NotImplementedError, AttributeError):
+            table = None
+        if table is None:
+            embed = self._modules.get("embed")
+            table = embed.hf if embed is not None else None
+        if table is None or getattr(table, "weight", None) is None:
+            raise WeightViewError(f"{type(self.hf_model).__name__} has no token embedding table, so there is no W_E")
+        return table.weight
 
     @property
     def W_pos(self) -> torch.Tensor:
         """Learned position embedding ``[n_ctx, d_model]`` (absent for rotary/ALiBi models)."""
-        pos = getattr(self, "pos_embed", None)
+        pos = self._modules.get("pos_embed")
         if pos is None:
-            raise BridgeError(
+            raise WeightViewError(
                 f"{type(self.hf_model).__name__} has no learned position embedding "
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
         return pos.hf.weight
 
     @property
+    def W_E_pos(self) -> torch.Tensor:
+        """``W_E`` and ``W_pos`` stacked: ``[d_vocab + n_ctx, d_model]`` (learned positions only)."""
+        return torch.cat([self.W_E, self.W_pos], dim=0)
+
+    @property
     def W_U(self) -> torch.Tensor:
         """Unembedding ``[d_model, d_vocab]``."""
-        if self.unembed is None:
-            raise BridgeError(f"{type(self.hf_model).__name__} has no LM head, so there is no W_U")
-        return self.unembed.weight.T
+        unembed = self.__dict__.get("unembed", self._modules.get("unembed"))
+        if unembed is None:
+            raise WeightViewError(f"{type(self.hf_model).__name__} has no LM head, so there is no W_U")
+        return unembed.weight.T
 
     @property
     def b_U(self) -> torch.Tensor:
         """Unembedding bias ``[d_vocab]`` (zeros when the head has none)."""
-        bias = getattr(self.unembed, "bias", None) if self.unembed is not None else None
+        w_u = self.W_U
+        bias = getattr(self.unembed, "bias", None)
         if bias is not None:
             return bias
-        return torch.zeros(self.W_U.shape[-1], dtype=self.W_U.dtype, device=self.W_U.device)
+        return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+
+    # ------------------------------------------------------ stacked per layer
+
+    def _layers(self, part: Literal["attn", "mlp"], view: str) -> list[nn.Module]:
+        """Each block's ``part`` component, or a ``WeightViewError`` naming what the blocks have instead."""
+        out = []
+        for i, block in enumerate(self.blocks):
+            component = block._modules.get(part)
+            if component is None:
+                kind = "attention layer" if part == "attn" else "MLP"
+                exists = _what_exists(block, i)
+                raise WeightViewError(f"blocks.{i} has no {kind}, so there is no model.{view}; {exists}")
+            if part == "mlp" and not getattr(component, "stacks_as_dense", True):
+                moe = [j for j, b in enumerate(self.blocks) if not getattr(b.mlp, "stacks_as_dense", True)]
+                raise WeightViewError(
+                    f"blocks {moe} have mixture-of-experts MLPs, so there is no dense model.{view}; use "
+                    f"model.blocks[i].mlp.{view} (per expert, [n_experts, ...]) on those layers"
+                )
+            out.append(component)
+        return out
+
+    def _stack(self, part: Literal["attn", "mlp"], view: str) -> torch.Tensor:
+        return torch.stack([getattr(layer, view) for layer in self._layers(part, view)])
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_model, d_head]``."""
+        return self._stack("attn", "W_Q")
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_model, d_head]`` (GQA/MQA expanded to ``n_heads``)."""
+        return self._stack("attn", "W_K")
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_model, d_head_v]`` (GQA/MQA expanded to ``n_heads``)."""
+        return self._stack("attn", "W_V")
+
+    @property
+    def _W_K(self) -> torch.Tensor:
+        """``[n_layers, n_kv_heads, d_model, d_head]``."""
+        return self._stack("attn", "_W_K")
+
+    @property
+    def _W_V(self) -> torch.Tensor:
+        """``[n_layers, n_kv_heads, d_model, d_head_v]``."""
+        return self._stack("attn", "_W_V")
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_head_v, d_model]``."""
+        return self._stack("attn", "W_O")
+
+    @property
+    def b_Q(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_head]``."""
+        return self._stack("attn", "b_Q")
+
+    @property
+    def b_K(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_head]`` (GQA/MQA expanded)."""
+        return self._stack("attn", "b_K")
+
+    @property
+    def b_V(self) -> torch.Tensor:
+        """``[n_layers, n_heads, d_head_v]`` (GQA/MQA expanded)."""
+        return self._stack("attn", "b_V")
+
+    @property
+    def _b_K(self) -> torch.Tensor:
+        """``[n_layers, n_kv_heads, d_head]``."""
+        return self._stack("attn", "_b_K")
+
+    @property
+    def _b_V(self) -> torch.Tensor:
+        """``[n_layers, n_kv_heads, d_head_v]``."""
+        return self._stack("attn", "_b_V")
+
+    @property
+    def b_O(self) -> torch.Tensor:
+        """``[n_layers, d_model]``."""
+        return self._stack("attn", "b_O")
+
+    @property
+    def W_in(self) -> torch.Tensor:
+        """``[n_layers, d_model, d_mlp]`` (the up projection of gated MLPs)."""
+        return self._stack("mlp", "W_in")
+
+    @property
+    def W_gate(self) -> torch.Tensor | None:
+        """``[n_layers, d_model, d_mlp]`` for gated MLPs; None when no MLP is gated (as TransformerLens)."""
+        layers = self._layers("mlp", "W_gate")
+        gated = [hasattr(layer, "W_gate") for layer in layers]
+        if not any(gated):
+            return None
+        if not all(gated):
+            raise WeightViewError(
+                f"only blocks {[i for i, g in enumerate(gated) if g]} have gated MLPs, so model.W_gate cannot be "
+                "stacked; use model.blocks[i].mlp.W_gate"
+            )
+        return torch.stack([layer.W_gate for layer in layers])
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        """``[n_layers, d_mlp, d_model]``."""
+        return self._stack("mlp", "W_out")
+
+    @property
+    def b_in(self) -> torch.Tensor:
+        """``[n_layers, d_mlp]``."""
+        return self._stack("mlp", "b_in")
+
+    @property
+    def b_out(self) -> torch.Tensor:
+        """``[n_layers, d_model]``."""
+        return self._stack("mlp", "b_out")
+
+    # ------------------------------------------------------------- circuits
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """``W_Q @ W_Kᵀ`` for every head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """``W_V @ W_O`` for every head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    def all_composition_scores(self, mode: Literal["Q", "K", "V"]) -> torch.Tensor:
+        """Composition scores of every earlier head's OV into every later head: ``[L, H, L, H]``.
+
+        ``scores[l1, h1, l2, h2] = ‖OV[l1, h1] · M[l2, h2]‖ / (‖OV[l1, h1]‖ ‖M[l2, h2]‖)`` (Frobenius norms),
+        with ``M`` the ``QK`` circuit for ``"Q"``, ``QKᵀ`` for ``"K"`` and ``OV`` for ``"V"``; zero unless
+        ``l1 < l2``.
+        """
+        if mode == "Q":
+            right = self.QK
+        elif mode == "K":
+            right = self.QK.T
+        elif mode == "V":
+            right = self.OV
+        else:
+            raise CompositionModeError(f"mode must be 'Q', 'K' or 'V' (which input of the later head), not {mode!r}")
+        scores = composition_scores(self.OV, right, broadcast_dims=True)  # [L, H, L, H]
+        layers = torch.arange(scores.shape[0], device=scores.device)
+        earlier = layers[:, None, None, None] < layers[None, None, :, None]
+        return torch.where(earlier, scores, torch.zeros_like(scores))

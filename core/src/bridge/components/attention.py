@@ -24,6 +24,8 @@ from transformers.pytorch_utils import Conv1D
 
 from bridge import seam
 from bridge.components.base import Component, ForwardOverride, OutputTap
+from bridge.components.head_inputs import ProjectionLayout
+from bridge.components.weight_views import CoreAttentionWeights
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
@@ -47,6 +49,11 @@ class QKVSource:
     def attachments(self, attn: Attention, hf_attn: nn.Module) -> list:
         raise NotImplementedError
 
+    def projection_layout(self, attn: Attention) -> ProjectionLayout | None:
+        """Which output columns of which projection module hold each head's q, k and v
+        (``None``: per-head inputs are not supported)."""
+        return None
+
 
 @dataclass(frozen=True)
 class SplitQKV(QKVSource):
@@ -65,6 +72,17 @@ class SplitQKV(QKVSource):
         ):
             out.append(OutputTap(hf_attn.get_submodule(path), _heads_fn(hook, n), (hook,)))
         return out
+
+    def projection_layout(self, attn: Attention) -> ProjectionLayout:
+        d = attn.d_head
+        return {
+            path: [(kind, i, slice(i * d, (i + 1) * d)) for i in range(n)]
+            for path, kind, n in (
+                (self.q, "q", attn.n_heads),
+                (self.k, "k", attn.n_kv_heads),
+                (self.v, "v", attn.n_kv_heads),
+            )
+        }
 
 
 def _heads_fn(hook: HookPoint, n: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -95,8 +113,25 @@ class FusedQKV(QKVSource):
         q, k, v = fused.split((h * d, kv * d, kv * d), dim=-1)
         return torch.cat((heads(attn.hook_q, q, h), heads(attn.hook_k, k, kv), heads(attn.hook_v, v, kv)), dim=-1)
 
+    def projection_layout(self, attn: Attention) -> ProjectionLayout:
+        h, kv, d = attn.n_heads, attn.n_kv_heads, attn.d_head
+        if self.layout == "per_head":
+            blocks = [
+                (kind, i, slice((3 * i + j) * d, (3 * i + j + 1) * d)) for i in range(h) for j, kind in enumerate("qkv")
+            ]
+            return {self.path: blocks}
+        starts = {"q": 0, "k": h * d, "v": (h + kv) * d}
+        counts = {"q": h, "k": kv, "v": kv}
+        return {
+            self.path: [
+                (kind, i, slice(starts[kind] + i * d, starts[kind] + (i + 1) * d))
+                for kind in "qkv"
+                for i in range(counts[kind])
+            ]
+        }
 
-class Attention(Component):
+
+class Attention(CoreAttentionWeights, Component):
     """A self-attention layer whose core runs through the attention seam."""
 
     uses_seam = True
@@ -126,6 +161,7 @@ class Attention(Component):
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
         self.seam_active = False
+        self.qkv = qkv
         for attachment in qkv.attachments(self, hf_module):
             self.attach(attachment)
         object.__setattr__(self, "out_proj", hf_module.get_submodule(out))  # an HF module, not our child

@@ -4,10 +4,16 @@ A component never changes the HF module while none of its hook points is
 active. When one becomes active it *attaches* what it needs (a forward override
 or a torch module hook on an HF module) and detaches it again when the last hook
 goes, so a forward pass with no hooks runs exactly the HF code.
+
+What an attachment puts on an HF module copies and pickles as the HF behaviour it
+stands in for (the module's own ``forward``, a hook that does nothing), so a deep
+copy or a saved model never calls back into the bridge.
 """
 
 from __future__ import annotations
 
+import copy
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -63,13 +69,7 @@ class ForwardOverride(Attachment):
     def _attach(self) -> None:
         self._had_instance_forward = "forward" in self.module.__dict__
         self._previous = self.module.__dict__.get("forward")
-        original = self.module.forward
-        fn = self.fn
-
-        def hooked_forward(*args: Any, **kwargs: Any) -> Any:
-            return fn(original, *args, **kwargs)
-
-        self.module.forward = hooked_forward
+        self.module.forward = _HookedForward(self.module, self.fn, self.module.forward, self._previous)
 
     def _detach(self) -> None:
         if self._had_instance_forward:
@@ -77,6 +77,57 @@ class ForwardOverride(Attachment):
         else:
             self.module.__dict__.pop("forward", None)
         self._previous = None
+
+
+class _HookedForward:
+    """The instance ``forward`` of an overridden module: ``fn(original, *args, **kwargs)``.
+
+    A deep copy or a pickle of it is the forward the module had before (its class's ``forward``
+    bound to the copy, or the instance forward it replaced)."""
+
+    def __init__(self, module: nn.Module, fn: Callable[..., Any], original: Callable, previous: Any) -> None:
+        self.module = module
+        self.fn = fn
+        self.original = original
+        self.previous = previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self.original, *args, **kwargs)
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        if self.previous is not None:
+            return copy.deepcopy(self.previous, memo)
+        module = copy.deepcopy(self.module, memo)
+        return types.MethodType(type(module).forward, module)
+
+    def __reduce__(self) -> tuple:
+        if self.previous is not None:
+            return _same, (self.previous,)
+        return getattr, (self.module, "forward")  # unpickled before the module's state: its class forward
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _ignore(*_args: Any) -> None:
+    return None
+
+
+class ModuleHook:
+    """A torch module hook installed by a tap; copies and pickles as a hook that does nothing."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo: dict) -> Callable[..., None]:
+        return _ignore
+
+    def __reduce__(self) -> tuple:
+        return _same, (_ignore,)
 
 
 class OutputTap(Attachment):
@@ -89,7 +140,7 @@ class OutputTap(Attachment):
 
     def _attach(self) -> None:
         fn = self.fn
-        self._handle = self.module.register_forward_hook(lambda _m, _args, out: fn(out))
+        self._handle = self.module.register_forward_hook(ModuleHook(lambda _m, _args, out: fn(out)))
 
     def _detach(self) -> None:
         assert self._handle is not None
@@ -111,7 +162,7 @@ class InputTap(Attachment):
         def pre_hook(_m: nn.Module, args: tuple) -> tuple:
             return (fn(args[0]), *args[1:])
 
-        self._handle = self.module.register_forward_pre_hook(pre_hook)
+        self._handle = self.module.register_forward_pre_hook(ModuleHook(pre_hook))
 
     def _detach(self) -> None:
         assert self._handle is not None

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bridge.components.base import Component, ForwardOverride
+from bridge.components.attention import Attention
+from bridge.components.base import Component, ForwardOverride, InputTap
+from bridge.components.head_inputs import HeadInputs
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError
 from bridge.hook_points import HookPoint
@@ -56,6 +58,32 @@ class Block(Component):
         self._attn_names = {p.name for p in attn_params}
         hooks = tuple(getattr(self, name) for name in self.block_hooks)
         self.attach(ForwardOverride(hf_module, self._hooked_forward, hooks))
+        self._add_input_hooks(children.get("attn"))
+
+    def _add_input_hooks(self, attn: Component | None) -> None:
+        """The opt-in ``hook_mlp_in`` ``[b, p, d_model]`` (the input of ``ln2``) where there is an ``ln2``, and
+        ``hook_attn_in``, ``hook_q_input`` ``[b, p, n_heads, d_model]``, ``hook_k_input``/``hook_v_input``
+        ``[b, p, n_kv_heads, d_model]`` (per-head inputs of ``ln1``, see ``head_inputs``) where the
+        attention's projections allow it. A patch there changes the sublayer's input, not the residual stream."""
+        if "ln2" in self.sub:
+            self.hook_mlp_in = HookPoint(opt_in=True)
+            self.attach(InputTap(self.sub["ln2"], self.hook_mlp_in, (self.hook_mlp_in,)))
+        layout = attn.qkv.projection_layout(attn) if isinstance(attn, Attention) else None
+        if layout is None or "ln1" not in self.sub:
+            return
+        self.hook_attn_in = HookPoint(opt_in=True)
+        self.hook_q_input = HookPoint(opt_in=True)
+        self.hook_k_input = HookPoint(opt_in=True)
+        self.hook_v_input = HookPoint(opt_in=True)
+        hooks = {
+            "attn_in": self.hook_attn_in,
+            "q_input": self.hook_q_input,
+            "k_input": self.hook_k_input,
+            "v_input": self.hook_v_input,
+        }
+        self.head_inputs = HeadInputs(self.sub["ln1"], attn.hf, layout, attn.n_heads, attn.n_kv_heads, hooks)
+        for attachment in self.head_inputs.attachments():
+            self.attach(attachment)
 
     def _split_arguments(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict[str, Any]]:
         bound = self._signature.bind(*args, **kwargs)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from bridge.components.base import Component, InputTap, OutputTap
+from bridge.components.weight_views import CoreMLPWeights
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
 
-class MLP(Component):
+class MLP(CoreMLPWeights, Component):
     """Hooks ``hook_pre`` (output of ``pre``), ``hook_post`` (input of ``out``) and, for gated
     MLPs, ``hook_pre_linear`` (output of ``pre_linear``); all ``[b, p, d_mlp]``.
 
@@ -26,6 +27,7 @@ class MLP(Component):
         pre_linear: str | None = None,
     ) -> None:
         super().__init__(hf_module)
+        self.paths = {"pre": pre, "pre_linear": pre_linear, "out": out}
         self.hook_pre = HookPoint()
         self.attach(OutputTap(hf_module.get_submodule(pre), self.hook_pre, (self.hook_pre,)))
         if pre_linear is not None:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from bridge.components.base import Component, ForwardOverride, InputTap, OutputTap
+from bridge.components.weight_views import MoEWeights
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
@@ -53,7 +54,7 @@ def softmax_topk(normalize: bool = True) -> Routing:
     return route
 
 
-class MoE(Component):
+class MoE(MoEWeights, Component):
     """A sparse MoE MLP block: routing hooks on the router, per-slot expert outputs on the experts module."""
 
     def __init__(

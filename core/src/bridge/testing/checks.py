@@ -1,4 +1,4 @@
-"""The conformance checks of DESIGN.md "What correct means", reusable by every plugin.
+"""The conformance checks (what "correct" means for a bridged model), reusable by every plugin.
 
 Each check takes a ``Pair``: a bridge loaded through ``bridge.load`` and an independent
 HF reference model (same weights, eager attention) to compare with. ``path="hooked"``
@@ -314,7 +314,7 @@ def check_misspelt_names(pair: Pair) -> None:
 
 
 def check_shapes(pair: Pair) -> None:
-    """Hook shapes follow the DESIGN contract table."""
+    """Hook shapes follow the hook-name contract (TransformerLens shapes, batch first)."""
     cfg = pair.bridge.cfg
     b, p = 2, 7
     with pair.on_path():

@@ -96,7 +96,11 @@ class MptAdapter(Adapter):
             "act_fn": "gelu",
             "n_ctx": c.max_seq_len,
             "positional_embedding_type": "alibi",
-            "extra": {"clip_qkv": c.attn_config.clip_qkv, "softmax_scale": c.attn_config.softmax_scale},
+            "extra": {
+                "clip_qkv": c.attn_config.clip_qkv,
+                "softmax_scale": c.attn_config.softmax_scale,
+                "n_ctx_is_limit": True,  # the ALiBi bias is a fixed [h, 1, max_seq_len] table
+            },
         }
 
     def component_map(self, cfg) -> ComponentMap:

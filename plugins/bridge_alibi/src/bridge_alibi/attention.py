@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
 from bridge.components import Component, ForwardOverride, weight_in_out
+from bridge.components.weight_views import AttentionWeights, FusedLayout, QKVWeights, fused_qkv
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 from bridge.seam import additive_mask
@@ -38,8 +39,11 @@ BiasFn = Callable[[int], torch.Tensor]
 RotateFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class AlibiAttention(Component):
+class AlibiAttention(AttentionWeights, Component):
     """Base of the family's attention components: hook points and the shared hooked computation.
+
+    Weight views (``W_Q``, ``W_O``… in TransformerLens's shapes) come from the fused projection
+    ``fused_path`` laid out as ``fused_layout``.
 
     Subclasses implement ``_hooked_forward`` with the HF module's own signature: split the fused
     projection into heads, say how the bias and the mask are added, call ``_attend`` and ``_output``,
@@ -67,8 +71,18 @@ class AlibiAttention(Component):
         self.out_proj = hf_module.get_submodule(out)
         self.attach(ForwardOverride(hf_module, self._hooked_forward, tuple(self.own_hook_points())))
 
+    fused_path: str = "query_key_value"
+    fused_layout: FusedLayout = "per_head"
+
     def _hooked_forward(self, _original: Callable, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+    def qkv_weights(self) -> QKVWeights:
+        module = self.hf.get_submodule(self.fused_path)
+        return fused_qkv(module, self.fused_layout, self.n_heads, self.n_kv_heads, self.d_head)
+
+    def output_projection(self) -> nn.Module:
+        return self.out_proj
 
     def _attend(
         self,
@@ -167,7 +181,12 @@ class BloomAttention(AlibiAttention):
 
 
 class MptAttention(AlibiAttention):
-    """MPT: fused ``Wqkv`` (``[q | k | v]``), optional ``clip_qkv``; ``q·k·scale + position_bias``."""
+    """MPT: fused ``Wqkv`` (``[q | k | v]``), optional ``clip_qkv``; ``q·k·scale + position_bias``.
+
+    Its weight views are the linear projections: ``clip_qkv`` clamps their outputs afterwards."""
+
+    fused_path = "Wqkv"
+    fused_layout = "grouped"
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, out: str = "out_proj") -> None:
         super().__init__(hf_module, cfg, out)
@@ -218,6 +237,7 @@ class FalconAttention(AlibiAttention):
         self.layout = (
             "grouped" if hf_module.new_decoder_architecture else "mqa" if hf_module.multi_query else "per_head"
         )
+        self.fused_layout = {"grouped": "kv_groups", "mqa": "grouped", "per_head": "per_head"}[self.layout]
 
     def split(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``q`` ``[b, p, h, d]`` and ``k``, ``v`` ``[b, p, kv, d]`` from the fused projection output."""

@@ -50,6 +50,7 @@ class DeepseekAdapter(Adapter):
             "positional_embedding_type": "rotary",
             "rotary_dim": c.qk_rope_head_dim,
             "normalization_type": "RMS",
+            "gated_mlp": True,  # dense MLPs and experts alike are SiLU-gated
             "extra": {
                 "qk_nope_head_dim": c.qk_nope_head_dim,
                 "qk_rope_head_dim": c.qk_rope_head_dim,

@@ -15,6 +15,13 @@ has on top of it:
 - ``hook_kv_latent`` ``[b, p, kv_lora_rank]``: after ``kv_a_layernorm``; every head's key and value
   are computed from it by ``kv_b_proj``;
 - ``hook_k_rope`` ``[b, p, qk_rope]``: the shared rope key from ``kv_a_proj_with_mqa``, pre-rotary.
+
+Weight views: ``W_O`` ``[n_heads, d_head_v, d_model]`` and ``b_O`` as everywhere; ``W_Q`` ``[n_heads, d_model,
+d_head]`` only without q-LoRA (with it, q passes a norm). Keys and values come from a normed latent, so there is
+no ``W_K``/``W_V`` (nor ``QK``/``OV``); the linear maps MLA does have are ``W_Q_a`` ``[d_model, q_lora_rank]``,
+``W_Q_b`` ``[n_heads, q_lora_rank, d_head]``, ``W_KV_a`` ``[d_model, kv_lora_rank]``, ``W_K_rope`` ``[d_model,
+qk_rope]`` (the shared rope key), ``W_K_b`` ``[n_heads, kv_lora_rank, qk_nope]`` and ``W_V_b`` ``[n_heads,
+kv_lora_rank, d_head_v]`` (the per-head up-projections of the normed latent).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from bridge import BridgeError
 from bridge.components import Attention, ForwardOverride, OutputTap, QKVSource
 from bridge.components.attention import heads
+from bridge.components.weight_views import WeightViewError, linear_bias, linear_in_out
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
@@ -83,6 +91,90 @@ class MLAAttention(Attention):
         self.hook_k_rope = HookPoint()
         self.attach(OutputTap(hf_module.kv_a_proj_with_mqa, self._fire_k_rope, (self.hook_k_rope,)))
         self.attach(ForwardOverride(hf_module, self._forward_with_hook_k, (self.hook_k,)))
+
+    # ---------------------------------------------------------------- weight views
+
+    def _no_linear(self, view: str) -> WeightViewError:
+        q_side = "W_Q_a, W_Q_b" if self.hf.q_lora_rank is not None else "W_Q"
+        return WeightViewError(
+            f"{self._layer_label()} is multi-head latent attention: keys and values are computed from a normed "
+            f"latent, so there is no linear {view}. Its linear maps are {q_side}, W_KV_a [d_model, kv_lora_rank], "
+            "W_K_rope [d_model, qk_rope], W_K_b [n_heads, kv_lora_rank, qk_nope], W_V_b [n_heads, kv_lora_rank, "
+            "d_head_v], W_O and b_O."
+        )
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        """``[n_heads, d_model, d_head]`` (models without q-LoRA only)."""
+        if self.hf.q_lora_rank is not None:
+            raise WeightViewError(
+                f"{self._layer_label()} projects queries through a normed latent (q-LoRA), so there is no linear "
+                "W_Q; use W_Q_a [d_model, q_lora_rank] and W_Q_b [n_heads, q_lora_rank, d_head]"
+            )
+        return einops.rearrange(linear_in_out(self.hf.q_proj), "m (h d) -> h m d", h=self.n_heads)
+
+    @property
+    def b_Q(self) -> torch.Tensor:
+        """``[n_heads, d_head]`` (models without q-LoRA only; zeros when ``q_proj`` has no bias)."""
+        w_q = self.W_Q
+        bias = linear_bias(self.hf.q_proj)
+        if bias is None:
+            return torch.zeros(w_q.shape[0], w_q.shape[-1], dtype=w_q.dtype, device=w_q.device)
+        return einops.rearrange(bias, "(h d) -> h d", h=self.n_heads)
+
+    @property
+    def _W_K(self) -> torch.Tensor:
+        raise self._no_linear("W_K")
+
+    @property
+    def _W_V(self) -> torch.Tensor:
+        raise self._no_linear("W_V")
+
+    @property
+    def _b_K(self) -> torch.Tensor:
+        raise self._no_linear("b_K")
+
+    @property
+    def _b_V(self) -> torch.Tensor:
+        raise self._no_linear("b_V")
+
+    @property
+    def W_Q_a(self) -> torch.Tensor:
+        """q-LoRA down-projection ``[d_model, q_lora_rank]`` (before ``q_a_layernorm``)."""
+        if self.hf.q_lora_rank is None:
+            raise WeightViewError(f"{self._layer_label()} has no q-LoRA (q_lora_rank is None); use W_Q")
+        return linear_in_out(self.hf.q_a_proj)
+
+    @property
+    def W_Q_b(self) -> torch.Tensor:
+        """q-LoRA up-projection per head ``[n_heads, q_lora_rank, d_head]`` (after ``q_a_layernorm``)."""
+        if self.hf.q_lora_rank is None:
+            raise WeightViewError(f"{self._layer_label()} has no q-LoRA (q_lora_rank is None); use W_Q")
+        return einops.rearrange(linear_in_out(self.hf.q_b_proj), "r (h d) -> h r d", h=self.n_heads)
+
+    @property
+    def W_KV_a(self) -> torch.Tensor:
+        """Down-projection to the key/value latent ``[d_model, kv_lora_rank]`` (before ``kv_a_layernorm``)."""
+        return linear_in_out(self.hf.kv_a_proj_with_mqa)[:, : self.kv_rank]
+
+    @property
+    def W_K_rope(self) -> torch.Tensor:
+        """The shared rope key's projection ``[d_model, qk_rope]`` (pre-rotary; one for all heads)."""
+        return linear_in_out(self.hf.kv_a_proj_with_mqa)[:, self.kv_rank :]
+
+    def _kv_b(self) -> tuple[torch.Tensor, torch.Tensor]:
+        per_head = einops.rearrange(linear_in_out(self.hf.kv_b_proj), "r (h d) -> h r d", h=self.n_heads)
+        return per_head.split([self.nope, self.d_v], dim=-1)  # [h, kv_rank, nope], [h, kv_rank, d_v]
+
+    @property
+    def W_K_b(self) -> torch.Tensor:
+        """Per-head key up-projection of the normed latent ``[n_heads, kv_lora_rank, qk_nope]`` (the no-rope part)."""
+        return self._kv_b()[0]
+
+    @property
+    def W_V_b(self) -> torch.Tensor:
+        """Per-head value up-projection of the normed latent ``[n_heads, kv_lora_rank, d_head_v]``."""
+        return self._kv_b()[1]
 
     def fire_v(self, kv: torch.Tensor) -> torch.Tensor:
         """``kv_b_proj``'s output (``[b, p, h·(nope + v)]``, or ``[b, 1, p, …]`` as HF calls it): fire ``hook_v``."""

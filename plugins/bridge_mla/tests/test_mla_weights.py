@@ -1,0 +1,116 @@
+"""MLA's weight views: the latent projections reproduce HF's attention layer (written here from the views, the
+latent norms' parameters and the config), ``W_Q`` exists only without q-LoRA, and ``W_K``/``W_V`` say what
+exists instead."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bridge
+from bridge.components.weight_views import WeightViewError
+from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
+from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
+
+TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11], [0, 8, 8, 100, 2, 64, 31, 7]])
+
+
+def _wrapped(config) -> bridge.Bridge:
+    hf_model = build_tiny_model(config, attn_implementation="eager")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in hf_model.parameters():
+            if param.ndim == 1:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    return bridge.wrap(hf_model, tiny_tokenizer())
+
+
+def _input_and_output(module: torch.nn.Module, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states ``module`` is called with, and its first output, during ``run()``."""
+    seen = {}
+
+    def record_input(_m, args, kwargs):
+        seen["in"] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+    def record_output(_m, _args, out):
+        seen["out"] = out[0]
+
+    handles = [
+        module.register_forward_pre_hook(record_input, with_kwargs=True),
+        module.register_forward_hook(record_output),
+    ]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen["in"], seen["out"]
+
+
+def rms(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    return x / (x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon).sqrt() * module.weight
+
+
+def rotate_half_pairs(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary, halves paired, over the last axis of ``x`` ``[b, p, …, r]``."""
+    r = x.shape[-1]
+    angles = torch.arange(x.shape[1], dtype=torch.float32)[:, None] * theta ** (-torch.arange(0, r, 2) / r)
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 3) + (r // 2,)
+    cos, sin = angles.cos().reshape(shape), angles.sin().reshape(shape)
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+
+
+def test_latent_views_reproduce_the_hf_attention_layer():
+    config = DeepseekV3Adapter.example_config(rope_interleave=False, qk_nope_head_dim=16, v_head_dim=8)
+    model = _wrapped(config)
+    attn = model.blocks[0].attn
+    hf = attn.hf
+    with torch.no_grad():
+        x, expected = _input_and_output(hf, lambda: model.hf_model(TOKENS))
+        nope, rope = config.qk_nope_head_dim, config.qk_rope_head_dim
+        q = torch.einsum("bpr,hrd->bphd", rms(x @ attn.W_Q_a, hf.q_a_layernorm), attn.W_Q_b)  # [b, p, h, nope+rope]
+        latent = rms(x @ attn.W_KV_a, hf.kv_a_layernorm)  # [b, p, kv_rank]
+        k_nope = torch.einsum("bpr,hrd->bphd", latent, attn.W_K_b)
+        v = torch.einsum("bpr,hrd->bphd", latent, attn.W_V_b)
+        theta = config.rope_parameters["rope_theta"]
+        q = torch.cat([q[..., :nope], rotate_half_pairs(q[..., nope:], theta)], dim=-1)
+        k_rope = rotate_half_pairs(x @ attn.W_K_rope, theta)[:, :, None].expand(-1, -1, config.num_attention_heads, -1)
+        k = torch.cat([k_nope, k_rope], dim=-1)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * (nope + rope) ** -0.5
+        p = x.shape[1]
+        scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
+        z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
+        got = torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert attn.W_O.shape == (4, 8, 32) and model.W_O.shape == (2, 4, 8, 32)
+
+
+def test_W_Q_without_q_lora_is_q_proj_per_head():
+    model = _wrapped(DeepseekV2Adapter.example_config())
+    attn = model.blocks[1].attn
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = attn.hf.q_proj(x).reshape(2, 5, 4, 16)
+        torch.testing.assert_close(torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q, expected)
+    assert model.W_Q.shape == (2, 4, 32, 16)
+    with pytest.raises(WeightViewError, match="no q-LoRA"):
+        _ = attn.W_Q_a
+
+
+def test_missing_mla_views_say_what_exists():
+    model = _wrapped(DeepseekV3Adapter.example_config())
+    attn = model.blocks[0].attn
+    for name in ("W_K", "W_V", "b_K", "_W_V", "OV"):
+        assert not hasattr(attn, name), name
+    with pytest.raises(AttributeError, match=r"no linear W_K\. Its linear maps are W_Q_a, W_Q_b, W_KV_a"):
+        _ = attn.W_K
+    with pytest.raises(WeightViewError, match=r"q-LoRA.*W_Q_a"):
+        _ = model.W_Q
+    with pytest.raises(WeightViewError, match="no linear W_V"):
+        _ = model.W_V
+    with pytest.raises(WeightViewError, match="mixture-of-experts"):
+        _ = model.W_in  # layer 1 is MoE
+    assert model.blocks[0].mlp.W_in.shape == (32, 64)  # the dense first layer
+    assert model.blocks[1].mlp.W_in.shape == (8, 32, 16)  # per expert
+    assert model.blocks[1].mlp.shared_experts.W_out.shape == (16, 32)
