@@ -77,11 +77,13 @@ def _tiny_config(family: str) -> Any:
     return config
 
 
-_pairs: dict[str, Pair] = {}
+_pairs: dict[tuple[str, bool], Pair] = {}
 
 
-def build_pair(family: str, directory) -> Pair:
-    if family not in _pairs:
+def build_pair(family: str, directory, processed: bool = False) -> Pair:
+    """The pair for ``family``; ``processed``: ours ``process_weights()``, theirs ``enable_compatibility_mode()``
+    (both: fold_ln, centre writing weights and unembedding, fold value biases, where they apply)."""
+    if (family, processed) not in _pairs:
         save_tiny_model(_tiny_config(family), directory)
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -90,15 +92,23 @@ def build_pair(family: str, directory) -> Pair:
         theirs = TransformerBridge.boot_transformers(
             str(directory), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(directory)
         )
+        if processed:
+            ours.process_weights()
+            theirs.enable_compatibility_mode(disable_warnings=True)
         generator = torch.Generator().manual_seed(1)
         clean = torch.randint(1, 120, (BATCH, POS), generator=generator)
         corrupted = clean.clone()
         corrupted[:, 1] = (clean[:, 1] + 7) % 120 + 1
         corrupted[:, 3] = (clean[:, 3] + 11) % 120 + 1
-        _pairs[family] = Pair(family, ours, theirs, clean, corrupted)
-    return _pairs[family]
+        _pairs[family, processed] = Pair(family, ours, theirs, clean, corrupted)
+    return _pairs[family, processed]
 
 
 @pytest.fixture(params=sorted(FAMILIES))
 def pair(request, tmp_path_factory) -> Pair:
     return build_pair(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def processed_pair(request, tmp_path_factory) -> Pair:
+    return build_pair(request.param, tmp_path_factory.mktemp(request.param), processed=True)

@@ -231,6 +231,7 @@ def test_plugin_raising_systemexit_or_any_baseexception_at_import_is_skipped(fak
         {
             "bridge-exits": {"exits": "raise SystemExit(3)"},
             "bridge-boom": {"boom": "class Boom(BaseException):\n    pass\nraise Boom('not an Exception')"},
+            "bridge-exits-late": {"late": ADAPTER_MODULE.format(name="AcmeLate") + "    raise SystemExit(5)\n"},
             "acme-good": {"good": ADAPTER_MODULE.format(name="AcmeGood")},
         }
     )
@@ -240,11 +241,19 @@ def test_plugin_raising_systemexit_or_any_baseexception_at_import_is_skipped(fak
     messages = "\n".join(str(w.message) for w in record)
     assert "skipping plugin bridge-exits" in messages and "SystemExit: 3" in messages
     assert "skipping plugin bridge-boom" in messages and "Boom: not an Exception" in messages
+    assert "skipping plugin bridge-exits-late" in messages and "register_adapters failed: SystemExit: 5" in messages
     status = {p.distribution: p.status for p in registry.plugins if p.status != "disabled"}
-    assert status == {"bridge-exits": "broken", "bridge-boom": "broken", "acme-good": "loaded"}
+    assert status == {
+        "bridge-exits": "broken",
+        "bridge-boom": "broken",
+        "bridge-exits-late": "broken",
+        "acme-good": "loaded",
+    }
     assert registry.resolve(config_for("AcmeGoodForCausalLM")).__name__ == "AcmeGood"
     with pytest.raises(UnknownArchitectureError, match=r"broken .*bridge-exits"):
         registry.resolve(config_for("Nothing"))
+    with pytest.raises(UnknownArchitectureError):  # registered before it exited: not kept
+        registry.resolve(config_for("AcmeLateForCausalLM"))
 
 
 def test_keyboard_interrupt_during_plugin_import_still_interrupts(fake_site):
