@@ -34,7 +34,7 @@ NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
-CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end")
+CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
