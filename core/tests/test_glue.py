@@ -59,8 +59,8 @@ def test_unknown_forward_kwarg_raises_with_close_match(gpt2):
     tokens = tokens_of(gpt2)
     with pytest.raises(UnknownArgumentError, match="'return_type'"):
         gpt2(tokens, retrun_type="loss")
-    with pytest.raises(UnknownArgumentError, match=r"run_with_cache\(\).*'pos_slice'"):
-        gpt2.run_with_cache(tokens, pos_slices=-1)
+    with pytest.raises(UnknownArgumentError, match=r"run_with_cache\(\).*'pos_slcie'.*'pos_slice'"):
+        gpt2.run_with_cache(tokens, pos_slcie=-1)
     with pytest.raises(UnknownArgumentError, match="'fwd_hooks'"):
         gpt2.run_with_hooks(tokens, fwd_hook=[])
     with pytest.raises(UnknownArgumentError, match="'names_filter'"):
