@@ -329,6 +329,8 @@ def test_failing_configure_or_bridge_ready_stops_the_load_naming_plugin_and_hook
     assert str(err).startswith(f"plugin acme-tweaks (tweaks = acme_tweaks) failed in its `{hook}` hook: ")
     assert f"{type(error).__name__}: {error}" in str(err)
     assert untouched(hf)
+    scratch_registry.pm.unregister(name="acme-tweaks:tweaks")
+    bridge.wrap(hf).detach()  # nothing holds on to the model: it can be bridged again
 
 
 def test_match_adapter_junk_or_failure_is_ignored_with_a_warning_naming_the_plugin(scratch_registry):
