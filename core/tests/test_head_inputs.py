@@ -123,7 +123,8 @@ def test_attn_in_patch_on_every_head_equals_a_pre_hook_on_hf_ln1(gpt2_pair):
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
 
 
-def test_q_input_head_patch_equals_q_computed_by_hand(gpt2_pair):
+@pytest.mark.parametrize("name", ["blocks.0.hook_q_input", "blocks.0.attn.hook_q_input"])  # TL 3 and TL 4 spelling
+def test_q_input_head_patch_equals_q_computed_by_hand(gpt2_pair, name):
     """Head 2's query from ``ln_1(x + δ)`` and the columns of ``c_attn`` that hold it; nothing else moves."""
     model, reference, tokens = gpt2_pair.bridge, gpt2_pair.reference, gpt2_pair.tokens()
     cfg, head = model.cfg, 2
@@ -147,7 +148,7 @@ def test_q_input_head_patch_equals_q_computed_by_hand(gpt2_pair):
     )
     model.set_use_split_qkv_input(True)
     _, clean = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k"])
-    with model.hooks(fwd_hooks=[("blocks.0.hook_q_input", add_at_head(delta, head))]):
+    with model.hooks(fwd_hooks=[(name, add_at_head(delta, head))]):
         logits, cache = model.run_with_cache(tokens, names_filter=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k"])
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
     q = cache["blocks.0.attn.hook_q"]

@@ -235,3 +235,43 @@ def test_linear_views_are_views_and_W_E_pos_stacks_the_embeddings():
     plain = gpt2()
     assert plain.W_E_pos.shape == (128 + 64, 32)
     torch.testing.assert_close(plain.W_E_pos[128:], plain.hf_model.transformer.wpe.weight)
+
+
+def test_tl_parameters_name_the_hf_weights_as_transformerlens_does():
+    model = gpt2()
+    hf = model.hf_model.transformer
+    params = model.tl_parameters()
+    d = 8  # d_head: n_embd 32 over 4 heads
+    c_attn = hf.h[1].attn.c_attn.weight  # Conv1D [d_model, 3 d_model] = [q | k | v]
+    torch.testing.assert_close(params["blocks.1.attn.W_V"][2], c_attn[:, 64 + 2 * d : 64 + 3 * d], rtol=0, atol=0)
+    torch.testing.assert_close(
+        params["blocks.0.attn.W_O"][3], hf.h[0].attn.c_proj.weight[3 * d : 4 * d], rtol=0, atol=0
+    )
+    torch.testing.assert_close(params["blocks.1.mlp.W_in"], hf.h[1].mlp.c_fc.weight, rtol=0, atol=0)
+    torch.testing.assert_close(params["blocks.0.ln2.w"], hf.h[0].ln_2.weight, rtol=0, atol=0)
+    torch.testing.assert_close(params["ln_final.b"], hf.ln_f.bias, rtol=0, atol=0)
+    torch.testing.assert_close(params["unembed.W_U"], model.hf_model.lm_head.weight.T, rtol=0, atol=0)
+    torch.testing.assert_close(params["pos_embed.W_pos"], hf.wpe.weight, rtol=0, atol=0)
+    assert "blocks.0.mlp.W_gate" not in params  # GPT-2's MLP is not gated
+    assert dict(model.tl_named_parameters()).keys() == params.keys()
+
+
+def test_tl_parameters_give_gemmas_effective_norm_scale():
+    from transformers import Gemma2Config
+
+    config = Gemma2Config(
+        num_hidden_layers=1,
+        hidden_size=32,
+        intermediate_size=48,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        vocab_size=128,
+        architectures=["Gemma2ForCausalLM"],
+    )
+    model = bridge.wrap(_perturbed(build_tiny_model(config)), tiny_tokenizer())
+    params = model.tl_parameters()
+    layer = model.hf_model.model.layers[0]
+    torch.testing.assert_close(params["blocks.0.ln1.w"], 1.0 + layer.input_layernorm.weight, rtol=0, atol=0)
+    assert "pos_embed.W_pos" not in params and "blocks.0.mlp.W_gate" in params

@@ -36,6 +36,8 @@ HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
 CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
+#: Block-level hook points that TransformerLens 4 also spells under ``attn.`` (see ``Bridge._canonical``).
+ATTN_INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
@@ -222,9 +224,20 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     def hook_points(self) -> list[HookPoint]:
         return list(self._hook_dict.values())
 
+    def _canonical(self, name: str) -> str:
+        """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
+        here they are the block's (``blocks.1.hook_q_input``). Either spelling names the same hook point."""
+        if name in self._hook_dict or ".attn.hook_" not in name:
+            return name
+        block_name = name.replace(".attn.hook_", ".hook_", 1)
+        if block_name.rsplit(".", 1)[-1] in ATTN_INPUT_HOOKS and block_name in self._hook_dict:
+            return block_name
+        return name
+
     def _select(self, names: str | Callable[[str], bool], *, explicit_opt_in_error: bool) -> list[HookPoint]:
         if callable(names):
             return [h for n, h in self._hook_dict.items() if names(n) and h.enabled]
+        names = self._canonical(names)
         if names not in self._hook_dict:
             raise unknown_hook_error(names, self._hook_dict)
         hook = self._hook_dict[names]
@@ -341,9 +354,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             names_filter = list(names_filter)  # a generator would be used up by the checks below
         if callable(names_filter):
             return [n for n, h in self._hook_dict.items() if h.enabled and names_filter(n)]
-        for name in names_filter:
+        names = [self._canonical(name) for name in names_filter]
+        for name in names:
             self._select(name, explicit_opt_in_error=True)
-        return list(names_filter)
+        return names
 
     def run_with_cache(
         self,

@@ -10,6 +10,7 @@ d_model]``). The per-layer views themselves live on the components (``model.bloc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -244,3 +245,53 @@ class WeightViews(SurfacesViewErrors):
         layers = torch.arange(scores.shape[0], device=scores.device)
         earlier = layers[:, None, None, None] < layers[None, None, :, None]
         return torch.where(earlier, scores, torch.zeros_like(scores))
+
+    def tl_parameters(self) -> dict[str, torch.Tensor]:
+        """Every weight view under its TransformerLens parameter name (``"blocks.0.attn.W_Q"``,
+        ``"blocks.0.ln1.w"``, ``"unembed.W_U"``…), as TransformerLens's ``SVDInterpreter`` reads them.
+
+        Views that the model does not have (MoE dense MLP views, MLA's ``W_K``…) are left out; norm
+        weights are the effective scale (Gemma's ``1 + w``)."""
+        params: dict[str, torch.Tensor] = {}
+
+        def put(name: str, read: Any) -> None:
+            try:
+                value = read()
+            except AttributeError:  # a view this model does not have (WeightViewError is one)
+                return
+            if isinstance(value, torch.Tensor):
+                params[name] = value
+
+        put("embed.W_E", lambda: self.W_E)
+        put("pos_embed.W_pos", lambda: self.W_pos)
+        for i, block in enumerate(self.blocks):
+            for part, views in (
+                ("attn", ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")),
+                ("mlp", ("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out")),
+            ):
+                component = block._modules.get(part)
+                if component is None or (part == "mlp" and not getattr(component, "stacks_as_dense", True)):
+                    continue
+                for view in views:
+                    put(f"blocks.{i}.{part}.{view}", lambda c=component, v=view: getattr(c, v))
+            for norm_name in ("ln1", "ln2"):
+                self._put_norm(params, f"blocks.{i}.{norm_name}", block._modules.get(norm_name))
+        self._put_norm(params, "ln_final", self._modules.get("ln_final"))
+        put("unembed.W_U", lambda: self.W_U)
+        put("unembed.b_U", lambda: self.b_U)
+        return params
+
+    def tl_named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """``tl_parameters()`` as ``(name, tensor)`` pairs, like ``named_parameters()``."""
+        return iter(self.tl_parameters().items())
+
+    @staticmethod
+    def _put_norm(params: dict[str, torch.Tensor], prefix: str, norm: nn.Module | None) -> None:
+        hf = getattr(norm, "hf", None)
+        weight = getattr(hf, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            offset = getattr(norm, "weight_offset", 0.0)
+            params[f"{prefix}.w"] = weight + offset if offset else weight
+        bias = getattr(hf, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            params[f"{prefix}.b"] = bias
