@@ -319,6 +319,27 @@ def test_in_place_edits_of_split_views_work_under_autograd(gpt2, name):
     assert (edited - gpt2(tokens)).abs().max() > 1e-5
 
 
+@pytest.mark.parametrize("name", ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.1.attn.hook_v"])
+def test_in_place_edits_of_split_views_without_autograd(gpt2, name):
+    """Without autograd the hook gets the view itself (no copy); an in-place edit still acts as a returned copy."""
+    tokens = tokens_of(gpt2)
+
+    def zero_in_place(tensor, hook):
+        tensor[:, :, 1] = 0.0
+
+    def zero_copy(tensor, hook):
+        out = tensor.clone()
+        out[:, :, 1] = 0.0
+        return out
+
+    with torch.no_grad():
+        edited = gpt2.run_with_hooks(tokens, fwd_hooks=[(name, zero_in_place)])
+        copied = gpt2.run_with_hooks(tokens, fwd_hooks=[(name, zero_copy)])
+        clean = gpt2(tokens)
+    torch.testing.assert_close(edited, copied, atol=0, rtol=0)
+    assert (edited - clean).abs().max() > 1e-5
+
+
 # ------------------------------------------------------------------ cfg
 
 

@@ -123,8 +123,8 @@ class HookPoint(nn.Module):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # bypasses nn.Module's call machinery
         if not (self.fwd_hooks or self.bwd_hooks):
             return x
-        if self.fwd_hooks and x._is_view():
-            x = x.clone()  # a hook may edit its argument in place; views from split/unbind/select refuse that
+        if self.fwd_hooks and x.requires_grad and x._is_view():
+            x = x.clone()  # a hook may edit its argument in place; autograd refuses that on split/select views
         for handle in list(self.fwd_hooks):
             out = handle.fn(x, hook=self)
             if out is not None:
