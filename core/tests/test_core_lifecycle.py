@@ -200,6 +200,8 @@ def test_deepcopy_of_a_bridge_is_an_independent_bridge(gpt2):
     assert seen[2][2] == 0 and seen[5][2] > 0  # the clone's attn_out is zero, the original's is not
     clone.detach()
     gpt2(TOKENS)  # the original still works
+    with pytest.raises(BridgeError, match="deepcopy"):
+        copy.copy(gpt2)
 
 
 # ---------------------------------------------------------------------------------------- pickling

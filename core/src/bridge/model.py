@@ -81,6 +81,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
     (``bridge.hf_model``): components only reach into it while their hooks are in use.
+    A model has one bridge at a time; hooks are shared by every thread, so use a bridge from one
+    thread at a time (a second thread raises ``ConcurrentUseError``; give it a ``copy.deepcopy``).
     """
 
     def __init__(self, hf_model: nn.Module, adapter: Adapter, cfg: BridgeConfig, tokenizer: Any = None) -> None:

@@ -50,6 +50,7 @@ def claim(hf_model: nn.Module, bridge: Any, teardown: Callable[[], None]) -> wea
             )
         current.teardown()  # a collected bridge whose finalizer has not run yet
     finalizer = weakref.finalize(bridge, _release, weakref.ref(hf_model), teardown)
+    finalizer.atexit = False  # nothing to give back when the interpreter ends
     _records[hf_model] = _Record(weakref.ref(bridge), finalizer)
     return finalizer
 

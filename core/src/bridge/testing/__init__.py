@@ -16,7 +16,7 @@ from bridge.testing.fixtures import (
     save_tiny_model,
     tiny_tokenizer,
 )
-from bridge.testing.lifecycle import HookLifecycle, check_lifecycle, check_ownership, is_plain
+from bridge.testing.lifecycle import check_lifecycle, check_ownership, is_plain
 from bridge.testing.numerics import check_hooked_norms_match_hf
 from bridge.testing.properties import check_any_shape, check_hook_subset, check_left_padding
 
@@ -24,7 +24,6 @@ __all__ = [
     "ALL_CHECKS",
     "TINY_VOCAB",
     "TOLERANCE",
-    "HookLifecycle",
     "Pair",
     "build_tiny_model",
     "check_any_shape",
