@@ -101,6 +101,18 @@ def test_generation_checks(pair, check):
     check(pair)
 
 
+@settings(max_examples=12, deadline=None)
+@given(lengths=st.lists(st.integers(1, 8), min_size=1, max_size=4), new=st.integers(1, 5), seed=st.integers(0, 99))
+def test_left_padded_batches_generate_what_each_prompt_does_alone(lively_dir, lengths, new, seed):
+    pair = lively_pair(GPT2Adapter, lively_dir)
+    prompts = [pair.tokens(1, n, seed=seed + i)[0] for i, n in enumerate(lengths)]
+    tokens, mask = left_padded(prompts)
+    batched = quiet_generate(pair.bridge, tokens, attention_mask=mask, max_new_tokens=new)
+    for prompt, row in zip(prompts, batched, strict=True):
+        expected = greedy_without_cache(pair.reference, prompt[None], torch.ones_like(prompt[None]), new)
+        torch.testing.assert_close(row[tokens.shape[1] - len(prompt) :], expected[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("attach", ["fwd_hooks", "with hooks", "permanent"])
 def test_every_way_of_adding_a_hook_steers_generation(pair, attach):
     prompt, vector = pair.tokens(2, 5, seed=4), 4 * torch.randn(pair.bridge.cfg.d_model)
