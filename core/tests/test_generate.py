@@ -377,6 +377,8 @@ def test_bad_input_gets_clear_errors(pair, gpt2_dir):
         model.generate([1, 2, 3], verbose=False)
     with pytest.raises(BridgeError, match="attention_mask has shape"):
         model.generate(pair.tokens(2, 4), attention_mask=torch.ones(2, 3), verbose=False)
+    with pytest.raises(BridgeError, match="max_new_tokens must be at least 1"):
+        model.generate("hi", max_new_tokens=0, verbose=False)
     with pytest.raises(BridgeError, match="freq_penalty counts tokens"):
         model.generate(torch.randn(1, 3, model.cfg.d_model), freq_penalty=1.0, verbose=False)
     with pytest.raises(BridgeError, match="top_p must be"):

@@ -163,6 +163,8 @@ class Generation:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it cannot generate; load the *ForCausalLM class."
             )
+        if max_new_tokens < 1:
+            raise BridgeError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
         tokens, embeds, mask, input_kind = self._generation_inputs(input, attention_mask, prepend_bos)
