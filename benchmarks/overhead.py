@@ -10,7 +10,7 @@ printed as bridge/HF ratios (target ≥ 0.95; ``--gen-tokens 0`` skips it).
 
     make bench                                   # every model
     .venv/bin/python benchmarks/overhead.py --only gpt2 --reps 15
-    .venv/bin/python benchmarks/overhead.py --threads 1 --gen-tokens 32 --gen-prompt 16
+    .venv/bin/python benchmarks/overhead.py --threads 1 --cpu-time --gen-tokens 32 --gen-prompt 16
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def twin_models(hf_config) -> tuple[torch.nn.Module, torch.nn.Module]:
     return bare, twin
 
 
+CLOCK: Callable[[], float] = time.perf_counter  # --cpu-time: time.process_time
+
+
 def measure(modes: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Median seconds per mode; modes run interleaved so drift hits all of them alike."""
     for fn in modes.values():
@@ -65,9 +68,9 @@ def measure(modes: dict[str, Callable[[], object]], reps: int) -> dict[str, floa
     times: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(reps):
         for name, fn in modes.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CLOCK() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -164,7 +167,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--gen-tokens", type=int, default=32, help="new tokens per generate call (0: skip generate)")
     parser.add_argument("--gen-prompt", type=int, default=16, help="prompt length for generate")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time with this process's CPU time (steadier on a busy machine)"
+    )
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -173,7 +182,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"threads {torch.get_num_threads()}, batch {args.batch} x {args.pos}, fp32, "
-        f"median of {args.reps} interleaved runs\n"
+        f"median of {args.reps} interleaved runs{', CPU time' if args.cpu_time else ''}\n"
     )
     for label, hf_config in plugin_configs().items():
         if args.only in label:

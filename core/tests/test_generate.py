@@ -101,6 +101,18 @@ def test_generation_checks(pair, check):
     check(pair)
 
 
+@settings(max_examples=12, deadline=None)
+@given(lengths=st.lists(st.integers(1, 8), min_size=1, max_size=4), new=st.integers(1, 5), seed=st.integers(0, 99))
+def test_left_padded_batches_generate_what_each_prompt_does_alone(lively_dir, lengths, new, seed):
+    pair = lively_pair(GPT2Adapter, lively_dir)
+    prompts = [pair.tokens(1, n, seed=seed + i)[0] for i, n in enumerate(lengths)]
+    tokens, mask = left_padded(prompts)
+    batched = quiet_generate(pair.bridge, tokens, attention_mask=mask, max_new_tokens=new)
+    for prompt, row in zip(prompts, batched, strict=True):
+        expected = greedy_without_cache(pair.reference, prompt[None], torch.ones_like(prompt[None]), new)
+        torch.testing.assert_close(row[tokens.shape[1] - len(prompt) :], expected[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("attach", ["fwd_hooks", "with hooks", "permanent"])
 def test_every_way_of_adding_a_hook_steers_generation(pair, attach):
     prompt, vector = pair.tokens(2, 5, seed=4), 4 * torch.randn(pair.bridge.cfg.d_model)
@@ -295,8 +307,17 @@ def test_stop_at_eos_pads_finished_rows_and_stops_when_all_are_done(pair):
     stops = [(row[5:] == eos).nonzero() for row in free]
     if all(len(s) for s in stops):
         assert got.shape[1] == 5 + 1 + max(s[0].item() for s in stops)
+    # a list of stop tokens: finished rows are padded with the tokenizer's EOS, as in TransformerLens
     as_list = pair.bridge.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=[eos, 999], verbose=False)
-    torch.testing.assert_close(as_list, got)
+    expected_list = pair.reference.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=[eos, 999],
+        pad_token_id=EOS,
+    )
+    torch.testing.assert_close(as_list, expected_list, rtol=0, atol=0)
     assert quiet_generate(pair.bridge, prompt, max_new_tokens=10, eos_token_id=eos).shape[1] == 15
 
 
@@ -356,6 +377,10 @@ def test_bad_input_gets_clear_errors(pair, gpt2_dir):
         model.generate([1, 2, 3], verbose=False)
     with pytest.raises(BridgeError, match="attention_mask has shape"):
         model.generate(pair.tokens(2, 4), attention_mask=torch.ones(2, 3), verbose=False)
+    with pytest.raises(BridgeError, match="max_new_tokens must be at least 1"):
+        model.generate("hi", max_new_tokens=0, verbose=False)
+    with pytest.raises(BridgeError, match="freq_penalty counts tokens"):
+        model.generate(torch.randn(1, 3, model.cfg.d_model), freq_penalty=1.0, verbose=False)
     with pytest.raises(BridgeError, match="top_p must be"):
         model.generate("hi", top_p=1.5, verbose=False)
     with pytest.raises(HookNameError, match="hook_resid_post"):
@@ -368,3 +393,15 @@ def test_bad_input_gets_clear_errors(pair, gpt2_dir):
     headless = bridge.wrap(GPT2Model(GPT2Adapter.example_config("GPT2Model")))
     with pytest.raises(NoLMHeadError, match="cannot generate"):
         headless.generate(pair.tokens(1, 3), verbose=False)
+
+
+def test_hf_output_object_on_request(pair):
+    prompt = pair.tokens(2, 4)
+    kwargs = {"max_new_tokens": 3, "do_sample": False, "return_dict_in_generate": True, "output_logits": True}
+    got = pair.bridge.generate(prompt, stop_at_eos=False, verbose=False, **kwargs)
+    expected = pair.reference.generate(
+        prompt, attention_mask=torch.ones_like(prompt), eos_token_id=[], pad_token_id=EOS, **kwargs
+    )
+    torch.testing.assert_close(got.sequences, expected.sequences, rtol=0, atol=0)
+    for mine, theirs in zip(got.logits, expected.logits, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-5)

@@ -62,8 +62,9 @@ class _ProgressBar(BaseStreamer):
 
 class StepCaches(list):
     """The activations of each forward step of a generation: ``steps[0]`` is the prompt step
-    (``[b, p, ...]``), ``steps[i]`` the step that produced new token ``i`` (``[b, 1, ...]`` with
-    the KV cache; the whole sequence so far with ``use_past_kv_cache=False``). Each is an
+    (``[b, p, ...]``); ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i``
+    (0-based; ``[b, 1, ...]`` with the KV cache, the whole sequence so far with
+    ``use_past_kv_cache=False``). Each is an
     ``ActivationCache``, so short keys work: ``steps[3]["resid_post", 0]``."""
 
     def stack(self, names: Sequence[str] | None = None) -> ActivationCache:
@@ -145,7 +146,8 @@ class Generation:
         of each token so far, sampling only). With ``stop_at_eos`` a sequence that produced
         ``eos_token_id`` (default the tokenizer's; an int or a list) is padded with EOS from then
         on, and generation stops once all have. The checkpoint's own generation defaults are not
-        used; extra keyword arguments go to HF's ``GenerationConfig`` (e.g. ``repetition_penalty``).
+        used; extra keyword arguments go to HF's ``GenerationConfig`` (e.g. ``repetition_penalty``;
+        with ``return_dict_in_generate=True`` and ``output_logits=True`` HF's output object is returned).
 
         ``return_type``: ``"str"`` (special tokens skipped), ``"tokens"`` ``[b, p + new]``,
         ``"embeds"`` (token embeddings of the output ``[b, p + new, d_model]``) or ``"input"``:
@@ -162,13 +164,16 @@ class Generation:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it cannot generate; load the *ForCausalLM class."
             )
+        if max_new_tokens < 1:
+            raise BridgeError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
         tokens, embeds, mask, input_kind = self._generation_inputs(input, attention_mask, prepend_bos)
         if return_type == "input":
             return_type = {"text": "str", "texts": "str", "tokens": "tokens", "embeds": "embeds"}[input_kind]
+        if freq_penalty and tokens is None:
+            raise BridgeError("freq_penalty counts tokens, so it needs text or tokens input, not embeddings")
         config, processors = self._generation_config(
-            tokens if tokens is not None else embeds,
             mask,
             max_new_tokens=max_new_tokens,
             stop_at_eos=stop_at_eos,
@@ -177,7 +182,7 @@ class Generation:
             top_k=top_k,
             top_p=top_p,
             temperature=temperature,
-            freq_penalty=freq_penalty if tokens is not None else 0.0,
+            freq_penalty=freq_penalty,
             use_cache=use_past_kv_cache,
             extra=hf_generate_kwargs,
         )
@@ -185,14 +190,17 @@ class Generation:
         streamer = _ProgressBar(max_new_tokens) if verbose else None
         main_input = {"input_ids": tokens} if tokens is not None else {"inputs_embeds": embeds}
         with self.hooks(fwd_hooks), self._recording(names_filter, steps), _model_defaults(self.hf_model):
-            sequences = self.hf_model.generate(
+            output = self.hf_model.generate(
                 **main_input,
                 attention_mask=mask,
                 generation_config=config,
                 logits_processor=processors,
                 streamer=streamer,
             )
-        result = self._generation_result(sequences, embeds, return_type, input_kind)
+        if isinstance(output, torch.Tensor):
+            result = self._generation_result(output, embeds, return_type, input_kind)
+        else:
+            result = output  # return_dict_in_generate=True: HF's output object, as HF returns it
         return result if names_filter is None else (result, steps)
 
     # ------------------------------------------------------------- helpers
@@ -230,7 +238,6 @@ class Generation:
 
     def _generation_config(
         self,
-        prompt: torch.Tensor,
         mask: torch.Tensor,
         *,
         max_new_tokens: int,
@@ -256,7 +263,11 @@ class Generation:
                     "a tokenizer with an eos_token_id, or pass stop_at_eos=False."
                 )
             stop_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-            pad_id = eos_token_id if isinstance(eos_token_id, int) else (tokenizer_eos or stop_ids[0])
+            pad_id = (
+                eos_token_id
+                if isinstance(eos_token_id, int)
+                else next(t for t in (tokenizer_eos, stop_ids[0]) if t is not None)
+            )
         else:
             stop_ids = []  # an empty list: HF's own default (a None) would be replaced by the checkpoint's
             pad_id = next((t for t in (getattr(tokenizer, "pad_token_id", None), tokenizer_eos) if t is not None), 0)
