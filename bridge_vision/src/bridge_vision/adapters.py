@@ -9,11 +9,9 @@ from typing import Any, ClassVar
 import torch
 from transformers import (
     CLIPConfig,
-    CLIPTextConfig,
     CLIPVisionConfig,
     Siglip2VisionConfig,
     SiglipConfig,
-    SiglipTextConfig,
     SiglipVisionConfig,
 )
 
@@ -26,7 +24,9 @@ from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, text_co
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 TINY_IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 grid of patches
-TINY_TEXT = dict(vocab_size=TINY_VOCAB, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0, **TINY_TOWER)
+TINY_TEXT = dict(
+    vocab_size=TINY_VOCAB, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0, **TINY_TOWER
+)
 
 
 def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
@@ -101,7 +101,7 @@ class SiglipVisionAdapter(VisionAdapter):
 
     architectures = ("SiglipVisionModel",)
     model_types = ("siglip_vision_model",)
-    output_fields = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return siglip_vision_tower("", self.vision_hf_config())
@@ -118,7 +118,7 @@ class Siglip2VisionAdapter(VisionAdapter):
 
     architectures = ("Siglip2VisionModel",)
     model_types = ("siglip2_vision_model",)
-    output_fields = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
 
     def bridge_config(self) -> BridgeConfig:
         cfg = super().bridge_config()
@@ -153,7 +153,7 @@ class CLIPClassifierAdapter(VisionAdapter):
     ``[b, d_model]``), and the classifier (``logits`` ``[b, n_labels]``; its weight is ``W_U``)."""
 
     architectures = ("CLIPForImageClassification",)
-    output_fields = {"logits": "logits"}
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
     cls_position = True
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
@@ -177,7 +177,7 @@ class SiglipClassifierAdapter(VisionAdapter):
     the classifier (``logits`` ``[b, n_labels]``). The tower's attention-pooling head is not used, so not hooked."""
 
     architectures = ("SiglipForImageClassification",)
-    output_fields = {"logits": "logits"}
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = siglip_vision_tower("vision_model", self.vision_hf_config())
@@ -202,7 +202,7 @@ class TwoTowerAdapter(Adapter):
     own is ``model.vision.cfg`` / ``model.text.cfg``."""
 
     modalities = ("text", "image")
-    output_fields = {"logits": "logits_per_image", "embeds": ("image_embeds", "text_embeds")}
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits_per_image", "embeds": ("image_embeds", "text_embeds")}
     cls_position: ClassVar[bool] = False
 
     def bridge_config(self) -> BridgeConfig:

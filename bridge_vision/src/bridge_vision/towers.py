@@ -72,7 +72,9 @@ def siglip_vision_tower(root: str, hf_vision_config: Any, resized_positions: boo
             "hook_patch_embed": Spec(
                 PatchEmbedding, "embeddings.patch_embedding", {"layout": "linear" if resized_positions else "conv"}
             ),
-            "hook_pos_embed": Spec(PositionEmbedding, "embeddings", {"source": "resized" if resized_positions else "table"}),
+            "hook_pos_embed": Spec(
+                PositionEmbedding, "embeddings", {"source": "resized" if resized_positions else "table"}
+            ),
         },
         extra={"ln_post": Spec(Norm, "post_layernorm")},
         head_hooks=pooled,

@@ -83,7 +83,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     """
 
     def __init__(
-        self, hf_model: nn.Module, adapter: Adapter, cfg: BridgeConfig, tokenizer: Any = None, image_processor: Any = None
+        self,
+        hf_model: nn.Module,
+        adapter: Adapter,
+        cfg: BridgeConfig,
+        tokenizer: Any = None,
+        image_processor: Any = None,
     ) -> None:
         super().__init__()
         self._detached = False
