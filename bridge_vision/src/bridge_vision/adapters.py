@@ -60,7 +60,9 @@ class VisionAdapter(Adapter):
     def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
         vision = getattr(hf_config, "vision_config", None) or hf_config
         patches = (vision.image_size // vision.patch_size) ** 2
-        return ExampleInput({"pixel_values": random_pixels(vision, batch, seed)}, patches + int(cls.cls_position))
+        return ExampleInput(
+            {"pixel_values": random_pixels(vision, batch, seed)}, {"": (batch, patches + cls.cls_position)}
+        )
 
 
 class CLIPVisionAdapter(VisionAdapter):
@@ -145,7 +147,7 @@ class Siglip2VisionAdapter(VisionAdapter):
             mask[-1, 8:] = 0
             pixels[-1, 8:] = 0.0
         inputs = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
-        return ExampleInput(inputs, slots)
+        return ExampleInput(inputs, {"": (batch, slots)})
 
 
 class CLIPClassifierAdapter(VisionAdapter):
@@ -203,6 +205,8 @@ class TwoTowerAdapter(Adapter):
 
     modalities = ("text", "image")
     output_fields: ClassVar[dict[str, Any]] = {"logits": "logits_per_image", "embeds": ("image_embeds", "text_embeds")}
+    tower_outputs: ClassVar[dict[str, str]] = {"vision": "vision_model_output", "text": "text_model_output"}
+    final_norm_in_hidden_states = False
     cls_position: ClassVar[bool] = False
 
     def bridge_config(self) -> BridgeConfig:
@@ -217,7 +221,8 @@ class TwoTowerAdapter(Adapter):
         vision = hf_config.vision_config
         pixels = random_pixels(vision, batch, seed)
         patches = (vision.image_size // vision.patch_size) ** 2 + int(cls.cls_position)
-        return ExampleInput({"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}, patches)
+        inputs = {"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}
+        return ExampleInput(inputs, {"vision": (batch, patches), "text": (batch + 1, 7)})
 
 
 class CLIPAdapter(TwoTowerAdapter):
