@@ -8,7 +8,6 @@ from bridge_vision import ADAPTERS
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
 
-CASES = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectures]
 
 
 def image_processor(config):
@@ -32,7 +31,8 @@ def save_vision_model(adapter, architecture, directory):
 
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory):
-    return {arch: save_vision_model(adapter, arch, tmp_path_factory.mktemp(arch)) for adapter, arch in CASES}
+    cases = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectures]
+    return {arch: save_vision_model(adapter, arch, tmp_path_factory.mktemp(arch)) for adapter, arch in cases}
 
 
 @pytest.fixture

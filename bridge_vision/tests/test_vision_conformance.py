@@ -4,9 +4,11 @@
 vision tower's output projection, backward hooks equal autograd, no dead hooks, no leaks, shapes."""
 
 import pytest
-from conftest import CASES
 
 from bridge.testing import ALL_CHECKS
+from bridge_vision import ADAPTERS
+
+CASES = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectures]
 
 
 @pytest.mark.parametrize("path", ["native", "hooked"])
