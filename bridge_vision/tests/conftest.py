@@ -9,7 +9,6 @@ from bridge_vision import ADAPTERS
 torch.set_num_threads(1)
 
 
-
 def image_processor(config):
     """An image processor for the tiny config, built here (nothing is downloaded)."""
     vision = getattr(config, "vision_config", None) or config

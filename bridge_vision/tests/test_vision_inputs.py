@@ -71,6 +71,7 @@ def test_siglip2_takes_the_processor_output_as_a_dict(model_dirs):
     assert set(inputs) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"}
     expected = reference(**inputs)
     out, cache = model.run_with_cache(dict(inputs), return_type="pooled")
+    torch.testing.assert_close(cache["hook_pooled"], out, atol=0, rtol=0)
     torch.testing.assert_close(out, expected.pooler_output, **TOL)
     torch.testing.assert_close(model(inputs, return_type="hidden"), expected.last_hidden_state, **TOL)
     with pytest.raises(BadInputError, match="SigLIP 2"):
@@ -156,7 +157,11 @@ def test_siglip2_padding_slots_do_not_change_real_patches(model_dirs):
     model, _ = loaded(model_dirs, "Siglip2VisionModel")
     example = Siglip2VisionAdapter.example_input(model.hf_model.config, batch=2, seed=3).inputs
     alone = {k: v[1:] for k, v in example.items()}
-    alone = {**alone, "pixel_values": alone["pixel_values"][:, :8], "pixel_attention_mask": alone["pixel_attention_mask"][:, :8]}
+    alone = {
+        **alone,
+        "pixel_values": alone["pixel_values"][:, :8],
+        "pixel_attention_mask": alone["pixel_attention_mask"][:, :8],
+    }
     names = lambda n: n.endswith(("hook_resid_post", "hook_pattern"))  # noqa: E731
     _, batched = model.run_with_cache(example, names_filter=names, return_type=None)
     _, single = model.run_with_cache(alone, names_filter=names, return_type=None)
