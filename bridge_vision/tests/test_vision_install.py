@@ -9,11 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import save_vision_model
 from transformers import GPT2Config
 
 from bridge.testing import run_isolated
 from bridge_vision import CLIPVisionAdapter
+from bridge_vision.testing import save_example_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,8 @@ print("PLUGINS", sorted(p.distribution for p in bridge.get_registry().plugins if
 model = bridge.load({clip!r})
 image = Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8))
 pooled, cache = model.run_with_cache(image, return_type="pooled", names_filter=lambda n: n.endswith("hook_pattern"))
-print("LOADED", model.cfg.architecture, type(model.adapter).__module__, tuple(cache["blocks.1.attn.hook_pattern"].shape))
+pattern = cache["blocks.1.attn.hook_pattern"]
+print("LOADED", model.cfg.architecture, type(model.adapter).__module__, tuple(pattern.shape))
 try:
     bridge.load({gpt2!r})
 except bridge.UnknownArchitectureError as err:
@@ -35,7 +36,7 @@ except bridge.UnknownArchitectureError as err:
 
 @pytest.fixture
 def dirs(tmp_path):
-    clip = save_vision_model(CLIPVisionAdapter, "CLIPVisionModel", tmp_path / "clip")
+    clip = save_example_model(CLIPVisionAdapter, "CLIPVisionModel", tmp_path / "clip")
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     GPT2Config(architectures=["GPT2LMHeadModel"]).save_pretrained(gpt2)

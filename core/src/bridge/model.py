@@ -158,7 +158,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         cfg.gated_mlp = cfg.gated_mlp or any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
         blocks = list(self.blocks)
         cfg.attn_only = bool(blocks) and all(hasattr(b, "attn") and not hasattr(b, "mlp") for b in blocks)
-        cfg.n_params = sum(p.numel() for block in self._hf_blocks for p in block.parameters() if p.ndim >= 2)
+        towers = [m for m in self.children() if isinstance(m, TowerModule)]
+        hf_blocks = self._hf_blocks or [block for tower in towers for block in tower._hf_blocks]
+        cfg.n_params = sum(p.numel() for block in hf_blocks for p in block.parameters() if p.ndim >= 2)
         if self.unembed is not None and getattr(self.unembed, "weight", None) is not None:
             cfg.d_vocab_out = self.unembed.weight.shape[0]
         if not cfg.model_name:
