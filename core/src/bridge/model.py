@@ -26,6 +26,7 @@ from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
 from bridge.loss import lm_loss
 from bridge.processing import WeightProcessing
+from bridge.saes import SAESplicing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
 from bridge.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
@@ -74,7 +75,7 @@ class _Teardown:
             seam.disable(self.hf_model)
 
 
-class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
+class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
