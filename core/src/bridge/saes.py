@@ -202,7 +202,9 @@ class SAESplicing:
                 "one hook point can be spliced."
             )
         if name not in self._splices and any(name in s.named_points for s in self._splices.values()):
-            raise SAESpliceError(f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's hook points.")
+            raise SAESpliceError(
+                f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's own hook points."
+            )
         point = self._select(name, explicit_opt_in_error=True)[0]
         if name in self._splices:
             self._unsplice(name)
@@ -323,4 +325,4 @@ class SAESplicing:
         point._notify()  # back to its own hooks: the component detaches if there are none
 
 
-__all__ = ["SAE_HOOKS", "SAESplicing", "SAESpliceError", "Splice", "SplicedHookPoint", "sae_hook_name"]
+__all__ = ["SAE_HOOKS", "SAESpliceError", "SAESplicing", "Splice", "SplicedHookPoint", "sae_hook_name"]
