@@ -192,7 +192,9 @@ def _row_shapes(model: Bridge, names: list[str], context_length: int) -> dict[st
     """Each hook's activation shape for one row, from a dry run on one row of zeros."""
     with torch.no_grad():
         tokens = torch.zeros(1, context_length, dtype=torch.long)
-        _, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop_layer(model, names))
+        _, cache = model.run_with_cache(
+            tokens, names_filter=names, stop_at_layer=stop_layer(model, names), attention_mask=torch.ones_like(tokens)
+        )
     missing = [n for n in names if n not in cache]
     if missing:
         raise HarvestError(f"{missing} did not fire on a forward pass of this model; harvest other hook points.")
@@ -356,8 +358,12 @@ class _HarvestRun:
         for start in range(0, len(chunk), self.batch_size):
             batch = tokens[start : start + self.batch_size]
             with torch.no_grad():
-                _, cache = self.model.run_with_cache(
-                    batch, names_filter=self.hooks, stop_at_layer=self.stop, return_type=None
+                _, cache = self.model.run_with_cache(  # every row is full: the mask says so (BOS may be the pad id)
+                    batch,
+                    names_filter=self.hooks,
+                    stop_at_layer=self.stop,
+                    return_type=None,
+                    attention_mask=torch.ones_like(batch),
                 )
             for name in self.hooks:
                 acts[name].append(cache[name].to(device="cpu", dtype=self.dtype))
@@ -367,7 +373,9 @@ class _HarvestRun:
         tensors["positions"] = torch.arange(self.length).expand(len(chunk), self.length).contiguous()
         tensors["doc_ids"] = torch.tensor([ids for _, ids in chunk], dtype=torch.long)
         tensors["row_ids"] = torch.arange(first, first + len(chunk))
-        payload = save(tensors, metadata={"format": FORMAT, "shard": str(shard_id), "first_row": str(first)})
+        # one metadata key: safetensors writes a metadata map in no fixed order, and shards must be reproducible
+        about = json.dumps({"shard": shard_id, "first_row": first}, sort_keys=True)
+        payload = save(tensors, metadata={FORMAT: about})
         name = shard_file(shard_id)
         _atomic_write(self.out / name, payload)
         self.index["shards"][str(shard_id)] = {
