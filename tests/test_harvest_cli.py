@@ -21,7 +21,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_harvest_writes_resumes_and_refuses(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps({"text": " ".join(f"t{(i * j) % 50}" for j in range(9))}) for i in range(30)))
+    lines = [json.dumps({"text": " ".join(f"t{(i * j) % 50}" for j in range(9))}) for i in range(30)]
+    corpus.write_text("\n".join(lines))
     out = tmp_path / "acts"
     args = [str(MODEL), "--data", str(corpus), "--hooks", "blocks.0.hook_resid_post,blocks.1.attn.hook_pattern"]
     args += ["--out", str(out), "--batch-size", "2", "--context-length", "16", "--max-tokens", "96"]
