@@ -144,10 +144,11 @@ def _model(model_or_name: Any) -> tuple[Bridge, dict[str, Any]]:
     else:
         model = model_or_name
         name = model.cfg.model_name
-    embedding = model.hf_model.get_input_embeddings().weight.detach()
-    weights = hashlib.sha256(embedding.float().cpu().numpy().tobytes()).hexdigest()
+    embedding = model.hf_model.get_input_embeddings().weight.detach().flatten()
+    sample = embedding[:: max(1, embedding.numel() // 65536)]  # [≤ 2·65536]: enough to tell weights apart, cheap
+    weights = hashlib.sha256(sample.float().cpu().numpy().tobytes()).hexdigest()
     model_id = {"name": name, "architecture": model.cfg.architecture, "n_params": model.cfg.n_params}
-    return model, {**model_id, "embedding_sha256": weights}
+    return model, {**model_id, "embedding_sample_sha256": weights}
 
 
 def _resolve_hooks(model: Bridge, hooks: HookSelection) -> list[str]:
