@@ -248,3 +248,25 @@ def test_nothing_is_attached_without_an_sae(pair):
     assert any(a.attached for c in model.components() for a in c._attachments)
     model.reset_saes()
     assert not any(a.attached for c in model.components() for a in c._attachments)
+
+
+def test_the_readme_example_runs_and_the_error_term_keeps_the_output(monkeypatch):
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "core" / "README.md").read_text()
+    section = text.split("## Splicing SAEs", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(root)
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(block, "core/README.md", "exec"), namespace)
+    model, sae, hook, cache = namespace["model"], namespace["sae"], namespace["hook"], namespace["cache"]
+    assert cache[f"{hook}.hook_sae_acts_post"].shape == (1, 6, 512)
+    assert model.acts_to_saes == {} and f"{hook}.hook_sae_acts_post" not in model.hook_dict
+    with torch.no_grad():
+        plain = model("t1 t2 t3 t1 t2")
+        with model.saes([(hook, sae)], use_error_term=True):
+            torch.testing.assert_close(model("t1 t2 t3 t1 t2"), plain, atol=1e-5, rtol=0)
+    assert (namespace["ablated"] - plain).abs().max() > 0
