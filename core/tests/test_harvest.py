@@ -157,6 +157,8 @@ def test_foreign_or_corrupt_directories_are_refused_and_left_alone(model, tmp_pa
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(HarvestError, match="not a harvest"):
         run(model, texts(), foreign)
+    with pytest.raises(HarvestError, match="not a harvest"):  # refused before the model is even loaded
+        bridge.harvest(tmp_path / "no-such-model", data=texts(), hooks=RESID, out=foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
     done = tmp_path / "done"

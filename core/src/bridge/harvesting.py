@@ -97,6 +97,7 @@ def harvest(
             raise HarvestError(f"{name} must be a positive int, got {value!r}.")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < context_length):
         raise HarvestError(f"max_tokens must be an int ≥ context_length ({context_length}), got {max_tokens!r}.")
+    _refuse_foreign(Path(out))  # before loading anything
     model, model_id = _model(model_or_name)
     if context_length > model.cfg.n_ctx and model.cfg.positional_embedding_type == "standard":
         raise HarvestError(f"context_length {context_length} is longer than the model's n_ctx {model.cfg.n_ctx}.")
@@ -240,8 +241,8 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".tmp-")
 
 
-def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], data: str) -> dict[str, Any]:
-    """The index of ``out``: a new one for a missing or empty directory, the existing one to resume."""
+def _refuse_foreign(out: Path) -> None:
+    """Refuse a path that cannot hold this harvest: a file, or a non-empty directory that is no harvest."""
     if out.exists() and not out.is_dir():
         raise HarvestError(f"{str(out)!r} is a file; pass a directory for the harvest.")
     if out.exists() and any(out.iterdir()):
@@ -250,6 +251,13 @@ def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], 
                 f"{str(out)!r} is not empty and has no {INDEX}: it is not a harvest. Choose another output "
                 "directory (nothing there was changed)."
             )
+        _read_index(out)
+
+
+def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], data: str) -> dict[str, Any]:
+    """The index of ``out``: a new one for a missing or empty directory, the existing one to resume."""
+    _refuse_foreign(out)
+    if out.exists() and any(out.iterdir()):
         index = _read_index(out)
         if index.get("args_hash") != args_hash(args):
             differ = sorted(
@@ -299,7 +307,11 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 
 
 class _HarvestRun:
-    """One pass over the corpus: shards not yet in the index are computed and committed in order."""
+    """One pass over the corpus: shards not yet in the index are computed and committed in order.
+
+    Shard ``s`` holds the rows ``shard_rows(s, R)`` of the packed corpus, whoever computes it. ``rank`` and
+    ``world_size`` are the seam for a multi-process harvest: a rank writes the shards with
+    ``s % world_size == rank`` (skipping the other rows), and the ranks' index entries are merged after."""
 
     def __init__(
         self,
@@ -310,7 +322,10 @@ class _HarvestRun:
         stop: int | None,
         progress: bool,
         after_shard: Callable[[int], None] | None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        self.rank, self.world_size = rank, world_size
         self.model, self.index, self.out, self.corpus = model, index, out, corpus
         self.stop, self.progress, self.after_shard = stop, progress, after_shard
         args = index["args"]
@@ -340,12 +355,12 @@ class _HarvestRun:
                 chunk = list(islice(rows, self.per_shard))
                 if not chunk:
                     break
-                if shard_id in done:
+                if shard_id in done or shard_id % self.world_size != self.rank:
                     continue
                 self.write_shard(shard_id, chunk, bar)
                 if self.after_shard is not None:
                     self.after_shard(shard_id)
-        self.index["complete"] = True
+        self.index["complete"] = self.world_size == 1  # with ranks: once their entries are merged
         self.index["n_rows"] = sum(entry["rows"] for entry in self.index["shards"].values())
         write_index(self.out, self.index)
 
@@ -353,7 +368,7 @@ class _HarvestRun:
         """Compute the activations of the rows of one shard and commit them (file, then index entry)."""
         from safetensors.torch import save
 
-        first = shard_id * self.per_shard
+        first = shard_rows(shard_id, self.per_shard).start
         tokens = torch.tensor([row for row, _ in chunk], dtype=torch.long)  # [rows, L]
         acts: dict[str, list[torch.Tensor]] = {name: [] for name in self.hooks}
         for start in range(0, len(chunk), self.batch_size):
