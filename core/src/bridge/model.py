@@ -20,6 +20,7 @@ from bridge.cache import ActivationCache, keep_positions
 from bridge.cache_analysis import Tokens, residual_directions
 from bridge.components.base import Component, ForwardOverride
 from bridge.config import BridgeConfig
+from bridge.dispatch import input_device, is_dispatched
 from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
@@ -130,8 +131,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             if isinstance(module, HookPoint)
         }
         teardown.hook_points = list(self._hook_dict.values())
+        self._dispatched = is_dispatched(hf_model)
         for name, hook in self._hook_dict.items():
             hook.name = name
+            hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
         self._takes_position_ids = "position_ids" in forward_params
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
@@ -708,6 +711,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             handle.remove()
 
     def _device(self) -> torch.device:
+        """Where inputs go: the first parameter's device, or on a model accelerate dispatched, the
+        execution device of its input embedding (``bridge.dispatch``)."""
+        if self._dispatched:
+            return input_device(self.hf_model)
         try:
             return next(self.hf_model.parameters()).device
         except StopIteration:

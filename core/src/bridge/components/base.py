@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from bridge.dispatch import call_within_accelerate_hook
 from bridge.hook_points import HookPoint
 
 
@@ -92,7 +93,9 @@ class _HookedForward:
         self.previous = previous
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(self.original, *args, **kwargs)
+        if self.previous is None:
+            return self.fn(self.original, *args, **kwargs)
+        return call_within_accelerate_hook(self.module, self.original, self.fn, *args, **kwargs)
 
     def __deepcopy__(self, memo: dict) -> Any:
         if self.previous is not None:
