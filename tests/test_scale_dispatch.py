@@ -179,7 +179,11 @@ def test_offloaded_greedy_generate_matches_hf(saved, offloaded):
     reference = hf_reference(saved)
     with torch.no_grad():
         expected = reference.generate(
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False, min_new_tokens=5,
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=5,
+            do_sample=False,
+            min_new_tokens=5,
             pad_token_id=0,
         )
         out = offloaded.generate(prompt, max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)

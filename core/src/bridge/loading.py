@@ -56,9 +56,7 @@ def load(
     if placement and device_map is None:
         raise BridgeError(f"{sorted(placement)} only apply with device_map=; pass device_map='auto' or a dict too.")
     if device_map is not None and device is not None:
-        raise BridgeError(
-            "pass device= (one device) or device_map= (accelerate places the layers), not both."
-        )
+        raise BridgeError("pass device= (one device) or device_map= (accelerate places the layers), not both.")
     if device_map is not None:
         try:
             import accelerate  # noqa: F401
