@@ -99,8 +99,9 @@ def harvest(
         raise HarvestError(f"max_tokens must be an int ≥ context_length ({context_length}), got {max_tokens!r}.")
     _refuse_foreign(Path(out))  # before loading anything
     model, model_id = _model(model_or_name)
-    if context_length > model.cfg.n_ctx and model.cfg.positional_embedding_type == "standard":
-        raise HarvestError(f"context_length {context_length} is longer than the model's n_ctx {model.cfg.n_ctx}.")
+    n_ctx = model.cfg.n_ctx
+    if n_ctx is not None and context_length > n_ctx and model.cfg.positional_embedding_type == "standard":
+        raise HarvestError(f"context_length {context_length} is longer than the model's n_ctx {n_ctx} (its positions).")
     names = _resolve_hooks(model, hooks)
     corpus = Corpus.of(data)
     shapes = _row_shapes(model, names, context_length)
