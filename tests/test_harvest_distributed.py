@@ -23,9 +23,24 @@ def clean_env() -> dict[str, str]:
 
 def harvest_args(corpus: Path, out: Path, max_tokens: int) -> list[str]:
     return [
-        "harvest", str(MODEL), "--data", str(corpus), "--hooks", HOOKS, "--out", str(out), "--batch-size", "2",
-        "--context-length", "16", "--max-tokens", str(max_tokens), "--rows-per-shard", "4", "--quiet",
-    ]  # fmt: skip
+        "harvest",
+        str(MODEL),
+        "--data",
+        str(corpus),
+        "--hooks",
+        HOOKS,
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--context-length",
+        "16",
+        "--max-tokens",
+        str(max_tokens),
+        "--rows-per-shard",
+        "4",
+        "--quiet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +73,11 @@ def test_torchrun_harvest_equals_one_process_file_for_file(corpus, tmp_path):
     launcher = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "bridge"]
     multi = subprocess.run(
         [*launcher, *harvest_args(corpus, tmp_path / "two", 16 * 22)],
-        env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert multi.returncode == 0, multi.stderr
     one, two = files(tmp_path / "one"), files(tmp_path / "two")
     assert len(one) == 7  # 6 shards (5 × 4 rows + 2) and the index; odd, so the ranks hold 3 shards each
@@ -79,8 +97,10 @@ def test_any_launcher_setting_the_environment_and_resume_after_a_lost_rank(corpu
         subprocess.Popen(
             [sys.executable, "-m", "bridge", *harvest_args(corpus, out, 16 * 13)],
             env=clean_env() | {"RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in range(2)
     ]
     for proc in procs:
