@@ -47,6 +47,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV)

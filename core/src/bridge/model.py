@@ -380,6 +380,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         every enabled hook point). ``incl_bwd`` also backpropagates the (scalar) output and
         caches gradients under ``name + "_grad"``. ``pos_slice`` keeps only those positions of
         each activation (the query position of patterns and scores), e.g. ``-1`` for the last.
+        ``device`` (e.g. ``"cpu"``): each activation is moved there when its hook fires and only the
+        moved copy is kept, so an activation on an accelerator is freed as soon as the forward pass is
+        done with it (with the model on that same device, nothing moves).
         """
         self._check_forward_kwargs("run_with_cache", kwargs, CACHE_KWARGS)
         store: dict[str, torch.Tensor] = {}
