@@ -14,7 +14,7 @@ from datasets import Dataset
 
 CONTEXT = 16  # tokens per window (every tiny model here has at least 64 positions)
 WORDS = (  # words of the tiny tokenizer's training text, so they tokenize compactly
-    *("the", "cat", "sat", "on", "mat", "and", "dog", "log", "when", "mary", "john", "went", "to", "store"),
+    *("the", "cat", "sat", "on", "mat", "and", "dog", "log", "when", "Mary", "John", "went", "to", "store"),
     *("gave", "a", "drink", "in", "beginning", "model", "was", "random", "then", "it", "learned", "copy"),
     *("tokens", "had", "seen", "before", "attention", "heads", "move", "information", "between"),
     *("positions", "mlps", "act", "each", "position", "alone", "hello", "world", "numbers", "like"),
@@ -29,7 +29,7 @@ def sentences(n_rows: int, seed: int) -> list[str]:
     rows = []
     for _ in range(n_rows):
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 30))]
-        text = " ".join(words).capitalize()
+        text = " ".join(words)
         rows.append(text + rng.choice(PUNCTUATION))
     return rows
 

@@ -47,9 +47,18 @@ def block_output_edited(hf_model: nn.Module, layer: int, edit: Edit) -> Iterator
 
 @torch.no_grad()
 def hf_block_output(hf_model: nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """The output of block ``layer`` ``[b, p, d_model]``: HF's ``hidden_states[layer + 1]``."""
-    assert layer + 1 < hf_model.config.num_hidden_layers, "the last entry of hidden_states is normed"
-    return hf_model(input_ids=tokens, output_hidden_states=True).hidden_states[layer + 1]
+    """The output hidden states of HF block ``layer`` ``[b, p, d_model]``, read by a forward hook on it
+    (``hidden_states`` is no common reference: Mamba's omits the embeddings, so its entry ``i`` is block
+    ``i``'s output, where for the transformers it is block ``i - 1``'s)."""
+    seen: list[torch.Tensor] = []
+
+    def keep(act: torch.Tensor) -> torch.Tensor:
+        seen.append(act.detach().clone())
+        return act
+
+    with block_output_edited(hf_model, layer, keep):
+        hf_model(input_ids=tokens)
+    return seen[0]
 
 
 @torch.no_grad()
