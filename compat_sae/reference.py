@@ -62,6 +62,22 @@ def hf_block_output(hf_model: nn.Module, tokens: torch.Tensor, layer: int) -> to
 
 
 @torch.no_grad()
+def hf_block_input(hf_model: nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """The hidden states entering HF block ``layer`` ``[b, p, d_model]``, read by a forward pre-hook on it."""
+    seen: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
+
+    handle = hf_blocks(hf_model)[layer].register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        hf_model(input_ids=tokens)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@torch.no_grad()
 def hf_logits(hf_model: nn.Module, tokens: torch.Tensor, layer: int | None = None, edit: Edit | None = None):
     """HF logits ``[b, p, d_vocab]``, with block ``layer``'s output edited if ``edit`` is given."""
     if edit is None:

@@ -8,7 +8,7 @@ from sae_lens import ActivationsStore
 
 from compat_sae.conftest import HOOK, LAYER
 from compat_sae.corpus import CONTEXT, pretokenized_dataset, pretokenized_rows, sentences, text_dataset, text_windows
-from compat_sae.reference import hf_block_output
+from compat_sae.reference import hf_block_input, hf_block_output
 
 BATCH = 4  # prompts per model forward
 N_BATCHES = 3
@@ -88,3 +88,30 @@ def test_training_batches_are_hf_activations_without_special_tokens(family):
     assert distance.min(dim=1).values.max() < 1e-4
     special_rows = reference[~keep].double()
     assert torch.cdist(batch.double(), special_rows).min() > 1e-2
+
+
+@pytest.mark.filterwarnings("ignore:The training dataset contains fewer samples:UserWarning")
+def test_multi_hook_store_reads_each_hook_from_one_forward(family):
+    """``from_config_multi_hook`` (what ``MultiSAETrainingRunner`` trains from): two hook points of one
+    forward pass, each the HF model's own tensor (block 0's input and output)."""
+    dataset, windows = corpus(family, "pretokenized")
+    hooks = [f"blocks.{LAYER}.hook_resid_pre", HOOK]
+    store = ActivationsStore.from_config_multi_hook(
+        family.model,
+        dataset=dataset,
+        hook_names=hooks,
+        hook_d_ins=dict.fromkeys(hooks, family.d_model),
+        streaming=False,
+        context_size=CONTEXT,
+        store_batch_size_prompts=BATCH,
+        train_batch_size_tokens=16,
+        n_batches_in_buffer=2,
+        total_training_tokens=BATCH * N_BATCHES * CONTEXT,
+    )
+    tokens = store.get_batch_tokens()
+    torch.testing.assert_close(tokens, windows[:BATCH], rtol=0, atol=0)
+    activations = store.get_multi_hook_activations(tokens)  # {hook: [BATCH, CONTEXT, d_model]}
+    expected = {hooks[0]: hf_block_input(family.hf, tokens, LAYER), HOOK: hf_block_output(family.hf, tokens, LAYER)}
+    assert set(activations) == set(hooks)
+    for hook in hooks:
+        torch.testing.assert_close(activations[hook], expected[hook], rtol=1e-5, atol=1e-5)
