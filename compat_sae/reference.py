@@ -77,6 +77,42 @@ def hf_block_input(hf_model: nn.Module, tokens: torch.Tensor, layer: int) -> tor
     return seen[0]
 
 
+def hf_attention_out_projection(hf_model: nn.Module, layer: int) -> nn.Module:
+    """The linear map from block ``layer``'s concatenated heads to the residual stream (its input is
+    the heads' outputs ``[b, p, n_heads * d_head]``, ``hook_z`` flattened)."""
+    block = hf_blocks(hf_model)[layer]
+    attention = getattr(block, "self_attn", None) or block.attn
+    return getattr(attention, "o_proj", None) or attention.c_proj
+
+
+@contextlib.contextmanager
+def module_input_edited(module: nn.Module, edit: Edit) -> Iterator[None]:
+    """Within the block, ``module``'s (first) input is ``edit``-ed."""
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        return (edit(args[0]), *args[1:])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def hf_module_input(hf_model: nn.Module, module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """What ``module`` receives as its first input when the HF model runs on ``tokens``."""
+    seen: list[torch.Tensor] = []
+
+    def keep(act: torch.Tensor) -> torch.Tensor:
+        seen.append(act.detach().clone())
+        return act
+
+    with module_input_edited(module, keep):
+        hf_model(input_ids=tokens)
+    return seen[0]
+
+
 @torch.no_grad()
 def hf_logits(hf_model: nn.Module, tokens: torch.Tensor, layer: int | None = None, edit: Edit | None = None):
     """HF logits ``[b, p, d_vocab]``, with block ``layer``'s output edited if ``edit`` is given."""
