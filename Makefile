@@ -51,10 +51,12 @@ $(SAE_STAMP): constraints.txt compat_sae/constraints.txt core/pyproject.toml $(f
 		-e ./core $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis
 	touch $(SAE_STAMP)
 
-# Both compatibility groups, each in its own venv.
+# Both compatibility groups, each in its own venv; both run, and the target fails if either does.
 test-compat: $(COMPAT_STAMP) $(SAE_STAMP)
-	$(COMPAT_PY) -m pytest compat/
-	$(SAE_PY) -m pytest compat_sae/
+	status=0; \
+	$(COMPAT_PY) -m pytest compat/ || status=$$?; \
+	$(SAE_PY) -m pytest compat_sae/ || status=$$?; \
+	exit $$status
 
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
