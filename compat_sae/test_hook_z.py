@@ -45,6 +45,13 @@ def random_sae(d_in: int) -> StandardSAE:
     return sae.eval()
 
 
+def eval_store(family, sae, dataset) -> ActivationsStore:
+    """A fresh store reading ``dataset`` from its first row, as ``from_sae`` builds it for this SAE."""
+    return ActivationsStore.from_sae(
+        family.model, sae, dataset, context_size=CONTEXT, streaming=False, store_batch_size_prompts=BATCH
+    )
+
+
 @pytest.mark.filterwarnings("ignore:The training dataset contains fewer samples:UserWarning")
 def test_hook_z_store_and_run_evals_match_hand_computation(attention_family):
     family = attention_family
@@ -53,29 +60,13 @@ def test_hook_z_store_and_run_evals_match_hand_computation(attention_family):
     sae = random_sae(d_in)
     dataset, windows = pretokenized_dataset(family.tokenizer, 40, seed=4), pretokenized_rows(family.tokenizer, 40, 4)
 
-    store = ActivationsStore.from_sae(
-        family.model,
-        sae,
-        dataset,
-        context_size=CONTEXT,
-        streaming=False,
-        store_batch_size_prompts=BATCH,
-        n_batches_in_buffer=2,
-    )
+    store = eval_store(family, sae, dataset)
     tokens = store.get_batch_tokens()
     torch.testing.assert_close(tokens, windows[:BATCH], rtol=0, atol=0)
     expected = hf_module_input(family.hf, projection, tokens)  # [BATCH, CONTEXT, n_heads * d_head]
     torch.testing.assert_close(store.get_activations(tokens), expected, rtol=1e-5, atol=1e-5)
 
-    store = ActivationsStore.from_sae(
-        family.model,
-        sae,
-        dataset,
-        context_size=CONTEXT,
-        streaming=False,
-        store_batch_size_prompts=BATCH,
-        n_batches_in_buffer=2,
-    )
+    store = eval_store(family, sae, dataset)
     config = EvalConfig(
         n_eval_reconstruction_batches=N_BATCHES,
         n_eval_sparsity_variance_batches=N_BATCHES,
