@@ -1,4 +1,4 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``."""
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
   bridge demo                    find induction heads in the shipped model
+  bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
+                                 write activations to safetensors shards (resumable)
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -87,6 +89,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harvest(args: argparse.Namespace) -> int:
+    from bridge.harvesting import harvest
+
+    acts = harvest(
+        args.model,
+        data=args.data,
+        hooks=args.hooks,
+        out=args.out,
+        batch_size=args.batch_size,
+        context_length=args.context_length,
+        max_tokens=args.max_tokens,
+        dtype=args.dtype,
+        rows_per_shard=args.rows_per_shard,
+        progress=not args.quiet,
+    )
+    print(f"{len(acts)} rows of {acts.index['context_length']} tokens, hooks {', '.join(acts.hooks)} in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -108,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="examples/models/induction-2l", help="model directory or hub name")
     demo.add_argument("--png", default="examples/output/induction_head.png", help="where to draw the pattern")
     demo.set_defaults(run=_demo)
+    harvest = commands.add_parser(
+        "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
+    )
+    harvest.add_argument("model", metavar="MODEL", help="a model directory, or a hub name in the local HF cache")
+    harvest.add_argument("--data", required=True, help="text file, .jsonl (text/tokens), or a directory")
+    harvest.add_argument("--hooks", required=True, help="hook names or globs, comma-separated")
+    harvest.add_argument("--out", required=True, help="output directory (an interrupted harvest there resumes)")
+    harvest.add_argument("--batch-size", type=int, default=8)
+    harvest.add_argument("--context-length", type=int, default=128, help="tokens per row")
+    harvest.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens (default: all)")
+    harvest.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float32")
+    harvest.add_argument("--rows-per-shard", type=int, default=None, help="default: ~256 MB shards")
+    harvest.add_argument("--quiet", action="store_true", help="no progress bar")
+    harvest.set_defaults(run=_harvest)
     return parser
 
 
