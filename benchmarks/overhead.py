@@ -264,7 +264,7 @@ def main() -> None:
             if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
-            if args.harvest_batches:
+            if args.harvest_batches and getattr(hf_config, "vocab_size", None) is not None:  # token models
                 medians = bench_harvest(hf_config, args.batch, args.pos, args.harvest_batches, args.reps)
                 report_harvest(label, medians, args.batch * args.pos * args.harvest_batches)
 
