@@ -14,6 +14,7 @@ import bridge
 MODEL = Path(__file__).resolve().parents[1] / "examples" / "models" / "induction-2l"
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 HOOKS = "blocks.0.hook_resid_post,blocks.1.attn.hook_pattern"
+pytestmark = pytest.mark.slow  # several processes, each importing torch and transformers
 
 
 def clean_env() -> dict[str, str]:

@@ -262,24 +262,24 @@ def test_device_map_arguments_are_checked(saved):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_device_map_over_gpus_and_cpu(saved):
+def test_device_map_over_gpu_and_cpu(saved):
     reference = hf_reference(saved)
-    layers = decoder_layers(reference)
     model = bridge.load(saved, device_map=split_device_map(reference, far="cpu", near=0))
+    last = model.cfg.n_layers - 1
     seen: dict[str, torch.device] = {}
 
     def where(x, hook):
         seen[hook.name] = x.device
 
     with torch.no_grad():
-        expected = reference(TOKENS).logits
         logits = model.run_with_hooks(TOKENS, fwd_hooks=[(lambda n: n.endswith("hook_resid_post"), where)])
-        torch.testing.assert_close(logits.cpu(), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits.cpu(), reference(TOKENS).logits, atol=1e-4, rtol=1e-4)
+        assert seen["blocks.0.hook_resid_post"].type == "cuda" and seen[f"blocks.{last}.hook_resid_post"].type == "cpu"
         _, cache = model.run_with_cache(TOKENS, device="cpu")
         assert all(t.device.type == "cpu" for t in cache.values())
-        ablated = model.run_with_hooks(  # a patch made on the CPU is moved to the layer's device
-            TOKENS, fwd_hooks=[(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", lambda x, hook: x.cpu() * 0)]
+        ablated = model.run_with_hooks(  # a patch made on the CPU is moved to the GPU block 0 runs on
+            TOKENS, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x.cpu() * 0)]
         )
-        handle = replace_layer_output(layers[-1], torch.zeros_like)
+        handle = replace_layer_output(decoder_layers(reference)[0], torch.zeros_like)
         torch.testing.assert_close(ablated.cpu(), reference(TOKENS).logits, atol=1e-4, rtol=1e-4)
         handle.remove()
