@@ -58,7 +58,8 @@ class ForwardOverride(Attachment):
     """Replace ``module.forward`` by ``fn(original_forward, *args, **kwargs)``.
 
     The original is whatever ``module.forward`` was when attached (an instance-level
-    forward set by another library is kept and restored).
+    forward set by another library is kept and restored). On a module accelerate placed or
+    offloaded (``bridge.dispatch``), ``fn`` runs inside accelerate's hooks with the weights loaded.
     """
 
     def __init__(self, module: nn.Module, fn: Callable[..., Any], hooks: tuple[HookPoint, ...], when=None):
@@ -70,7 +71,9 @@ class ForwardOverride(Attachment):
     def _attach(self) -> None:
         self._had_instance_forward = "forward" in self.module.__dict__
         self._previous = self.module.__dict__.get("forward")
-        self.module.forward = _HookedForward(self.module, self.fn, self.module.forward, self._previous)
+        hooked = _HookedForward(self.module, self.fn, self.module.forward, self._previous)
+        hooked.accelerated = any("_hf_hook" in m.__dict__ for m in self.module.modules())
+        self.module.forward = hooked
 
     def _detach(self) -> None:
         if self._had_instance_forward:
@@ -91,9 +94,10 @@ class _HookedForward:
         self.fn = fn
         self.original = original
         self.previous = previous
+        self.accelerated = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.previous is None:
+        if not self.accelerated:
             return self.fn(self.original, *args, **kwargs)
         return call_within_accelerate_hook(self.module, self.original, self.fn, *args, **kwargs)
 
