@@ -4,14 +4,13 @@ A process belongs to a multi-process run when torch.distributed is already initi
 environment says so as ``torchrun`` (or any launcher following its conventions) sets it: ``RANK``,
 ``WORLD_SIZE`` > 1, ``MASTER_ADDR``, ``MASTER_PORT``. The process group is then initialised here with the
 ``gloo`` backend (it runs on CPUs; the model itself runs wherever it was loaded) and torn down again
-by ``process_group`` on exit if this module created it.
+when the process exits.
 """
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,21 +44,20 @@ class Ranks:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
 
-@contextlib.contextmanager
-def process_group() -> Iterator[Ranks]:
-    """The ranks of this run; initialises (and afterwards destroys) the process group a launcher described."""
+def join_process_group() -> Ranks:
+    """The ranks of this run. Initialises the process group a launcher described (destroyed at exit)."""
     if dist.is_available() and dist.is_initialized():
-        yield Ranks(dist.get_rank(), dist.get_world_size())
-        return
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or not dist.is_available():
-        yield Ranks()
-        return
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return Ranks()
     dist.init_process_group(backend="gloo")
-    try:
-        yield Ranks(dist.get_rank(), dist.get_world_size())
-    finally:
+    atexit.register(_destroy)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
-__all__ = ["Ranks", "process_group"]
+__all__ = ["Ranks", "join_process_group"]

@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bridge.corpus import Corpus, pack_rows, token_documents
-from bridge.distributed import Ranks, process_group
+from bridge.distributed import Ranks, join_process_group
 from bridge.errors import BridgeError
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def harvest(
     list several, comma-separated) or a predicate on names. ``max_tokens``: harvest
     ``max_tokens // context_length`` rows (default: the whole corpus). ``dtype``: the stored activations'
     dtype (the model runs in its own). ``after_shard(shard_id)`` is called after each shard is committed.
-    An existing ``out`` of the same harvest is resumed; anything else there is refused."""
+    An existing ``out`` of the same harvest is resumed; anything else there is refused. Under ``torchrun``
+    (or any launcher setting torch.distributed's variables) each process writes its share of the shards."""
+    from bridge.harvested import HarvestedActivations
 
     if dtype not in DTYPES:
         raise HarvestError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
@@ -99,39 +101,7 @@ def harvest(
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < context_length):
         raise HarvestError(f"max_tokens must be an int ≥ context_length ({context_length}), got {max_tokens!r}.")
     _refuse_foreign(Path(out))  # before loading anything
-    with process_group() as ranks:
-        return _harvest(
-            model_or_name,
-            data,
-            hooks,
-            out,
-            batch_size,
-            context_length,
-            max_tokens,
-            dtype,
-            rows_per_shard,
-            progress,
-            after_shard,
-            ranks,
-        )
-
-
-def _harvest(
-    model_or_name: Any,
-    data: Any,
-    hooks: HookSelection,
-    out: str | os.PathLike,
-    batch_size: int,
-    context_length: int,
-    max_tokens: int | None,
-    dtype: str,
-    rows_per_shard: int | None,
-    progress: bool,
-    after_shard: Callable[[int], None] | None,
-    ranks: Ranks,
-) -> HarvestedActivations:
-    from bridge.harvested import HarvestedActivations
-
+    ranks = join_process_group()  # rank 0 of 1 unless a launcher (torchrun…) started several processes
     model, model_id = _model(model_or_name, ranks.device())
     n_ctx = model.cfg.n_ctx
     if n_ctx is not None and context_length > n_ctx and model.cfg.positional_embedding_type == "standard":
@@ -159,39 +129,45 @@ def _harvest(
         "bos": bos,
         "separator": eos if eos is not None else bos,
     }
-    if ranks.world_size == 1:
-        index = _open_output(Path(out), args, shapes, corpus.description)
-        if not index["complete"]:
-            _HarvestRun(model, index, Path(out), corpus, stop_layer(model, names), progress, after_shard).run()
+    if ranks.world_size > 1:
+        _harvest_ranks(model, args, shapes, corpus, Path(out), stop_layer(model, names), progress, after_shard, ranks)
         return HarvestedActivations(out)
-    # several processes: rank 0 opens the output, each rank writes its shards, rank 0 merges their entries
+    index = _open_output(Path(out), args, shapes, corpus.description)
+    if not index["complete"]:
+        _HarvestRun(model, index, Path(out), corpus, stop_layer(model, names), progress, after_shard).run()
+    return HarvestedActivations(out)
+
+
+def _harvest_ranks(
+    model: Bridge,
+    args: dict[str, Any],
+    shapes: dict[str, list[int]],
+    corpus: Corpus,
+    out: Path,
+    stop: int | None,
+    progress: bool,
+    after_shard: Callable[[int], None] | None,
+    ranks: Ranks,
+) -> None:
+    """One rank's part of a multi-process harvest: rank 0 opens ``out`` (or resumes it) and tells the others;
+    each rank writes its shards and its index part; after a barrier rank 0 merges the parts."""
     opened: dict[str, Any] | str = ""
     if ranks.rank == 0:
         try:
-            opened = _open_output(Path(out), args, shapes, corpus.description)
+            opened = _open_output(out, args, shapes, corpus.description)
         except HarvestError as err:
             opened = str(err)
     opened = ranks.broadcast(opened)
     if isinstance(opened, str):
         raise HarvestError(opened)
-    if not opened["complete"]:
-        run = _HarvestRun(
-            model,
-            opened,
-            Path(out),
-            corpus,
-            stop_layer(model, names),
-            progress and ranks.rank == 0,
-            after_shard,
-            ranks.rank,
-            ranks.world_size,
-        )
-        run.run()
-        ranks.barrier()
-        if ranks.rank == 0:
-            merge_rank_indexes(Path(out), _read_index(Path(out)))
-        ranks.barrier()
-    return HarvestedActivations(out)
+    if opened["complete"]:
+        return
+    progress = progress and ranks.rank == 0
+    _HarvestRun(model, opened, out, corpus, stop, progress, after_shard, ranks.rank, ranks.world_size).run()
+    ranks.barrier()
+    if ranks.rank == 0:
+        merge_rank_indexes(out, _read_index(out))
+    ranks.barrier()
 
 
 def args_hash(args: dict[str, Any]) -> str:
