@@ -44,3 +44,8 @@ def test_cache_moved_to_another_device_keeps_no_activation_alive(model):
 def test_cache_on_the_same_device_keeps_the_activations(model):  # the check above can fail
     alive, (_, cache) = activations_alive(model, None)
     assert len(alive) >= len(cache) // 2
+
+
+def test_a_patch_on_another_device_is_refused_unless_the_model_is_dispatched(model):
+    with pytest.raises(bridge.errors.HookOutputError, match="returned a tensor on meta"):
+        model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x.to("meta"))])

@@ -123,7 +123,10 @@ def wrap(
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
 
     A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
-    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models."""
+    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models.
+    A model accelerate dispatched (``from_pretrained(device_map=...)``, ``dispatch_model``, ``cpu_offload``,
+    ``disk_offload``) keeps its placement: inputs go to its input embedding's device, and tensors hooks
+    return are moved to the device of the activation they replace."""
     if replace:
         unwrap(hf_model)
     registry = get_registry()
