@@ -113,7 +113,7 @@ def make_pair(
     ``bridge.load``, and build an independent HF reference with eager attention."""
     directory = Path(directory or tempfile.mkdtemp(prefix="bridge-conformance-"))
     if not (directory / "config.json").exists():
-        save_tiny_model(adapter.example_config(architecture), directory, seed=seed)
+        save_tiny_model(adapter.tiny_config(architecture), directory, seed=seed)
     model = bridge.load(directory, adapter=adapter)
     reference = adapter.reference_model(type(model.hf_model), directory)
     return Pair(model, reference, path)

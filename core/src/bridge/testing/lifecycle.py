@@ -39,7 +39,7 @@ POS = 6
 
 def tiny_hf_model(adapter: type[Adapter], architecture: str | None = None, seed: int = 0) -> nn.Module:
     """A seeded tiny HF model of the adapter's ``example_config`` (norms perturbed), in eval mode."""
-    model = build_tiny_model(adapter.example_config(architecture), seed)
+    model = build_tiny_model(adapter.tiny_config(architecture), seed)
     _perturb_norms(model, seed)
     return model.eval()
 
