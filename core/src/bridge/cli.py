@@ -1,4 +1,5 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``."""
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``,
+``bridge new-plugin NAME``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
   bridge demo                    find induction heads in the shipped model
+  bridge new-plugin my-family    write a plugin distribution to start a family from
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -87,6 +89,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from bridge.new_plugin import write_plugin
+
+    target = write_plugin(args.name, args.into)
+    print(f"wrote {target}; next: pip install -e {target} && python -m pytest {target / 'tests'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -108,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="examples/models/induction-2l", help="model directory or hub name")
     demo.add_argument("--png", default="examples/output/induction_head.png", help="where to draw the pattern")
     demo.set_defaults(run=_demo)
+    new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
+    new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")
+    new_plugin.add_argument("--into", default=".", help="the directory to write bridge-NAME in (default: here)")
+    new_plugin.set_defaults(run=_new_plugin)
     return parser
 
 
