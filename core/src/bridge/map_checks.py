@@ -74,6 +74,8 @@ def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap) -> None:
                 "inline_children if the wiring computes it from the block's modules."
             )
         module = _resolve(adapter, hf_block, path, field, f"the HF block {cmap.blocks}.0")
+        if name not in cmap.block.children:
+            continue  # extra paths (dropouts) hold no state and may be shared
         other = owners.setdefault(id(module), name)
         if other != name:
             raise ComponentMapError(

@@ -55,6 +55,9 @@ class Block(Component):
     forwards_to: str = "attn"
     #: The residual identities of this wiring: (sum, terms) pairs of hook names, exact under patching.
     algebra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: The hook point holding the block's output, the next block's ``hook_resid_pre`` and HF's hidden state of
+    #: this layer: ``hook_resid_post``, or ``hook_normalized_resid_post`` after a post-norm.
+    output_hook: str = "hook_resid_post"
     #: Whether the HF block returns ``(hidden, attention_weights)`` (Falcon, BLOOM) rather than the tensor.
     returns_attention_weights: bool = False
     #: Children whose HF module is the block itself (``Spec(MLP, "", ...)``): the sublayer is not a module
@@ -209,6 +212,7 @@ class PostNormBlock(Block):
         "hook_normalized_resid_post",
     )
     algebra = (("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),)
+    output_hook = "hook_normalized_resid_post"
     offers_input_hooks = False
 
     def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
