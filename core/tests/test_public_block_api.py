@@ -140,7 +140,8 @@ def logits_of(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return model(tokens).logits
 
 
-def test_shared_norm_patch_reaches_attention_and_mlp(saved):
+@pytest.mark.parametrize("wired", [False, True], ids=["hf-block", "bridge-wiring"])
+def test_shared_norm_patch_reaches_attention_and_mlp(wired, saved):
     """Doubling ``ln1.hook_normalized`` (the normalized input, before the norm's weight and bias) is doubling the
     shared norm's weight: both sublayers read the patched norm."""
     pair = make_pair(PhiAdapter, None, "native", directory=saved(PhiAdapter))
@@ -148,7 +149,10 @@ def test_shared_norm_patch_reaches_attention_and_mlp(saved):
     surgery = copy.deepcopy(pair.reference)
     with torch.no_grad():
         surgery.model.layers[1].input_layernorm.weight.mul_(2)
-    got = pair.bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.1.ln1.hook_normalized", lambda t, hook: 2 * t)])
+    hooks = [("blocks.1.ln1.hook_normalized", lambda t, hook: 2 * t)]
+    if wired:  # a block hook switches the block's forward to the bridge's wiring
+        hooks.append(("blocks.1.hook_mlp_out", lambda t, hook: t))
+    got = pair.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
     assert (got - logits_of(pair.reference, tokens)).abs().max() > 1e-2  # the patch matters
     torch.testing.assert_close(got, logits_of(surgery, tokens), atol=TOL, rtol=TOL)
 
