@@ -111,7 +111,7 @@ def test_new_plugin_output_passes_the_kit(opt_plugin):
         "test_opt_conformance.py",
     }
     assert '[project.entry-points.bridge]\nopt = "bridge_opt.plugin"' in (root / "pyproject.toml").read_text()
-    assert "`blocks.{i}.attn.hook_pattern`" in (root / "README.md").read_text()
+    assert "`blocks.{i}.attn.hook_z`" in (root / "README.md").read_text()
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests"],
         cwd=root,
