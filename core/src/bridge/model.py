@@ -531,7 +531,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             attention_mask = attention_mask.to(tokens.device)
             hf_kwargs.setdefault("attention_mask", attention_mask)
         past = past_length(hf_kwargs.get("past_key_values"))
-        if past:
+        if hf_kwargs.get("past_key_values") is not None:
             hf_kwargs.setdefault("use_cache", True)
             if attention_mask is not None and attention_mask.shape[1] != past + tokens.shape[1]:
                 raise BridgeError(
