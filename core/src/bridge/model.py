@@ -465,8 +465,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         tokens ``[batch, pos]``; with ``start_at_layer=k``, the residual stream ``[batch, pos, d_model]``
         entering block ``k`` (blocks ``k..`` run; pass ``tokens=`` for a loss). ``return_type``:
         ``"logits"``, ``"loss"``, ``"both"`` (logits, loss), ``"hidden"`` (the residual stream after ``ln_final``,
-        ``[batch, pos, d_model]``) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the residual stream
-        entering block ``k``. Further keyword arguments must be HF ones bridge passes through
+        ``[batch, pos, d_model]``) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the
+        residual stream entering block ``k``. Further keyword arguments must be HF ones bridge passes through
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
