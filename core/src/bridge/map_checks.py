@@ -56,10 +56,10 @@ def _check_map(adapter: str, hf_model: nn.Module, cmap: ComponentMap) -> None:
     first = next(iter(layers), None) if isinstance(layers, nn.ModuleList | nn.Sequential) else None
     if first is None:
         return
-    _check_block(adapter, first, cmap)
+    _check_block(adapter, first, cmap, hf_model)
 
 
-def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap) -> None:
+def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model: nn.Module) -> None:
     owners: dict[int, str] = {}
     paths = {name: spec.path for name, spec in cmap.block.children.items()} | dict(cmap.block.extra_paths)
     for name, path in paths.items():
@@ -78,8 +78,10 @@ def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap) -> None:
             continue  # extra paths (dropouts) hold no state and may be shared
         other = owners.setdefault(id(module), name)
         if other != name:
+            full = next((qualified for qualified, m in hf_model.named_modules() if m is module), path)
             raise ComponentMapError(
-                f"{adapter}: component map block children {other!r} and {name!r} both have HF module {path!r}; "
+                f"{adapter}: component map block children {other!r} and {name!r} both have HF module {path!r} "
+                f"({full}); "
                 "give each HF module to one child (a norm shared by attention and MLP is "
                 "SharedNormParallelBlock with 'ln1' only)."
             )
