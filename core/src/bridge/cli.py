@@ -1,4 +1,4 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``,
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``,
 ``bridge new-plugin NAME``."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
   bridge demo                    find induction heads in the shipped model
+  bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
+                                 write activations to safetensors shards (resumable)
   bridge new-plugin my-family    write a plugin distribution to start a family from
 
 environment:
@@ -97,6 +99,25 @@ def _new_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harvest(args: argparse.Namespace) -> int:
+    from bridge.harvesting import harvest
+
+    acts = harvest(
+        args.model,
+        data=args.data,
+        hooks=args.hooks,
+        out=args.out,
+        batch_size=args.batch_size,
+        context_length=args.context_length,
+        max_tokens=args.max_tokens,
+        dtype=args.dtype,
+        rows_per_shard=args.rows_per_shard,
+        progress=not args.quiet,
+    )
+    print(f"{len(acts)} rows of {acts.index['context_length']} tokens, hooks {', '.join(acts.hooks)} in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -122,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")
     new_plugin.add_argument("--into", default=".", help="the directory to write bridge-NAME in (default: here)")
     new_plugin.set_defaults(run=_new_plugin)
+    harvest = commands.add_parser(
+        "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
+    )
+    harvest.add_argument("model", metavar="MODEL", help="a model directory, or a hub name in the local HF cache")
+    harvest.add_argument("--data", required=True, help="text file, .jsonl (text/tokens), or a directory")
+    harvest.add_argument("--hooks", required=True, help="hook names or globs, comma-separated")
+    harvest.add_argument("--out", required=True, help="output directory (an interrupted harvest there resumes)")
+    harvest.add_argument("--batch-size", type=int, default=8)
+    harvest.add_argument("--context-length", type=int, default=128, help="tokens per row")
+    harvest.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens (default: all)")
+    harvest.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float32")
+    harvest.add_argument("--rows-per-shard", type=int, default=None, help="default: ~256 MB shards")
+    harvest.add_argument("--quiet", action="store_true", help="no progress bar")
+    harvest.set_defaults(run=_harvest)
     return parser
 
 

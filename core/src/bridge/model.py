@@ -28,6 +28,7 @@ from bridge.loss import lm_loss
 from bridge.map_checks import check_component_map
 from bridge.model_inputs import ModelInputs
 from bridge.processing import WeightProcessing
+from bridge.saes import SAESplicing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
 from bridge.towers import TowerModule, build_composite, build_map
@@ -79,7 +80,7 @@ class _Teardown:
             seam.disable(self.hf_model)
 
 
-class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
+class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
