@@ -212,6 +212,14 @@ def test_flattened_mlp_hooks_keep_batch_and_position(name, post_norm, opt_adapte
     assert cache[name].shape[:2] == (3, 5)
 
 
+def test_cache_analysis_refuses_post_norm_blocks(opt_adapters, saved):
+    adapter = opt_adapters[1]
+    pair = make_pair(adapter, None, "native", directory=saved(adapter))
+    _, cache = pair.bridge.run_with_cache(pair.tokens())
+    with pytest.raises(BridgeError, match="normalizes the residual stream itself"):
+        cache.decompose_resid()
+
+
 def test_return_type_hidden_is_the_final_residual_not_project_out(opt_adapters):
     """OPT with ``word_embed_proj_dim != hidden_size``: "hidden" is ``final_layer_norm``'s output
     ``[b, p, d_model]``, not what ``project_out`` makes of it (HF's ``hidden_states[-1]``)."""
