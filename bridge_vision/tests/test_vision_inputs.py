@@ -196,3 +196,13 @@ def test_wrap_picks_the_projection_adapter_by_the_model_class():
     pixels = CLIPVisionAdapter.example_input(config).inputs["pixel_values"]
     out, cache = model.run_with_cache(pixels, return_type="embeds", names_filter=["hook_image_embeds"])
     torch.testing.assert_close(cache["hook_image_embeds"], out, atol=0, rtol=0)
+
+
+def test_inspect_lists_the_hooks_of_an_image_model_with_their_shapes(model_dirs, capsys):
+    from bridge.cli import main
+
+    assert main(["inspect", str(model_dirs["SiglipVisionModel"])]) == 0
+    out = capsys.readouterr().out
+    assert "dry run on one example input" in out
+    assert "hook_patch_embed                         1x16x32" in out
+    assert "blocks.1.attn.hook_pattern               1x4x16x16" in out
