@@ -60,6 +60,45 @@ class ComponentMap:
     pos_embed: str | None = None
     ln_final: Spec | None = None
     unembed: str | None = None
+    #: The module the other paths are relative to, as a path from the top-level model ("" is the model
+    #: itself); ``None``: ``hf_model.base_model``. A tower of a larger model sets it (``"vision_model"``).
+    root: str | None = None
+    #: Further named components (``"ln_pre": Spec(Norm, "pre_layrnorm")``): hook names ``ln_pre.hook_scale``…
+    extra: Mapping[str, Spec] = field(default_factory=dict)
+    #: Hook points at the top of the map (``"hook_patch_embed": Spec(...)``), each fired by the component its
+    #: spec builds; the component is given the hook point as ``hook=``. Paths relative to ``root``.
+    hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: As ``hooks``, with paths relative to the top-level model (heads and projections outside the tower).
+    head_hooks: Mapping[str, Spec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One part of a composite model: its component map and its own config (sizes of that part)."""
+
+    map: ComponentMap
+    cfg: BridgeConfig
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A model made of several towers (an image and a text encoder…), each built from its own component
+    map under a name prefix: ``towers={"vision": Tower(...), "text": Tower(...)}`` gives hook names
+    ``vision.blocks.0.attn.hook_z`` and ``text.blocks.0.hook_resid_post``, and components at
+    ``model.vision.blocks[0]``. ``hooks`` are hook points at the top (paths relative to the top-level model),
+    e.g. a projection shared by the towers' outputs."""
+
+    towers: Mapping[str, Tower]
+    hooks: Mapping[str, Spec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExampleInput:
+    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…) and the number of positions
+    the blocks see (patches, plus a CLS position where there is one; or tokens)."""
+
+    inputs: Mapping[str, Any]
+    positions: int
 
 
 class Adapter:
@@ -77,6 +116,11 @@ class Adapter:
     #: Whether HF's ``output_hidden_states`` starts with the embedding output. Mamba's does not: it is
     #: ``(block_0, ..., block_{n-1}, norm_f(block_{n-1}))``. The conformance kit aligns ``hook_resid_post`` by it.
     hidden_states_include_embeddings: ClassVar[bool] = True
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For models that are not language models: ``return_type`` → the HF output attribute it returns
+    #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
+    output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config
@@ -88,7 +132,7 @@ class Adapter:
     def bridge_config(self) -> BridgeConfig:
         return config_from_hf(self.hf_config, **self.config_overrides())
 
-    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap | Composite:
         raise NotImplementedError(f"{type(self).__name__} must define component_map()")
 
     def model_class(self) -> type:
@@ -104,6 +148,11 @@ class Adapter:
     def example_config(cls, architecture: str | None = None) -> Any:
         """A tiny HF config of this architecture for tests (the conformance kit builds from it)."""
         raise NotImplementedError(f"{cls.__name__} must define example_config()")
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput | None:
+        """Inputs for the conformance kit when the model does not read tokens alone (``None``: random tokens)."""
+        return None
 
     @classmethod
     def reference_model(cls, model_class: type, directory: Any) -> nn.Module:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
 from bridge.adapter import Adapter
 from bridge.errors import BridgeError, RemoteCodeRequiredError
@@ -37,7 +37,8 @@ def load(
     The adapter is ``adapter=`` if given, else the one an installed plugin registered for
     the config's architecture or ``model_type``. Model repository code never runs unless
     ``trust_remote_code=True``; safetensors weights are preferred. ``tokenizer=False``
-    skips loading a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
+    skips loading a tokenizer; image models get their image processor (``AutoImageProcessor``) instead of
+    or as well as a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
     ``fold_value_biases`` (default False) process the weights after loading, as
     ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
     """
@@ -68,13 +69,19 @@ def load(
     hf_model.eval()
     if device is not None:
         hf_model.to(device)
-    if tokenizer is None:
+    image_processor = None
+    if "image" in adapter_cls.modalities:
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(name, **common)
+        except (OSError, ValueError, TypeError) as exc:
+            warnings.warn(f"bridge: no image processor loaded for {name!r} ({exc}); pass pixel values", stacklevel=2)
+    if tokenizer is None and "text" in adapter_cls.modalities:
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, **common)
         except (OSError, ValueError, TypeError) as exc:
             warnings.warn(f"bridge: no tokenizer loaded for {name!r} ({exc}); pass tokens instead", stacklevel=2)
             tokenizer = None
-    bridge = wrap(hf_model, tokenizer or None, adapter=adapter_cls)
+    bridge = wrap(hf_model, tokenizer or None, adapter=adapter_cls, image_processor=image_processor)
     processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
     if any(processing):
         bridge.process_weights(*processing)
@@ -82,13 +89,18 @@ def load(
 
 
 def wrap(
-    hf_model: nn.Module, tokenizer: Any = None, *, adapter: type[Adapter] | None = None, replace: bool = False
+    hf_model: nn.Module,
+    tokenizer: Any = None,
+    *,
+    adapter: type[Adapter] | None = None,
+    replace: bool = False,
+    image_processor: Any = None,
 ) -> Bridge:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
 
     A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
-    detaches the bridge it had."""
+    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models."""
     if replace:
         unwrap(hf_model)
     registry = get_registry()
@@ -100,7 +112,7 @@ def wrap(
         cfg.dtype, cfg.device = parameter.dtype, str(parameter.device)
     cfg.architecture = type(hf_model).__name__
     registry.call_hook("configure", config=cfg, hf_config=hf_model.config)  # raises PluginHookError
-    bridge = Bridge(hf_model, instance, cfg, tokenizer)
+    bridge = Bridge(hf_model, instance, cfg, tokenizer, image_processor)
     try:
         registry.call_hook("bridge_ready", bridge=bridge)
     except BaseException:

@@ -15,19 +15,20 @@ import torch
 from torch import nn
 
 from bridge import ownership, seam
-from bridge.adapter import Adapter
+from bridge.adapter import Adapter, ComponentMap, Composite
 from bridge.cache import ActivationCache, keep_positions
 from bridge.cache_analysis import Tokens, residual_directions
 from bridge.components.base import Component, ForwardOverride
-from bridge.components.embedding import Embedding
 from bridge.config import BridgeConfig
 from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
 from bridge.loss import lm_loss
+from bridge.model_inputs import ModelInputs
 from bridge.processing import WeightProcessing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
+from bridge.towers import build_composite, build_map
 from bridge.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
 from bridge.weights import WeightViews
 
@@ -81,7 +82,14 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
     (``bridge.hf_model``): components only reach into it while their hooks are in use.
     """
 
-    def __init__(self, hf_model: nn.Module, adapter: Adapter, cfg: BridgeConfig, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        adapter: Adapter,
+        cfg: BridgeConfig,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+    ) -> None:
         super().__init__()
         self._detached = False
         self._lock = threading.Lock()
@@ -94,6 +102,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self._tokens = TokenizerHelper(tokenizer, cfg)
+        self.image_processor = image_processor
+        self._inputs = ModelInputs(hf_model, adapter)
         try:
             self._build(adapter.component_map(cfg))
             teardown.components = self.components()
@@ -182,25 +192,11 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                     "in the component map."
                 )
 
-    def _build(self, cmap: Any) -> None:
-        base = self.hf_model.base_model
-        if cmap.embed is not None:
-            self.hook_embed = HookPoint()
-            self.embed = Embedding(base.get_submodule(cmap.embed), self.cfg, hook=self.hook_embed, scope=base)
-        if cmap.pos_embed is not None:
-            self.hook_pos_embed = HookPoint()
-            self.pos_embed = Embedding(base.get_submodule(cmap.pos_embed), self.cfg, hook=self.hook_pos_embed)
-        self.blocks = nn.ModuleList()
-        self._hf_blocks = list(base.get_submodule(cmap.blocks))
-        for hf_block in self._hf_blocks:
-            self.blocks.append(cmap.block.build(hf_block, self.cfg))
-        self.ln_final = cmap.ln_final.build(base, self.cfg) if cmap.ln_final is not None else None
-        self._hf_ln_final = self.ln_final.hf if self.ln_final is not None else None
-        self.unembed = (
-            self.hf_model.get_submodule(cmap.unembed)
-            if cmap.unembed is not None
-            else self.hf_model.get_output_embeddings()
-        )
+    def _build(self, cmap: ComponentMap | Composite) -> None:
+        if isinstance(cmap, Composite):
+            build_composite(self, self.hf_model, cmap, self.cfg)
+        else:
+            build_map(self, self.hf_model, cmap, self.cfg)
 
     # ----------------------------------------------------------------- hooks
 
@@ -438,6 +434,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         attention_mask: torch.Tensor | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: Any = None,
+        pixel_values: Any = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
@@ -449,6 +446,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         stream) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the residual stream
         entering block ``k``. Further keyword arguments must be HF ones bridge passes through
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
+
+        Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
+        images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
+        as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -459,6 +460,12 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 f"instead: `model.set_attn_implementation({self.hf_model.config._attn_implementation!r})`."
             )
         self._check_forward_kwargs("forward", hf_kwargs)
+        if self._inputs.applies(input, pixel_values):
+            if start_at_layer is not None or tokens is not None:
+                raise BadInputError(f"start_at_layer and tokens= are for language models, not {self.cfg.architecture}.")
+            return self._run_inputs(
+                input, pixel_values, return_type, attention_mask, prepend_bos, padding_side, stop_at_layer, hf_kwargs
+            )
         check_return_type(return_type)
         if shortformer_pos_embed is not None:
             raise BadInputError("shortformer_pos_embed is not used: no model bridged here has shortformer positions.")
@@ -540,6 +547,37 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
         loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    def _run_inputs(
+        self,
+        input: Any,
+        pixel_values: Any,
+        return_type: str | None,
+        attention_mask: torch.Tensor | None,
+        prepend_bos: bool | None,
+        padding_side: Literal["left", "right"] | None,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """Run a model that is not a language model (image encoders, two-tower models) on its HF inputs."""
+        self._inputs.check_return_type(return_type)
+        if stop_at_layer is not None and not self._hf_blocks:
+            raise BadInputError("stop_at_layer needs blocks at the top of the model; this one has towers.")
+
+        def text(value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return self._tokens.prepare(value, attention_mask, prepend_bos, padding_side, self._d_vocab_in())
+
+        inputs = self._inputs.prepare(input, pixel_values, text, self.image_processor)
+        device = self._device()
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if self._takes_position_ids and inputs.get("input_ids") is not None:
+            hf_kwargs.setdefault("position_ids", position_ids_for(inputs["input_ids"], inputs.get("attention_mask")))
+        with self._running(), self._stopping_at(stop_at_layer), self._checkpointing_paused():
+            try:
+                out = self.hf_model(**inputs, **hf_kwargs)
+            except _StopForward as stop:
+                return stop.residual
+        return self._inputs.select(out, return_type)
 
     def _forward_from(
         self,
@@ -844,6 +882,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             copy.deepcopy(self.cfg, memo),
             copy.deepcopy(self.tokenizer, memo),
             self._opt_in_state(),
+            copy.deepcopy(self.image_processor, memo),
         )
         for name, point in self._hook_dict.items():
             for handle in [*point.fwd_hooks, *point.bwd_hooks]:
@@ -860,7 +899,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
                 "(`model.reset_hooks(including_permanent=True)`) and add them again after loading."
             )
         args = (type(self), self.hf_model, type(self.adapter), self.cfg, self.tokenizer, self._opt_in_state())
-        return _rebuild, args
+        return _rebuild, (*args, self.image_processor)
 
     def _opt_in_state(self) -> dict[str, bool]:
         return {name: point.enabled for name, point in self._hook_dict.items() if point.opt_in}
@@ -873,11 +912,12 @@ def _rebuild(
     cfg: BridgeConfig,
     tokenizer: Any,
     opt_in: dict[str, bool],
+    image_processor: Any = None,
 ) -> Bridge:
     """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
     from bridge.plugins import get_registry
 
-    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer)
+    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor)
     try:
         get_registry().pm.hook.bridge_ready(bridge=model)
     except BaseException:

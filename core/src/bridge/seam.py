@@ -154,15 +154,19 @@ def set_owner(module: nn.Module, owner: SeamOwner | None) -> None:
         _owners[module] = weakref.ref(owner)
 
 
-def additive_mask(attention_mask: torch.Tensor | None, module: nn.Module, scores: torch.Tensor) -> torch.Tensor | None:
+def additive_mask(
+    attention_mask: torch.Tensor | None, module: nn.Module, scores: torch.Tensor, is_causal: bool | None = None
+) -> torch.Tensor | None:
     """Turn whatever mask HF passed (None, bool, additive float) into an additive one.
 
-    ``None`` means causal when the layer is causal and there is more than one query
-    (as in SDPA). Masked positions get the dtype's minimum, as in HF eager attention.
+    ``None`` means causal when the call says so (``is_causal``, as HF passes it to SDPA) or, when it does
+    not, when the layer is causal; and only with more than one query (as in SDPA). Masked positions get
+    the dtype's minimum, as in HF eager attention.
     """
     q_len, k_len = scores.shape[-2:]
     if attention_mask is None:
-        if q_len == 1 or not getattr(module, "is_causal", True):
+        causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+        if q_len == 1 or not causal:
             return None
         allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
         return _additive(allowed, scores)
@@ -206,7 +210,7 @@ def plain_eager_attention(
     softcap = kwargs.get("softcap")
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    mask = additive_mask(attention_mask, module, scores)
+    mask = additive_mask(attention_mask, module, scores, kwargs.get("is_causal"))
     if mask is not None:
         scores = scores + mask
     if on_scores is not None:

@@ -1,0 +1,288 @@
+"""Adapters of the vision family: CLIP, SigLIP and SigLIP 2 image encoders, their image classifiers, and the
+two-tower CLIP and SigLIP models. Tower maps are in ``towers.py``; example inputs are random pixel values."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from transformers import (
+    CLIPConfig,
+    CLIPVisionConfig,
+    Siglip2VisionConfig,
+    SiglipConfig,
+    SiglipVisionConfig,
+)
+
+from bridge import Adapter, ComponentMap, Spec
+from bridge.adapter import Composite, ExampleInput, Tower
+from bridge.config import BridgeConfig
+from bridge.testing import TINY_VOCAB
+from bridge_vision.components import ModuleInput, ModuleOutput
+from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, text_config, text_tower, vision_config
+
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+TINY_IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 grid of patches
+TINY_TEXT = dict(
+    vocab_size=TINY_VOCAB, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0, **TINY_TOWER
+)
+
+
+def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
+    """``[batch, channels, image_size, image_size]``, normal noise (the range a normalized image has)."""
+    size = hf_vision_config.image_size
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, hf_vision_config.num_channels, size, size, generator=generator)
+
+
+def random_tokens(batch: int, pos: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(1, TINY_VOCAB, (batch, pos), generator=generator)
+
+
+class VisionAdapter(Adapter):
+    """Common ground of the image encoders: the vision config lives at ``vision_config`` on composite configs."""
+
+    modalities = ("image",)
+    cls_position: ClassVar[bool] = False
+
+    def vision_hf_config(self) -> Any:
+        return getattr(self.hf_config, "vision_config", None) or self.hf_config
+
+    def bridge_config(self) -> BridgeConfig:
+        cfg = vision_config(self.vision_hf_config(), self.cls_position)
+        cfg.architecture = (getattr(self.hf_config, "architectures", None) or [""])[0]
+        cfg.model_type = self.hf_config.model_type
+        return cfg
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        vision = getattr(hf_config, "vision_config", None) or hf_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        return ExampleInput({"pixel_values": random_pixels(vision, batch, seed)}, patches + int(cls.cls_position))
+
+
+class CLIPVisionAdapter(VisionAdapter):
+    """``CLIPVisionModel`` (``hidden``: ``last_hidden_state`` ``[b, 1 + n_patches, d_model]``, before ``ln_post``;
+    ``pooled``: ``ln_post`` of the CLS position ``[b, d_model]``) and ``CLIPVisionModelWithProjection``
+    (``embeds``: ``image_embeds`` ``[b, projection_dim]``)."""
+
+    architectures = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
+    model_types = ("clip_vision_model",)
+    cls_position = True
+
+    @property
+    def output_fields(self) -> dict[str, str]:  # type: ignore[override]
+        if self._with_projection():
+            return {"hidden": "last_hidden_state", "embeds": "image_embeds"}
+        return {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+
+    def _with_projection(self) -> bool:
+        return "CLIPVisionModelWithProjection" in (getattr(self.hf_config, "architectures", None) or [])
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        if not self._with_projection():
+            return clip_vision_tower("")
+        tower = clip_vision_tower("vision_model")
+        proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
+        return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> CLIPVisionConfig:
+        return CLIPVisionConfig(
+            **TINY_TOWER, **TINY_IMAGE, projection_dim=24, architectures=[architecture or cls.architectures[0]]
+        )
+
+
+class SiglipVisionAdapter(VisionAdapter):
+    """``SiglipVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, n_patches, d_model]`` (after ``ln_post``),
+    ``pooled`` the attention-pooling head's output ``[b, d_model]``."""
+
+    architectures = ("SiglipVisionModel",)
+    model_types = ("siglip_vision_model",)
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return siglip_vision_tower("", self.vision_hf_config())
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> SiglipVisionConfig:
+        return SiglipVisionConfig(**TINY_TOWER, **TINY_IMAGE, architectures=[architecture or cls.architectures[0]])
+
+
+class Siglip2VisionAdapter(VisionAdapter):
+    """``Siglip2VisionModel`` (NaFlex): inputs are flattened patches ``pixel_values`` ``[b, max_patches,
+    channels * patch²]`` with ``spatial_shapes`` ``[b, 2]`` and ``pixel_attention_mask`` ``[b, max_patches]``
+    (pass the image processor's output as a dict); positions are the ``max_patches`` patch slots."""
+
+    architectures = ("Siglip2VisionModel",)
+    model_types = ("siglip2_vision_model",)
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+
+    def bridge_config(self) -> BridgeConfig:
+        cfg = super().bridge_config()
+        cfg.n_ctx = self.hf_config.num_patches
+        return cfg
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return siglip_vision_tower("", self.vision_hf_config(), resized_positions=True)
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Siglip2VisionConfig:
+        return Siglip2VisionConfig(**TINY_TOWER, num_patches=16, patch_size=4, architectures=["Siglip2VisionModel"])
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        """Every image a full 4 x 4 grid but the last, a 2 x 4 grid padded to ``num_patches`` slots."""
+        slots, width = hf_config.num_patches, hf_config.num_channels * hf_config.patch_size**2
+        generator = torch.Generator().manual_seed(seed)
+        pixels = torch.randn(batch, slots, width, generator=generator)
+        shapes = torch.tensor([[4, 4]] * batch)
+        mask = torch.ones(batch, slots, dtype=torch.long)
+        if batch > 1:
+            shapes[-1] = torch.tensor([2, 4])
+            mask[-1, 8:] = 0
+            pixels[-1, 8:] = 0.0
+        inputs = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+        return ExampleInput(inputs, slots)
+
+
+class CLIPClassifierAdapter(VisionAdapter):
+    """``CLIPForImageClassification``: the CLIP vision tower, the mean of the patch positions (``hook_pooled``,
+    ``[b, d_model]``), and the classifier (``logits`` ``[b, n_labels]``; its weight is ``W_U``)."""
+
+    architectures = ("CLIPForImageClassification",)
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
+    cls_position = True
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        tower = clip_vision_tower("vision_model")
+        return dataclasses.replace(
+            tower, unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
+        )
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> CLIPConfig:
+        return CLIPConfig(
+            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
+            text_config=TINY_TEXT,
+            num_labels=5,
+            architectures=["CLIPForImageClassification"],
+        )
+
+
+class SiglipClassifierAdapter(VisionAdapter):
+    """``SiglipForImageClassification``: the SigLIP vision tower, the mean over positions (``hook_pooled``), and
+    the classifier (``logits`` ``[b, n_labels]``). The tower's attention-pooling head is not used, so not hooked."""
+
+    architectures = ("SiglipForImageClassification",)
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        tower = siglip_vision_tower("vision_model", self.vision_hf_config())
+        return dataclasses.replace(
+            tower, unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
+        )
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> SiglipConfig:
+        return SiglipConfig(
+            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
+            text_config=TINY_TEXT,
+            num_labels=5,
+            architectures=["SiglipForImageClassification"],
+        )
+
+
+class TwoTowerAdapter(Adapter):
+    """Two-tower image-text models: towers ``vision`` and ``text`` (hook names ``vision.blocks.0…``,
+    ``text.blocks.0…``), ``logits`` is ``logits_per_image`` ``[b_images, b_texts]`` and ``embeds`` the
+    normalized ``(image_embeds, text_embeds)``. The bridge's ``cfg`` is the vision tower's; each tower's
+    own is ``model.vision.cfg`` / ``model.text.cfg``."""
+
+    modalities = ("text", "image")
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits_per_image", "embeds": ("image_embeds", "text_embeds")}
+    cls_position: ClassVar[bool] = False
+
+    def bridge_config(self) -> BridgeConfig:
+        cfg = vision_config(self.hf_config.vision_config, self.cls_position)
+        cfg.architecture = (getattr(self.hf_config, "architectures", None) or [""])[0]
+        cfg.model_type = self.hf_config.model_type
+        cfg.extra["towers"] = ("vision", "text")
+        return cfg
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        vision = hf_config.vision_config
+        pixels = random_pixels(vision, batch, seed)
+        patches = (vision.image_size // vision.patch_size) ** 2 + int(cls.cls_position)
+        return ExampleInput({"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}, patches)
+
+
+class CLIPAdapter(TwoTowerAdapter):
+    """``CLIPModel``: projections at the top, ``hook_image_embeds`` and ``hook_text_embeds`` ``[b, projection_dim]``
+    (before normalization); ``text.hook_pooled`` is the final-norm state at each text's EOS position."""
+
+    architectures = ("CLIPModel",)
+    model_types = ("clip",)
+    cls_position = True
+
+    def component_map(self, cfg: BridgeConfig) -> Composite:
+        text = text_tower("text_model")
+        text = dataclasses.replace(text, head_hooks={"hook_pooled": Spec(ModuleInput, "text_projection")})
+        return Composite(
+            towers={
+                "vision": Tower(clip_vision_tower("vision_model"), cfg),
+                "text": Tower(text, text_config(self.hf_config.text_config)),
+            },
+            hooks={
+                "hook_image_embeds": Spec(ModuleOutput, "visual_projection"),
+                "hook_text_embeds": Spec(ModuleOutput, "text_projection"),
+            },
+        )
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> CLIPConfig:
+        return CLIPConfig(
+            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
+            text_config=TINY_TEXT,
+            projection_dim=24,
+            architectures=["CLIPModel"],
+        )
+
+
+class SiglipAdapter(TwoTowerAdapter):
+    """``SiglipModel``: no projections outside the towers; ``vision.hook_pooled`` is the attention-pooling head's
+    output and ``text.hook_pooled`` the text head's output at the last position (the embeddings, before
+    normalization)."""
+
+    architectures = ("SiglipModel",)
+    model_types = ("siglip",)
+
+    def component_map(self, cfg: BridgeConfig) -> Composite:
+        text = text_tower("text_model")
+        text = dataclasses.replace(text, head_hooks={"hook_pooled": Spec(ModuleOutput, "text_model.head")})
+        vision = siglip_vision_tower("vision_model", self.hf_config.vision_config)
+        return Composite(
+            towers={"vision": Tower(vision, cfg), "text": Tower(text, text_config(self.hf_config.text_config))}
+        )
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> SiglipConfig:
+        return SiglipConfig(
+            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
+            text_config=dict(**TINY_TEXT, projection_size=32),
+            architectures=["SiglipModel"],
+        )
+
+
+ADAPTERS = (
+    CLIPVisionAdapter,
+    SiglipVisionAdapter,
+    Siglip2VisionAdapter,
+    CLIPClassifierAdapter,
+    SiglipClassifierAdapter,
+    CLIPAdapter,
+    SiglipAdapter,
+)
