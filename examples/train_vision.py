@@ -95,6 +95,7 @@ def build_image_processor() -> CLIPImageProcessor:
         do_resize=True,
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_center_crop=False,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
@@ -264,12 +265,11 @@ def model_card(metrics: Metrics, cfg: TrainConfig) -> str:
 
 A tiny CLIP vision classifier (`CLIPForImageClassification`: 2 layers, d_model 64, 4 heads of 16,
 MLP 256, {metrics["parameters"]:,} parameters) trained from scratch to name the shape in a
-{IMAGE_SIZE} × {IMAGE_SIZE} RGB image: {", ".join(SHAPES)}, or `{NO_SHAPE}` for noise only (`id2label` in
-`config.json`). The image is
-cut into a 6 × 6 grid of {PATCH_SIZE} × {PATCH_SIZE} patches; position 0 is CLS, positions 1..36 the
-patches in row-major order. Like every `CLIPForImageClassification`, the classifier reads the **mean of
-the final patch tokens** (not CLS): the last layer's attention feeds that mean through the average of
-its patch queries' patterns.
+{IMAGE_SIZE} × {IMAGE_SIZE} RGB image: {", ".join(SHAPES)}, or `{NO_SHAPE}` for noise only
+(`id2label` in `config.json`). The image is cut into a 6 × 6 grid of {PATCH_SIZE} × {PATCH_SIZE} patches;
+position 0 is CLS, positions 1..36 the patches in row-major order. Like every
+`CLIPForImageClassification`, the classifier reads the **mean of the final patch tokens** (not CLS):
+the last layer's attention feeds that mean through the average of its patch queries' patterns.
 
 The image processor (`preprocessor_config.json`, `CLIPImageProcessor`) keeps the size, scales to
 [0, 1] and normalises with mean 0.5 and std 0.5 per channel, exactly as training did
@@ -296,30 +296,32 @@ whether that evidence points at the shape.
 - Seed: {metrics["seed"]}; deterministic (`torch.use_deterministic_algorithms(True)`, {metrics["threads"]} CPU thread)
 - Steps: {cfg.steps}, batch {cfg.batch_size} fresh images per step, AdamW lr {cfg.lr}
   (warmup {cfg.warmup_steps}, cosine to 5%), weight decay {cfg.weight_decay}, no dropout, eager attention
-- Training wall time: {metrics["train_seconds"]:.0f} s (shared machine);
-  final training loss {metrics["final_train_loss"]:.4f}
+- Training wall time: {metrics["train_seconds"]:.0f} s (shared machine); final training loss
+  {metrics["final_train_loss"]:.4f}
 
 ### Data recipe
 
-`bridge.shapes.draw_shapes(..., include_empty=True)`: class uniform over the four shapes and `{NO_SHAPE}`;
-one filled shape per image (none for `{NO_SHAPE}`), half-extent
-7..13 px, centred anywhere the whole shape fits; flat random colour (each channel 150..255) on per-pixel,
-per-channel uniform noise (0..115). Circle: radius r; square: half-side 0.8 r; triangle: apex up, height
+`bridge.shapes.draw_shapes(..., include_empty=True)`: class uniform over the four shapes and
+`{NO_SHAPE}`; one filled shape per image (none for `{NO_SHAPE}`), half-extent 7..13 px, centred anywhere
+the whole shape fits; flat random colour (each channel 150..255) on per-pixel, per-channel uniform
+noise (0..115). Circle: radius r; square: half-side 0.8 r; triangle: apex up, height
 1.8 r, base 1.98 r; cross: arms of length 2 r and width 0.6 r. Every step draws fresh images, so the
 model never sees an image twice; the held-out sets use a seed training never uses.
 
 ### What did not work
 
-The first run had the four shape classes only (600 steps, batch 64: accuracy 0.997, attention on the
-shape as now). But such a model must name a shape even when there is none: it called images of
-pure noise "cross", so blanking a cross's patches *raised* the cross logit and the ablation evidence
-read backwards for that class. The `{NO_SHAPE}` class gives blank images an answer of their own.
+The first run had the four shape classes only (600 steps, batch 64, and a triangle with base 2.16 r
+that could stick out of the image by a pixel: accuracy 0.997, attention on the shape as now). But
+such a model must name a shape even when there is none: it called images of pure noise "cross", so
+blanking a cross's patches *raised* the cross logit and the ablation evidence read backwards for
+that class. The `{NO_SHAPE}` class gives blank images an answer of their own.
 
 ## Evaluation
 
-Accuracy: {metrics["eval_images"]} fresh images over all five classes (seed {metrics["eval_seed"]}). Attention
-and blanking: {metrics["eval_images"]} further fresh images, each with a shape (same generator). A patch
-belongs to the shape when the shape covers at least {SHAPE_PATCH_COVERAGE:.0%} of its pixels.
+Accuracy: {metrics["eval_images"]} fresh images over all five classes (seed {metrics["eval_seed"]}).
+Attention and blanking: {metrics["eval_images"]} further fresh images, each with a shape (same
+generator). A patch belongs to the shape when the shape covers at least {SHAPE_PATCH_COVERAGE:.0%} of its
+pixels.
 
 | metric | value |
 |---|---|

@@ -1,6 +1,6 @@
 """The demo for image classifiers trained on ``bridge.shapes``: where the model looks, from hooks only.
 
-``bridge demo --model examples/models/shapes-vit`` draws one fresh image per class and reports, using only
+``bridge demo --model examples/models/shapes-vit`` draws one fresh image per shape and reports, using only
 the bridge's hook points: the prediction against the drawn shape; the attention the pooled positions (and
 CLS, where there is one) pay to each patch, from cached ``hook_pattern``, overlaid on the images as a PNG;
 the true-class logit when the most-attended patches or as many random patches are mean-ablated at
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -58,8 +58,8 @@ def patch_grid(model: Bridge) -> PatchGrid:
     """The patch layout of ``model``'s vision tower, from its HF config and ``cfg.n_ctx``."""
     config = model.hf_model.config
     vision = getattr(config, "vision_config", None) or config
-    grid = PatchGrid(vision.image_size, vision.patch_size, 0)
-    return PatchGrid(grid.image_size, grid.patch_size, model.cfg.n_ctx - grid.n_patches)
+    n_patches = (vision.image_size // vision.patch_size) ** 2
+    return PatchGrid(vision.image_size, vision.patch_size, first_patch=model.cfg.n_ctx - n_patches)
 
 
 def class_names(model: Bridge) -> list[str]:
@@ -95,7 +95,7 @@ def shape_patches(images: ShapeImages, grid: PatchGrid) -> torch.Tensor:
     return patch_coverage(images.masks, grid.patch_size) >= SHAPE_PATCH_COVERAGE
 
 
-def patch_attention(pattern: torch.Tensor, grid: PatchGrid, query: str) -> torch.Tensor:
+def patch_attention(pattern: torch.Tensor, grid: PatchGrid, query: Literal["pooled", "cls"]) -> torch.Tensor:
     """Attention to the patch keys, renormalised over them, ``[batch, head, n_patches]``.
 
     ``pattern`` is a cached ``hook_pattern`` ``[batch, head, query_pos, key_pos]``. ``query="pooled"``
