@@ -2,7 +2,8 @@
 
 Every installed plugin contributes models through ``<package>.bench.bench_configs()``. For each,
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
-Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×.
+Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×. Image encoders
+run on their adapter's example pixel values (``--image-batch`` images) and return their first return type.
 "Cache everything" leaves out opt-in hooks; "+ opt-in" enables and caches them too (no target).
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
@@ -71,9 +72,28 @@ def measure(modes: dict[str, Callable[[], object]], reps: int) -> dict[str, floa
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_model(hf_config, batch: int, pos: int, reps: int) -> dict[str, float]:
+def image_inputs(model: bridge.Bridge, hf_config, batch: int) -> dict | None:
+    """The adapter's example inputs (pixel values…) for models that do not read tokens alone, else None."""
+    example = type(model.adapter).example_input(hf_config, batch, seed=0)
+    return None if example is None else dict(example.inputs)
+
+
+def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8) -> dict[str, float]:
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
+    inputs = image_inputs(model, hf_config, image_batch)
+    if inputs is not None:  # image encoders: the adapter's first return type against HF's forward
+        return_type = next(iter(model.adapter.output_fields))
+        resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
+        modes = {
+            "bare HF": lambda: bare(**inputs),
+            "no hooks": lambda: model(inputs, return_type=return_type),
+            "cache resid_post": lambda: model.run_with_cache(inputs, names_filter=resid, return_type=return_type),
+            "cache everything": lambda: model.run_with_cache(inputs, return_type=return_type),
+        }
+        medians = measure(modes, reps)
+        model.detach()
+        return medians
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, hf_config.vocab_size, (batch, pos), generator=generator)
     bare_kwargs = {"use_cache": False}
@@ -160,6 +180,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=9, help="interleaved runs per mode (median taken)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--pos", type=int, default=128)
+    parser.add_argument("--image-batch", type=int, default=8, help="images per batch for image encoders")
     parser.add_argument("--only", default="", help="run only models whose label contains this text")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--gen-tokens", type=int, default=32, help="new tokens per generate call (0: skip generate)")
@@ -177,8 +198,8 @@ def main() -> None:
     )
     for label, hf_config in plugin_configs().items():
         if args.only in label:
-            report(label, bench_model(hf_config, args.batch, args.pos, args.reps))
-            if args.gen_tokens:
+            report(label, bench_model(hf_config, args.batch, args.pos, args.reps, args.image_batch))
+            if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
 

@@ -17,7 +17,8 @@ from bridge.plugins import get_registry
 from bridge.testing import build_tiny_model, tiny_tokenizer
 from bridge.validation import n_ctx_is_limit
 
-ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters]
+# Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
+ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]
 _MODELS: dict[type, bridge.Bridge] = {}
 
 

@@ -60,39 +60,42 @@ class VisionAdapter(Adapter):
     def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
         vision = getattr(hf_config, "vision_config", None) or hf_config
         patches = (vision.image_size // vision.patch_size) ** 2
-        return ExampleInput({"pixel_values": random_pixels(vision, batch, seed)}, patches + int(cls.cls_position))
+        return ExampleInput(
+            {"pixel_values": random_pixels(vision, batch, seed)}, {"": (batch, patches + cls.cls_position)}
+        )
 
 
 class CLIPVisionAdapter(VisionAdapter):
-    """``CLIPVisionModel`` (``hidden``: ``last_hidden_state`` ``[b, 1 + n_patches, d_model]``, before ``ln_post``;
-    ``pooled``: ``ln_post`` of the CLS position ``[b, d_model]``) and ``CLIPVisionModelWithProjection``
-    (``embeds``: ``image_embeds`` ``[b, projection_dim]``)."""
+    """``CLIPVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, 1 + n_patches, d_model]`` (before ``ln_post``),
+    ``pooled`` ``ln_post`` of the CLS position ``[b, d_model]``."""
 
-    architectures = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
+    architectures = ("CLIPVisionModel",)
     model_types = ("clip_vision_model",)
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
     cls_position = True
 
-    @property
-    def output_fields(self) -> dict[str, str]:  # type: ignore[override]
-        if self._with_projection():
-            return {"hidden": "last_hidden_state", "embeds": "image_embeds"}
-        return {"hidden": "last_hidden_state", "pooled": "pooler_output"}
-
-    def _with_projection(self) -> bool:
-        return "CLIPVisionModelWithProjection" in (getattr(self.hf_config, "architectures", None) or [])
-
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
-        if not self._with_projection():
-            return clip_vision_tower("")
-        tower = clip_vision_tower("vision_model")
-        proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
-        return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
+        return clip_vision_tower("")
 
     @classmethod
     def example_config(cls, architecture: str | None = None) -> CLIPVisionConfig:
         return CLIPVisionConfig(
             **TINY_TOWER, **TINY_IMAGE, projection_dim=24, architectures=[architecture or cls.architectures[0]]
         )
+
+
+class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
+    """``CLIPVisionModelWithProjection``: the CLIP vision tower and ``hook_image_embeds`` ``[b, projection_dim]``;
+    ``hidden`` as ``CLIPVisionModel``'s, ``embeds`` HF's ``image_embeds``."""
+
+    architectures = ("CLIPVisionModelWithProjection",)
+    model_types = ()
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "embeds": "image_embeds"}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        tower = clip_vision_tower("vision_model")
+        proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
+        return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
 
 
 class SiglipVisionAdapter(VisionAdapter):
@@ -145,7 +148,7 @@ class Siglip2VisionAdapter(VisionAdapter):
             mask[-1, 8:] = 0
             pixels[-1, 8:] = 0.0
         inputs = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
-        return ExampleInput(inputs, slots)
+        return ExampleInput(inputs, {"": (batch, slots)})
 
 
 class CLIPClassifierAdapter(VisionAdapter):
@@ -203,6 +206,8 @@ class TwoTowerAdapter(Adapter):
 
     modalities = ("text", "image")
     output_fields: ClassVar[dict[str, Any]] = {"logits": "logits_per_image", "embeds": ("image_embeds", "text_embeds")}
+    tower_outputs: ClassVar[dict[str, str]] = {"vision": "vision_model_output", "text": "text_model_output"}
+    final_norm_in_hidden_states = False
     cls_position: ClassVar[bool] = False
 
     def bridge_config(self) -> BridgeConfig:
@@ -217,7 +222,8 @@ class TwoTowerAdapter(Adapter):
         vision = hf_config.vision_config
         pixels = random_pixels(vision, batch, seed)
         patches = (vision.image_size // vision.patch_size) ** 2 + int(cls.cls_position)
-        return ExampleInput({"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}, patches)
+        inputs = {"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}
+        return ExampleInput(inputs, {"vision": (batch, patches), "text": (batch + 1, 7)})
 
 
 class CLIPAdapter(TwoTowerAdapter):
@@ -279,6 +285,7 @@ class SiglipAdapter(TwoTowerAdapter):
 
 ADAPTERS = (
     CLIPVisionAdapter,
+    CLIPVisionProjectionAdapter,
     SiglipVisionAdapter,
     Siglip2VisionAdapter,
     CLIPClassifierAdapter,

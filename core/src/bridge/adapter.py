@@ -94,11 +94,12 @@ class Composite:
 
 @dataclass(frozen=True)
 class ExampleInput:
-    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…) and the number of positions
-    the blocks see (patches, plus a CLS position where there is one; or tokens)."""
+    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…), and the ``(batch, positions)``
+    the blocks of each part see (``""`` for a plain model, the tower prefix for a composite one); positions are
+    patches, plus a CLS position where there is one, or tokens."""
 
     inputs: Mapping[str, Any]
-    positions: int
+    shapes: Mapping[str, tuple[int, int]]
 
 
 class Adapter:
@@ -116,11 +117,17 @@ class Adapter:
     #: Whether HF's ``output_hidden_states`` starts with the embedding output. Mamba's does not: it is
     #: ``(block_0, ..., block_{n-1}, norm_f(block_{n-1}))``. The conformance kit aligns ``hook_resid_post`` by it.
     hidden_states_include_embeddings: ClassVar[bool] = True
+    #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
+    #: block's (CLIP's and SigLIP's text towers). The conformance kit aligns ``hook_resid_post`` by it.
+    final_norm_in_hidden_states: ClassVar[bool] = True
     #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
+    #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
+    tower_outputs: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config

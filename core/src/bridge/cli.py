@@ -75,7 +75,8 @@ def _inspect(args: argparse.Namespace) -> int:
         f"({cfg.n_key_value_heads} kv), d_model {cfg.d_model}, d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, "
         f"vocab {cfg.d_vocab}"
     )
-    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on 1 × 4 tokens; * = opt-in (off until enabled)")
+    dry_run = "1 × 4 tokens" if model.adapter.output_fields is None else "one example input"
+    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on {dry_run}; * = opt-in (off until enabled)")
     for row in rows:
         shape = "x".join(map(str, row["shape"])) if row["shape"] else "-"
         print(f"  {'*' if row['opt_in'] else ' '} {row['name']:<40} {shape}")

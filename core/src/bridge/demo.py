@@ -18,8 +18,10 @@ Printer = Callable[[str], None]
 
 def hook_tree(model: Bridge, layers: Iterable[int] | None = (0,)) -> list[tuple[str, tuple[int, ...] | None, bool]]:
     """``(name, shape, opt_in)`` of the top-level hooks and of the blocks in ``layers`` (all if None),
-    in the order a dry run fires them (hook points that did not fire, such as disabled opt-ins, last)."""
-    tokens = torch.zeros((1, 4), dtype=torch.long)
+    in the order a dry run fires them (hook points that did not fire, such as disabled opt-ins, last). The dry
+    run reads 4 tokens, or the adapter's example input for one image for models that do not read tokens alone."""
+    example = type(model.adapter).example_input(model.hf_model.config, 1, 0)
+    tokens = torch.zeros((1, 4), dtype=torch.long) if example is None else dict(example.inputs)
     prefixes = None if layers is None else tuple(f"blocks.{layer}." for layer in layers)
 
     def wanted(name: str) -> bool:

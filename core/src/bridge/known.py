@@ -33,7 +33,19 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
     **dict.fromkeys(["MambaForCausalLM", "Mamba2ForCausalLM"], "bridge-mamba"),
     **dict.fromkeys(["BloomForCausalLM", "MptForCausalLM", "FalconForCausalLM"], "bridge-alibi"),
     **dict.fromkeys(["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"], "bridge-mla"),
-    **dict.fromkeys(["CLIPVisionModel", "CLIPModel", "SiglipVisionModel", "SiglipModel"], "bridge-vision"),
+    **dict.fromkeys(
+        [
+            "CLIPVisionModel",
+            "CLIPVisionModelWithProjection",
+            "CLIPForImageClassification",
+            "CLIPModel",
+            "SiglipVisionModel",
+            "SiglipForImageClassification",
+            "SiglipModel",
+            "Siglip2VisionModel",
+        ],
+        "bridge-vision",
+    ),
 }
 
 MODEL_TYPE_PLUGINS: dict[str, str] = {
@@ -45,7 +57,9 @@ MODEL_TYPE_PLUGINS: dict[str, str] = {
     **dict.fromkeys(["mamba", "mamba2"], "bridge-mamba"),
     **dict.fromkeys(["bloom", "mpt", "falcon"], "bridge-alibi"),
     **dict.fromkeys(["deepseek_v2", "deepseek_v3"], "bridge-mla"),
-    **dict.fromkeys(["clip", "clip_vision_model", "siglip", "siglip_vision_model"], "bridge-vision"),
+    **dict.fromkeys(
+        ["clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2_vision_model"], "bridge-vision"
+    ),
 }
 
 

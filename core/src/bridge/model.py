@@ -28,7 +28,7 @@ from bridge.model_inputs import ModelInputs
 from bridge.processing import WeightProcessing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
-from bridge.towers import build_composite, build_map
+from bridge.towers import TowerModule, build_composite, build_map
 from bridge.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
 from bridge.weights import WeightViews
 
@@ -158,7 +158,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         cfg.gated_mlp = cfg.gated_mlp or any(hasattr(getattr(b, "mlp", None), "hook_pre_linear") for b in self.blocks)
         blocks = list(self.blocks)
         cfg.attn_only = bool(blocks) and all(hasattr(b, "attn") and not hasattr(b, "mlp") for b in blocks)
-        cfg.n_params = sum(p.numel() for block in self._hf_blocks for p in block.parameters() if p.ndim >= 2)
+        towers = [m for m in self.children() if isinstance(m, TowerModule)]
+        hf_blocks = self._hf_blocks or [block for tower in towers for block in tower._hf_blocks]
+        cfg.n_params = sum(p.numel() for block in hf_blocks for p in block.parameters() if p.ndim >= 2)
         if self.unembed is not None and getattr(self.unembed, "weight", None) is not None:
             cfg.d_vocab_out = self.unembed.weight.shape[0]
         if not cfg.model_name:
@@ -570,8 +572,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
         inputs = self._inputs.prepare(input, pixel_values, text, self.image_processor)
         device = self._device()
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        if self._takes_position_ids and inputs.get("input_ids") is not None:
-            hf_kwargs.setdefault("position_ids", position_ids_for(inputs["input_ids"], inputs.get("attention_mask")))
+        if self._takes_position_ids and inputs.get("input_ids") is not None:  # HF's own positions, batched for hooks
+            hf_kwargs.setdefault("position_ids", position_ids_for(inputs["input_ids"], None))
         with self._running(), self._stopping_at(stop_at_layer), self._checkpointing_paused():
             try:
                 out = self.hf_model(**inputs, **hf_kwargs)
@@ -660,7 +662,11 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
 
     def _d_vocab_in(self) -> int:
         """The number of token ids the input embedding accepts."""
-        embeddings = self.hf_model.get_input_embeddings()
+        try:
+            embeddings = self.hf_model.get_input_embeddings()
+        except NotImplementedError:  # a composite model: the token embedding of the tower that has one
+            towers = [m for m in self.children() if isinstance(m, TowerModule) and hasattr(m, "embed")]
+            embeddings = towers[0].embed.hf if towers else None
         weight = getattr(embeddings, "weight", None)
         return weight.shape[0] if weight is not None and weight.ndim == 2 else self.cfg.d_vocab
 

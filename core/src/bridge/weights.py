@@ -100,6 +100,12 @@ class WeightViews(SurfacesViewErrors):
 
     def _layers(self, part: Literal["attn", "mlp"], view: str) -> list[nn.Module]:
         """Each block's ``part`` component, or a ``WeightViewError`` naming what the blocks have instead."""
+        if not len(self.blocks):
+            towers = [n for n, m in self.named_children() if hasattr(m, "blocks") and n != "hf_model"]
+            raise WeightViewError(
+                f"this model's blocks are in its towers {towers}, so there is no model.{view}; use the tower's "
+                f"components, e.g. model.{towers[0] if towers else '<tower>'}.blocks[i].{part}.{view}"
+            )
         out = []
         for i, block in enumerate(self.blocks):
             component = block._modules.get(part)

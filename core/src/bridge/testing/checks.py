@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from bridge.components.attention import weight_in_out
 from bridge.errors import HookNameError
 from bridge.model import Bridge
 from bridge.testing.fixtures import build_tiny_model, save_tiny_model
+from bridge.towers import TowerModule
 
 TOLERANCE = 1e-4
 AttnPath = Literal["native", "hooked"]
@@ -40,9 +41,41 @@ class Pair:
     def has_head(self) -> bool:
         return self.bridge.unembed is not None
 
-    def tokens(self, batch: int = 2, pos: int = 12, seed: int = 0) -> torch.Tensor:
+    def _example(self, batch: int, seed: int) -> Any:
+        return type(self.bridge.adapter).example_input(self.bridge.hf_model.config, batch, seed)
+
+    def tokens(self, batch: int = 2, pos: int = 12, seed: int = 0) -> Any:
+        """The model input: random tokens ``[batch, pos]``, or, for a model that does not read tokens alone,
+        its adapter's example input (a dict of HF inputs; ``pos`` is then the adapter's)."""
+        example = self._example(batch, seed)
+        if example is not None:
+            return dict(example.inputs)
         generator = torch.Generator().manual_seed(seed)
         return torch.randint(1, self.bridge.cfg.d_vocab, (batch, pos), generator=generator)
+
+    def shapes(self, batch: int = 2, pos: int = 12, seed: int = 0) -> dict[str, tuple[int, int]]:
+        """``(batch, positions)`` the blocks of each part see for ``tokens(batch, pos, seed)`` (see ``parts``)."""
+        example = self._example(batch, seed)
+        return dict(example.shapes) if example is not None else {"": (batch, pos)}
+
+    def parts(self) -> list[tuple[str, Any]]:
+        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one."""
+        towers = [(f"{name}.", m) for name, m in self.bridge.named_children() if isinstance(m, TowerModule)]
+        return towers or [("", self.bridge)]
+
+    @property
+    def return_type(self) -> str:
+        """What the checks compare: logits where the model has them, else the final hidden state."""
+        fields = self.bridge.adapter.output_fields
+        if fields is None:
+            return "logits" if self.has_head else "hidden"
+        return "logits" if "logits" in fields else "hidden"
+
+    @property
+    def scalar_return_type(self) -> str:
+        """What gradient checks differentiate (summed): the loss of language models, else ``return_type``."""
+        lm_head = self.bridge.adapter.output_fields is None and self.has_head
+        return "loss" if lm_head else self.return_type
 
     @contextlib.contextmanager
     def on_path(self) -> Iterator[None]:
@@ -53,11 +86,19 @@ class Pair:
         with self.bridge.hooks(fwd_hooks=[(lambda n: n.endswith("attn.hook_pattern"), lambda t, hook: None)]):
             yield
 
-    def output(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return self.bridge(tokens, return_type="logits" if self.has_head else "hidden", **kwargs)
+    def output(self, tokens: Any, **kwargs: Any) -> torch.Tensor:
+        return self.bridge(tokens, return_type=self.return_type, **kwargs)
 
-    def reference_output(self, tokens: torch.Tensor, model: torch.nn.Module | None = None, **kwargs: Any):
-        out = (model or self.reference)(tokens, **kwargs)
+    def run_reference(self, tokens: Any, model: torch.nn.Module | None = None, **kwargs: Any) -> Any:
+        """The HF reference's own output object for the input ``tokens()`` gave."""
+        model = model or self.reference
+        return model(**tokens, **kwargs) if isinstance(tokens, Mapping) else model(tokens, **kwargs)
+
+    def reference_output(self, tokens: Any, model: torch.nn.Module | None = None, **kwargs: Any):
+        out = self.run_reference(tokens, model, **kwargs)
+        fields = self.bridge.adapter.output_fields
+        if fields is not None:
+            return getattr(out, fields[self.return_type])
         return out.logits if self.has_head else out.last_hidden_state
 
 
@@ -90,32 +131,40 @@ def check_logits_match(pair: Pair) -> None:
         plain = pair.output(tokens)
     assert _max_diff(plain, expected) <= TOLERANCE, f"no-hook output differs by {_max_diff(plain, expected)}"
     with pair.on_path():
-        cached, cache = pair.bridge.run_with_cache(tokens, return_type="logits" if pair.has_head else "hidden")
+        cached, cache = pair.bridge.run_with_cache(tokens, return_type=pair.return_type)
     assert len(cache) >= len([h for h in pair.bridge.hook_points() if h.enabled and not h.decode_only])
     assert _max_diff(cached, expected) <= TOLERANCE, f"cache-all output differs by {_max_diff(cached, expected)}"
 
 
 def check_hooks_match_hf(pair: Pair) -> None:
-    """``hook_resid_post`` equals HF ``hidden_states``; ``hook_pattern`` equals HF eager ``attentions``."""
+    """``hook_resid_post`` equals HF ``hidden_states``; ``hook_pattern`` equals HF eager ``attentions``
+    (per tower for composite models, from the adapter's ``tower_outputs``)."""
     tokens = pair.tokens()
-    ref = pair.reference(tokens, output_hidden_states=True, output_attentions=True)
+    ref = pair.run_reference(tokens, output_hidden_states=True, output_attentions=True)
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(
             tokens, return_type=None, names_filter=lambda n: n.endswith(("hook_resid_post", "hook_pattern"))
         )
-    n = pair.bridge.cfg.n_layers
+    for prefix, part in pair.parts():
+        field = pair.bridge.adapter.tower_outputs.get(prefix[:-1])
+        _check_part_hooks(pair, cache, prefix, part, getattr(ref, field) if field else ref)
+
+
+def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any) -> None:
+    n = len(part.blocks)
     expected = ref.hidden_states[1:] if pair.bridge.adapter.hidden_states_include_embeddings else ref.hidden_states
-    got = [cache["resid_post", layer] for layer in range(n)]
-    if pair.bridge.ln_final is not None:  # HF's last entry is the final norm of the last block's output
-        final = pair.bridge.ln_final.hf(got[-1])
+    got = [cache[f"{prefix}blocks.{layer}.hook_resid_post"] for layer in range(n)]
+    if part.ln_final is not None and pair.bridge.adapter.final_norm_in_hidden_states:  # HF's last: ln_final(last)
+        final = part.ln_final.hf(got[-1])
         got = [*got[:-1], final] if len(expected) == n else [*got, final]
     assert len(got) == len(expected), f"{len(expected)} HF hidden states for {n} blocks"
     for layer in range(n):
         diff = _max_diff(got[layer], expected[layer])
-        assert diff <= TOLERANCE, f"blocks.{layer}.hook_resid_post differs from HF hidden_states by {diff}"
-        if getattr(ref, "attentions", None) is not None and f"blocks.{layer}.attn.hook_pattern" in cache:
-            diff = _max_diff(cache["pattern", layer], ref.attentions[layer])
-            assert diff <= TOLERANCE, f"blocks.{layer}.attn.hook_pattern differs from HF attentions by {diff}"
+        assert diff <= TOLERANCE, f"{prefix}blocks.{layer}.hook_resid_post differs from HF hidden_states by {diff}"
+        pattern = f"{prefix}blocks.{layer}.attn.hook_pattern"
+        if getattr(ref, "attentions", None) is not None and pattern in cache:
+            diff = _max_diff(cache[pattern], ref.attentions[layer])
+            assert diff <= TOLERANCE, f"{pattern} differs from HF attentions by {diff}"
     if len(got) > n:
         diff = _max_diff(got[n], expected[n])
         assert diff <= TOLERANCE, f"ln_final(last hook_resid_post) differs from HF's last hidden state by {diff}"
@@ -126,22 +175,24 @@ def check_residual_algebra(pair: Pair) -> None:
     ``resid_post = resid_mid + mlp_out``) hold, also while block 0's first sublayer output is patched."""
     tokens = pair.tokens()
     generator = torch.Generator().manual_seed(1)
-    first = pair.bridge.blocks[0]
-    patched = f"blocks.0.{first.algebra[0][1][-1]}"
+    prefix, first_part = pair.parts()[0]
+    patched = f"{prefix}blocks.0.{first_part.blocks[0].algebra[0][1][-1]}"
 
     def patch(t: torch.Tensor, hook: Any) -> torch.Tensor:
         return t + torch.randn(t.shape, generator=generator)
 
     with pair.on_path(), pair.bridge.hooks(fwd_hooks=[(patched, patch)]):
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
-    for layer, block in enumerate(pair.bridge.blocks):
-        assert block.algebra, f"{type(block).__name__} declares no residual algebra"
-        for total, terms in block.algebra:
-            expected = sum(cache[f"blocks.{layer}.{t}"] for t in terms)
-            diff = _max_diff(cache[f"blocks.{layer}.{total}"], expected)
-            assert diff <= TOLERANCE, f"blocks.{layer}: {total} != {' + '.join(terms)} (off by {diff})"
-    for layer in range(1, len(pair.bridge.blocks)):
-        assert torch.equal(cache["resid_pre", layer], cache["resid_post", layer - 1])
+    for prefix, part in pair.parts():
+        for layer, block in enumerate(part.blocks):
+            assert block.algebra, f"{type(block).__name__} declares no residual algebra"
+            for total, terms in block.algebra:
+                expected = sum(cache[f"{prefix}blocks.{layer}.{t}"] for t in terms)
+                diff = _max_diff(cache[f"{prefix}blocks.{layer}.{total}"], expected)
+                assert diff <= TOLERANCE, f"{prefix}blocks.{layer}: {total} != {' + '.join(terms)} (off by {diff})"
+        for layer in range(1, len(part.blocks)):
+            pre, post = f"{prefix}blocks.{layer}.hook_resid_pre", f"{prefix}blocks.{layer - 1}.hook_resid_post"
+            assert torch.equal(cache[pre], cache[post])
 
 
 def not_applicable(reason: str) -> None:
@@ -154,9 +205,11 @@ def not_applicable(reason: str) -> None:
 
 
 def check_head_ablation(pair: Pair, layer: int = 0, head: int = 1) -> None:
-    """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection."""
+    """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection (in the first
+    part's blocks: the model's, or a composite model's first tower)."""
     tokens = pair.tokens()
-    attn = getattr(pair.bridge.blocks[layer], "attn", None)
+    prefix, part = pair.parts()[0]
+    attn = getattr(part.blocks[layer], "attn", None)
     if getattr(attn, "out_proj", None) is None or not hasattr(attn, "hook_z"):
         not_applicable(f"{pair.bridge.cfg.architecture} has no attention with an output projection in block {layer}")
         return
@@ -169,12 +222,12 @@ def check_head_ablation(pair: Pair, layer: int = 0, head: int = 1) -> None:
     with pair.on_path():
         got = pair.bridge.run_with_hooks(
             tokens,
-            fwd_hooks=[(f"blocks.{layer}.attn.hook_z", ablate)],
-            return_type="logits" if pair.has_head else "hidden",
+            fwd_hooks=[(f"{prefix}blocks.{layer}.attn.hook_z", ablate)],
+            return_type=pair.return_type,
         )
     surgery = copy.deepcopy(pair.reference)
     out_proj = surgery.get_submodule(_hf_path(pair.bridge, attn.out_proj))
-    d = weight_in_out(out_proj).shape[0] // pair.bridge.cfg.n_heads  # z's head size (MLA: d_head_v)
+    d = weight_in_out(out_proj).shape[0] // part.cfg.n_heads  # z's head size (MLA: d_head_v)
     with torch.no_grad():
         weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
     expected = pair.reference_output(tokens, model=surgery)
@@ -194,8 +247,9 @@ def check_gradients(pair: Pair) -> None:
     names = [
         n for n in pair.bridge.hook_dict if n.endswith(("hook_resid_mid", "hook_z", "hook_resid_post", "hook_pre"))
     ]
-    names = [n for n in names if n.startswith("blocks.0.")] or [next(iter(pair.bridge.hook_dict))]
-    return_type = "loss" if pair.has_head else "hidden"
+    prefix = pair.parts()[0][0]
+    names = [n for n in names if n.startswith(f"{prefix}blocks.0.")] or [next(iter(pair.bridge.hook_dict))]
+    return_type = pair.scalar_return_type
     for name in names:
         got = _gradient_from_backward_hook(pair, tokens, name, return_type)
         expected = _gradient_from_autograd(pair, tokens, name, return_type)
@@ -267,8 +321,10 @@ def check_no_leaks(pair: Pair) -> None:
     model = pair.bridge
     tokens = pair.tokens()
     assert _attachments(model) == [], f"HF modules altered with no hooks in use: {_attachments(model)}"
-    sublayer_out = f"blocks.0.{model.blocks[0].algebra[-1][1][-1]}"  # hook_mlp_out, hook_mixer_out...
-    permanent = model.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None, is_permanent=True)
+    prefix, part = pair.parts()[0]
+    sublayer_out = f"{prefix}blocks.0.{part.blocks[0].algebra[-1][1][-1]}"  # hook_mlp_out, hook_mixer_out...
+    resid_pre = f"{prefix}blocks.0.hook_resid_pre"
+    permanent = model.add_hook(resid_pre, lambda t, hook: None, is_permanent=True)
     temporary = model.add_hook(sublayer_out, lambda t, hook: None)
     before = {n: (list(h.fwd_hooks), list(h.bwd_hooks)) for n, h in model.hook_dict.items()}
 
@@ -277,7 +333,7 @@ def check_no_leaks(pair: Pair) -> None:
 
     with pair.on_path():
         try:
-            model.run_with_hooks(tokens, fwd_hooks=[(_inner_hook(model), boom)], return_type=None)
+            model.run_with_hooks(tokens, fwd_hooks=[(_inner_hook(model, prefix), boom)], return_type=None)
         except RuntimeError:
             pass
         else:
@@ -288,22 +344,26 @@ def check_no_leaks(pair: Pair) -> None:
     after = {n: (list(h.fwd_hooks), list(h.bwd_hooks)) for n, h in model.hook_dict.items()}
     assert after == before, "hooks of finished calls were left attached, or the user's hooks were removed"
     model.reset_hooks()
-    assert model.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks == permanent
+    assert model.hook_dict[resid_pre].fwd_hooks == permanent
     assert temporary[0] not in model.hook_dict[sublayer_out].fwd_hooks
     model.reset_hooks(including_permanent=True)
     assert _attachments(model) == [], f"HF modules still altered after all hooks went: {_attachments(model)}"
 
 
-def _inner_hook(model: Bridge) -> str:
+def _inner_hook(model: Bridge, prefix: str = "") -> str:
     """A hook point inside block 0's sublayers: ``attn.hook_pattern`` if there is one, else the last one."""
-    if "blocks.0.attn.hook_pattern" in model.hook_dict:
-        return "blocks.0.attn.hook_pattern"
-    return [n for n, h in model.hook_dict.items() if n.startswith("blocks.0.") and n.count(".") == 3 and h.enabled][-1]
+    if f"{prefix}blocks.0.attn.hook_pattern" in model.hook_dict:
+        return f"{prefix}blocks.0.attn.hook_pattern"
+    depth = prefix.count(".") + 3
+    inner = [n for n, h in model.hook_dict.items() if n.startswith(f"{prefix}blocks.0.") and n.count(".") == depth]
+    return [n for n in inner if model.hook_dict[n].enabled][-1]
 
 
 def check_misspelt_names(pair: Pair) -> None:
     """Misspelt hook names (last two letters swapped) raise with the close matches."""
-    for right in (_inner_hook(pair.bridge), f"blocks.{pair.bridge.cfg.n_layers - 1}.hook_resid_post"):
+    prefix, part = pair.parts()[-1]
+    last = f"{prefix}blocks.{len(part.blocks) - 1}.hook_resid_post"
+    for right in (_inner_hook(pair.bridge, prefix), last):
         wrong = right[:-2] + right[-1] + right[-2]
         try:
             pair.bridge.add_hook(wrong, lambda t, hook: None)
@@ -314,12 +374,27 @@ def check_misspelt_names(pair: Pair) -> None:
 
 
 def check_shapes(pair: Pair) -> None:
-    """Hook shapes follow the hook-name contract (TransformerLens shapes, batch first)."""
-    cfg = pair.bridge.cfg
-    b, p = 2, 7
+    """Hook shapes follow the hook-name contract (TransformerLens shapes, batch first) in the blocks, the final
+    norm and the embeddings of each part (a tower's own hooks, e.g. a norm of a pooled output, are outside it)."""
+    batch, pos = 2, 7
     with pair.on_path():
-        _, cache = pair.bridge.run_with_cache(pair.tokens(b, p), return_type=None)
-    expected = {
+        _, cache = pair.bridge.run_with_cache(pair.tokens(batch, pos), return_type=None)
+    shapes = pair.shapes(batch, pos)
+    for prefix, part in pair.parts():
+        expected = _shape_contract(part.cfg, *shapes[prefix[:-1]])
+        for name, tensor in cache.items():
+            if not name.startswith(prefix):
+                continue
+            local = name[len(prefix) :]
+            if not local.startswith(("blocks.", "ln_final.", "hook_embed", "hook_pos_embed")):
+                continue
+            for suffix, shape in expected.items():
+                if local == suffix or local.endswith("." + suffix):
+                    assert tuple(tensor.shape) == shape, f"{name}: shape {tuple(tensor.shape)}, contract says {shape}"
+
+
+def _shape_contract(cfg: Any, b: int, p: int) -> dict[str, tuple[int, ...]]:
+    return {
         "hook_resid_pre": (b, p, cfg.d_model),
         "hook_resid_post": (b, p, cfg.d_model),
         "hook_attn_out": (b, p, cfg.d_model),
@@ -342,10 +417,6 @@ def check_shapes(pair: Pair) -> None:
         "hook_embed": (b, p, cfg.d_model),
         "hook_pos_embed": (b, p, cfg.d_model),
     }
-    for name, tensor in cache.items():
-        for suffix, shape in expected.items():
-            if name == suffix or name.endswith("." + suffix):
-                assert tuple(tensor.shape) == shape, f"{name}: shape {tuple(tensor.shape)}, contract says {shape}"
 
 
 ALL_CHECKS = (

@@ -23,7 +23,7 @@ def check_any_shape(pair: Pair, batch: int, pos: int, seed: int) -> None:
     tokens = pair.tokens(batch, pos, seed)
     expected = pair.reference_output(tokens)
     torch.testing.assert_close(pair.output(tokens), expected, atol=TOLERANCE, rtol=0)
-    return_type = "logits" if pair.has_head else "hidden"
+    return_type = pair.return_type
     out, cache = pair.bridge.run_with_cache(tokens, return_type=return_type)
     torch.testing.assert_close(out, expected, atol=TOLERANCE, rtol=0)
     assert cache["resid_post", -1].shape[:2] == (batch, pos)
@@ -52,7 +52,7 @@ def check_left_padding(
     def names(name: str) -> bool:
         return (hooked or not name.endswith(SQUARE)) and not name.endswith(tuple(exclude))
 
-    return_type = "logits" if pair.has_head else "hidden"
+    return_type = pair.return_type
     out, cache = pair.bridge.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=return_type)
     width = tokens.shape[1]
     for i, row in enumerate(rows):
@@ -72,7 +72,7 @@ def check_hook_subset(
     its name ends with one of ``may_not_matter``)."""
     model = pair.bridge
     tokens = pair.tokens(2, pos)
-    return_type = "logits" if pair.has_head else "hidden"
+    return_type = pair.return_type
     expected = pair.reference_output(tokens)
     _, everything = model.run_with_cache(tokens, return_type=return_type)
     out, cache = model.run_with_cache(tokens, names_filter=list(subset), return_type=return_type)
