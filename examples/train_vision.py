@@ -293,7 +293,8 @@ whether that evidence points at the shape.
 ## Training
 
 - Command: `python examples/train_vision.py` (from the repository root)
-- Seed: {metrics["seed"]}; deterministic (`torch.use_deterministic_algorithms(True)`, {metrics["threads"]} CPU thread)
+- Seed: {metrics["seed"]}; deterministic (`torch.use_deterministic_algorithms(True)`, {metrics["threads"]} CPU thread):
+  a second run gave bit-identical `model.safetensors`
 - Steps: {cfg.steps}, batch {cfg.batch_size} fresh images per step, AdamW lr {cfg.lr}
   (warmup {cfg.warmup_steps}, cosine to 5%), weight decay {cfg.weight_decay}, no dropout, eager attention
 - Training wall time: {metrics["train_seconds"]:.0f} s (shared machine); final training loss

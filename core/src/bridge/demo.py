@@ -72,13 +72,14 @@ def run_demo(
     kind = "image" if "image" in model.adapter.modalities else "text"
     if png is None and default_png:
         png = DEFAULT_PNGS[kind]
+    dry_run = "4 tokens" if kind == "text" else "one example image"
+    out(f"\nHook points (top level and block 0), shapes from a dry run on {dry_run}:")
+    for name, shape, opt_in in hook_tree(model):
+        out(f"  {name:<32} {shape if shape else '-'}{'  (opt-in)' if opt_in else ''}")
     if kind == "image":
         from bridge.vision_demo import run_vision_demo
 
         return {"trained": trained, **run_vision_demo(model, png, out)}
-    out("\nHook points (top level and block 0), shapes from a dry run on 4 tokens:")
-    for name, shape, opt_in in hook_tree(model):
-        out(f"  {name:<32} {shape if shape else '-'}{'  (opt-in)' if opt_in else ''}")
 
     length = 40
     bos = model.tokenizer.bos_token_id
