@@ -149,3 +149,16 @@ def test_demo_draws_to_a_default_png_per_model_kind(tmp_path, monkeypatch):
     assert text["induction_head"][0] == 1
     assert (tmp_path / "examples" / "output" / "induction_head.png").exists()
     assert run_demo(MODEL, out=lines.append)["png"] is None  # no png unless asked for
+
+
+def test_demo_refuses_a_classifier_of_other_classes_with_a_clear_error():
+    from transformers import CLIPForImageClassification
+
+    from bridge.errors import BridgeError
+    from bridge.vision_demo import NotAShapesModelError, run_vision_demo
+    from bridge_vision.adapters import CLIPClassifierAdapter
+
+    other = bridge.wrap(CLIPForImageClassification(CLIPClassifierAdapter.example_config()).eval())
+    with pytest.raises(NotAShapesModelError, match="this model's classes are LABEL_0") as error:
+        run_vision_demo(other, out=lambda line: None)
+    assert isinstance(error.value, BridgeError) and "train_vision.py" in str(error.value)
