@@ -22,7 +22,7 @@ import gc
 import io
 import pickle
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -73,27 +73,41 @@ def is_plain(hf_model: nn.Module) -> bool:
     return not any(isinstance(c._attn_implementation, seam.Routed) for c in seam._configs(hf_model))
 
 
-def bare_output(hf_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone."""
+def bare_output(hf_model: nn.Module, tokens: Any, adapter: type[Adapter] | None = None) -> torch.Tensor:
+    """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone (``tokens``: token ids, or
+    a dict of HF inputs for a model that does not read tokens alone, whose ``adapter`` names the output)."""
     with torch.no_grad():
+        if isinstance(tokens, Mapping):
+            return getattr(hf_model(**tokens), adapter.output_fields[_return_type(adapter, None)])
         out = hf_model(input_ids=tokens, use_cache=False)
     return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 
-def _tokens(seed: int = 0, batch: int = 2) -> torch.Tensor:
+def _return_type(adapter: Adapter | type[Adapter], unembed: nn.Module | None) -> str:
+    fields = adapter.output_fields
+    if fields is None:
+        return "logits" if unembed is not None else "hidden"
+    return "logits" if "logits" in fields else "hidden"
+
+
+def _tokens(seed: int = 0, batch: int = 2, adapter: type[Adapter] | None = None, hf_config: Any = None) -> Any:
+    """Random tokens ``[batch, POS]``, or the adapter's example input (a dict of HF inputs) where it has one."""
+    example = adapter.example_input(hf_config, batch, seed) if adapter is not None else None
+    if example is not None:
+        return dict(example.inputs)
     return torch.randint(1, TINY_VOCAB, (batch, POS), generator=torch.Generator().manual_seed(seed))
 
 
-def _output(model: Bridge, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    return model(tokens, return_type="logits" if model.unembed is not None else "hidden", **kwargs)
+def _output(model: Bridge, tokens: Any, **kwargs: Any) -> torch.Tensor:
+    return model(tokens, return_type=_return_type(model.adapter, model.unembed), **kwargs)
 
 
 def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> None:
     """One bridge per model, given back on detach/unwrap/GC; copies and pickles are plain HF models."""
     hf = tiny_hf_model(adapter, architecture)
     reference = copy.deepcopy(hf)
-    tokens = _tokens()
-    expected = bare_output(reference, tokens)
+    tokens = _tokens(adapter=adapter, hf_config=hf.config)
+    expected = bare_output(reference, tokens, adapter)
     model = bridge.wrap(hf, adapter=adapter)
     try:
         bridge.wrap(hf, adapter=adapter)
@@ -107,17 +121,17 @@ def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> 
 
     clone = copy.deepcopy(hf)
     assert is_plain(clone), f"{adapter.__name__}: a deep copy of a bridged model still carries the bridge"
-    assert torch.equal(bare_output(clone, tokens), expected)
+    assert torch.equal(bare_output(clone, tokens, adapter), expected)
     loaded = torch.load(io.BytesIO(_saved(hf)), weights_only=False)
     assert is_plain(loaded), f"{adapter.__name__}: a saved bridged model loads with the bridge on it"
-    assert torch.equal(bare_output(loaded, tokens), expected)
+    assert torch.equal(bare_output(loaded, tokens, adapter), expected)
 
     ref = weakref.ref(model)
     del model
     gc.collect()
     assert ref() is None, f"{adapter.__name__}: something keeps a dropped bridge alive"
     assert is_plain(hf), f"{adapter.__name__}: a dropped bridge left hooks or attention routing on the model"
-    assert torch.equal(bare_output(hf, tokens), expected)
+    assert torch.equal(bare_output(hf, tokens, adapter), expected)
     model = bridge.wrap(hf, adapter=adapter)
     model.add_hook(lambda n: n in every, _observe)
     bridge.unwrap(hf)
@@ -147,7 +161,7 @@ class HookLifecycle(RuleBasedStateMachine):
     hf_model: nn.Module
     adapter: type[Adapter]
     expected: torch.Tensor
-    tokens: torch.Tensor
+    tokens: Any
 
     handles = Bundle("handles")
 
@@ -274,7 +288,8 @@ class HookLifecycle(RuleBasedStateMachine):
             raise _Boom(hook.name)
 
         try:
-            self.model.run_with_hooks(self.tokens, fwd_hooks=[(name, boom)])
+            return_type = _return_type(self.model.adapter, self.model.unembed)
+            self.model.run_with_hooks(self.tokens, fwd_hooks=[(name, boom)], return_type=return_type)
         except _Boom:
             pass
         except Exception as exc:  # the hook point is not reached with these inputs (e.g. decode-only)
@@ -324,8 +339,13 @@ class HookLifecycle(RuleBasedStateMachine):
 
     @rule(layer=st.integers(0, 1))
     def stop_at_layer(self, layer):
+        if not len(self.model.blocks):  # a composite model: its blocks are in its towers
+            return
         out = self._run(stop_at_layer=layer)
-        assert out.shape[:2] == self.tokens.shape
+        if isinstance(self.tokens, torch.Tensor):
+            assert out.shape[:2] == self.tokens.shape
+        else:
+            assert out.shape[-1] == self.model.cfg.d_model
 
     @rule()
     def run(self):
@@ -353,7 +373,7 @@ class HookLifecycle(RuleBasedStateMachine):
     def teardown(self):
         self.model.detach()
         assert is_plain(self.hf_model)
-        assert torch.equal(bare_output(self.hf_model, self.tokens), self.expected)
+        assert torch.equal(bare_output(self.hf_model, self.tokens, self.adapter), self.expected)
 
 
 class _Boom(Exception):
@@ -376,12 +396,12 @@ def make_lifecycle_machine(adapter: type[Adapter], architecture: str | None = No
     """``HookLifecycle`` bound to a tiny model of ``adapter`` (wrapped afresh for every example)."""
     hf = tiny_hf_model(adapter, architecture)
     reference = copy.deepcopy(hf)
-    tokens = _tokens(seed=1)
+    tokens = _tokens(seed=1, adapter=adapter, hf_config=hf.config)
     attributes = {
         "hf_model": hf,
         "adapter": adapter,
         "tokens": tokens,
-        "expected": bare_output(reference, tokens),
+        "expected": bare_output(reference, tokens, adapter),
     }
     return type(f"HookLifecycle_{architecture or adapter.__name__}", (HookLifecycle,), attributes)
 
