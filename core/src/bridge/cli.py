@@ -14,6 +14,8 @@ EPILOG = """examples:
   bridge demo                    find induction heads in the shipped model
   bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
                                  write activations to safetensors shards (resumable)
+  bridge demo --model examples/models/shapes-vit
+                                 where the shipped shape classifier looks, and what it uses
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -86,7 +88,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    run_demo(args.model, args.png)
+    run_demo(args.model, args.png, default_png=True)
     return 0
 
 
@@ -126,9 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.add_argument("--trust-remote-code", action="store_true", help="allow the repository's own code to run")
     inspect.set_defaults(run=_inspect)
-    demo = commands.add_parser("demo", help="find induction heads in a model and ablate them (what `make demo` runs)")
+    demo = commands.add_parser(
+        "demo",
+        help="find induction heads in a model and ablate them (what `make demo` runs); "
+        "for an image classifier, where it looks",
+    )
     demo.add_argument("--model", default="examples/models/induction-2l", help="model directory or hub name")
-    demo.add_argument("--png", default="examples/output/induction_head.png", help="where to draw the pattern")
+    demo.add_argument(
+        "--png",
+        default=None,
+        help="where to draw the pattern (default: examples/output/induction_head.png; "
+        "examples/output/vision_attention.png for an image classifier)",
+    )
     demo.set_defaults(run=_demo)
     harvest = commands.add_parser(
         "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
