@@ -1,4 +1,5 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``."""
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``,
+``bridge new-plugin NAME``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ EPILOG = """examples:
   bridge demo                    find induction heads in the shipped model
   bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
                                  write activations to safetensors shards (resumable)
+  bridge demo --model examples/models/shapes-vit
+                                 where the shipped shape classifier looks, and what it uses
+  bridge new-plugin my-family    write a plugin distribution to start a family from
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -75,7 +79,8 @@ def _inspect(args: argparse.Namespace) -> int:
         f"({cfg.n_key_value_heads} kv), d_model {cfg.d_model}, d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, "
         f"vocab {cfg.d_vocab}"
     )
-    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on 1 × 4 tokens; * = opt-in (off until enabled)")
+    dry_run = "1 × 4 tokens" if model.adapter.output_fields is None else "one example input"
+    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on {dry_run}; * = opt-in (off until enabled)")
     for row in rows:
         shape = "x".join(map(str, row["shape"])) if row["shape"] else "-"
         print(f"  {'*' if row['opt_in'] else ' '} {row['name']:<40} {shape}")
@@ -85,7 +90,15 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    run_demo(args.model, args.png)
+    run_demo(args.model, args.png, default_png=True)
+    return 0
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    from bridge.new_plugin import write_plugin
+
+    target = write_plugin(args.name, args.into)
+    print(f"wrote {target}; next: pip install -e {target} && python -m pytest {target / 'tests'}")
     return 0
 
 
@@ -125,10 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.add_argument("--trust-remote-code", action="store_true", help="allow the repository's own code to run")
     inspect.set_defaults(run=_inspect)
-    demo = commands.add_parser("demo", help="find induction heads in a model and ablate them (what `make demo` runs)")
+    demo = commands.add_parser(
+        "demo",
+        help="find induction heads in a model and ablate them (what `make demo` runs); "
+        "for an image classifier, where it looks",
+    )
     demo.add_argument("--model", default="examples/models/induction-2l", help="model directory or hub name")
-    demo.add_argument("--png", default="examples/output/induction_head.png", help="where to draw the pattern")
+    demo.add_argument(
+        "--png",
+        default=None,
+        help="where to draw the pattern (default: examples/output/induction_head.png; "
+        "examples/output/vision_attention.png for an image classifier)",
+    )
     demo.set_defaults(run=_demo)
+    new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
+    new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")
+    new_plugin.add_argument("--into", default=".", help="the directory to write bridge-NAME in (default: here)")
+    new_plugin.set_defaults(run=_new_plugin)
     harvest = commands.add_parser(
         "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
     )

@@ -180,10 +180,13 @@ class InputTap(Attachment):
 class Component(nn.Module):
     """Base of every component: owns hook points and the attachments that fire them.
 
-    Subclasses create their ``HookPoint`` children and call ``self.attach(...)``
-    for each way they reach into the HF module tree. The HF module is kept as a
-    plain attribute (``self.hf``), not a registered child, so parameters are owned
-    by the HF model alone.
+    Constructor contract: a component kind is built as ``kind(hf_module, cfg, **options)`` — the HF
+    module at its ``Spec`` path, the ``BridgeConfig``, and the ``Spec``'s options as keywords (blocks:
+    ``kind(hf_block, cfg, children, paths)``, see ``Block``). A subclass calls ``super().__init__(hf_module)``,
+    creates its ``HookPoint`` children and calls ``self.attach(...)`` for each way it reaches into the HF
+    module tree (``ForwardOverride``, ``OutputTap``, ``InputTap``). The HF module is ``self.hf_module``
+    (also ``self.hf``), a plain attribute, not a registered child, so parameters are owned by the HF
+    model alone.
     """
 
     #: True for components whose HF module calls attention through ``transformers``'
@@ -194,6 +197,11 @@ class Component(nn.Module):
         super().__init__()
         object.__setattr__(self, "hf", hf_module)
         self._attachments: list[Attachment] = []
+
+    @property
+    def hf_module(self) -> nn.Module | None:
+        """The HF module this component wraps (the one at its ``Spec`` path)."""
+        return self.hf
 
     def attach(self, attachment: Attachment) -> Attachment:
         """Register an attachment; it follows the activity of its hook points from now on."""
@@ -218,4 +226,5 @@ class Component(nn.Module):
                 attachment.attached = False
 
     def own_hook_points(self) -> list[HookPoint]:
+        """This component's own hook points (not its children's)."""
         return [m for m in self.children() if isinstance(m, HookPoint)]

@@ -113,7 +113,7 @@ def make_pair(
     ``bridge.load``, and build an independent HF reference with eager attention."""
     directory = Path(directory or tempfile.mkdtemp(prefix="bridge-conformance-"))
     if not (directory / "config.json").exists():
-        save_tiny_model(adapter.example_config(architecture), directory, seed=seed)
+        save_tiny_model(adapter.tiny_config(architecture), directory, seed=seed)
     model = bridge.load(directory, adapter=adapter)
     reference = adapter.reference_model(type(model.hf_model), directory)
     return Pair(model, reference, path)
@@ -143,7 +143,7 @@ def check_hooks_match_hf(pair: Pair) -> None:
     ref = pair.run_reference(tokens, output_hidden_states=True, output_attentions=True)
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(
-            tokens, return_type=None, names_filter=lambda n: n.endswith(("hook_resid_post", "hook_pattern"))
+            tokens, return_type=None, names_filter=lambda n: n.endswith(("resid_post", "hook_pattern"))
         )
     for prefix, part in pair.parts():
         field = pair.bridge.adapter.tower_outputs.get(prefix[:-1])
@@ -153,7 +153,7 @@ def check_hooks_match_hf(pair: Pair) -> None:
 def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any) -> None:
     n = len(part.blocks)
     expected = ref.hidden_states[1:] if pair.bridge.adapter.hidden_states_include_embeddings else ref.hidden_states
-    got = [cache[f"{prefix}blocks.{layer}.hook_resid_post"] for layer in range(n)]
+    got = [cache[f"{prefix}blocks.{layer}.{part.blocks[layer].output_hook}"] for layer in range(n)]
     if part.ln_final is not None and pair.bridge.adapter.final_norm_in_hidden_states:  # HF's last: ln_final(last)
         final = part.ln_final.hf(got[-1])
         got = [*got[:-1], final] if len(expected) == n else [*got, final]
@@ -191,7 +191,8 @@ def check_residual_algebra(pair: Pair) -> None:
                 diff = _max_diff(cache[f"{prefix}blocks.{layer}.{total}"], expected)
                 assert diff <= TOLERANCE, f"{prefix}blocks.{layer}: {total} != {' + '.join(terms)} (off by {diff})"
         for layer in range(1, len(part.blocks)):
-            pre, post = f"{prefix}blocks.{layer}.hook_resid_pre", f"{prefix}blocks.{layer - 1}.hook_resid_post"
+            output = part.blocks[layer - 1].output_hook
+            pre, post = f"{prefix}blocks.{layer}.hook_resid_pre", f"{prefix}blocks.{layer - 1}.{output}"
             assert torch.equal(cache[pre], cache[post])
 
 
