@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-compat setup-compat bench lint setup clean
+.PHONY: demo test test-compat setup-compat bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# Plant known bugs one at a time and report which tests catch each (slow; not part of `make test`).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -13,7 +13,8 @@ import torch
 
 from bridge.adapter import Adapter
 from bridge.errors import BridgeError
-from bridge.testing.checks import TOLERANCE, Pair, make_pair
+from bridge.testing.checks import Pair, make_pair
+from bridge.testing.compare import TOLERANCE
 from bridge.testing.fixtures import save_tiny_model
 
 STEERED_LAYER = 0
