@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff
+	$(PIP) -c constraints.txt -e "./core[viz]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -43,6 +43,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Plant known bugs one at a time and report which tests catch each (slow; not part of `make test`).

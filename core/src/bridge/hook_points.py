@@ -54,11 +54,10 @@ class HookPoint(nn.Module):
     they only run once enabled, and are left out of "cache everything" until then.
     """
 
-    def __init__(self, *, opt_in: bool = False, decode_only: bool = False) -> None:
+    def __init__(self, *, opt_in: bool = False) -> None:
         super().__init__()
         self.name: str = "<unnamed hook point>"
         self.opt_in = opt_in
-        self.decode_only = decode_only
         self.enabled = not opt_in
         #: A per-hook-point dict hook functions may keep state in; emptied by ``clear_context``.
         self.ctx: dict[Any, Any] = {}

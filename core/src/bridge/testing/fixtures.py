@@ -59,17 +59,18 @@ def build_tiny_model(hf_config: Any, seed: int = 0, attn_implementation: str | N
     return cls._from_config(hf_config, **kwargs).eval()
 
 
-def save_tiny_model(hf_config: Any, directory: str | Path, seed: int = 0) -> Path:
-    """Save a seeded, sensitized (``sensitize``) tiny model (safetensors) and the tiny tokenizer to ``directory``."""
+def save_tiny_model(hf_config: Any, directory: str | Path, seed: int = 0, matrices: bool = True) -> Path:
+    """Save a seeded, ``sensitize``d tiny model (safetensors) and the tiny tokenizer to ``directory``
+    (``matrices=False``: keep the config's own initialisation of the matrices)."""
     directory = Path(directory)
     model = build_tiny_model(hf_config, seed)
-    sensitize(model, seed)
+    sensitize(model, seed, matrices=matrices)
     model.save_pretrained(directory, safe_serialization=True)
     tiny_tokenizer(getattr(hf_config, "vocab_size", TINY_VOCAB)).save_pretrained(directory)
     return directory
 
 
-def sensitize(model: torch.nn.Module, seed: int = 0) -> None:
+def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> None:
     """Make a tiny model's every activation matter to its output, in place.
 
     HF initialises matrices with std 0.02, so attention scores are ~1e-3 and patterns nearly uniform: a
@@ -77,11 +78,12 @@ def sensitize(model: torch.nn.Module, seed: int = 0) -> None:
     weight is redrawn with std ``1/sqrt(fan_in)`` and every ``nn.Embedding`` with std ``1/sqrt(dim)``
     (activations and logits of order 1), and every 1-D parameter (norm weights, biases; HF sets them to
     1 and 0) gets noise of std 0.1, so that a bug that drops or misplaces one shows in the comparisons.
+    ``matrices=False`` leaves the matrices as they are.
     """
     generator = torch.Generator().manual_seed(seed + 1)
     seen: set[int] = set()
     with torch.no_grad():
-        for module in model.modules():
+        for module in model.modules() if matrices else ():
             weight = getattr(module, "weight", None)
             if not isinstance(weight, torch.nn.Parameter) or id(weight) in seen or weight.ndim != 2:
                 continue

@@ -32,7 +32,7 @@ def lively_pair(
         config = adapter.example_config(architecture)
         if init is not None:
             config.initializer_range = init
-        save_tiny_model(config, directory)
+        save_tiny_model(config, directory, matrices=False)
     return make_pair(adapter, architecture, directory=directory)
 
 
