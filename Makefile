@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-compat setup-compat bench lint setup clean mutate
+.PHONY: demo test test-compat setup-compat setup-compat-sae bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
+	$(PIP) -c constraints.txt -e "./core[viz,harvest]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -35,8 +35,28 @@ $(COMPAT_STAMP): constraints.txt compat/constraints.txt core/pyproject.toml $(fo
 		-e ./core $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis
 	touch $(COMPAT_STAMP)
 
-test-compat: $(COMPAT_STAMP)
-	$(COMPAT_PY) -m pytest compat/
+# The SAELens group: sae-lens needs transformer-lens<4, so it gets a venv of its own.
+SAE_VENV  ?= .venv-compat-sae
+SAE_PY    := $(SAE_VENV)/bin/python
+SAE_STAMP := $(SAE_VENV)/.bridge-installed
+SAE_PIP   := $(SAE_PY) -m pip install --quiet --disable-pip-version-check
+
+setup-compat-sae: $(SAE_STAMP)
+
+$(SAE_STAMP): constraints.txt compat_sae/constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pyproject.toml)
+	test -x $(SAE_PY) || $(PYTHON) -m venv $(SAE_VENV)
+	$(SAE_PIP) --upgrade pip
+	$(SAE_PIP) torch==2.13.0
+	$(SAE_PIP) -c constraints.txt -c compat_sae/constraints.txt sae-lens \
+		-e ./core $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis
+	touch $(SAE_STAMP)
+
+# Both compatibility groups, each in its own venv; both run, and the target fails if either does.
+test-compat: $(COMPAT_STAMP) $(SAE_STAMP)
+	status=0; \
+	$(COMPAT_PY) -m pytest compat/ || status=$$?; \
+	$(SAE_PY) -m pytest compat_sae/ || status=$$?; \
+	exit $$status
 
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
@@ -54,4 +74,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV)
+	rm -rf $(VENV) $(COMPAT_VENV) $(SAE_VENV)

@@ -8,6 +8,9 @@ run on their adapter's example pixel values (``--image-batch`` images) and retur
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
 printed as bridge/HF ratios (target ≥ 0.95; ``--gen-tokens 0`` skips it).
+Then harvesting: tokens/s of ``bridge.harvest`` (every block's ``hook_resid_post``, written as safetensors
+shards) against a bare HF loop over the same batches returning ``hidden_states`` from the base model
+(no LM head, which the harvest skips too), target ≥ 0.9 (``--harvest-batches 0`` skips it).
 
     make bench                                   # every model
     .venv/bin/python benchmarks/overhead.py --only gpt2 --reps 15
@@ -19,10 +22,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import itertools
+import shutil
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import transformers
@@ -32,6 +39,7 @@ from bridge.plugins import get_registry
 
 TARGETS = {"no hooks": 1.03, "cache resid_post": 1.05, "cache everything": 1.25}
 GENERATE_TARGET = 0.95  # bridge tokens/s over HF tokens/s
+HARVEST_TARGET = 0.9  # harvest tokens/s over a bare HF hidden_states loop
 
 
 def plugin_configs() -> dict[str, object]:
@@ -178,6 +186,50 @@ def report_generate(label: str, medians: dict[str, float], n_tokens: int) -> Non
     print()
 
 
+def bench_harvest(hf_config, batch: int, pos: int, n_batches: int, reps: int) -> dict[str, float]:
+    """Median seconds of harvesting ``n_batches`` batches of ``batch`` rows × ``pos`` tokens, and of a bare HF
+    loop over the same rows returning every layer's hidden states."""
+    bare, twin = twin_models(hf_config)
+    model = bridge.wrap(twin)
+    generator = torch.Generator().manual_seed(0)
+    rows = batch * n_batches
+    docs = torch.randint(1, hf_config.vocab_size, (rows, pos), generator=generator).tolist()  # no tokenizer: no BOS
+    scratch = Path(tempfile.mkdtemp(prefix="bridge-bench-harvest-"))
+    runs = itertools.count()
+    options = {"batch_size": batch, "context_length": pos, "max_tokens": rows * pos, "progress": False}
+
+    def harvest() -> None:
+        out = scratch / f"run-{next(runs)}"
+        bridge.harvest(model, data=docs, hooks="blocks.*.hook_resid_post", out=out, **options)
+        shutil.rmtree(out)
+
+    batches = torch.tensor(docs).split(batch)  # the harvest's rows: documents of exactly `pos` tokens
+
+    def hf_loop() -> list:
+        return [bare.base_model(tokens, output_hidden_states=True, use_cache=False).hidden_states for tokens in batches]
+
+    try:
+        medians = measure({"HF hidden_states loop": hf_loop, "bridge.harvest": harvest}, reps)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    model.detach()
+    return medians
+
+
+def report_harvest(label: str, medians: dict[str, float], n_tokens: int) -> None:
+    base = medians["HF hidden_states loop"]
+    print(f"{label}: harvest")
+    for name, seconds in medians.items():
+        ratio = base / seconds
+        verdict = (
+            ""
+            if name == "HF hidden_states loop"
+            else f"  (target ≥ {HARVEST_TARGET:.2f}: " + ("ok)" if ratio >= HARVEST_TARGET else "MISSED)")
+        )
+        print(f"  {name:<44} {n_tokens / seconds:9.1f} tok/s  {ratio:5.3f}x{verdict}", flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9, help="interleaved runs per mode (median taken)")
@@ -191,6 +243,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-time", action="store_true", help="time with this process's CPU time (steadier on a busy machine)"
     )
+    parser.add_argument("--harvest-batches", type=int, default=16, help="batches per harvest run (0: skip harvest)")
     args = parser.parse_args()
     global CLOCK
     if args.cpu_time:
@@ -211,6 +264,9 @@ def main() -> None:
             if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
+            if args.harvest_batches and getattr(hf_config, "vocab_size", None) is not None:  # token models
+                medians = bench_harvest(hf_config, args.batch, args.pos, args.harvest_batches, args.reps)
+                report_harvest(label, medians, args.batch * args.pos * args.harvest_batches)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,42 @@ def test_siglip2_padding_slots_do_not_change_real_patches(model_dirs):
     _, single = model.run_with_cache(alone, names_filter=names, return_type=None)
     torch.testing.assert_close(batched["blocks.1.hook_resid_post"][1, :8], single["blocks.1.hook_resid_post"][0], **TOL)
     torch.testing.assert_close(batched["pattern", 0][1, :, :8, :8], single["pattern", 0][0], **TOL)
+
+
+def test_wrap_picks_the_projection_adapter_by_the_model_class():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from bridge_vision import CLIPVisionProjectionAdapter
+
+    config = CLIPVisionConfig(
+        **{
+            k: v
+            for k, v in CLIPVisionAdapter.example_config().to_dict().items()
+            if k
+            in (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "image_size",
+                "patch_size",
+                "projection_dim",
+            )
+        }
+    )
+    assert not config.architectures
+    model = bridge.wrap(CLIPVisionModelWithProjection(config).eval())
+    assert type(model.adapter) is CLIPVisionProjectionAdapter
+    pixels = CLIPVisionAdapter.example_input(config).inputs["pixel_values"]
+    out, cache = model.run_with_cache(pixels, return_type="embeds", names_filter=["hook_image_embeds"])
+    torch.testing.assert_close(cache["hook_image_embeds"], out, atol=0, rtol=0)
+
+
+def test_inspect_lists_the_hooks_of_an_image_model_with_their_shapes(model_dirs, capsys):
+    from bridge.cli import main
+
+    assert main(["inspect", str(model_dirs["SiglipVisionModel"])]) == 0
+    out = capsys.readouterr().out
+    assert "dry run on one example input" in out
+    assert "hook_patch_embed                         1x16x32" in out
+    assert "blocks.1.attn.hook_pattern               1x4x16x16" in out

@@ -93,6 +93,7 @@ def test_a_detached_bridge_refuses_to_run_or_hook(gpt2):
         lambda: gpt2.run_with_cache(TOKENS),
         lambda: gpt2.add_hook("hook_embed", lambda t, hook: None),
         lambda: gpt2.run_with_hooks(TOKENS, fwd_hooks=[("hook_embed", lambda t, hook: None)]),
+        lambda: gpt2.generate(TOKENS, max_new_tokens=2, verbose=False),
     ):
         with pytest.raises(BridgeError, match=r"detached.*bridge\.wrap"):
             call()

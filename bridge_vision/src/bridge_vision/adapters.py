@@ -66,35 +66,36 @@ class VisionAdapter(Adapter):
 
 
 class CLIPVisionAdapter(VisionAdapter):
-    """``CLIPVisionModel`` (``hidden``: ``last_hidden_state`` ``[b, 1 + n_patches, d_model]``, before ``ln_post``;
-    ``pooled``: ``ln_post`` of the CLS position ``[b, d_model]``) and ``CLIPVisionModelWithProjection``
-    (``embeds``: ``image_embeds`` ``[b, projection_dim]``)."""
+    """``CLIPVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, 1 + n_patches, d_model]`` (before ``ln_post``),
+    ``pooled`` ``ln_post`` of the CLS position ``[b, d_model]``."""
 
-    architectures = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
+    architectures = ("CLIPVisionModel",)
     model_types = ("clip_vision_model",)
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
     cls_position = True
 
-    @property
-    def output_fields(self) -> dict[str, str]:  # type: ignore[override]
-        if self._with_projection():
-            return {"hidden": "last_hidden_state", "embeds": "image_embeds"}
-        return {"hidden": "last_hidden_state", "pooled": "pooler_output"}
-
-    def _with_projection(self) -> bool:
-        return "CLIPVisionModelWithProjection" in (getattr(self.hf_config, "architectures", None) or [])
-
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
-        if not self._with_projection():
-            return clip_vision_tower("")
-        tower = clip_vision_tower("vision_model")
-        proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
-        return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
+        return clip_vision_tower("")
 
     @classmethod
     def example_config(cls, architecture: str | None = None) -> CLIPVisionConfig:
         return CLIPVisionConfig(
             **TINY_TOWER, **TINY_IMAGE, projection_dim=24, architectures=[architecture or cls.architectures[0]]
         )
+
+
+class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
+    """``CLIPVisionModelWithProjection``: the CLIP vision tower and ``hook_image_embeds`` ``[b, projection_dim]``;
+    ``hidden`` as ``CLIPVisionModel``'s, ``embeds`` HF's ``image_embeds``."""
+
+    architectures = ("CLIPVisionModelWithProjection",)
+    model_types = ()
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "embeds": "image_embeds"}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        tower = clip_vision_tower("vision_model")
+        proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
+        return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
 
 
 class SiglipVisionAdapter(VisionAdapter):
@@ -287,6 +288,7 @@ class SiglipAdapter(TwoTowerAdapter):
 
 ADAPTERS = (
     CLIPVisionAdapter,
+    CLIPVisionProjectionAdapter,
     SiglipVisionAdapter,
     Siglip2VisionAdapter,
     CLIPClassifierAdapter,

@@ -17,6 +17,8 @@ from bridge.errors import (
     OptInHookError,
     UnknownArchitectureError,
 )
+from bridge.harvested import HarvestedActivations, open_harvest
+from bridge.harvesting import harvest
 from bridge.hook_points import HookHandle, HookPoint
 from bridge.hookspecs import hookimpl, hookspec
 from bridge.loading import load, wrap
@@ -25,6 +27,7 @@ from bridge.ownership import AlreadyWrappedError, unwrap
 from bridge.plugins import get_plugin_manager, get_registry, reload_plugins
 
 __version__ = "0.1.0"
+harvest.open = open_harvest  # bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one
 
 __all__ = [
     "ActivationCache",
@@ -36,6 +39,7 @@ __all__ = [
     "BridgeError",
     "ComponentMap",
     "ConcurrentUseError",
+    "HarvestedActivations",
     "HookHandle",
     "HookNameError",
     "HookPoint",
@@ -48,6 +52,7 @@ __all__ = [
     "config_from_hf",
     "get_plugin_manager",
     "get_registry",
+    "harvest",
     "hookimpl",
     "hookspec",
     "load",

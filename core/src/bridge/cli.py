@@ -1,4 +1,4 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``."""
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
   bridge demo                    find induction heads in the shipped model
+  bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
+                                 write activations to safetensors shards (resumable)
+  bridge demo --model examples/models/shapes-vit
+                                 where the shipped shape classifier looks, and what it uses
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -73,7 +77,8 @@ def _inspect(args: argparse.Namespace) -> int:
         f"({cfg.n_key_value_heads} kv), d_model {cfg.d_model}, d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, "
         f"vocab {cfg.d_vocab}"
     )
-    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on 1 × 4 tokens; * = opt-in (off until enabled)")
+    dry_run = "1 × 4 tokens" if model.adapter.output_fields is None else "one example input"
+    print(f"{len(model.hook_dict)} hook points; shapes from a dry run on {dry_run}; * = opt-in (off until enabled)")
     for row in rows:
         shape = "x".join(map(str, row["shape"])) if row["shape"] else "-"
         print(f"  {'*' if row['opt_in'] else ' '} {row['name']:<40} {shape}")
@@ -83,7 +88,26 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    run_demo(args.model, args.png)
+    run_demo(args.model, args.png, default_png=True)
+    return 0
+
+
+def _harvest(args: argparse.Namespace) -> int:
+    from bridge.harvesting import harvest
+
+    acts = harvest(
+        args.model,
+        data=args.data,
+        hooks=args.hooks,
+        out=args.out,
+        batch_size=args.batch_size,
+        context_length=args.context_length,
+        max_tokens=args.max_tokens,
+        dtype=args.dtype,
+        rows_per_shard=args.rows_per_shard,
+        progress=not args.quiet,
+    )
+    print(f"{len(acts)} rows of {acts.index['context_length']} tokens, hooks {', '.join(acts.hooks)} in {args.out}")
     return 0
 
 
@@ -104,10 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.add_argument("--trust-remote-code", action="store_true", help="allow the repository's own code to run")
     inspect.set_defaults(run=_inspect)
-    demo = commands.add_parser("demo", help="find induction heads in a model and ablate them (what `make demo` runs)")
+    demo = commands.add_parser(
+        "demo",
+        help="find induction heads in a model and ablate them (what `make demo` runs); "
+        "for an image classifier, where it looks",
+    )
     demo.add_argument("--model", default="examples/models/induction-2l", help="model directory or hub name")
-    demo.add_argument("--png", default="examples/output/induction_head.png", help="where to draw the pattern")
+    demo.add_argument(
+        "--png",
+        default=None,
+        help="where to draw the pattern (default: examples/output/induction_head.png; "
+        "examples/output/vision_attention.png for an image classifier)",
+    )
     demo.set_defaults(run=_demo)
+    harvest = commands.add_parser(
+        "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
+    )
+    harvest.add_argument("model", metavar="MODEL", help="a model directory, or a hub name in the local HF cache")
+    harvest.add_argument("--data", required=True, help="text file, .jsonl (text/tokens), or a directory")
+    harvest.add_argument("--hooks", required=True, help="hook names or globs, comma-separated")
+    harvest.add_argument("--out", required=True, help="output directory (an interrupted harvest there resumes)")
+    harvest.add_argument("--batch-size", type=int, default=8)
+    harvest.add_argument("--context-length", type=int, default=128, help="tokens per row")
+    harvest.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens (default: all)")
+    harvest.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float32")
+    harvest.add_argument("--rows-per-shard", type=int, default=None, help="default: ~256 MB shards")
+    harvest.add_argument("--quiet", action="store_true", help="no progress bar")
+    harvest.set_defaults(run=_harvest)
     return parser
 
 

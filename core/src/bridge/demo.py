@@ -1,4 +1,5 @@
-"""The demo behind ``make demo`` and ``bridge demo``: find induction heads in a trained model."""
+"""The demo behind ``make demo`` and ``bridge demo``: find induction heads in a trained model (image
+classifiers go to ``bridge.vision_demo``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ Printer = Callable[[str], None]
 
 def hook_tree(model: Bridge, layers: Iterable[int] | None = (0,)) -> list[tuple[str, tuple[int, ...] | None, bool]]:
     """``(name, shape, opt_in)`` of the top-level hooks and of the blocks in ``layers`` (all if None),
-    in the order a dry run fires them (hook points that did not fire, such as disabled opt-ins, last)."""
-    tokens = torch.zeros((1, 4), dtype=torch.long)
+    in the order a dry run fires them (hook points that did not fire, such as disabled opt-ins, last). The dry
+    run reads 4 tokens, or the adapter's example input for one image for models that do not read tokens alone."""
+    example = type(model.adapter).example_input(model.hf_model.config, 1, 0)
+    tokens = torch.zeros((1, 4), dtype=torch.long) if example is None else dict(example.inputs)
     prefixes = None if layers is None else tuple(f"blocks.{layer}." for layer in layers)
 
     def wanted(name: str) -> bool:
@@ -47,8 +50,15 @@ def _random_gpt2(directory: Path) -> Path:
     return save_tiny_model(config, directory)
 
 
-def run_demo(model_dir: str | Path | None, png: str | Path | None = None, out: Printer = print) -> dict:
-    """Load the model, score every head, ablate the top induction head, draw its pattern."""
+#: Where ``bridge demo`` draws when no ``--png`` is given, per kind of model.
+DEFAULT_PNGS = {"text": "examples/output/induction_head.png", "image": "examples/output/vision_attention.png"}
+
+
+def run_demo(
+    model_dir: str | Path | None, png: str | Path | None = None, out: Printer = print, default_png: bool = False
+) -> dict:
+    """Load the model and run its demo: induction heads for language models, where an image classifier looks
+    for image models (``bridge.vision_demo``). ``default_png`` draws to ``DEFAULT_PNGS`` when ``png`` is None."""
     trained = model_dir is not None and (Path(model_dir) / "config.json").exists()
     if not trained:
         out("No trained model found: building a 2-layer GPT-2 with RANDOM weights (no induction heads expected).")
@@ -59,9 +69,17 @@ def run_demo(model_dir: str | Path | None, png: str | Path | None = None, out: P
         f"Loaded {cfg.architecture} from {model_dir} via {type(model.adapter).__name__}: "
         f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, {len(model.hook_dict)} hook points"
     )
-    out("\nHook points (top level and block 0), shapes from a dry run on 4 tokens:")
+    kind = "image" if "image" in model.adapter.modalities else "text"
+    if png is None and default_png:
+        png = DEFAULT_PNGS[kind]
+    dry_run = "4 tokens" if kind == "text" else "one example image"
+    out(f"\nHook points (top level and block 0), shapes from a dry run on {dry_run}:")
     for name, shape, opt_in in hook_tree(model):
         out(f"  {name:<32} {shape if shape else '-'}{'  (opt-in)' if opt_in else ''}")
+    if kind == "image":
+        from bridge.vision_demo import run_vision_demo
+
+        return {"trained": trained, **run_vision_demo(model, png, out)}
 
     length = 40
     bos = model.tokenizer.bos_token_id

@@ -160,6 +160,7 @@ class Generation:
         ``(output, steps)`` where ``steps`` is a ``StepCaches`` list (``steps.stack()`` gives one
         cache over the whole sequence).
         """
+        self._check_usable()
         if self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it cannot generate; load the *ForCausalLM class."
@@ -189,7 +190,12 @@ class Generation:
         steps = StepCaches()
         streamer = _ProgressBar(max_new_tokens) if verbose else None
         main_input = {"input_ids": tokens} if tokens is not None else {"inputs_embeds": embeds}
-        with self.hooks(fwd_hooks), self._recording(names_filter, steps), _model_defaults(self.hf_model):
+        with (
+            self._running(),
+            self.hooks(fwd_hooks),
+            self._recording(names_filter, steps),
+            _model_defaults(self.hf_model),
+        ):
             output = self.hf_model.generate(
                 **main_input,
                 attention_mask=mask,

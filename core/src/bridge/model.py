@@ -26,6 +26,7 @@ from bridge.hook_points import HookFn, HookHandle, HookPoint
 from bridge.loss import lm_loss
 from bridge.model_inputs import ModelInputs
 from bridge.processing import WeightProcessing
+from bridge.saes import SAESplicing
 from bridge.slicing import Slice, SliceInput
 from bridge.tokens import TokenizerHelper
 from bridge.towers import TowerModule, build_composite, build_map
@@ -77,7 +78,7 @@ class _Teardown:
             seam.disable(self.hf_model)
 
 
-class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
+class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
@@ -526,7 +527,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, nn.Module):
             attention_mask = attention_mask.to(tokens.device)
             hf_kwargs.setdefault("attention_mask", attention_mask)
         past = past_length(hf_kwargs.get("past_key_values"))
-        if past:
+        if hf_kwargs.get("past_key_values") is not None:
             hf_kwargs.setdefault("use_cache", True)
             if attention_mask is not None and attention_mask.shape[1] != past + tokens.shape[1]:
                 raise BridgeError(

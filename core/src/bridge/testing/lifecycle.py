@@ -23,6 +23,7 @@ import gc
 import io
 import pickle
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -60,27 +61,41 @@ def is_plain(hf_model: nn.Module) -> bool:
     return not any(isinstance(c._attn_implementation, seam.Routed) for c in seam._configs(hf_model))
 
 
-def bare_output(hf_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone."""
+def bare_output(hf_model: nn.Module, tokens: Any, adapter: type[Adapter] | None = None) -> torch.Tensor:
+    """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone (``tokens``: token ids, or
+    a dict of HF inputs for a model that does not read tokens alone, whose ``adapter`` names the output)."""
     with torch.no_grad():
+        if isinstance(tokens, Mapping):
+            return getattr(hf_model(**tokens), adapter.output_fields[_return_type(adapter, None)])
         out = hf_model(input_ids=tokens, use_cache=False)
     return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 
-def tiny_tokens(seed: int = 0, batch: int = 2) -> torch.Tensor:
+def _return_type(adapter: Adapter | type[Adapter], unembed: nn.Module | None) -> str:
+    fields = adapter.output_fields
+    if fields is None:
+        return "logits" if unembed is not None else "hidden"
+    return "logits" if "logits" in fields else "hidden"
+
+
+def tiny_tokens(seed: int = 0, batch: int = 2, adapter: type[Adapter] | None = None, hf_config: Any = None) -> Any:
+    """Random tokens ``[batch, POS]``, or the adapter's example input (a dict of HF inputs) where it has one."""
+    example = adapter.example_input(hf_config, batch, seed) if adapter is not None else None
+    if example is not None:
+        return dict(example.inputs)
     return torch.randint(1, TINY_VOCAB, (batch, POS), generator=torch.Generator().manual_seed(seed))
 
 
-def bridge_output(model: Bridge, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    return model(tokens, return_type="logits" if model.unembed is not None else "hidden", **kwargs)
+def bridge_output(model: Bridge, tokens: Any, **kwargs: Any) -> torch.Tensor:
+    return model(tokens, return_type=_return_type(model.adapter, model.unembed), **kwargs)
 
 
 def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> None:
     """One bridge per model, given back on detach/unwrap/GC; copies and pickles are plain HF models."""
     hf = tiny_hf_model(adapter, architecture)
     reference = copy.deepcopy(hf)
-    tokens = tiny_tokens()
-    expected = bare_output(reference, tokens)
+    tokens = tiny_tokens(adapter=adapter, hf_config=hf.config)
+    expected = bare_output(reference, tokens, adapter)
     model = bridge.wrap(hf, adapter=adapter)
     try:
         bridge.wrap(hf, adapter=adapter)
@@ -94,17 +109,17 @@ def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> 
 
     clone = copy.deepcopy(hf)
     assert is_plain(clone), f"{adapter.__name__}: a deep copy of a bridged model still carries the bridge"
-    assert torch.equal(bare_output(clone, tokens), expected)
+    assert torch.equal(bare_output(clone, tokens, adapter), expected)
     loaded = torch.load(io.BytesIO(_saved(hf)), weights_only=False)
     assert is_plain(loaded), f"{adapter.__name__}: a saved bridged model loads with the bridge on it"
-    assert torch.equal(bare_output(loaded, tokens), expected)
+    assert torch.equal(bare_output(loaded, tokens, adapter), expected)
 
     ref = weakref.ref(model)
     del model
     gc.collect()
     assert ref() is None, f"{adapter.__name__}: something keeps a dropped bridge alive"
     assert is_plain(hf), f"{adapter.__name__}: a dropped bridge left hooks or attention routing on the model"
-    assert torch.equal(bare_output(hf, tokens), expected)
+    assert torch.equal(bare_output(hf, tokens, adapter), expected)
     model = bridge.wrap(hf, adapter=adapter)
     model.add_hook(lambda n: n in every, _observe)
     bridge.unwrap(hf)
