@@ -26,6 +26,7 @@ import bridge
 from bridge.adapter import Adapter
 from bridge.components.attention import weight_in_out
 from bridge.components.blocks import Block
+from bridge.components.norm import Norm
 from bridge.errors import HookNameError
 from bridge.model import Bridge
 from bridge.testing.compare import TOLERANCE, CheckNotRun, ConformanceError, expect_close, fail, max_diff
@@ -215,6 +216,33 @@ def check_attention_algebra(pair: Pair) -> None:
         checked += 1
     if not checked:
         not_applicable(f"{pair.bridge.cfg.architecture} has no attention with hook_v, hook_pattern and hook_z")
+
+
+def check_norms_match_hf(pair: Pair) -> None:
+    """Every norm component's re-expressed forward (``hook_scale`` in use) equals the HF reference's own norm
+    module on small inputs (std 1e-3, where the norm's eps is a tenth of the variance or more, so a dropped or
+    misplaced eps shows)."""
+    generator = torch.Generator().manual_seed(2)
+    norms = [(name, m) for name, m in pair.bridge.named_modules() if isinstance(m, Norm)]
+    if not norms:
+        not_applicable(f"{pair.bridge.cfg.architecture} has no norm components")
+    for name, norm in norms:
+        width = weight_in_out_width(norm.hf)
+        x = 1e-3 * torch.randn(2, 5, width, generator=generator)
+        reference = pair.reference.get_submodule(_hf_path(pair.bridge, norm.hf))
+        with torch.no_grad(), pair.bridge.hooks(fwd_hooks=[(norm.hook_scale.name, lambda t, hook: None)]):
+            got = norm.hf(x)
+        with torch.no_grad():
+            expected = reference(x)
+        expect_close(got, expected, f"{name} re-expressed vs the HF reference's norm on inputs of std 1e-3")
+
+
+def weight_in_out_width(norm: torch.nn.Module) -> int:
+    """The width a norm module normalizes (its weight's length, else its ``normalized_shape``)."""
+    weight = getattr(norm, "weight", None)
+    if weight is not None:
+        return weight.shape[-1]
+    return int(norm.normalized_shape[-1])
 
 
 def _hf_path(model: Bridge, module: torch.nn.Module) -> str:
@@ -577,6 +605,7 @@ ALL_CHECKS = (
     check_shapes,
     check_every_hook_matters,
     check_residual_algebra,
+    check_norms_match_hf,
     check_attention_algebra,
     check_head_ablation,
     check_gradients,
