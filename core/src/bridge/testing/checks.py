@@ -219,9 +219,9 @@ def check_attention_algebra(pair: Pair) -> None:
 
 
 def check_norms_match_hf(pair: Pair) -> None:
-    """Every norm component's re-expressed forward (``hook_scale`` in use) equals the HF reference's own norm
-    module on small inputs (std 1e-3, where the norm's eps is a tenth of the variance or more, so a dropped or
-    misplaced eps shows)."""
+    """Every norm component's re-expressed forward (``hook_scale`` replaced by an equal copy) equals the HF
+    reference's own norm module on small inputs (std 1e-3, where the norm's eps is a tenth of the variance or
+    more, so a dropped or misplaced eps shows)."""
     generator = torch.Generator().manual_seed(2)
     norms = [(name, m) for name, m in pair.bridge.named_modules() if isinstance(m, Norm)]
     if not norms:
@@ -230,7 +230,7 @@ def check_norms_match_hf(pair: Pair) -> None:
         width = weight_in_out_width(norm.hf)
         x = 1e-3 * torch.randn(2, 5, width, generator=generator)
         reference = pair.reference.get_submodule(_hf_path(pair.bridge, norm.hf))
-        with torch.no_grad(), pair.bridge.hooks(fwd_hooks=[(norm.hook_scale.name, lambda t, hook: None)]):
+        with torch.no_grad(), pair.bridge.hooks(fwd_hooks=[(norm.hook_scale.name, lambda t, hook: t.clone())]):
             got = norm.hf(x)
         with torch.no_grad():
             expected = reference(x)
