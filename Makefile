@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz,harvest]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
+	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -72,6 +72,7 @@ mutate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(SAE_VENV)

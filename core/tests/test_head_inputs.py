@@ -241,7 +241,7 @@ def test_per_head_inputs_on_every_qkv_layout(adapter):
     _, clean = model.run_with_cache(tokens, names_filter=name)
     with model.hooks(fwd_hooks=[("blocks.0.hook_q_input", add_at_head(delta, head))]):
         _, patched = model.run_with_cache(tokens, names_filter=name)
-    ln1 = model.blocks[0].sub["ln1"]
+    ln1 = model.blocks[0].hf_modules["ln1"]
     handle = ln1.register_forward_pre_hook(lambda m, a: a[0] + delta)
     try:
         _, shifted = model.run_with_cache(tokens, names_filter=name)

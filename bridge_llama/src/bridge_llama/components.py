@@ -81,21 +81,18 @@ class GateUpMLP(MLPWeights, Component):
         self.attach(InputTap(hf_module.get_submodule(out), self.hook_post, (self.hook_post,)))
 
     def mlp_projections(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        gate, up = linear_in_out(self.hf.get_submodule(self.paths["fused"])).chunk(2, dim=-1)  # [d_model, d_mlp] ×2
-        return up, gate, linear_in_out(self.hf.get_submodule(self.paths["out"]))
+        fused = linear_in_out(self.hf_module.get_submodule(self.paths["fused"]))  # [d_model, 2·d_mlp]
+        gate, up = fused.chunk(2, dim=-1)  # [d_model, d_mlp] ×2
+        return up, gate, linear_in_out(self.hf_module.get_submodule(self.paths["out"]))
 
     def mlp_biases(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        fused = linear_bias(self.hf.get_submodule(self.paths["fused"]))
+        fused = linear_bias(self.hf_module.get_submodule(self.paths["fused"]))
         gate, up = fused.chunk(2) if fused is not None else (None, None)
-        return up, gate, linear_bias(self.hf.get_submodule(self.paths["out"]))
+        return up, gate, linear_bias(self.hf_module.get_submodule(self.paths["out"]))
 
     def _split(self, fused: torch.Tensor) -> torch.Tensor:
         gate, up = fused.chunk(2, dim=-1)  # [b, p, 2·d_mlp] -> 2 × [b, p, d_mlp]
         return torch.cat((self.hook_pre(gate), self.hook_pre_linear(up)), dim=-1)
-
-
-def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple | list) else output
 
 
 class SandwichBlock(Block):
@@ -113,15 +110,10 @@ class SandwichBlock(Block):
         ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
     )
 
-    def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.sub[name](x) if name in self.sub else x
-
-    def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
-        hidden, attn_kwargs = self._split_arguments(args, kwargs)
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> torch.Tensor:
         resid_pre = self.hook_resid_pre(hidden)
-        attn = _first(self.sub["attn"](self._norm("ln1", resid_pre), **attn_kwargs))
-        attn_out = self.hook_attn_out(self.sub["ln1_post"](attn))
+        attn, _weights = self.run_attention(self.run_norm("ln1", resid_pre), call_kwargs)
+        attn_out = self.hook_attn_out(self.run_norm("ln1_post", attn))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp = _first(self.sub["mlp"](self._norm("ln2", resid_mid)))
-        mlp_out = self.hook_mlp_out(self.sub["ln2_post"](mlp))
+        mlp_out = self.hook_mlp_out(self.run_norm("ln2_post", self.run_mlp(self.run_norm("ln2", resid_mid))))
         return self.hook_resid_post(resid_mid + mlp_out)

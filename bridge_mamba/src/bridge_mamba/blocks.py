@@ -25,11 +25,10 @@ class SSMBlock(Block):
     forwards_to = "mixer"
     algebra = (("hook_resid_post", ("hook_resid_pre", "mixer.hook_ssm_out")),)
 
-    def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
-        hidden, mixer_kwargs = self._split_arguments(args, kwargs)
-        norm, mixer = self.sub["norm"], self.sub["mixer"]
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> torch.Tensor:
+        norm, mixer = self.hf_modules["norm"], self.hf_modules["mixer"]
         resid_pre = self.hook_resid_pre(hidden)
         mixer_in = self.hook_mixer_in(norm(resid_pre.to(dtype=norm.weight.dtype)))
-        mixer_out = mixer(mixer_in, **mixer_kwargs)  # the mixer's output tap fires mixer.hook_ssm_out
-        residual = resid_pre.to(torch.float32) if getattr(self.hf, "residual_in_fp32", False) else resid_pre
+        mixer_out = mixer(mixer_in, **call_kwargs)  # the mixer's output tap fires mixer.hook_ssm_out
+        residual = resid_pre.to(torch.float32) if getattr(self.hf_module, "residual_in_fp32", False) else resid_pre
         return self.hook_resid_post(residual + mixer_out)

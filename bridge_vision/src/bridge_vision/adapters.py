@@ -163,7 +163,7 @@ class CLIPClassifierAdapter(VisionAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = clip_vision_tower("vision_model")
         return dataclasses.replace(
-            tower, unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
+            tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
 
     @classmethod
@@ -186,7 +186,7 @@ class SiglipClassifierAdapter(VisionAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = siglip_vision_tower("vision_model", self.vision_hf_config())
         return dataclasses.replace(
-            tower, unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
+            tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
 
     @classmethod

@@ -68,7 +68,7 @@ class PositionEmbedding(Component):
         return self.hook(einops.repeat(table[0], "p d -> b p d", b=self._batch))  # [1, p, d] -> [b, p, d]
 
     def _resized_forward(self, _original, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
-        hf = self.hf
+        hf = self.hf_module
         patches = hf.patch_embedding(pixel_values.to(dtype=hf.patch_embedding.weight.dtype))  # [b, max_patches, d]
         side = hf.position_embedding_size
         table = hf.position_embedding.weight.reshape(side, side, -1)  # [side, side, d]

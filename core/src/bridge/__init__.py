@@ -11,6 +11,7 @@ from bridge.cache import ActivationCache, act_name
 from bridge.config import BridgeConfig, config_from_hf
 from bridge.errors import (
     BridgeError,
+    ComponentMapError,
     HookNameError,
     HookShapeError,
     NoLMHeadError,
@@ -38,6 +39,7 @@ __all__ = [
     "BridgeConfig",
     "BridgeError",
     "ComponentMap",
+    "ComponentMapError",
     "ConcurrentUseError",
     "HarvestedActivations",
     "HookHandle",

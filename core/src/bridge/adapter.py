@@ -1,8 +1,10 @@
 """Adapters: one class per architecture, mostly data.
 
 An adapter says which HF architectures it handles, how their config maps onto
-``BridgeConfig``, and its *component map*: which HF module paths (relative to
-``hf_model.base_model``) become which bridge components.
+``BridgeConfig``, and its *component map*: which HF module paths become which bridge
+components. One convention for paths: fields named ``head_*`` are relative to the top-level
+HF model (the heads around the base model); every other path is relative to the map's
+``root`` (``hf_model.base_model`` by default), and a block child's path to the HF block.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from torch import nn
 from bridge.components.base import Component
 from bridge.components.blocks import Block
 from bridge.config import BridgeConfig, config_from_hf
+from bridge.errors import ComponentMapError
 
 
 @dataclass(frozen=True)
 class Spec:
-    """How to build one component: its kind, its HF module path (relative to the parent), options."""
+    """How to build one component: its kind, its HF module path (relative to the parent), options.
+
+    Built as ``kind(parent.get_submodule(path), cfg, **options)``: every component kind takes
+    ``(hf_module, cfg, **options)``. An empty path is the parent itself (never valid for a block child)."""
 
     kind: type[Component]
     path: str = ""
@@ -50,8 +56,10 @@ class BlockSpec:
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 
-    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each.
-    ``unembed`` is relative to the top-level model; ``None`` uses ``get_output_embeddings()``.
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
+    ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
+    ``get_output_embeddings()`` (only when ``root`` is ``None``).
     """
 
     blocks: str
@@ -59,7 +67,7 @@ class ComponentMap:
     embed: str | None = None
     pos_embed: str | None = None
     ln_final: Spec | None = None
-    unembed: str | None = None
+    head_unembed: str | None = None
     #: The module the other paths are relative to, as a path from the top-level model ("" is the model
     #: itself); ``None``: ``hf_model.base_model``. A tower of a larger model sets it (``"vision_model"``).
     root: str | None = None
@@ -179,6 +187,21 @@ class Adapter:
         if cls.hidden_states_include_embeddings:  # GPT-2, Llama: (embeddings, block_0, …, ln_final(block_{n-1}))
             return (*first, *posts[:-1], "ln_final")
         return (*posts, "ln_final")  # Mamba: (block_0, …, block_{n-1}, norm_f(block_{n-1}))
+
+    @classmethod
+    def tiny_config(cls, architecture: str | None = None) -> Any:
+        """``example_config(architecture)``, checked: it must name the HF class to build in ``architectures``
+        (raises ``ComponentMapError`` naming the adapter otherwise). The conformance kit builds from it."""
+        config = cls.example_config(architecture)
+        names = getattr(config, "architectures", None)
+        if not names or not isinstance(names[0], str) or not hasattr(transformers, names[0]):
+            wanted = architecture or (cls.architectures[0] if cls.architectures else "<HF model class name>")
+            raise ComponentMapError(
+                f"{cls.__name__}.example_config({architecture!r}) returned a {type(config).__name__} whose "
+                f"architectures is {names!r}; the kit builds the model class it names, so set "
+                f"architectures=[{wanted!r}] (a class in transformers) on the config."
+            )
+        return config
 
     @classmethod
     def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput | None:

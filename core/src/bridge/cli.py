@@ -1,4 +1,5 @@
-"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``."""
+"""The ``bridge`` command line: ``bridge plugins``, ``bridge inspect MODEL``, ``bridge demo``, ``bridge harvest``,
+``bridge new-plugin NAME``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ EPILOG = """examples:
                                  write activations to safetensors shards (resumable)
   bridge demo --model examples/models/shapes-vit
                                  where the shipped shape classifier looks, and what it uses
+  bridge new-plugin my-family    write a plugin distribution to start a family from
 
 environment:
   BRIDGE_LOAD_PLUGINS=a,b        load only these plugin distributions (empty: none)
@@ -92,6 +94,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from bridge.new_plugin import write_plugin
+
+    target = write_plugin(args.name, args.into)
+    print(f"wrote {target}; next: pip install -e {target} && python -m pytest {target / 'tests'}")
+    return 0
+
+
 def _harvest(args: argparse.Namespace) -> int:
     from bridge.harvesting import harvest
 
@@ -141,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         "examples/output/vision_attention.png for an image classifier)",
     )
     demo.set_defaults(run=_demo)
+    new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
+    new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")
+    new_plugin.add_argument("--into", default=".", help="the directory to write bridge-NAME in (default: here)")
+    new_plugin.set_defaults(run=_new_plugin)
     harvest = commands.add_parser(
         "harvest", help="run a model over a corpus and write activations to safetensors shards (resumable)"
     )

@@ -72,6 +72,11 @@ class OptInHookError(BridgeError):
     """A hook was added to an opt-in hook point that is not enabled."""
 
 
+class ComponentMapError(BridgeError):
+    """An adapter's component map or example config is wrong (a path that is empty, missing, or given to
+    two components); the message names the adapter and the path."""
+
+
 class NoLMHeadError(BridgeError):
     """Logits or loss were asked of a model without an unembedding."""
 

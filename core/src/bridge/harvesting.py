@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bridge.corpus import Corpus, pack_rows, token_documents
+from bridge.distributed import Ranks, join_process_group
 from bridge.errors import BridgeError
 
 if TYPE_CHECKING:
@@ -87,7 +89,8 @@ def harvest(
     list several, comma-separated) or a predicate on names. ``max_tokens``: harvest
     ``max_tokens // context_length`` rows (default: the whole corpus). ``dtype``: the stored activations'
     dtype (the model runs in its own). ``after_shard(shard_id)`` is called after each shard is committed.
-    An existing ``out`` of the same harvest is resumed; anything else there is refused."""
+    An existing ``out`` of the same harvest is resumed; anything else there is refused. Under ``torchrun``
+    (or any launcher setting torch.distributed's variables) each process writes its share of the shards."""
     from bridge.harvested import HarvestedActivations
 
     if dtype not in DTYPES:
@@ -98,7 +101,8 @@ def harvest(
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < context_length):
         raise HarvestError(f"max_tokens must be an int ≥ context_length ({context_length}), got {max_tokens!r}.")
     _refuse_foreign(Path(out))  # before loading anything
-    model, model_id = _model(model_or_name)
+    ranks = join_process_group()  # rank 0 of 1 unless a launcher (torchrun…) started several processes
+    model, model_id = _model(model_or_name, ranks.device())
     n_ctx = model.cfg.n_ctx
     if n_ctx is not None and context_length > n_ctx and model.cfg.positional_embedding_type == "standard":
         raise HarvestError(f"context_length {context_length} is longer than the model's n_ctx {n_ctx} (its positions).")
@@ -125,24 +129,59 @@ def harvest(
         "bos": bos,
         "separator": eos if eos is not None else bos,
     }
+    if ranks.world_size > 1:
+        _harvest_ranks(model, args, shapes, corpus, Path(out), stop_layer(model, names), progress, after_shard, ranks)
+        return HarvestedActivations(out)
     index = _open_output(Path(out), args, shapes, corpus.description)
     if not index["complete"]:
         _HarvestRun(model, index, Path(out), corpus, stop_layer(model, names), progress, after_shard).run()
     return HarvestedActivations(out)
 
 
+def _harvest_ranks(
+    model: Bridge,
+    args: dict[str, Any],
+    shapes: dict[str, list[int]],
+    corpus: Corpus,
+    out: Path,
+    stop: int | None,
+    progress: bool,
+    after_shard: Callable[[int], None] | None,
+    ranks: Ranks,
+) -> None:
+    """One rank's part of a multi-process harvest: rank 0 opens ``out`` (or resumes it) and tells the others;
+    each rank writes its shards and its index part; after a barrier rank 0 merges the parts."""
+    opened: dict[str, Any] | str = ""
+    if ranks.rank == 0:
+        try:
+            opened = _open_output(out, args, shapes, corpus.description)
+        except HarvestError as err:
+            opened = str(err)
+    opened = ranks.broadcast(opened)
+    if isinstance(opened, str):
+        raise HarvestError(opened)
+    if opened["complete"]:
+        return
+    progress = progress and ranks.rank == 0
+    _HarvestRun(model, opened, out, corpus, stop, progress, after_shard, ranks.rank, ranks.world_size).run()
+    ranks.barrier()
+    if ranks.rank == 0:
+        merge_rank_indexes(out, _read_index(out))
+    ranks.barrier()
+
+
 def args_hash(args: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
 
 
-def _model(model_or_name: Any) -> tuple[Bridge, dict[str, Any]]:
+def _model(model_or_name: Any, device: torch.device | None = None) -> tuple[Bridge, dict[str, Any]]:
     """The bridge, and what identifies its weights in the arguments hash."""
     import bridge
 
     if isinstance(model_or_name, str | os.PathLike):
         local = Path(model_or_name)
         name = str(local.resolve()) if local.exists() else str(model_or_name)
-        model = bridge.load(model_or_name)
+        model = bridge.load(model_or_name, device=device)
     else:
         model = model_or_name
         name = model.cfg.model_name
@@ -220,9 +259,9 @@ def _read_index(out: Path) -> dict[str, Any]:
 def check_files(out: Path, index: dict[str, Any], leftovers_ok: bool) -> None:
     """Refuse a directory with files the harvest did not write, or completed shards missing or changed."""
     known = {INDEX} | {entry["file"] for entry in index["shards"].values()}
-    ours = {shard_file(i) for i in range(len(index["shards"]) + 1)} if leftovers_ok else set()
+    ours = _is_shard_file if leftovers_ok else lambda name: False  # written, not yet entered: rewritten
     unknown = sorted(
-        p.name for p in out.iterdir() if p.name not in known and p.name not in ours and not _is_temporary(p.name)
+        p.name for p in out.iterdir() if p.name not in known and not ours(p.name) and not _is_temporary(p.name)
     )
     if unknown:
         raise HarvestError(
@@ -236,6 +275,10 @@ def check_files(out: Path, index: dict[str, Any], leftovers_ok: bool) -> None:
                 f"{str(path)!r} is missing or not the size the index records ({entry['bytes']} bytes): the "
                 "harvest is corrupt. Delete the directory to start again, or choose another one."
             )
+
+
+def _is_shard_file(name: str) -> bool:
+    return re.fullmatch(r"shard-\d{5,}\.safetensors", name) is not None
 
 
 def _is_temporary(name: str) -> bool:
@@ -268,6 +311,7 @@ def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], 
                 f"{str(out)!r} holds a harvest made with other arguments (they differ in: {', '.join(differ)}); "
                 "resume it with the same ones, or choose another output directory."
             )
+        index = merge_rank_indexes(out, index)
         check_files(out, index, leftovers_ok=True)
         for path in out.iterdir():
             if _is_temporary(path.name):
@@ -293,9 +337,39 @@ def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], 
     return index
 
 
-def write_index(out: Path, index: dict[str, Any]) -> None:
-    """Replace ``index.json`` atomically."""
-    _atomic_write(out / INDEX, json.dumps(index, indent=1).encode())
+def write_index(out: Path, index: dict[str, Any], name: str = INDEX) -> None:
+    """Replace ``index.json`` (or a rank's part of it, ``name``) atomically."""
+    _atomic_write(out / name, json.dumps(index, indent=1).encode())
+
+
+def rank_index_file(rank: int) -> str:
+    """The index entries rank ``rank`` of a multi-process harvest committed, until rank 0 merges them."""
+    return f"index.rank-{rank:05d}.json"
+
+
+def _is_rank_index(name: str) -> bool:
+    return name.startswith("index.rank-") and name.endswith(".json")
+
+
+def merge_rank_indexes(out: Path, index: dict[str, Any]) -> dict[str, Any]:
+    """Fold the ranks' index parts into ``index`` (shards in id order), mark it complete when every shard of
+    the corpus is there, write it and delete the parts; returns it. Also run when resuming after a
+    multi-process run was interrupted."""
+    parts = sorted(p for p in out.iterdir() if _is_rank_index(p.name))
+    if not parts:
+        return index
+    n_shards = None
+    for part in parts:
+        entries = json.loads(part.read_text())
+        index["shards"].update(entries["shards"])
+        n_shards = entries.get("n_shards", n_shards)
+    index["shards"] = dict(sorted(index["shards"].items(), key=lambda item: int(item[0])))
+    index["complete"] = n_shards is not None and {int(s) for s in index["shards"]} == set(range(n_shards))
+    index["n_rows"] = sum(entry["rows"] for entry in index["shards"].values()) if index["complete"] else None
+    write_index(out, index)
+    for part in parts:
+        part.unlink()
+    return index
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -327,6 +401,7 @@ class _HarvestRun:
         world_size: int = 1,
     ) -> None:
         self.rank, self.world_size = rank, world_size
+        self.index_file = INDEX if world_size == 1 else rank_index_file(rank)
         self.model, self.index, self.out, self.corpus = model, index, out, corpus
         self.stop, self.progress, self.after_shard = stop, progress, after_shard
         args = index["args"]
@@ -363,7 +438,9 @@ class _HarvestRun:
                     self.after_shard(shard_id)
         self.index["complete"] = self.world_size == 1  # with ranks: once their entries are merged
         self.index["n_rows"] = sum(entry["rows"] for entry in self.index["shards"].values())
-        write_index(self.out, self.index)
+        if self.world_size > 1:
+            self.index["n_shards"] = shard_id  # every rank reads the whole corpus: the number of shards
+        write_index(self.out, self.index, self.index_file)
 
     def write_shard(self, shard_id: int, chunk: list[tuple[list[int], list[int]]], bar: tqdm) -> None:
         """Compute the activations of the rows of one shard and commit them (file, then index entry)."""
@@ -401,7 +478,7 @@ class _HarvestRun:
             "first_row": first,
             "bytes": len(payload),
         }
-        write_index(self.out, self.index)
+        write_index(self.out, self.index, self.index_file)
 
 
 __all__ = ["HarvestError", "harvest", "shard_rows", "stop_layer"]

@@ -52,6 +52,10 @@ class HookPoint(nn.Module):
 
     ``opt_in`` hook points cost extra to compute (per-head results, SSM states):
     they only run once enabled, and are left out of "cache everything" until then.
+
+    A returned tensor must be on the activation's device, except on a model spread over devices by
+    accelerate (``move_outputs``, set by the bridge): there a hook's tensor is moved to wherever the
+    activation lives, since which device holds which layer is accelerate's choice, not the user's.
     """
 
     def __init__(self, *, opt_in: bool = False) -> None:
@@ -59,6 +63,8 @@ class HookPoint(nn.Module):
         self.name: str = "<unnamed hook point>"
         self.opt_in = opt_in
         self.enabled = not opt_in
+        #: Move a returned tensor to the activation's device instead of refusing one on another device.
+        self.move_outputs = False
         #: A per-hook-point dict hook functions may keep state in; emptied by ``clear_context``.
         self.ctx: dict[Any, Any] = {}
         self.fwd_hooks: list[HookHandle] = []
@@ -128,7 +134,7 @@ class HookPoint(nn.Module):
             out = handle.fn(x, hook=self)
             if out is not None:
                 self._check_output(out, x, handle.fn, "Hook")
-                x = out
+                x = out.to(x.device)
         if self.bwd_hooks and x.requires_grad:
             handles = tuple(self.bwd_hooks)
             x.register_hook(lambda grad: self._run_backward_hooks(grad, handles))
@@ -151,6 +157,8 @@ class HookPoint(nn.Module):
                 f"{what} returned dtype {out.dtype}, but the activation is {x.dtype}; "
                 f"cast it back (`.to({x.dtype})`) before returning."
             )
+        if out.device != x.device and self.move_outputs:
+            return
         if out.device != x.device:
             raise HookOutputError(
                 f"{what} returned a tensor on {out.device}, but the activation is on {x.device}; "
@@ -164,7 +172,7 @@ class HookPoint(nn.Module):
             out = handle.fn(grad, hook=self)
             if out is not None:
                 self._check_output(out, grad, handle.fn, "Backward hook")
-                grad = out
+                grad = out.to(grad.device)
         return grad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

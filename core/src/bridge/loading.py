@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
 from bridge.adapter import Adapter
+from bridge.dispatch import input_device, is_dispatched
 from bridge.errors import BridgeError, RemoteCodeRequiredError
 from bridge.model import Bridge
 from bridge.ownership import unwrap
@@ -30,6 +31,9 @@ def load(
     center_writing_weights: bool = False,
     center_unembed: bool = False,
     fold_value_biases: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, int | str] | None = None,
+    offload_folder: str | os.PathLike | None = None,
     **hf_kwargs: Any,
 ) -> Bridge:
     """Load an HF model (a directory, or a hub name found in the HF cache) and bridge it.
@@ -41,7 +45,26 @@ def load(
     or as well as a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
     ``fold_value_biases`` (default False) process the weights after loading, as
     ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
+
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict of module name → device, ``"cpu"``
+    or ``"disk"``), ``max_memory`` (device → bytes or ``"2GiB"``) and ``offload_folder`` (where ``"disk"``
+    modules' weights go) spread the model over devices and offload it with accelerate
+    (``pip install bridge-core[scale]``); hooks then fire on the device each layer runs on.
     """
+    placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+    placement = {k: v for k, v in placement.items() if v is not None}
+    if placement and device_map is None:
+        raise BridgeError(f"{sorted(placement)} only apply with device_map=; pass device_map='auto' or a dict too.")
+    if device_map is not None and device is not None:
+        raise BridgeError("pass device= (one device) or device_map= (accelerate places the layers), not both.")
+    if device_map is not None:
+        try:
+            import accelerate  # noqa: F401
+        except ImportError as exc:
+            raise BridgeError(
+                "device_map= needs accelerate: `pip install 'bridge-core[scale]'` (or `pip install accelerate`)."
+            ) from exc
+        hf_kwargs.update(placement)
     name = os.fspath(name_or_path)
     if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):
         raise BridgeError(f"no model directory at {name!r}; give a directory saved with save_pretrained or a hub name")
@@ -100,7 +123,10 @@ def wrap(
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
 
     A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
-    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models."""
+    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models.
+    A model accelerate dispatched (``from_pretrained(device_map=...)``, ``dispatch_model``, ``cpu_offload``,
+    ``disk_offload``) keeps its placement: inputs go to its input embedding's device, and tensors hooks
+    return are moved to the device of the activation they replace."""
     if replace:
         unwrap(hf_model)
     registry = get_registry()
@@ -110,6 +136,8 @@ def wrap(
     parameter = next(hf_model.parameters(), None)
     if parameter is not None:
         cfg.dtype, cfg.device = parameter.dtype, str(parameter.device)
+    if is_dispatched(hf_model):  # parameters may sit on "meta" (offloaded): inputs go where the embedding runs
+        cfg.device = str(input_device(hf_model))
     cfg.architecture = type(hf_model).__name__
     registry.call_hook("configure", config=cfg, hf_config=hf_model.config)  # raises PluginHookError
     bridge = Bridge(hf_model, instance, cfg, tokenizer, image_processor)

@@ -19,11 +19,14 @@ from bridge.adapter import Adapter, ComponentMap, Composite
 from bridge.cache import ActivationCache, keep_positions
 from bridge.cache_analysis import Tokens, residual_directions
 from bridge.components.base import Component, ForwardOverride
+from bridge.components.blocks import first_output
 from bridge.config import BridgeConfig
+from bridge.dispatch import input_device, is_dispatched
 from bridge.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
 from bridge.generation import Generation
 from bridge.hook_points import HookFn, HookHandle, HookPoint
 from bridge.loss import lm_loss
+from bridge.map_checks import check_component_map
 from bridge.model_inputs import ModelInputs
 from bridge.processing import WeightProcessing
 from bridge.saes import SAESplicing
@@ -110,7 +113,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         self.image_processor = image_processor
         self._inputs = ModelInputs(hf_model, adapter)
         try:
-            self._build(adapter.component_map(cfg))
+            cmap = adapter.component_map(cfg)
+            check_component_map(type(adapter).__name__, hf_model, cmap)
+            self._build(cmap)
             teardown.components = self.components()
             self._check_overrides(teardown.components)
             for component in teardown.components:
@@ -130,8 +135,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             if isinstance(module, HookPoint)
         }
         teardown.hook_points = list(self._hook_dict.values())
+        self._dispatched = is_dispatched(hf_model)
         for name, hook in self._hook_dict.items():
             hook.name = name
+            hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
         self._takes_position_ids = "position_ids" in forward_params
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
@@ -376,6 +383,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         every enabled hook point). ``incl_bwd`` also backpropagates the (scalar) output and
         caches gradients under ``name + "_grad"``. ``pos_slice`` keeps only those positions of
         each activation (the query position of patterns and scores), e.g. ``-1`` for the last.
+        ``device`` (e.g. ``"cpu"``): each activation is moved there when its hook fires and only the
+        moved copy is kept, so an activation on an accelerator is freed as soon as the forward pass is
+        done with it (with the model on that same device, nothing moves).
         """
         self._check_forward_kwargs("run_with_cache", kwargs, CACHE_KWARGS)
         store: dict[str, torch.Tensor] = {}
@@ -460,9 +470,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         ``input``: text, a list of texts (padded, with the attention mask built for you) or
         tokens ``[batch, pos]``; with ``start_at_layer=k``, the residual stream ``[batch, pos, d_model]``
         entering block ``k`` (blocks ``k..`` run; pass ``tokens=`` for a loss). ``return_type``:
-        ``"logits"``, ``"loss"``, ``"both"`` (logits, loss), ``"hidden"`` (final normalized residual
-        stream) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the residual stream
-        entering block ``k``. Further keyword arguments must be HF ones bridge passes through
+        ``"logits"``, ``"loss"``, ``"both"`` (logits, loss), ``"hidden"`` (the residual stream after ``ln_final``,
+        ``[batch, pos, d_model]``) or ``None``. ``stop_at_layer=k`` runs blocks ``..k-1`` and returns the
+        residual stream entering block ``k``. Further keyword arguments must be HF ones bridge passes through
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
@@ -547,10 +557,14 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
                 f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
                 f"token), got {tokens.shape[1]}."
             )
-        if return_type == "hidden" and self.unembed is not None:
-            hf_kwargs["output_hidden_states"] = True
         hf_kwargs.setdefault("use_cache", False)
-        with self._running(), self._stopping_at(stop_at_layer), self._checkpointing_paused():
+        final: list[torch.Tensor] = []
+        with (
+            self._running(),
+            self._stopping_at(stop_at_layer),
+            self._checkpointing_paused(),
+            self._keeping_final_residual(final, return_type == "hidden"),
+        ):
             try:
                 out = self.hf_model(input_ids=tokens, **hf_kwargs)
             except _StopForward as stop:
@@ -558,13 +572,28 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         if return_type is None:
             return None
         if return_type == "hidden":
-            return out.hidden_states[-1] if self.unembed is not None else out.last_hidden_state
+            return final[-1] if final else out.last_hidden_state
         logits = out.logits
         if return_type == "logits":
             return logits
         mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
         loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    @contextlib.contextmanager
+    def _keeping_final_residual(self, into: list[torch.Tensor], wanted: bool) -> Iterator[None]:
+        """What ``return_type="hidden"`` returns: the final residual stream after ``ln_final``
+        ``[b, p, d_model]`` (the last block's output where there is no ``ln_final``), never what an HF
+        head or projection (OPT's ``project_out``) makes of it. Appended to ``into`` per call."""
+        module = self._hf_ln_final if self._hf_ln_final is not None else (self._hf_blocks or [None])[-1]
+        if not wanted or module is None:
+            yield
+            return
+        handle = module.register_forward_hook(lambda _m, _args, out: into.append(first_output(out)))
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _run_inputs(
         self,
@@ -707,6 +736,10 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             handle.remove()
 
     def _device(self) -> torch.device:
+        """Where inputs go: the first parameter's device, or on a model accelerate dispatched, the
+        execution device of its input embedding (``bridge.dispatch``)."""
+        if self._dispatched:
+            return input_device(self.hf_model)
         try:
             return next(self.hf_model.parameters()).device
         except StopIteration:

@@ -60,6 +60,12 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
             f"block {layer} ({type(block).__name__}) declares no residual algebra, so the cache analysis "
             "cannot tell what it writes into the residual stream"
         )
+    if block.output_hook != "hook_resid_post":
+        raise AnalysisError(
+            f"block {layer} ({type(block).__name__}) normalizes the residual stream itself (its output is "
+            f"{block.output_hook}), so no sum of cached writes is the stream the next block reads; the cache "
+            "analysis covers pre-norm blocks only"
+        )
     writes: list[str] = []
     mid_writes: tuple[str, ...] = ()
     for total, terms in block.algebra:

@@ -91,7 +91,7 @@ AttentionMaskInterface.register(IMPLEMENTATION, bridge_mask)
 def _module_eager(module_type: type) -> Callable:
     """The eager attention function of the HF modeling file that defines ``module_type``."""
     fn = getattr(sys.modules.get(module_type.__module__), "eager_attention_forward", None)
-    return fn if fn is not None else plain_eager_attention
+    return fn if fn is not None else eager_attention
 
 
 def inner_attention(module: nn.Module) -> Callable:
@@ -157,7 +157,9 @@ def set_owner(module: nn.Module, owner: SeamOwner | None) -> None:
 def additive_mask(
     attention_mask: torch.Tensor | None, module: nn.Module, scores: torch.Tensor, is_causal: bool | None = None
 ) -> torch.Tensor | None:
-    """Turn whatever mask HF passed (None, bool, additive float) into an additive one.
+    """Turn whatever mask HF passed (None, bool, additive float) into an additive one ``[..., q, k]``
+    for ``scores`` ``[b, h, q, k]`` (or ``None``: nothing masked). Public: an attention component that
+    computes attention inline (not through ``AttentionInterface``) masks its scores with it as HF eager does.
 
     ``None`` means causal when the call says so (``is_causal``, as HF passes it to SDPA) or, when it does
     not, when the layer is causal; and only with more than one query (as in SDPA). Masked positions get
@@ -181,7 +183,7 @@ def _additive(allowed: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return torch.full(allowed.shape, minimum, dtype=scores.dtype, device=scores.device).masked_fill(allowed, 0.0)
 
 
-def plain_eager_attention(
+def eager_attention(
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -193,7 +195,10 @@ def plain_eager_attention(
     on_pattern: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with HF's numerics, firing ``on_scores`` and ``on_pattern``.
+    """Eager attention with HF's numerics, firing ``on_scores`` and ``on_pattern``; public.
+
+    ``scores = q @ kᵀ · scaling`` (``d ** -0.5`` by default), soft-capped, plus ``additive_mask``;
+    ``on_scores`` sees the masked scores ``[b, h, q, k]``, ``on_pattern`` the softmax (in float32, cast back).
 
     query ``[b, n_heads, q, d]``, key/value ``[b, n_kv_heads, k, d]`` → output ``[b, q, n_heads, d]``.
     Handles GQA/MQA, ``softcap`` and every mask form HF passes.

@@ -51,8 +51,8 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
     for name, spec in cmap.extra.items():
         owner.add_module(name, spec.build(root, cfg))
     add_hooks(owner, hf_model, cmap.head_hooks, cfg)
-    unembed = hf_model.get_submodule(cmap.unembed) if cmap.unembed is not None else None
-    if cmap.unembed is None and cmap.root is None:
+    unembed = hf_model.get_submodule(cmap.head_unembed) if cmap.head_unembed is not None else None
+    if cmap.head_unembed is None and cmap.root is None:
         unembed = hf_model.get_output_embeddings()
     object.__setattr__(owner, "unembed", unembed)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import einops
 import torch
@@ -198,7 +198,7 @@ class Attention(CoreAttentionWeights, Component):
             query = self.hook_rot_q(query.transpose(1, 2)).transpose(1, 2)
             key = self.hook_rot_k(key.transpose(1, 2)).transpose(1, 2)
         if self.hook_attn_scores.active or self.hook_pattern.active:
-            z, weights = seam.plain_eager_attention(
+            z, weights = seam.eager_attention(
                 module,
                 query,
                 key,
@@ -211,6 +211,25 @@ class Attention(CoreAttentionWeights, Component):
         else:
             z, weights = inner(module, query, key, value, attention_mask, **kwargs)
         return self.hook_z(z), weights
+
+    @property
+    def internal_hooks_active(self) -> bool:
+        """Whether a hook inside the attention core (``internal_hooks``) is in use."""
+        return self.seam_active
+
+    def attend_with_hooks(
+        self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention core for a component whose HF module computes attention inline (not through
+        ``AttentionInterface``): fires ``hook_rot_q``/``hook_rot_k`` (rotary), ``hook_attn_scores``,
+        ``hook_pattern`` and ``hook_z`` around ``eager_attention`` (HF eager numerics; ``scaling=``,
+        ``softcap=``, ``dropout=``, any mask form ``additive_mask`` takes).
+
+        query ``[b, n_heads, q, d]`` (after rotary), key/value ``[b, n_kv_heads, k, d]`` → ``(z [b, q, n_heads, d],
+        pattern [b, n_heads, q, k])``.
+        """
+        return self.run_seam(seam.eager_attention, module, query, key, value, attention_mask, **kwargs)
 
     def _per_head_output(self, _original, z_flat: torch.Tensor) -> torch.Tensor:
         """The output projection split by head: fires ``hook_result`` and sums it."""

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from bridge.dispatch import call_within_accelerate_hook
 from bridge.hook_points import HookPoint
 
 
@@ -63,7 +64,8 @@ class ForwardOverride(Attachment):
     """Replace ``module.forward`` by ``fn(original_forward, *args, **kwargs)``.
 
     The original is whatever ``module.forward`` was when attached (an instance-level
-    forward set by another library is kept and restored).
+    forward set by another library is kept and restored). On a module accelerate placed or
+    offloaded (``bridge.dispatch``), ``fn`` runs inside accelerate's hooks with the weights loaded.
     """
 
     def __init__(self, module: nn.Module, fn: Callable[..., Any], hooks: tuple[HookPoint, ...], when=None):
@@ -75,7 +77,9 @@ class ForwardOverride(Attachment):
     def _attach(self) -> None:
         self._had_instance_forward = "forward" in self.module.__dict__
         self._previous = self.module.__dict__.get("forward")
-        self.module.forward = _HookedForward(self.module, self.fn, self.module.forward, self._previous)
+        hooked = _HookedForward(self.module, self.fn, self.module.forward, self._previous)
+        hooked.accelerated = any("_hf_hook" in m.__dict__ for m in self.module.modules())
+        self.module.forward = hooked
 
     def _detach(self) -> None:
         if self._had_instance_forward:
@@ -96,9 +100,12 @@ class _HookedForward:
         self.fn = fn
         self.original = original
         self.previous = previous
+        self.accelerated = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(self.original, *args, **kwargs)
+        if not self.accelerated:
+            return self.fn(self.original, *args, **kwargs)
+        return call_within_accelerate_hook(self.module, self.original, self.fn, *args, **kwargs)
 
     def __deepcopy__(self, memo: dict) -> Any:
         if self.previous is not None:
@@ -206,10 +213,13 @@ class FlatPositions:
 class Component(nn.Module):
     """Base of every component: owns hook points and the attachments that fire them.
 
-    Subclasses create their ``HookPoint`` children and call ``self.attach(...)``
-    for each way they reach into the HF module tree. The HF module is kept as a
-    plain attribute (``self.hf``), not a registered child, so parameters are owned
-    by the HF model alone.
+    Constructor contract: a component kind is built as ``kind(hf_module, cfg, **options)`` — the HF
+    module at its ``Spec`` path, the ``BridgeConfig``, and the ``Spec``'s options as keywords (blocks:
+    ``kind(hf_block, cfg, children, paths)``, see ``Block``). A subclass calls ``super().__init__(hf_module)``,
+    creates its ``HookPoint`` children and calls ``self.attach(...)`` for each way it reaches into the HF
+    module tree (``ForwardOverride``, ``OutputTap``, ``InputTap``). The HF module is ``self.hf_module``
+    (also ``self.hf``), a plain attribute, not a registered child, so parameters are owned by the HF
+    model alone.
     """
 
     #: True for components whose HF module calls attention through ``transformers``'
@@ -220,6 +230,11 @@ class Component(nn.Module):
         super().__init__()
         object.__setattr__(self, "hf", hf_module)
         self._attachments: list[Attachment] = []
+
+    @property
+    def hf_module(self) -> nn.Module | None:
+        """The HF module this component wraps (the one at its ``Spec`` path)."""
+        return self.hf
 
     def attach(self, attachment: Attachment) -> Attachment:
         """Register an attachment; it follows the activity of its hook points from now on."""
@@ -242,4 +257,5 @@ class Component(nn.Module):
             attachment.detach()
 
     def own_hook_points(self) -> list[HookPoint]:
+        """This component's own hook points (not its children's)."""
         return [m for m in self.children() if isinstance(m, HookPoint)]

@@ -8,6 +8,7 @@ wiring below, which calls the same HF submodules in the same order; so a patch a
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,15 +22,31 @@ from bridge.errors import BridgeError
 from bridge.hook_points import HookPoint
 
 
-def _first(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
+    """The tensor of an HF submodule's output: its first element when it returns a tuple or list."""
     return output[0] if isinstance(output, tuple | list) else output
 
 
 class Block(Component):
-    """Base of the wirings: binds the HF block's call arguments and forwards them to attention.
+    """Base of the wirings: re-expresses an HF block's forward around its own submodules, firing hooks.
 
-    ``children`` maps canonical names (``ln1``, ``attn``, ``ln2``, ``mlp``) to built components;
-    ``paths`` maps the same names, plus optional ``attn_dropout``/``mlp_dropout``, to HF submodules.
+    Public API for writing a wiring (subclass and implement ``wire``):
+
+    - ``block_hooks``: the names of the block's own hook points (created here, all ``[b, p, d_model]``);
+      ``algebra``: its residual identities, ``(sum, terms)`` pairs of hook names, exact under patching.
+    - ``wire(hidden, call_kwargs)``: the block's forward while a block hook is active; ``hidden`` is the
+      block input ``[b, p, d_model]``, ``call_kwargs`` the HF block's other call arguments (those the
+      ``forwards_to`` child accepts). Return what the HF block returns.
+    - ``hf_modules``: the HF submodules by canonical name (``ln1``, ``attn``, ``ln2``, ``mlp``, dropouts…);
+      the bridge components of the same names are the block's children (``block.attn``).
+    - ``run_norm``, ``run_attention``, ``run_mlp``: call those HF submodules; ``block_output`` shapes the
+      return value (``returns_attention_weights``).
+    - ``forward_with_hooks(original, *args, **kwargs)``: what replaces the HF block's ``forward``; it
+      splits the call (``split_call``) and calls ``wire``. Override it only to call ``original``.
+
+    Built by ``BlockSpec`` as ``kind(hf_block, cfg, children, paths)``: ``children`` maps canonical names to
+    built components, ``paths`` the same names (plus optional ``attn_dropout``/``mlp_dropout``) to HF paths
+    relative to the block.
     """
 
     block_hooks: tuple[str, ...] = ()
@@ -38,6 +55,21 @@ class Block(Component):
     forwards_to: str = "attn"
     #: The residual identities of this wiring: (sum, terms) pairs of hook names, exact under patching.
     algebra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: The hook point holding the block's output, the next block's ``hook_resid_pre`` and HF's hidden state of
+    #: this layer: ``hook_resid_post``, or ``hook_normalized_resid_post`` after a post-norm.
+    output_hook: str = "hook_resid_post"
+    #: Whether the HF block returns ``(hidden, attention_weights)`` (Falcon, BLOOM) rather than the tensor.
+    returns_attention_weights: bool = False
+    #: Children whose HF module is the block itself (``Spec(MLP, "", ...)``): the sublayer is not a module
+    #: of its own (OPT's ``fc1``/``fc2``), so the wiring computes it (override ``run_mlp``/``run_attention``).
+    inline_children: tuple[str, ...] = ()
+    #: Children whose hooks also switch the wiring on, because the HF block runs them on flattened positions
+    #: ``[b·p, d]`` (OPT's MLP and ``final_layer_norm``): under the wiring they see ``[b, p, d]``, whichever
+    #: hooks are active. Inline children are always included.
+    wire_for_children: tuple[str, ...] = ()
+    #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
+    #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
+    offers_input_hooks: bool = True
 
     def __init__(
         self, hf_module: nn.Module, cfg: BridgeConfig, children: dict[str, Component], paths: dict[str, str]
@@ -45,31 +77,44 @@ class Block(Component):
         super().__init__(hf_module)
         for name, child in children.items():
             self.add_module(name, child)
-        self.sub = {name: hf_module.get_submodule(path) for name, path in paths.items() if path}
+        empty = [name for name, path in paths.items() if not path and name not in self.inline_children]
+        if empty:
+            raise BridgeError(
+                f"{type(self).__name__}: block child {empty[0]!r} has an empty path (the whole HF block); give the "
+                f"path of its HF submodule, or list it in {type(self).__name__}.inline_children and compute it "
+                "in the wiring."
+            )
+        self.hf_modules: dict[str, nn.Module] = {
+            name: hf_module.get_submodule(path) for name, path in paths.items() if path
+        }
         for name in self.block_hooks:
             setattr(self, name, HookPoint())
         signature = inspect.signature(type(hf_module).forward)
         params = list(signature.parameters.values())[1:]
         self._signature = signature.replace(parameters=params)
         self._hidden_name = params[0].name
-        forwarded = self.sub.get(self.forwards_to)
+        forwarded = self.hf_modules.get(self.forwards_to)
         attn_params = inspect.signature(forwarded.forward).parameters.values() if forwarded is not None else ()
         self._attn_takes_any = forwarded is None or any(p.kind is p.VAR_KEYWORD for p in attn_params)
         self._attn_names = {p.name for p in attn_params}
         hooks = tuple(getattr(self, name) for name in self.block_hooks)
-        self.attach(ForwardOverride(hf_module, self._hooked_forward, hooks))
-        self._add_input_hooks(children.get("attn"))
+        for name in dict.fromkeys(self.inline_children + self.wire_for_children):
+            if name in children:
+                hooks += tuple(m for m in children[name].modules() if isinstance(m, HookPoint))
+        self.attach(ForwardOverride(hf_module, self.forward_with_hooks, hooks))
+        if self.offers_input_hooks:
+            self._add_input_hooks(children.get("attn"))
 
     def _add_input_hooks(self, attn: Component | None) -> None:
         """The opt-in ``hook_mlp_in`` ``[b, p, d_model]`` (the input of ``ln2``) where there is an ``ln2``, and
         ``hook_attn_in``, ``hook_q_input`` ``[b, p, n_heads, d_model]``, ``hook_k_input``/``hook_v_input``
         ``[b, p, n_kv_heads, d_model]`` (per-head inputs of ``ln1``, see ``head_inputs``) where the
         attention's projections allow it. A patch there changes the sublayer's input, not the residual stream."""
-        if "ln2" in self.sub:
+        if "ln2" in self.hf_modules:
             self.hook_mlp_in = HookPoint(opt_in=True)
-            self.attach(InputTap(self.sub["ln2"], self.hook_mlp_in, (self.hook_mlp_in,)))
+            self.attach(InputTap(self.hf_modules["ln2"], self.hook_mlp_in, (self.hook_mlp_in,)))
         layout = attn.qkv.projection_layout(attn) if isinstance(attn, Attention) else None
-        if layout is None or "ln1" not in self.sub:
+        if layout is None or "ln1" not in self.hf_modules:
             return
         self.hook_attn_in = HookPoint(opt_in=True)
         self.hook_q_input = HookPoint(opt_in=True)
@@ -81,11 +126,15 @@ class Block(Component):
             "k_input": self.hook_k_input,
             "v_input": self.hook_v_input,
         }
-        self.head_inputs = HeadInputs(self.sub["ln1"], attn.hf, layout, attn.n_heads, attn.n_kv_heads, hooks)
+        self.head_inputs = HeadInputs(
+            self.hf_modules["ln1"], attn.hf_module, layout, attn.n_heads, attn.n_kv_heads, hooks
+        )
         for attachment in self.head_inputs.attachments():
             self.attach(attachment)
 
-    def _split_arguments(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+    def split_call(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Split an HF block call into its hidden states ``[b, p, d_model]`` and the keyword arguments
+        for the ``forwards_to`` child (only those it accepts, unless it takes ``**kwargs``)."""
         bound = self._signature.bind(*args, **kwargs)
         named = dict(bound.arguments)
         hidden = named.pop(self._hidden_name)
@@ -98,16 +147,35 @@ class Block(Component):
             named = {k: v for k, v in named.items() if k in self._attn_names}
         return hidden, named
 
-    def _attention(self, x: torch.Tensor, attn_kwargs: dict[str, Any]) -> torch.Tensor:
-        out = _first(self.sub["attn"](self.sub["ln1"](x), **attn_kwargs))
-        return self.sub["attn_dropout"](out) if "attn_dropout" in self.sub else out
+    def forward_with_hooks(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The HF block's forward while a block hook is active: ``wire(*split_call(args, kwargs))``."""
+        hidden, call_kwargs = self.split_call(args, kwargs)
+        return self.wire(hidden, call_kwargs)
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        out = _first(self.sub["mlp"](self.sub["ln2"](x)))
-        return self.sub["mlp_dropout"](out) if "mlp_dropout" in self.sub else out
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        """The block's computation from its input ``[b, p, d_model]``, firing ``block_hooks``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement wire(hidden, call_kwargs)")
 
-    def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
-        raise NotImplementedError
+    def run_norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The HF norm ``name`` applied to ``x`` ``[b, p, d_model]``; ``x`` itself where the block has none."""
+        return self.hf_modules[name](x) if name in self.hf_modules else x
+
+    def run_attention(self, x: torch.Tensor, call_kwargs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """The HF attention on the normalized input ``x`` ``[b, p, d_model]``, then ``attn_dropout`` if any:
+        ``(output [b, p, d_model], attention weights or None)``."""
+        result = self.hf_modules["attn"](x, **call_kwargs)
+        weights = result[1] if isinstance(result, tuple | list) and len(result) > 1 else None
+        out = first_output(result)
+        return (self.hf_modules["attn_dropout"](out) if "attn_dropout" in self.hf_modules else out), weights
+
+    def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """The HF MLP on the normalized input ``x`` ``[b, p, d_model]``, then ``mlp_dropout`` if any."""
+        out = first_output(self.hf_modules["mlp"](x))
+        return self.hf_modules["mlp_dropout"](out) if "mlp_dropout" in self.hf_modules else out
+
+    def block_output(self, resid_post: torch.Tensor, attention_weights: Any = None) -> Any:
+        """What the HF block returns: ``resid_post``, or ``(resid_post, weights)`` if ``returns_attention_weights``."""
+        return (resid_post, attention_weights) if self.returns_attention_weights else resid_post
 
 
 class SequentialBlock(Block):
@@ -119,24 +187,72 @@ class SequentialBlock(Block):
         ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
     )
 
-    def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
-        hidden, attn_kwargs = self._split_arguments(args, kwargs)
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
         resid_pre = self.hook_resid_pre(hidden)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, attn_kwargs))
+        attn, weights = self.run_attention(self.run_norm("ln1", resid_pre), call_kwargs)
+        attn_out = self.hook_attn_out(attn)
         resid_mid = self.hook_resid_mid(attn_out + resid_pre)
-        mlp_out = self.hook_mlp_out(self._mlp(resid_mid))
-        return self.hook_resid_post(resid_mid + mlp_out)
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln2", resid_mid)))
+        return self.block_output(self.hook_resid_post(resid_mid + mlp_out), weights)
+
+
+class PostNormBlock(Block):
+    """Post-norm (OPT-350m, BERT): ``mid = pre + attn(pre)``, ``post = ln1(mid) + mlp(ln1(mid))``,
+    and the block's output is ``hook_normalized_resid_post = ln2(post)`` (the next block's ``resid_pre``).
+
+    All hooks ``[b, p, d_model]``; ``hook_resid_mid`` and ``hook_resid_post`` are the sums before the norms.
+    """
+
+    block_hooks = (
+        "hook_resid_pre",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "hook_mlp_out",
+        "hook_resid_post",
+        "hook_normalized_resid_post",
+    )
+    algebra = (("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),)
+    output_hook = "hook_normalized_resid_post"
+    offers_input_hooks = False
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        resid_pre = self.hook_resid_pre(hidden)
+        attn, weights = self.run_attention(resid_pre, call_kwargs)
+        attn_out = self.hook_attn_out(attn)
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        normalized_mid = self.run_norm("ln1", resid_mid)
+        mlp_out = self.hook_mlp_out(self.run_mlp(normalized_mid))
+        resid_post = self.hook_resid_post(normalized_mid + mlp_out)
+        return self.block_output(self.hook_normalized_resid_post(self.run_norm("ln2", resid_post)), weights)
 
 
 class ParallelBlock(Block):
-    """Parallel attention and MLP: ``post = mlp(ln2(pre)) + attn(ln1(pre)) + pre`` (no ``resid_mid``)."""
+    """Parallel attention and MLP: ``post = pre + (mlp(ln2(pre)) + attn(ln1(pre)))`` (no ``resid_mid``)."""
 
     block_hooks = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_post")
     algebra = (("hook_resid_post", ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")),)
 
-    def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
-        hidden, attn_kwargs = self._split_arguments(args, kwargs)
+    def sublayer_inputs(self, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention's and the MLP's inputs, both ``[b, p, d_model]``: ``ln1(pre)`` and ``ln2(pre)``."""
+        return self.run_norm("ln1", resid_pre), self.run_norm("ln2", resid_pre)
+
+    def combine_sublayers(self, attn_out: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+        """What is added to the stream, ``[b, p, d_model]``: ``mlp_out + attn_out`` (override to add dropout)."""
+        return mlp_out + attn_out
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
         resid_pre = self.hook_resid_pre(hidden)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, attn_kwargs))
-        mlp_out = self.hook_mlp_out(self._mlp(resid_pre))
-        return self.hook_resid_post(mlp_out + attn_out + resid_pre)
+        attn_in, mlp_in = self.sublayer_inputs(resid_pre)
+        attn, weights = self.run_attention(attn_in, call_kwargs)
+        attn_out = self.hook_attn_out(attn)
+        mlp_out = self.hook_mlp_out(self.run_mlp(mlp_in))
+        return self.block_output(self.hook_resid_post(resid_pre + self.combine_sublayers(attn_out, mlp_out)), weights)
+
+
+class SharedNormParallelBlock(ParallelBlock):
+    """Parallel attention and MLP reading one shared norm (Phi, GPT-J, Falcon-7B):
+    ``n = ln1(pre)``, ``post = pre + (mlp(n) + attn(n))``. The norm runs once; there is no ``ln2``."""
+
+    def sublayer_inputs(self, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        normed = self.run_norm("ln1", resid_pre)
+        return normed, normed

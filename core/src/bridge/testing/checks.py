@@ -29,7 +29,7 @@ from bridge.components.blocks import Block
 from bridge.components.norm import Norm
 from bridge.errors import HookNameError
 from bridge.model import Bridge
-from bridge.testing.compare import TOLERANCE, CheckNotRun, ConformanceError, expect_close, fail, max_diff
+from bridge.testing.compare import TOLERANCE, CheckNotRun, expect_close, fail, max_diff
 from bridge.testing.contract import check_implied_hooks, check_shapes
 from bridge.testing.fixtures import build_tiny_model, save_tiny_model
 from bridge.testing.sensitivity import check_every_hook_matters
@@ -122,13 +122,7 @@ def make_pair(
     ``bridge.load``, and build an independent HF reference with eager attention."""
     directory = Path(directory or tempfile.mkdtemp(prefix="bridge-conformance-"))
     if not (directory / "config.json").exists():
-        config = adapter.example_config(architecture)
-        if not getattr(config, "architectures", None):
-            raise ConformanceError(
-                f"{adapter.describe()}.example_config({architecture!r}) has no `architectures`; set it to the HF "
-                "class to build, e.g. `config.architectures = ['GPT2LMHeadModel']`"
-            )
-        save_tiny_model(config, directory, seed=seed)
+        save_tiny_model(adapter.tiny_config(architecture), directory, seed=seed)
     model = bridge.load(directory, adapter=adapter)
     reference = adapter.reference_model(type(model.hf_model), directory)
     return Pair(model, reference, path)
@@ -255,7 +249,7 @@ def _reference_children(pair: Pair, block: Block) -> dict[str, torch.nn.Module]:
     names = {id(m): name for name, m in block.hf.named_modules()}
     return {
         child: pair.reference.get_submodule(f"{root}.{names[id(module)]}" if names[id(module)] else root)
-        for child, module in block.sub.items()
+        for child, module in block.hf_modules.items()
     }
 
 
@@ -306,7 +300,7 @@ def check_residual_algebra(pair: Pair) -> None:
                     continue  # a patched sum is no longer its terms' sum; what reads it is checked below
                 expected = sum(cache[f"{name}.{t}"] for t in terms)
                 expect_close(cache[f"{name}.{total}"], expected, f"{name}: {total} vs {' + '.join(terms)}")
-            if f"{name}.hook_resid_mid" in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.sub:
+            if f"{name}.hook_resid_mid" in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
                 expected = _reference_mlp_out(pair, block, cache[f"{name}.hook_resid_mid"])
                 expect_close(
                     cache[f"{name}.hook_mlp_out"],
@@ -386,7 +380,7 @@ def check_gradients(pair: Pair) -> None:
         and getattr(getattr(block, "attn", None), "out_proj", None) is not None
     ):
         wanted.append(f"{name}.attn.hook_z")
-    if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.sub:
+    if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules:
         wanted.append(f"{name}.hook_resid_mid")
     expected = _reference_gradients(pair, tokens, block, wanted)
     return_type = pair.scalar_return_type

@@ -29,7 +29,7 @@ def lively_pair(
     unless it already holds a model."""
     directory = Path(directory)
     if not (directory / "config.json").exists():
-        config = adapter.example_config(architecture)
+        config = adapter.tiny_config(architecture)
         if init is not None:
             config.initializer_range = init
         save_tiny_model(config, directory, matrices=False)

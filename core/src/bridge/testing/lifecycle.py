@@ -40,7 +40,7 @@ POS = 6
 
 def tiny_hf_model(adapter: type[Adapter], architecture: str | None = None, seed: int = 0) -> nn.Module:
     """A seeded tiny HF model of the adapter's ``example_config`` (``sensitize``d), in eval mode."""
-    model = build_tiny_model(adapter.example_config(architecture), seed)
+    model = build_tiny_model(adapter.tiny_config(architecture), seed)
     sensitize(model, seed)
     return model.eval()
 

@@ -13,7 +13,13 @@ from transformers import BloomConfig, FalconConfig, MptConfig
 from bridge import Adapter, BlockSpec, BridgeError, ComponentMap, Spec
 from bridge.components import MLP, Norm
 from bridge_alibi.attention import BloomAttention, FalconAttention, MptAttention
-from bridge_alibi.blocks import BloomBlock, FalconParallelBlock, FalconSequentialBlock, MptBlock
+from bridge_alibi.blocks import (
+    BloomBlock,
+    FalconParallelBlock,
+    FalconSequentialBlock,
+    FalconSharedNormBlock,
+    MptBlock,
+)
 
 TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
@@ -187,7 +193,7 @@ class FalconAdapter(Adapter):
                 {"ln1": Spec(Norm, "ln_attn"), "attn": attn, "ln2": Spec(Norm, "ln_mlp"), "mlp": mlp},
             )
         else:
-            block = BlockSpec(FalconParallelBlock, {"ln1": Spec(Norm, "input_layernorm"), "attn": attn, "mlp": mlp})
+            block = BlockSpec(FalconSharedNormBlock, {"ln1": Spec(Norm, "input_layernorm"), "attn": attn, "mlp": mlp})
         return ComponentMap(embed="word_embeddings", blocks="h", block=block, ln_final=Spec(Norm, "ln_f"))
 
     @classmethod

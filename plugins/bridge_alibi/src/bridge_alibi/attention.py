@@ -45,7 +45,7 @@ class AlibiAttention(AttentionWeights, Component):
     Weight views (``W_Q``, ``W_O``… in TransformerLens's shapes) come from the fused projection
     ``fused_path`` laid out as ``fused_layout``.
 
-    Subclasses implement ``_hooked_forward`` with the HF module's own signature: split the fused
+    Subclasses implement ``forward_with_hooks`` with the HF module's own signature: split the fused
     projection into heads, say how the bias and the mask are added, call ``_attend`` and ``_output``,
     and return what the HF module returns.
     """
@@ -69,16 +69,16 @@ class AlibiAttention(AttentionWeights, Component):
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
         object.__setattr__(self, "out_proj", hf_module.get_submodule(out))  # an HF module, not our child
-        self.attach(ForwardOverride(hf_module, self._hooked_forward, tuple(self.own_hook_points())))
+        self.attach(ForwardOverride(hf_module, self.forward_with_hooks, tuple(self.own_hook_points())))
 
     fused_path: str = "query_key_value"
     fused_layout: FusedLayout = "per_head"
 
-    def _hooked_forward(self, _original: Callable, *args: Any, **kwargs: Any) -> Any:
+    def forward_with_hooks(self, _original: Callable, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
     def qkv_weights(self) -> QKVWeights:
-        module = self.hf.get_submodule(self.fused_path)
+        module = self.hf_module.get_submodule(self.fused_path)
         return fused_qkv(module, self.fused_layout, self.n_heads, self.n_kv_heads, self.d_head)
 
     def output_projection(self) -> nn.Module:
@@ -112,7 +112,7 @@ class AlibiAttention(AttentionWeights, Component):
         if cache_all_heads and k.shape[1] != self.n_heads:
             k, v = (einops.repeat(t, "b kv p d -> b (kv g) p d", g=self.n_heads // t.shape[1]) for t in (k, v))
         if cache is not None:
-            k, v = cache.update(k, v, self.hf.layer_idx)
+            k, v = cache.update(k, v, self.hf_module.layer_idx)
         if k.shape[1] not in (1, self.n_heads):
             k, v = (einops.repeat(t, "b kv p d -> b (kv g) p d", g=self.n_heads // t.shape[1]) for t in (k, v))
         scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [b, h, q, k]; one kv head broadcasts
@@ -123,7 +123,7 @@ class AlibiAttention(AttentionWeights, Component):
             scores = scores + additive
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
-        weights = F.dropout(pattern, p=dropout, training=self.hf.training)
+        weights = F.dropout(pattern, p=dropout, training=self.hf_module.training)
         z = self.hook_z(einops.rearrange(torch.matmul(weights, v), "b h p d -> b p h d"))
         return z, pattern
 
@@ -151,7 +151,7 @@ class BloomAttention(AlibiAttention):
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, out: str = "dense") -> None:
         super().__init__(hf_module, cfg, out)
 
-    def _hooked_forward(
+    def forward_with_hooks(
         self,
         _original: Callable,
         hidden_states: torch.Tensor,
@@ -163,7 +163,7 @@ class BloomAttention(AlibiAttention):
         output_attentions: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hf = self.hf
+        hf = self.hf_module
         fused = hf.query_key_value(hidden_states)
         q, k, v = einops.rearrange(fused, "b p (h three d) -> three b p h d", three=3, h=self.n_heads)
         z, pattern = self._attend(
@@ -191,7 +191,7 @@ class MptAttention(AlibiAttention):
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, out: str = "out_proj") -> None:
         super().__init__(hf_module, cfg, out)
 
-    def _hooked_forward(
+    def forward_with_hooks(
         self,
         _original: Callable,
         hidden_states: torch.Tensor,
@@ -200,7 +200,7 @@ class MptAttention(AlibiAttention):
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hf = self.hf
+        hf = self.hf_module
         fused = hf.Wqkv(hidden_states)
         if hf.clip_qkv:
             fused = fused.clamp(min=-hf.clip_qkv, max=hf.clip_qkv)
@@ -252,7 +252,7 @@ class FalconAttention(AlibiAttention):
         q = einops.rearrange(groups[:, :, :, :-2], "b p kv g d -> b p (kv g) d")  # per kv group: [q… | k | v]
         return q, groups[:, :, :, -2], groups[:, :, :, -1]
 
-    def _hooked_forward(
+    def forward_with_hooks(
         self,
         _original: Callable,
         hidden_states: torch.Tensor,
@@ -265,7 +265,7 @@ class FalconAttention(AlibiAttention):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hf = self.hf
+        hf = self.hf_module
         q, k, v = self.split(hf.query_key_value(hidden_states))
         if alibi is None:
             cos, sin = position_embeddings

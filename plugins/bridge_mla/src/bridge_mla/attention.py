@@ -96,7 +96,7 @@ class MLAAttention(Attention):
     # ---------------------------------------------------------------- weight views
 
     def _no_linear(self, view: str) -> WeightViewError:
-        q_side = "W_Q_a, W_Q_b" if self.hf.q_lora_rank is not None else "W_Q"
+        q_side = "W_Q_a, W_Q_b" if self.hf_module.q_lora_rank is not None else "W_Q"
         return WeightViewError(
             f"{self._layer_label()} is multi-head latent attention: keys and values are computed from a normed "
             f"latent, so there is no linear {view}. Its linear maps are {q_side}, W_KV_a [d_model, kv_lora_rank], "
@@ -107,18 +107,18 @@ class MLAAttention(Attention):
     @property
     def W_Q(self) -> torch.Tensor:
         """``[n_heads, d_model, d_head]`` (models without q-LoRA only)."""
-        if self.hf.q_lora_rank is not None:
+        if self.hf_module.q_lora_rank is not None:
             raise WeightViewError(
                 f"{self._layer_label()} projects queries through a normed latent (q-LoRA), so there is no linear "
                 "W_Q; use W_Q_a [d_model, q_lora_rank] and W_Q_b [n_heads, q_lora_rank, d_head]"
             )
-        return einops.rearrange(linear_in_out(self.hf.q_proj), "m (h d) -> h m d", h=self.n_heads)
+        return einops.rearrange(linear_in_out(self.hf_module.q_proj), "m (h d) -> h m d", h=self.n_heads)
 
     @property
     def b_Q(self) -> torch.Tensor:
         """``[n_heads, d_head]`` (models without q-LoRA only; zeros when ``q_proj`` has no bias)."""
         w_q = self.W_Q
-        bias = linear_bias(self.hf.q_proj)
+        bias = linear_bias(self.hf_module.q_proj)
         if bias is None:
             return torch.zeros(w_q.shape[0], w_q.shape[-1], dtype=w_q.dtype, device=w_q.device)
         return einops.rearrange(bias, "(h d) -> h d", h=self.n_heads)
@@ -142,26 +142,26 @@ class MLAAttention(Attention):
     @property
     def W_Q_a(self) -> torch.Tensor:
         """q-LoRA down-projection ``[d_model, q_lora_rank]`` (before ``q_a_layernorm``)."""
-        if self.hf.q_lora_rank is None:
+        if self.hf_module.q_lora_rank is None:
             raise WeightViewError(f"{self._layer_label()} has no q-LoRA (q_lora_rank is None); use W_Q")
-        return linear_in_out(self.hf.q_a_proj)
+        return linear_in_out(self.hf_module.q_a_proj)
 
     @property
     def W_Q_b(self) -> torch.Tensor:
         """q-LoRA up-projection per head ``[n_heads, q_lora_rank, d_head]`` (after ``q_a_layernorm``)."""
-        if self.hf.q_lora_rank is None:
+        if self.hf_module.q_lora_rank is None:
             raise WeightViewError(f"{self._layer_label()} has no q-LoRA (q_lora_rank is None); use W_Q")
-        return einops.rearrange(linear_in_out(self.hf.q_b_proj), "r (h d) -> h r d", h=self.n_heads)
+        return einops.rearrange(linear_in_out(self.hf_module.q_b_proj), "r (h d) -> h r d", h=self.n_heads)
 
     @property
     def W_KV_a(self) -> torch.Tensor:
         """Down-projection to the key/value latent ``[d_model, kv_lora_rank]`` (before ``kv_a_layernorm``)."""
-        return linear_in_out(self.hf.kv_a_proj_with_mqa)[:, : self.kv_rank]
+        return linear_in_out(self.hf_module.kv_a_proj_with_mqa)[:, : self.kv_rank]
 
     @property
     def W_K_rope(self) -> torch.Tensor:
         """The shared rope key's projection ``[d_model, qk_rope]`` (pre-rotary; one for all heads)."""
-        return linear_in_out(self.hf.kv_a_proj_with_mqa)[:, self.kv_rank :]
+        return linear_in_out(self.hf_module.kv_a_proj_with_mqa)[:, self.kv_rank :]
 
     def _bias_of(self, module: nn.Module, columns: slice) -> torch.Tensor:
         bias = linear_bias(module)
@@ -174,20 +174,20 @@ class MLAAttention(Attention):
     def b_Q_a(self) -> torch.Tensor:
         """``[q_lora_rank]`` (zeros without ``attention_bias``)."""
         _ = self.W_Q_a  # raises without q-LoRA
-        return self._bias_of(self.hf.q_a_proj, slice(None))
+        return self._bias_of(self.hf_module.q_a_proj, slice(None))
 
     @property
     def b_KV_a(self) -> torch.Tensor:
         """``[kv_lora_rank]`` (zeros without ``attention_bias``)."""
-        return self._bias_of(self.hf.kv_a_proj_with_mqa, slice(None, self.kv_rank))
+        return self._bias_of(self.hf_module.kv_a_proj_with_mqa, slice(None, self.kv_rank))
 
     @property
     def b_K_rope(self) -> torch.Tensor:
         """``[qk_rope]`` (zeros without ``attention_bias``)."""
-        return self._bias_of(self.hf.kv_a_proj_with_mqa, slice(self.kv_rank, None))
+        return self._bias_of(self.hf_module.kv_a_proj_with_mqa, slice(self.kv_rank, None))
 
     def _kv_b(self) -> tuple[torch.Tensor, torch.Tensor]:
-        per_head = einops.rearrange(linear_in_out(self.hf.kv_b_proj), "r (h d) -> h r d", h=self.n_heads)
+        per_head = einops.rearrange(linear_in_out(self.hf_module.kv_b_proj), "r (h d) -> h r d", h=self.n_heads)
         return per_head.split([self.nope, self.d_v], dim=-1)  # [h, kv_rank, nope], [h, kv_rank, d_v]
 
     @property
@@ -227,7 +227,7 @@ class MLAAttention(Attention):
                 f"{self.hook_k.name} is not available with a KV cache (MLA caches latents, not per-head keys); "
                 "hook rot_k, kv_latent or k_rope instead, or run without a cache."
             )
-        hf = self.hf
+        hf = self.hf_module
         if hf.q_lora_rank is None:
             q = hf.q_proj(hidden_states)
         else:

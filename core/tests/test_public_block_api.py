@@ -1,0 +1,289 @@
+"""The public block/component API, proven by adapters written with public names only: Phi (a parallel block
+reading one shared norm), GPT-J (inline attention) and OPT pre- and post-norm (the ``bridge new-plugin``
+template). Each passes the conformance kit on both attention paths; interventions are compared with weight
+surgery on the HF reference model; component-map mistakes raise errors naming the adapter and the path."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bridge
+from bridge import BlockSpec, Spec
+from bridge.cli import main as cli_main
+from bridge.components import MLP, Norm, ParallelBlock
+from bridge.errors import BridgeError, ComponentMapError
+from bridge.testing import ALL_CHECKS, build_tiny_model, is_plain, make_pair
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from public_api_adapters import GPTJAdapter, PhiAdapter  # noqa: E402
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="session")
+def opt_plugin(tmp_path_factory):
+    """The ``bridge new-plugin opt`` distribution, importable (its ``src`` on ``sys.path``)."""
+    into = tmp_path_factory.mktemp("new-plugin")
+    assert cli_main(["new-plugin", "opt", "--into", str(into)]) == 0
+    root = into / "bridge-opt"
+    sys.path.insert(0, str(root / "src"))
+    import bridge_opt
+
+    return root, bridge_opt
+
+
+@pytest.fixture(scope="session")
+def opt_adapters(opt_plugin):
+    OPTAdapter = opt_plugin[1].OPTAdapter
+
+    class PostNormOPT(OPTAdapter):
+        @classmethod
+        def example_config(cls, architecture=None):
+            config = super().example_config(architecture)
+            config.do_layer_norm_before = False  # OPT-350m's layout
+            return config
+
+    return OPTAdapter, PostNormOPT
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory):
+    dirs: dict[str, Path] = {}
+
+    def directory(adapter) -> Path:
+        if adapter.__name__ not in dirs:
+            dirs[adapter.__name__] = tmp_path_factory.mktemp(adapter.__name__)
+        return dirs[adapter.__name__]
+
+    return directory
+
+
+def private_names(source: str) -> list[str]:
+    """Every imported or referenced name starting with ``_`` (dunders aside) in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.ImportFrom):
+            names = [alias.name for alias in node.names] + (node.module or "").split(".")
+        found += [n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+    return found
+
+
+def test_adapters_use_public_names_only(opt_plugin):
+    assert private_names((HERE / "public_api_adapters.py").read_text()) == []
+    assert private_names((opt_plugin[0] / "src" / "bridge_opt" / "adapters.py").read_text()) == []
+    assert sorted(private_names("x._hidden_name\nfrom bridge.seam import _additive")) == ["_additive", "_hidden_name"]
+
+
+# ----------------------------------------------------------------- the kit on every public-API adapter
+
+
+@pytest.mark.parametrize("path", ["native", "hooked"])
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("which", ["phi", "gptj", "opt-post-norm"])
+def test_conformance(which, check, path, opt_adapters, saved):
+    adapter = {"phi": PhiAdapter, "gptj": GPTJAdapter, "opt-post-norm": opt_adapters[1]}[which]
+    check(make_pair(adapter, None, path, directory=saved(adapter)))
+
+
+def test_new_plugin_output_passes_the_kit(opt_plugin):
+    """The generated distribution's own tests (the kit on OPT, both paths) pass, run as its author would."""
+    root = opt_plugin[0]
+    assert {p.name for p in root.rglob("*") if p.is_file()} >= {
+        "pyproject.toml",
+        "README.md",
+        "adapters.py",
+        "plugin.py",
+        "__init__.py",
+        "conftest.py",
+        "test_opt_conformance.py",
+    }
+    assert '[project.entry-points.bridge]\nopt = "bridge_opt.plugin"' in (root / "pyproject.toml").read_text()
+    assert "`blocks.{i}.attn.hook_z`" in (root / "README.md").read_text()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        env={**__import__("os").environ, "PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "18 passed" in run.stdout
+
+
+def test_new_plugin_refuses_bad_names_and_existing_directories(tmp_path, capsys):
+    assert cli_main(["new-plugin", "My Family", "--into", str(tmp_path)]) == 2
+    assert "lowercase letters" in capsys.readouterr().err
+    assert cli_main(["new-plugin", "my-family", "--into", str(tmp_path)]) == 0
+    assert (tmp_path / "bridge-my-family" / "src" / "bridge_my_family" / "adapters.py").exists()
+    assert cli_main(["new-plugin", "my-family", "--into", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- interventions vs weight surgery on HF
+
+
+def logits_of(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return model(tokens).logits
+
+
+@pytest.mark.parametrize("wired", [False, True], ids=["hf-block", "bridge-wiring"])
+def test_shared_norm_patch_reaches_attention_and_mlp(wired, saved):
+    """Doubling ``ln1.hook_normalized`` (the normalized input, before the norm's weight and bias) is doubling the
+    shared norm's weight: both sublayers read the patched norm."""
+    pair = make_pair(PhiAdapter, None, "native", directory=saved(PhiAdapter))
+    tokens = pair.tokens()
+    surgery = copy.deepcopy(pair.reference)
+    with torch.no_grad():
+        surgery.model.layers[1].input_layernorm.weight.mul_(2)
+    hooks = [("blocks.1.ln1.hook_normalized", lambda t, hook: 2 * t)]
+    if wired:  # a block hook switches the block's forward to the bridge's wiring
+        hooks.append(("blocks.1.hook_mlp_out", lambda t, hook: t))
+    got = pair.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert (got - logits_of(pair.reference, tokens)).abs().max() > 1e-2  # the patch matters
+    torch.testing.assert_close(got, logits_of(surgery, tokens), atol=TOL, rtol=TOL)
+
+
+def test_shared_norm_block_runs_its_norm_once(saved):
+    pair = make_pair(PhiAdapter, None, "native", directory=saved(PhiAdapter))
+    calls = []
+    handle = pair.bridge.blocks[0].hf_modules["ln1"].register_forward_hook(lambda *_: calls.append(1))
+    pair.bridge.run_with_cache(pair.tokens(), names_filter=lambda n: n == "blocks.0.hook_resid_post")
+    handle.remove()
+    assert len(calls) == 1
+
+
+def test_inline_attention_rot_q_patch_is_used(saved):
+    """GPT-J's rotary is linear in q: doubling ``hook_rot_q`` is doubling ``q_proj``'s weight."""
+    pair = make_pair(GPTJAdapter, None, "native", directory=saved(GPTJAdapter))
+    tokens = pair.tokens()
+    surgery = copy.deepcopy(pair.reference)
+    with torch.no_grad():
+        surgery.transformer.h[0].attn.q_proj.weight.mul_(2)
+    got = pair.bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_rot_q", lambda t, hook: 2 * t)])
+    assert (got - logits_of(pair.reference, tokens)).abs().max() > 1e-4
+    torch.testing.assert_close(got, logits_of(surgery, tokens), atol=TOL, rtol=TOL)
+
+
+def test_inline_attention_pattern_is_hf_eager_attentions(saved):
+    pair = make_pair(GPTJAdapter, None, "native", directory=saved(GPTJAdapter))
+    tokens = pair.tokens()
+    _, cache = pair.bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    reference = pair.reference(tokens, output_attentions=True).attentions
+    for layer in range(2):
+        torch.testing.assert_close(cache["pattern", layer], reference[layer], atol=TOL, rtol=TOL)
+
+
+def test_post_norm_resid_mid_patch_matches_bias_surgery(opt_adapters, saved):
+    """Adding ``delta`` at ``hook_resid_mid`` (before the post-norm) is adding it to ``out_proj``'s bias."""
+    adapter = opt_adapters[1]
+    pair = make_pair(adapter, None, "native", directory=saved(adapter))
+    tokens = pair.tokens()
+    delta = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    surgery = copy.deepcopy(pair.reference)
+    with torch.no_grad():
+        surgery.model.decoder.layers[0].self_attn.out_proj.bias.add_(delta)
+    got = pair.bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_mid", lambda t, hook: t + delta)])
+    assert (got - logits_of(pair.reference, tokens)).abs().max() > 1e-3
+    torch.testing.assert_close(got, logits_of(surgery, tokens), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("name", ["blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "blocks.0.ln2.hook_normalized"])
+@pytest.mark.parametrize("post_norm", [False, True])
+def test_flattened_mlp_hooks_keep_batch_and_position(name, post_norm, opt_adapters, saved):
+    """HF's OPT runs its MLP and ``final_layer_norm`` on ``[b·p, d]``; alone, their hooks still see ``[b, p, d]``."""
+    adapter = opt_adapters[int(post_norm)]
+    pair = make_pair(adapter, None, "native", directory=saved(adapter))
+    tokens = pair.tokens(batch=3, pos=5)
+    _, cache = pair.bridge.run_with_cache(tokens, names_filter=lambda n: n == name)
+    assert cache[name].shape[:2] == (3, 5)
+
+
+def test_cache_analysis_refuses_post_norm_blocks(opt_adapters, saved):
+    adapter = opt_adapters[1]
+    pair = make_pair(adapter, None, "native", directory=saved(adapter))
+    _, cache = pair.bridge.run_with_cache(pair.tokens())
+    with pytest.raises(BridgeError, match="normalizes the residual stream itself"):
+        cache.decompose_resid()
+
+
+def test_return_type_hidden_is_the_final_residual_not_project_out(opt_adapters):
+    """OPT with ``word_embed_proj_dim != hidden_size``: "hidden" is ``final_layer_norm``'s output
+    ``[b, p, d_model]``, not what ``project_out`` makes of it (HF's ``hidden_states[-1]``)."""
+    config = opt_adapters[0].example_config()
+    config.word_embed_proj_dim = 16
+    hf_model = build_tiny_model(config)
+    reference = copy.deepcopy(hf_model)
+    final = []
+    reference.model.decoder.final_layer_norm.register_forward_hook(lambda _m, _a, out: final.append(out))
+    tokens = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
+    reference(tokens)
+    model = bridge.wrap(hf_model, adapter=opt_adapters[0])
+    hidden = model(tokens, return_type="hidden")
+    assert hidden.shape == (2, 6, 32)
+    torch.testing.assert_close(hidden, final[-1], atol=TOL, rtol=TOL)
+
+
+# ----------------------------------------------------------------- component-map checks
+
+
+def broken_phi(**children: Spec | None) -> type:
+    class BrokenPhi(PhiAdapter):
+        def component_map(self, cfg):
+            cmap = super().component_map(cfg)
+            merged = {k: v for k, v in {**cmap.block.children, **children}.items() if v is not None}
+            kind = ParallelBlock if "ln2" in children else cmap.block.kind
+            return type(cmap)(**{**cmap.__dict__, "block": BlockSpec(kind, merged, cmap.block.extra_paths)})
+
+    return BrokenPhi
+
+
+@pytest.mark.parametrize(
+    ("children", "says"),
+    [
+        ({"mlp": Spec(MLP, "", {"pre": "fc1", "out": "fc2"})}, ["BrokenPhi", "block child 'mlp'", "empty path"]),
+        ({"ln2": Spec(Norm, "input_layernorm")}, ["BrokenPhi", "'ln1' and 'ln2'", "'input_layernorm'"]),
+        ({"attn": Spec(MLP, "self_atn", {"pre": "a", "out": "b"})}, ["BrokenPhi", "'self_atn'", "self_attn"]),
+    ],
+    ids=["empty-path", "module-claimed-twice", "missing-path"],
+)
+def test_component_map_mistakes_are_named(children, says, saved):
+    adapter = broken_phi(**children)
+    hf_model = build_tiny_model(PhiAdapter.example_config())
+    with pytest.raises(ComponentMapError) as err:
+        bridge.wrap(hf_model, adapter=adapter)
+    for text in says:
+        assert text in str(err.value)
+    assert is_plain(hf_model)
+
+
+def test_example_config_without_architectures_is_named():
+    class NoArchitectures(PhiAdapter):
+        @classmethod
+        def example_config(cls, architecture=None):
+            config = super().example_config(architecture)
+            config.architectures = None
+            return config
+
+    with pytest.raises(ComponentMapError, match=r"NoArchitectures\.example_config.*architectures=\['PhiForCausalLM'\]"):
+        make_pair(NoArchitectures)
+
+
+def test_block_refuses_an_empty_path_it_does_not_compute():
+    hf_model = build_tiny_model(PhiAdapter.example_config())
+    spec = BlockSpec(ParallelBlock, {"mlp": Spec(MLP, "", {"pre": "mlp.fc1", "out": "mlp.fc2"})})
+    with pytest.raises(BridgeError, match="inline_children"):
+        spec.build(hf_model.model.layers[0], bridge.config_from_hf(hf_model.config))
