@@ -14,7 +14,6 @@ import torch
 from bridge.adapter import Adapter
 from bridge.errors import BridgeError
 from bridge.testing.checks import Pair, make_pair
-
 from bridge.testing.fixtures import save_tiny_model
 
 TOLERANCE = 1e-4  # the lively (std 0.5) models of the generation checks: their own, looser scale
