@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-compat setup-compat setup-compat-sae bench lint setup clean
+.PHONY: demo test test-compat setup-compat setup-compat-sae bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff
+	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -63,7 +63,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
+
+# Plant known bugs one at a time and report which tests catch each (slow; not part of `make test`).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -105,9 +105,13 @@ def test_gpt2_fused_split_matches_c_attn(pair_for):
     model = pair.bridge
     tokens = pair.tokens()
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.0."))
-    hf_block = model.hf_model.transformer.h[0]
-    ln1_out = cache["normalized", 0, "ln1"] * hf_block.ln_1.weight + hf_block.ln_1.bias
-    fused = hf_block.attn.c_attn(ln1_out)
+    ref_block = pair.reference.transformer.h[0]  # the independent HF model: its own ln_1 output
+    seen = {}
+    handle = ref_block.ln_1.register_forward_hook(lambda _m, _args, out: seen.__setitem__("ln1", out))
+    with torch.no_grad():
+        pair.reference(tokens)
+        fused = ref_block.attn.c_attn(seen["ln1"])
+    handle.remove()
     q, k, v = einops.rearrange(fused, "b p (three h d) -> three b p h d", three=3, h=model.cfg.n_heads)
     for name, expected in (("q", q), ("k", k), ("v", v)):
         torch.testing.assert_close(cache[name, 0], expected, atol=1e-5, rtol=0)

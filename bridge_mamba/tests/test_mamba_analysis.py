@@ -1,4 +1,4 @@
-"""Effective attention: the mixer's SSM as a lower-triangular matrix that reproduces ``hook_ssm_out``."""
+"""Effective attention: the mixer's SSM as a lower-triangular matrix that reproduces ``hook_y``."""
 
 import einops
 import pytest
@@ -9,7 +9,7 @@ from bridge_mamba import Mamba2Adapter, MambaAdapter, effective_attention
 
 
 def _enlarge_dt(model) -> None:
-    """Initial Δ is 0.001-0.1, which leaves the scan a small share of ``hook_ssm_out``; Δ ≈ 1.3 makes it count."""
+    """Initial Δ is 0.001-0.1, which leaves the scan a small share of ``hook_y``; Δ ≈ 1.3 makes it count."""
     with torch.no_grad():
         for block in model.blocks:
             m = block.mixer.hf
@@ -29,7 +29,7 @@ def test_effective_attention_reconstructs_ssm_out(pair_for, adapter, pos, recons
         heads = m.intermediate_size if adapter is MambaAdapter else m.num_heads
         assert M.shape == (2, heads, pos, pos)
         assert torch.all(M.triu(1) == 0), "effective attention is not causal"
-        y = cache[f"blocks.{layer}.mixer.hook_ssm_out"]
+        y = cache[f"blocks.{layer}.mixer.hook_y"]
         torch.testing.assert_close(reconstruct_ssm_out(model, cache, layer, M), y, atol=1e-4, rtol=0)
         scan_part = y - reconstruct_ssm_out(model, cache, layer, torch.zeros_like(M))  # y - D·x
         if pos >= 7:  # from a single position the scan's share is tiny; longer ones make the check sharp

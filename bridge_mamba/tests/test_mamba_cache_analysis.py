@@ -18,7 +18,7 @@ def test_ssm_stream_decomposes_into_mixer_outputs(pair_for, adapter):
     _, cache = pair.bridge.run_with_cache(tokens)
     ref = pair.reference(tokens)
     stack, labels = cache.decompose_resid(return_labels=True)
-    assert labels == ["embed", "0_mixer_out", "1_mixer_out"]
+    assert labels == ["embed", "0_ssm_out", "1_ssm_out"]
     close(stack.sum(0), cache["resid_post", -1])
     close(cache.decompose_resid(1).sum(0), cache["resid_pre", 1])
     norm_f = pair.reference.backbone.norm_f
@@ -35,7 +35,7 @@ def test_ssm_stream_decomposes_into_mixer_outputs(pair_for, adapter):
 def test_ssm_blocks_refuse_head_neuron_and_mlp_analyses_clearly(pair_for, adapter):
     pair = pair_for(adapter)
     _, cache = pair.bridge.run_with_cache(pair.tokens(1, 4))
-    with pytest.raises(BridgeError, match=r"block 0 has no attention \(it writes hook_mixer_out\)"):
+    with pytest.raises(BridgeError, match=r"block 0 has no attention \(it writes mixer.hook_ssm_out\)"):
         cache.stack_head_results()
     with pytest.raises(BridgeError, match="no attention"):
         cache.compute_head_results()
@@ -43,5 +43,5 @@ def test_ssm_blocks_refuse_head_neuron_and_mlp_analyses_clearly(pair_for, adapte
         cache.get_neuron_results(0)
     with pytest.raises(BridgeError, match=r"mlp_input.*no MLP"):
         cache.decompose_resid(1, mlp_input=True)
-    with pytest.raises(BridgeError, match=r"mixer_out.*neither attention nor MLP.*mode='all'"):
+    with pytest.raises(BridgeError, match=r"ssm_out.*neither attention nor MLP.*mode='all'"):
         cache.decompose_resid(mode="attn")

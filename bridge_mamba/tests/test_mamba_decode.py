@@ -42,9 +42,9 @@ def test_every_hook_fires_on_every_decode_step_with_full_forward_values(pair_for
 PATCHES = {
     "mixer.hook_conv": lambda t: t * 0,
     "mixer.hook_dt": lambda t: t * 3,
-    "mixer.hook_ssm_out": lambda t: -t,
+    "mixer.hook_y": lambda t: -t,
     "mixer.hook_ssm_state": lambda t: t * 0,
-    "hook_mixer_out": lambda t: t * 0.5,
+    "mixer.hook_ssm_out": lambda t: t * 0.5,
 }
 
 

@@ -35,10 +35,10 @@ def test_mamba1_hooks_recomputed_from_hf_modules(pair_for):
     expected = {"in_proj": in_proj, "conv": conv, "ssm_in": u, "x_proj": x_dbl, "dt": dt, "gate": F.silu(gate)}
     for name, value in expected.items():
         torch.testing.assert_close(cache[f"blocks.1.mixer.hook_{name}"], value, atol=1e-5, rtol=1e-5)
-    assert cache["blocks.1.mixer.hook_ssm_out"].shape == (2, 9, d)
+    assert cache["blocks.1.mixer.hook_y"].shape == (2, 9, d)
     assert cache["blocks.1.mixer.hook_x_proj"].shape == (2, 9, r + 2 * n)
-    out = m.out_proj(cache["blocks.1.mixer.hook_ssm_out"] * cache["blocks.1.mixer.hook_gate"])
-    torch.testing.assert_close(out, cache["blocks.1.hook_mixer_out"], atol=1e-5, rtol=0)
+    out = m.out_proj(cache["blocks.1.mixer.hook_y"] * cache["blocks.1.mixer.hook_gate"])
+    torch.testing.assert_close(out, cache["blocks.1.mixer.hook_ssm_out"], atol=1e-5, rtol=0)
 
 
 def test_mamba2_hooks_recomputed_from_hf_modules(pair_for):
@@ -52,7 +52,7 @@ def test_mamba2_hooks_recomputed_from_hf_modules(pair_for):
         gate, xBC, dt = in_proj.split([m.intermediate_size, m.conv_dim, h], dim=-1)
         conv = m.conv1d(xBC.transpose(1, 2))[..., : tokens.shape[1]].transpose(1, 2)
         x, B, C = F.silu(conv).split([m.intermediate_size, g * n, g * n], dim=-1)
-        y = cache["blocks.1.mixer.hook_ssm_out"]
+        y = cache["blocks.1.mixer.hook_y"]
         inner_norm = m.norm(einops.rearrange(y, "b p h d -> b p (h d)"), gate)  # HF's gated norm
     expected = {
         "in_proj": in_proj,
@@ -67,7 +67,7 @@ def test_mamba2_hooks_recomputed_from_hf_modules(pair_for):
     for name, value in expected.items():
         torch.testing.assert_close(cache[f"blocks.1.mixer.hook_{name}"], value, atol=1e-5, rtol=1e-5)
     assert y.shape == (2, 9, h, m.head_dim)
-    torch.testing.assert_close(m.out_proj(inner_norm), cache["blocks.1.hook_mixer_out"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.out_proj(inner_norm), cache["blocks.1.mixer.hook_ssm_out"], atol=1e-5, rtol=0)
 
 
 def _zero_conv_channels(channels: slice) -> Callable[[torch.nn.Module], None]:
@@ -101,7 +101,7 @@ def _constant_dt(t: torch.Tensor, *_) -> torch.Tensor:
 
 def _drop_skip(t: torch.Tensor, hook, mixer: torch.nn.Module, seen: dict) -> torch.Tensor:
     """``y - D·u``, with u from ``hook_ssm_in`` of the same pass."""
-    u = seen[hook.name.replace("hook_ssm_out", "hook_ssm_in")]
+    u = seen[hook.name.replace("hook_y", "hook_ssm_in")]
     D = mixer.D if u.ndim == 3 else mixer.D[:, None]
     return t - u * D
 
@@ -128,9 +128,17 @@ CASES = {
         lambda m: m.x_proj.weight[m.time_step_rank : m.time_step_rank + 3].zero_(),
     ),
     "mamba1-dt": (MambaAdapter, "hook_dt", _constant_dt, _constant_dt_weights),
-    "mamba1-ssm_out-skip": (
+    "mamba1-dt_proj-zero": (
         MambaAdapter,
-        "hook_ssm_out",
+        "hook_dt_proj",
+        lambda t, *_: t * 0,
+        lambda m: (m.dt_proj.weight.zero_(), m.dt_proj.bias.zero_()),
+    ),
+    "mamba1-ssm_out-zero": (MambaAdapter, "hook_ssm_out", lambda t, *_: t * 0, lambda m: m.out_proj.weight.zero_()),
+    "mamba2-ssm_out-zero": (Mamba2Adapter, "hook_ssm_out", lambda t, *_: t * 0, lambda m: m.out_proj.weight.zero_()),
+    "mamba1-y-skip": (
+        MambaAdapter,
+        "hook_y",
         lambda t, hook, m, seen: _drop_skip(t, hook, m, seen),
         lambda m: m.D.zero_(),
     ),
@@ -164,9 +172,9 @@ CASES = {
         )(m),
     ),
     "mamba2-dt": (Mamba2Adapter, "hook_dt", _constant_dt, _constant_dt_weights),
-    "mamba2-ssm_out-skip": (
+    "mamba2-y-skip": (
         Mamba2Adapter,
-        "hook_ssm_out",
+        "hook_y",
         lambda t, hook, m, seen: _drop_skip(t, hook, m, seen),
         lambda m: m.D.zero_(),
     ),
@@ -212,13 +220,13 @@ def test_patching_a_mixer_hook_equals_weight_surgery(pair_for, case, layer):
 
 @pytest.mark.parametrize("adapter", [MambaAdapter, Mamba2Adapter])
 def test_block_hooks_equal_weight_surgery(pair_for, adapter):
-    """``hook_mixer_in`` doubled is the norm's weight doubled; ``hook_mixer_out`` zeroed is ``out_proj`` zeroed."""
+    """``hook_mixer_in`` doubled is the norm's weight doubled; ``mixer.hook_ssm_out`` zeroed is ``out_proj`` zeroed."""
     pair = pair_for(adapter)
     model, tokens = pair.bridge, pair.tokens()
     for hook, patch, surgery in (
         ("blocks.1.hook_mixer_in", lambda t, hook: 2 * t, lambda r: r.backbone.layers[1].norm.weight.mul_(2)),
         (
-            "blocks.0.hook_mixer_out",
+            "blocks.0.mixer.hook_ssm_out",
             lambda t, hook: 0 * t,
             lambda r: r.backbone.layers[0].mixer.out_proj.weight.zero_(),
         ),
@@ -244,9 +252,11 @@ def test_hooks_are_batch_first_with_documented_shapes(pair_for, adapter):
             "conv": (d,),
             "ssm_in": (d,),
             "x_proj": (m.time_step_rank + 2 * n,),
+            "dt_proj": (d,),
             "dt": (d,),
             "ssm_state": (d, n),
-            "ssm_out": (d,),
+            "y": (d,),
+            "ssm_out": (model.cfg.d_model,),
             "gate": (d,),
         }
     else:
@@ -259,7 +269,8 @@ def test_hooks_are_batch_first_with_documented_shapes(pair_for, adapter):
             "C": (g, n),
             "dt": (h,),
             "ssm_state": (h, hd, n),
-            "ssm_out": (h, hd),
+            "y": (h, hd),
+            "ssm_out": (model.cfg.d_model,),
             "gate": (d,),
             "inner_norm": (d,),
         }
@@ -267,7 +278,7 @@ def test_hooks_are_batch_first_with_documented_shapes(pair_for, adapter):
     assert mixer_hooks == set(shapes)
     for name, tail in shapes.items():
         assert cache[f"blocks.0.mixer.hook_{name}"].shape == (3, 5, *tail), name
-    for name in ("hook_resid_pre", "hook_mixer_in", "hook_mixer_out", "hook_resid_post"):
+    for name in ("hook_resid_pre", "hook_mixer_in", "mixer.hook_ssm_out", "hook_resid_post"):
         assert cache[f"blocks.0.{name}"].shape == (3, 5, model.cfg.d_model)
 
 

@@ -48,7 +48,7 @@ def test_left_padding_gives_each_sequence_its_unpadded_results(pair, lengths, se
         mask[i, width - len(row) :] = 1
     logits, cache = pair.bridge.run_with_cache(tokens, attention_mask=mask)
     torch.testing.assert_close(logits, pair.reference(tokens, attention_mask=mask).logits, atol=1e-4, rtol=0)
-    names = [n for n in cache if n.endswith(("resid_post", "hook_ssm_out", "hook_ssm_state", "hook_dt"))]
+    names = [n for n in cache if n.endswith(("resid_post", "hook_y", "hook_ssm_state", "hook_dt"))]
     for i, row in enumerate(rows):
         alone_logits, alone = pair.bridge.run_with_cache(row[None], names_filter=names)
         real = slice(width - len(row), width)

@@ -60,12 +60,12 @@ def _hf_continued(reference, tokens: torch.Tensor, t: int, layer: int, edit) -> 
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_setting_the_state_at_one_position_equals_editing_hf_cache(pair_for, adapter, layer, value):
     """Set ``h_t`` of one layer; the recurrence carries it to later positions. To isolate the
-    recurrence, ``hook_ssm_out`` at ``t`` is restored to its clean value (HF's prefill computed
+    recurrence, ``hook_y`` at ``t`` is restored to its clean value (HF's prefill computed
     ``y_t`` from the unedited state), so the result must equal HF decoding from an edited cache."""
     pair = pair_for(adapter)
     model, tokens, t = pair.bridge, pair.tokens(2, 9), 5
     model.set_opt_in("hook_ssm_state", True)
-    _, clean = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.mixer.hook_ssm_out")
+    _, clean = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.mixer.hook_y")
     generator = torch.Generator().manual_seed(layer)
 
     def new_state(h: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ def test_setting_the_state_at_one_position_equals_editing_hf_cache(pair_for, ada
 
     patched = model.run_with_hooks(
         tokens,
-        fwd_hooks=[(_state(layer), set_state), (f"blocks.{layer}.mixer.hook_ssm_out", restore_y)],
+        fwd_hooks=[(_state(layer), set_state), (f"blocks.{layer}.mixer.hook_y", restore_y)],
     )
     expected = _hf_continued(pair.reference, tokens, t, layer, lambda h: target.clone())
     torch.testing.assert_close(patched, expected, atol=1e-5, rtol=0)

@@ -58,7 +58,7 @@ def test_variant_follows_hf_with_every_hook(variant_dirs, variant, reconstruct_s
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: ".mixer." in n)
     M = effective_attention(cache, 1, model)
     assert torch.all(M.triu(1) == 0)
-    y = cache["blocks.1.mixer.hook_ssm_out"]
+    y = cache["blocks.1.mixer.hook_y"]
     torch.testing.assert_close(reconstruct_ssm_out(model, cache, 1, M), y, atol=1e-4, rtol=0)
 
 
@@ -81,7 +81,7 @@ def test_loads_with_only_bridge_mamba_enabled(variant_dirs):
         import json, torch, bridge
         model = bridge.load({str(variant_dirs["mamba-biases"])!r})
         loaded = [p.distribution for p in bridge.get_registry().plugins if p.status == "loaded"]
-        _, cache = model.run_with_cache("Hello world", names_filter=lambda n: n.endswith("hook_ssm_out"))
+        _, cache = model.run_with_cache("Hello world", names_filter=lambda n: n.endswith("hook_y"))
         print(json.dumps({{"adapter": type(model.adapter).__name__, "loaded": loaded, "hooks": len(cache)}}))
         """
     )

@@ -106,7 +106,7 @@ def test_attention_is_not_causal(model_dirs):
     )
     pattern = cache["pattern", 0]  # [b, heads, 17, 17]
     assert pattern.shape == (2, 4, 17, 17)
-    assert pattern.triu(1).sum(-1)[..., :-1].min() > 0.01  # every query but the last attends to later positions
+    assert pattern.triu(1).sum(-1)[..., :-1].min() > 1e-3  # every query but the last attends to later positions
 
 
 def test_two_tower_text_attention_is_causal_on_the_hooked_path(model_dirs):
@@ -114,7 +114,7 @@ def test_two_tower_text_attention_is_causal_on_the_hooked_path(model_dirs):
     inputs = pixels_for(CLIPAdapter, model)
     _, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("pattern"), return_type=None)
     assert cache["text.blocks.0.attn.hook_pattern"].triu(1).abs().max() == 0
-    assert cache["vision.blocks.0.attn.hook_pattern"].triu(1).sum(-1)[..., :-1].min() > 0.01
+    assert cache["vision.blocks.0.attn.hook_pattern"].triu(1).sum(-1)[..., :-1].min() > 1e-3
 
 
 def test_patching_image_embeds_changes_logits_as_the_hf_weights_say(model_dirs):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import transformers
 
 import bridge
 from bridge import ActivationCache, BridgeError, HookNameError, act_name
@@ -122,12 +123,27 @@ def test_detach_restores_the_hf_model(gpt2_dir):
         bridge.wrap(hf)
 
 
-def test_incl_bwd_caches_gradients(gpt2):
+def test_incl_bwd_caches_gradients(gpt2, gpt2_dir):
+    """``{name}_grad`` is d(loss)/d(activation) as the independent HF model's autograd gives it (a leaf
+    made at the output of its block, HF's own loss)."""
     tokens = torch.tensor([[0, 5, 6, 7]])
     _loss, cache = gpt2.run_with_cache(
         tokens, return_type="loss", incl_bwd=True, names_filter=lambda n: n.endswith("hook_resid_post")
     )
-    assert cache["blocks.1.hook_resid_post_grad"].shape == cache["blocks.1.hook_resid_post"].shape
+    reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir, attn_implementation="eager").eval()
+    for layer in range(gpt2.cfg.n_layers):
+        leaf = {}
+
+        def make_leaf(_module, _args, out, leaf=leaf):
+            leaf["x"] = (out[0] if isinstance(out, tuple) else out).detach().requires_grad_(True)
+            return (leaf["x"], *out[1:]) if isinstance(out, tuple) else leaf["x"]
+
+        handle = reference.transformer.h[layer].register_forward_hook(make_leaf)
+        loss = reference(tokens, labels=tokens).loss
+        handle.remove()
+        (expected,) = torch.autograd.grad(loss, leaf["x"])
+        got = cache[f"blocks.{layer}.hook_resid_post_grad"]
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
     with pytest.raises(BridgeError, match="return_type='loss'"):
         gpt2.run_with_cache(tokens, incl_bwd=True)
 

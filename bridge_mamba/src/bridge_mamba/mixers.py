@@ -5,8 +5,8 @@ HF's mixers read ``conv1d.weight`` and ``dt_proj.weight`` directly and call func
 convolution, Δ or the scan. While a mixer hook point that needs it is in use, the HF mixer's
 forward is replaced by the computation of HF's pure-torch ("slow") path, built from HF's own
 functions with the activations split out where a hook sits; unhooked, HF's code runs as is.
-Hooks on a submodule's output (``hook_in_proj``, ``hook_x_proj``, ``hook_inner_norm``) are
-plain output taps and need no override.
+Hooks on a module's output (``hook_in_proj``, ``hook_x_proj``, ``hook_inner_norm``, and ``hook_ssm_out``,
+the mixer's own output) are plain output taps and need no override.
 """
 
 from __future__ import annotations
@@ -138,14 +138,17 @@ def _store_state(
 
 
 class _SSMMixer(Component):
-    """Shared plumbing: output taps for hooks on submodule outputs, one override for the rest."""
+    """Shared plumbing: output taps for hooks on module outputs, one override for the rest.
+
+    ``hook_ssm_out`` ``[b, p, d_model]`` is the mixer's output (after ``out_proj``): what the block adds to
+    the residual stream."""
 
     #: Hook points fired by the re-expressed forward (the rest are output taps).
     override_hooks: tuple[str, ...] = ()
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, taps: dict[str, str]) -> None:
         super().__init__(hf_module)
-        for name, path in taps.items():
+        for name, path in {**taps, "hook_ssm_out": ""}.items():
             hook = HookPoint()
             setattr(self, name, hook)
             self.attach(OutputTap(hf_module.get_submodule(path), hook, (hook,)))
@@ -178,13 +181,22 @@ class Mamba1Mixer(_SSMMixer):
     - ``hook_conv`` ``[b, p, d]``: causal depthwise conv of x, trimmed to the sequence, before SiLU;
     - ``hook_ssm_in`` ``[b, p, d]``: ``u = SiLU(conv)`` (padding masked), the SSM input;
     - ``hook_x_proj`` ``[b, p, dt_rank + 2·n]``: ``x_proj(u)`` = ``[Δ low-rank | B | C]``;
-    - ``hook_dt`` ``[b, p, d]``: ``Δ = softplus(dt_proj(Δ low-rank))`` (bias included);
+    - ``hook_dt_proj`` ``[b, p, d]``: ``dt_proj(Δ low-rank)`` (bias included), before softplus;
+    - ``hook_dt`` ``[b, p, d]``: ``Δ = softplus(hook_dt_proj)``;
     - ``hook_ssm_state`` (opt-in) ``[b, p, d, n]``: the state after each position;
-    - ``hook_ssm_out`` ``[b, p, d]``: ``y = C·h + D·u``, before gating;
+    - ``hook_y`` ``[b, p, d]``: ``y = C·h + D·u``, before gating;
     - ``hook_gate`` ``[b, p, d]``: ``SiLU(gate)``; ``out_proj`` receives ``y * gate``.
     """
 
-    override_hooks = ("hook_conv", "hook_ssm_in", "hook_dt", "hook_ssm_state", "hook_ssm_out", "hook_gate")
+    override_hooks = (
+        "hook_conv",
+        "hook_ssm_in",
+        "hook_dt_proj",
+        "hook_dt",
+        "hook_ssm_state",
+        "hook_y",
+        "hook_gate",
+    )
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
         super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "x_proj"})
@@ -211,7 +223,8 @@ class Mamba1Mixer(_SSMMixer):
         time_step = m.dt_proj.weight @ time_step.transpose(1, 2)  # [b, d, p], as HF computes it
         if m.dt_proj.bias is not None:
             time_step = time_step + m.dt_proj.bias.float().to(time_step.dtype)[:, None]
-        dt = self.hook_dt(F.softplus(time_step).transpose(1, 2))  # [b, p, d]
+        dt_proj = self.hook_dt_proj(time_step.transpose(1, 2))  # [b, p, d]
+        dt = self.hook_dt(F.softplus(dt_proj))  # [b, p, d]
         A = -torch.exp(m.A_log.float())  # [d, n]
         if self.hook_ssm_state.active:
             initial = recurrent_state if decoding else None  # HF's full-sequence scan starts from zero
@@ -242,7 +255,7 @@ class Mamba1Mixer(_SSMMixer):
                 result, final_state = result
                 cache_params.update_recurrent_state(final_state, m.layer_idx)
             y = result.transpose(1, 2)  # [b, p, d]
-        y = self.hook_ssm_out(y)
+        y = self.hook_y(y)
         gated = y * self.hook_gate(F.silu(gate))
         return m.out_proj(gated.to(dtype))
 
@@ -250,7 +263,7 @@ class Mamba1Mixer(_SSMMixer):
         """The hidden attention of each channel, ``[b, d_inner, p, p]``, lower-triangular.
 
         ``M[c, t, s] = Σ_n C_t[n] · exp(A[c, n] · Σ_{k=s+1..t} Δ_k[c]) · Δ_s[c] · B_s[n]``, so that
-        ``hook_ssm_out[t, c] = Σ_s M[c, t, s] · hook_ssm_in[s, c] + D[c] · hook_ssm_in[t, c]``
+        ``hook_y[t, c] = Σ_s M[c, t, s] · hook_ssm_in[s, c] + D[c] · hook_ssm_in[t, c]``
         (for a forward pass that starts from a zero state). Needs ``hook_dt`` and ``hook_x_proj``.
         """
         m = self.hf
@@ -278,7 +291,7 @@ class Mamba2Mixer(_SSMMixer):
     - ``hook_B``, ``hook_C`` ``[b, p, g, n]``: B and C after SiLU (padding masked), per group;
     - ``hook_dt`` ``[b, p, h]``: ``Δ = softplus(dt + dt_bias)``, clamped to ``time_step_limit``;
     - ``hook_ssm_state`` (opt-in) ``[b, p, h, d, n]``: the state after each position;
-    - ``hook_ssm_out`` ``[b, p, h, d]``: ``y = C·h + D·x``, before gating;
+    - ``hook_y`` ``[b, p, h, d]``: ``y = C·h + D·x``, before gating;
     - ``hook_gate`` ``[b, p, h·d]``: ``SiLU(gate)`` (float32, as HF computes it);
     - ``hook_inner_norm`` ``[b, p, h·d]``: the gated RMSNorm's output ``norm(y * gate)``, ``out_proj``'s input.
 
@@ -292,7 +305,7 @@ class Mamba2Mixer(_SSMMixer):
         "hook_C",
         "hook_dt",
         "hook_ssm_state",
-        "hook_ssm_out",
+        "hook_y",
         "hook_gate",
     )
 
@@ -359,7 +372,7 @@ class Mamba2Mixer(_SSMMixer):
                 result, final_state = result
                 cache_params.update_recurrent_state(final_state, layer_idx=m.layer_idx)
             y = result  # [b, p, h, d]
-        y = self.hook_ssm_out(y)
+        y = self.hook_y(y)
         gate = self.hook_gate(F.silu(gate.float()))
         normed = self.hook_inner_norm(self._gated_norm(einops.rearrange(y, "b p h d -> b p (h d)"), gate))
         return m.out_proj(normed.to(dtype))
@@ -407,7 +420,7 @@ class Mamba2Mixer(_SSMMixer):
         """The SSD attention matrix of each head, ``[b, n_heads, p, p]``, lower-triangular.
 
         ``M[h, t, s] = exp(A_h · Σ_{k=s+1..t} Δ_k[h]) · (C_t · B_s) · Δ_s[h]`` (``L ∘ C Bᵀ``, with the
-        input's discretization Δ_s folded in), so that ``hook_ssm_out[t, h] = Σ_s M[h, t, s] ·
+        input's discretization Δ_s folded in), so that ``hook_y[t, h] = Σ_s M[h, t, s] ·
         hook_ssm_in[s, h] + D_h · hook_ssm_in[t, h]`` for a pass from a zero state.
         Needs ``hook_dt``, ``hook_B`` and ``hook_C``.
         """

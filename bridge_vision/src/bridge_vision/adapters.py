@@ -158,6 +158,7 @@ class CLIPClassifierAdapter(VisionAdapter):
     architectures = ("CLIPForImageClassification",)
     output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
     cls_position = True
+    unread_hooks = ("ln_post.hook_scale", "ln_post.hook_normalized")  # HF's classifier reads the patches before ln_post
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = clip_vision_tower("vision_model")
@@ -222,7 +223,9 @@ class TwoTowerAdapter(Adapter):
         vision = hf_config.vision_config
         pixels = random_pixels(vision, batch, seed)
         patches = (vision.image_size // vision.patch_size) ** 2 + int(cls.cls_position)
-        inputs = {"input_ids": random_tokens(batch + 1, 7, seed), "pixel_values": pixels}
+        tokens = random_tokens(batch + 1, 7, seed)
+        tokens[:, -1] = hf_config.text_config.eos_token_id  # the pooled text position: the last, so attention matters
+        inputs = {"input_ids": tokens, "pixel_values": pixels}
         return ExampleInput(inputs, {"vision": (batch, patches), "text": (batch + 1, 7)})
 
 

@@ -123,10 +123,10 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     priority: ClassVar[int] = 0
     #: Whether HF's ``output_hidden_states`` starts with the embedding output. Mamba's does not: it is
-    #: ``(block_0, ..., block_{n-1}, norm_f(block_{n-1}))``. The conformance kit aligns ``hook_resid_post`` by it.
+    #: ``(block_0, ..., block_{n-1}, norm_f(block_{n-1}))``. Read by the default ``hidden_state_hooks``.
     hidden_states_include_embeddings: ClassVar[bool] = True
     #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
-    #: block's (CLIP's and SigLIP's text towers). The conformance kit aligns ``hook_resid_post`` by it.
+    #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
     final_norm_in_hidden_states: ClassVar[bool] = True
     #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
@@ -136,6 +136,9 @@ class Adapter:
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}
+    #: Hook-name suffixes whose tensors none of the model's outputs read (a pooled output a classification
+    #: head ignores): the conformance kit's ``check_every_hook_matters`` leaves them out, and says so.
+    unread_hooks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config
@@ -163,6 +166,27 @@ class Adapter:
     def example_config(cls, architecture: str | None = None) -> Any:
         """A tiny HF config of this architecture for tests (the conformance kit builds from it)."""
         raise NotImplementedError(f"{cls.__name__} must define example_config()")
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """Extra tiny HF configs the conformance kit also checks (``pytest --bridge-conformance``,
+        ``bridge.testing.conformance_params``), by a short id: post-LN variants, RoPE scaling, sliding
+        windows… Each config's ``architectures`` names the HF class. Default: none."""
+        return {}
+
+    @classmethod
+    def hidden_state_hooks(cls, n_layers: int) -> tuple[str, ...]:
+        """The hook each entry of HF's ``output_hidden_states`` equals (names relative to the model or tower;
+        ``"ln_final"``: HF's final norm applied to the last ``hook_resid_post``). The default follows
+        ``hidden_states_include_embeddings`` and ``final_norm_in_hidden_states``; override for other layouts
+        (e.g. a model whose last hidden state is projected after the final norm)."""
+        posts = [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+        first = ["blocks.0.hook_resid_pre"] if cls.hidden_states_include_embeddings else []
+        if not cls.final_norm_in_hidden_states:
+            return (*first, *posts)
+        if cls.hidden_states_include_embeddings:  # GPT-2, Llama: (embeddings, block_0, …, ln_final(block_{n-1}))
+            return (*first, *posts[:-1], "ln_final")
+        return (*posts, "ln_final")  # Mamba: (block_0, …, block_{n-1}, norm_f(block_{n-1}))
 
     @classmethod
     def tiny_config(cls, architecture: str | None = None) -> Any:

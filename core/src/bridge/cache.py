@@ -17,7 +17,7 @@ from bridge.cache_analysis import CacheAnalysis
 from bridge.errors import BridgeError, HookNameError, unknown_hook_error
 from bridge.slicing import Slice, SliceInput
 
-_BLOCK_HOOKS = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mixer_in", "mixer_out"}
+_BLOCK_HOOKS = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mixer_in"}
 _ATTN_HOOKS = {"q", "k", "v", "rot_q", "rot_k", "z", "result", "pattern", "attn_scores"}
 _MLP_HOOKS = {"pre", "pre_linear", "post"}
 _ALIASES = {

@@ -151,7 +151,7 @@ class CacheAnalysis:
             )
         return (stack, labels) if return_labels else stack
 
-    @_reads("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "hook_mixer_out", "hook_scale")
+    @_reads("hook_embed", "hook_pos_embed", "hook_attn_out", "hook_mlp_out", "hook_ssm_out", "hook_scale")
     def decompose_resid(
         self,
         layer: int | None = None,
@@ -165,7 +165,7 @@ class CacheAnalysis:
         """The stream entering ``layer`` as a stack of what wrote it: ``[components, *batch_and_pos, d_model]``.
 
         ``embed``, ``pos_embed`` (if the model has them and ``incl_embeds``), then each block's writes
-        (``{l}_attn_out``, ``{l}_mlp_out``; ``{l}_mixer_out`` for SSM blocks) for ``l < layer``, and with
+        (``{l}_attn_out``, ``{l}_mlp_out``; ``{l}_ssm_out`` for SSM blocks) for ``l < layer``, and with
         ``mlp_input`` the writes of block ``layer`` that its MLP already sees. Summed, they are the stream.
         ``mode`` keeps only attention (``"attn"``) or MLP (``"mlp"``) writes.
         """
@@ -191,7 +191,7 @@ class CacheAnalysis:
                     )
                 if mode != "all" and kind != mode:
                     continue
-                entries.append(self._need(f"blocks.{l}.hook_{write}"))
+                entries.append(self._need(f"blocks.{l}.{layout.write_hooks[write]}"))
                 labels.append(f"{l}_{write}")
         if not entries:
             raise AnalysisError(

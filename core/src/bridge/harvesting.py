@@ -195,10 +195,10 @@ def _model(model_or_name: Any, device: torch.device | None = None) -> tuple[Brid
 def _resolve_hooks(model: Bridge, hooks: HookSelection) -> list[str]:
     enabled = [n for n, p in model.hook_dict.items() if p.enabled]
     if callable(hooks):
-        names = [n for n in enabled if hooks(n)]
-        if not names:
+        selected = [n for n in enabled if hooks(n)]
+        if not selected:
             raise HarvestError("the hook predicate selects no hook point; `bridge inspect MODEL` lists them.")
-        return names
+        return selected
     patterns = [p.strip() for p in hooks.split(",")] if isinstance(hooks, str) else list(hooks)
     names: list[str] = []
     for pattern in patterns:

@@ -58,11 +58,10 @@ class HookPoint(nn.Module):
     activation lives, since which device holds which layer is accelerate's choice, not the user's.
     """
 
-    def __init__(self, *, opt_in: bool = False, decode_only: bool = False) -> None:
+    def __init__(self, *, opt_in: bool = False) -> None:
         super().__init__()
         self.name: str = "<unnamed hook point>"
         self.opt_in = opt_in
-        self.decode_only = decode_only
         self.enabled = not opt_in
         #: Move a returned tensor to the activation's device instead of refusing one on another device.
         self.move_outputs = False

@@ -1,8 +1,11 @@
-"""Architectures bridge knows a first-party plugin for, so errors can say what to install."""
+"""Architectures bridge knows a first-party plugin for, so errors can say what to install.
+
+The tables must hold without the plugins installed (that is when the error needs them), so they are
+written out here; ``core/tests/test_known.py`` checks them against every installed first-party adapter's
+``architectures`` and ``model_types``. The set of first-party distributions is derived from them.
+"""
 
 from __future__ import annotations
-
-FIRST_PARTY = frozenset({"bridge-gpt2", "bridge-llama", "bridge-mamba", "bridge-vision", "bridge-alibi", "bridge-mla"})
 
 ARCHITECTURE_PLUGINS: dict[str, str] = {
     **dict.fromkeys(
@@ -30,7 +33,7 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
         ],
         "bridge-llama",
     ),
-    **dict.fromkeys(["MambaForCausalLM", "Mamba2ForCausalLM"], "bridge-mamba"),
+    **dict.fromkeys(["MambaForCausalLM", "MambaModel", "Mamba2ForCausalLM", "Mamba2Model"], "bridge-mamba"),
     **dict.fromkeys(["BloomForCausalLM", "MptForCausalLM", "FalconForCausalLM"], "bridge-alibi"),
     **dict.fromkeys(["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"], "bridge-mla"),
     **dict.fromkeys(
@@ -61,6 +64,9 @@ MODEL_TYPE_PLUGINS: dict[str, str] = {
         ["clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2_vision_model"], "bridge-vision"
     ),
 }
+
+
+FIRST_PARTY = frozenset({*ARCHITECTURE_PLUGINS.values(), *MODEL_TYPE_PLUGINS.values()})
 
 
 def plugin_for(architectures: list[str] | None, model_type: str | None) -> str | None:

@@ -242,14 +242,16 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             return block_name
         return name
 
-    def _select(self, names: str | Callable[[str], bool], *, explicit_opt_in_error: bool) -> list[HookPoint]:
+    def _select(self, names: str | Callable[[str], bool]) -> list[HookPoint]:
+        """The hook points a name (canonicalized; an unknown or disabled opt-in one raises) or a filter
+        (enabled ones only) selects."""
         if callable(names):
             return [h for n, h in self._hook_dict.items() if names(n) and h.enabled]
         names = self._canonical(names)
         if names not in self._hook_dict:
             raise unknown_hook_error(names, self._hook_dict)
         hook = self._hook_dict[names]
-        if not hook.enabled and explicit_opt_in_error:
+        if not hook.enabled:
             raise OptInHookError(
                 f"{names!r} is an opt-in hook point and is disabled; enable it first with "
                 f"`model.set_opt_in({names.rsplit('.', 1)[-1]!r}, True)`"
@@ -269,8 +271,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         """Add ``hook`` to the hook point ``name``, or to every hook point whose name passes a filter."""
         self._check_usable()
         return [
-            point.add_hook(hook, dir=dir, is_permanent=is_permanent, prepend=prepend)
-            for point in self._select(name, explicit_opt_in_error=True)
+            point.add_hook(hook, dir=dir, is_permanent=is_permanent, prepend=prepend) for point in self._select(name)
         ]
 
     def add_perma_hook(
@@ -354,6 +355,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             return self(*args, **kwargs)
 
     def _names(self, names_filter: NamesFilter) -> list[str]:
+        """The canonical names of the hook points ``names_filter`` selects (``_select`` each name once)."""
         if names_filter is None:
             return [n for n, h in self._hook_dict.items() if h.enabled]
         if isinstance(names_filter, str):
@@ -362,10 +364,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             names_filter = list(names_filter)  # a generator would be used up by the checks below
         if callable(names_filter):
             return [n for n, h in self._hook_dict.items() if h.enabled and names_filter(n)]
-        names = [self._canonical(name) for name in names_filter]
-        for name in names:
-            self._select(name, explicit_opt_in_error=True)
-        return names
+        return [point.name for name in names_filter for point in self._select(name)]
 
     def run_with_cache(
         self,

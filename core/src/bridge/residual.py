@@ -2,9 +2,9 @@
 
 A block's ``algebra`` (``(sum, terms)`` pairs of hook names, exact under patching) says which hooks are
 residual-stream *states* (``hook_resid_pre``, ``hook_resid_mid``, ``hook_resid_post``) and which are
-*writes* (``hook_attn_out``, ``hook_mlp_out``, ``hook_mixer_out``…). The cache analysis works from that,
-so sequential, parallel and SSM blocks (and any family wiring that declares its algebra) need no special
-cases. Children named with the canonical names say the rest: ``ln1``/``ln2`` (or an SSM block's ``norm``)
+*writes* (``hook_attn_out``, ``hook_mlp_out``, an SSM mixer's ``mixer.hook_ssm_out``…). The cache analysis
+works from that, so sequential, parallel and SSM blocks (and any family wiring that declares its algebra) need
+no special cases. Children named with the canonical names say the rest: ``ln1``/``ln2`` (or an SSM block's ``norm``)
 are the norms that read the stream; ``ln1_post``/``ln2_post`` are norms applied to a sublayer's output
 before it is added (Gemma, OLMo-2), so its per-head or per-neuron parts do not add up to the write.
 """
@@ -30,7 +30,8 @@ class BlockLayout:
     """The residual-stream view of one block.
 
     ``writes``: the short names of what the block adds to the stream, in order (``("attn_out", "mlp_out")``,
-    ``("mixer_out",)``); ``mid_writes``: those already in ``resid_mid`` (empty when the block has no
+    ``("ssm_out",)``); ``write_hooks``: each write's hook name inside the block (``"mixer.hook_ssm_out"``);
+    ``mid_writes``: those already in ``resid_mid`` (empty when the block has no
     ``resid_mid``: a parallel block's MLP reads ``resid_pre``); ``attn_norm``/``mlp_norm``: the child norms
     whose ``hook_scale`` normalizes what the attention (or mixer) and the MLP read, ``None`` if they read the
     stream unnormalized; ``heads_write``/``neurons_write``: whether ``z @ W_O`` per head (plus ``b_O``) and
@@ -39,6 +40,7 @@ class BlockLayout:
 
     layer: int
     writes: tuple[str, ...]
+    write_hooks: dict[str, str]
     mid_writes: tuple[str, ...]
     attn_norm: str | None
     mlp_norm: str | None
@@ -89,6 +91,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     return BlockLayout(
         layer=layer,
         writes=tuple(writes),
+        write_hooks={_short(t): t for _, terms in block.algebra for t in terms if t not in _STATES},
         mid_writes=mid_writes,
         attn_norm=attn_norm,
         mlp_norm=mlp_norm,
@@ -99,7 +102,8 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
 
 
 def _short(hook_name: str) -> str:
-    return hook_name.removeprefix("hook_")
+    """``hook_attn_out`` → ``attn_out``; ``mixer.hook_ssm_out`` → ``ssm_out``."""
+    return hook_name.rsplit(".", 1)[-1].removeprefix("hook_")
 
 
 def _sublayer_writes(
@@ -122,4 +126,7 @@ def _sublayer_writes(
 
 def _writes_hint(children: dict[str, nn.Module]) -> str:
     hooks = [name for name in children if name.startswith("hook_") and name.endswith("_out")]
+    mixer = children.get("mixer")
+    if mixer is not None and hasattr(mixer, "hook_ssm_out"):
+        hooks.append("mixer.hook_ssm_out")
     return ", ".join(hooks) or "no sublayer outputs"

@@ -205,7 +205,7 @@ class SAESplicing:
             raise SAESpliceError(
                 f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's own hook points."
             )
-        point = self._select(name, explicit_opt_in_error=True)[0]
+        point = self._select(name)[0]
         if name in self._splices:
             self._unsplice(name)
         if use_error_term is None:
@@ -298,7 +298,7 @@ class SAESplicing:
             isinstance(saes, tuple) and len(saes) == 2 and isinstance(saes[0], str)
         ):
             saes = [saes]
-        items = []
+        items: list[tuple[str | None, Any]] = []
         for item in saes:
             if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
                 items.append((item[0], item[1]))

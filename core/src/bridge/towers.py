@@ -46,13 +46,15 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
     for hf_block in owner._hf_blocks:
         owner.blocks.append(cmap.block.build(hf_block, cfg))
     owner.ln_final = cmap.ln_final.build(root, cfg) if cmap.ln_final is not None else None
-    owner._hf_ln_final = owner.ln_final.hf if owner.ln_final is not None else None
+    # HF modules are plain attributes, not children: the HF model alone owns their parameters
+    object.__setattr__(owner, "_hf_ln_final", owner.ln_final.hf if owner.ln_final is not None else None)
     for name, spec in cmap.extra.items():
         owner.add_module(name, spec.build(root, cfg))
     add_hooks(owner, hf_model, cmap.head_hooks, cfg)
-    owner.unembed = hf_model.get_submodule(cmap.head_unembed) if cmap.head_unembed is not None else None
+    unembed = hf_model.get_submodule(cmap.head_unembed) if cmap.head_unembed is not None else None
     if cmap.head_unembed is None and cmap.root is None:
-        owner.unembed = hf_model.get_output_embeddings()
+        unembed = hf_model.get_output_embeddings()
+    object.__setattr__(owner, "unembed", unembed)
 
 
 def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite, cfg: BridgeConfig) -> None:

@@ -7,22 +7,13 @@ from bridge_alibi import ADAPTERS, FalconAdapter
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
 
-# Falcon variants beyond the example config (ALiBi + multi-query + parallel): Falcon-RW (ALiBi,
-# multi-head, sequential), the "new decoder architecture" (grouped kv heads, two parallel layer norms),
-# and rotary Falcon-7B style (multi-query, parallel, one shared layer norm).
-FALCON_VARIANTS = {
-    "falcon-rw": dict(multi_query=False, parallel_attn=False),
-    "falcon-grouped": dict(new_decoder_architecture=True, num_kv_heads=2, num_attention_heads=4),
-    "falcon-rotary": dict(alibi=False),
-}
-
 
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory):
     """One saved tiny model per architecture and Falcon variant, shared by the session."""
     dirs = {arch: tmp_path_factory.mktemp(arch) for adapter in ADAPTERS for arch in adapter.architectures}
-    for name, overrides in FALCON_VARIANTS.items():
-        dirs[name] = save_tiny_model(FalconAdapter.example_config(**overrides), tmp_path_factory.mktemp(name))
+    for name, config in FalconAdapter.conformance_configs().items():  # beyond the example config
+        dirs[name] = save_tiny_model(config, tmp_path_factory.mktemp(name))
     return dirs
 
 

@@ -5,18 +5,7 @@ which the bridge follows; see ``FalconAdapter.reference_model``). The kit's head
 only recognises core's ``Attention`` and skips here; test_alibi_family.py runs the same check.
 """
 
-import pytest
+from bridge.testing import conformance_test
+from bridge_alibi import ADAPTERS
 
-from bridge.testing import ALL_CHECKS
-from bridge_alibi import ADAPTERS, FalconAdapter
-
-CASES = [(adapter, adapter.architectures[0]) for adapter in ADAPTERS] + [
-    (FalconAdapter, name) for name in ("falcon-rw", "falcon-grouped", "falcon-rotary")
-]
-
-
-@pytest.mark.parametrize("path", ["native", "hooked"])
-@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize(("adapter", "name"), CASES, ids=[name for _, name in CASES])
-def test_conformance(pair_for, adapter, name, check, path):
-    check(pair_for(adapter, name, path))
+test_conformance = conformance_test(ADAPTERS)  # Falcon's variants come from FalconAdapter.conformance_configs()

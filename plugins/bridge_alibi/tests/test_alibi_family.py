@@ -104,9 +104,13 @@ def test_mpt_clip_qkv_hooks_see_the_clipped_values_and_patches_are_not_reclipped
     for name in ("q", "k", "v"):
         got = cache[f"blocks.0.attn.hook_{name}"]
         assert got.abs().max() <= clip + 1e-7
-    _, raw = model.run_with_cache(tokens, names_filter="blocks.0.ln1.hook_normalized")
-    normalized = raw["blocks.0.ln1.hook_normalized"] * hf_block.norm_1.weight
-    fused = hf_block.attn.Wqkv(normalized)
+    ref_block = pair.reference.transformer.blocks[0]  # the independent HF model: its own norm_1 output
+    seen = {}
+    handle = ref_block.norm_1.register_forward_hook(lambda _m, _args, out: seen.__setitem__("ln1", out))
+    with torch.no_grad():
+        pair.reference(tokens)
+        fused = ref_block.attn.Wqkv(seen["ln1"])
+    handle.remove()
     assert (fused.abs() > clip).float().mean() > 0.05, "the example config clips nothing"
     q = fused.clamp(-clip, clip)[..., : model.cfg.d_model].unflatten(-1, (model.cfg.n_heads, -1))
     torch.testing.assert_close(cache["blocks.0.attn.hook_q"], q, atol=1e-6, rtol=0)

@@ -1,7 +1,7 @@
 """Generic components; families add only what is special to them."""
 
 from bridge.components.attention import Attention, FusedQKV, QKVSource, SplitQKV, weight_in_out
-from bridge.components.base import Attachment, Component, ForwardOverride, InputTap, OutputTap
+from bridge.components.base import Attachment, Component, FlatPositions, ForwardOverride, InputTap, OutputTap
 from bridge.components.blocks import (
     Block,
     ParallelBlock,
@@ -23,6 +23,7 @@ __all__ = [
     "Block",
     "Component",
     "Embedding",
+    "FlatPositions",
     "ForwardOverride",
     "FusedQKV",
     "InputTap",

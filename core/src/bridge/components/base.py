@@ -47,6 +47,12 @@ class Attachment:
             self._detach()
             self.attached = False
 
+    def detach(self) -> None:
+        """Take this attachment off its module now, whatever its hook points say."""
+        if self.attached:
+            self._detach()
+            self.attached = False
+
     def _attach(self) -> None:
         raise NotImplementedError
 
@@ -137,44 +143,71 @@ class ModuleHook:
         return _same, (_ignore,)
 
 
-class OutputTap(Attachment):
+class _Tap(Attachment):
+    """Run ``fn`` on an HF module's output or first positional input through a torch module hook."""
+
+    def __init__(self, module: nn.Module, fn: Callable[[Any], Any], hooks: tuple[HookPoint, ...], when=None):
+        super().__init__(module, hooks, when)
+        self.fn = fn
+        self._handle: RemovableHandle | None = None
+
+    def _register(self, fn: Callable[[Any], Any]) -> RemovableHandle:
+        raise NotImplementedError
+
+    def _attach(self) -> None:
+        self._handle = self._register(self.fn)
+
+    def _detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = None
+
+
+class OutputTap(_Tap):
     """Run ``fn(output)`` on an HF module's output (a torch forward hook) and use its result."""
 
-    def __init__(self, module: nn.Module, fn: Callable[[Any], Any], hooks: tuple[HookPoint, ...], when=None):
-        super().__init__(module, hooks, when)
-        self.fn = fn
-        self._handle: RemovableHandle | None = None
-
-    def _attach(self) -> None:
-        fn = self.fn
-        self._handle = self.module.register_forward_hook(ModuleHook(lambda _m, _args, out: fn(out)))
-
-    def _detach(self) -> None:
-        assert self._handle is not None
-        self._handle.remove()
-        self._handle = None
+    def _register(self, fn: Callable[[Any], Any]) -> RemovableHandle:
+        return self.module.register_forward_hook(ModuleHook(lambda _m, _args, out: fn(out)))
 
 
-class InputTap(Attachment):
+class InputTap(_Tap):
     """Run ``fn(first_input)`` on an HF module's first positional input (a forward pre-hook)."""
 
-    def __init__(self, module: nn.Module, fn: Callable[[Any], Any], hooks: tuple[HookPoint, ...], when=None):
-        super().__init__(module, hooks, when)
-        self.fn = fn
-        self._handle: RemovableHandle | None = None
+    def _register(self, fn: Callable[[Any], Any]) -> RemovableHandle:
+        return self.module.register_forward_pre_hook(ModuleHook(lambda _m, args: (fn(args[0]), *args[1:])))
 
-    def _attach(self) -> None:
-        fn = self.fn
 
-        def pre_hook(_m: nn.Module, args: tuple) -> tuple:
-            return (fn(args[0]), *args[1:])
+class FlatPositions:
+    """Hook points with TransformerLens shapes on modules HF runs on flattened positions (``[b·p, d]``).
 
-        self._handle = self.module.register_forward_pre_hook(ModuleHook(pre_hook))
+    ``source`` is an HF module whose first input is ``[b, p, …]`` around the flattened calls (the block).
+    ``wrap(fn)`` gives a tap function that views a ``[b·p, …]`` tensor as ``[b, p, …]`` for ``fn`` and
+    flattens its result back; ``recorder(hooks)`` is the attachment that records ``(b, p)`` from
+    ``source``'s input whenever any of ``hooks`` is active (attach it with the taps)::
 
-    def _detach(self) -> None:
-        assert self._handle is not None
-        self._handle.remove()
-        self._handle = None
+        flat = FlatPositions(hf_block)
+        self.attach(flat.recorder((self.hook_pre,)))
+        self.attach(OutputTap(hf_mlp.fc1, flat.wrap(self.hook_pre), (self.hook_pre,)))
+    """
+
+    def __init__(self, source: nn.Module) -> None:
+        self.source = source
+        self.leading: tuple[int, ...] | None = None
+
+    def _record(self, x: Any) -> Any:
+        self.leading = tuple(x.shape[:2])
+        return x
+
+    def recorder(self, hooks: tuple[HookPoint, ...]) -> Attachment:
+        return InputTap(self.source, self._record, hooks)
+
+    def wrap(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def unflattened(x: Any) -> Any:
+            if self.leading is None or x.ndim < 2 or x.shape[0] != self.leading[0] * self.leading[1]:
+                return fn(x)  # not flattened (or nothing recorded): as is
+            return fn(x.view(*self.leading, *x.shape[1:])).reshape(x.shape)  # [b·p, …] → [b, p, …] → back
+
+        return unflattened
 
 
 class Component(nn.Module):
@@ -221,9 +254,7 @@ class Component(nn.Module):
     def detach_all(self) -> None:
         """Take every attachment off the HF modules (used when the bridge is detached)."""
         for attachment in self._attachments:
-            if attachment.attached:
-                attachment._detach()
-                attachment.attached = False
+            attachment.detach()
 
     def own_hook_points(self) -> list[HookPoint]:
         """This component's own hook points (not its children's)."""

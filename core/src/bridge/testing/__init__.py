@@ -4,39 +4,91 @@
     for check in ALL_CHECKS:
         check(make_pair(MyAdapter, path="hooked"))
 
-It is also a pytest plugin: ``pytest --bridge-conformance`` checks every installed adapter.
+or, in a family's test module, ``test_conformance = conformance_test(ADAPTERS)``. Each check is also
+exported by name. It is also a pytest plugin: ``pytest --bridge-conformance`` checks every installed adapter.
 """
 
-from bridge.testing.checks import ALL_CHECKS, TOLERANCE, Pair, make_pair, run_conformance
+from bridge.testing.checks import (
+    ALL_CHECKS,
+    LN_FINAL,
+    NotApplicable,
+    Pair,
+    check_attention_algebra,
+    check_gradients,
+    check_head_ablation,
+    check_hooks_match_hf,
+    check_logits_match,
+    check_loss_masking,
+    check_misspelt_names,
+    check_no_dead_hooks,
+    check_no_leaks,
+    check_norms_match_hf,
+    check_residual_algebra,
+    make_pair,
+    not_applicable,
+    run_conformance,
+)
+from bridge.testing.compare import TOLERANCE, CheckNotRun, ConformanceError, expect_close
+from bridge.testing.contract import check_implied_hooks, check_shapes, shape_contract
 from bridge.testing.fixtures import (
     TINY_VOCAB,
     build_tiny_model,
     populate_hub_cache,
     run_isolated,
     save_tiny_model,
+    sensitize,
     tiny_tokenizer,
 )
 from bridge.testing.lifecycle import check_lifecycle, check_ownership, is_plain
 from bridge.testing.numerics import check_hooked_norms_match_hf
+from bridge.testing.parametrize import ConformanceModel, conformance_models, conformance_params, conformance_test
 from bridge.testing.properties import check_any_shape, check_hook_subset, check_left_padding
+from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 
 __all__ = [
     "ALL_CHECKS",
+    "LN_FINAL",
+    "SENSITIVITY",
     "TINY_VOCAB",
     "TOLERANCE",
+    "CheckNotRun",
+    "ConformanceError",
+    "ConformanceModel",
+    "NotApplicable",
     "Pair",
     "build_tiny_model",
     "check_any_shape",
+    "check_attention_algebra",
+    "check_every_hook_matters",
+    "check_gradients",
+    "check_head_ablation",
     "check_hook_subset",
     "check_hooked_norms_match_hf",
+    "check_hooks_match_hf",
+    "check_implied_hooks",
     "check_left_padding",
     "check_lifecycle",
+    "check_logits_match",
+    "check_loss_masking",
+    "check_misspelt_names",
+    "check_no_dead_hooks",
+    "check_no_leaks",
+    "check_norms_match_hf",
     "check_ownership",
+    "check_residual_algebra",
+    "check_shapes",
+    "conformance_models",
+    "conformance_params",
+    "conformance_test",
+    "expect_close",
     "is_plain",
     "make_pair",
+    "not_applicable",
     "populate_hub_cache",
     "run_conformance",
     "run_isolated",
     "save_tiny_model",
+    "sensitize",
+    "shape_contract",
     "tiny_tokenizer",
 ]

@@ -17,6 +17,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.pytorch_utils import Conv1D
 
 SPECIAL = "<|endoftext|>"
 TINY_VOCAB = 128
@@ -58,21 +59,44 @@ def build_tiny_model(hf_config: Any, seed: int = 0, attn_implementation: str | N
     return cls._from_config(hf_config, **kwargs).eval()
 
 
-def save_tiny_model(hf_config: Any, directory: str | Path, seed: int = 0) -> Path:
-    """Save a seeded tiny model (safetensors) and the tiny tokenizer to ``directory``."""
+def save_tiny_model(hf_config: Any, directory: str | Path, seed: int = 0, matrices: bool = True) -> Path:
+    """Save a seeded, ``sensitize``d tiny model (safetensors) and the tiny tokenizer to ``directory``
+    (``matrices=False``: keep the config's own initialisation of the matrices)."""
     directory = Path(directory)
     model = build_tiny_model(hf_config, seed)
-    _perturb_norms(model, seed)
+    sensitize(model, seed, matrices=matrices)
     model.save_pretrained(directory, safe_serialization=True)
     tiny_tokenizer(getattr(hf_config, "vocab_size", TINY_VOCAB)).save_pretrained(directory)
     return directory
 
 
-def _perturb_norms(model: torch.nn.Module, seed: int) -> None:
-    """HF initialises norm weights to 1 and biases to 0; randomise every 1-D parameter (norm weights,
-    all biases) so that a bug that drops or misplaces one shows in the comparisons."""
+def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> None:
+    """Make a tiny model's every activation matter to its output, in place.
+
+    HF initialises matrices with std 0.02, so attention scores are ~1e-3 and patterns nearly uniform: a
+    wrong key moves logits by ~1e-8, invisible to any comparison. Here every ``nn.Linear``/``Conv1D``
+    weight is redrawn with std ``1/sqrt(fan_in)`` and every ``nn.Embedding`` with std ``1/sqrt(dim)``
+    (activations and logits of order 1), and every 1-D parameter (norm weights, biases; HF sets them to
+    1 and 0) gets noise of std 0.1, so that a bug that drops or misplaces one shows in the comparisons.
+    ``matrices=False`` leaves the matrices as they are.
+    """
     generator = torch.Generator().manual_seed(seed + 1)
+    seen: set[int] = set()
     with torch.no_grad():
+        for module in model.modules() if matrices else ():
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, torch.nn.Parameter) or id(weight) in seen or weight.ndim != 2:
+                continue
+            if isinstance(module, torch.nn.Linear):
+                fan_in = weight.shape[1]
+            elif isinstance(module, Conv1D):
+                fan_in = weight.shape[0]  # stored [in, out]
+            elif isinstance(module, torch.nn.Embedding):
+                fan_in = weight.shape[1]
+            else:
+                continue
+            seen.add(id(weight))
+            weight.copy_(torch.randn(weight.shape, generator=generator) / fan_in**0.5)
         for _, param in model.named_parameters():
             if param.ndim == 1 and param.is_floating_point():
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))

@@ -33,15 +33,15 @@ import bridge
 from bridge import seam
 from bridge.adapter import Adapter
 from bridge.model import Bridge
-from bridge.testing.fixtures import TINY_VOCAB, _perturb_norms, build_tiny_model
+from bridge.testing.fixtures import TINY_VOCAB, build_tiny_model, sensitize
 
 POS = 6
 
 
 def tiny_hf_model(adapter: type[Adapter], architecture: str | None = None, seed: int = 0) -> nn.Module:
-    """A seeded tiny HF model of the adapter's ``example_config`` (norms perturbed), in eval mode."""
+    """A seeded tiny HF model of the adapter's ``example_config`` (``sensitize``d), in eval mode."""
     model = build_tiny_model(adapter.tiny_config(architecture), seed)
-    _perturb_norms(model, seed)
+    sensitize(model, seed)
     return model.eval()
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from bridge.testing.checks import TOLERANCE, Pair
+from bridge.testing.checks import Pair
+from bridge.testing.compare import TOLERANCE
 
 #: Hooks that only exist on the eager seam path (caching them changes the path).
 SQUARE = ("hook_pattern", "hook_attn_scores")

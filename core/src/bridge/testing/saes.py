@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bridge.testing.checks import Pair
+from bridge.testing.compare import TOLERANCE
 
 Latents = Callable[[torch.Tensor], torch.Tensor]
 
@@ -123,11 +124,11 @@ def check_sae_splice(pair: Pair, hook_name: str, module_path: str, d_sae: int = 
         patched = model.run_with_hooks(tokens, fwd_hooks=[(prefix + "hook_sae_acts_post", zero)])
     with torch.no_grad():
         unspliced_bridge = pair.output(tokens)
-    torch.testing.assert_close(error_cache[prefix + "hook_sae_output"], error_cache[hook_name], atol=1e-6, rtol=0)
-    torch.testing.assert_close(unchanged, unspliced_bridge, atol=1e-6, rtol=0)
+    torch.testing.assert_close(error_cache[prefix + "hook_sae_output"], error_cache[hook_name], atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(unchanged, unspliced_bridge, atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(unchanged, plain, atol=tolerance, rtol=tolerance)
     error = error_cache[prefix + "hook_sae_input"] - error_cache[prefix + "hook_sae_recons"]
-    torch.testing.assert_close(error_cache[prefix + "hook_sae_error"], error, atol=1e-6, rtol=0)
+    torch.testing.assert_close(error_cache[prefix + "hook_sae_error"], error, atol=TOLERANCE, rtol=0)
     # zeroing a latent with the error term moves the activation by exactly decode's change
     assert (patched - unchanged).abs().max() > 1e-5
 

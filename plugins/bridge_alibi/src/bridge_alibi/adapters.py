@@ -211,6 +211,16 @@ class FalconAdapter(Adapter):
         return reference
 
     @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """Falcon-RW (ALiBi, multi-head, sequential), the "new decoder architecture" (grouped kv heads, two
+        parallel layer norms) and rotary Falcon-7B style (multi-query, parallel, one shared layer norm)."""
+        return {
+            "falcon-rw": cls.example_config(multi_query=False, parallel_attn=False),
+            "falcon-grouped": cls.example_config(new_decoder_architecture=True, num_kv_heads=2, num_attention_heads=4),
+            "falcon-rotary": cls.example_config(alibi=False),
+        }
+
+    @classmethod
     def example_config(cls, architecture: str | None = None, **overrides: Any) -> FalconConfig:
         """Falcon with ALiBi, multi-query attention and parallel attention + MLP (the most unusual
         combination); ``overrides`` give the other variants (tests use them)."""

@@ -68,7 +68,7 @@ class AlibiAttention(AttentionWeights, Component):
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
-        self.out_proj = hf_module.get_submodule(out)
+        object.__setattr__(self, "out_proj", hf_module.get_submodule(out))  # an HF module, not our child
         self.attach(ForwardOverride(hf_module, self.forward_with_hooks, tuple(self.own_hook_points())))
 
     fused_path: str = "query_key_value"

@@ -1,0 +1,110 @@
+"""One line per family: the conformance kit as a parametrized pytest test.
+
+    # tests/test_myfamily_conformance.py
+    from bridge.testing import conformance_test
+    from my_family import ADAPTERS
+
+    test_conformance = conformance_test(ADAPTERS)
+
+Cases are every check × every model × every attention path, where the models of an adapter are its
+``architectures`` (each built from ``example_config(architecture)``), the ``extra`` names given here
+(also passed to ``example_config``), and its ``conformance_configs()``. Each tiny model is saved once
+per test session; every case loads it afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge.adapter import Adapter
+from bridge.testing.checks import ALL_CHECKS, AttnPath, make_pair
+from bridge.testing.fixtures import save_tiny_model
+
+PATHS: tuple[AttnPath, ...] = ("native", "hooked")
+
+
+@dataclass(frozen=True)
+class ConformanceModel:
+    """One tiny model the kit checks: an adapter and a name for ``example_config`` (or a config of its own)."""
+
+    adapter: type[Adapter]
+    name: str | None
+    config: Any = None
+
+    @property
+    def id(self) -> str:
+        return self.name or self.adapter.__name__
+
+
+def conformance_models(adapters: Iterable[type[Adapter]], extra: Sequence[str] = ()) -> list[ConformanceModel]:
+    """Every model of ``adapters``: each architecture, each ``extra`` name (to the first adapter whose
+    ``example_config`` accepts it), and each of ``conformance_configs()``."""
+    adapters = list(adapters)
+    models = [ConformanceModel(a, name) for a in adapters for name in a.architectures or (None,)]
+    for name in extra:
+        models.append(ConformanceModel(_adapter_for(adapters, name), name))
+    for adapter in adapters:
+        models += [ConformanceModel(adapter, key, config) for key, config in adapter.conformance_configs().items()]
+    return models
+
+
+def _adapter_for(adapters: list[type[Adapter]], name: str) -> type[Adapter]:
+    for adapter in adapters:
+        try:
+            adapter.example_config(name)
+        except (KeyError, ValueError, NotImplementedError):
+            continue
+        return adapter
+    raise ValueError(f"no adapter among {[a.__name__ for a in adapters]} has an example_config({name!r})")
+
+
+_SAVED: dict[tuple[str, str | None], Path] = {}
+
+
+def model_directory(model: ConformanceModel, tmp_path_factory: Any) -> Path:
+    """The session's saved copy of ``model`` (saved on first use)."""
+    key = (model.adapter.describe(), model.id)
+    if key not in _SAVED or not (_SAVED[key] / "config.json").exists():
+        directory = tmp_path_factory.mktemp(model.id.replace("/", "-"))
+        if model.config is not None:
+            save_tiny_model(model.config, directory)
+        _SAVED[key] = directory
+    return _SAVED[key]
+
+
+def conformance_params(
+    adapters: Iterable[type[Adapter]],
+    paths: Sequence[AttnPath] = PATHS,
+    extra: Sequence[str] = (),
+    checks: Sequence[Callable[..., None]] = ALL_CHECKS,
+) -> list[Any]:
+    """``pytest.param(model, path, check)`` for every case, with ids like ``GPT2LMHeadModel-native-check_shapes``."""
+    import pytest
+
+    return [
+        pytest.param(model, path, check, id=f"{model.id}-{path}-{check.__name__}")
+        for model in conformance_models(adapters, extra)
+        for path in paths
+        for check in checks
+    ]
+
+
+def conformance_test(
+    adapters: Iterable[type[Adapter]],
+    paths: Sequence[AttnPath] = PATHS,
+    extra: Sequence[str] = (),
+    checks: Sequence[Callable[..., None]] = ALL_CHECKS,
+) -> Callable[..., None]:
+    """A pytest test function running every check of the kit on every model of ``adapters`` (assign it
+    to a ``test_…`` name in a test module). ``paths``: ``("native",)`` for models without attention."""
+    import pytest
+
+    @pytest.mark.parametrize(("model", "path", "check"), conformance_params(adapters, paths, extra, checks))
+    def test_conformance(model: ConformanceModel, path: AttnPath, check: Callable[..., None], tmp_path_factory):
+        directory = model_directory(model, tmp_path_factory)
+        check(make_pair(model.adapter, model.name, path, directory=directory))
+
+    return test_conformance
