@@ -101,7 +101,7 @@ class Block(Component):
         for name in dict.fromkeys(self.inline_children + self.wire_for_children):
             if name in children:
                 hooks += tuple(m for m in children[name].modules() if isinstance(m, HookPoint))
-        self.attach(ForwardOverride(hf_module, self.forward_with_hooks, hooks))
+        self._wiring = self.attach(ForwardOverride(hf_module, self.forward_with_hooks, hooks))
         if self.offers_input_hooks:
             self._add_input_hooks(children.get("attn"))
 
@@ -113,6 +113,9 @@ class Block(Component):
         if "ln2" in self.hf_modules:
             self.hook_mlp_in = HookPoint(opt_in=True)
             self.attach(InputTap(self.hf_modules["ln2"], self.hook_mlp_in, (self.hook_mlp_in,)))
+            if "ln2" in self.wire_for_children + self.inline_children:  # HF runs ln2 on [b·p, d]: wire the block
+                self._wiring.hooks += (self.hook_mlp_in,)
+                self.hook_mlp_in.on_change(self._wiring.sync)
         layout = attn.qkv.projection_layout(attn) if isinstance(attn, Attention) else None
         if layout is None or "ln1" not in self.hf_modules:
             return

@@ -161,18 +161,30 @@ def check_hooks_match_hf(pair: Pair) -> None:
         _check_part_hooks(pair, cache, prefix, part, getattr(ref, field) if field else ref)
 
 
+def _block_output(part: Any, layer: int, name: str) -> str:
+    """``name`` with a block's ``hook_resid_post`` replaced by the hook holding what that block hands on
+    (``Block.output_hook``: ``hook_normalized_resid_post`` for post-norm blocks)."""
+    suffix = f"blocks.{layer}.hook_resid_post"
+    if name.endswith(suffix):
+        return name[: -len("hook_resid_post")] + getattr(part.blocks[layer], "output_hook", "hook_resid_post")
+    return name
+
+
 def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any) -> None:
     n = len(part.blocks)
     hidden = getattr(ref, "hidden_states", None)
     if hidden is None:
         raise CheckNotRun(f"the HF reference returned no hidden_states for {prefix or 'the model'}")
-    names = type(pair.bridge.adapter).hidden_state_hooks(n)
+    names = [
+        _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name
+        for name in type(pair.bridge.adapter).hidden_state_hooks(n)
+    ]
     if len(names) != len(hidden):
         fail(f"{prefix}: HF returns {len(hidden)} hidden states, the adapter's hidden_state_hooks maps {len(names)}")
     for index, (name, expected) in enumerate(zip(names, hidden, strict=True)):
         if name == LN_FINAL and part.ln_final is None:  # a tower without a final norm: its last block's output
-            got, what = cache[f"{prefix}blocks.{n - 1}.hook_resid_post"], f"{prefix}blocks.{n - 1}.hook_resid_post"
-            what += f" vs HF hidden_states[{index}]"
+            last = _block_output(part, n - 1, f"{prefix}blocks.{n - 1}.hook_resid_post")
+            got, what = cache[last], f"{last} vs HF hidden_states[{index}]"
         elif name == LN_FINAL:
             final = pair.reference.get_submodule(_hf_path(pair.bridge, part.ln_final.hf))
             with torch.no_grad():
@@ -309,9 +321,11 @@ def check_residual_algebra(pair: Pair) -> None:
                 )
                 reached += 1
         for layer in range(1, len(part.blocks)):
-            pre, post = f"{prefix}blocks.{layer}.hook_resid_pre", f"{prefix}blocks.{layer - 1}.hook_resid_post"
+            pre = f"{prefix}blocks.{layer}.hook_resid_pre"
+            post = _block_output(part, layer - 1, f"{prefix}blocks.{layer - 1}.hook_resid_post")
             expect_close(cache[pre], cache[post], f"{pre} vs {post}", tolerance=0.0)
-    if mids and not reached:
+    runnable = any("mlp" in block.hf_modules for _, part in pair.parts() for block in part.blocks)
+    if mids and not reached and runnable:  # an MLP the wiring computes inline has no HF module to run alone
         raise CheckNotRun(f"the model has {mids[0]} but no block MLP the reference could be run on")
 
 
@@ -374,7 +388,7 @@ def check_gradients(pair: Pair) -> None:
     prefix, part = pair.parts()[0]
     block = part.blocks[0]
     name = f"{prefix}blocks.0"
-    wanted = [f"{name}.hook_resid_post"]
+    wanted = [_block_output(part, 0, f"{name}.hook_resid_post")]
     if (
         f"{name}.attn.hook_z" in pair.bridge.hook_dict
         and getattr(getattr(block, "attn", None), "out_proj", None) is not None
@@ -461,8 +475,9 @@ def _reference_gradients(pair: Pair, tokens: Any, block: Block, names: list[str]
         finally:
             handle.remove()
     expected: dict[str, torch.Tensor] = {}
+    output_hook = getattr(block, "output_hook", "hook_resid_post")
     for name in names:
-        if name.endswith("hook_resid_post"):
+        if name.endswith(output_hook):  # what the HF block returns
             expected[name] = grads["post"]
         elif name.endswith("attn.hook_z"):
             heads = pair.parts()[0][1].cfg.n_heads
