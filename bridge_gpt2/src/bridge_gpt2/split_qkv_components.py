@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bridge.components import Attention, Block, ForwardOverride, PostNormBlock, SequentialBlock, SplitQKV
+from bridge.components import Attention, Block, ForwardOverride, PostNormBlock, SequentialBlock, SplitQKV, additive_mask
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeError
 
@@ -65,10 +65,11 @@ class GPTNeoAttention(InlineAttention):
             key, value = layer_past.update(key, value, m.layer_id)
         q_len, k_len = query.shape[-2], key.shape[-2]
         allowed = m.bias[:, :, k_len - q_len : k_len, :k_len]  # [1, 1, q, k]: causal, and the window if local
-        minimum = torch.finfo(torch.float32).min
-        mask = torch.full(allowed.shape, minimum, device=query.device).masked_fill(allowed, 0.0)
-        if attention_mask is not None:
-            mask = mask + attention_mask
+        scores_like = query.new_empty((1, 1, q_len, k_len), dtype=torch.float32)
+        visible = additive_mask(attention_mask, m, scores_like)  # [b, 1, q, k], or None
+        if visible is None:
+            visible = torch.zeros((), device=query.device)
+        mask = torch.where(allowed, visible, torch.finfo(torch.float32).min)  # masked: the dtype's minimum
         z, pattern = self.attend_with_hooks(
             m, query.float(), key.float(), value.float(), mask, scaling=1.0, dropout=m.attn_dropout.p
         )  # z: [b, p, h, d]
