@@ -190,10 +190,11 @@ def test_xglm_embed_is_scaled_and_positions_are_sinusoids_two_on(pair_of, key):
 
 
 @pytest.mark.parametrize("path", ["native", "hooked"])
-def test_xglm_scores_are_q_dot_k_over_root_d(pair_of, path):
-    """``hook_q`` is ``q_proj``'s output before HF's ``d_head ** -0.5``; ``hook_attn_scores`` is
-    ``q·k / √d_head`` on visible keys."""
-    pair = pair_of(XGLMAdapter, path=path)
+@pytest.mark.parametrize("adapter", [XGLMAdapter, OPTAdapter], ids=lambda a: a.__name__)
+def test_scores_are_q_dot_k_over_root_d(pair_of, adapter, path):
+    """XGLM and OPT scale the query by ``d_head ** -0.5`` right after ``q_proj``: ``hook_q`` is before that
+    scale (``q_proj``'s output), ``hook_attn_scores`` is ``q·k / √d_head`` on visible keys."""
+    pair = pair_of(adapter, path=path)
     _, cache = pair.bridge.run_with_cache(tokens())
     visible = causal(10)
     for layer in range(2):
