@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bridge.known import plugin_for
+from bridge.processing import WeightProcessingError
 from bridge.testing import make_pair, save_tiny_model
 from bridge_gpt2 import ADAPTERS, GPTNeoAdapter, OPTAdapter, XGLMAdapter
 
@@ -203,3 +204,15 @@ def test_scores_are_q_dot_k_over_root_d(pair_of, adapter, path):
         scores = cache[f"blocks.{layer}.attn.hook_attn_scores"]
         torch.testing.assert_close(scores[..., visible], expected[..., visible], atol=1e-4, rtol=TOL)
         assert (scores[..., ~visible] <= MIN / 2).all()
+
+
+def test_centring_refuses_xglm_positions_and_opt_350m_project_in(pair_of):
+    """``center_writing_weights`` changes weights so what they write to the residual stream has mean 0; XGLM's
+    sinusoid is not a parameter and OPT-350m's embedding is written by ``project_in``: refused, saying which."""
+    for adapter, key, says in (
+        (XGLMAdapter, None, "XGLMSinusoidalPositionalEmbedding, not an embedding matrix"),
+        (OPTAdapter, "opt-350m-style", "embed output comes from Linear"),
+    ):
+        model = pair_of(adapter, key).bridge
+        with pytest.raises(WeightProcessingError, match=says):
+            model.center_writing_weights()
