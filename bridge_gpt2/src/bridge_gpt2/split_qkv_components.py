@@ -41,7 +41,9 @@ class InlineAttention(Attention):
 class GPTNeoAttention(InlineAttention):
     """GPT-Neo's attention (HF path ``attn``, a wrapper around ``attn.attention``): no bias on q/k/v, no score
     scaling (scale 1.0), scores in float32, and on ``local`` layers a causal window of ``window_size`` keys
-    (HF's ``bias`` buffer), which shows in ``hook_attn_scores`` as masked entries."""
+    (HF's ``bias`` buffer), which shows in ``hook_attn_scores`` as masked entries (the dtype's minimum). Equal to
+    HF's eager attention but on query rows whose every key is masked (left padding), which HF spreads over the
+    window and this path over all keys, like every other model."""
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
         qkv = SplitQKV("attention.q_proj", "attention.k_proj", "attention.v_proj")
