@@ -286,3 +286,5 @@ def test_W_pos_starts_at_the_offset_a_position_table_is_read_at():
     wpe.offset = 2
     assert model.W_pos.shape == (62, 32)
     assert model.W_pos.data_ptr() == wpe.weight[2].data_ptr()
+    wpe.offset = 0
+    assert model.W_pos is wpe.weight

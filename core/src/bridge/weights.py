@@ -79,7 +79,8 @@ class WeightViews(SurfacesViewErrors):
         table = getattr(pos.hf, "weights", None) if table is None else table
         if not isinstance(table, torch.Tensor):
             raise WeightViewError(f"{type(pos.hf).__name__} holds no position table (weight or weights), so no W_pos")
-        return table[getattr(pos.hf, "offset", 0) :]
+        offset = getattr(pos.hf, "offset", 0)
+        return table[offset:] if offset else table  # the parameter itself where there is no offset
 
     @property
     def W_E_pos(self) -> torch.Tensor:
