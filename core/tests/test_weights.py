@@ -275,3 +275,16 @@ def test_tl_parameters_give_gemmas_effective_norm_scale():
     layer = model.hf_model.model.layers[0]
     torch.testing.assert_close(params["blocks.0.ln1.w"], 1.0 + layer.input_layernorm.weight, rtol=0, atol=0)
     assert "pos_embed.W_pos" not in params and "blocks.0.mlp.W_gate" in params
+
+
+def test_W_pos_starts_at_the_offset_a_position_table_is_read_at():
+    """A position table read at ``position + offset`` (OPT's and XGLM's offset of 2) gives ``W_pos[p]`` for
+    position ``p``: the rows from ``offset`` on, still a view of the HF parameter."""
+    model = gpt2()
+    wpe = model.hf_model.transformer.wpe
+    assert model.W_pos.shape == (64, 32) and model.W_pos.data_ptr() == wpe.weight.data_ptr()
+    wpe.offset = 2
+    assert model.W_pos.shape == (62, 32)
+    assert model.W_pos.data_ptr() == wpe.weight[2].data_ptr()
+    wpe.offset = 0
+    assert model.W_pos is wpe.weight

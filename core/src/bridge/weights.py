@@ -66,14 +66,21 @@ class WeightViews(SurfacesViewErrors):
 
     @property
     def W_pos(self) -> torch.Tensor:
-        """Learned position embedding ``[n_ctx, d_model]`` (absent for rotary/ALiBi models)."""
+        """Position embedding table ``[n_ctx, d_model]``, row ``p`` for position ``p`` (absent for rotary/ALiBi
+        models). A table read at ``position + offset`` (OPT's and XGLM's ``offset`` of 2) starts at row ``offset``;
+        a fixed sinusoidal table (a ``weights`` buffer, XGLM) is given as it is."""
         pos = self._modules.get("pos_embed")
         if pos is None:
             raise WeightViewError(
                 f"{type(self.hf_model).__name__} has no learned position embedding "
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
-        return pos.hf.weight
+        table = getattr(pos.hf, "weight", None)
+        table = getattr(pos.hf, "weights", None) if table is None else table
+        if not isinstance(table, torch.Tensor):
+            raise WeightViewError(f"{type(pos.hf).__name__} holds no position table (weight or weights), so no W_pos")
+        offset = getattr(pos.hf, "offset", 0)
+        return table[offset:] if offset else table  # the parameter itself where there is no offset
 
     @property
     def W_E_pos(self) -> torch.Tensor:
