@@ -208,20 +208,19 @@ def test_rot_q_k_are_rope_by_hand_of_the_pre_rotary_q_k(pair_named, name):
 QK_NORM_CASES = ["phi-qk-layernorm", "stablelm-2-12b-style", "command-r-plus-style"]
 
 
-def hf_qk_norm_weights(attn, name, heads):
-    """The q or k norm's weight and bias as ``[heads, d_head]`` (one norm per head in StableLM)."""
-    module = getattr(
-        attn,
-        {"q": "q_layernorm", "k": "k_layernorm"}[name]
-        if hasattr(attn, "q_layernorm")
-        else {"q": "q_norm", "k": "k_norm"}[name],
-    )
-    if hasattr(module, "norms"):  # StableLM: a LayerNorm per head
-        weight = torch.stack([n.weight for n in module.norms])
-        bias = None
+def hf_qk_norm(attn, name):
+    """The HF q or k norm module: ``q_layernorm`` (Phi, StableLM) or ``q_norm`` (Cohere)."""
+    return getattr(attn, f"{name}_layernorm", None) or getattr(attn, f"{name}_norm")
+
+
+def hf_qk_norm_weights(module, heads):
+    """A q or k norm's weight and bias as ``[heads, d_head]`` (StableLM: one norm per head; Phi: one shared by the
+    heads; Cohere: a ``[heads, d_head]`` weight and no bias)."""
+    if hasattr(module, "norms"):
+        weight, bias = torch.stack([n.weight for n in module.norms]), None
     else:
         weight, bias = module.weight, getattr(module, "bias", None)
-    return module, weight.expand(heads, -1), None if bias is None else bias.expand(heads, -1)
+    return weight.expand(heads, -1), None if bias is None else bias.expand(heads, -1)
 
 
 @pytest.mark.parametrize("name", QK_NORM_CASES)
@@ -240,7 +239,8 @@ def test_qk_norm_hooks_are_layer_norms_by_hand_of_hook_q_k(pair_named, name):
     tokens = pair.tokens(2, 7)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.1.attn.hook_"))
     for name_, heads in (("q", cfg.n_heads), ("k", cfg.n_key_value_heads)):
-        module, weight, bias = hf_qk_norm_weights(attn, name_, heads)
+        module = hf_qk_norm(attn, name_)
+        weight, bias = hf_qk_norm_weights(module, heads)
         raw = cache[name_, 1].double()  # [b, p, heads, d_head]
         centred = raw - raw.mean(-1, keepdim=True)
         eps = getattr(module, "variance_epsilon", None) or model.hf_model.config.layer_norm_eps
@@ -260,7 +260,7 @@ def test_patch_at_hook_k_normed_equals_scaling_the_k_norm(pair_named, name):
     logits = pair.bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_k_normed", lambda k, hook: k * 2.0)])
     surgery = copy.deepcopy(pair.reference)
     attn = surgery.model.layers[0].self_attn
-    module = getattr(attn, "k_layernorm", None) or attn.k_norm
+    module = hf_qk_norm(attn, "k")
     with torch.no_grad():
         for param in module.parameters():
             param.mul_(2.0)
