@@ -31,6 +31,13 @@ class RopeLayoutAdapter(RopeAdapter):
     qk_norms: ClassVar[tuple[str, str, str, NormLayout] | None] = None
     #: Whether RoPE rotates adjacent pairs of dims (``rotate_half`` on ``x[..., ::2]``/``x[..., 1::2]``).
     adjacent_pairs: ClassVar[bool] = False
+    #: Real-checkpoint switches on the example config, by a short id (the kit's ``conformance_configs``).
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        example = cls.example_config()
+        return {name: type(example)(**{**example.to_diff_dict(), **changes}) for name, changes in cls.variants.items()}
 
     def config_overrides(self) -> dict[str, Any]:
         return super().config_overrides() | {
@@ -80,6 +87,16 @@ class PhiAdapter(RopeLayoutAdapter):
     extra_paths: ClassVar[dict[str, str]] = {"attn_dropout": "resid_dropout", "mlp_dropout": "resid_dropout"}
     final_norm = "final_layernorm"
     qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bhpd")
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # phi-2: head_dim 80 with partial_rotary_factor 0.4 (rotary_dim 32), multi-head attention.
+        "phi-2-style": {
+            "hidden_size": 80,
+            "num_key_value_heads": 4,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.4},
+        },
+        # The switch PhiConfig offers for per-head q/k LayerNorms.
+        "phi-qk-layernorm": {"qk_layernorm": True},
+    }
 
 
 class StableLmAdapter(RopeLayoutAdapter):
@@ -95,6 +112,12 @@ class StableLmAdapter(RopeLayoutAdapter):
     }
     norm = LN
     qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bhpd")
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # stablelm-3b-4e1t: no q/k/v biases, multi-head attention.
+        "stablelm-3b-4e1t-style": {"use_qkv_bias": False, "num_key_value_heads": 4},
+        # stablelm-2-12b: parallel residual on one shared norm, per-head q/k LayerNorms, GQA, no q/k/v biases.
+        "stablelm-2-12b-style": {"use_parallel_residual": True, "qk_layernorm": True, "use_qkv_bias": False},
+    }
 
     def block_layout(self) -> tuple[type[Block], dict[str, str], dict[str, str]]:
         dropout = {"mlp_dropout": "dropout"}  # HF drops out the MLP's output only
@@ -117,6 +140,10 @@ class CohereAdapter(RopeLayoutAdapter):
     norms: ClassVar[dict[str, str]] = {"ln1": "input_layernorm"}
     qk_norms = ("use_qk_norm", "q_norm", "k_norm", "bphd")
     adjacent_pairs = True
+    #: c4ai-command-r-plus: q/k norms over ``[heads, d_head]``, logit_scale 0.8333.
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "command-r-plus-style": {"use_qk_norm": True, "logit_scale": 0.8333}
+    }
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
@@ -136,6 +163,10 @@ class Cohere2Adapter(CohereAdapter):
         "tie_word_embeddings": True,
         "sliding_window": 4,
         "layer_types": ["sliding_attention", "full_attention"],
+    }
+    #: c4ai-command-r7b: three sliding-window (RoPE) layers, then one global layer (no positions).
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "command-r7b-style": {"num_hidden_layers": 4, "layer_types": None, "sliding_window_pattern": 4}
     }
 
 
