@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 from transformers import Cohere2Config, CohereConfig, Glm4Config, GlmConfig, PhiConfig, StableLmConfig
 
 from bridge import BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, Block, Norm, SequentialBlock, SharedNormParallelBlock, SplitQKV
+from bridge.components import (
+    MLP,
+    Attention,
+    Block,
+    Norm,
+    ParallelBlock,
+    SequentialBlock,
+    SharedNormParallelBlock,
+    SplitQKV,
+)
 from bridge.config import BridgeConfig
 from bridge_llama.adapters import RopeAdapter
 from bridge_llama.components import GateUpMLP, NormLayout, QKNormAttention, SandwichBlock
@@ -43,7 +52,7 @@ class RopeLayoutAdapter(RopeAdapter):
         return super().config_overrides() | {
             "normalization_type": self.norm["kind"],
             "rotary_adjacent_pairs": self.adjacent_pairs,
-            "parallel_attn_mlp": issubclass(self.block_layout()[0], SharedNormParallelBlock),
+            "parallel_attn_mlp": issubclass(self.block_layout()[0], ParallelBlock),
         }
 
     def attention_spec(self) -> Spec:
