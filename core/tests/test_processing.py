@@ -22,7 +22,7 @@ from bridge_mamba.adapters import MambaAdapter
 from bridge_mla.adapters import ADAPTERS as MLA
 
 ATTENTION = (*GPT2_FAMILY, *LLAMA_FAMILY, *ALIBI, *MLA)
-LN = tuple(a for a in ATTENTION if a in GPT2_FAMILY or a in ALIBI)
+LN = tuple(a for a in ATTENTION if a in GPT2_FAMILY or a in ALIBI or (a in LLAMA_FAMILY and a.norm["kind"] == "LN"))
 RMS = tuple(a for a in ATTENTION if a not in LN)
 ids = lambda adapters: [a.__name__ for a in adapters]  # noqa: E731
 TOL = {"atol": 1e-4, "rtol": 0}

@@ -134,6 +134,24 @@ def test_missing_biases_are_zeros():
         assert value.shape == shape and not value.any(), name
 
 
+def test_a_logit_scale_is_in_W_U_and_b_U():
+    """A model that multiplies its LM head's output by a logit scale (Cohere; here a torch hook on GPT-2's head)
+    declares it in ``cfg.extra["logit_scale"]``: ``W_U``/``b_U`` include it, so ``ln_final(resid) @ W_U + b_U``
+    is the logits; without one ``W_U`` is the head's parameter itself."""
+    model = gpt2()
+    head = model.hf_model.lm_head
+    assert model.W_U.data_ptr() == head.weight.data_ptr()
+    head.bias = torch.nn.Parameter(0.1 * torch.randn(head.out_features, generator=torch.Generator().manual_seed(2)))
+    head.register_forward_hook(lambda _module, _inputs, out: out * 0.25)
+    model.cfg.extra["logit_scale"] = 0.25
+    torch.testing.assert_close(model.W_U, head.weight.T * 0.25, rtol=0, atol=0)
+    torch.testing.assert_close(model.b_U, head.bias * 0.25, rtol=0, atol=0)
+    logits, cache = model.run_with_cache(TOKENS, names_filter="ln_final.hook_normalized")
+    ln_f = model.hf_model.transformer.ln_f
+    unembedded = (cache["ln_final.hook_normalized"] * ln_f.weight + ln_f.bias) @ model.W_U + model.b_U
+    torch.testing.assert_close(unembedded, logits, rtol=0, atol=1e-5)
+
+
 def test_missing_views_raise_an_attribute_error_saying_what_exists():
     model = llama()
     assert not hasattr(model, "W_pos")

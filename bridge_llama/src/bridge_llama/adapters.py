@@ -247,6 +247,9 @@ class MixtralAdapter(RopeAdapter):
         return out
 
 
+# Built on RopeAdapter above, so imported once it exists.
+from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS  # noqa: E402
+
 ADAPTERS: tuple[type[RopeAdapter], ...] = (
     LlamaAdapter,
     MistralAdapter,
@@ -257,4 +260,5 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Phi3Adapter,
     Olmo2Adapter,
     MixtralAdapter,
+    *PARALLEL_ADAPTERS,
 )

@@ -89,20 +89,24 @@ class WeightViews(SurfacesViewErrors):
 
     @property
     def W_U(self) -> torch.Tensor:
-        """Unembedding ``[d_model, d_vocab]``."""
+        """Unembedding ``[d_model, d_vocab]``, so that ``logits = final_resid @ W_U + b_U``: the LM head's weight,
+        times the model's logit scale where it multiplies the head's output (``cfg.extra["logit_scale"]``, Cohere);
+        then it is a scaled copy, not the parameter."""
         unembed = self.__dict__.get("unembed", self._modules.get("unembed"))
         if unembed is None:
             raise WeightViewError(f"{type(self.hf_model).__name__} has no LM head, so there is no W_U")
-        return unembed.weight.T
+        scale = self.cfg.extra.get("logit_scale")
+        return unembed.weight.T if scale is None else unembed.weight.T * scale
 
     @property
     def b_U(self) -> torch.Tensor:
-        """Unembedding bias ``[d_vocab]`` (zeros when the head has none)."""
+        """Unembedding bias ``[d_vocab]`` (zeros when the head has none; times the logit scale, as ``W_U``)."""
         w_u = self.W_U
         bias = getattr(self.unembed, "bias", None)
-        if bias is not None:
-            return bias
-        return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+        if bias is None:
+            return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+        scale = self.cfg.extra.get("logit_scale")
+        return bias if scale is None else bias * scale
 
     # ------------------------------------------------------ stacked per layer
 
