@@ -1,4 +1,5 @@
-"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo-2, Mixtral) for bridge."""
+"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo-2, Mixtral, Llama 4, GLM-4-MoE)
+for bridge."""
 
 from bridge_llama.adapters import (
     ADAPTERS,
@@ -14,12 +15,18 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.glm4_moe import Glm4MoeAdapter
+from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
 
 __all__ = [
     "ADAPTERS",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
+    "Glm4MoeAdapter",
+    "Llama4Adapter",
+    "Llama4Block",
+    "Llama4MoE",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
@@ -30,4 +37,5 @@ __all__ = [
     "Qwen3Adapter",
     "RopeAdapter",
     "SandwichBlock",
+    "llama4_routing",
 ]
