@@ -24,9 +24,10 @@ from transformers import Llama4TextConfig
 
 from bridge import ComponentMap, Spec
 from bridge.adapter import DenseOrMoEBlockSpec
-from bridge.components import MLP, Attention, Norm, OutputTap, SequentialBlock
+from bridge.components import MLP, Attention, ForwardOverride, Norm, OutputTap, SequentialBlock
 from bridge.components.moe import MoE, Routing
 from bridge.config import BridgeConfig
+from bridge.hook_points import HookPoint
 from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, RopeAdapter
 
 
@@ -69,10 +70,22 @@ class Llama4MoE(MoE):
         route = next(a for a in self._attachments if isinstance(a, OutputTap) and a.module is self.router)
         route.hooks += (self.hook_expert_outputs,)
         self.hook_expert_outputs.on_change(route.sync)
+        object.__setattr__(self, "shared_module", hf_module.get_submodule(shared_expert) if shared_expert else None)
+        every_hook = tuple(m for m in self.modules() if isinstance(m, HookPoint))
+        self.attach(ForwardOverride(hf_module, self._forward, every_hook))
 
-    def _record_shape(self, hidden: torch.Tensor) -> torch.Tensor:
-        self._hidden = hidden.reshape(-1, hidden.shape[-1])  # [b·p, d]: what the router and experts read
-        return super()._record_shape(hidden)
+    def _forward(self, _original: Callable, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """HF's MoE forward with the shared expert run on ``[b, p, d]`` (HF runs it on ``[b·p, d]``; it is
+        position-wise), so its hooks have TransformerLens shapes. hidden ``[b, p, d]`` → ``([b·p, d], logits)``."""
+        x = hidden.reshape(-1, hidden.shape[-1])  # [b·p, d]
+        self._hidden = x
+        scores, logits = self.router(x)  # [b·p, E] each
+        n_experts = scores.shape[1]
+        routed_in = x.repeat(n_experts, 1) * einops.rearrange(scores, "n e -> (e n) 1")  # [E·b·p, d]
+        routed = einops.reduce(self.experts(routed_in), "(e n) d -> n d", "sum", e=n_experts)
+        if self.shared_module is None:
+            return routed, logits
+        return self.shared_module(hidden).reshape(x.shape) + routed, logits
 
     def _route(self, out: Any) -> Any:
         scores, logits = out  # [b·p, E] each

@@ -112,9 +112,7 @@ class MoE(MoEWeights, Component):
             shared_module = hf_module.get_submodule(shared_expert)
             self.shared_expert = MLP(shared_module, cfg, **SHARED_EXPERT_MLP)
             self.hook_shared_expert_out = HookPoint()
-            hook = self.hook_shared_expert_out
-            # a copy: HF may add the routed sum to this tensor in place (Llama 4), which must not reach the cache
-            self.attach(OutputTap(shared_module, lambda out: hook(out).clone(), (hook,)))
+            self.attach(OutputTap(shared_module, self.hook_shared_expert_out, (self.hook_shared_expert_out,)))
         routing_hooks = (self.hook_router_logits, self.hook_expert_indices, self.hook_expert_weights)
         all_hooks = (*routing_hooks, self.hook_expert_outputs)
         self.attach(InputTap(hf_module, self._record_shape, all_hooks))
