@@ -83,6 +83,7 @@ class Llama4MoE(MoE):
         n_experts = scores.shape[1]
         routed_in = x.repeat(n_experts, 1) * einops.rearrange(scores, "n e -> (e n) 1")  # [E·b·p, d]
         routed = einops.reduce(self.experts(routed_in), "(e n) d -> n d", "sum", e=n_experts)
+        self._hidden = self._selection = None  # kept for the per-slot outputs of this call only
         if self.shared_module is None:
             return routed, logits
         return self.shared_module(hidden).reshape(x.shape) + routed, logits
