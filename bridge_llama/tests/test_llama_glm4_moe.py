@@ -1,6 +1,6 @@
-"""GLM-4-MoE: the conformance kit on the published checkpoints' switches (GLM-4.5: q/k norms, one expert group,
-``routed_scaling_factor`` 2.5; GLM-4.5-Air: no q/k norms), with a non-zero ``e_score_correction_bias`` (HF
-initialises it to zeros, so a tiny model would never exercise it); and what the kit cannot see: the routing hooks
+"""GLM-4-MoE: the conformance kit on GLM-4.5's switches (q/k norms, one expert group, ``routed_scaling_factor`` 2.5;
+the kit also runs them and GLM-4.5-Air's as ``conformance_configs()``) with a non-zero ``e_score_correction_bias``
+(HF initialises it to zeros, so a tiny model would never exercise it); and what the kit cannot see: the routing hooks
 against HF's router, the routing rule written out here, the shared expert, partial rotary, dense first layers."""
 
 import copy
@@ -14,17 +14,6 @@ from bridge.testing.fixtures import build_tiny_model, sensitize, tiny_tokenizer
 from bridge_llama import Glm4MoeAdapter
 
 ATOL = 1e-5
-GLM45 = {
-    "use_qk_norm": True,
-    "n_group": 1,
-    "topk_group": 1,
-    "routed_scaling_factor": 2.5,
-    "first_k_dense_replace": 1,
-    "norm_topk_prob": True,
-    "attention_bias": True,
-    "tie_word_embeddings": False,
-}
-VARIANTS = {"glm4.5-style": GLM45, "glm4.5-air-style": {**GLM45, "use_qk_norm": False}}
 
 
 def close(got, expected, atol=ATOL):
@@ -45,14 +34,10 @@ def save_with_bias(config, directory, seed=0):
     return directory
 
 
-def variant_config(changes):
-    example = Glm4MoeAdapter.example_config()
-    return type(example)(**{**example.to_diff_dict(), **changes})
-
-
 @pytest.fixture(scope="module")
-def variant_dirs(tmp_path_factory):
-    return {name: save_with_bias(variant_config(c), tmp_path_factory.mktemp(name)) for name, c in VARIANTS.items()}
+def glm45_dir(tmp_path_factory):
+    config = Glm4MoeAdapter.conformance_configs()["glm4.5-style"]
+    return save_with_bias(config, tmp_path_factory.mktemp("glm4.5-style-biased"))
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +47,22 @@ def biased_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("path", ["native", "hooked"])
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_variant_conformance(variant_dirs, variant, check, path):
-    pair = make_pair(Glm4MoeAdapter, path=path, directory=variant_dirs[variant])
+def test_glm45_style_with_correction_bias_conformance(glm45_dir, check, path):
+    """The kit runs ``conformance_configs()`` with the bias at zero; here GLM-4.5's switches with a bias."""
+    pair = make_pair(Glm4MoeAdapter, path=path, directory=glm45_dir)
     model = pair.bridge.hf_model
     assert model.config.routed_scaling_factor == 2.5 and model.config.n_group == 1
     assert model.model.layers[1].mlp.gate.e_score_correction_bias.abs().min() > 0
-    assert hasattr(model.model.layers[0].self_attn, "q_norm") == (variant == "glm4.5-style")
+    assert hasattr(model.model.layers[0].self_attn, "q_norm")
     check(pair)
+
+
+def test_checkpoint_style_configs_carry_the_switches():
+    configs = Glm4MoeAdapter.conformance_configs()
+    for config in configs.values():
+        assert config.n_group == 1 and config.routed_scaling_factor == 2.5 and config.attention_bias
+        assert config.rope_parameters["partial_rotary_factor"] == 0.5 and not config.tie_word_embeddings
+    assert configs["glm4.5-style"].use_qk_norm and not configs["glm4.5-air-style"].use_qk_norm
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""Llama 4 (text): the conformance kit on the published checkpoints' switches (Scout: every layer MoE, q/k norm,
-Llama-3 RoPE scaling; Maverick: MoE every other layer, no q/k norm), and what the kit cannot see: the queries and
-keys at ``hook_rot_q/k`` (RoPE in adjacent pairs, L2 norm, temperature) written out here, the chunked mask, and the
-MoE hooks (experts reading score-scaled tokens, the shared expert) against HF's router, weight surgery and the
-experts' raw weights."""
+"""Llama 4 (text): the published checkpoints' switches (Scout: every layer MoE, q/k norm, Llama-3 RoPE scaling;
+Maverick: MoE every other layer, no q/k norm; the kit runs them as ``conformance_configs()``), and what the kit
+cannot see: the queries and keys at ``hook_rot_q/k`` (RoPE in adjacent pairs, L2 norm, temperature) written out
+here, the chunked mask, and the MoE hooks (experts reading score-scaled tokens, the shared expert) against HF's
+router, weight surgery and the experts' raw weights."""
 
 import copy
 import math
@@ -13,72 +13,26 @@ import torch.nn.functional as F
 
 from bridge import OptInHookError
 from bridge.processing import WeightProcessingError
-from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
+from bridge.testing import make_pair
 from bridge_llama import Llama4Adapter
 from bridge_llama.llama4 import llama4_routing
 
 ATOL = 1e-5
-LLAMA3_ROPE = {
-    "rope_type": "llama3",
-    "rope_theta": 500_000.0,
-    "factor": 16.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 1.0,
-    "original_max_position_embeddings": 8,
-}
-#: The published checkpoints' switches on tiny configs (NoPE every 2nd layer instead of every 4th: 2 layers).
-VARIANTS = {
-    "llama4-scout-style": {
-        "num_hidden_layers": 2,
-        "no_rope_layers": None,
-        "no_rope_layer_interval": 2,
-        "interleave_moe_layer_step": 1,
-        "num_experts_per_tok": 1,
-        "use_qk_norm": True,
-        "rope_parameters": LLAMA3_ROPE,
-    },
-    "llama4-maverick-style": {
-        "num_hidden_layers": 2,
-        "no_rope_layers": None,
-        "no_rope_layer_interval": 2,
-        "interleave_moe_layer_step": 2,
-        "num_experts_per_tok": 1,
-        "use_qk_norm": False,
-        "tie_word_embeddings": False,
-    },
-}
-
-
-def variant_config(changes):
-    """The example config with ``changes``, the fields its post-init derived left to be derived again."""
-    example = Llama4Adapter.example_config().to_diff_dict()
-    for derived in ("layer_types", "moe_layers", "no_rope_layers"):
-        example.pop(derived, None)
-    return type(Llama4Adapter.example_config())(**{**example, **changes})
 
 
 def close(got, expected, atol=ATOL):
     torch.testing.assert_close(got, expected, atol=atol, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def variant_dirs(tmp_path_factory):
-    return {name: save_tiny_model(variant_config(c), tmp_path_factory.mktemp(name)) for name, c in VARIANTS.items()}
-
-
-@pytest.mark.parametrize("path", ["native", "hooked"])
-@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_variant_conformance(variant_dirs, variant, check, path):
-    pair = make_pair(Llama4Adapter, path=path, directory=variant_dirs[variant])
-    config = pair.bridge.hf_model.config
-    assert config.no_rope_layers == [1, 0] and config.layer_types == ["chunked_attention", "full_attention"]
-    if variant == "llama4-scout-style":
-        assert config.moe_layers == [0, 1] and config.rope_parameters["rope_type"] == "llama3"
-        assert hasattr(pair.bridge.hf_model.model.layers[0].self_attn, "qk_norm")
-    else:
-        assert config.moe_layers == [1] and not config.use_qk_norm
-    check(pair)
+def test_checkpoint_style_configs_carry_the_switches():
+    """The kit runs ``Llama4Adapter.conformance_configs()`` (test_llama_conformance); they are what they say."""
+    configs = Llama4Adapter.conformance_configs()
+    for config in configs.values():
+        assert config.no_rope_layers == [1, 0] and config.layer_types == ["chunked_attention", "full_attention"]
+        assert config.num_experts_per_tok == 1
+    scout, maverick = configs["llama4-scout-style"], configs["llama4-maverick-style"]
+    assert scout.moe_layers == [0, 1] and scout.use_qk_norm and scout.rope_parameters["rope_type"] == "llama3"
+    assert maverick.moe_layers == [1] and not maverick.use_qk_norm and not maverick.tie_word_embeddings
 
 
 @pytest.fixture

@@ -51,6 +51,26 @@ class Glm4MoeAdapter(RopeAdapter):
         "initializer_range": 0.125,
     }
 
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """The published checkpoints' switches: GLM-4.5 (q/k norms, one expert group, ``routed_scaling_factor``
+        2.5, q/k/v biases, untied embeddings) and GLM-4.5-Air (the same without q/k norms)."""
+        glm45 = {
+            "use_qk_norm": True,
+            "n_group": 1,
+            "topk_group": 1,
+            "routed_scaling_factor": 2.5,
+            "first_k_dense_replace": 1,
+            "norm_topk_prob": True,
+            "attention_bias": True,
+            "tie_word_embeddings": False,
+        }
+        config = cls.example_config()
+        return {
+            "glm4.5-style": type(config)(**{**config.to_diff_dict(), **glm45}),
+            "glm4.5-air-style": type(config)(**{**config.to_diff_dict(), **glm45, "use_qk_norm": False}),
+        }
+
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
         out = super().config_overrides()

@@ -28,7 +28,7 @@ from bridge.components import MLP, Attention, ForwardOverride, Norm, OutputTap, 
 from bridge.components.moe import MoE, Routing
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
-from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, RopeAdapter
+from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, TINY, RopeAdapter
 
 
 def llama4_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +162,36 @@ class Llama4Adapter(RopeAdapter):
         "initializer_range": 0.125,
     }
     wiring = Llama4Block
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """The published checkpoints' switches on tiny two-layer configs (NoPE every 2nd layer, not every 4th):
+        Scout (every layer MoE, one expert a token, q/k norm, Llama-3 RoPE scaling) and Maverick (MoE every
+        other layer, no q/k norm, untied embeddings)."""
+        scout = {
+            "interleave_moe_layer_step": 1,
+            "use_qk_norm": True,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500_000.0,
+                "factor": 16.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 1.0,
+                "original_max_position_embeddings": 8,
+            },
+        }
+        maverick = {"interleave_moe_layer_step": 2, "use_qk_norm": False, "tie_word_embeddings": False}
+        return {
+            "llama4-scout-style": cls._checkpoint_style(scout),
+            "llama4-maverick-style": cls._checkpoint_style(maverick),
+        }
+
+    @classmethod
+    def _checkpoint_style(cls, changes: dict[str, Any]) -> Any:
+        """The example config on two layers, one expert a token, NoPE layers from the interval, with ``changes``."""
+        values = {**TINY, **cls.example_options, "num_hidden_layers": 2, "num_experts_per_tok": 1}
+        values |= {"no_rope_layers": None, "no_rope_layer_interval": 2, **changes}
+        return cls.example_class(**values, architectures=[cls.architectures[0]])
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
