@@ -24,6 +24,8 @@ from bridge_mla.adapters import ADAPTERS as MLA
 ATTENTION = (*GPT2_FAMILY, *LLAMA_FAMILY, *ALIBI, *MLA)
 LN = tuple(a for a in ATTENTION if a in GPT2_FAMILY or a in ALIBI or (a in LLAMA_FAMILY and a.norm["kind"] == "LN"))
 RMS = tuple(a for a in ATTENTION if a not in LN)
+#: Llama 4's experts read the normed token times its routing score: fold_ln refuses there (tested in bridge-llama).
+FOLDABLE = tuple(a for a in ATTENTION if a.__name__ != "Llama4Adapter")
 ids = lambda adapters: [a.__name__ for a in adapters]  # noqa: E731
 TOL = {"atol": 1e-4, "rtol": 0}
 
@@ -63,7 +65,7 @@ def softcap(bridge_model, logits):
 # ------------------------------------------------------------------ every family
 
 
-@pytest.mark.parametrize("adapter", ATTENTION, ids=ids(ATTENTION))
+@pytest.mark.parametrize("adapter", FOLDABLE, ids=ids(FOLDABLE))
 def test_processing_keeps_log_probs(adapter, model_dir):
     directory = model_dir(adapter)
     model = bridge.load(directory)
@@ -82,7 +84,7 @@ def test_processing_keeps_log_probs(adapter, model_dir):
         torch.testing.assert_close(log_probs(model(x)), expected, **TOL)
 
 
-@pytest.mark.parametrize("adapter", ATTENTION, ids=ids(ATTENTION))
+@pytest.mark.parametrize("adapter", FOLDABLE, ids=ids(FOLDABLE))
 def test_fold_ln_moves_norm_weights_into_readers(adapter, model_dir):
     """Every pre-norm ends with weight 1 (Gemma: 0) and bias 0, its hook_normalized is its module's output,
     and ln_final.hook_normalized @ W_U + b_U gives the logits."""

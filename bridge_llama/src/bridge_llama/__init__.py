@@ -1,5 +1,4 @@
-"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo-2, Mixtral, Phi-1/2, StableLM,
-Cohere 1/2, GLM, GLM-4) for bridge."""
+"""bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
 from bridge_llama.adapters import (
     ADAPTERS,
@@ -15,6 +14,8 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.glm4_moe import Glm4MoeAdapter
+from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
 from bridge_llama.parallel_adapters import (
     PARALLEL_ADAPTERS,
     Cohere2Adapter,
@@ -35,7 +36,11 @@ __all__ = [
     "Gemma2Adapter",
     "Gemma3Adapter",
     "Glm4Adapter",
+    "Glm4MoeAdapter",
     "GlmAdapter",
+    "Llama4Adapter",
+    "Llama4Block",
+    "Llama4MoE",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
@@ -49,4 +54,5 @@ __all__ = [
     "RopeLayoutAdapter",
     "SandwichBlock",
     "StableLmAdapter",
+    "llama4_routing",
 ]

@@ -262,3 +262,14 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     MixtralAdapter,
     *PARALLEL_ADAPTERS,
 )
+
+
+def _coverage_adapters() -> tuple[type[RopeAdapter], ...]:
+    """Adapters kept in modules of their own (imported here, after the base classes they build on)."""
+    from bridge_llama.glm4_moe import Glm4MoeAdapter
+    from bridge_llama.llama4 import Llama4Adapter
+
+    return (Llama4Adapter, Glm4MoeAdapter)
+
+
+ADAPTERS += _coverage_adapters()
