@@ -29,6 +29,8 @@ GATED = {
     "Cohere2",
     "Glm4",
     "Glm",
+    "Llama4",
+    "Glm4Moe",
 }
 
 
