@@ -258,3 +258,7 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Olmo2Adapter,
     MixtralAdapter,
 )
+
+from bridge_llama.moe_adapters import MOE_ADAPTERS  # noqa: E402  (its adapters build on the ones above)
+
+ADAPTERS += MOE_ADAPTERS

@@ -12,7 +12,7 @@ from bridge.components.blocks import (
 )
 from bridge.components.embedding import Embedding
 from bridge.components.mlp import MLP
-from bridge.components.moe import MoE, Routing, softmax_topk
+from bridge.components.moe import MoE, Routing, softmax_topk, topk_softmax
 from bridge.components.norm import Norm
 from bridge.seam import additive_mask, eager_attention
 
@@ -41,5 +41,6 @@ __all__ = [
     "eager_attention",
     "first_output",
     "softmax_topk",
+    "topk_softmax",
     "weight_in_out",
 ]
