@@ -158,7 +158,7 @@ class PhimoeAdapter(RopeMoEAdapter):
         "attention_bias": True,
         "lm_head_bias": True,
     }
-    norm = {"kind": "LN"}
+    norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
     router = "router"
     n_experts_field = "num_local_experts"
     expert_size_field = "intermediate_size"
