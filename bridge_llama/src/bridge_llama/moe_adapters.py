@@ -67,6 +67,17 @@ class RopeMoEAdapter(RopeAdapter):
     #: the config field of one expert's hidden size (``intermediate_size`` where experts and dense MLPs agree)
     expert_size_field: ClassVar[str] = "moe_intermediate_size"
 
+    #: real-checkpoint switches, by a short id: run by the conformance kit on tiny configs (``conformance_configs``)
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        example = cls.example_config()
+        return {
+            name: type(example)(**{**example.to_diff_dict(), **changes})
+            for name, changes in cls.checkpoint_variants.items()
+        }
+
     def routing(self) -> Routing:
         """The router's selection rule (default: softmax, top k, renormalized if ``norm_topk_prob``)."""
         return softmax_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", False)))
@@ -104,6 +115,10 @@ class OlmoeAdapter(RopeMoEAdapter):
     example_options: ClassVar[dict[str, Any]] = {"num_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32}
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "flat"})
     expert_size_field = "intermediate_size"
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # OLMoE-1B-7B-0924: 64 experts, 8 per token, no renormalization, untied, no clip_qkv
+        "olmoe-1b-7b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": False, "clip_qkv": None},
+    }
 
     def config_overrides(self) -> dict[str, Any]:
         if getattr(self.hf_config, "clip_qkv", None) is not None:
@@ -124,6 +139,11 @@ class Qwen2MoeAdapter(RopeMoEAdapter):
     model_types = ("qwen2_moe",)
     example_class = Qwen2MoeConfig
     example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "shared_expert_intermediate_size": 48}
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B route without renormalizing; some configs make layers dense
+        "qwen2-moe-dense-first": {"decoder_sparse_step": 2, "norm_topk_prob": False},
+        "qwen2-moe-mlp-only-last": {"mlp_only_layers": [1], "norm_topk_prob": True},
+    }
 
     def moe_options(self) -> dict[str, Any]:
         return {**super().moe_options(), "shared_expert": "shared_expert", "shared_expert_gate": "shared_expert_gate"}
@@ -143,6 +163,11 @@ class Qwen3MoeAdapter(RopeMoEAdapter):
     example_class = Qwen3MoeConfig
     example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "head_dim": 16, "norm_topk_prob": True}
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Qwen3-30B-A3B / 235B-A22B: 128 experts, 8 per token, renormalized; tied in no published MoE size
+        "qwen3-moe-30b-a3b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": True},
+        "qwen3-moe-dense-first": {"mlp_only_layers": [0], "norm_topk_prob": False},
+    }
 
 
 class PhimoeAdapter(RopeMoEAdapter):
@@ -159,6 +184,23 @@ class PhimoeAdapter(RopeMoEAdapter):
         "lm_head_bias": True,
     }
     norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Phi-3.5-MoE-instruct: LongRoPE with short/long mscales, a (wide) sliding window, jitter settings
+        "phi3.5-moe": {
+            "rope_parameters": {
+                "rope_type": "longrope",
+                "rope_theta": 10_000.0,
+                "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
+                "long_factor": [2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7],
+                "short_mscale": 1.243,
+                "long_mscale": 1.243,
+                "original_max_position_embeddings": 8,
+            },
+            "sliding_window": 6,
+            "router_jitter_noise": 0.01,
+            "input_jitter_noise": 0.01,
+        },
+    }
     router = "router"
     n_experts_field = "num_local_experts"
     expert_size_field = "intermediate_size"
@@ -189,6 +231,19 @@ class GraniteMoeAdapter(RopeMoEAdapter):
         "residual_multiplier": 0.22,
         "attention_multiplier": 0.0078125,
         "logits_scaling": 6.0,
+    }
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # granite-3.0-1b-a400m: tied embeddings, 32 experts, 8 per token, these multipliers
+        "granite-3.0-moe": {
+            "tie_word_embeddings": True,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 4,
+            "embedding_multiplier": 12.0,
+            "residual_multiplier": 0.22,
+            "attention_multiplier": 0.015625,
+            "logits_scaling": 6.0,
+            "initializer_range": 0.1,  # as published; sensitize leaves 3-D expert tensors at this scale
+        },
     }
     wiring = ScaledResidualBlock
     moe_path = "block_sparse_moe"
