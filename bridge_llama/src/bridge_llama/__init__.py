@@ -14,20 +14,36 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.moe_adapters import (
+    GraniteMoeAdapter,
+    OlmoeAdapter,
+    PhimoeAdapter,
+    Qwen2MoeAdapter,
+    Qwen3MoeAdapter,
+    RopeMoEAdapter,
+)
+from bridge_llama.scaled_residual import ScaledResidualBlock
 
 __all__ = [
     "ADAPTERS",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
+    "GraniteMoeAdapter",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
     "Olmo2Adapter",
+    "OlmoeAdapter",
     "Phi3Adapter",
+    "PhimoeAdapter",
     "QKNormAttention",
     "Qwen2Adapter",
+    "Qwen2MoeAdapter",
     "Qwen3Adapter",
+    "Qwen3MoeAdapter",
     "RopeAdapter",
+    "RopeMoEAdapter",
     "SandwichBlock",
+    "ScaledResidualBlock",
 ]

@@ -231,6 +231,7 @@ class GraniteMoeAdapter(RopeMoEAdapter):
         "residual_multiplier": 0.22,
         "attention_multiplier": 0.0078125,
         "logits_scaling": 6.0,
+        "initializer_range": 0.1,  # as Granite's configs; the kit's sensitize leaves 3-D expert tensors at it
     }
     checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
         # granite-3.0-1b-a400m: tied embeddings, 32 experts, 8 per token, these multipliers
@@ -242,7 +243,6 @@ class GraniteMoeAdapter(RopeMoEAdapter):
             "residual_multiplier": 0.22,
             "attention_multiplier": 0.015625,
             "logits_scaling": 6.0,
-            "initializer_range": 0.1,  # as published; sensitize leaves 3-D expert tensors at this scale
         },
     }
     wiring = ScaledResidualBlock
