@@ -52,7 +52,8 @@ class SparseOrDenseBlockSpec(BlockSpec):
 
 def sparsemixer_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PhiMoE's routing: HF's own ``sparsemixer`` (two experts chosen one after the other, each weighted by a
-    softmax over the logits within ``router_jitter_noise`` of the best remaining one), as the router runs it."""
+    softmax over the logits within a relative ``2 · router_jitter_noise`` of the best remaining one), as the router
+    runs it (sampling in training mode)."""
     return sparsemixer(logits, jitter_eps=router.router_jitter_noise, training=router.training, top_k=router.top_k)
 
 
@@ -83,6 +84,7 @@ class RopeMoEAdapter(RopeAdapter):
         return softmax_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", False)))
 
     def moe_options(self) -> dict[str, Any]:
+        """The options of core's ``MoE`` for this architecture's sparse blocks (routing rule, router, experts…)."""
         return {"routing": self.routing(), "router": self.router, "experts": "experts"}
 
     def config_overrides(self) -> dict[str, Any]:
@@ -211,6 +213,7 @@ class PhimoeAdapter(RopeMoEAdapter):
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
         out["normalization_type"] = "LN"
+        out["extra"]["experts_per_token"] = 2  # sparsemixer picks two, whatever num_experts_per_tok says
         return out
 
 
