@@ -344,3 +344,20 @@ def test_olmoe_with_clip_qkv_is_refused_with_the_reason(tmp_path):
     directory = save_tiny_model(config, tmp_path)
     with pytest.raises(ComponentMapError, match=r"clip_qkv=8\.0.*clip_qkv=None only"):
         bridge.load(str(directory), adapter=OlmoeAdapter)
+
+
+@pytest.mark.parametrize("implementation", ["batched_mm", "grouped_mm"])
+@pytest.mark.parametrize("adapter", [Qwen2MoeAdapter, PhimoeAdapter, GraniteMoeAdapter], ids=lambda a: a.__name__)
+def test_hooks_under_other_experts_implementations(pair_for, adapter, implementation):
+    """The routing, per-slot and shared-expert hooks sit on the router, experts and shared-expert modules, so they
+    work whichever kernel HF dispatches the experts to."""
+    pair = pair_for(adapter)
+    model = bridge.load(pair.bridge.hf_model.name_or_path, adapter=adapter, experts_implementation=implementation)
+    assert model.hf_model.config._experts_implementation == implementation
+    model.set_opt_in("hook_expert_outputs", True)
+    tokens = pair.tokens()
+    logits, cache = model.run_with_cache(tokens)
+    close(logits, pair.reference(tokens).logits, atol=1e-4)
+    scale = getattr(pair.reference.config, "residual_multiplier", 1.0)
+    routed = cache["blocks.1.mlp.hook_expert_outputs"].sum(2)
+    close((routed + cache.get("blocks.1.mlp.hook_shared_expert_out", 0.0)) * scale, cache["mlp_out", 1])
