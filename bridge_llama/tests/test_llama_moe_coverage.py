@@ -361,3 +361,18 @@ def test_hooks_under_other_experts_implementations(pair_for, adapter, implementa
     scale = getattr(pair.reference.config, "residual_multiplier", 1.0)
     routed = cache["blocks.1.mlp.hook_expert_outputs"].sum(2)
     close((routed + cache.get("blocks.1.mlp.hook_shared_expert_out", 0.0)) * scale, cache["mlp_out", 1])
+
+
+def test_phimoe_fold_ln_is_refused_because_its_experts_have_no_biases(pair_for):
+    """PhiMoE's LayerNorm bias would have to become a bias of every expert's gate/up projection, which HF's experts
+    module does not have: processing says so and leaves the model as it was."""
+    from bridge.processing import WeightProcessingError
+
+    pair = pair_for(PhimoeAdapter)
+    before = {name: p.detach().clone() for name, p in pair.bridge.hf_model.named_parameters()}
+    with pytest.raises(WeightProcessingError, match=r"ln2's bias into .*experts .*no bias"):
+        pair.bridge.process_weights()
+    for name, p in pair.bridge.hf_model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    tokens = pair.tokens()
+    close(pair.bridge(tokens), pair.reference(tokens).logits, atol=1e-4)

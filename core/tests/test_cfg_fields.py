@@ -24,6 +24,11 @@ GATED = {
     "Mixtral",
     "DeepseekV2",
     "DeepseekV3",
+    "Olmoe",
+    "Qwen2Moe",
+    "Qwen3Moe",
+    "Phimoe",
+    "GraniteMoe",
 }
 
 
