@@ -31,6 +31,11 @@ GATED = {
     "Glm",
     "Llama4",
     "Glm4Moe",
+    "Olmoe",
+    "Qwen2Moe",
+    "Qwen3Moe",
+    "Phimoe",
+    "GraniteMoe",
 }
 
 

@@ -16,6 +16,14 @@ from bridge_llama.adapters import (
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
+from bridge_llama.moe_adapters import (
+    GraniteMoeAdapter,
+    OlmoeAdapter,
+    PhimoeAdapter,
+    Qwen2MoeAdapter,
+    Qwen3MoeAdapter,
+    RopeMoEAdapter,
+)
 from bridge_llama.parallel_adapters import (
     PARALLEL_ADAPTERS,
     Cohere2Adapter,
@@ -26,6 +34,7 @@ from bridge_llama.parallel_adapters import (
     RopeLayoutAdapter,
     StableLmAdapter,
 )
+from bridge_llama.scaled_residual import ScaledResidualBlock
 
 __all__ = [
     "ADAPTERS",
@@ -38,6 +47,7 @@ __all__ = [
     "Glm4Adapter",
     "Glm4MoeAdapter",
     "GlmAdapter",
+    "GraniteMoeAdapter",
     "Llama4Adapter",
     "Llama4Block",
     "Llama4MoE",
@@ -45,14 +55,20 @@ __all__ = [
     "MistralAdapter",
     "MixtralAdapter",
     "Olmo2Adapter",
+    "OlmoeAdapter",
     "Phi3Adapter",
     "PhiAdapter",
+    "PhimoeAdapter",
     "QKNormAttention",
     "Qwen2Adapter",
+    "Qwen2MoeAdapter",
     "Qwen3Adapter",
+    "Qwen3MoeAdapter",
     "RopeAdapter",
     "RopeLayoutAdapter",
+    "RopeMoEAdapter",
     "SandwichBlock",
+    "ScaledResidualBlock",
     "StableLmAdapter",
     "llama4_routing",
 ]

@@ -248,7 +248,17 @@ class MixtralAdapter(RopeAdapter):
 
 
 # Built on RopeAdapter above, so imported once it exists.
-from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS  # noqa: E402
+
+
+def _adapters_of_other_modules() -> tuple[type[RopeAdapter], ...]:
+    """The family's adapters kept in modules of their own (imported here: they build on the classes above)."""
+    from bridge_llama.glm4_moe import Glm4MoeAdapter
+    from bridge_llama.llama4 import Llama4Adapter
+    from bridge_llama.moe_adapters import MOE_ADAPTERS
+    from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS
+
+    return (*PARALLEL_ADAPTERS, *MOE_ADAPTERS, Llama4Adapter, Glm4MoeAdapter)
+
 
 ADAPTERS: tuple[type[RopeAdapter], ...] = (
     LlamaAdapter,
@@ -260,16 +270,5 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Phi3Adapter,
     Olmo2Adapter,
     MixtralAdapter,
-    *PARALLEL_ADAPTERS,
+    *_adapters_of_other_modules(),
 )
-
-
-def _coverage_adapters() -> tuple[type[RopeAdapter], ...]:
-    """Adapters kept in modules of their own (imported here, after the base classes they build on)."""
-    from bridge_llama.glm4_moe import Glm4MoeAdapter
-    from bridge_llama.llama4 import Llama4Adapter
-
-    return (Llama4Adapter, Glm4MoeAdapter)
-
-
-ADAPTERS += _coverage_adapters()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import CohereConfig, Glm4MoeConfig, Llama4TextConfig, LlamaConfig, PhiConfig
+from transformers import CohereConfig, Glm4MoeConfig, Llama4TextConfig, LlamaConfig, PhiConfig, Qwen2MoeConfig
 
 
 def bench_configs() -> dict[str, object]:
@@ -39,6 +39,21 @@ def bench_configs() -> dict[str, object]:
             bos_token_id=1,
             eos_token_id=2,
             architectures=["CohereForCausalLM"],
+        ),
+        "qwen2-moe (6L, d384, 16 experts + shared, half dense)": Qwen2MoeConfig(
+            num_hidden_layers=6,
+            hidden_size=384,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=1024,
+            moe_intermediate_size=256,
+            shared_expert_intermediate_size=512,
+            num_experts=16,
+            num_experts_per_tok=2,
+            decoder_sparse_step=2,
+            max_position_embeddings=256,
+            vocab_size=32000,
+            architectures=["Qwen2MoeForCausalLM"],
         ),
         "llama4 (4L, d384, 8 experts, MoE every 2nd layer)": Llama4TextConfig(
             num_hidden_layers=4,

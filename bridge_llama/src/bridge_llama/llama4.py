@@ -25,7 +25,7 @@ from transformers import Llama4TextConfig
 from bridge import ComponentMap, Spec
 from bridge.adapter import DenseOrMoEBlockSpec
 from bridge.components import MLP, Attention, ForwardOverride, Norm, OutputTap, SequentialBlock
-from bridge.components.moe import MoE, Routing
+from bridge.components.moe import GATED_SHARED_EXPERT, MoE, Routing
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, TINY, RopeAdapter
@@ -63,14 +63,19 @@ class Llama4MoE(MoE):
         experts: str = "experts",
         shared_expert: str | None = "shared_expert",
     ) -> None:
-        super().__init__(hf_module, cfg, routing, router, experts, shared_expert=shared_expert)
+        super().__init__(hf_module, cfg, routing, router, experts)
+        shared_module = hf_module.get_submodule(shared_expert) if shared_expert else None
+        if shared_module is not None:  # run by ``_forward`` below on [b, p, d]: its own output is the contribution
+            self.shared_expert = MLP(shared_module, cfg, **GATED_SHARED_EXPERT)
+            self.hook_shared_expert_out = HookPoint()
+            self.attach(OutputTap(shared_module, self.hook_shared_expert_out, (self.hook_shared_expert_out,)))
         self._hidden: torch.Tensor | None = None
         self._selection: tuple[torch.Tensor, torch.Tensor] | None = None
         # The per-slot outputs need the selection, so the router's tap also runs while only they are hooked.
         route = next(a for a in self._attachments if isinstance(a, OutputTap) and a.module is self.router)
         route.hooks += (self.hook_expert_outputs,)
         self.hook_expert_outputs.on_change(route.sync)
-        object.__setattr__(self, "shared_module", hf_module.get_submodule(shared_expert) if shared_expert else None)
+        object.__setattr__(self, "shared_module", shared_module)
         every_hook = tuple(m for m in self.modules() if isinstance(m, HookPoint))
         self.attach(ForwardOverride(hf_module, self._forward, every_hook))
 

@@ -39,9 +39,11 @@ _PASS_THROUGH = frozenset(
     {
         "view", "reshape", "flatten", "unflatten", "contiguous", "__getitem__", "index_select",
         "to", "type", "float", "half", "bfloat16", "double", "detach", "clone",
-        "unsqueeze", "squeeze", "expand", "view_as", "reshape_as", "expand_as", "dropout",
+        "unsqueeze", "squeeze", "expand", "view_as", "reshape_as", "expand_as", "dropout", "type_as",
     }
 )  # fmt: skip
+#: Operations whose arguments after the first are read for their dtype only (``x.type_as(norm_output)``).
+_DTYPE_OF_OTHERS = frozenset({"type_as"})
 #: Operations that read only the shape, dtype or device of their input.
 _SHAPE_ONLY = frozenset(
     {"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones", "new_empty", "new_full"}
@@ -132,11 +134,12 @@ class _Trace(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        sources = self.sources(pytree.tree_leaves((args, kwargs)))
+        name = _name(func)
+        read = (args[:1], {}) if name in _DTYPE_OF_OTHERS else (args, kwargs)
+        sources = self.sources(pytree.tree_leaves(read))
         if not sources:
             return out
         results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-        name = _name(func)
         place = self.where[-1] if self.where else "the model's top-level forward"
         if name in _PRODUCTS:
             for norm in sources:

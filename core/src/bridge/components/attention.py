@@ -218,7 +218,12 @@ class Attention(CoreAttentionWeights, Component):
         return self.seam_active
 
     def attend_with_hooks(
-        self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: Any,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention core for a component whose HF module computes attention inline (not through

@@ -15,10 +15,19 @@ Hook points (shapes batch first):
   multiplied by its weight; their sum over ``k`` is the routed output. Computed by calling the HF experts
   module once per slot (same total work, HF's own expert code), so it costs only while enabled.
 
-``hook_mlp_out`` stays on the block, as for dense MLPs. An always-on shared expert (Llama 4, GLM-4-MoE) is
-given by its HF path (``shared_expert="shared_expert"``): a gated core ``MLP`` child ``mlp.shared_expert``
-(``hook_pre``, ``hook_pre_linear``, ``hook_post``) and ``hook_shared_expert_out`` ``[b, p, d_model]``, its
-output as added to the routed sum. (DeepSeek's shared experts are a child built from a ``Spec``, ``shared``.)
+``hook_mlp_out`` stays on the block, as for dense MLPs. Optional shared experts (DeepSeek) are a dense
+``MLP`` child built from a ``Spec``: ``mlp.shared_experts.hook_pre`` etc.
+
+An always-on *shared expert* beside the routed ones (Qwen2-MoE, Llama 4, GLM-4-MoE), given as
+``shared_expert="<HF path>"`` (a gated MLP with ``gate_proj``/``up_proj``/``down_proj`` unless
+``shared_expert_paths`` says otherwise) and, where HF scales it by a sigmoid gate, ``shared_expert_gate="<HF path>"``:
+
+- ``mlp.shared_expert.hook_pre``/``hook_pre_linear``/``hook_post`` ``[b, p, d_shared]``: a core ``MLP`` child;
+- ``hook_shared_expert_out`` ``[b, p, d_model]``: the shared expert's contribution, after its gate, i.e. what HF
+  adds to the routed sum (``hook_mlp_out = routed sum + hook_shared_expert_out``).
+
+While one of these is active the block's forward runs the shared expert (and gate) itself on ``[b, p, d]``,
+then HF's own forward with the shared expert answering zeros, and adds the two: bit-for-bit HF's sum.
 """
 
 from __future__ import annotations
@@ -80,8 +89,18 @@ def sigmoid_group_topk(router: nn.Module, logits: torch.Tensor) -> tuple[torch.T
     return weights * router.routed_scaling_factor, indices
 
 
-#: The HF submodule names of a gated shared expert (Llama 4, GLM-4-MoE, Qwen2-MoE), for core's ``MLP``.
-SHARED_EXPERT_MLP = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
+def topk_softmax() -> Routing:
+    """Granite-MoE-style routing: top ``router.top_k`` logits, then a softmax over those ``k`` only."""
+
+    def route(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top, indices = torch.topk(logits.float(), router.top_k, dim=-1)
+        return torch.softmax(top, dim=-1), indices
+
+    return route
+
+
+#: The HF module names of a gated shared expert (Qwen2-MoE's, Llama 4's, GLM-4-MoE's).
+GATED_SHARED_EXPERT = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
 
 
 class MoE(MoEWeights, Component):
@@ -96,6 +115,8 @@ class MoE(MoEWeights, Component):
         experts: str = "experts",
         shared: Spec | None = None,
         shared_expert: str | None = None,
+        shared_expert_gate: str | None = None,
+        shared_expert_paths: dict[str, str] | None = None,
     ) -> None:
         super().__init__(hf_module)
         object.__setattr__(self, "router", hf_module.get_submodule(router))
@@ -109,10 +130,7 @@ class MoE(MoEWeights, Component):
         if shared is not None:
             self.shared_experts = shared.build(hf_module, cfg)
         if shared_expert is not None:
-            shared_module = hf_module.get_submodule(shared_expert)
-            self.shared_expert = MLP(shared_module, cfg, **SHARED_EXPERT_MLP)
-            self.hook_shared_expert_out = HookPoint()
-            self.attach(OutputTap(shared_module, self.hook_shared_expert_out, (self.hook_shared_expert_out,)))
+            self._add_shared_expert(hf_module, cfg, shared_expert, shared_expert_gate, shared_expert_paths)
         routing_hooks = (self.hook_router_logits, self.hook_expert_indices, self.hook_expert_weights)
         all_hooks = (*routing_hooks, self.hook_expert_outputs)
         self.attach(InputTap(hf_module, self._record_shape, all_hooks))
@@ -125,6 +143,38 @@ class MoE(MoEWeights, Component):
                 when=lambda: self.hook_expert_outputs.enabled,
             )
         )
+
+    def _add_shared_expert(
+        self, hf_module: nn.Module, cfg: BridgeConfig, path: str, gate: str | None, paths: dict[str, str] | None
+    ) -> None:
+        shared_module = hf_module.get_submodule(path)
+        object.__setattr__(self, "shared_gate", hf_module.get_submodule(gate) if gate is not None else None)
+        self.shared_expert = MLP(shared_module, cfg, **(paths or GATED_SHARED_EXPERT))
+        self.hook_shared_expert_out = HookPoint()
+        self._shared_silenced = False
+        hooks = (self.hook_shared_expert_out, *(m for m in self.shared_expert.modules() if isinstance(m, HookPoint)))
+        self.attach(ForwardOverride(hf_module, self._with_shared_expert, hooks))
+        self.attach(ForwardOverride(shared_module, self._silenceable, hooks))
+
+    def _silenceable(self, original: Callable, hidden: torch.Tensor) -> torch.Tensor:
+        """The shared expert's forward: zeros ``[…, d_model]`` while HF's block runs under ``_with_shared_expert``."""
+        return torch.zeros_like(hidden) if self._shared_silenced else original(hidden)
+
+    def _with_shared_expert(self, original: Callable, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """The block's forward with the shared expert run here on ``hidden`` ``[b, p, d]`` (hooks with TL shapes),
+        HF's forward (routed experts, silenced shared expert), and the hooked contribution added."""
+        shared = self.shared_expert.hf(hidden)  # [b, p, d]
+        if self.shared_gate is not None:
+            shared = torch.sigmoid(self.shared_gate(hidden)) * shared  # [b, p, 1] * [b, p, d]
+        shared = self.hook_shared_expert_out(shared)
+        self._shared_silenced = True
+        try:
+            out = original(hidden, *args, **kwargs)
+        finally:
+            self._shared_silenced = False
+        routed = out[0] if isinstance(out, tuple) else out
+        total = routed + shared.reshape(routed.shape)
+        return (total, *out[1:]) if isinstance(out, tuple) else total
 
     def _record_shape(self, hidden: torch.Tensor) -> torch.Tensor:
         """The block's input ``[b, p, d]``: remember ``(b, p)`` to unflatten the router's ``[b·p, …]``."""
@@ -139,7 +189,9 @@ class MoE(MoEWeights, Component):
         if self.hook_router_logits.active:
             hooked = self.hook_router_logits(self._unflatten(logits))  # [b, p, n_experts]
             logits = hooked.reshape(-1, hooked.shape[-1]).to(logits.dtype)
+            routed_dtype = weights.dtype
             weights, indices = self.routing(self.router, logits)
+            weights = weights.to(routed_dtype)  # the dtype HF's router hands its experts
         weights = self.hook_expert_weights(self._unflatten(weights)).flatten(0, -2)  # [b·p, k]
         indices = self.hook_expert_indices(self._unflatten(indices)).flatten(0, -2)
         return (logits, weights, indices, *out[3:])

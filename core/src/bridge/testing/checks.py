@@ -274,13 +274,21 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, tuple | list) else out
 
 
+def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
+    """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
+    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_multiplier`` if it has one
+    (Granite scales each sublayer's output before the residual sum)."""
+    h = _call_module(ref["ln2"], x) if "ln2" in ref else x
+    out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
+    out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+    scale = getattr(block, "residual_multiplier", None)
+    return out * scale if scale is not None else out
+
+
 def _reference_mlp_out(pair: Pair, block: Block, x: torch.Tensor) -> torch.Tensor:
     """What the block's MLP writes for the stream value ``x``, from the reference's own modules."""
-    ref = _reference_children(pair, block)
     with torch.no_grad():
-        h = _call_module(ref["ln2"], x) if "ln2" in ref else x
-        out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-        return _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+        return _mlp_write(_reference_children(pair, block), block, x)
 
 
 def check_residual_algebra(pair: Pair) -> None:
@@ -485,9 +493,7 @@ def _reference_gradients(pair: Pair, tokens: Any, block: Block, names: list[str]
         elif name.endswith("hook_resid_mid"):
             mid = leaves["mid"].clone().requires_grad_(True)
             with torch.enable_grad():
-                h = _call_module(children["ln2"], mid) if "ln2" in children else mid
-                out = _call_module(children["mlp"], h).reshape(h.shape)
-                out = _call_module(children["ln2_post"], out) if "ln2_post" in children else out
+                out = _mlp_write(children, block, mid)
                 (through_mlp,) = torch.autograd.grad(out, mid, grads["post"])
             expected[name] = grads["post"] + through_mlp
     reference.zero_grad(set_to_none=True)

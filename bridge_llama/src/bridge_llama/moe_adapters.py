@@ -1,0 +1,278 @@
+"""Sparse mixture-of-experts models of the RoPE family, on core's ``MoE`` component. Data only.
+
+Each MLP is an HF MoE block ``(router, experts)``; core's ``MoE`` gives it ``mlp.hook_router_logits``
+``[b, p, n_experts]``, ``mlp.hook_expert_indices`` / ``mlp.hook_expert_weights`` ``[b, p, k]`` and the opt-in
+``mlp.hook_expert_outputs`` ``[b, p, k, d_model]``, as for Mixtral. What differs per architecture:
+
+- the routing rule, reproduced here so a patch at ``hook_router_logits`` re-routes exactly as HF would;
+- Qwen2-MoE's shared expert (``mlp.shared_expert.hook_pre``/``hook_pre_linear``/``hook_post``, and
+  ``mlp.hook_shared_expert_out``: its contribution after the sigmoid gate);
+- dense layers among the sparse ones (Qwen2/3-MoE's ``decoder_sparse_step`` and ``mlp_only_layers``): those
+  layers get the plain ``MLP`` component, chosen per layer from the HF module;
+- Granite-MoE's multipliers (``ScaledResidualBlock``), OLMoE's and Qwen3-MoE's q/k norms, PhiMoE's LayerNorms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import GraniteMoeConfig, OlmoeConfig, PhimoeConfig, Qwen2MoeConfig, Qwen3MoeConfig
+from transformers.models.phimoe.modeling_phimoe import sparsemixer
+
+from bridge import BlockSpec, ComponentMap, Spec
+from bridge.components import Block
+from bridge.components.moe import MoE, Routing, softmax_topk, topk_softmax
+from bridge.config import BridgeConfig
+from bridge.errors import ComponentMapError
+from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
+from bridge_llama.components import QKNormAttention
+from bridge_llama.scaled_residual import ScaledResidualBlock
+
+#: Shared by the example configs: 4 experts, 2 per token, small experts.
+TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+
+
+@dataclass(frozen=True)
+class SparseOrDenseBlockSpec(BlockSpec):
+    """A block spec whose ``mlp`` child is ``moe_mlp`` in layers where HF built a sparse MoE block (one with
+    an ``experts`` child) and the dense ``children["mlp"]`` elsewhere."""
+
+    moe_mlp: Spec | None = None
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        children: Mapping[str, Spec] = self.children
+        if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
+            children = {**children, "mlp": self.moe_mlp}
+        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+
+
+def sparsemixer_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PhiMoE's routing: HF's own ``sparsemixer`` (two experts chosen one after the other, each weighted by a
+    softmax over the logits within a relative ``2 · router_jitter_noise`` of the best remaining one), as the router
+    runs it (sampling in training mode)."""
+    return sparsemixer(logits, jitter_eps=router.router_jitter_noise, training=router.training, top_k=router.top_k)
+
+
+class RopeMoEAdapter(RopeAdapter):
+    """The Llama layout with a sparse MoE block as MLP (dense layers where HF builds them)."""
+
+    #: the MoE block's path in the layer, and its router's and experts' paths in the block
+    moe_path: ClassVar[str] = "mlp"
+    router: ClassVar[str] = "gate"
+    #: the config field counting the routed experts
+    n_experts_field: ClassVar[str] = "num_experts"
+    #: the config field of one expert's hidden size (``intermediate_size`` where experts and dense MLPs agree)
+    expert_size_field: ClassVar[str] = "moe_intermediate_size"
+
+    #: real-checkpoint switches, by a short id: run by the conformance kit on tiny configs (``conformance_configs``)
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        example = cls.example_config()
+        return {
+            name: type(example)(**{**example.to_diff_dict(), **changes})
+            for name, changes in cls.checkpoint_variants.items()
+        }
+
+    def routing(self) -> Routing:
+        """The router's selection rule (default: softmax, top k, renormalized if ``norm_topk_prob``)."""
+        return softmax_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", False)))
+
+    def moe_options(self) -> dict[str, Any]:
+        """The options of core's ``MoE`` for this architecture's sparse blocks (routing rule, router, experts…)."""
+        return {"routing": self.routing(), "router": self.router, "experts": "experts"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        out = super().config_overrides()
+        out["gated_mlp"] = True  # dense MLPs, experts and shared experts alike are SiLU-gated
+        out["extra"] |= {
+            "n_experts": getattr(c, self.n_experts_field),
+            "experts_per_token": c.num_experts_per_tok,
+            "d_mlp_expert": getattr(c, self.expert_size_field),
+        }
+        return out
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        base = super().component_map(cfg)
+        children = {**base.block.children, "mlp": replace(base.block.children["mlp"], path=self.moe_path)}
+        block = SparseOrDenseBlockSpec(
+            base.block.kind, children, base.block.extra_paths, moe_mlp=Spec(MoE, self.moe_path, self.moe_options())
+        )
+        return replace(base, block=block)
+
+
+class OlmoeAdapter(RopeMoEAdapter):
+    """OLMoE: OLMo-2's q/k norms across all heads, in a pre-norm Llama block; softmax top-k routing without
+    renormalization (``norm_topk_prob`` False in the published checkpoints)."""
+
+    architectures = ("OlmoeForCausalLM",)
+    model_types = ("olmoe",)
+    example_class = OlmoeConfig
+    example_options: ClassVar[dict[str, Any]] = {"num_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32}
+    attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "flat"})
+    expert_size_field = "intermediate_size"
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # OLMoE-1B-7B-0924: 64 experts, 8 per token, no renormalization, untied, no clip_qkv
+        "olmoe-1b-7b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": False, "clip_qkv": None},
+    }
+
+    def config_overrides(self) -> dict[str, Any]:
+        if getattr(self.hf_config, "clip_qkv", None) is not None:
+            raise ComponentMapError(
+                f"OLMoE with clip_qkv={self.hf_config.clip_qkv}: HF clamps q, k and v in place after the hook points "
+                "(so hook_q_normed, hook_k_normed and hook_v would show unclamped values and patches there would be "
+                "clamped). bridge supports clip_qkv=None only, as in the published OLMoE checkpoints."
+            )
+        return super().config_overrides()
+
+
+class Qwen2MoeAdapter(RopeMoEAdapter):
+    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen2 attention; routed experts plus one shared expert scaled by
+    a sigmoid gate (``mlp.shared_expert.*``, ``mlp.hook_shared_expert_out``); dense layers per
+    ``decoder_sparse_step``/``mlp_only_layers``."""
+
+    architectures = ("Qwen2MoeForCausalLM",)
+    model_types = ("qwen2_moe",)
+    example_class = Qwen2MoeConfig
+    example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "shared_expert_intermediate_size": 48}
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B route without renormalizing; some configs make layers dense
+        "qwen2-moe-dense-first": {"decoder_sparse_step": 2, "norm_topk_prob": False},
+        "qwen2-moe-mlp-only-last": {"mlp_only_layers": [1], "norm_topk_prob": True},
+    }
+
+    def moe_options(self) -> dict[str, Any]:
+        return {**super().moe_options(), "shared_expert": "shared_expert", "shared_expert_gate": "shared_expert_gate"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["d_mlp_shared_expert"] = self.hf_config.shared_expert_intermediate_size
+        return out
+
+
+class Qwen3MoeAdapter(RopeMoEAdapter):
+    """Qwen3-MoE: Qwen3's per-head q/k norms; softmax top-k routing, renormalized (``norm_topk_prob`` True in the
+    published checkpoints); no shared expert; dense layers per ``decoder_sparse_step``/``mlp_only_layers``."""
+
+    architectures = ("Qwen3MoeForCausalLM",)
+    model_types = ("qwen3_moe",)
+    example_class = Qwen3MoeConfig
+    example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "head_dim": 16, "norm_topk_prob": True}
+    attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Qwen3-30B-A3B / 235B-A22B: 128 experts, 8 per token, renormalized; tied in no published MoE size
+        "qwen3-moe-30b-a3b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": True},
+        "qwen3-moe-dense-first": {"mlp_only_layers": [0], "norm_topk_prob": False},
+    }
+
+
+class PhimoeAdapter(RopeMoEAdapter):
+    """PhiMoE (Phi-3.5-MoE): LayerNorms, biased attention projections and LM head, LongRoPE; routing by
+    ``sparsemixer`` (HF's own function, so a patch at ``hook_router_logits`` re-routes exactly as HF does)."""
+
+    architectures = ("PhimoeForCausalLM",)
+    model_types = ("phimoe",)
+    example_class = PhimoeConfig
+    example_options: ClassVar[dict[str, Any]] = {
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "attention_bias": True,
+        "lm_head_bias": True,
+    }
+    norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Phi-3.5-MoE-instruct: LongRoPE with short/long mscales, a (wide) sliding window, jitter settings
+        "phi3.5-moe": {
+            "rope_parameters": {
+                "rope_type": "longrope",
+                "rope_theta": 10_000.0,
+                "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
+                "long_factor": [2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7],
+                "short_mscale": 1.243,
+                "long_mscale": 1.243,
+                "original_max_position_embeddings": 8,
+            },
+            "sliding_window": 6,
+            "router_jitter_noise": 0.01,
+            "input_jitter_noise": 0.01,
+        },
+    }
+    router = "router"
+    n_experts_field = "num_local_experts"
+    expert_size_field = "intermediate_size"
+
+    def routing(self) -> Routing:
+        return sparsemixer_routing
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["normalization_type"] = "LN"
+        out["extra"]["experts_per_token"] = 2  # sparsemixer picks two, whatever num_experts_per_tok says
+        return out
+
+
+class GraniteMoeAdapter(RopeMoEAdapter):
+    """Granite-MoE (granite-3.0-1b/3b-a…-moe, PowerMoE): Granite's multipliers around a Mixtral-like MoE whose
+    router picks the top-k logits and softmaxes over them. ``embedding_multiplier`` scales the embedding after
+    ``hook_embed`` (``blocks.0.hook_resid_pre`` is the scaled one); ``residual_multiplier`` scales each sublayer's
+    output before it is added (``hook_attn_out``/``hook_mlp_out`` are what is added, after the multiplier);
+    ``attention_multiplier`` is the score scale; ``logits_scaling`` divides HF's logits (not in ``W_U``)."""
+
+    architectures = ("GraniteMoeForCausalLM",)
+    model_types = ("granitemoe",)
+    example_class = GraniteMoeConfig
+    example_options: ClassVar[dict[str, Any]] = {
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "embedding_multiplier": 12.0,
+        "residual_multiplier": 0.22,
+        "attention_multiplier": 0.0078125,
+        "logits_scaling": 6.0,
+        "initializer_range": 0.1,  # as Granite's configs; the kit's sensitize leaves 3-D expert tensors at it
+    }
+    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # granite-3.0-1b-a400m: tied embeddings, 32 experts, 8 per token, these multipliers
+        "granite-3.0-moe": {
+            "tie_word_embeddings": True,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 4,
+            "embedding_multiplier": 12.0,
+            "residual_multiplier": 0.22,
+            "attention_multiplier": 0.015625,
+            "logits_scaling": 6.0,
+        },
+    }
+    wiring = ScaledResidualBlock
+    moe_path = "block_sparse_moe"
+    router = "router"
+    n_experts_field = "num_local_experts"
+    expert_size_field = "intermediate_size"
+
+    def routing(self) -> Routing:
+        return topk_softmax()
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        out = super().config_overrides()
+        out["extra"] |= {
+            "embedding_multiplier": c.embedding_multiplier,
+            "residual_multiplier": c.residual_multiplier,
+            "attention_multiplier": c.attention_multiplier,
+            "logits_scaling": c.logits_scaling,
+        }
+        return out
+
+
+MOE_ADAPTERS: tuple[type[RopeMoEAdapter], ...] = (
+    OlmoeAdapter,
+    Qwen2MoeAdapter,
+    Qwen3MoeAdapter,
+    PhimoeAdapter,
+    GraniteMoeAdapter,
+)
