@@ -247,6 +247,8 @@ class MixtralAdapter(RopeAdapter):
         return out
 
 
+from bridge_llama.gpt_oss import GptOssAdapter  # noqa: E402  (a RopeAdapter, so defined after it)
+
 ADAPTERS: tuple[type[RopeAdapter], ...] = (
     LlamaAdapter,
     MistralAdapter,
@@ -257,4 +259,5 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Phi3Adapter,
     Olmo2Adapter,
     MixtralAdapter,
+    GptOssAdapter,
 )

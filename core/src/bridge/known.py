@@ -30,6 +30,7 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
             "Phi3ForCausalLM",
             "Olmo2ForCausalLM",
             "MixtralForCausalLM",
+            "GptOssForCausalLM",
         ],
         "bridge-llama",
     ),
@@ -54,7 +55,7 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
 MODEL_TYPE_PLUGINS: dict[str, str] = {
     **dict.fromkeys(["gpt2", "gpt_neox", "gpt_bigcode"], "bridge-gpt2"),
     **dict.fromkeys(
-        ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral"],
+        ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "gpt_oss"],
         "bridge-llama",
     ),
     **dict.fromkeys(["mamba", "mamba2"], "bridge-mamba"),

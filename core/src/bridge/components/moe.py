@@ -54,6 +54,17 @@ def softmax_topk(normalize: bool = True) -> Routing:
     return route
 
 
+def topk_softmax() -> Routing:
+    """GPT-OSS-style routing: top ``router.top_k`` of the logits (any router bias included), then a softmax over
+    the selected logits only, in the logits' dtype."""
+
+    def route(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top, indices = torch.topk(logits, router.top_k, dim=-1)
+        return torch.softmax(top, dim=-1, dtype=top.dtype), indices
+
+    return route
+
+
 class MoE(MoEWeights, Component):
     """A sparse MoE MLP block: routing hooks on the router, per-slot expert outputs on the experts module."""
 
