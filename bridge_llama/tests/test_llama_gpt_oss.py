@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers.models.gpt_oss.modeling_gpt_oss import apply_rotary_pos_emb
 
 import bridge
-from bridge.testing import make_pair, save_tiny_model
+from bridge.testing import save_tiny_model
 from bridge_llama import GptOssAdapter
 
 ROUTING = ("hook_router_logits", "hook_expert_indices", "hook_expert_weights")
@@ -271,7 +271,7 @@ def test_expert_views_follow_the_interleaved_transposed_layout(clamped_dir):
         for e in range(n_experts):
             expected = experts(x, torch.full((11, 1), e), torch.ones(11, 1))
             close(clamped_swiglu_expert(x, mlp, e, alpha, limit), expected)
-        gate, up = experts.gate_up_proj[0].chunk(2, dim=-1)  # the concatenated reading, wrong here
+        gate = experts.gate_up_proj[0].chunk(2, dim=-1)[0]  # the concatenated reading, wrong here
         assert not torch.allclose(mlp.W_gate[0], gate)
 
 
@@ -324,3 +324,43 @@ def test_forward_from_weight_views_reproduces_hf_logits(variant, tmp_path):
             resid = resid + moe_from_views(rms(resid, block.ln2), block.mlp, cfg)
         logits = rms(resid, model.ln_final) @ model.W_U + model.b_U
         close(logits, reference(tokens).logits, atol=1e-4)
+
+
+# --- weight processing ---------------------------------------------------------------------------------------------
+
+
+def test_process_weights_folds_norms_into_sinks_layers_and_interleaved_experts(pair):
+    """``process_weights()`` folds every norm (the attention module's own ``sinks`` do not read ``ln1``) and keeps
+    HF's log-probs; each expert's gate and up columns, and the router, are scaled by ``ln2``'s weight."""
+    model = pair.bridge
+    ln2 = pair.reference.model.layers[1].post_attention_layernorm.weight.detach()
+    model.process_weights()
+    assert set(model.cfg.extra["weight_processing"]) == {"fold_ln", "center_unembed"}
+    tokens = pair.tokens()
+    with torch.no_grad():
+        close(model(tokens).log_softmax(-1), pair.reference(tokens).logits.log_softmax(-1), atol=1e-4)
+    ref_experts = pair.reference.model.layers[1].mlp.experts
+    experts = model.hf_model.model.layers[1].mlp.experts
+    close(experts.gate_up_proj, ref_experts.gate_up_proj * ln2[:, None])  # [E, d_model, 2·d_mlp]
+    close(model.hf_model.model.layers[1].mlp.router.weight, pair.reference.model.layers[1].mlp.router.weight * ln2)
+
+
+def test_fold_value_biases_is_refused_because_sinks_make_it_inexact(pair):
+    """Refused before anything changes; and the fold done by hand on HF's weights would change the logits."""
+    model = pair.bridge
+    before = {name: p.detach().clone() for name, p in model.hf_model.named_parameters()}
+    with pytest.raises(bridge.processing.WeightProcessingError, match="attention has sinks"):
+        model.fold_value_biases()
+    assert all(torch.equal(p, before[name]) for name, p in model.hf_model.named_parameters())
+    surgery = copy.deepcopy(pair.reference)
+    n_heads, n_kv, d = model.cfg.n_heads, model.cfg.n_key_value_heads, model.cfg.d_head
+    with torch.no_grad():
+        for layer in surgery.model.layers:
+            attn = layer.self_attn
+            b_v = attn.v_proj.bias.view(n_kv, d).repeat_interleave(n_heads // n_kv, dim=0)  # [h, d]
+            attn.o_proj.bias += torch.einsum("hd,hdm->m", b_v, attn.o_proj.weight.T.reshape(n_heads, d, -1))
+            attn.v_proj.bias.zero_()
+    tokens = pair.tokens()
+    with torch.no_grad():
+        moved = (surgery(tokens).logits.log_softmax(-1) - pair.reference(tokens).logits.log_softmax(-1)).abs().max()
+    assert moved > 1e-3

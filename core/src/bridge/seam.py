@@ -239,7 +239,7 @@ def _softmax_with_sinks(
 ) -> torch.Tensor:
     """Softmax of ``scores`` ``[b, h, q, k]`` with one sink logit per head (``sinks`` ``[h]``) as an extra key;
     returns the real keys' probabilities ``[b, h, q, k]`` (each row sums to 1 - the sink's share)."""
-    b, h, q, _ = scores.shape
+    b, _, q, _ = scores.shape
     per_query = einops.repeat(sinks.to(scores.dtype), "h -> b q h", b=b, q=q)  # a copy: hooks may edit it
     if on_sinks is not None:
         per_query = on_sinks(per_query)
