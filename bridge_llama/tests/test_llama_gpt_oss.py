@@ -140,6 +140,19 @@ def test_sinks_survive_generation_and_stack_along_positions(pair):
         close(stacked[name], full[name], atol=1e-5)
 
 
+def test_bf16_with_every_hook_cached_is_hfs_eager_bit_for_bit(pair):
+    """In bf16 the sink softmax runs in bf16 (after subtracting the row maximum) as HF's does: caching every hook
+    (so the seam's eager path, the block wirings and the re-run routing) changes no bit of HF's logits."""
+    directory = pair.bridge.hf_model.name_or_path
+    model = bridge.load(directory, adapter=GptOssAdapter, dtype=torch.bfloat16)
+    reference = type(pair.reference).from_pretrained(directory, dtype=torch.bfloat16, attn_implementation="eager")
+    tokens = pair.tokens()
+    logits, cache = model.run_with_cache(tokens)
+    assert "blocks.1.attn.hook_sink_logits" in cache and logits.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.equal(logits, reference.eval()(tokens).logits)
+
+
 def test_sliding_layers_see_a_window_full_layers_everything(pair):
     model = pair.bridge
     window = model.hf_model.config.sliding_window

@@ -79,5 +79,6 @@ def test_a_sink_patched_to_minus_infinity_is_plain_attention():
         module, query, key, value, mask, s_aux=module.sinks, on_sinks=lambda s: torch.full_like(s, float("-inf"))
     )
     torch.testing.assert_close(out, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(weights, plain_weights, atol=1e-6, rtol=0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     assert not torch.allclose(eager_attention(module, query, key, value, mask, s_aux=module.sinks)[0], plain)

@@ -68,13 +68,20 @@ class GptOssAdapter(RopeAdapter):
 
     @classmethod
     def conformance_configs(cls) -> dict[str, Any]:
-        """Switches of the published checkpoints the example does not turn: every layer's window as in
-        gpt-oss (sliding first, alternating, over 4 layers), and a SwiGLU limit small enough to clamp."""
-        example = cls.example_config()
-        base = example.to_diff_dict()
+        """Switches of the published checkpoints the example does not turn: HF's default layer types (sliding
+        first, alternating, here over 4 layers) with top-4 routing as in gpt-oss-20b/120b, and a SwiGLU limit
+        small enough to clamp on a tiny model (the checkpoints' 7.0 clamps their large activations)."""
+        base = cls.example_config().to_diff_dict()
         return {
-            "gpt-oss-alternating-4l": GptOssConfig(
-                **{**base, "num_hidden_layers": 4, "layer_types": None, "sliding_window": 3}
+            "gpt-oss-alternating-4l-top4": GptOssConfig(
+                **{
+                    **base,
+                    "num_hidden_layers": 4,
+                    "layer_types": None,
+                    "sliding_window": 3,
+                    "num_local_experts": 8,
+                    "num_experts_per_tok": 4,
+                }
             ),
             "gpt-oss-clamped-swiglu": GptOssConfig(**{**base, "swiglu_limit": 0.3, "swiglu_alpha": 1.702}),
         }
