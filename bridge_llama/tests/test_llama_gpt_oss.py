@@ -377,3 +377,18 @@ def test_fold_value_biases_is_refused_because_sinks_make_it_inexact(pair):
     with torch.no_grad():
         moved = (surgery(tokens).logits.log_softmax(-1) - pair.reference(tokens).logits.log_softmax(-1)).abs().max()
     assert moved > 1e-3
+
+
+@pytest.mark.parametrize("implementation", ["eager", "batched_mm", "grouped_mm"])
+def test_moe_hooks_under_every_experts_implementation(pair, implementation):
+    """HF's batched and grouped expert kernels read the same interleaved, transposed weights: the hooks (routing
+    re-run, per-slot expert outputs) and the logits agree with the eager HF reference under each."""
+    model = bridge.load(
+        pair.bridge.hf_model.name_or_path, adapter=GptOssAdapter, experts_implementation=implementation
+    )
+    assert model.hf_model.config._experts_implementation == implementation
+    model.set_opt_in("hook_expert_outputs", True)
+    tokens = pair.tokens()
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: ".mlp." in n or n.endswith("hook_mlp_out"))
+    close(logits, pair.reference(tokens).logits, atol=1e-4)
+    close(cache["blocks.1.mlp.hook_expert_outputs"].sum(2), cache["mlp_out", 1])
