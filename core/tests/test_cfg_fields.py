@@ -24,6 +24,7 @@ GATED = {
     "Mixtral",
     "DeepseekV2",
     "DeepseekV3",
+    "GptOss",
 }
 
 
