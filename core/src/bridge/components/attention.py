@@ -138,9 +138,9 @@ class Attention(CoreAttentionWeights, Component):
     """A self-attention layer whose core runs through the attention seam."""
 
     uses_seam = True
-    internal_hooks = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_sink_logits", "hook_pattern", "hook_z")
-    #: The hooks only the seam's eager path can fire.
-    eager_hooks = ("hook_attn_scores", "hook_sink_logits", "hook_pattern")
+    internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
+    #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
+    eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
 
     def __init__(
         self,
@@ -165,6 +165,8 @@ class Attention(CoreAttentionWeights, Component):
         self.hook_attn_scores = HookPoint()
         if sinks:
             self.hook_sink_logits = HookPoint()
+            self.internal_hooks = (*type(self).internal_hooks, "hook_sink_logits")
+            self.eager_hooks = (*type(self).eager_hooks, "hook_sink_logits")
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
@@ -205,7 +207,7 @@ class Attention(CoreAttentionWeights, Component):
         if self.rotary:
             query = self.hook_rot_q(query.transpose(1, 2)).transpose(1, 2)
             key = self.hook_rot_k(key.transpose(1, 2)).transpose(1, 2)
-        if any(getattr(self, name).active for name in self.eager_hooks if hasattr(self, name)):
+        if any(getattr(self, name).active for name in self.eager_hooks):
             z, weights = seam.eager_attention(
                 module,
                 query,
