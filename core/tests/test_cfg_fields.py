@@ -36,6 +36,7 @@ GATED = {
     "Qwen3Moe",
     "Phimoe",
     "GraniteMoe",
+    "GptOss",
 }
 
 

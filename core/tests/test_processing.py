@@ -79,7 +79,9 @@ def test_processing_keeps_log_probs(adapter, model_dir):
         model.process_weights()
     # BLOOM's embedding is a LayerNorm, XGLM's positions a fixed sinusoid: neither can be centred
     centred = adapter in LN and adapter.__name__ not in ("BloomAdapter", "XGLMAdapter")
-    expected_steps = {"fold_ln", "fold_value_biases"} | ({"center_writing_weights"} if centred else set())
+    expected_steps = {"fold_ln"} | ({"center_writing_weights"} if centred else set())
+    if not model.cfg.extra.get("attention_sinks"):  # sinks: patterns sum to < 1, value biases stay
+        expected_steps.add("fold_value_biases")
     if not model.cfg.extra.get("final_logit_softcapping"):
         expected_steps.add("center_unembed")
     assert set(model.cfg.extra["weight_processing"]) == expected_steps
@@ -553,3 +555,43 @@ def test_fold_ln_reaches_the_router_and_every_expert(adapter, model_dir):
         for name in ("gate_proj", "up_proj"):
             expected = getattr(ref_shared, name).weight * w
             torch.testing.assert_close(getattr(shared, name).weight, expected, atol=1e-6, rtol=0)
+
+
+class _HeadWithOwnParameter(torch.nn.Module):
+    """Reads ln_f's output with its Linear child; its own parameter acts on the child's output (like GPT-OSS's
+    attention sinks, a weight of the attention module that never touches its input) or, with ``on_input``, on
+    the input itself through a matrix product."""
+
+    def __init__(self, linear, on_input: bool):
+        super().__init__()
+        self.inner = linear
+        self.on_input = on_input
+        self.extra = torch.nn.Parameter(torch.randn(linear.in_features, linear.out_features) / 10)
+        self.temperature = torch.nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        out = self.inner(x) * self.temperature
+        return out + x @ self.extra if self.on_input else out
+
+
+def test_fold_ln_into_a_module_whose_own_parameter_does_not_read_the_norm(model_dir):
+    directory = model_dir(GPT2_FAMILY[0])
+    model = bridge.load(directory)
+    model.hf_model.lm_head = _HeadWithOwnParameter(model.hf_model.lm_head, on_input=False)
+    x = tokens()
+    with torch.no_grad():
+        expected = log_probs(model(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntiedEmbeddingsWarning)
+            model.fold_layer_norm()
+        torch.testing.assert_close(log_probs(model(x)), expected, **TOL)
+    assert model.hf_model.lm_head.temperature.item() == 1.5
+
+
+def test_fold_ln_refused_when_a_modules_own_parameter_reads_the_norm(model_dir):
+    model = bridge.load(model_dir(GPT2_FAMILY[0]))
+    model.hf_model.lm_head = _HeadWithOwnParameter(model.hf_model.lm_head, on_input=True)
+    before = snapshot(model)
+    with pytest.raises(WeightProcessingError, match=r"lm_head \(_HeadWithOwnParameter\) reads its output with weights"):
+        model.fold_layer_norm()
+    assert_unchanged(model, before)

@@ -15,6 +15,7 @@ from bridge_llama.adapters import (
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 from bridge_llama.glm4_moe import Glm4MoeAdapter
+from bridge_llama.gpt_oss import GptOssAdapter
 from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
 from bridge_llama.moe_adapters import (
     GraniteMoeAdapter,
@@ -47,6 +48,7 @@ __all__ = [
     "Glm4Adapter",
     "Glm4MoeAdapter",
     "GlmAdapter",
+    "GptOssAdapter",
     "GraniteMoeAdapter",
     "Llama4Adapter",
     "Llama4Block",

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from transformers import CohereConfig, Glm4MoeConfig, Llama4TextConfig, LlamaConfig, PhiConfig, Qwen2MoeConfig
+from transformers import (
+    CohereConfig,
+    Glm4MoeConfig,
+    GptOssConfig,
+    Llama4TextConfig,
+    LlamaConfig,
+    PhiConfig,
+    Qwen2MoeConfig,
+)
+
+from bridge_llama.gpt_oss import GPT_OSS_YARN
 
 
 def bench_configs() -> dict[str, object]:
@@ -90,5 +100,20 @@ def bench_configs() -> dict[str, object]:
             max_position_embeddings=256,
             vocab_size=32000,
             architectures=["Glm4MoeForCausalLM"],
+        ),
+        "gpt-oss (6L, d384, GQA 6/2, 16 experts)": GptOssConfig(
+            num_hidden_layers=6,
+            hidden_size=384,
+            head_dim=64,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=256,
+            num_local_experts=16,
+            num_experts_per_tok=4,
+            sliding_window=128,
+            max_position_embeddings=256,
+            rope_parameters={**GPT_OSS_YARN, "original_max_position_embeddings": 8},  # YaRN's factor 32
+            vocab_size=32000,
+            architectures=["GptOssForCausalLM"],
         ),
     }

@@ -114,6 +114,7 @@ class _Trace(TorchFunctionMode):
         self.readers: dict[str, list[tuple[str, nn.Module]]] = defaultdict(list)
         self.misuse: dict[str, str] = {}
         self.products: dict[str, set[str]] = defaultdict(set)  # norm -> HF module paths running a product on it
+        self.operands: dict[str, set[int]] = defaultdict(set)  # norm -> ids of parameters in an op with its output
         self.where: list[str] = []  # HF module paths, innermost last
 
     def mark(self, tensor: torch.Tensor, norm: str) -> None:
@@ -136,9 +137,12 @@ class _Trace(TorchFunctionMode):
         out = func(*args, **kwargs)
         name = _name(func)
         read = (args[:1], {}) if name in _DTYPE_OF_OTHERS else (args, kwargs)
-        sources = self.sources(pytree.tree_leaves(read))
+        leaves = pytree.tree_leaves(read)
+        sources = self.sources(leaves)
         if not sources:
             return out
+        for norm in sources:
+            self.operands[norm].update(id(leaf) for leaf in leaves if isinstance(leaf, nn.Parameter))
         results = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         place = self.where[-1] if self.where else "the model's top-level forward"
         if name in _PRODUCTS:
@@ -204,8 +208,8 @@ def _innermost_readers(norm: str, trace: _Trace, d_model: int) -> list[Reader]:
     found = {id(m): (p, m) for p, m in trace.readers.get(norm, []) if next(m.parameters(), None) is not None}
     inner = {i: pm for i, pm in found.items() if not any(id(d) in found for d in list(pm[1].modules())[1:])}
     readers = []
-    for key, (path, module) in found.items():
-        if key not in inner and any(p is not None for p in module._parameters.values()):
+    for key, (path, module) in found.items():  # an outer module's own weights must not touch the output
+        if key not in inner and any(id(p) in trace.operands[norm] for p in module._parameters.values()):
             raise WeightProcessingError(
                 f"cannot fold {norm}: {path} ({type(module).__name__}) reads its output with weights of its "
                 "own besides its submodules, and bridge does not know how. Process without fold_ln."

@@ -10,7 +10,8 @@ Each step keeps the model's log-probabilities; what changes is where things are 
 - ``center_writing_weights`` (LayerNorm models): every weight writing to the residual stream (token and
   position embeddings, attention and MLP output projections) loses its mean over ``d_model``.
 - ``center_unembed``: the unembedding loses its mean over the vocabulary (logits shift per position).
-- ``fold_value_biases``: ``b_O += Σ_h b_V[h] @ W_O[h]`` and ``b_V = 0`` (attention patterns sum to 1).
+- ``fold_value_biases``: ``b_O += Σ_h b_V[h] @ W_O[h]`` and ``b_V = 0`` (attention patterns sum to 1; refused
+  with attention sinks, whose patterns do not).
 
 A step that cannot be done exactly raises ``WeightProcessingError`` before anything is changed.
 """
@@ -114,6 +115,11 @@ def _why_not(bridge: Bridge, step: str) -> str | None:
         return (
             "its blocks are not attention blocks (state-space mixers); bridge processes the weights of "
             "attention transformers only"
+        )
+    if step == "fold_value_biases" and any(hasattr(block.attn, "hook_sink_logits") for block in bridge.blocks):
+        return (
+            "its attention has sinks, so a pattern row sums to less than 1 and the value bias it passes on "
+            "varies with the position; it cannot move into the constant output bias"
         )
     if step == "center_writing_weights":
         return _why_not_center_writers(bridge)

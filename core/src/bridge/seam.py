@@ -22,8 +22,6 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from bridge.errors import BridgeError
-
 IMPLEMENTATION = "bridge"
 
 
@@ -193,6 +191,7 @@ def eager_attention(
     dropout: float = 0.0,
     on_scores: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_pattern: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_sinks: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention with HF's numerics, firing ``on_scores`` and ``on_pattern``; public.
@@ -202,9 +201,12 @@ def eager_attention(
 
     query ``[b, n_heads, q, d]``, key/value ``[b, n_kv_heads, k, d]`` → output ``[b, q, n_heads, d]``.
     Handles GQA/MQA, ``softcap`` and every mask form HF passes.
+
+    Attention sinks (``s_aux`` ``[n_heads]``, GPT-OSS): a learned logit per head joins every row's softmax as an
+    extra key with no value. ``on_sinks`` sees it per query ``[b, q, n_heads]``; the softmax then runs over
+    ``[scores | sink]`` with the row maximum subtracted, in the scores' dtype (HF's sink numerics), and the
+    sink's column is dropped: ``on_pattern`` sees ``[b, h, q, k]`` over the real keys, rows summing to < 1.
     """
-    if kwargs.get("s_aux") is not None:
-        raise BridgeError("attention sinks (`s_aux`) are not supported on bridge's hooked attention path yet")
     groups = query.shape[1] // key.shape[1]
     if groups > 1:
         key = einops.repeat(key, "b kv k d -> b (kv g) k d", g=groups)
@@ -220,9 +222,27 @@ def eager_attention(
         scores = scores + mask
     if on_scores is not None:
         scores = on_scores(scores)
-    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    sinks = kwargs.get("s_aux")
+    if sinks is None:
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    else:
+        pattern = _softmax_with_sinks(scores, sinks, on_sinks).to(value.dtype)
     if on_pattern is not None:
         pattern = on_pattern(pattern)
     weights = nn.functional.dropout(pattern, p=dropout, training=module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # [b, q, h, d]
     return out, pattern
+
+
+def _softmax_with_sinks(
+    scores: torch.Tensor, sinks: torch.Tensor, on_sinks: Callable[[torch.Tensor], torch.Tensor] | None
+) -> torch.Tensor:
+    """Softmax of ``scores`` ``[b, h, q, k]`` with one sink logit per head (``sinks`` ``[h]``) as an extra key;
+    returns the real keys' probabilities ``[b, h, q, k]`` (each row sums to 1 - the sink's share)."""
+    b, _, q, _ = scores.shape
+    per_query = einops.repeat(sinks.to(scores.dtype), "h -> b q h", b=b, q=q)  # a copy: hooks may edit it
+    if on_sinks is not None:
+        per_query = on_sinks(per_query)
+    combined = torch.cat([scores, einops.rearrange(per_query, "b q h -> b h q 1")], dim=-1)  # [b, h, q, k + 1]
+    combined = combined - combined.max(dim=-1, keepdim=True).values
+    return torch.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1]

@@ -7,6 +7,9 @@ Hook points (shapes batch first):
 - ``hook_rot_q``/``hook_rot_k``: after rotary, at the seam (rotary models only);
 - ``hook_attn_scores`` (scaled, soft-capped, masked, pre-softmax) and ``hook_pattern``
   ``[b, n_heads, q, k]``: on the seam's eager path, taken only when one of them is hooked;
+- ``hook_sink_logits`` ``[b, q, n_heads]`` (layers with attention sinks, ``sinks=True``): each head's sink logit,
+  the extra key with no value that joins every row's softmax; on the eager path, like the scores. With sinks,
+  ``hook_pattern`` holds the real keys' share only (rows sum to less than 1);
 - ``hook_z`` ``[b, p, n_heads, d_head]``: the seam's output, before the output projection;
 - ``hook_result`` ``[b, p, n_heads, d_model]`` (opt-in): per-head output, summed into the output.
 """
@@ -135,7 +138,9 @@ class Attention(CoreAttentionWeights, Component):
     """A self-attention layer whose core runs through the attention seam."""
 
     uses_seam = True
-    internal_hooks = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
+    internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
+    #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
+    eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class Attention(CoreAttentionWeights, Component):
         qkv: QKVSource,
         out: str,
         rotary: bool = False,
+        sinks: bool = False,
     ) -> None:
         super().__init__(hf_module)
         self.n_heads = cfg.n_heads
@@ -157,6 +163,10 @@ class Attention(CoreAttentionWeights, Component):
             self.hook_rot_q = HookPoint()
             self.hook_rot_k = HookPoint()
         self.hook_attn_scores = HookPoint()
+        if sinks:
+            self.hook_sink_logits = HookPoint()
+            self.internal_hooks = (*type(self).internal_hooks, "hook_sink_logits")
+            self.eager_hooks = (*type(self).eager_hooks, "hook_sink_logits")
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
         self.hook_result = HookPoint(opt_in=True)
@@ -197,7 +207,7 @@ class Attention(CoreAttentionWeights, Component):
         if self.rotary:
             query = self.hook_rot_q(query.transpose(1, 2)).transpose(1, 2)
             key = self.hook_rot_k(key.transpose(1, 2)).transpose(1, 2)
-        if self.hook_attn_scores.active or self.hook_pattern.active:
+        if any(getattr(self, name).active for name in self.eager_hooks):
             z, weights = seam.eager_attention(
                 module,
                 query,
@@ -206,6 +216,7 @@ class Attention(CoreAttentionWeights, Component):
                 attention_mask,
                 on_scores=self.hook_attn_scores,
                 on_pattern=self.hook_pattern,
+                on_sinks=getattr(self, "hook_sink_logits", None),
                 **kwargs,
             )
         else:

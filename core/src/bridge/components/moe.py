@@ -89,12 +89,13 @@ def sigmoid_group_topk(router: nn.Module, logits: torch.Tensor) -> tuple[torch.T
     return weights * router.routed_scaling_factor, indices
 
 
-def topk_softmax() -> Routing:
-    """Granite-MoE-style routing: top ``router.top_k`` logits, then a softmax over those ``k`` only."""
+def topk_softmax(in_float32: bool = True) -> Routing:
+    """Top ``router.top_k`` of the logits (any router bias included), then a softmax over the selected logits
+    only: in float32 (Granite-MoE) or, with ``in_float32=False``, in the logits' dtype (GPT-OSS)."""
 
     def route(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        top, indices = torch.topk(logits.float(), router.top_k, dim=-1)
-        return torch.softmax(top, dim=-1), indices
+        top, indices = torch.topk(logits.float() if in_float32 else logits, router.top_k, dim=-1)
+        return torch.softmax(top, dim=-1, dtype=top.dtype), indices
 
     return route
 

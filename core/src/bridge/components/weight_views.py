@@ -362,7 +362,9 @@ class MoEWeights(WeightViewsMixin):
 
     Expert ``e`` computes ``(act(x @ W_gate[e] + b_gate[e]) * (x @ W_in[e] + b_in[e])) @ W_out[e] + b_out[e]``,
     as a gated MLP. Read from ``transformers``' fused expert layout: ``gate_up_proj`` ``[n_experts, 2·d_mlp,
-    d_model]`` (gate half first) and ``down_proj`` ``[n_experts, d_model, d_mlp]``.
+    d_model]`` (gate half first) and ``down_proj`` ``[n_experts, d_model, d_mlp]``, or as the experts module's
+    own flags say: ``is_transposed`` (stored ``[n_experts, d_in, d_out]``), ``is_concatenated=False`` (gate and
+    up columns interleaved, ``[g0, u0, g1, u1, …]``, GPT-OSS); biases ``gate_up_proj_bias`` likewise.
     """
 
     #: The model-wide stacked ``W_in``… do not exist for MoE layers (their shapes differ).
@@ -379,9 +381,19 @@ class MoEWeights(WeightViewsMixin):
             )
         return value
 
+    def _in_out(self, weight: torch.Tensor) -> torch.Tensor:
+        """An expert weight as ``[E, d_in, d_out]`` (HF stores ``[E, d_out, d_in]`` unless ``is_transposed``)."""
+        return weight if getattr(self.experts, "is_transposed", False) else weight.transpose(-2, -1)
+
+    def _split_gate_up(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[..., 2·d_mlp]`` -> gate, up ``[..., d_mlp]`` (halves, or alternate columns when interleaved)."""
+        if getattr(self.experts, "is_concatenated", True):
+            gate, up = fused.chunk(2, dim=-1)
+            return gate, up
+        return fused[..., ::2], fused[..., 1::2]
+
     def _gate_up(self) -> tuple[torch.Tensor, torch.Tensor]:
-        gate, up = self._expert_parameter("gate_up_proj").chunk(2, dim=-2)  # 2 × [E, d_mlp, d_model]
-        return gate.transpose(-2, -1), up.transpose(-2, -1)
+        return self._split_gate_up(self._in_out(self._expert_parameter("gate_up_proj")))  # 2 × [E, d_model, d_mlp]
 
     def _expert_bias(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         bias = getattr(self.experts, f"{name}_bias", None)
@@ -400,21 +412,21 @@ class MoEWeights(WeightViewsMixin):
     @property
     def W_out(self) -> torch.Tensor:
         """Per-expert output weights ``[n_experts, d_mlp, d_model]``."""
-        return self._expert_parameter("down_proj").transpose(-2, -1)
+        return self._in_out(self._expert_parameter("down_proj"))
 
     @property
     def b_gate(self) -> torch.Tensor:
         """``[n_experts, d_mlp]``."""
         gate = self.W_gate
         bias = getattr(self.experts, "gate_up_proj_bias", None)
-        return bias.chunk(2, dim=-1)[0] if isinstance(bias, torch.Tensor) else _zeros_like_rows(gate)
+        return self._split_gate_up(bias)[0] if isinstance(bias, torch.Tensor) else _zeros_like_rows(gate)
 
     @property
     def b_in(self) -> torch.Tensor:
         """``[n_experts, d_mlp]``."""
         w_in = self.W_in
         bias = getattr(self.experts, "gate_up_proj_bias", None)
-        return bias.chunk(2, dim=-1)[1] if isinstance(bias, torch.Tensor) else _zeros_like_rows(w_in)
+        return self._split_gate_up(bias)[1] if isinstance(bias, torch.Tensor) else _zeros_like_rows(w_in)
 
     @property
     def b_out(self) -> torch.Tensor:
@@ -423,8 +435,15 @@ class MoEWeights(WeightViewsMixin):
 
     @property
     def W_router(self) -> torch.Tensor:
-        """Router weights ``[d_model, n_experts]``: ``router_logits = x @ W_router`` (before any bias/scaling)."""
+        """Router weights ``[d_model, n_experts]``: ``router_logits = x @ W_router + b_router`` (before any scaling)."""
         weight = getattr(self.router, "weight", None)
         if not isinstance(weight, torch.Tensor):
             raise WeightViewError(f"{self._layer_label()}'s router ({type(self.router).__name__}) has no weight")
         return weight.T
+
+    @property
+    def b_router(self) -> torch.Tensor:
+        """Router bias ``[n_experts]`` (GPT-OSS; zeros when the router has none): ``x @ W_router + b_router``."""
+        weight = self.W_router
+        bias = getattr(self.router, "bias", None)
+        return bias if isinstance(bias, torch.Tensor) else _zeros_like_rows(weight)

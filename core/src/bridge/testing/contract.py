@@ -54,6 +54,7 @@ def shape_contract(cfg: Any, b: int, p: int) -> dict[str, tuple[int, ...]]:
         "attn.hook_rot_k": (b, p, cfg.n_key_value_heads, cfg.d_head),
         "attn.hook_attn_scores": (b, cfg.n_heads, p, p),
         "attn.hook_pattern": (b, cfg.n_heads, p, p),
+        "attn.hook_sink_logits": (b, p, cfg.n_heads),
         "attn.hook_z": (b, p, cfg.n_heads, cfg.d_head_v),
         "attn.hook_result": (b, p, cfg.n_heads, cfg.d_model),
         "attn.hook_q_normed": (b, p, cfg.n_heads, cfg.d_head),
