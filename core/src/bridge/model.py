@@ -97,6 +97,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         cfg: BridgeConfig,
         tokenizer: Any = None,
         image_processor: Any = None,
+        processor: Any = None,
     ) -> None:
         super().__init__()
         self._detached = False
@@ -111,6 +112,8 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         self.tokenizer = tokenizer
         self._tokens = TokenizerHelper(tokenizer, cfg)
         self.image_processor = image_processor
+        #: A vision-language model's processor (text and images together, image tokens put into the text).
+        self.processor = processor
         self._inputs = ModelInputs(hf_model, adapter)
         try:
             cmap = adapter.component_map(cfg)
@@ -463,6 +466,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         stop_at_layer: int | None = None,
         past_kv_cache: Any = None,
         pixel_values: Any = None,
+        input_ids: torch.Tensor | None = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
@@ -478,6 +482,9 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
         images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
         as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
+        Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
+        text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
+        the input tokens.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -488,7 +495,17 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
                 f"instead: `model.set_attn_implementation({self.hf_model.config._attn_implementation!r})`."
             )
         self._check_forward_kwargs("forward", hf_kwargs)
-        if self._inputs.applies(input, pixel_values):
+        if input_ids is not None:
+            if input is not None:
+                raise BadInputError("input_ids= is the input tokens: pass them either as the input or as input_ids=.")
+            input = input_ids
+        if self._inputs.language_with_images:
+            input, attention_mask, images = self._inputs.language_inputs(
+                input, pixel_values, attention_mask, self.image_processor, self.processor
+            )
+            device = self._device()
+            hf_kwargs.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in images.items()})
+        elif self._inputs.applies(input, pixel_values):
             if start_at_layer is not None or tokens is not None:
                 raise BadInputError(f"start_at_layer and tokens= are for language models, not {self.cfg.architecture}.")
             return self._run_inputs(
@@ -938,6 +955,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
             copy.deepcopy(self.tokenizer, memo),
             self._opt_in_state(),
             copy.deepcopy(self.image_processor, memo),
+            copy.deepcopy(self.processor, memo),
         )
         for name, point in self._hook_dict.items():
             for handle in [*point.fwd_hooks, *point.bwd_hooks]:
@@ -954,7 +972,7 @@ class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, nn.Module):
                 "(`model.reset_hooks(including_permanent=True)`) and add them again after loading."
             )
         args = (type(self), self.hf_model, type(self.adapter), self.cfg, self.tokenizer, self._opt_in_state())
-        return _rebuild, (*args, self.image_processor)
+        return _rebuild, (*args, self.image_processor, self.processor)
 
     def _opt_in_state(self) -> dict[str, bool]:
         return {name: point.enabled for name, point in self._hook_dict.items() if point.opt_in}
@@ -968,11 +986,12 @@ def _rebuild(
     tokenizer: Any,
     opt_in: dict[str, bool],
     image_processor: Any = None,
+    processor: Any = None,
 ) -> Bridge:
     """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
     from bridge.plugins import get_registry
 
-    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor)
+    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor, processor)
     try:
         get_registry().pm.hook.bridge_ready(bridge=model)
     except BaseException:

@@ -68,9 +68,11 @@ class Pair:
         return dict(example.shapes) if example is not None else {"": (batch, pos)}
 
     def parts(self) -> list[tuple[str, Any]]:
-        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one."""
+        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one, after
+        ``("", bridge)`` where the composite model has a root tower (a vision-language model's language model)."""
         towers = [(f"{name}.", m) for name, m in self.bridge.named_children() if isinstance(m, TowerModule)]
-        return towers or [("", self.bridge)]
+        root = [("", self.bridge)] if len(self.bridge.blocks) or not towers else []
+        return root + towers
 
     @property
     def return_type(self) -> str:
@@ -157,8 +159,8 @@ def check_hooks_match_hf(pair: Pair) -> None:
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
     for prefix, part in pair.parts():
-        field = pair.bridge.adapter.tower_outputs.get(prefix[:-1])
-        _check_part_hooks(pair, cache, prefix, part, getattr(ref, field) if field else ref)
+        outputs, hooks = pair.bridge.adapter.reference_part(prefix[:-1], len(part.blocks), pair.reference, tokens, ref)
+        _check_part_hooks(pair, cache, prefix, part, outputs, hooks)
 
 
 def _block_output(part: Any, layer: int, name: str) -> str:
@@ -170,14 +172,14 @@ def _block_output(part: Any, layer: int, name: str) -> str:
     return name
 
 
-def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any) -> None:
+def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, hooks: tuple[str, ...]) -> None:
     n = len(part.blocks)
     hidden = getattr(ref, "hidden_states", None)
     if hidden is None:
         raise CheckNotRun(f"the HF reference returned no hidden_states for {prefix or 'the model'}")
     names = [
         _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name
-        for name in type(pair.bridge.adapter).hidden_state_hooks(n)
+        for name in hooks
     ]
     if len(names) != len(hidden):
         fail(f"{prefix}: HF returns {len(hidden)} hidden states, the adapter's hidden_state_hooks maps {len(names)}")
@@ -430,7 +432,8 @@ def _gradient_from_backward_hook(pair: Pair, tokens: torch.Tensor, name: str, re
 def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
     """What the bridge differentiates, computed by the reference: HF's own loss for language models."""
     if pair.scalar_return_type == "loss":
-        return pair.run_reference(tokens, labels=tokens).loss
+        labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
+        return pair.run_reference(tokens, labels=labels).loss
     return _scalar(pair.reference_output(tokens))
 
 
@@ -595,16 +598,26 @@ def check_loss_masking(pair: Pair) -> None:
     if pair.scalar_return_type != "loss":
         not_applicable(f"{pair.bridge.cfg.architecture} is not a language model with a loss")
         return
-    tokens = pair.tokens(batch=2, pos=9)
+    inputs = pair.tokens(batch=2, pos=9)
+    tokens = inputs["input_ids"] if isinstance(inputs, Mapping) else inputs  # a dict: a vision-language model's
     mask = torch.ones_like(tokens)
-    mask[0, 5:] = 0  # sequence 0: 5 real tokens, then padding
+    mask[0, -4:] = 0  # sequence 0: real tokens, then 4 padding positions
+    masked = {**inputs, "attention_mask": mask} if isinstance(inputs, Mapping) else None
     with pair.on_path():
-        got = pair.bridge(tokens, return_type="loss", attention_mask=mask)
-        per_token = pair.bridge(tokens, return_type="loss", attention_mask=mask, loss_per_token=True)
+        if masked is None:
+            got = pair.bridge(tokens, return_type="loss", attention_mask=mask)
+            per_token = pair.bridge(tokens, return_type="loss", attention_mask=mask, loss_per_token=True)
+        else:
+            got = pair.bridge(masked, return_type="loss")
+            per_token = pair.bridge(masked, return_type="loss", loss_per_token=True)
     labels = tokens.masked_fill(mask == 0, -100)
-    expected = pair.run_reference(tokens, attention_mask=mask, labels=labels).loss
+    if masked is None:
+        expected = pair.run_reference(tokens, attention_mask=mask, labels=labels).loss
+    else:
+        expected = pair.run_reference(masked, labels=labels).loss
     expect_close(got, expected, "masked loss vs HF's loss with padded targets labelled -100")
-    expect_close(per_token[0, 4:], torch.zeros_like(per_token[0, 4:]), "per-token loss of targets after padding")
+    after = per_token[0, -4:]  # the predictions of the 4 padded targets
+    expect_close(after, torch.zeros_like(after), "per-token loss of targets after padding")
 
 
 ALL_CHECKS = (
