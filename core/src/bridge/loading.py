@@ -114,7 +114,9 @@ def load(
         except (OSError, ValueError, TypeError) as exc:
             warnings.warn(f"bridge: no tokenizer loaded for {name!r} ({exc}); pass tokens instead", stacklevel=2)
             tokenizer = None
-    bridge = wrap(hf_model, tokenizer or None, adapter=adapter_cls, image_processor=image_processor, processor=processor)
+    bridge = wrap(
+        hf_model, tokenizer or None, adapter=adapter_cls, image_processor=image_processor, processor=processor
+    )
     processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
     if any(processing):
         bridge.process_weights(*processing)
