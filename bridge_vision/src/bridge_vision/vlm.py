@@ -22,6 +22,8 @@ from transformers import (
     Gemma3TextConfig,
     LlamaConfig,
     LlavaConfig,
+    MistralConfig,
+    Qwen2Config,
     SiglipVisionConfig,
 )
 
@@ -194,6 +196,14 @@ class LlavaAdapter(VisionLanguageAdapter):
             architectures=[architecture or cls.architectures[0]],
         )
 
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """LLaVA with other language families: Qwen2 (q/k/v biases) and Mistral (sliding window)."""
+        return {
+            "llava-qwen2": cls.example_config(text_config=Qwen2Config(**TINY_TEXT_LM)),
+            "llava-mistral": cls.example_config(text_config=MistralConfig(**TINY_TEXT_LM, sliding_window=8)),
+        }
+
 
 class Gemma3VisionAdapter(VisionLanguageAdapter):
     """``Gemma3ForConditionalGeneration``: a SigLIP image tower (its final norm hooked as ``ln_post``), a
@@ -246,3 +256,9 @@ class Gemma3VisionAdapter(VisionLanguageAdapter):
 
 
 VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter)
+#: Every tiny vision-language model of the tests, by id: (adapter, HF config).
+VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
+    "llava-llama": (LlavaAdapter, LlavaAdapter.example_config()),
+    **{name: (LlavaAdapter, config) for name, config in LlavaAdapter.conformance_configs().items()},
+    "gemma3": (Gemma3VisionAdapter, Gemma3VisionAdapter.example_config()),
+}

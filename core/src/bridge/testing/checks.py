@@ -519,13 +519,24 @@ def check_no_dead_hooks(pair: Pair) -> None:
         fail(f"hook points that never fired on a forward pass with every hook in use: {silent}")
 
 
-def _attachments(model: Bridge) -> list[str]:
-    """HF modules that currently carry a bridge override or torch hook."""
+def _attachments(model: Bridge, hf_own: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
+    """HF modules that currently carry a bridge override or torch hook. ``hf_own``: the torch hooks HF itself
+    keeps on modules (``(forward hooks, pre-hooks)`` per module, e.g. the hooks a vision-language model's
+    ``output_hidden_states`` capture installs for good on its image tower), which are not counted."""
+    hf_own = hf_own or {}
     return [
         name
         for name, m in model.hf_model.named_modules()
-        if "forward" in m.__dict__ or m._forward_hooks or m._forward_pre_hooks
+        if "forward" in m.__dict__ or (len(m._forward_hooks), len(m._forward_pre_hooks)) > hf_own.get(name, (0, 0))
     ]
+
+
+def _torch_hooks(model: Bridge) -> dict[str, tuple[int, int]]:
+    return {
+        name: (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for name, m in model.hf_model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks
+    }
 
 
 def check_no_leaks(pair: Pair) -> None:
@@ -534,6 +545,8 @@ def check_no_leaks(pair: Pair) -> None:
     tokens = pair.tokens()
     if _attachments(model):
         fail(f"HF modules altered with no hooks in use: {_attachments(model)}")
+    model(tokens, return_type=None)
+    hf_own = _torch_hooks(model)  # what HF's own forward left registered (no bridge hook is in use)
     prefix, part = pair.parts()[0]
     sublayer_out = f"{prefix}blocks.0.{part.blocks[0].algebra[-1][1][-1]}"  # hook_mlp_out, mixer.hook_ssm_out...
     resid_pre = f"{prefix}blocks.0.hook_resid_pre"
@@ -564,8 +577,8 @@ def check_no_leaks(pair: Pair) -> None:
     if temporary[0] in model.hook_dict[sublayer_out].fwd_hooks:
         fail(f"reset_hooks() left the temporary hook on {sublayer_out}")
     model.reset_hooks(including_permanent=True)
-    if _attachments(model):
-        fail(f"HF modules still altered after all hooks went: {_attachments(model)}")
+    if _attachments(model, hf_own):
+        fail(f"HF modules still altered after all hooks went: {_attachments(model, hf_own)}")
 
 
 def _inner_hook(model: Bridge, prefix: str = "") -> str:
