@@ -62,7 +62,7 @@ class _ProgressBar(BaseStreamer):
 
 class StepCaches(list):
     """The activations of each forward step of a generation: ``steps[0]`` is the prompt step
-    (``[b, p, ...]``); ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i``
+    (``[b, p, ...]``, with a vision-language model's image encoder and projector, run once for the prompt); ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i``
     (0-based; ``[b, 1, ...]`` with the KV cache, the whole sequence so far with
     ``use_past_kv_cache=False``). Each is an
     ``ActivationCache``, so short keys work: ``steps[3]["resid_post", 0]``."""
@@ -323,9 +323,16 @@ class Generation:
             yield
             return
         current: dict[str, torch.Tensor] = {}
+        steps.append(ActivationCache(current, n_layers=self.cfg.n_layers, model=self))
+        prompt_started = False
 
         def new_step(_module: torch.nn.Module, _args: Any) -> None:
-            nonlocal current
+            # The prompt step's cache exists from the start: what HF runs before the first forward (a
+            # vision-language model's image encoder and projector) is recorded with the prompt.
+            nonlocal current, prompt_started
+            if not prompt_started:
+                prompt_started = True
+                return
             current = {}
             steps.append(ActivationCache(current, n_layers=self.cfg.n_layers, model=self))
 
