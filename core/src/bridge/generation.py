@@ -62,9 +62,9 @@ class _ProgressBar(BaseStreamer):
 
 class StepCaches(list):
     """The activations of each forward step of a generation: ``steps[0]`` is the prompt step
-    (``[b, p, ...]``, with a vision-language model's image encoder and projector, run once for the prompt); ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i``
-    (0-based; ``[b, 1, ...]`` with the KV cache, the whole sequence so far with
-    ``use_past_kv_cache=False``). Each is an
+    (``[b, p, ...]``; with a vision-language model's image encoder and projector, run once for the prompt);
+    ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i`` (0-based; ``[b, 1, ...]`` with the
+    KV cache, the whole sequence so far with ``use_past_kv_cache=False``). Each is an
     ``ActivationCache``, so short keys work: ``steps[3]["resid_post", 0]``."""
 
     def stack(self, names: Sequence[str] | None = None) -> ActivationCache:
