@@ -225,3 +225,30 @@ def test_loaded_with_its_processor_and_listed_by_the_registry(vlm_dirs):
     registry = bridge.get_registry()
     assert registry.by_architecture["LlavaForConditionalGeneration"].distribution == "bridge-vision"
     assert registry.by_architecture["Gemma3ForConditionalGeneration"].distribution == "bridge-vision"
+
+
+def test_vision_backward_hooks_equal_hf_autograd(vlm_pair, case):
+    """d(loss)/d(the image tower's block-0 output) from a backward hook vs the reference's own autograd."""
+    pair = vlm_pair(case)
+    inputs = inputs_for(pair, batch=1)
+    leaf = {}
+
+    def make_leaf(_module, _args, out):
+        first = out[0] if isinstance(out, tuple) else out
+        leaf["x"] = first.detach().requires_grad_(True)
+        return (leaf["x"], *out[1:]) if isinstance(out, tuple) else leaf["x"]
+
+    handle = pair.reference.model.vision_tower.encoder.layers[0].register_forward_hook(make_leaf)
+    try:
+        loss = pair.reference(**inputs, labels=inputs["input_ids"]).loss
+    finally:
+        handle.remove()
+    (expected,) = torch.autograd.grad(loss, leaf["x"])
+    grads = {}
+    name = "vision_encoder.blocks.0.hook_resid_post"
+    got = pair.bridge.run_with_hooks(
+        **inputs, bwd_hooks=[(name, lambda g, hook: grads.__setitem__("g", g))], return_type="loss"
+    )
+    got.backward()
+    expect_close(grads["g"], expected, f"{case}: backward hook at {name} vs HF autograd")
+    assert expected.abs().max() > 1e-4
