@@ -42,7 +42,8 @@ def load(
     the config's architecture or ``model_type``. Model repository code never runs unless
     ``trust_remote_code=True``; safetensors weights are preferred. ``tokenizer=False``
     skips loading a tokenizer; image models get their image processor (``AutoImageProcessor``) instead of
-    or as well as a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
+    or as well as a tokenizer, and vision-language models their processor (``AutoProcessor``: text and images
+    together). ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
     ``fold_value_biases`` (default False) process the weights after loading, as
     ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
 
