@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import CLIPImageProcessor, LlavaProcessor, Siglip2ImageProcessor, SiglipImageProcessor
 
 from bridge.adapter import Adapter
-from bridge.testing import build_tiny_model, save_tiny_model, sensitize, tiny_tokenizer
+from bridge.testing import save_tiny_model, tiny_tokenizer
 
 
 def example_image_processor(config: Any) -> Any:
@@ -44,11 +43,7 @@ def save_example_vlm(adapter: type[Adapter], directory: str | Path, config: Any 
     """A vision-language model (``config``, or the adapter's example one) saved with the tokenizer holding the
     image token, its image processor, and for LLaVA the ``LlavaProcessor`` (text and images together)."""
     config = config or adapter.example_config()
-    directory = Path(directory)
-    model = build_tiny_model(config, seed)
-    sensitize(model, seed)
-    sensitize_bare_matrices(model, seed)
-    model.save_pretrained(directory, safe_serialization=True)
+    directory = save_tiny_model(config, directory, seed=seed)
     tokenizer = vlm_tokenizer()
     tokenizer.save_pretrained(directory)
     image_processor = example_image_processor(config)
@@ -64,17 +59,3 @@ def save_example_vlm(adapter: type[Adapter], directory: str | Path, config: Any 
             num_additional_image_tokens=cls,
         ).save_pretrained(directory)
     return directory
-
-
-def sensitize_bare_matrices(model: torch.nn.Module, seed: int = 0) -> None:
-    """Redraw the matrices ``sensitize`` leaves alone (held by a module itself, not by a linear layer or an
-    embedding: Gemma 3's projector weight ``[d_vision, d_text]``, zeros as HF builds it) with std
-    ``1/sqrt(rows)``, since they are applied as ``x @ W``."""
-    generator = torch.Generator().manual_seed(seed + 2)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear | torch.nn.Embedding | torch.nn.Conv2d):
-                continue
-            for param in module.parameters(recurse=False):
-                if param.ndim == 2:
-                    param.copy_(torch.randn(param.shape, generator=generator) / param.shape[0] ** 0.5)

@@ -178,8 +178,7 @@ def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, 
     if hidden is None:
         raise CheckNotRun(f"the HF reference returned no hidden_states for {prefix or 'the model'}")
     names = [
-        _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name
-        for name in hooks
+        _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name for name in hooks
     ]
     if len(names) != len(hidden):
         fail(f"{prefix}: HF returns {len(hidden)} hidden states, the adapter's hidden_state_hooks maps {len(names)}")
