@@ -24,6 +24,11 @@ GATED = {
     "Mixtral",
     "DeepseekV2",
     "DeepseekV3",
+    "StableLm",
+    "Cohere",
+    "Cohere2",
+    "Glm4",
+    "Glm",
 }
 
 

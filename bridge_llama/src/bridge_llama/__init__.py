@@ -1,4 +1,4 @@
-"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo-2, Mixtral) for bridge."""
+"""bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
 from bridge_llama.adapters import (
     ADAPTERS,
@@ -14,20 +14,45 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.glm4_moe import Glm4MoeAdapter
+from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
+from bridge_llama.parallel_adapters import (
+    PARALLEL_ADAPTERS,
+    Cohere2Adapter,
+    CohereAdapter,
+    Glm4Adapter,
+    GlmAdapter,
+    PhiAdapter,
+    RopeLayoutAdapter,
+    StableLmAdapter,
+)
 
 __all__ = [
     "ADAPTERS",
+    "PARALLEL_ADAPTERS",
+    "Cohere2Adapter",
+    "CohereAdapter",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
+    "Glm4Adapter",
+    "Glm4MoeAdapter",
+    "GlmAdapter",
+    "Llama4Adapter",
+    "Llama4Block",
+    "Llama4MoE",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
     "Olmo2Adapter",
     "Phi3Adapter",
+    "PhiAdapter",
     "QKNormAttention",
     "Qwen2Adapter",
     "Qwen3Adapter",
     "RopeAdapter",
+    "RopeLayoutAdapter",
     "SandwichBlock",
+    "StableLmAdapter",
+    "llama4_routing",
 ]
