@@ -1,9 +1,11 @@
 import pytest
 import torch
 
+from bridge.plugins import get_registry
 from bridge.testing import make_pair
 from bridge_vision import ADAPTERS
-from bridge_vision.testing import save_example_model
+from bridge_vision.testing import save_example_model, save_example_vlm
+from bridge_vision.vlm import VLM_CASES
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
@@ -20,5 +22,35 @@ def model_dirs(tmp_path_factory):
 def pair_for(model_dirs):
     def build(adapter, architecture, path="native"):
         return make_pair(adapter, architecture, path, directory=model_dirs[architecture])
+
+    return build
+
+
+def needs_language_plugins() -> None:
+    missing = {"llama", "qwen2", "mistral", "gemma3_text"} - set(get_registry().by_model_type)
+    if missing:
+        pytest.skip(f"the language models' plugin (bridge-llama) is not installed: no adapter for {sorted(missing)}")
+
+
+@pytest.fixture(scope="session")
+def vlm_dirs(tmp_path_factory):
+    """One saved tiny vision-language model (tokenizer with the image token, image processor, LLaVA's processor)
+    per case, saved on first use."""
+    saved = {}
+
+    def directory(case: str):
+        needs_language_plugins()
+        if case not in saved:
+            adapter, config = VLM_CASES[case]
+            saved[case] = save_example_vlm(adapter, tmp_path_factory.mktemp(case), config)
+        return saved[case]
+
+    return directory
+
+
+@pytest.fixture
+def vlm_pair(vlm_dirs):
+    def build(case: str, path: str = "native"):
+        return make_pair(VLM_CASES[case][0], path=path, directory=vlm_dirs(case))
 
     return build

@@ -2,9 +2,10 @@
 
 import bridge
 from bridge_vision.adapters import ADAPTERS
+from bridge_vision.vlm import VLM_ADAPTERS
 
 
 @bridge.hookimpl
 def register_adapters(register):
-    for adapter in ADAPTERS:
+    for adapter in (*ADAPTERS, *VLM_ADAPTERS):
         register(adapter)

@@ -1,23 +1,24 @@
-"""Tiny saved vision models for tests: the adapter's example model with an image processor beside it."""
+"""Tiny saved vision models for tests: the adapter's example model with an image processor beside it (and for
+vision-language models, the tokenizer with the image token, and the processor where HF has one to build here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from transformers import CLIPImageProcessor, Siglip2ImageProcessor, SiglipImageProcessor
+from transformers import CLIPImageProcessor, LlavaProcessor, Siglip2ImageProcessor, SiglipImageProcessor
 
 from bridge.adapter import Adapter
-from bridge.testing import save_tiny_model
+from bridge.testing import save_tiny_model, tiny_tokenizer
 
 
 def example_image_processor(config: Any) -> Any:
     """An image processor for a (tiny) config, built here: nothing is downloaded."""
     vision = getattr(config, "vision_config", None) or config
-    if config.model_type.startswith("siglip2"):
+    if vision.model_type.startswith("siglip2"):
         return Siglip2ImageProcessor(patch_size=vision.patch_size, max_num_patches=vision.num_patches)
     size = vision.image_size
-    if config.model_type.startswith("clip"):
+    if vision.model_type.startswith("clip"):
         return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return SiglipImageProcessor(size={"height": size, "width": size})
 
@@ -27,4 +28,34 @@ def save_example_model(adapter: type[Adapter], architecture: str, directory: str
     config = adapter.example_config(architecture)
     directory = save_tiny_model(config, directory, seed=seed)
     example_image_processor(config).save_pretrained(directory)
+    return directory
+
+
+def vlm_tokenizer() -> Any:
+    """The tiny tokenizer with ``<image>`` added as its last id (``bridge_vision.vlm.IMAGE_TOKEN_ID``)."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    tokenizer.image_token = "<image>"
+    return tokenizer
+
+
+def save_example_vlm(adapter: type[Adapter], directory: str | Path, config: Any = None, seed: int = 0) -> Path:
+    """A vision-language model (``config``, or the adapter's example one) saved with the tokenizer holding the
+    image token, its image processor, and for LLaVA the ``LlavaProcessor`` (text and images together)."""
+    config = config or adapter.example_config()
+    directory = save_tiny_model(config, directory, seed=seed)
+    tokenizer = vlm_tokenizer()
+    tokenizer.save_pretrained(directory)
+    image_processor = example_image_processor(config)
+    image_processor.save_pretrained(directory)
+    if config.model_type == "llava":
+        vision = config.vision_config
+        cls = int(vision.model_type.startswith("clip"))
+        LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=vision.patch_size,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            num_additional_image_tokens=cls,
+        ).save_pretrained(directory)
     return directory

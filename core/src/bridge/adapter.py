@@ -109,7 +109,12 @@ class Composite:
     map under a name prefix: ``towers={"vision": Tower(...), "text": Tower(...)}`` gives hook names
     ``vision.blocks.0.attn.hook_z`` and ``text.blocks.0.hook_resid_post``, and components at
     ``model.vision.blocks[0]``. ``hooks`` are hook points at the top (paths relative to the top-level model),
-    e.g. a projection shared by the towers' outputs."""
+    e.g. a projection shared by the towers' outputs; a dotted name groups them (``"vision_projector.hook_in"``).
+
+    The tower under the empty prefix ``""`` is the root tower: it is built onto the bridge itself (hook names
+    ``blocks.0.hook_resid_post``, ``model.blocks``, ``model.unembed``), so code written for a plain model runs
+    unchanged on it; its config must be the adapter's ``bridge_config()`` (a vision-language model's language
+    model next to ``vision_encoder.`` and ``vision_projector.``)."""
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
@@ -202,6 +207,18 @@ class Adapter:
         if cls.hidden_states_include_embeddings:  # GPT-2, Llama: (embeddings, block_0, …, ln_final(block_{n-1}))
             return (*first, *posts[:-1], "ln_final")
         return (*posts, "ln_final")  # Mamba: (block_0, …, block_{n-1}, norm_f(block_{n-1}))
+
+    def reference_part(
+        self, prefix: str, n_layers: int, reference: nn.Module, inputs: Any, output: Any
+    ) -> tuple[Any, tuple[str, ...]]:
+        """For the conformance kit: the HF output holding one part's ``hidden_states`` and eager ``attentions``
+        (``prefix`` ``""``: the model itself, or a composite model's root tower; else a tower's prefix without
+        the dot), and the hook (relative to the part) each hidden state equals, as ``hidden_state_hooks``.
+        ``output`` is the reference's output on ``inputs`` with hidden states and attentions. Default: the
+        ``tower_outputs`` field of ``output`` (``output`` itself for the model), ``hidden_state_hooks(n_layers)``.
+        Override when a tower's outputs are not in the model's output (run ``reference``'s tower instead)."""
+        field = self.tower_outputs.get(prefix)
+        return (getattr(output, field) if field else output), type(self).hidden_state_hooks(n_layers)
 
     @classmethod
     def tiny_config(cls, architecture: str | None = None) -> Any:

@@ -18,7 +18,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from bridge.cache import ActivationCache
-from bridge.errors import BridgeError, NoLMHeadError
+from bridge.errors import BadInputError, BridgeError, NoLMHeadError
 
 if TYPE_CHECKING:
     from bridge.hook_points import HookPoint
@@ -62,9 +62,9 @@ class _ProgressBar(BaseStreamer):
 
 class StepCaches(list):
     """The activations of each forward step of a generation: ``steps[0]`` is the prompt step
-    (``[b, p, ...]``); ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i``
-    (0-based; ``[b, 1, ...]`` with the KV cache, the whole sequence so far with
-    ``use_past_kv_cache=False``). Each is an
+    (``[b, p, ...]``; with a vision-language model's image encoder and projector, run once for the prompt);
+    ``steps[i]`` runs on new token ``i - 1`` and predicts new token ``i`` (0-based; ``[b, 1, ...]`` with the
+    KV cache, the whole sequence so far with ``use_past_kv_cache=False``). Each is an
     ``ActivationCache``, so short keys work: ``steps[3]["resid_post", 0]``."""
 
     def stack(self, names: Sequence[str] | None = None) -> ActivationCache:
@@ -134,6 +134,7 @@ class Generation:
         fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
         names_filter: Any = None,
         attention_mask: torch.Tensor | None = None,
+        pixel_values: Any = None,
         **hf_generate_kwargs: Any,
     ) -> Any:
         """Sample up to ``max_new_tokens`` tokens, with every active hook firing on every step.
@@ -159,6 +160,10 @@ class Generation:
         (as in ``run_with_cache``): also record those activations on each step, and return
         ``(output, steps)`` where ``steps`` is a ``StepCaches`` list (``steps.stack()`` gives one
         cache over the whole sequence).
+
+        Vision-language models also take ``pixel_values=`` (pixel values ``[b, c, h, w]`` beside tokens holding
+        the image tokens, or images with a text through the processor) or the processor's output as ``input``;
+        the images are read on the prompt step.
         """
         self._check_usable()
         if self.unembed is None:
@@ -169,6 +174,14 @@ class Generation:
             raise BridgeError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
+        images: dict[str, Any] = {}
+        if self._inputs.language_with_images:
+            input, attention_mask, images = self._inputs.language_inputs(
+                input, pixel_values, attention_mask, self.image_processor, self.processor
+            )
+            images = {k: v.to(self._device()) if isinstance(v, torch.Tensor) else v for k, v in images.items()}
+        elif pixel_values is not None:
+            raise BadInputError(f"{type(self.hf_model).__name__} reads no images; generate from text or tokens.")
         tokens, embeds, mask, input_kind = self._generation_inputs(input, attention_mask, prepend_bos)
         if return_type == "input":
             return_type = {"text": "str", "texts": "str", "tokens": "tokens", "embeds": "embeds"}[input_kind]
@@ -198,6 +211,7 @@ class Generation:
         ):
             output = self.hf_model.generate(
                 **main_input,
+                **images,
                 attention_mask=mask,
                 generation_config=config,
                 logits_processor=processors,
@@ -309,9 +323,16 @@ class Generation:
             yield
             return
         current: dict[str, torch.Tensor] = {}
+        steps.append(ActivationCache(current, n_layers=self.cfg.n_layers, model=self))
+        prompt_started = False
 
         def new_step(_module: torch.nn.Module, _args: Any) -> None:
-            nonlocal current
+            # The prompt step's cache exists from the start: what HF runs before the first forward (a
+            # vision-language model's image encoder and projector) is recorded with the prompt.
+            nonlocal current, prompt_started
+            if not prompt_started:
+                prompt_started = True
+                return
             current = {}
             steps.append(ActivationCache(current, n_layers=self.cfg.n_layers, model=self))
 

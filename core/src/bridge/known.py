@@ -66,6 +66,8 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
             "SiglipForImageClassification",
             "SiglipModel",
             "Siglip2VisionModel",
+            "LlavaForConditionalGeneration",
+            "Gemma3ForConditionalGeneration",
         ],
         "bridge-vision",
     ),
@@ -105,7 +107,8 @@ MODEL_TYPE_PLUGINS: dict[str, str] = {
     **dict.fromkeys(["bloom", "mpt", "falcon"], "bridge-alibi"),
     **dict.fromkeys(["deepseek_v2", "deepseek_v3"], "bridge-mla"),
     **dict.fromkeys(
-        ["clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2_vision_model"], "bridge-vision"
+        ["clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2_vision_model", "llava", "gemma3"],
+        "bridge-vision",
     ),
 }
 

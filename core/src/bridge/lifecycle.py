@@ -1,7 +1,7 @@
 """A bridge's life: owning its HF model, giving it back, one thread at a time, copies and pickles.
 
 ``Lifecycle`` is a mixin of ``Bridge``; it reads the bridge's ``hf_model``, ``adapter``, ``cfg``,
-``tokenizer``, ``image_processor`` and ``_hook_dict``, and keeps ``_detached`` and the running thread.
+``tokenizer``, ``image_processor``, ``processor`` and ``_hook_dict``, and keeps ``_detached`` and the running thread.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Lifecycle:
     cfg: BridgeConfig
     tokenizer: Any
     image_processor: Any
+    processor: Any
     _hook_dict: dict[str, HookPoint]
     _uses_seam: bool
 
@@ -167,6 +168,7 @@ class Lifecycle:
             copy.deepcopy(self.tokenizer, memo),
             self._opt_in_state(),
             copy.deepcopy(self.image_processor, memo),
+            copy.deepcopy(self.processor, memo),
         )
         for name, point in self._hook_dict.items():
             for handle in [*point.fwd_hooks, *point.bwd_hooks]:
@@ -183,7 +185,7 @@ class Lifecycle:
                 "(`model.reset_hooks(including_permanent=True)`) and add them again after loading."
             )
         args = (type(self), self.hf_model, type(self.adapter), self.cfg, self.tokenizer, self._opt_in_state())
-        return _rebuild, (*args, self.image_processor)
+        return _rebuild, (*args, self.image_processor, self.processor)
 
     def _opt_in_state(self) -> dict[str, bool]:
         return {name: point.enabled for name, point in self._hook_dict.items() if point.opt_in}
@@ -197,11 +199,12 @@ def _rebuild(
     tokenizer: Any,
     opt_in: dict[str, bool],
     image_processor: Any = None,
+    processor: Any = None,
 ) -> Bridge:
     """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
     from bridge.plugins import get_registry
 
-    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor)
+    model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor, processor)
     try:
         get_registry().pm.hook.bridge_ready(bridge=model)
     except BaseException:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer, ProcessorMixin
 
 from bridge.adapter import Adapter
 from bridge.dispatch import input_device, is_dispatched
@@ -42,7 +42,8 @@ def load(
     the config's architecture or ``model_type``. Model repository code never runs unless
     ``trust_remote_code=True``; safetensors weights are preferred. ``tokenizer=False``
     skips loading a tokenizer; image models get their image processor (``AutoImageProcessor``) instead of
-    or as well as a tokenizer. ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
+    or as well as a tokenizer, and vision-language models their processor (``AutoProcessor``: text and images
+    together). ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
     ``fold_value_biases`` (default False) process the weights after loading, as
     ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
 
@@ -98,13 +99,25 @@ def load(
             image_processor = AutoImageProcessor.from_pretrained(name, **common)
         except (OSError, ValueError, TypeError) as exc:
             warnings.warn(f"bridge: no image processor loaded for {name!r} ({exc}); pass pixel values", stacklevel=2)
+    processor = None
+    if {"text", "image"} <= set(adapter_cls.modalities) and adapter_cls.output_fields is None:
+        try:  # a vision-language model's processor puts the image tokens into the text
+            processor = AutoProcessor.from_pretrained(name, **common)
+            if not isinstance(processor, ProcessorMixin):  # AutoProcessor falls back to a tokenizer alone
+                processor = None
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:  # none saved, or an incomplete one
+            warnings.warn(
+                f"bridge: no processor loaded for {name!r} ({exc}); pass tokens holding the image tokens", stacklevel=2
+            )
     if tokenizer is None and "text" in adapter_cls.modalities:
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, **common)
         except (OSError, ValueError, TypeError) as exc:
             warnings.warn(f"bridge: no tokenizer loaded for {name!r} ({exc}); pass tokens instead", stacklevel=2)
             tokenizer = None
-    bridge = wrap(hf_model, tokenizer or None, adapter=adapter_cls, image_processor=image_processor)
+    bridge = wrap(
+        hf_model, tokenizer or None, adapter=adapter_cls, image_processor=image_processor, processor=processor
+    )
     processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
     if any(processing):
         bridge.process_weights(*processing)
@@ -118,12 +131,14 @@ def wrap(
     adapter: type[Adapter] | None = None,
     replace: bool = False,
     image_processor: Any = None,
+    processor: Any = None,
 ) -> Bridge:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
 
     A model has at most one bridge: wrapping it again raises, unless ``replace=True``, which first
-    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models.
+    detaches the bridge it had. ``image_processor`` turns images into pixel values for image models;
+    ``processor`` turns text and images together into a vision-language model's inputs.
     A model accelerate dispatched (``from_pretrained(device_map=...)``, ``dispatch_model``, ``cpu_offload``,
     ``disk_offload``) keeps its placement: inputs go to its input embedding's device, and tensors hooks
     return are moved to the device of the activation they replace."""
@@ -140,7 +155,7 @@ def wrap(
         cfg.device = str(input_device(hf_model))
     cfg.architecture = type(hf_model).__name__
     registry.call_hook("configure", config=cfg, hf_config=hf_model.config)  # raises PluginHookError
-    bridge = Bridge(hf_model, instance, cfg, tokenizer, image_processor)
+    bridge = Bridge(hf_model, instance, cfg, tokenizer, image_processor, processor)
     try:
         registry.call_hook("bridge_ready", bridge=bridge)
     except BaseException:

@@ -71,6 +71,7 @@ class Bridge(Lifecycle, WeightViews, WeightProcessing, Generation, SAESplicing, 
         cfg: BridgeConfig,
         tokenizer: Any = None,
         image_processor: Any = None,
+        processor: Any = None,
     ) -> None:
         super().__init__()
         teardown = self._start_lifecycle(hf_model)
@@ -80,6 +81,8 @@ class Bridge(Lifecycle, WeightViews, WeightProcessing, Generation, SAESplicing, 
         self.tokenizer = tokenizer
         self._tokens = TokenizerHelper(tokenizer, cfg)
         self.image_processor = image_processor
+        #: A vision-language model's processor (text and images together, image tokens put into the text).
+        self.processor = processor
         self._inputs = ModelInputs(hf_model, adapter)
         try:
             cmap = adapter.component_map(cfg)
@@ -432,6 +435,7 @@ class Bridge(Lifecycle, WeightViews, WeightProcessing, Generation, SAESplicing, 
         stop_at_layer: int | None = None,
         past_kv_cache: Any = None,
         pixel_values: Any = None,
+        input_ids: torch.Tensor | None = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
@@ -447,6 +451,9 @@ class Bridge(Lifecycle, WeightViews, WeightProcessing, Generation, SAESplicing, 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
         images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
         as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
+        Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
+        text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
+        the input tokens.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -457,7 +464,17 @@ class Bridge(Lifecycle, WeightViews, WeightProcessing, Generation, SAESplicing, 
                 f"instead: `model.set_attn_implementation({self.hf_model.config._attn_implementation!r})`."
             )
         self._check_forward_kwargs("forward", hf_kwargs)
-        if self._inputs.applies(input, pixel_values):
+        if input_ids is not None:
+            if input is not None:
+                raise BadInputError("input_ids= is the input tokens: pass them either as the input or as input_ids=.")
+            input = input_ids
+        if self._inputs.language_with_images:
+            input, attention_mask, images = self._inputs.language_inputs(
+                input, pixel_values, attention_mask, self.image_processor, self.processor
+            )
+            device = self._device()
+            hf_kwargs.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in images.items()})
+        elif self._inputs.applies(input, pixel_values):
             if start_at_layer is not None or tokens is not None:
                 raise BadInputError(f"start_at_layer and tokens= are for language models, not {self.cfg.architecture}.")
             return self._run_inputs(

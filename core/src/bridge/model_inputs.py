@@ -10,6 +10,11 @@ Models whose adapter reads images (``Adapter.modalities``) take, as ``forward``'
 
 A two-tower model reads text and images together: the text (or tokens) as the input, the images as
 ``pixel_values=``. What they return is the HF output field ``Adapter.output_fields`` names per ``return_type``.
+
+A vision-language model (modalities text and image, no ``output_fields``) is a language model: it returns
+logits, loss and hidden states as one does, and takes its images beside the tokens (``LanguageImages``):
+pixel values or images as ``pixel_values=``, text and images through the loaded processor (which puts the
+image tokens into the text), or the processor's output as one dict.
 """
 
 from __future__ import annotations
@@ -45,8 +50,15 @@ class ModelInputs:
         params = inspect.signature(hf_model.forward).parameters.values()
         self.accepted = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
+    @property
+    def language_with_images(self) -> bool:
+        """A vision-language model: a language model that also reads images."""
+        return self.fields is None and "image" in self.modalities
+
     def applies(self, input: Any, pixel_values: Any) -> bool:
         """Whether this call goes through here rather than the token path of language models."""
+        if self.language_with_images:
+            return False
         if self.fields is None:
             if pixel_values is not None or looks_like_images(input) or isinstance(input, Mapping):
                 raise BadInputError(
@@ -86,6 +98,49 @@ class ModelInputs:
                     inputs["attention_mask"] = mask
         self._check_complete(inputs)
         return inputs
+
+    def language_inputs(
+        self,
+        input: Any,
+        pixel_values: Any,
+        attention_mask: torch.Tensor | None,
+        image_processor: Any,
+        processor: Any,
+    ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+        """For a vision-language model: ``(text or tokens, attention mask, further HF inputs)``.
+
+        ``input`` may be the processor's output (a dict with ``input_ids``; ``pixel_values``, ``token_type_ids``…
+        go on to HF); with text and images (``pixel_values=`` PIL images or arrays) and a loaded processor, the
+        processor makes that dict (image tokens expanded in the text); pixel values ``[b, c, h, w]`` (or images
+        through the image processor) go beside text or tokens that already hold the image tokens."""
+        if isinstance(input, Mapping):
+            if pixel_values is not None or attention_mask is not None:
+                raise BadInputError(
+                    "pass the HF inputs either as one mapping (the processor's output) or as input, pixel_values= "
+                    "and attention_mask=, not both"
+                )
+            return self._split_mapping(dict(input))
+        if pixel_values is None:
+            return input, attention_mask, {}
+        texts = isinstance(input, str) or (isinstance(input, list) and bool(input) and isinstance(input[0], str))
+        if texts and looks_like_images(pixel_values) and processor is not None:
+            if attention_mask is not None:
+                raise BadInputError("with text and images the processor builds the attention mask; pass neither")
+            encoded = processor(text=input, images=pixel_values, return_tensors="pt", padding=True)
+            return self._split_mapping(dict(encoded))
+        pixels = self._pixels(pixel_values, image_processor)
+        return input, attention_mask, {k: v for k, v in pixels.items() if k in self.accepted}
+
+    def _split_mapping(self, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+        unknown = sorted(set(inputs) - self.accepted)
+        if unknown:
+            raise BadInputError(f"{self.name} takes no input named {unknown}; its inputs are {sorted(self.accepted)}.")
+        if inputs.get("input_ids") is None:
+            raise BadInputError(
+                f"{self.name} is a language model: the mapping of HF inputs needs input_ids (the processor's "
+                f"output has them), got {sorted(inputs)}."
+            )
+        return inputs.pop("input_ids"), inputs.pop("attention_mask", None), inputs
 
     def _is_image(self, value: Any) -> bool:
         return (isinstance(value, torch.Tensor) and value.is_floating_point()) or looks_like_images(value)

@@ -3,7 +3,9 @@
 A plain model has one ``ComponentMap``, built onto the ``Bridge`` itself (``model.blocks``,
 ``blocks.0.hook_resid_post``). A ``Composite`` (two-tower encoders, and later vision-language models)
 has one map per tower, each built onto a ``TowerModule`` registered under its prefix
-(``model.vision.blocks``, ``vision.blocks.0.hook_resid_post``), with the tower's own config.
+(``model.vision.blocks``, ``vision.blocks.0.hook_resid_post``), with the tower's own config. The tower
+under the empty prefix (a vision-language model's language model) is built onto the bridge itself, so its
+hook names are a plain model's (``blocks.0.hook_resid_post``) and its config is the bridge's.
 """
 
 from __future__ import annotations
@@ -58,25 +60,42 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
 
 
 def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite, cfg: BridgeConfig) -> None:
-    """Build each tower under its prefix, and the composite's own hook points; ``owner`` itself gets
-    no blocks (``owner.blocks`` is empty)."""
-    owner.blocks = nn.ModuleList()
-    owner._hf_blocks = []
-    owner.ln_final = owner._hf_ln_final = owner.unembed = None
+    """Build the root tower (prefix ``""``) onto ``owner`` itself, each other tower under its prefix, and the
+    composite's own hook points. Without a root tower ``owner`` gets no blocks (``owner.blocks`` is empty)."""
+    root = composite.towers.get("")
+    if root is not None:
+        build_map(owner, hf_model, root.map, root.cfg)
+    else:
+        owner.blocks = nn.ModuleList()
+        owner._hf_blocks = []
+        owner.ln_final = owner._hf_ln_final = owner.unembed = None
     for prefix, tower in composite.towers.items():
-        part = TowerModule(tower.cfg)
-        build_map(part, hf_model, tower.map, tower.cfg)
-        owner.add_module(prefix, part)
+        if prefix:
+            part = TowerModule(tower.cfg)
+            build_map(part, hf_model, tower.map, tower.cfg)
+            owner.add_module(prefix, part)
     add_hooks(owner, hf_model, composite.hooks, cfg)
 
 
+class HookGroup(nn.Module):
+    """A namespace of hook points at the top of a composite model (``vision_projector.hook_in``): the hook
+    points, and the components firing them (``taps``)."""
+
+
 def add_hooks(owner: nn.Module, root: nn.Module, specs: Mapping[str, Spec], cfg: BridgeConfig) -> None:
-    """A hook point ``owner.<name>`` per spec, fired by the component the spec builds (kept in ``owner.taps``)."""
-    if not specs:
-        return
-    if not hasattr(owner, "taps"):
-        owner.taps = nn.ModuleDict()
+    """A hook point ``owner.<name>`` per spec, fired by the component the spec builds (kept in ``owner.taps``).
+
+    A dotted name (``"vision_projector.hook_out"``) puts the hook point in a ``HookGroup`` under ``owner``
+    (``owner.vision_projector.hook_out``), created on first use."""
     for name, spec in specs.items():
+        *groups, leaf = name.split(".")
+        parent = owner
+        for group in groups:
+            if not hasattr(parent, group):
+                parent.add_module(group, HookGroup())
+            parent = getattr(parent, group)
+        if not hasattr(parent, "taps"):
+            parent.taps = nn.ModuleDict()
         point = HookPoint()
-        setattr(owner, name, point)
-        owner.taps[name] = spec.build(root, cfg, hook=point)
+        setattr(parent, leaf, point)
+        parent.taps[leaf] = spec.build(root, cfg, hook=point)

@@ -68,9 +68,11 @@ class Pair:
         return dict(example.shapes) if example is not None else {"": (batch, pos)}
 
     def parts(self) -> list[tuple[str, Any]]:
-        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one."""
+        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one, after
+        ``("", bridge)`` where the composite model has a root tower (a vision-language model's language model)."""
         towers = [(f"{name}.", m) for name, m in self.bridge.named_children() if isinstance(m, TowerModule)]
-        return towers or [("", self.bridge)]
+        root = [("", self.bridge)] if len(self.bridge.blocks) or not towers else []
+        return root + towers
 
     @property
     def return_type(self) -> str:
@@ -157,8 +159,8 @@ def check_hooks_match_hf(pair: Pair) -> None:
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
     for prefix, part in pair.parts():
-        field = pair.bridge.adapter.tower_outputs.get(prefix[:-1])
-        _check_part_hooks(pair, cache, prefix, part, getattr(ref, field) if field else ref)
+        outputs, hooks = pair.bridge.adapter.reference_part(prefix[:-1], len(part.blocks), pair.reference, tokens, ref)
+        _check_part_hooks(pair, cache, prefix, part, outputs, hooks)
 
 
 def _block_output(part: Any, layer: int, name: str) -> str:
@@ -170,14 +172,13 @@ def _block_output(part: Any, layer: int, name: str) -> str:
     return name
 
 
-def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any) -> None:
+def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, hooks: tuple[str, ...]) -> None:
     n = len(part.blocks)
     hidden = getattr(ref, "hidden_states", None)
     if hidden is None:
         raise CheckNotRun(f"the HF reference returned no hidden_states for {prefix or 'the model'}")
     names = [
-        _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name
-        for name in type(pair.bridge.adapter).hidden_state_hooks(n)
+        _block_output(part, int(name.split(".")[1]), name) if name.startswith("blocks.") else name for name in hooks
     ]
     if len(names) != len(hidden):
         fail(f"{prefix}: HF returns {len(hidden)} hidden states, the adapter's hidden_state_hooks maps {len(names)}")
@@ -438,7 +439,8 @@ def _gradient_from_backward_hook(pair: Pair, tokens: torch.Tensor, name: str, re
 def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
     """What the bridge differentiates, computed by the reference: HF's own loss for language models."""
     if pair.scalar_return_type == "loss":
-        return pair.run_reference(tokens, labels=tokens).loss
+        labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
+        return pair.run_reference(tokens, labels=labels).loss
     return _scalar(pair.reference_output(tokens))
 
 
@@ -522,13 +524,24 @@ def check_no_dead_hooks(pair: Pair) -> None:
         fail(f"hook points that never fired on a forward pass with every hook in use: {silent}")
 
 
-def _attachments(model: Bridge) -> list[str]:
-    """HF modules that currently carry a bridge override or torch hook."""
+def _attachments(model: Bridge, hf_own: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
+    """HF modules that currently carry a bridge override or torch hook. ``hf_own``: the torch hooks HF itself
+    keeps on modules (``(forward hooks, pre-hooks)`` per module, e.g. the hooks a vision-language model's
+    ``output_hidden_states`` capture installs for good on its image tower), which are not counted."""
+    hf_own = hf_own or {}
     return [
         name
         for name, m in model.hf_model.named_modules()
-        if "forward" in m.__dict__ or m._forward_hooks or m._forward_pre_hooks
+        if "forward" in m.__dict__ or (len(m._forward_hooks), len(m._forward_pre_hooks)) > hf_own.get(name, (0, 0))
     ]
+
+
+def _torch_hooks(model: Bridge) -> dict[str, tuple[int, int]]:
+    return {
+        name: (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for name, m in model.hf_model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks
+    }
 
 
 def check_no_leaks(pair: Pair) -> None:
@@ -537,6 +550,8 @@ def check_no_leaks(pair: Pair) -> None:
     tokens = pair.tokens()
     if _attachments(model):
         fail(f"HF modules altered with no hooks in use: {_attachments(model)}")
+    model(tokens, return_type=None)
+    hf_own = _torch_hooks(model)  # what HF's own forward left registered (no bridge hook is in use)
     prefix, part = pair.parts()[0]
     sublayer_out = f"{prefix}blocks.0.{part.blocks[0].algebra[-1][1][-1]}"  # hook_mlp_out, mixer.hook_ssm_out...
     resid_pre = f"{prefix}blocks.0.hook_resid_pre"
@@ -567,8 +582,8 @@ def check_no_leaks(pair: Pair) -> None:
     if temporary[0] in model.hook_dict[sublayer_out].fwd_hooks:
         fail(f"reset_hooks() left the temporary hook on {sublayer_out}")
     model.reset_hooks(including_permanent=True)
-    if _attachments(model):
-        fail(f"HF modules still altered after all hooks went: {_attachments(model)}")
+    if _attachments(model, hf_own):
+        fail(f"HF modules still altered after all hooks went: {_attachments(model, hf_own)}")
 
 
 def _inner_hook(model: Bridge, prefix: str = "") -> str:
@@ -601,16 +616,26 @@ def check_loss_masking(pair: Pair) -> None:
     if pair.scalar_return_type != "loss":
         not_applicable(f"{pair.bridge.cfg.architecture} is not a language model with a loss")
         return
-    tokens = pair.tokens(batch=2, pos=9)
+    inputs = pair.tokens(batch=2, pos=9)
+    tokens = inputs["input_ids"] if isinstance(inputs, Mapping) else inputs  # a dict: a vision-language model's
     mask = torch.ones_like(tokens)
-    mask[0, 5:] = 0  # sequence 0: 5 real tokens, then padding
+    mask[0, -4:] = 0  # sequence 0: real tokens, then 4 padding positions
+    masked = {**inputs, "attention_mask": mask} if isinstance(inputs, Mapping) else None
     with pair.on_path():
-        got = pair.bridge(tokens, return_type="loss", attention_mask=mask)
-        per_token = pair.bridge(tokens, return_type="loss", attention_mask=mask, loss_per_token=True)
+        if masked is None:
+            got = pair.bridge(tokens, return_type="loss", attention_mask=mask)
+            per_token = pair.bridge(tokens, return_type="loss", attention_mask=mask, loss_per_token=True)
+        else:
+            got = pair.bridge(masked, return_type="loss")
+            per_token = pair.bridge(masked, return_type="loss", loss_per_token=True)
     labels = tokens.masked_fill(mask == 0, -100)
-    expected = pair.run_reference(tokens, attention_mask=mask, labels=labels).loss
+    if masked is None:
+        expected = pair.run_reference(tokens, attention_mask=mask, labels=labels).loss
+    else:
+        expected = pair.run_reference(masked, labels=labels).loss
     expect_close(got, expected, "masked loss vs HF's loss with padded targets labelled -100")
-    expect_close(per_token[0, 4:], torch.zeros_like(per_token[0, 4:]), "per-token loss of targets after padding")
+    after = per_token[0, -4:]  # the predictions of the 4 padded targets
+    expect_close(after, torch.zeros_like(after), "per-token loss of targets after padding")
 
 
 ALL_CHECKS = (

@@ -90,15 +90,35 @@ def all_opt_ins(model: Bridge) -> Iterator[list[str]]:
             model.set_opt_in(name, False)
 
 
-def uses_rotary(hf_model: torch.nn.Module) -> bool:
-    """Whether the HF model rotates queries and keys: a rotary module, or a rotary setting in its config
-    (and no ALiBi switch turning it off)."""
-    config = hf_model.config
+def uses_rotary(hf_model: torch.nn.Module, scope: str = "") -> bool:
+    """Whether the HF model (its module at ``scope``: one part of a composite model) rotates queries and keys:
+    a rotary module, or a rotary setting in its config (and no ALiBi switch turning it off)."""
+    module = hf_model.get_submodule(scope)
+    config = _config_of(hf_model, scope)
     if getattr(config, "alibi", False):
         return False
-    if any("Rotary" in type(m).__name__ for m in hf_model.modules()):
+    if any("Rotary" in type(m).__name__ for m in module.modules()):
         return True
     return any(getattr(config, key, None) for key in ("rotary_dim", "rope_theta", "rotary_pct"))
+
+
+def _config_of(hf_model: torch.nn.Module, scope: str) -> Any:
+    """The HF config of the module at ``scope``, or of its nearest ancestor that has one."""
+    parts = scope.split(".") if scope else []
+    for end in range(len(parts), -1, -1):
+        config = getattr(hf_model.get_submodule(".".join(parts[:end])), "config", None)
+        if config is not None:
+            return config
+    return hf_model.config
+
+
+def part_scope(hf_model: torch.nn.Module, block_paths: list[str]) -> str:
+    """The HF module holding a part's blocks list (``model`` for ``model.layers.{i}``): the part's own module,
+    which holds its embeddings and rotary module and none of another part's."""
+    if not block_paths:
+        return ""
+    layers = block_paths[0].rsplit(".", 1)[0] if "." in block_paths[0] else ""
+    return layers.rsplit(".", 1)[0] if "." in layers else ""
 
 
 def learned_position_tables(hf_model: torch.nn.Module, blocks: list[str]) -> list[str]:
@@ -125,10 +145,11 @@ def check_implied_hooks(pair: Pair) -> None:
     model = pair.bridge
     hooks = set(model.hook_dict)
     missing: list[str] = []
-    rotary = uses_rotary(model.hf_model)
     for prefix, part in pair.parts():
         block_paths = [_path(model, block.hf) for block in part.blocks]
-        tables = learned_position_tables(model.hf_model, block_paths)
+        scope = part_scope(model.hf_model, block_paths)
+        rotary = uses_rotary(model.hf_model, scope)
+        tables = [t for t in learned_position_tables(model.hf_model, block_paths) if t.startswith(scope)]
         if tables and f"{prefix}hook_pos_embed" not in hooks and not prefix:
             missing.append(f"hook_pos_embed (the HF model has a learned position table: {tables})")
         for layer, block in enumerate(part.blocks):

@@ -78,6 +78,8 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
     weight is redrawn with std ``1/sqrt(fan_in)`` and every ``nn.Embedding`` with std ``1/sqrt(dim)``
     (activations and logits of order 1), and every 1-D parameter (norm weights, biases; HF sets them to
     1 and 0) gets noise of std 0.1, so that a bug that drops or misplaces one shows in the comparisons.
+    A matrix a module holds itself that HF initialises to zeros (Gemma 3's image projection ``[d_in, d_out]``,
+    applied as ``x @ W``) would make everything before it dead: it is redrawn with std ``1/sqrt(d_in)``.
     ``matrices=False`` leaves the matrices as they are.
     """
     generator = torch.Generator().manual_seed(seed + 1)
@@ -97,6 +99,12 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
                 continue
             seen.add(id(weight))
             weight.copy_(torch.randn(weight.shape, generator=generator) / fan_in**0.5)
+        for module in model.modules() if matrices else ():
+            if isinstance(module, torch.nn.Linear | torch.nn.Embedding | Conv1D):
+                continue
+            for param in module.parameters(recurse=False):
+                if param.ndim == 2 and param.is_floating_point() and not param.any():
+                    param.copy_(torch.randn(param.shape, generator=generator) / param.shape[0] ** 0.5)
         for _, param in model.named_parameters():
             if param.ndim == 1 and param.is_floating_point():
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))

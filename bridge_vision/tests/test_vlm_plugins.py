@@ -1,0 +1,56 @@
+"""A vision-language model's language model comes from the plugin registry: one whose family no installed plugin
+handles, or whose plugin (bridge-llama) is not loaded, raises ``UnknownArchitectureError`` naming the model, the
+language model and the plugin to install; ``bridge plugins`` lists the vision-language architectures."""
+
+import json
+
+import pytest
+from transformers import GPTJConfig, LlavaForConditionalGeneration
+
+import bridge
+from bridge.cli import main
+from bridge.errors import UnknownArchitectureError
+from bridge.testing import run_isolated
+from bridge_vision.vlm import LlavaAdapter
+
+SCRIPT = """
+import bridge
+for directory in {dirs!r}:
+    try:
+        bridge.load(directory)
+    except bridge.UnknownArchitectureError as err:
+        print("ERROR", err)
+    else:
+        print("LOADED", directory)
+"""
+
+
+def test_a_language_model_no_plugin_handles_is_named_with_no_plugin_to_install():
+    text = GPTJConfig(n_layer=1, n_embd=32, n_head=4, vocab_size=129, rotary_dim=8, n_positions=64, bos_token_id=0)
+    assert "gptj" not in bridge.get_registry().by_model_type  # the premise: no installed plugin bridges GPT-J
+    hf_model = LlavaForConditionalGeneration(LlavaAdapter.example_config(text_config=text))
+    with pytest.raises(UnknownArchitectureError) as err:
+        bridge.wrap(hf_model)
+    message = str(err.value)
+    assert "LlavaAdapter" in message and "'gptj'" in message and "bridge knows no plugin" in message
+    assert hf_model.config.text_config._attn_implementation != "bridge"  # nothing was attached
+
+
+def test_without_bridge_llama_loaded_the_error_names_it(vlm_dirs):
+    dirs = [str(vlm_dirs("llava-llama")), str(vlm_dirs("llava-qwen2")), str(vlm_dirs("gemma3"))]
+    result = run_isolated(SCRIPT.format(dirs=dirs), "bridge-vision")
+    assert result.returncode == 0, result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 3, result.stdout
+    for error, kind in zip(errors, ("llama", "qwen2", "gemma3_text"), strict=True):
+        assert f"model_type {kind!r}" in error and "pip install bridge-llama" in error, error
+    assert "LlavaAdapter" in errors[0] and "Gemma3VisionAdapter" in errors[2]
+
+
+def test_bridge_plugins_lists_the_vision_language_models(capsys):
+    assert main(["plugins", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    vision = next(p for p in listing if p["distribution"] == "bridge-vision")
+    for name in ("LlavaForConditionalGeneration", "Gemma3ForConditionalGeneration", "llava", "gemma3"):
+        assert name in vision["architectures"]
+    assert "bridge_vision.vlm.LlavaAdapter" in vision["adapters"]
