@@ -1,8 +1,8 @@
-"""Benchmark models for ``make bench`` (random weights): a 6-layer, d_model 384 GPT-2 and Pythia."""
+"""Benchmark models for ``make bench`` (random weights): 6-layer, d_model 384 GPT-2, Pythia, GPT-J and CodeGen."""
 
 from __future__ import annotations
 
-from transformers import GPT2Config, GPTNeoXConfig
+from transformers import CodeGenConfig, GPT2Config, GPTJConfig, GPTNeoXConfig
 
 
 def bench_configs() -> dict[str, object]:
@@ -20,5 +20,24 @@ def bench_configs() -> dict[str, object]:
             rotary_pct=0.25,
             vocab_size=50304,
             architectures=["GPTNeoXForCausalLM"],
+        ),
+        "gptj (6L, d384)": GPTJConfig(
+            n_layer=6,
+            n_embd=384,
+            n_head=6,
+            n_positions=256,
+            rotary_dim=16,
+            vocab_size=50400,
+            architectures=["GPTJForCausalLM"],
+        ),
+        "codegen (6L, d384)": CodeGenConfig(
+            n_layer=6,
+            n_embd=384,
+            n_head=12,
+            n_positions=256,
+            n_ctx=256,
+            rotary_dim=8,
+            vocab_size=51200,
+            architectures=["CodeGenForCausalLM"],
         ),
     }

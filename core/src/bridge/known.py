@@ -16,6 +16,10 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
             "GPTNeoXModel",
             "GPTBigCodeForCausalLM",
             "GPTBigCodeModel",
+            "GPTJForCausalLM",
+            "GPTJModel",
+            "CodeGenForCausalLM",
+            "CodeGenModel",
         ],
         "bridge-gpt2",
     ),
@@ -52,7 +56,7 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
 }
 
 MODEL_TYPE_PLUGINS: dict[str, str] = {
-    **dict.fromkeys(["gpt2", "gpt_neox", "gpt_bigcode"], "bridge-gpt2"),
+    **dict.fromkeys(["gpt2", "gpt_neox", "gpt_bigcode", "gptj", "codegen"], "bridge-gpt2"),
     **dict.fromkeys(
         ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral"],
         "bridge-llama",
