@@ -124,8 +124,6 @@ class GPTJStyleAttention(Attention):
         if dtype is not None:
             sincos = sincos.to(dtype)
         sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
-        if m.rotary_dim is None:
-            return apply_rotary_pos_emb(x, sin, cos)
         rotated = apply_rotary_pos_emb(x[..., : m.rotary_dim], sin, cos)
         return torch.cat([rotated, x[..., m.rotary_dim :]], dim=-1)
 
