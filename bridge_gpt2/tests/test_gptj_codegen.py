@@ -6,6 +6,8 @@ inputs through the partitioned projection, and the errors for configs and inputs
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers.activations import ACT2FN
@@ -258,6 +260,25 @@ def test_codegen_head_inputs_reach_one_head(pair_for):
     attn = model.blocks[0].attn
     expected = model.hf_model.transformer.h[0].ln_1(patched_input[0]) @ attn.W_Q[5]
     torch.testing.assert_close(patched["q", 0][:, :, 5], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("adapter", [GPTJAdapter, CodeGenAdapter], ids=lambda a: a.__name__)
+def test_process_weights_keeps_hfs_log_probs(adapter):
+    """Folding the shared ``ln_1`` into q/k/v (CodeGen: the partitioned ``qkv_proj``) and ``fc_in``, and centring,
+    keep the log-probabilities of an untouched copy of the HF model; ``ln_1`` is left with weight 1, bias 0."""
+    hf_model = build_tiny_model(adapter.example_config())
+    sensitize(hf_model)
+    reference = copy.deepcopy(hf_model)
+    model = bridge.wrap(hf_model, tiny_tokenizer())
+    model.process_weights()
+    tokens = torch.randint(1, 128, (2, 9), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        expected = reference(tokens).logits.log_softmax(-1)
+        got = model(tokens).log_softmax(-1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    ln_1 = hf_model.transformer.h[0].ln_1
+    assert torch.equal(ln_1.weight, torch.ones_like(ln_1.weight))
+    assert torch.equal(ln_1.bias, torch.zeros_like(ln_1.bias))
 
 
 # ----------------------------------------------------------------- refused configs and inputs
