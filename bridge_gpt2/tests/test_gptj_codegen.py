@@ -120,37 +120,40 @@ def test_codegen_q_k_v_are_hfs_heads_of_qkv_proj(pair_for):
 
 @pytest.mark.parametrize(("adapter", "arch"), CAUSAL_LMS)
 def test_attn_scores_are_hfs_float32_arithmetic(pair_for, adapter, arch):
-    """GPT-J: ``q·kᵀ / √d`` then the mask; CodeGen: ``(q·kᵀ + mask) / √d``; masked entries the float32 minimum
-    (over √d for CodeGen); ``hook_pattern`` their softmax."""
+    """``q·kᵀ / √d`` then the mask, masked entries the float32 minimum (for CodeGen too, whose HF code divides the
+    masked scores by √d; see ``test_hooked_path_is_hf_bit_for_bit``); ``hook_pattern`` their softmax."""
     model = pair_for(adapter, arch).bridge
     tokens = torch.randint(1, 128, (2, 7), generator=torch.Generator().manual_seed(4))
     _, cache = attention_cache(model, tokens)
     scale = model.cfg.d_head**0.5
     future = torch.ones(7, 7, dtype=torch.bool).triu(1)
-    mask = torch.zeros(7, 7).masked_fill(future, torch.finfo(torch.float32).min)
     for layer in range(model.cfg.n_layers):
         q, k = cache["rot_q", layer].transpose(1, 2), cache["rot_k", layer].transpose(1, 2)  # [b, h, p, d]
-        raw = q @ k.transpose(-1, -2)
-        expected = raw / scale + mask if adapter is GPTJAdapter else (raw + mask) / scale
+        expected = (q @ k.transpose(-1, -2) / scale).masked_fill(future, torch.finfo(torch.float32).min)
         scores = cache["attn_scores", layer]
         torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-6)
-        masked = torch.finfo(torch.float32).min / (1.0 if adapter is GPTJAdapter else scale)
-        assert torch.allclose(scores[..., future], torch.tensor(masked), rtol=1e-6)
         torch.testing.assert_close(cache["pattern", layer], scores.softmax(-1), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("adapter", [GPTJAdapter, CodeGenAdapter], ids=lambda a: a.__name__)
-def test_hooked_path_is_hf_bit_for_bit(tmp_path, adapter, dtype):
+def test_hooked_path_is_hf_bit_for_bit(tmp_path, adapter, dtype, padded):
     """With every attention-internal hook in use, logits and attentions equal HF's exactly: the same float32
-    scores, the same division by √d_head, the same casts (HF's ``use_cache=False``, as the bridge runs)."""
+    scores, the same division by √d_head, the same casts (HF's ``use_cache=False``, as the bridge runs), and for
+    CodeGen the same pattern although its HF code divides the masked entries by √d_head too."""
     save_tiny_model(adapter.example_config(), tmp_path)
     model = bridge.load(tmp_path, adapter=adapter, dtype=dtype)
     reference = type(model.hf_model).from_pretrained(tmp_path, dtype=dtype).eval()
     tokens = torch.randint(1, 128, (2, 11), generator=torch.Generator().manual_seed(5))
+    inputs = {}
+    if padded:  # the second row left-padded by 4, with HF's positions given to both
+        mask = torch.ones_like(tokens)
+        mask[1, :4] = 0
+        inputs = {"attention_mask": mask, "position_ids": torch.arange(11).expand(2, 11)}
     with torch.no_grad():
-        expected = reference(tokens, use_cache=False, output_attentions=True)
-        logits, cache = attention_cache(model, tokens)
+        expected = reference(tokens, use_cache=False, output_attentions=True, **inputs)
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: ATTN in name, **inputs)
     assert logits.dtype == dtype
     assert torch.equal(logits, expected.logits)
     for layer, attentions in enumerate(expected.attentions):

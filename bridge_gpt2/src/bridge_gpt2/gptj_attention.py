@@ -5,8 +5,11 @@ them: while an attention-internal hook is in use, the module's forward is replac
 around ``Attention.attend_with_hooks``, which fires ``hook_rot_q/k`` ``[b, p, h, d]``, ``hook_attn_scores``,
 ``hook_pattern`` ``[b, h, q, k]`` and ``hook_z`` ``[b, p, h, d]``. The arithmetic is HF's own: rotary with
 every two adjacent dimensions rotated together on the first ``rotary_dim`` dimensions of each head, then
-scores ``q·kᵀ`` in float32 divided by ``√d_head`` (GPT-J: divided, then masked; CodeGen: masked, then divided).
-With no internal hook in use, HF's own forward runs untouched.
+scores ``q·kᵀ`` in float32 divided by ``√d_head``, plus the additive mask. (CodeGen's HF code adds the mask
+before dividing: that changes only the masked entries, the mask's minimum over ``√d_head`` instead of the
+minimum, which the softmax zeroes either way; so ``hook_attn_scores`` holds masked entries as the dtype's minimum,
+as for every other model, and the pattern is HF's bit for bit.) With no internal hook in use, HF's own forward
+runs untouched.
 """
 
 from __future__ import annotations
@@ -36,25 +39,6 @@ class GPTJBlock(SharedNormParallelBlock):
     returns_attention_weights = True
 
 
-def _softmax_and_values(
-    module: nn.Module,
-    scores: torch.Tensor,
-    value: torch.Tensor,
-    on_scores: Callable[[torch.Tensor], torch.Tensor] | None,
-    on_pattern: Callable[[torch.Tensor], torch.Tensor] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The end of HF's ``_attn`` from the masked, scaled float32 scores ``[b, h, q, k]``: softmax, cast to the
-    values' dtype, the module's dropout, ``@ value`` → ``(z [b, q, h, d], weights [b, h, q, k])``."""
-    if on_scores is not None:
-        scores = on_scores(scores)
-    pattern = torch.softmax(scores, dim=-1).to(value.dtype)
-    if on_pattern is not None:
-        pattern = on_pattern(pattern)
-    weights = module.attn_dropout(pattern)
-    z = torch.matmul(weights, value).transpose(1, 2)  # [b, h, q, d] -> [b, q, h, d]
-    return z, weights
-
-
 def gptj_attention_core(
     module: nn.Module,
     query: torch.Tensor,
@@ -65,45 +49,33 @@ def gptj_attention_core(
     on_pattern: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-J's arithmetic: ``q·kᵀ`` in float32, divided by ``√d_head``, plus HF's additive mask.
+    """HF's ``_attn`` of GPT-J (and CodeGen, see the module docstring), firing ``on_scores``/``on_pattern``:
+    ``q·kᵀ`` in float32, divided by ``√d_head``, plus HF's additive mask; softmax, cast to the values' dtype,
+    the module's dropout, ``@ value``.
 
     query ``[b, h, q, d]``, key/value ``[b, h, k, d]`` → ``(z [b, q, h, d], weights [b, h, q, k])``."""
     scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) / module.scale_attn
     if attention_mask is not None:
         scores = scores + attention_mask
-    return _softmax_and_values(module, scores, value, on_scores, on_pattern)
-
-
-def codegen_attention_core(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    on_scores: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    on_pattern: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CodeGen's arithmetic: ``q·kᵀ`` in float32 plus HF's additive mask, then divided by ``√d_head``
-    (masked scores are the mask value over ``√d_head``).
-
-    query ``[b, h, q, d]``, key/value ``[b, h, k, d]`` → ``(z [b, q, h, d], weights [b, h, q, k])``."""
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2))
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    return _softmax_and_values(module, scores / module.scale_attn, value, on_scores, on_pattern)
+    if on_scores is not None:
+        scores = on_scores(scores)
+    pattern = torch.softmax(scores, dim=-1).to(value.dtype)
+    if on_pattern is not None:
+        pattern = on_pattern(pattern)
+    weights = module.attn_dropout(pattern)
+    z = torch.matmul(weights, value).transpose(1, 2)  # [b, h, q, d] -> [b, q, h, d]
+    return z, weights
 
 
 class GPTJStyleAttention(Attention):
     """The attention of GPT-J's layout, re-expressed around ``attend_with_hooks`` while an internal hook is in use.
 
-    Subclasses give the q/k/v source (``qkv``), how the HF module projects them (``project``), the attention
-    arithmetic (``core``) and whether the sines and cosines are cast to the keys' dtype (GPT-J) or not (CodeGen).
+    Subclasses give the q/k/v source (``qkv_source``), how the HF module projects them (``project``) and whether
+    the sines and cosines are cast to the keys' dtype (GPT-J) or not (CodeGen).
     """
 
     uses_seam = False
     qkv_source: ClassVar[SplitQKV | FusedQKV]
-    core: ClassVar[Callable[..., tuple[torch.Tensor, torch.Tensor]]]
     sincos_in_key_dtype: ClassVar[bool]
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
@@ -155,7 +127,7 @@ class GPTJStyleAttention(Attention):
         query, key, value = (einops.rearrange(t, to_heads_first) for t in (query, key, value))
         if layer_past is not None:
             key, value = layer_past.update(key.to(hidden_states.dtype), value, m.layer_idx)
-        z, weights = self.attend_with_hooks(m, query, key, value, attention_mask, core=type(self).core)
+        z, weights = self.attend_with_hooks(m, query, key, value, attention_mask, core=gptj_attention_core)
         out = m.out_proj(einops.rearrange(z, "b p h d -> b p (h d)"))
         return m.resid_dropout(out), weights
 
@@ -164,7 +136,6 @@ class GPTJAttention(GPTJStyleAttention):
     """GPT-J: separate ``q_proj``/``k_proj``/``v_proj`` (no biases); sines and cosines in the keys' dtype."""
 
     qkv_source = SplitQKV("q_proj", "k_proj", "v_proj")
-    core = staticmethod(gptj_attention_core)
     sincos_in_key_dtype = True
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -177,7 +148,6 @@ class CodeGenAttention(GPTJStyleAttention):
     """CodeGen: one ``qkv_proj`` in 4 parts of ``[q | v | k]`` (``CODEGEN_QKV``); sines and cosines stay float32."""
 
     qkv_source = CODEGEN_QKV
-    core = staticmethod(codegen_attention_core)
     sincos_in_key_dtype = False
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
