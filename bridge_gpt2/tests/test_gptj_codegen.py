@@ -17,6 +17,15 @@ from bridge import BridgeError
 from bridge.errors import BadInputError
 from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
 from bridge.testing.fixtures import build_tiny_model, sensitize, tiny_tokenizer
+from bridge.testing.reference import (
+    REFERENCE_TOKENS,
+    attention_output,
+    causal_attention,
+    layer_norm,
+    project,
+    rotate,
+    wrapped_with_random_biases,
+)
 from bridge_gpt2 import CodeGenAdapter, GPTJAdapter
 
 ATTN = ".attn.hook_"
@@ -62,17 +71,6 @@ def test_variant_conformance(variant_dirs, variant, check, path):
 # ----------------------------------------------------------------- hooks against HF's internals
 
 
-def rotate_adjacent_pairs(x: torch.Tensor, rotary_dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary written here from the definition: dimensions ``(2i, 2i+1)`` of the first ``rotary_dim`` of each
-    head rotated by ``position · 10000^(-2i/rotary_dim)``; ``x`` ``[b, p, h, d]``, ``positions`` ``[p]``."""
-    inv_freq = 10000.0 ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
-    angles = positions.double()[:, None] * inv_freq[None, :]  # [p, rotary_dim / 2]
-    cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
-    even, odd = x[..., :rotary_dim:2].double(), x[..., 1:rotary_dim:2].double()
-    pairs = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1)  # [b, p, h, rotary_dim / 2, 2]
-    return torch.cat([pairs.flatten(-2).to(x.dtype), x[..., rotary_dim:]], dim=-1)
-
-
 def attention_cache(model: bridge.Bridge, tokens: torch.Tensor):
     """Every attention-internal hook cached (no block or norm hook, so HF's block forward runs)."""
     return model.run_with_cache(tokens, names_filter=lambda name: ATTN in name)
@@ -87,7 +85,7 @@ def test_rot_q_k_are_rotary_on_adjacent_pairs_of_hook_q_k(pair_for, adapter, arc
     assert 0 < rotary_dim < model.cfg.d_head
     for layer in range(model.cfg.n_layers):
         for kind in "qk":
-            expected = rotate_adjacent_pairs(cache[kind, layer], rotary_dim, torch.arange(9))
+            expected = rotate(cache[kind, layer], 10000.0, rotary_dim, interleaved=True)  # written from the definition
             torch.testing.assert_close(cache[f"rot_{kind}", layer], expected, atol=1e-5, rtol=1e-5)
             assert torch.equal(cache[f"rot_{kind}", layer][..., rotary_dim:], cache[kind, layer][..., rotary_dim:])
 
@@ -182,28 +180,19 @@ def test_hooked_path_applies_hfs_dropouts_in_training(adapter):
 # ----------------------------------------------------------------- weight views
 
 
-def layer_norm(x: torch.Tensor, norm: bridge.components.Norm) -> torch.Tensor:
-    centred = x - x.mean(-1, keepdim=True)
-    return centred / (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt() * norm.hf.weight + norm.hf.bias
-
-
 def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tensor:
-    """GPT-J's forward from nothing but the weight views, the norms and the config."""
-    cfg, p = model.cfg, tokens.shape[1]
-    future = torch.ones(p, p, dtype=torch.bool).triu(1)
+    """GPT-J's forward from nothing but the weight views, the norms and the config: one shared ``ln_1``,
+    rotary on adjacent pairs of the first ``rotary_dim`` features, ``post = pre + attn + mlp``."""
+    cfg = model.cfg
     resid = model.W_E[tokens]
     for block in model.blocks:
-        x, attn, mlp = layer_norm(resid, block.ln1), block.attn, block.mlp
-        q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-        k = torch.einsum("bpm,hmd->bphd", x, attn.W_K) + attn.b_K
-        v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V
-        q, k = (rotate_adjacent_pairs(t, cfg.rotary_dim, torch.arange(p)) for t in (q, k))
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / cfg.d_head**0.5
-        z = torch.einsum("bhqk,bkhd->bqhd", scores.masked_fill(future, float("-inf")).softmax(-1), v)
-        attn_out = torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
+        x, attn, mlp = layer_norm(resid, block.ln1.hf), block.attn, block.mlp
+        q, k, v = (project(x, w, b) for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)))
+        q, k = (rotate(t, cfg.extra["rope_theta"], cfg.rotary_dim, interleaved=True) for t in (q, k))
+        z = causal_attention(q, k, v, scale=cfg.d_head**-0.5)
         mlp_out = ACT2FN[cfg.act_fn](x @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
-        resid = resid + attn_out + mlp_out
-    return layer_norm(resid, model.ln_final) @ model.W_U + model.b_U
+        resid = resid + attention_output(z, attn) + mlp_out
+    return layer_norm(resid, model.ln_final.hf) @ model.W_U + model.b_U
 
 
 @pytest.mark.parametrize(
@@ -212,13 +201,11 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
     ids=["gptj", "codegen", "codegen-3-heads-per-part"],
 )
 def test_forward_from_weight_views_reproduces_hf_logits(adapter, changes):
-    hf_model = build_tiny_model(_config(adapter, **changes))
-    sensitize(hf_model)
-    model = bridge.wrap(hf_model, tiny_tokenizer())
-    tokens = torch.randint(1, 128, (2, 10), generator=torch.Generator().manual_seed(9))
+    model = wrapped_with_random_biases(_config(adapter, **changes))
+    sensitize(model.hf_model)  # attention far from uniform, so a misplaced rotary or head shows
     with torch.no_grad():
-        expected = hf_model(tokens).logits
-        got = logits_from_views(model, tokens)
+        expected = model.hf_model(REFERENCE_TOKENS).logits
+        got = logits_from_views(model, REFERENCE_TOKENS)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
