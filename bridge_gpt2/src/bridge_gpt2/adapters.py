@@ -8,6 +8,7 @@ from transformers import GPT2Config, GPTBigCodeConfig, GPTNeoXConfig
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, FusedQKV, Norm, ParallelBlock, SequentialBlock
+from bridge_gpt2.gptj_adapters import CodeGenAdapter, GPTJAdapter
 from bridge_gpt2.split_qkv_adapters import GPTNeoAdapter, OPTAdapter, XGLMAdapter
 
 TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
@@ -152,4 +153,13 @@ class GPTBigCodeAdapter(Adapter):
         )
 
 
-ADAPTERS = (GPT2Adapter, GPTNeoXAdapter, GPTBigCodeAdapter, GPTNeoAdapter, OPTAdapter, XGLMAdapter)
+ADAPTERS = (
+    GPT2Adapter,
+    GPTNeoXAdapter,
+    GPTBigCodeAdapter,
+    GPTNeoAdapter,
+    OPTAdapter,
+    XGLMAdapter,
+    GPTJAdapter,
+    CodeGenAdapter,
+)

@@ -1,8 +1,9 @@
-"""Benchmark models for ``make bench`` (random weights): 6-layer, d_model 384 GPT-2, Pythia, GPT-Neo, OPT and XGLM."""
+"""Benchmark models for ``make bench`` (random weights): 6-layer, d_model 384 GPT-2, Pythia, GPT-Neo, OPT, XGLM,
+GPT-J and CodeGen."""
 
 from __future__ import annotations
 
-from transformers import GPT2Config, GPTNeoConfig, GPTNeoXConfig, OPTConfig, XGLMConfig
+from transformers import CodeGenConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig, OPTConfig, XGLMConfig
 
 
 def bench_configs() -> dict[str, object]:
@@ -49,5 +50,24 @@ def bench_configs() -> dict[str, object]:
             max_position_embeddings=256,
             vocab_size=50304,
             architectures=["XGLMForCausalLM"],
+        ),
+        "gptj (6L, d384)": GPTJConfig(
+            n_layer=6,
+            n_embd=384,
+            n_head=6,
+            n_positions=256,
+            rotary_dim=16,
+            vocab_size=50400,
+            architectures=["GPTJForCausalLM"],
+        ),
+        "codegen (6L, d384)": CodeGenConfig(
+            n_layer=6,
+            n_embd=384,
+            n_head=12,
+            n_positions=256,
+            n_ctx=256,
+            rotary_dim=8,
+            vocab_size=51200,
+            architectures=["CodeGenForCausalLM"],
         ),
     }

@@ -22,6 +22,10 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
             "OPTModel",
             "XGLMForCausalLM",
             "XGLMModel",
+            "GPTJForCausalLM",
+            "GPTJModel",
+            "CodeGenForCausalLM",
+            "CodeGenModel",
         ],
         "bridge-gpt2",
     ),
@@ -74,7 +78,7 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
 }
 
 MODEL_TYPE_PLUGINS: dict[str, str] = {
-    **dict.fromkeys(["gpt2", "gpt_neox", "gpt_bigcode", "gpt_neo", "opt", "xglm"], "bridge-gpt2"),
+    **dict.fromkeys(["gpt2", "gpt_neox", "gpt_bigcode", "gpt_neo", "opt", "xglm", "gptj", "codegen"], "bridge-gpt2"),
     **dict.fromkeys(
         [
             "llama",

@@ -28,7 +28,13 @@ from transformers.pytorch_utils import Conv1D
 from bridge import seam
 from bridge.components.base import Component, ForwardOverride, OutputTap
 from bridge.components.head_inputs import ProjectionLayout
-from bridge.components.weight_views import CoreAttentionWeights
+from bridge.components.weight_views import (
+    CoreAttentionWeights,
+    merge_partitioned,
+    partition_heads,
+    partition_slice,
+    split_partitioned,
+)
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
 
@@ -97,18 +103,27 @@ class FusedQKV(QKVSource):
     """One fused projection module.
 
     ``layout="grouped"``: ``[q (n_heads·d) | k (n_kv·d) | v (n_kv·d)]`` (GPT-2, GPT-BigCode MQA, Phi-3);
-    ``layout="per_head"``: per head ``[q | k | v]`` (GPT-NeoX, BLOOM, GPT-BigCode without MQA).
+    ``layout="per_head"``: per head ``[q | k | v]`` (GPT-NeoX, BLOOM, GPT-BigCode without MQA);
+    ``layout="partitioned"``: ``partitions`` equal parts, each holding its share of the heads of each kind
+    in ``order`` (CodeGen: ``partitions=4, order="qvk"``, part ``i`` holding heads ``i·h/4 … (i+1)·h/4 - 1``).
     """
 
     path: str
-    layout: Literal["grouped", "per_head"] = "grouped"
+    layout: Literal["grouped", "per_head", "partitioned"] = "grouped"
+    partitions: int = 1
+    order: str = "qkv"
 
     def attachments(self, attn: Attention, hf_attn: nn.Module) -> list:
+        if self.layout == "partitioned":
+            partition_heads(attn.n_heads, attn.n_kv_heads, self.partitions, self.order)  # raises if they do not fit
         hooks = (attn.hook_q, attn.hook_k, attn.hook_v)
         return [OutputTap(hf_attn.get_submodule(self.path), lambda x: self.split_fire(attn, x), hooks)]
 
     def split_fire(self, attn: Attention, fused: torch.Tensor) -> torch.Tensor:
         h, kv, d = attn.n_heads, attn.n_kv_heads, attn.d_head
+        if self.layout == "partitioned":
+            q, k, v = split_partitioned(fused, h, kv, d, self.partitions, self.order)  # [b, p, h or kv, d]
+            return merge_partitioned(attn.hook_q(q), attn.hook_k(k), attn.hook_v(v), self.partitions, self.order)
         if self.layout == "per_head":
             q, k, v = einops.rearrange(fused, "b p (h three d) -> three b p h d", three=3, h=h)
             q, k, v = attn.hook_q(q), attn.hook_k(k), attn.hook_v(v)
@@ -118,6 +133,14 @@ class FusedQKV(QKVSource):
 
     def projection_layout(self, attn: Attention) -> ProjectionLayout:
         h, kv, d = attn.n_heads, attn.n_kv_heads, attn.d_head
+        if self.layout == "partitioned":
+            counts = {"q": h, "k": kv, "v": kv}
+            columns = [
+                (kind, i, partition_slice(kind, i, h, kv, d, self.partitions, self.order))
+                for kind in "qkv"
+                for i in range(counts[kind])
+            ]
+            return {self.path: sorted(columns, key=lambda block: block[2].start)}  # in the module's column order
         if self.layout == "per_head":
             blocks = [
                 (kind, i, slice((3 * i + j) * d, (3 * i + j + 1) * d)) for i in range(h) for j, kind in enumerate("qkv")
@@ -204,11 +227,17 @@ class Attention(CoreAttentionWeights, Component):
 
         query ``[b, h, q, d]``, key/value ``[b, kv, k, d]``; returns ``([b, q, h, d], weights)``.
         """
+        return self._attend(inner, seam.eager_attention, module, query, key, value, attention_mask, kwargs)
+
+    def _attend(
+        self, inner: Callable, eager: Callable, module: nn.Module, query, key, value, attention_mask, kwargs: dict
+    ):
+        """Fire the internal hooks around ``inner``, or around ``eager`` when scores or pattern are hooked."""
         if self.rotary:
             query = self.hook_rot_q(query.transpose(1, 2)).transpose(1, 2)
             key = self.hook_rot_k(key.transpose(1, 2)).transpose(1, 2)
         if any(getattr(self, name).active for name in self.eager_hooks):
-            z, weights = seam.eager_attention(
+            z, weights = eager(
                 module,
                 query,
                 key,
@@ -235,6 +264,7 @@ class Attention(CoreAttentionWeights, Component):
         key: torch.Tensor,
         value: torch.Tensor,
         attention_mask: Any,
+        core: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention core for a component whose HF module computes attention inline (not through
@@ -242,10 +272,15 @@ class Attention(CoreAttentionWeights, Component):
         ``hook_pattern`` and ``hook_z`` around ``eager_attention`` (HF eager numerics; ``scaling=``,
         ``softcap=``, ``dropout=``, any mask form ``additive_mask`` takes).
 
+        ``core``: the module's own attention arithmetic instead of ``eager_attention``, for modules whose numerics
+        differ (GPT-J divides fp32 scores by √d): called as ``eager_attention`` is, with ``on_scores``/``on_pattern``
+        (applied to the masked pre-softmax scores and to the softmax) when those hooks are in use, and ``kwargs``.
+
         query ``[b, n_heads, q, d]`` (after rotary), key/value ``[b, n_kv_heads, k, d]`` → ``(z [b, q, n_heads, d],
         pattern [b, n_heads, q, k])``.
         """
-        return self.run_seam(seam.eager_attention, module, query, key, value, attention_mask, **kwargs)
+        core = core or seam.eager_attention
+        return self._attend(core, core, module, query, key, value, attention_mask, kwargs)
 
     def _per_head_output(self, _original, z_flat: torch.Tensor) -> torch.Tensor:
         """The output projection split by head: fires ``hook_result`` and sums it."""

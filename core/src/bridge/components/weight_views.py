@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 #: How a fused q/k/v projection orders its output columns:
 #: ``"grouped"`` ``[q (h·d) | k (kv·d) | v (kv·d)]``; ``"per_head"`` per head ``[q | k | v]`` (needs kv = h);
-#: ``"kv_groups"`` per kv head ``[q_1 … q_g | k | v]`` with ``g = h / kv`` (Falcon's new decoder architecture).
-FusedLayout = Literal["grouped", "per_head", "kv_groups"]
+#: ``"kv_groups"`` per kv head ``[q_1 … q_g | k | v]`` with ``g = h / kv`` (Falcon's new decoder architecture);
+#: ``"partitioned"`` ``partitions`` equal parts, each holding its share of the q, k and v heads in ``order``
+#: (CodeGen: 4 parts of ``[q | v | k]``, part ``i`` holding heads ``i·h/4 … (i+1)·h/4 - 1``).
+FusedLayout = Literal["grouped", "per_head", "kv_groups", "partitioned"]
 
 
 class WeightViewError(BridgeError, AttributeError):
@@ -49,13 +51,72 @@ def linear_bias(module: nn.Module) -> torch.Tensor | None:
     return bias if isinstance(bias, torch.Tensor) else None
 
 
-def split_fused(
-    columns: torch.Tensor, layout: FusedLayout, n_heads: int, n_kv_heads: int, d_head: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split the last axis of a fused q/k/v weight ``[d_model, cols]`` or bias ``[cols]`` into heads.
+def partition_heads(n_heads: int, n_kv_heads: int, partitions: int, order: str) -> dict[str, int]:
+    """Heads of each kind (``"q"``, ``"k"``, ``"v"``) in one part of a ``"partitioned"`` fused layout, in ``order``.
 
-    Returns ``q`` ``[..., n_heads, d_head]`` and ``k``, ``v`` ``[..., n_kv_heads, d_head]`` (views).
+    Raises ``BridgeError`` when ``order`` is not an ordering of ``"qkv"`` or the parts do not split the heads evenly.
     """
+    if sorted(order) != ["k", "q", "v"]:
+        raise BridgeError(f"a partitioned fused q/k/v layout needs order to be an ordering of 'qkv', not {order!r}")
+    if partitions < 1 or n_heads % partitions or n_kv_heads % partitions:
+        raise BridgeError(
+            f"a fused q/k/v projection in {partitions} parts needs n_heads ({n_heads}) and n_kv_heads ({n_kv_heads}) "
+            "to be multiples of the number of parts; check the adapter's partitions against the model's config"
+        )
+    counts = {"q": n_heads // partitions, "k": n_kv_heads // partitions, "v": n_kv_heads // partitions}
+    return {kind: counts[kind] for kind in order}
+
+
+def partition_slice(
+    kind: str, head: int, n_heads: int, n_kv_heads: int, d_head: int, partitions: int, order: str
+) -> slice:
+    """The columns of head ``head`` of ``kind`` (``"q"``, ``"k"``, ``"v"``) in a ``"partitioned"`` fused layout."""
+    counts = partition_heads(n_heads, n_kv_heads, partitions, order)
+    width = sum(counts.values()) * d_head  # columns per part
+    part, index = divmod(head, counts[kind])
+    offset = sum(counts[k] for k in order[: order.index(kind)]) * d_head
+    start = part * width + offset + index * d_head
+    return slice(start, start + d_head)
+
+
+def split_partitioned(
+    columns: torch.Tensor, n_heads: int, n_kv_heads: int, d_head: int, partitions: int, order: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[..., cols]`` in a ``"partitioned"`` layout → ``q`` ``[..., n_heads, d]``, ``k``, ``v`` ``[..., n_kv, d]``."""
+    counts = partition_heads(n_heads, n_kv_heads, partitions, order)
+    parts = einops.rearrange(columns, "... (g c) -> ... g c", g=partitions)  # [..., parts, cols per part]
+    chunks = parts.split([n * d_head for n in counts.values()], dim=-1)
+    heads = {
+        kind: einops.rearrange(chunk, "... g (n d) -> ... (g n) d", d=d_head)
+        for kind, chunk in zip(order, chunks, strict=True)
+    }
+    return heads["q"], heads["k"], heads["v"]
+
+
+def merge_partitioned(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, partitions: int, order: str) -> torch.Tensor:
+    """The inverse of ``split_partitioned``: ``q`` ``[..., h, d]``, ``k``, ``v`` ``[..., kv, d]`` → ``[..., cols]``."""
+    heads = {"q": q, "k": k, "v": v}
+    chunks = [einops.rearrange(heads[kind], "... (g n) d -> ... g (n d)", g=partitions) for kind in order]
+    return einops.rearrange(torch.cat(chunks, dim=-1), "... g c -> ... (g c)")
+
+
+def split_fused(
+    columns: torch.Tensor,
+    layout: FusedLayout,
+    n_heads: int,
+    n_kv_heads: int,
+    d_head: int,
+    partitions: int = 1,
+    order: str = "qkv",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split the last axis of a fused q/k/v weight ``[d_model, cols]`` or bias ``[cols]`` into heads
+    (``partitions`` and ``order``: the ``"partitioned"`` layout's).
+
+    Returns ``q`` ``[..., n_heads, d_head]`` and ``k``, ``v`` ``[..., n_kv_heads, d_head]`` (views, except in the
+    ``"kv_groups"`` and ``"partitioned"`` layouts, where heads of different parts are gathered into a copy).
+    """
+    if layout == "partitioned":
+        return split_partitioned(columns, n_heads, n_kv_heads, d_head, partitions, order)
     if layout == "per_head":
         q, k, v = einops.rearrange(columns, "... (h three d) -> three ... h d", three=3, d=d_head).unbind(0)
         return q, k, v
@@ -100,11 +161,20 @@ def separate_qkv(q: nn.Module, k: nn.Module, v: nn.Module, d_head: int, d_head_v
     return QKVWeights(wq, wk, wv, bq, bk, bv)
 
 
-def fused_qkv(module: nn.Module, layout: FusedLayout, n_heads: int, n_kv_heads: int, d_head: int) -> QKVWeights:
+def fused_qkv(
+    module: nn.Module,
+    layout: FusedLayout,
+    n_heads: int,
+    n_kv_heads: int,
+    d_head: int,
+    partitions: int = 1,
+    order: str = "qkv",
+) -> QKVWeights:
     """Per-head views of one fused q/k/v projection module."""
-    q, k, v = split_fused(linear_in_out(module), layout, n_heads, n_kv_heads, d_head)  # [d_model, n, d] each
+    shape = (layout, n_heads, n_kv_heads, d_head, partitions, order)
+    q, k, v = split_fused(linear_in_out(module), *shape)  # [d_model, n, d] each
     bias = linear_bias(module)
-    bq, bk, bv = (None, None, None) if bias is None else split_fused(bias, layout, n_heads, n_kv_heads, d_head)
+    bq, bk, bv = (None, None, None) if bias is None else split_fused(bias, *shape)
     return QKVWeights(heads_first(q), heads_first(k), heads_first(v), bq, bk, bv)
 
 
@@ -269,7 +339,8 @@ class CoreAttentionWeights(AttentionWeights):
             return separate_qkv(get(source.q), get(source.k), get(source.v), self.d_head)
         if isinstance(source, FusedQKV):
             module = self.hf.get_submodule(source.path)
-            return fused_qkv(module, source.layout, self.n_heads, self.n_kv_heads, self.d_head)
+            shape = (self.n_heads, self.n_kv_heads, self.d_head, source.partitions, source.order)
+            return fused_qkv(module, source.layout, *shape)
         raise WeightViewError(
             f"{self._layer_label()} reads q/k/v through {type(source).__name__}, which has no per-head weight "
             "views; its component must override qkv_weights(). W_O and b_O exist."
