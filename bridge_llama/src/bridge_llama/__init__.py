@@ -1,4 +1,5 @@
-"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo-2, Mixtral) for bridge."""
+"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3, OLMo 1/2/3, Mixtral, Granite, SmolLM3,
+StarCoder2) for bridge."""
 
 from bridge_llama.adapters import (
     ADAPTERS,
@@ -14,20 +15,38 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.dense_adapters import (
+    GemmaAdapter,
+    GraniteAdapter,
+    OlmoAdapter,
+    Olmo3Adapter,
+    SmolLM3Adapter,
+    Starcoder2Adapter,
+)
+from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
 
 __all__ = [
     "ADAPTERS",
+    "ClippedSplitQKV",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
+    "GemmaAdapter",
+    "GraniteAdapter",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
     "Olmo2Adapter",
+    "Olmo3Adapter",
+    "OlmoAdapter",
     "Phi3Adapter",
     "QKNormAttention",
     "Qwen2Adapter",
     "Qwen3Adapter",
     "RopeAdapter",
     "SandwichBlock",
+    "ScaledEmbedding",
+    "ScaledResidualBlock",
+    "SmolLM3Adapter",
+    "Starcoder2Adapter",
 ]

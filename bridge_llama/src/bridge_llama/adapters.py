@@ -247,6 +247,9 @@ class MixtralAdapter(RopeAdapter):
         return out
 
 
+# The dense adapters build on the classes above, so they are imported after them.
+from bridge_llama.dense_adapters import DENSE_ADAPTERS  # noqa: E402
+
 ADAPTERS: tuple[type[RopeAdapter], ...] = (
     LlamaAdapter,
     MistralAdapter,
@@ -257,4 +260,5 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Phi3Adapter,
     Olmo2Adapter,
     MixtralAdapter,
+    *DENSE_ADAPTERS,
 )

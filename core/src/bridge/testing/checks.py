@@ -275,12 +275,14 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _reference_mlp_out(pair: Pair, block: Block, x: torch.Tensor) -> torch.Tensor:
-    """What the block's MLP writes for the stream value ``x``, from the reference's own modules."""
+    """What the block's MLP writes for the stream value ``x``, from the reference's own modules (times the
+    block's ``residual_scale``)."""
     ref = _reference_children(pair, block)
     with torch.no_grad():
         h = _call_module(ref["ln2"], x) if "ln2" in ref else x
         out = _call_module(ref["mlp"], h)
-        return _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+        out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+        return out * block.residual_scale
 
 
 def check_residual_algebra(pair: Pair) -> None:
@@ -488,6 +490,7 @@ def _reference_gradients(pair: Pair, tokens: Any, block: Block, names: list[str]
                 h = _call_module(children["ln2"], mid) if "ln2" in children else mid
                 out = _call_module(children["mlp"], h)
                 out = _call_module(children["ln2_post"], out) if "ln2_post" in children else out
+                out = out * block.residual_scale
                 (through_mlp,) = torch.autograd.grad(out, mid, grads["post"])
             expected[name] = grads["post"] + through_mlp
     reference.zero_grad(set_to_none=True)
