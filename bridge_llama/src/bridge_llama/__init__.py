@@ -18,8 +18,8 @@ from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 from bridge_llama.dense_adapters import (
     GemmaAdapter,
     GraniteAdapter,
-    OlmoAdapter,
     Olmo3Adapter,
+    OlmoAdapter,
     SmolLM3Adapter,
     Starcoder2Adapter,
 )

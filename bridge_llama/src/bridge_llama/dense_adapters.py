@@ -73,9 +73,7 @@ class GraniteAdapter(RopeAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         base = super().component_map(cfg)
         embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
-        return ComponentMap(
-            blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed}
-        )
+        return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
 
 
 class OlmoAdapter(RopeAdapter):

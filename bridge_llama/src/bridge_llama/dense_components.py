@@ -90,9 +90,7 @@ class ScaledEmbedding(Component):
     Built on the base model (path ``""``); ``embed``/``first_layer`` are paths inside it.
     """
 
-    def __init__(
-        self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint, embed: str, first_layer: str
-    ) -> None:
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint, embed: str, first_layer: str) -> None:
         super().__init__(hf_module.get_submodule(embed))
         object.__setattr__(self, "hook", hook)
         self.attach(_LayerInputTap(hf_module.get_submodule(first_layer), hf_module, hook))
@@ -147,8 +145,14 @@ class ClippedSplitQKV(SplitQKV):
                 m.config._attn_implementation, modeling.eager_attention_forward
             )
             z, weights = attention(
-                m, q, k, v, attention_mask,
-                dropout=0.0 if not m.training else m.attention_dropout, scaling=m.scaling, **kwargs,
+                m,
+                q,
+                k,
+                v,
+                attention_mask,
+                dropout=0.0 if not m.training else m.attention_dropout,
+                scaling=m.scaling,
+                **kwargs,
             )  # z: [b, p, n_heads, d_head]
             return attn.out_proj(einops.rearrange(z, "b p h d -> b p (h d)")), weights
 
