@@ -50,8 +50,8 @@ class GraniteAdapter(RopeAdapter):
     model_types = ("granite",)
     example_class = GraniteConfig
     example_options: ClassVar[dict[str, Any]] = {
-        # granite-3.x's values, except the score scale: 1/64 of a 16-wide head's scores would barely move a tiny
-        # random model's pattern, and the kit needs ablations to show
+        # granite-3.x's multipliers; the score scale differs from both d_head**-0.5 and the published 1/64
+        # (the real-checkpoint variants run that one)
         "embedding_multiplier": 12.0,
         "residual_multiplier": 0.22,
         "attention_multiplier": 0.5,
