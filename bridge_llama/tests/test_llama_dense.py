@@ -395,3 +395,11 @@ def test_starcoder2_sliding_window_in_pattern(pair_for):
         close(cache["attn_scores", layer], expected)
         assert torch.all(cache["pattern", layer][..., ~allowed] == 0)
         close(cache["pattern", layer], reference[layer])
+
+
+def test_olmo3_batch_of_two_equals_each_alone(pair_for):
+    """Hypothesis's find: two unpadded rows vs each alone differ by fp32 batch rounding of ~1e-5 on OLMo-3's
+    layer-1 MLP activations (|x| ~ 16; HF's own differ by 8e-6), within the kit's few-ulp relative tolerance."""
+    from bridge.testing import check_left_padding
+
+    check_left_padding(pair_for(Olmo3Adapter), [2, 2], 0, False)
