@@ -267,7 +267,7 @@ def test_olmo_norms_are_parameter_free_layer_norms(pair_for):
     scale = (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
     close(cache["blocks.0.ln1.hook_scale"], scale)
     close(cache["blocks.0.ln1.hook_normalized"], seen["ln1"])
-    assert model.cfg.normalization_type == "LNPre"
+    assert model.cfg.normalization_type == "LN" and model.cfg.eps == 1e-5
     assert not list(layer.input_layernorm.parameters())
 
 

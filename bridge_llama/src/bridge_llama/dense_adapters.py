@@ -92,7 +92,7 @@ class OlmoAdapter(RopeAdapter):
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
-        out["normalization_type"] = "LNPre"
+        out["normalization_type"] = "LN"
         out["extra"]["clip_qkv"] = self.hf_config.clip_qkv
         return out
 
