@@ -15,17 +15,14 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+import training
 from tokenizers import Tokenizer, models, pre_tokenizers
-from tqdm import tqdm
+from training import Metrics
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 BOS_TOKEN = "<|endoftext|>"
@@ -35,8 +32,6 @@ SPECIAL_TOKENS = (BOS_TOKEN, UNK_TOKEN)
 FIRST_WORD_ID = len(SPECIAL_TOKENS)
 VOCAB_SIZE = FIRST_WORD_ID + NUM_WORDS
 BOS_ID = 0
-
-Metrics = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -138,35 +133,10 @@ def make_batch(cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([make_sequence(cfg, generator) for _ in range(cfg.batch_size)])
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup followed by cosine decay to 10% of the peak rate."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def train(model: GPT2LMHeadModel, cfg: TrainConfig, seed: int) -> float:
-    """Train ``model`` in place and return the loss of the final step."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    loss_value = float("nan")
-    bar = tqdm(range(cfg.steps), desc="train", dynamic_ncols=True)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = make_batch(cfg, generator)
-        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss_value = loss.item()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-    model.eval()
-    return loss_value
+def batch_loss(model: GPT2LMHeadModel, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The next-token loss on a fresh batch of training sequences."""
+    batch = make_batch(cfg, generator)
+    return model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
 
 
 def make_repeated_batch(eval_cfg: EvalConfig) -> torch.Tensor:
@@ -294,7 +264,7 @@ def print_report(metrics: Metrics) -> None:
     print(f"repeated-half loss, head {low_layer}.{low_head} (least induction) ablated:  {low_loss:.4f}")
 
 
-def model_card(metrics: Metrics, cfg: TrainConfig, n_params: int) -> str:
+def model_card(metrics: Metrics, cfg: TrainConfig) -> str:
     """Render the README.md model card."""
     layer, head = metrics["top_induction_head"]
     prev_layer, prev_head = metrics["previous_token_head"]
@@ -306,7 +276,7 @@ def model_card(metrics: Metrics, cfg: TrainConfig, n_params: int) -> str:
     return f"""# induction-2l
 
 A tiny 2-layer GPT-2 (`GPT2LMHeadModel`, attention + MLP, n_embd 128, 4 heads,
-n_positions 256, {n_params:,} parameters) trained from scratch on synthetic
+n_positions 256, {metrics["parameters"]:,} parameters) trained from scratch on synthetic
 random-token sequences with recurring segments. It forms a classic induction
 circuit: previous-token head {prev_layer}.{prev_head} in layer 0 and induction heads
 {induction_heads} in layer 1 (induction score in brackets).
@@ -417,47 +387,21 @@ Previous-token scores:
 """
 
 
-def save(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out: Path, card: str, metrics: Metrics) -> None:
-    """Write model (safetensors), tokenizer, metrics and model card to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "README.md").write_text(card)
-
-
 def main() -> None:
     """Train, evaluate and save the induction model."""
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
     cfg = TrainConfig(steps=args.steps)
-
-    tokenizer = build_tokenizer()
-    model = build_model()
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"parameters: {n_params:,}")
-
-    start = time.perf_counter()
-    final_loss = train(model, cfg, args.seed)
-    seconds = time.perf_counter() - start
-    print(f"final training loss {final_loss:.4f}, wall time {seconds:.1f} s")
-
-    metrics = evaluate(model, EvalConfig())
-    metrics.update(
-        seed=args.seed,
-        steps=cfg.steps,
-        threads=args.threads,
-        train_seconds=round(seconds, 1),
-        final_train_loss=final_loss,
+    training.run(
+        args,
+        build_model,
+        build_tokenizer(),
+        training.Schedule(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.weight_decay, floor=0.1),
+        lambda model, generator: batch_loss(model, cfg, generator),
+        lambda model: evaluate(model, EvalConfig()),
+        check_acceptance,
+        print_report,
+        lambda metrics: model_card(metrics, cfg),
     )
-    print_report(metrics)
-    failed = check_acceptance(metrics)
-    print("acceptance: " + ("PASS" if not failed else "FAIL: " + "; ".join(failed)))
-
-    save(model, tokenizer, args.out, model_card(metrics, cfg, n_params), metrics)
-    print(f"saved to {args.out}")
 
 
 if __name__ == "__main__":

@@ -16,15 +16,12 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from tqdm import tqdm
+import training
+from training import Metrics
 from transformers import CLIPConfig, CLIPForImageClassification, CLIPImageProcessor
 
 from bridge.shapes import CLASSES, NO_SHAPE, SHAPES, ShapeImages, draw_shapes, normalize, patch_coverage
@@ -32,8 +29,6 @@ from bridge.shapes import CLASSES, NO_SHAPE, SHAPES, ShapeImages, draw_shapes, n
 IMAGE_SIZE = 48
 PATCH_SIZE = 8
 SHAPE_PATCH_COVERAGE = 0.1  # a patch belongs to the shape when the shape covers at least this fraction of it
-
-Metrics = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -105,35 +100,10 @@ def build_image_processor() -> CLIPImageProcessor:
     )
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup followed by cosine decay to 5% of the peak rate."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def train(model: CLIPForImageClassification, cfg: TrainConfig, seed: int) -> float:
-    """Train ``model`` in place on fresh images every step; return the loss of the final step."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    loss_value = float("nan")
-    bar = tqdm(range(cfg.steps), desc="train", dynamic_ncols=True)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = draw_shapes(cfg.batch_size, generator, size=IMAGE_SIZE, include_empty=True)
-        loss = model(pixel_values=normalize(batch.images), labels=batch.labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss_value = loss.item()
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-    model.eval()
-    return loss_value
+def batch_loss(model: CLIPForImageClassification, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The classification loss on a batch of fresh images."""
+    batch = draw_shapes(cfg.batch_size, generator, size=IMAGE_SIZE, include_empty=True)
+    return model(pixel_values=normalize(batch.images), labels=batch.labels).loss
 
 
 def shape_patches(batch: ShapeImages) -> torch.Tensor:
@@ -348,48 +318,22 @@ that feeds the classifier's mean of the patch tokens.
 """
 
 
-def save(
-    model: CLIPForImageClassification, processor: CLIPImageProcessor, out: Path, card: str, metrics: Metrics
-) -> None:
-    """Write model (safetensors), image processor, metrics and model card to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "README.md").write_text(card)
-
-
 def main() -> None:
     """Train, evaluate and save the shape classifier."""
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
-
-    model = build_model()
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"parameters: {n_params:,}")
-    start = time.perf_counter()
-    final_loss = train(model, cfg, args.seed)
-    seconds = time.perf_counter() - start
-    print(f"final training loss {final_loss:.4f}, wall time {seconds:.1f} s")
-
-    metrics = evaluate(model, EvalConfig())
-    metrics.update(
-        seed=args.seed,
-        steps=cfg.steps,
-        threads=args.threads,
-        train_seconds=round(seconds, 1),
-        final_train_loss=final_loss,
-        parameters=n_params,
+    training.run(
+        args,
+        build_model,
+        build_image_processor(),
+        training.Schedule(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.weight_decay, floor=0.05),
+        lambda model, generator: batch_loss(model, cfg, generator),
+        lambda model: evaluate(model, EvalConfig()),
+        check_acceptance,
+        print_report,
+        lambda metrics: model_card(metrics, cfg),
+        report_every=25,
     )
-    print_report(metrics)
-    failed = check_acceptance(metrics)
-    print("acceptance: " + ("PASS" if not failed else "FAIL: " + "; ".join(failed)))
-
-    save(model, build_image_processor(), args.out, model_card(metrics, cfg), metrics)
-    print(f"saved to {args.out}")
 
 
 if __name__ == "__main__":

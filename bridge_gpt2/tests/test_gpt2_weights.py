@@ -9,51 +9,25 @@ import torch
 from transformers.activations import ACT2FN
 
 import bridge
-from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
+from bridge.testing.reference import (
+    REFERENCE_TOKENS,
+    attention_output,
+    causal_attention,
+    layer_norm,
+    project,
+    rotate,
+    wrapped_with_random_biases,
+)
 from bridge_gpt2 import GPT2Adapter, GPTBigCodeAdapter, GPTNeoXAdapter
-
-TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11, 64, 2], [0, 8, 8, 100, 2, 64, 31, 7, 7, 120]])
-
-
-def _wrapped(config) -> bridge.Bridge:
-    hf_model = build_tiny_model(config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # random biases and norm weights: a misplaced one must show
-        for param in hf_model.parameters():
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return bridge.wrap(hf_model, tiny_tokenizer())
-
-
-def layer_norm(x: torch.Tensor, norm: bridge.components.Norm) -> torch.Tensor:
-    centred = x - x.mean(-1, keepdim=True)
-    return centred / (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt() * norm.hf.weight + norm.hf.bias
-
-
-def rotate(x: torch.Tensor, rotary_dim: int, theta: float) -> torch.Tensor:
-    """NeoX rotary on the first ``rotary_dim`` features of each head, halves paired: ``x`` ``[b, p, h, d]``."""
-    positions = torch.arange(x.shape[1], dtype=torch.float32)
-    inv_freq = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
-    angles = positions[:, None] * inv_freq[None, :]  # [p, rotary_dim / 2]
-    cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    first, second = rot.chunk(2, dim=-1)
-    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-    return torch.cat([rotated, rest], dim=-1)
 
 
 def attention_from_views(x: torch.Tensor, attn, cfg) -> torch.Tensor:
     """``x`` ``[b, p, d_model]`` through one layer's views: causal softmax attention, ``Σ_h z_h W_O[h] + b_O``."""
-    q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-    k = torch.einsum("bpm,hmd->bphd", x, attn.W_K) + attn.b_K
-    v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V
+    q, k, v = project(x, attn.W_Q, attn.b_Q), project(x, attn.W_K, attn.b_K), project(x, attn.W_V, attn.b_V)
     if cfg.positional_embedding_type == "rotary":
-        q, k = rotate(q, cfg.rotary_dim, cfg.extra["rope_theta"]), rotate(k, cfg.rotary_dim, cfg.extra["rope_theta"])
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / cfg.d_head**0.5
-    p = x.shape[1]
-    scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
-    z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
-    return torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
+        theta = cfg.extra["rope_theta"]
+        q, k = rotate(q, theta, cfg.rotary_dim), rotate(k, theta, cfg.rotary_dim)
+    return attention_output(causal_attention(q, k, v, scale=cfg.d_head**-0.5), attn)
 
 
 def mlp_from_views(x: torch.Tensor, mlp, cfg) -> torch.Tensor:
@@ -66,13 +40,13 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
     if cfg.positional_embedding_type == "standard":
         resid = resid + model.W_pos[: tokens.shape[1]]
     for block in model.blocks:
-        attn_out = attention_from_views(layer_norm(resid, block.ln1), block.attn, cfg)
+        attn_out = attention_from_views(layer_norm(resid, block.ln1.hf), block.attn, cfg)
         if cfg.parallel_attn_mlp:
-            resid = resid + attn_out + mlp_from_views(layer_norm(resid, block.ln2), block.mlp, cfg)
+            resid = resid + attn_out + mlp_from_views(layer_norm(resid, block.ln2.hf), block.mlp, cfg)
         else:
             resid = resid + attn_out
-            resid = resid + mlp_from_views(layer_norm(resid, block.ln2), block.mlp, cfg)
-    return layer_norm(resid, model.ln_final) @ model.W_U + model.b_U
+            resid = resid + mlp_from_views(layer_norm(resid, block.ln2.hf), block.mlp, cfg)
+    return layer_norm(resid, model.ln_final.hf) @ model.W_U + model.b_U
 
 
 CONFIGS = {
@@ -92,25 +66,27 @@ def _with(config, **changes):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_forward_from_weight_views_reproduces_hf_logits(name):
-    model = _wrapped(CONFIGS[name]())
+    model = wrapped_with_random_biases(CONFIGS[name]())
     with torch.no_grad():
-        expected = model.hf_model(TOKENS).logits
-        got = logits_from_views(model, TOKENS)
+        expected = model.hf_model(REFERENCE_TOKENS).logits
+        got = logits_from_views(model, REFERENCE_TOKENS)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_heads_times_W_O_sum_to_attn_out(name):
-    model = _wrapped(CONFIGS[name]())
+    model = wrapped_with_random_biases(CONFIGS[name]())
     with torch.no_grad():
-        _, cache = model.run_with_cache(TOKENS, names_filter=lambda n: n.endswith(("hook_z", "hook_attn_out")))
+        _, cache = model.run_with_cache(
+            REFERENCE_TOKENS, names_filter=lambda n: n.endswith(("hook_z", "hook_attn_out"))
+        )
     for i, block in enumerate(model.blocks):
         heads = torch.einsum("bphd,hdm->bpm", cache["z", i], block.attn.W_O)
         torch.testing.assert_close(heads + block.attn.b_O, cache["attn_out", i], atol=1e-5, rtol=1e-5)
 
 
 def test_mqa_keys_are_the_one_raw_head_repeated():
-    model = _wrapped(GPTBigCodeAdapter.example_config())
+    model = wrapped_with_random_biases(GPTBigCodeAdapter.example_config())
     attn = model.blocks[0].attn
     assert attn._W_K.shape == (1, 32, 8) and attn.W_K.shape == (4, 32, 8)
     for h in range(4):

@@ -177,8 +177,9 @@ def test_granite_logits_are_the_unembedding_divided_by_logits_scaling(pair_for):
     logits, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
     scaling = model.hf_model.config.logits_scaling
     assert scaling != 1.0
-    lens = model.ln_final.hf(cache["resid_post", 1]) @ model.W_U + model.b_U
-    close(logits, lens / scaling)
+    final = model.ln_final.hf(cache["resid_post", 1])
+    close(logits, final @ model.W_U + model.b_U)  # the logit lens gives the logits: W_U includes the division
+    close(logits, model.hf_model.lm_head(final) / scaling)
     close(logits, pair.reference(tokens).logits, atol=1e-4)
 
 

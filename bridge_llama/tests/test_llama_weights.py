@@ -10,7 +10,15 @@ from transformers.activations import ACT2FN
 
 import bridge
 from bridge.components.weight_views import WeightViewError
-from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
+from bridge.testing.reference import (
+    REFERENCE_TOKENS,
+    attention_output,
+    causal_attention,
+    project,
+    rms_norm,
+    rotate,
+    wrapped_with_random_biases,
+)
 from bridge_llama import (
     Gemma2Adapter,
     Gemma3Adapter,
@@ -23,32 +31,9 @@ from bridge_llama import (
     Qwen3Adapter,
 )
 
-TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11, 64, 2], [0, 8, 8, 100, 2, 64, 31, 7, 7, 120]])
-
 
 def _wrapped(config) -> bridge.Bridge:
-    hf_model = build_tiny_model(config, attn_implementation="eager")
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # random biases and norm weights: a misplaced one must show
-        for param in hf_model.parameters():
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return bridge.wrap(hf_model, tiny_tokenizer())
-
-
-def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
-    return x / (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt() * (norm.weight_offset + norm.hf.weight)
-
-
-def rotate(x: torch.Tensor, rotary_dim: int, theta: float) -> torch.Tensor:
-    """Rotary on the first ``rotary_dim`` features of each head, halves paired: ``x`` ``[b, p, h, d]``."""
-    positions = torch.arange(x.shape[1], dtype=torch.float32)
-    inv_freq = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
-    angles = positions[:, None] * inv_freq[None, :]  # [p, rotary_dim / 2]
-    cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    first, second = rot.chunk(2, dim=-1)
-    return torch.cat([first * cos - second * sin, second * cos + first * sin, rest], dim=-1)
+    return wrapped_with_random_biases(config, attn_implementation="eager")
 
 
 def window_of(cfg, layer: int) -> int | None:
@@ -69,29 +54,19 @@ def qk_norm(x: torch.Tensor, module: torch.nn.Module, cfg) -> torch.Tensor:
 
 
 def attention_from_views(x: torch.Tensor, attn, cfg, layer: int) -> torch.Tensor:
-    q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-    k = torch.einsum("bpm,hmd->bphd", x, attn._W_K) + attn._b_K  # raw kv heads: OLMo-2 normalises them together
-    v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V  # GQA: already expanded to n_heads
+    q = project(x, attn.W_Q, attn.b_Q)
+    k = project(x, attn._W_K, attn._b_K)  # raw kv heads: OLMo-2 normalises them together
+    v = project(x, attn.W_V, attn.b_V)  # GQA: already expanded to n_heads
     if hasattr(attn.hf, "q_norm"):
         q, k = qk_norm(q, attn.hf.q_norm, cfg), qk_norm(k, attn.hf.k_norm, cfg)
     k = k.repeat_interleave(cfg.n_heads // cfg.n_key_value_heads, dim=2)
     theta = cfg.extra["rope_theta"]
     if window_of(cfg, layer) is not None and cfg.extra.get("rope_theta_local"):
         theta = cfg.extra["rope_theta_local"]  # Gemma 3's sliding layers
-    q, k = rotate(q, cfg.rotary_dim, theta), rotate(k, cfg.rotary_dim, theta)
+    q, k = rotate(q, theta, cfg.rotary_dim), rotate(k, theta, cfg.rotary_dim)
     scale = (cfg.extra.get("query_pre_attn_scalar") or cfg.d_head) ** -0.5
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
     softcap = cfg.extra.get("attn_logit_softcapping")
-    if softcap:
-        scores = torch.tanh(scores / softcap) * softcap
-    p = x.shape[1]
-    query, key = torch.arange(p)[:, None], torch.arange(p)[None, :]
-    masked = key > query
-    window = window_of(cfg, layer)
-    if window is not None:
-        masked = masked | (query - key >= window)
-    z = torch.einsum("bhqk,bkhd->bqhd", scores.masked_fill(masked, float("-inf")).softmax(-1), v)
-    return torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
+    return attention_output(causal_attention(q, k, v, scale, window=window_of(cfg, layer), softcap=softcap), attn)
 
 
 def mlp_from_views(x: torch.Tensor, mlp, cfg) -> torch.Tensor:
@@ -104,13 +79,15 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
     resid = model.W_E[tokens] * cfg.extra.get("embed_scale", 1.0)
 
     def norm(block, name, x):
-        return rms_norm(x, getattr(block, name)) if hasattr(block, name) else x
+        if not hasattr(block, name):
+            return x
+        return rms_norm(x, getattr(block, name).hf, getattr(block, name).weight_offset)
 
     for layer, block in enumerate(model.blocks):
         attn_out = norm(block, "ln1_post", attention_from_views(norm(block, "ln1", resid), block.attn, cfg, layer))
         resid = resid + attn_out
         resid = resid + norm(block, "ln2_post", mlp_from_views(norm(block, "ln2", resid), block.mlp, cfg))
-    logits = rms_norm(resid, model.ln_final) @ model.W_U + model.b_U
+    logits = rms_norm(resid, model.ln_final.hf, model.ln_final.weight_offset) @ model.W_U + model.b_U
     softcap = cfg.extra.get("final_logit_softcapping")
     return torch.tanh(logits / softcap) * softcap if softcap else logits
 
@@ -139,8 +116,8 @@ CONFIGS = {
 def test_forward_from_weight_views_reproduces_hf_logits(name):
     model = _wrapped(CONFIGS[name]())
     with torch.no_grad():
-        expected = model.hf_model(TOKENS).logits
-        got = logits_from_views(model, TOKENS)
+        expected = model.hf_model(REFERENCE_TOKENS).logits
+        got = logits_from_views(model, REFERENCE_TOKENS)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -154,7 +131,7 @@ def test_heads_times_W_O_sum_to_the_output_projection(name):
         for i, block in enumerate(model.blocks)
     ]
     with torch.no_grad():
-        _, cache = model.run_with_cache(TOKENS, names_filter=lambda n: n.endswith("hook_z"))
+        _, cache = model.run_with_cache(REFERENCE_TOKENS, names_filter=lambda n: n.endswith("hook_z"))
     for handle in handles:
         handle.remove()
     for i, block in enumerate(model.blocks):

@@ -29,6 +29,11 @@ GATED = {
     "Olmo",
     "Olmo3",
     "SmolLM3",
+    "StableLm",
+    "Cohere",
+    "Cohere2",
+    "Glm4",
+    "Glm",
 }
 
 

@@ -22,8 +22,10 @@ from bridge_mamba.adapters import MambaAdapter
 from bridge_mla.adapters import ADAPTERS as MLA
 
 ATTENTION = (*GPT2_FAMILY, *LLAMA_FAMILY, *ALIBI, *MLA)
-LN = tuple(a for a in ATTENTION if a in GPT2_FAMILY or a in ALIBI or getattr(a, "norm", {}).get("kind") == "LN")
+LN = tuple(a for a in ATTENTION if a in GPT2_FAMILY or a in ALIBI or (a in LLAMA_FAMILY and a.norm["kind"] == "LN"))
 RMS = tuple(a for a in ATTENTION if a not in LN)
+#: Llama 4's experts read the normed token times its routing score: fold_ln refuses there (tested in bridge-llama).
+FOLDABLE = tuple(a for a in ATTENTION if a.__name__ != "Llama4Adapter")
 ids = lambda adapters: [a.__name__ for a in adapters]  # noqa: E731
 TOL = {"atol": 1e-4, "rtol": 0}
 
@@ -56,8 +58,6 @@ def log_probs(logits):
 
 
 def softcap(bridge_model, logits):
-    """What HF does to the unembedding's output: Gemma 2's soft-cap, Granite's division by ``logits_scaling``."""
-    logits = logits / bridge_model.cfg.extra.get("logits_scaling", 1.0)
     cap = bridge_model.cfg.extra.get("final_logit_softcapping")
     return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -65,14 +65,15 @@ def softcap(bridge_model, logits):
 # ------------------------------------------------------------------ every family
 
 
-@pytest.mark.parametrize("adapter", ATTENTION, ids=ids(ATTENTION))
+@pytest.mark.parametrize("adapter", FOLDABLE, ids=ids(FOLDABLE))
 def test_processing_keeps_log_probs(adapter, model_dir):
     directory = model_dir(adapter)
     model = bridge.load(directory)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntiedEmbeddingsWarning)
         model.process_weights()
-    centred = adapter in LN and adapter.__name__ != "BloomAdapter"  # BLOOM's embedding is a LayerNorm
+    # BLOOM's embedding is a LayerNorm, XGLM's positions a fixed sinusoid: neither can be centred
+    centred = adapter in LN and adapter.__name__ not in ("BloomAdapter", "XGLMAdapter")
     expected_steps = {"fold_ln", "fold_value_biases"} | ({"center_writing_weights"} if centred else set())
     if not model.cfg.extra.get("final_logit_softcapping"):
         expected_steps.add("center_unembed")
@@ -83,7 +84,7 @@ def test_processing_keeps_log_probs(adapter, model_dir):
         torch.testing.assert_close(log_probs(model(x)), expected, **TOL)
 
 
-@pytest.mark.parametrize("adapter", ATTENTION, ids=ids(ATTENTION))
+@pytest.mark.parametrize("adapter", FOLDABLE, ids=ids(FOLDABLE))
 def test_fold_ln_moves_norm_weights_into_readers(adapter, model_dir):
     """Every pre-norm ends with weight 1 (Gemma: 0) and bias 0, its hook_normalized is its module's output,
     and ln_final.hook_normalized @ W_U + b_U gives the logits."""
@@ -135,6 +136,8 @@ def test_fold_ln_centres_reading_weights_of_layer_norms(adapter, model_dir):
 def test_center_writing_weights_makes_the_residual_stream_mean_zero(adapter, model_dir):
     if adapter.__name__ == "BloomAdapter":
         pytest.skip("BLOOM's embedding LayerNorm cannot be centred (test_refusals covers it)")
+    if adapter.__name__ == "XGLMAdapter":
+        pytest.skip("XGLM's sinusoidal positions are not a parameter (bridge_gpt2's tests cover the refusal)")
     directory = model_dir(adapter)
     model = bridge.load(directory).process_weights(fold_ln=True, center_writing_weights=True)
     x = tokens()

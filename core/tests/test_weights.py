@@ -134,6 +134,24 @@ def test_missing_biases_are_zeros():
         assert value.shape == shape and not value.any(), name
 
 
+def test_a_logit_scale_is_in_W_U_and_b_U():
+    """A model that multiplies its LM head's output by a logit scale (Cohere; here a torch hook on GPT-2's head)
+    declares it in ``cfg.extra["logit_scale"]``: ``W_U``/``b_U`` include it, so ``ln_final(resid) @ W_U + b_U``
+    is the logits; without one ``W_U`` is the head's parameter itself."""
+    model = gpt2()
+    head = model.hf_model.lm_head
+    assert model.W_U.data_ptr() == head.weight.data_ptr()
+    head.bias = torch.nn.Parameter(0.1 * torch.randn(head.out_features, generator=torch.Generator().manual_seed(2)))
+    head.register_forward_hook(lambda _module, _inputs, out: out * 0.25)
+    model.cfg.extra["logit_scale"] = 0.25
+    torch.testing.assert_close(model.W_U, head.weight.T * 0.25, rtol=0, atol=0)
+    torch.testing.assert_close(model.b_U, head.bias * 0.25, rtol=0, atol=0)
+    logits, cache = model.run_with_cache(TOKENS, names_filter="ln_final.hook_normalized")
+    ln_f = model.hf_model.transformer.ln_f
+    unembedded = (cache["ln_final.hook_normalized"] * ln_f.weight + ln_f.bias) @ model.W_U + model.b_U
+    torch.testing.assert_close(unembedded, logits, rtol=0, atol=1e-5)
+
+
 def test_missing_views_raise_an_attribute_error_saying_what_exists():
     model = llama()
     assert not hasattr(model, "W_pos")
@@ -275,3 +293,16 @@ def test_tl_parameters_give_gemmas_effective_norm_scale():
     layer = model.hf_model.model.layers[0]
     torch.testing.assert_close(params["blocks.0.ln1.w"], 1.0 + layer.input_layernorm.weight, rtol=0, atol=0)
     assert "pos_embed.W_pos" not in params and "blocks.0.mlp.W_gate" in params
+
+
+def test_W_pos_starts_at_the_offset_a_position_table_is_read_at():
+    """A position table read at ``position + offset`` (OPT's and XGLM's offset of 2) gives ``W_pos[p]`` for
+    position ``p``: the rows from ``offset`` on, still a view of the HF parameter."""
+    model = gpt2()
+    wpe = model.hf_model.transformer.wpe
+    assert model.W_pos.shape == (64, 32) and model.W_pos.data_ptr() == wpe.weight.data_ptr()
+    wpe.offset = 2
+    assert model.W_pos.shape == (62, 32)
+    assert model.W_pos.data_ptr() == wpe.weight[2].data_ptr()
+    wpe.offset = 0
+    assert model.W_pos is wpe.weight

@@ -8,6 +8,7 @@ from transformers import GPT2Config, GPTBigCodeConfig, GPTNeoXConfig
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, FusedQKV, Norm, ParallelBlock, SequentialBlock
+from bridge_gpt2.split_qkv_adapters import GPTNeoAdapter, OPTAdapter, XGLMAdapter
 
 TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
@@ -151,4 +152,4 @@ class GPTBigCodeAdapter(Adapter):
         )
 
 
-ADAPTERS = (GPT2Adapter, GPTNeoXAdapter, GPTBigCodeAdapter)
+ADAPTERS = (GPT2Adapter, GPTNeoXAdapter, GPTBigCodeAdapter, GPTNeoAdapter, OPTAdapter, XGLMAdapter)

@@ -1,5 +1,4 @@
-"""bridge-llama: the RoPE family (Llama, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3, OLMo 1/2/3, Mixtral, Granite, SmolLM3,
-StarCoder2) for bridge."""
+"""bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
 from bridge_llama.adapters import (
     ADAPTERS,
@@ -24,15 +23,36 @@ from bridge_llama.dense_adapters import (
     Starcoder2Adapter,
 )
 from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
+from bridge_llama.glm4_moe import Glm4MoeAdapter
+from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
+from bridge_llama.parallel_adapters import (
+    PARALLEL_ADAPTERS,
+    Cohere2Adapter,
+    CohereAdapter,
+    Glm4Adapter,
+    GlmAdapter,
+    PhiAdapter,
+    RopeLayoutAdapter,
+    StableLmAdapter,
+)
 
 __all__ = [
     "ADAPTERS",
+    "PARALLEL_ADAPTERS",
     "ClippedSplitQKV",
+    "Cohere2Adapter",
+    "CohereAdapter",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
     "GemmaAdapter",
+    "Glm4Adapter",
+    "Glm4MoeAdapter",
+    "GlmAdapter",
     "GraniteAdapter",
+    "Llama4Adapter",
+    "Llama4Block",
+    "Llama4MoE",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
@@ -40,13 +60,17 @@ __all__ = [
     "Olmo3Adapter",
     "OlmoAdapter",
     "Phi3Adapter",
+    "PhiAdapter",
     "QKNormAttention",
     "Qwen2Adapter",
     "Qwen3Adapter",
     "RopeAdapter",
+    "RopeLayoutAdapter",
     "SandwichBlock",
     "ScaledEmbedding",
     "ScaledResidualBlock",
     "SmolLM3Adapter",
+    "StableLmAdapter",
     "Starcoder2Adapter",
+    "llama4_routing",
 ]

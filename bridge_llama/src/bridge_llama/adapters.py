@@ -247,8 +247,9 @@ class MixtralAdapter(RopeAdapter):
         return out
 
 
-# The dense adapters build on the classes above, so they are imported after them.
+# Built on RopeAdapter above, so imported once it exists.
 from bridge_llama.dense_adapters import DENSE_ADAPTERS  # noqa: E402
+from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS  # noqa: E402
 
 ADAPTERS: tuple[type[RopeAdapter], ...] = (
     LlamaAdapter,
@@ -261,4 +262,16 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Olmo2Adapter,
     MixtralAdapter,
     *DENSE_ADAPTERS,
+    *PARALLEL_ADAPTERS,
 )
+
+
+def _coverage_adapters() -> tuple[type[RopeAdapter], ...]:
+    """Adapters kept in modules of their own (imported here, after the base classes they build on)."""
+    from bridge_llama.glm4_moe import Glm4MoeAdapter
+    from bridge_llama.llama4 import Llama4Adapter
+
+    return (Llama4Adapter, Glm4MoeAdapter)
+
+
+ADAPTERS += _coverage_adapters()

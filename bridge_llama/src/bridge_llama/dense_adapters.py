@@ -44,7 +44,7 @@ class GraniteAdapter(RopeAdapter):
     """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
     is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
     (``hook_attn_out``/``hook_mlp_out`` are after it), ``attention_multiplier`` is the score scale (in
-    ``hook_attn_scores``), and HF divides the logits by ``logits_scaling`` after the LM head."""
+    ``hook_attn_scores``), and HF divides the logits by ``logits_scaling`` after the LM head (``W_U``/``b_U`` include it)."""
 
     architectures = ("GraniteForCausalLM",)
     model_types = ("granite",)
@@ -67,6 +67,7 @@ class GraniteAdapter(RopeAdapter):
             "residual_multiplier": c.residual_multiplier,
             "attention_multiplier": c.attention_multiplier,
             "logits_scaling": c.logits_scaling,
+            "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
         }
         return out
 

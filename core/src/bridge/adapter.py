@@ -53,6 +53,21 @@ class BlockSpec:
 
 
 @dataclass(frozen=True)
+class DenseOrMoEBlockSpec(BlockSpec):
+    """A block spec whose ``mlp`` child depends on the layer: ``moe_mlp`` where the HF block's MLP module has
+    routed experts (an ``experts`` submodule), ``children["mlp"]`` elsewhere (DeepSeek's and GLM-4-MoE's first
+    ``first_k_dense_replace`` layers, Llama 4's interleaved dense layers)."""
+
+    moe_mlp: Spec | None = None
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        children: Mapping[str, Spec] = self.children
+        if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
+            children = {**children, "mlp": self.moe_mlp}
+        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+
+
+@dataclass(frozen=True)
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 

@@ -33,6 +33,9 @@ class BridgeConfig:
     normalization_type: str | None = "LN"
     positional_embedding_type: str = "standard"
     rotary_dim: int | None = None
+    #: Whether RoPE rotates adjacent pairs ``(x0, x1), (x2, x3)…`` (GPT-J, Cohere, GLM) rather than the two
+    #: halves of the rotary dims ``(x_i, x_{i+rotary_dim/2})`` (Llama, NeoX).
+    rotary_adjacent_pairs: bool = False
     parallel_attn_mlp: bool = False
     architecture: str = ""
     model_type: str = ""

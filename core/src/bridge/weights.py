@@ -66,14 +66,21 @@ class WeightViews(SurfacesViewErrors):
 
     @property
     def W_pos(self) -> torch.Tensor:
-        """Learned position embedding ``[n_ctx, d_model]`` (absent for rotary/ALiBi models)."""
+        """Position embedding table ``[n_ctx, d_model]``, row ``p`` for position ``p`` (absent for rotary/ALiBi
+        models). A table read at ``position + offset`` (OPT's and XGLM's ``offset`` of 2) starts at row ``offset``;
+        a fixed sinusoidal table (a ``weights`` buffer, XGLM) is given as it is."""
         pos = self._modules.get("pos_embed")
         if pos is None:
             raise WeightViewError(
                 f"{type(self.hf_model).__name__} has no learned position embedding "
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
-        return pos.hf.weight
+        table = getattr(pos.hf, "weight", None)
+        table = getattr(pos.hf, "weights", None) if table is None else table
+        if not isinstance(table, torch.Tensor):
+            raise WeightViewError(f"{type(pos.hf).__name__} holds no position table (weight or weights), so no W_pos")
+        offset = getattr(pos.hf, "offset", 0)
+        return table[offset:] if offset else table  # the parameter itself where there is no offset
 
     @property
     def W_E_pos(self) -> torch.Tensor:
@@ -82,20 +89,24 @@ class WeightViews(SurfacesViewErrors):
 
     @property
     def W_U(self) -> torch.Tensor:
-        """Unembedding ``[d_model, d_vocab]``."""
+        """Unembedding ``[d_model, d_vocab]``, so that ``logits = final_resid @ W_U + b_U``: the LM head's weight,
+        times the model's logit scale where it multiplies the head's output (``cfg.extra["logit_scale"]``, Cohere);
+        then it is a scaled copy, not the parameter."""
         unembed = self.__dict__.get("unembed", self._modules.get("unembed"))
         if unembed is None:
             raise WeightViewError(f"{type(self.hf_model).__name__} has no LM head, so there is no W_U")
-        return unembed.weight.T
+        scale = self.cfg.extra.get("logit_scale")
+        return unembed.weight.T if scale is None else unembed.weight.T * scale
 
     @property
     def b_U(self) -> torch.Tensor:
-        """Unembedding bias ``[d_vocab]`` (zeros when the head has none)."""
+        """Unembedding bias ``[d_vocab]`` (zeros when the head has none; times the logit scale, as ``W_U``)."""
         w_u = self.W_U
         bias = getattr(self.unembed, "bias", None)
-        if bias is not None:
-            return bias
-        return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+        if bias is None:
+            return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+        scale = self.cfg.extra.get("logit_scale")
+        return bias if scale is None else bias * scale
 
     # ------------------------------------------------------ stacked per layer
 

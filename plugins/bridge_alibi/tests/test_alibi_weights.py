@@ -11,26 +11,20 @@ import torch
 from transformers.activations import ACT2FN
 
 import bridge
-from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
+from bridge.testing.reference import (
+    REFERENCE_TOKENS,
+    attention_output,
+    causal_attention,
+    layer_norm,
+    project,
+    rotate,
+    wrapped_with_random_biases,
+)
 from bridge_alibi import BloomAdapter, FalconAdapter, MptAdapter
-
-TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11, 64, 2], [0, 8, 8, 100, 2, 64, 31, 7, 7, 120]])
 
 
 def _wrapped(config) -> bridge.Bridge:
-    hf_model = build_tiny_model(config)  # default attention (SDPA): Falcon-ALiBi adds the bias once there
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # random biases and norm weights: a misplaced one must show
-        for param in hf_model.parameters():
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return bridge.wrap(hf_model, tiny_tokenizer())
-
-
-def layer_norm(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    centred = x - x.mean(-1, keepdim=True)
-    out = centred / (centred.pow(2).mean(-1, keepdim=True) + module.eps).sqrt() * module.weight
-    return out + module.bias if module.bias is not None else out
+    return wrapped_with_random_biases(config)  # default attention (SDPA): Falcon-ALiBi adds the bias once there
 
 
 def press_slopes(n_heads: int) -> torch.Tensor:
@@ -49,20 +43,9 @@ def mpt_slopes(n_heads: int, bias_max: float = 8.0) -> torch.Tensor:
     return slopes if power == n_heads else torch.cat([slopes[1::2], slopes[::2]])[:n_heads]
 
 
-def rotate(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary over the whole head, halves paired: ``x`` ``[b, p, h, d]``."""
-    d = x.shape[-1]
-    angles = torch.arange(x.shape[1], dtype=torch.float32)[:, None] * theta ** (-torch.arange(0, d, 2) / d)
-    cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-
-
 def attention_from_views(x: torch.Tensor, attn, model: bridge.Bridge) -> torch.Tensor:
     cfg, hf_cfg = model.cfg, model.hf_model.config
-    q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
-    k = torch.einsum("bpm,hmd->bphd", x, attn.W_K) + attn.b_K
-    v = torch.einsum("bpm,hmd->bphd", x, attn.W_V) + attn.b_V
+    q, k, v = project(x, attn.W_Q, attn.b_Q), project(x, attn.W_K, attn.b_K), project(x, attn.W_V, attn.b_V)
     clip = cfg.extra.get("clip_qkv")
     if clip:
         q, k, v = (t.clamp(-clip, clip) for t in (q, k, v))
@@ -78,10 +61,7 @@ def attention_from_views(x: torch.Tensor, attn, model: bridge.Bridge) -> torch.T
         bias = press_slopes(cfg.n_heads)[:, None, None] * key_positions / math.sqrt(d)  # (q·k + alibi) / √d
     else:
         bias = press_slopes(cfg.n_heads)[:, None, None] * key_positions  # BLOOM: alibi + q·k / √d
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d) + bias
-    scores = scores.masked_fill(torch.ones(p, p, dtype=torch.bool).triu(1), float("-inf"))
-    z = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v)
-    return torch.einsum("bqhd,hdm->bqm", z, attn.W_O) + attn.b_O
+    return attention_output(causal_attention(q, k, v, scale=d**-0.5, bias=bias), attn)
 
 
 def mlp_from_views(x: torch.Tensor, mlp, cfg) -> torch.Tensor:
@@ -119,8 +99,8 @@ CONFIGS = {
 def test_forward_from_weight_views_reproduces_hf_logits(name):
     model = _wrapped(CONFIGS[name]())
     with torch.no_grad():
-        expected = model.hf_model(TOKENS).logits
-        got = logits_from_views(model, TOKENS)
+        expected = model.hf_model(REFERENCE_TOKENS).logits
+        got = logits_from_views(model, REFERENCE_TOKENS)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -128,7 +108,9 @@ def test_forward_from_weight_views_reproduces_hf_logits(name):
 def test_heads_times_W_O_sum_to_attn_out(name):
     model = _wrapped(CONFIGS[name]())
     with torch.no_grad():
-        _, cache = model.run_with_cache(TOKENS, names_filter=lambda n: n.endswith(("hook_z", "hook_attn_out")))
+        _, cache = model.run_with_cache(
+            REFERENCE_TOKENS, names_filter=lambda n: n.endswith(("hook_z", "hook_attn_out"))
+        )
     for i, block in enumerate(model.blocks):
         heads = torch.einsum("bphd,hdm->bpm", cache["z", i], block.attn.W_O)
         torch.testing.assert_close(heads + block.attn.b_O, cache["attn_out", i], atol=1e-5, rtol=1e-5)

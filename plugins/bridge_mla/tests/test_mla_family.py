@@ -107,11 +107,28 @@ def test_v2_without_q_lora_has_no_q_latent(pair_for):
     assert "blocks.0.attn.hook_kv_latent" in model.hook_dict
 
 
+def hf_attention_inputs(hf_model, tokens, layer, monkeypatch):
+    """The query and key states HF's own eager forward hands its attention function in ``layer``, after
+    RoPE (``[b, h, p, d]``), recorded by wrapping the modeling module's ``eager_attention_forward``."""
+    modeling = sys.modules[type(hf_model).__module__]
+    eager, seen = modeling.eager_attention_forward, []
+
+    def recording(module, query, key, *args, **kwargs):
+        seen.append((query.detach(), key.detach()))
+        return eager(module, query, key, *args, **kwargs)
+
+    assert hf_model.config._attn_implementation == "eager"
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setattr(modeling, "eager_attention_forward", recording)
+        hf_model(tokens)
+    return seen[layer]
+
+
 @pytest.mark.parametrize("name", ARCHS)
-def test_key_hooks_decompose_as_mla_says(pair_for, name):
-    """``hook_k`` = per head ``[kv_b_proj(kv_latent) nope part | hook_k_rope]``; ``hook_rot_k`` is HF's
-    rotary of its rope part (nope part unchanged); the same for ``hook_q``/``hook_rot_q``; ``hook_v`` is
-    the value part of ``kv_b_proj``."""
+def test_key_hooks_decompose_as_mla_says(pair_for, name, monkeypatch):
+    """``hook_k`` = per head ``[kv_b_proj(kv_latent) nope part | hook_k_rope]``; ``hook_v`` is the value
+    part of ``kv_b_proj``; ``hook_rot_q``/``hook_rot_k`` are the query and key states HF's own forward
+    gives its attention function (nope part unrotated, rope part after HF's rotary)."""
     pair = pair_for(name)
     model, attn = pair.bridge, hf_attn(pair.bridge, 1)
     tokens = pair.tokens(2, 7)
@@ -123,14 +140,10 @@ def test_key_hooks_decompose_as_mla_says(pair_for, name):
     torch.testing.assert_close(k[..., :nope], kv[..., :nope], atol=1e-6, rtol=0)
     torch.testing.assert_close(cache["blocks.1.attn.hook_v"], kv[..., nope:], atol=1e-6, rtol=0)
     torch.testing.assert_close(k[..., nope:], cache["blocks.1.attn.hook_k_rope"][:, :, None].expand(-1, -1, h, -1))
-    embeddings = model.hf_model.model.rotary_emb(k, torch.arange(7)[None])
-    q_rot, k_rot = model.blocks[1].attn.rotate(
-        attn, q[..., nope:].transpose(1, 2), k[..., nope:].transpose(1, 2), embeddings
-    )
-    for hooked, plain, rotated in (("rot_q", q, q_rot), ("rot_k", k, k_rot)):
-        got = cache[f"blocks.1.attn.hook_{hooked}"]
-        torch.testing.assert_close(got[..., :nope], plain[..., :nope])
-        torch.testing.assert_close(got[..., nope:], rotated.transpose(1, 2), atol=1e-6, rtol=0)
+    hf_query, hf_key = hf_attention_inputs(pair.reference, tokens, 1, monkeypatch)  # [b, h, p, nope + rope]
+    torch.testing.assert_close(cache["blocks.1.attn.hook_rot_q"], hf_query.transpose(1, 2), atol=4e-6, rtol=0)
+    torch.testing.assert_close(cache["blocks.1.attn.hook_rot_k"], hf_key.transpose(1, 2), atol=4e-6, rtol=0)
+    assert not torch.allclose(cache["blocks.1.attn.hook_rot_k"], k)  # the rope part did rotate
 
 
 @pytest.mark.parametrize("path", PATHS)

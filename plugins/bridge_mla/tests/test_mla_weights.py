@@ -9,20 +9,14 @@ import torch
 
 import bridge
 from bridge.components.weight_views import WeightViewError
-from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
+from bridge.testing.reference import rms_norm, rotate, wrapped_with_random_biases
 from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
 
 TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11], [0, 8, 8, 100, 2, 64, 31, 7]])
 
 
 def _wrapped(config) -> bridge.Bridge:
-    hf_model = build_tiny_model(config, attn_implementation="eager")
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in hf_model.parameters():
-            if param.ndim == 1:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    return bridge.wrap(hf_model, tiny_tokenizer())
+    return wrapped_with_random_biases(config, attn_implementation="eager")
 
 
 def _input_and_output(module: torch.nn.Module, run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,25 +39,6 @@ def _input_and_output(module: torch.nn.Module, run) -> tuple[torch.Tensor, torch
         for handle in handles:
             handle.remove()
     return seen["in"], seen["out"]
-
-
-def rms(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-    return x / (x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon).sqrt() * module.weight
-
-
-def rotate(x: torch.Tensor, theta: float, interleaved: bool) -> torch.Tensor:
-    """Rotary over the last axis of ``x`` ``[b, p, …, r]``: features paired as halves ``(i, i + r/2)``, or
-    ``interleaved`` as neighbours ``(2i, 2i + 1)`` (DeepSeek-V2's complex form)."""
-    r = x.shape[-1]
-    angles = torch.arange(x.shape[1], dtype=torch.float32)[:, None] * theta ** (-torch.arange(0, r, 2) / r)
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 3) + (r // 2,)
-    cos, sin = angles.cos().reshape(shape), angles.sin().reshape(shape)
-    if interleaved:
-        first, second = x[..., 0::2], x[..., 1::2]
-        pairs = torch.stack([first * cos - second * sin, second * cos + first * sin], dim=-1)
-        return pairs.flatten(-2)
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
 
 
 VARIANTS = {
@@ -89,14 +64,16 @@ def test_latent_views_reproduce_the_hf_attention_layer(name):
         if config.q_lora_rank is None:
             q = torch.einsum("bpm,hmd->bphd", x, attn.W_Q) + attn.b_Q
         else:
-            q_latent = rms(x @ attn.W_Q_a + attn.b_Q_a, hf.q_a_layernorm)  # [b, p, q_rank]
+            q_latent = rms_norm(x @ attn.W_Q_a + attn.b_Q_a, hf.q_a_layernorm)  # [b, p, q_rank]
             q = torch.einsum("bpr,hrd->bphd", q_latent, attn.W_Q_b)  # [b, p, h, nope + rope]
-        latent = rms(x @ attn.W_KV_a + attn.b_KV_a, hf.kv_a_layernorm)  # [b, p, kv_rank]
+        latent = rms_norm(x @ attn.W_KV_a + attn.b_KV_a, hf.kv_a_layernorm)  # [b, p, kv_rank]
         k_nope = torch.einsum("bpr,hrd->bphd", latent, attn.W_K_b)
         v = torch.einsum("bpr,hrd->bphd", latent, attn.W_V_b)
         theta = config.rope_parameters["rope_theta"]
-        q = torch.cat([q[..., :nope], rotate(q[..., nope:], theta, interleaved)], dim=-1)
-        k_rope = rotate(x @ attn.W_K_rope + attn.b_K_rope, theta, interleaved)  # [b, p, rope], shared by heads
+        q = torch.cat([q[..., :nope], rotate(q[..., nope:], theta, interleaved=interleaved)], dim=-1)
+        k_rope = rotate(
+            x @ attn.W_K_rope + attn.b_K_rope, theta, interleaved=interleaved
+        )  # [b, p, rope], shared by heads
         k = torch.cat([k_nope, k_rope[:, :, None].expand(-1, -1, config.num_attention_heads, -1)], dim=-1)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * (nope + rope) ** -0.5
         p = x.shape[1]

@@ -12,7 +12,7 @@ from bridge.components.blocks import (
 )
 from bridge.components.embedding import Embedding
 from bridge.components.mlp import MLP
-from bridge.components.moe import MoE, Routing, softmax_topk
+from bridge.components.moe import MoE, Routing, sigmoid_group_topk, softmax_topk
 from bridge.components.norm import Norm
 from bridge.seam import additive_mask, eager_attention
 
@@ -40,6 +40,7 @@ __all__ = [
     "additive_mask",
     "eager_attention",
     "first_output",
+    "sigmoid_group_topk",
     "softmax_topk",
     "weight_in_out",
 ]

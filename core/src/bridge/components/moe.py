@@ -15,8 +15,10 @@ Hook points (shapes batch first):
   multiplied by its weight; their sum over ``k`` is the routed output. Computed by calling the HF experts
   module once per slot (same total work, HF's own expert code), so it costs only while enabled.
 
-``hook_mlp_out`` stays on the block, as for dense MLPs. Optional shared experts (DeepSeek) are a dense
-``MLP`` child built from a ``Spec``: ``mlp.shared_experts.hook_pre`` etc.
+``hook_mlp_out`` stays on the block, as for dense MLPs. An always-on shared expert (Llama 4, GLM-4-MoE) is
+given by its HF path (``shared_expert="shared_expert"``): a gated core ``MLP`` child ``mlp.shared_expert``
+(``hook_pre``, ``hook_pre_linear``, ``hook_post``) and ``hook_shared_expert_out`` ``[b, p, d_model]``, its
+output as added to the routed sum. (DeepSeek's shared experts are a child built from a ``Spec``, ``shared``.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from bridge.components.base import Component, ForwardOverride, InputTap, OutputTap
+from bridge.components.mlp import MLP
 from bridge.components.weight_views import MoEWeights
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
@@ -54,6 +57,33 @@ def softmax_topk(normalize: bool = True) -> Routing:
     return route
 
 
+def group_limited_mask(group_scores: torch.Tensor, router: nn.Module) -> torch.Tensor:
+    """``[N, n_experts]`` bool: the experts of each token's ``router.topk_group`` best groups, from the groups'
+    scores ``[N, router.num_group]`` (experts are grouped in order, ``num_experts // num_group`` a group)."""
+    group_idx = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
+    groups = torch.zeros_like(group_scores).scatter_(1, group_idx, 1).bool()  # [N, n_group]
+    return groups.repeat_interleave(router.num_experts // router.num_group, dim=-1)
+
+
+def sigmoid_group_topk(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek-V3's routing (also GLM-4-MoE's): sigmoid scores; experts chosen by score +
+    ``e_score_correction_bias`` among the ``topk_group`` groups with the best two-expert sums; weights are the
+    scores (the bias only chooses), optionally normalised (``norm_topk_prob``), times ``routed_scaling_factor``."""
+    scores = logits.sigmoid()
+    choice = scores + router.e_score_correction_bias
+    group_scores = choice.unflatten(-1, (router.num_group, -1)).topk(2, dim=-1)[0].sum(dim=-1)  # [N, n_group]
+    choice = choice.masked_fill(~group_limited_mask(group_scores, router), float("-inf"))
+    indices = torch.topk(choice, k=router.top_k, dim=-1, sorted=False)[1]
+    weights = scores.gather(1, indices)
+    if router.norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return weights * router.routed_scaling_factor, indices
+
+
+#: The HF submodule names of a gated shared expert (Llama 4, GLM-4-MoE, Qwen2-MoE), for core's ``MLP``.
+SHARED_EXPERT_MLP = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
+
+
 class MoE(MoEWeights, Component):
     """A sparse MoE MLP block: routing hooks on the router, per-slot expert outputs on the experts module."""
 
@@ -65,6 +95,7 @@ class MoE(MoEWeights, Component):
         router: str = "gate",
         experts: str = "experts",
         shared: Spec | None = None,
+        shared_expert: str | None = None,
     ) -> None:
         super().__init__(hf_module)
         object.__setattr__(self, "router", hf_module.get_submodule(router))
@@ -77,6 +108,11 @@ class MoE(MoEWeights, Component):
         self.hook_expert_outputs = HookPoint(opt_in=True)
         if shared is not None:
             self.shared_experts = shared.build(hf_module, cfg)
+        if shared_expert is not None:
+            shared_module = hf_module.get_submodule(shared_expert)
+            self.shared_expert = MLP(shared_module, cfg, **SHARED_EXPERT_MLP)
+            self.hook_shared_expert_out = HookPoint()
+            self.attach(OutputTap(shared_module, self.hook_shared_expert_out, (self.hook_shared_expert_out,)))
         routing_hooks = (self.hook_router_logits, self.hook_expert_indices, self.hook_expert_weights)
         all_hooks = (*routing_hooks, self.hook_expert_outputs)
         self.attach(InputTap(hf_module, self._record_shape, all_hooks))

@@ -76,33 +76,41 @@ class Norm(Component):
 
     def _hooked_forward(self, original, x: torch.Tensor) -> torch.Tensor:
         """The norm re-expressed with its hooks. While the hooks only observe, the value is the HF module's
-        own output (bit for bit, in any dtype) and the gradient flows through the hooked tensors."""
-        out, untouched = self._reexpressed(x)
+        own output (bit for bit, in any dtype) and the gradient flows through the hooked tensors; the
+        weight and bias are then applied only when a gradient needs the re-expression."""
+        normalized, untouched = self._normalize(x)
+        if untouched and not normalized.requires_grad:
+            return original(x)
+        out = self._affine(normalized, x.dtype)
         if not untouched:
             return out
         exact = original(x)
-        if not out.requires_grad:
-            return exact
         return exact.detach() + (out - out.detach()).to(exact.dtype)
 
-    def _reexpressed(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        weight = getattr(self.hf, "weight", None)
-        bias = getattr(self.hf, "bias", None)
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The hooked, float32 normalized input ``[b, p, d]`` (centred first for LN), before any weight."""
         x32 = x.float()
         if self.kind == "LN":
             centred = x32 - x32.mean(-1, keepdim=True)
-            out, untouched = self._normalized(centred, centred.pow(2).mean(-1, keepdim=True))
+            return self._normalized(centred, centred.pow(2).mean(-1, keepdim=True))
+        return self._normalized(x32, x32.pow(2).mean(-1, keepdim=True))
+
+    def _affine(self, normalized: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``normalized`` times the weight (plus the bias), rounded to ``dtype`` where HF's class rounds."""
+        weight = getattr(self.hf, "weight", None)
+        bias = getattr(self.hf, "bias", None)
+        if self.kind == "LN":
+            out = normalized
             if weight is not None:
                 out = out * weight.float()
             if bias is not None:
                 out = out + bias.float()
-            return out.to(x.dtype), untouched
-        normalized, untouched = self._normalized(x32, x32.pow(2).mean(-1, keepdim=True))
+            return out.to(dtype)
         if weight is None:
-            return normalized.to(x.dtype), untouched
+            return normalized.to(dtype)
         if self.weight_in_float32:
-            return (normalized * (self.weight_offset + weight.float())).to(x.dtype), untouched
-        return weight * normalized.to(x.dtype), untouched
+            return (normalized * (self.weight_offset + weight.float())).to(dtype)
+        return weight * normalized.to(dtype)
 
 
 def _fire(hook: HookPoint, x: torch.Tensor) -> tuple[torch.Tensor, bool]:

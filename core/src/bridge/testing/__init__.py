@@ -41,7 +41,13 @@ from bridge.testing.fixtures import (
 )
 from bridge.testing.lifecycle import check_lifecycle, check_ownership, is_plain
 from bridge.testing.numerics import check_hooked_norms_match_hf
-from bridge.testing.parametrize import ConformanceModel, conformance_models, conformance_params, conformance_test
+from bridge.testing.parametrize import (
+    ConformanceModel,
+    conformance_models,
+    conformance_params,
+    conformance_test,
+    lifecycle_tests,
+)
 from bridge.testing.properties import check_any_shape, check_hook_subset, check_left_padding
 from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 
@@ -82,6 +88,7 @@ __all__ = [
     "conformance_test",
     "expect_close",
     "is_plain",
+    "lifecycle_tests",
     "make_pair",
     "not_applicable",
     "populate_hub_cache",

@@ -280,7 +280,7 @@ def _reference_mlp_out(pair: Pair, block: Block, x: torch.Tensor) -> torch.Tenso
     ref = _reference_children(pair, block)
     with torch.no_grad():
         h = _call_module(ref["ln2"], x) if "ln2" in ref else x
-        out = _call_module(ref["mlp"], h)
+        out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
         out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
         return out * block.residual_scale
 
@@ -488,7 +488,7 @@ def _reference_gradients(pair: Pair, tokens: Any, block: Block, names: list[str]
             mid = leaves["mid"].clone().requires_grad_(True)
             with torch.enable_grad():
                 h = _call_module(children["ln2"], mid) if "ln2" in children else mid
-                out = _call_module(children["mlp"], h)
+                out = _call_module(children["mlp"], h).reshape(h.shape)
                 out = _call_module(children["ln2_post"], out) if "ln2_post" in children else out
                 out = out * block.residual_scale
                 (through_mlp,) = torch.autograd.grad(out, mid, grads["post"])

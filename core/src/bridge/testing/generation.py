@@ -39,7 +39,8 @@ def lively_pair(
 def reference_block(pair: Pair, layer: int) -> torch.nn.Module:
     """Block ``layer`` of the HF reference model (found through the adapter's component map)."""
     cmap = pair.bridge.adapter.component_map(pair.bridge.cfg)
-    return pair.reference.base_model.get_submodule(cmap.blocks)[layer]
+    root = pair.reference.base_model if cmap.root is None else pair.reference.get_submodule(cmap.root)
+    return root.get_submodule(cmap.blocks)[layer]
 
 
 @contextlib.contextmanager

@@ -108,3 +108,38 @@ def conformance_test(
         check(make_pair(model.adapter, model.name, path, directory=directory))
 
     return test_conformance
+
+
+def lifecycle_tests(
+    adapters: Iterable[type[Adapter]], machine: type[Adapter], max_examples: int = 40
+) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """Core's lifecycle kit as three pytest tests for a family (assign them to ``test_…`` names):
+
+        test_ownership, test_hooked_norms_bf16, test_lifecycle_machine = lifecycle_tests(ADAPTERS, machine=MyAdapter)
+
+    ``check_ownership`` and bf16 ``check_hooked_norms_match_hf`` on every architecture of ``adapters``, and the
+    hook-lifecycle state machine (``max_examples`` runs) on ``machine``'s first architecture."""
+    import pytest
+    import torch
+
+    from bridge.testing.lifecycle import check_lifecycle, check_ownership
+    from bridge.testing.numerics import check_hooked_norms_match_hf
+
+    models = [pytest.param(a, arch, id=arch) for a in adapters for arch in a.architectures]
+
+    @pytest.mark.parametrize(("adapter", "architecture"), models)
+    def test_each_model_is_owned_by_one_bridge(adapter: type[Adapter], architecture: str) -> None:
+        check_ownership(adapter, architecture)
+
+    @pytest.mark.parametrize(("adapter", "architecture"), models)
+    def test_hooked_norms_give_hf_bf16_output_bit_for_bit(adapter: type[Adapter], architecture: str) -> None:
+        check_hooked_norms_match_hf(adapter, architecture, dtype=torch.bfloat16)
+
+    def test_hook_lifecycle_state_machine() -> None:
+        check_lifecycle(machine, ownership=False, max_examples=max_examples)
+
+    return (
+        test_each_model_is_owned_by_one_bridge,
+        test_hooked_norms_give_hf_bf16_output_bit_for_bit,
+        (test_hook_lifecycle_state_machine),
+    )

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import nn
 from transformers import DeepseekV2Config, DeepseekV3Config
 
-from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Block, Norm, SequentialBlock
+from bridge import Adapter, ComponentMap, Spec
+from bridge.adapter import DenseOrMoEBlockSpec
+from bridge.components import MLP, Norm, SequentialBlock
 from bridge.components.moe import MoE
-from bridge.config import BridgeConfig
 from bridge_mla.attention import MLAAttention, Rotate, rotate_complex, rotate_cos_sin
 from bridge_mla.moe import SharedExperts, deepseek_v2_routing, deepseek_v3_routing
 
 TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 GATED = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
-
-
-@dataclass(frozen=True)
-class DenseOrMoEBlockSpec(BlockSpec):
-    """A block spec whose ``mlp`` child depends on the layer: ``moe_mlp`` where the HF block's MLP has
-    routed experts (DeepSeek's first ``first_k_dense_replace`` layers are dense)."""
-
-    moe_mlp: Spec | None = None
-
-    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
-        children: Mapping[str, Spec] = self.children
-        if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
-            children = {**children, "mlp": self.moe_mlp}
-        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
 
 
 class DeepseekAdapter(Adapter):

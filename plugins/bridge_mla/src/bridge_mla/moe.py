@@ -14,15 +14,9 @@ import torch
 from torch import nn
 
 from bridge.components import MLP, OutputTap
+from bridge.components.moe import group_limited_mask, sigmoid_group_topk
 from bridge.config import BridgeConfig
 from bridge.hook_points import HookPoint
-
-
-def _group_mask(group_scores: torch.Tensor, router: nn.Module) -> torch.Tensor:
-    """``[N, n_experts]`` bool: the experts of each token's ``topk_group`` best groups."""
-    group_idx = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
-    groups = torch.zeros_like(group_scores).scatter_(1, group_idx, 1).bool()  # [N, n_group]
-    return groups.repeat_interleave(router.num_experts // router.num_group, dim=-1)
 
 
 def deepseek_v2_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,24 +25,13 @@ def deepseek_v2_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.
     scores = logits.softmax(dim=-1, dtype=torch.float32)
     if router.topk_method == "group_limited_greedy":
         grouped = scores.unflatten(-1, (router.num_group, -1))  # [N, n_group, experts per group]
-        scores = scores.masked_fill(~_group_mask(grouped.max(dim=-1).values, router), 0.0)
+        scores = scores.masked_fill(~group_limited_mask(grouped.max(dim=-1).values, router), 0.0)
     weights, indices = torch.topk(scores, k=router.top_k, dim=-1, sorted=False)
     return weights * router.routed_scaling_factor, indices
 
 
-def deepseek_v3_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepSeek-V3: sigmoid scores; experts chosen by score + ``e_score_correction_bias`` among the
-    ``topk_group`` groups with the best two-expert sums; weights are the scores, optionally normalised,
-    times ``routed_scaling_factor``."""
-    scores = logits.sigmoid()
-    choice = scores + router.e_score_correction_bias
-    group_scores = choice.unflatten(-1, (router.num_group, -1)).topk(2, dim=-1)[0].sum(dim=-1)
-    choice = choice.masked_fill(~_group_mask(group_scores, router), float("-inf"))
-    indices = torch.topk(choice, k=router.top_k, dim=-1, sorted=False)[1]
-    weights = scores.gather(1, indices)
-    if router.norm_topk_prob:
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-    return weights * router.routed_scaling_factor, indices
+#: DeepSeek-V3's router: sigmoid, grouped top-k with a correction bias (core's, shared with GLM-4-MoE).
+deepseek_v3_routing = sigmoid_group_topk
 
 
 class SharedExperts(MLP):

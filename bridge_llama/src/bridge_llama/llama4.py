@@ -1,0 +1,230 @@
+"""Llama 4 (text): ``Llama4ForCausalLM``. What is special, and where its hooks sit.
+
+- Attention: RoPE in interleaved (complex-number) pairs on RoPE layers, none on NoPE layers (``no_rope_layers``);
+  an L2 norm (no weight) on q and k *after* RoPE on RoPE layers (``use_qk_norm``); on NoPE layers q is scaled by
+  a per-position temperature (``attn_temperature_tuning``); RoPE layers attend within chunks
+  (``attention_chunk_size``, in HF's mask). The HF attention module does all this itself: ``hook_q/k/v`` sit on
+  the projections and ``hook_rot_q``/``hook_rot_k`` at the seam, i.e. on the queries and keys the scores are
+  computed from (after RoPE and the L2 norm, or after the temperature scale), so
+  ``hook_attn_scores = hook_rot_q · hook_rot_k / √d_head + mask`` on every layer.
+- MLP: MoE layers (``moe_layers``, from ``interleave_moe_layer_step``) and dense layers (``intermediate_size_mlp``
+  wide). HF's MoE router returns dense sigmoid scores of the top-k logits, and each expert reads the token
+  *scaled by its score* (not its output scaled): ``Llama4MoE`` is core's ``MoE`` fitted to that layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import einops
+import torch
+from torch import nn
+from transformers import Llama4TextConfig
+
+from bridge import ComponentMap, Spec
+from bridge.adapter import DenseOrMoEBlockSpec
+from bridge.components import MLP, Attention, ForwardOverride, Norm, OutputTap, SequentialBlock
+from bridge.components.moe import MoE, Routing
+from bridge.config import BridgeConfig
+from bridge.hook_points import HookPoint
+from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, TINY, RopeAdapter
+
+
+def llama4_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Llama 4's router on logits ``[N, n_experts]``: the top ``router.top_k`` logits, their sigmoids as weights
+    (computed in float32, as HF does) → ``(weights [N, k], indices [N, k])``."""
+    top, indices = torch.topk(logits, router.top_k, dim=1)
+    return torch.sigmoid(top.float()).to(logits.dtype), indices
+
+
+class Llama4MoE(MoE):
+    """Core's ``MoE`` on Llama 4's layout: the router returns ``(scores [N, n_experts], logits)`` with the
+    weights scattered into zeros, and the experts module runs every expert on the tokens scaled by their scores.
+
+    Same hooks as core's ``MoE``, with one difference of meaning: ``hook_expert_weights`` ``[b, p, k]`` scales
+    each selected expert's *input* (HF's ``routed_in = x · score``). A patch to the weights or indices is
+    scattered back into the score matrix HF uses (indices repeated in a token's slots: the last slot's weight
+    counts). ``hook_expert_outputs`` (opt-in) ``[b, p, k, d_model]``: the output of each slot's expert on its
+    scaled input; the sum over ``k`` is the routed output. The shared expert: ``mlp.shared_expert.*`` and
+    ``hook_shared_expert_out``.
+
+    Weight views follow HF's Llama 4 expert layout, ``gate_up_proj`` ``[E, d_model, 2·d_mlp]`` (gate half first)
+    and ``down_proj`` ``[E, d_mlp, d_model]``: ``W_gate``, ``W_in`` ``[E, d_model, d_mlp]``, ``W_out``
+    ``[E, d_mlp, d_model]``, ``W_router`` ``[d_model, E]``.
+    """
+
+    def __init__(
+        self,
+        hf_module: nn.Module,
+        cfg: BridgeConfig,
+        routing: Routing = llama4_routing,
+        router: str = "router",
+        experts: str = "experts",
+        shared_expert: str | None = "shared_expert",
+    ) -> None:
+        super().__init__(hf_module, cfg, routing, router, experts, shared_expert=shared_expert)
+        self._hidden: torch.Tensor | None = None
+        self._selection: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The per-slot outputs need the selection, so the router's tap also runs while only they are hooked.
+        route = next(a for a in self._attachments if isinstance(a, OutputTap) and a.module is self.router)
+        route.hooks += (self.hook_expert_outputs,)
+        self.hook_expert_outputs.on_change(route.sync)
+        object.__setattr__(self, "shared_module", hf_module.get_submodule(shared_expert) if shared_expert else None)
+        every_hook = tuple(m for m in self.modules() if isinstance(m, HookPoint))
+        self.attach(ForwardOverride(hf_module, self._forward, every_hook))
+
+    def _forward(self, _original: Callable, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """HF's MoE forward with the shared expert run on ``[b, p, d]`` (HF runs it on ``[b·p, d]``; it is
+        position-wise), so its hooks have TransformerLens shapes. hidden ``[b, p, d]`` → ``([b·p, d], logits)``."""
+        x = hidden.reshape(-1, hidden.shape[-1])  # [b·p, d]
+        self._hidden = x
+        scores, logits = self.router(x)  # [b·p, E] each
+        n_experts = scores.shape[1]
+        routed_in = x.repeat(n_experts, 1) * einops.rearrange(scores, "n e -> (e n) 1")  # [E·b·p, d]
+        routed = einops.reduce(self.experts(routed_in), "(e n) d -> n d", "sum", e=n_experts)
+        self._hidden = self._selection = None  # kept for the per-slot outputs of this call only
+        if self.shared_module is None:
+            return routed, logits
+        return self.shared_module(hidden).reshape(x.shape) + routed, logits
+
+    def _route(self, out: Any) -> Any:
+        scores, logits = out  # [b·p, E] each
+        if self.hook_router_logits.active:
+            hooked = self.hook_router_logits(self._unflatten(logits))  # [b, p, E]
+            logits = hooked.reshape(-1, hooked.shape[-1]).to(logits.dtype)
+        weights, indices = self.routing(self.router, logits)  # [b·p, k] each
+        weights = self.hook_expert_weights(self._unflatten(weights)).flatten(0, -2)
+        indices = self.hook_expert_indices(self._unflatten(indices)).flatten(0, -2)
+        self._selection = (weights, indices)
+        return torch.zeros_like(scores).scatter(1, indices, weights.to(scores.dtype)), logits
+
+    def _per_slot_outputs(self, original: Callable, routed_in: torch.Tensor) -> torch.Tensor:
+        """Run HF's experts once per slot (each token scaled by that slot's weight, for that slot's expert
+        only), fire ``hook_expert_outputs`` ``[b, p, k, d]``, and return their sum where HF sums over experts."""
+        assert self._hidden is not None and self._selection is not None
+        hidden, (weights, indices) = self._hidden, self._selection
+        n_experts = routed_in.shape[0] // hidden.shape[0]
+        slots = []
+        for j in range(indices.shape[-1]):
+            scores = torch.zeros(hidden.shape[0], n_experts, dtype=hidden.dtype, device=hidden.device)
+            scores = scores.scatter(1, indices[:, j : j + 1], weights[:, j : j + 1].to(hidden.dtype))  # [N, E]
+            scaled = hidden.repeat(n_experts, 1) * einops.rearrange(scores, "n e -> (e n) 1")  # [E·N, d]
+            slots.append(einops.reduce(original(scaled), "(e n) d -> n d", "sum", e=n_experts))
+        per_slot = self.hook_expert_outputs(self._unflatten(einops.rearrange(slots, "k n d -> n k d")))
+        routed = per_slot.sum(dim=-2).reshape(hidden.shape).to(routed_in.dtype)  # [N, d]
+        out = torch.zeros(n_experts, *routed.shape, dtype=routed.dtype, device=routed.device)
+        out[0] = routed  # HF sums the experts' rows: the routed output in expert 0's rows, zeros elsewhere
+        return einops.rearrange(out, "e n d -> (e n) d")
+
+    def _gate_up(self) -> tuple[torch.Tensor, torch.Tensor]:
+        gate, up = self._expert_parameter("gate_up_proj").chunk(2, dim=-1)  # 2 × [E, d_model, d_mlp]
+        return gate, up
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        """Per-expert output weights ``[n_experts, d_mlp, d_model]``."""
+        return self._expert_parameter("down_proj")
+
+
+class Llama4Block(SequentialBlock):
+    """Llama 4's pre-norm block: HF's MoE returns its output flattened to ``[b·p, d_model]`` and the block views
+    it as the residual's shape; so does this wiring, so ``hook_mlp_out`` is ``[b, p, d_model]``."""
+
+    def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return super().run_mlp(x).reshape(x.shape)
+
+
+class Llama4Adapter(RopeAdapter):
+    """Llama 4 text: interleaved-pair RoPE and NoPE layers, L2 q/k norm after RoPE, attention temperature on
+    NoPE layers, chunked attention, MoE (sigmoid top-k router, experts read score-scaled tokens, a shared
+    expert) interleaved with dense layers."""
+
+    architectures = ("Llama4ForCausalLM",)
+    model_types = ("llama4_text",)
+    example_class = Llama4TextConfig
+    example_options: ClassVar[dict[str, Any]] = {
+        "num_hidden_layers": 3,
+        "head_dim": 16,
+        "intermediate_size": 48,  # experts and the shared expert
+        "intermediate_size_mlp": 80,  # dense layers
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "interleave_moe_layer_step": 2,  # layer 1 MoE, layers 0 and 2 dense
+        "no_rope_layers": [1, 0, 1],  # 1 = RoPE: layer 1 is a NoPE layer
+        "use_qk_norm": True,
+        "attention_chunk_size": 4,
+        "attn_temperature_tuning": True,
+        "floor_scale": 2,  # the temperature changes every 2 positions (8192 in the checkpoints)
+        "attn_scale": 0.5,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
+        # The kit's sensitize redraws nn.Linear weights only; the 3-D expert tensors keep HF's init.
+        "initializer_range": 0.125,
+    }
+    wiring = Llama4Block
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """The published checkpoints' switches on tiny two-layer configs (NoPE every 2nd layer, not every 4th):
+        Scout (every layer MoE, one expert a token, q/k norm, Llama-3 RoPE scaling) and Maverick (MoE every
+        other layer, no q/k norm, untied embeddings)."""
+        scout = {
+            "interleave_moe_layer_step": 1,
+            "use_qk_norm": True,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500_000.0,
+                "factor": 16.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 1.0,
+                "original_max_position_embeddings": 8,
+            },
+        }
+        maverick = {"interleave_moe_layer_step": 2, "use_qk_norm": False, "tie_word_embeddings": False}
+        return {
+            "llama4-scout-style": cls._checkpoint_style(scout),
+            "llama4-maverick-style": cls._checkpoint_style(maverick),
+        }
+
+    @classmethod
+    def _checkpoint_style(cls, changes: dict[str, Any]) -> Any:
+        """The example config on two layers, one expert a token, NoPE layers from the interval, with ``changes``."""
+        values = {**TINY, **cls.example_options, "num_hidden_layers": 2, "num_experts_per_tok": 1}
+        values |= {"no_rope_layers": None, "no_rope_layer_interval": 2, **changes}
+        return cls.example_class(**values, architectures=[cls.architectures[0]])
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        out = super().config_overrides()
+        out["d_mlp"] = c.intermediate_size_mlp  # the dense layers' width; experts: extra["d_mlp_expert"]
+        out["gated_mlp"] = True
+        out["extra"] |= {
+            "rotary_adjacent_pairs": True,  # RoPE rotates (2i, 2i+1) pairs, as complex numbers
+            "n_experts": c.num_local_experts,
+            "experts_per_token": c.num_experts_per_tok,
+            "d_mlp_expert": c.intermediate_size,
+            "moe_layers": list(c.moe_layers),
+            "no_rope_layers": list(c.no_rope_layers),
+            "attention_chunk_size": c.attention_chunk_size,
+            "use_qk_norm": c.use_qk_norm,
+            "attn_temperature_tuning": c.attn_temperature_tuning,
+            "floor_scale": c.floor_scale,
+            "attn_scale": c.attn_scale,
+        }
+        return out
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        children = {
+            "ln1": Spec(Norm, "input_layernorm", RMS),
+            "attn": Spec(Attention, "self_attn", LLAMA_ATTN),
+            "ln2": Spec(Norm, "post_attention_layernorm", RMS),
+            "mlp": Spec(MLP, "feed_forward", LLAMA_MLP),
+        }
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=DenseOrMoEBlockSpec(self.wiring, children, moe_mlp=Spec(Llama4MoE, "feed_forward")),
+            ln_final=Spec(Norm, "norm", RMS),
+            root="model",  # HF's base_model_prefix is "language_model", so base_model is the whole model
+            head_unembed="lm_head",
+        )
