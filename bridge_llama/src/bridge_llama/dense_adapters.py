@@ -44,7 +44,8 @@ class GraniteAdapter(RopeAdapter):
     """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
     is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
     (``hook_attn_out``/``hook_mlp_out`` are after it), ``attention_multiplier`` is the score scale (in
-    ``hook_attn_scores``), and HF divides the logits by ``logits_scaling`` after the LM head (``W_U``/``b_U`` include it)."""
+    ``hook_attn_scores``), and HF divides the logits by ``logits_scaling`` after the LM head (``W_U``/``b_U``
+    include it)."""
 
     architectures = ("GraniteForCausalLM",)
     model_types = ("granite",)
