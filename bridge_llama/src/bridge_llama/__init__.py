@@ -14,6 +14,15 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.dense_adapters import (
+    GemmaAdapter,
+    GraniteAdapter,
+    Olmo3Adapter,
+    OlmoAdapter,
+    SmolLM3Adapter,
+    Starcoder2Adapter,
+)
+from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
 from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GptOssAdapter
 from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
@@ -35,20 +44,22 @@ from bridge_llama.parallel_adapters import (
     RopeLayoutAdapter,
     StableLmAdapter,
 )
-from bridge_llama.scaled_residual import ScaledResidualBlock
 
 __all__ = [
     "ADAPTERS",
     "PARALLEL_ADAPTERS",
+    "ClippedSplitQKV",
     "Cohere2Adapter",
     "CohereAdapter",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
+    "GemmaAdapter",
     "Glm4Adapter",
     "Glm4MoeAdapter",
     "GlmAdapter",
     "GptOssAdapter",
+    "GraniteAdapter",
     "GraniteMoeAdapter",
     "Llama4Adapter",
     "Llama4Block",
@@ -57,6 +68,8 @@ __all__ = [
     "MistralAdapter",
     "MixtralAdapter",
     "Olmo2Adapter",
+    "Olmo3Adapter",
+    "OlmoAdapter",
     "OlmoeAdapter",
     "Phi3Adapter",
     "PhiAdapter",
@@ -70,7 +83,10 @@ __all__ = [
     "RopeLayoutAdapter",
     "RopeMoEAdapter",
     "SandwichBlock",
+    "ScaledEmbedding",
     "ScaledResidualBlock",
+    "SmolLM3Adapter",
     "StableLmAdapter",
+    "Starcoder2Adapter",
     "llama4_routing",
 ]

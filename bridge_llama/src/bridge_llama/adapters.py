@@ -249,13 +249,14 @@ class MixtralAdapter(RopeAdapter):
 
 def _adapters_of_other_modules() -> tuple[type[RopeAdapter], ...]:
     """The family's adapters kept in modules of their own (imported here: they build on the classes above)."""
+    from bridge_llama.dense_adapters import DENSE_ADAPTERS
     from bridge_llama.glm4_moe import Glm4MoeAdapter
     from bridge_llama.gpt_oss import GptOssAdapter
     from bridge_llama.llama4 import Llama4Adapter
     from bridge_llama.moe_adapters import MOE_ADAPTERS
     from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS
 
-    return (*PARALLEL_ADAPTERS, *MOE_ADAPTERS, Llama4Adapter, Glm4MoeAdapter, GptOssAdapter)
+    return (*DENSE_ADAPTERS, *PARALLEL_ADAPTERS, *MOE_ADAPTERS, Llama4Adapter, Glm4MoeAdapter, GptOssAdapter)
 
 
 ADAPTERS: tuple[type[RopeAdapter], ...] = (

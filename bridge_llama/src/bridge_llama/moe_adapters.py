@@ -30,7 +30,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import ComponentMapError
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
 from bridge_llama.components import QKNormAttention
-from bridge_llama.scaled_residual import ScaledResidualBlock
+from bridge_llama.dense_components import ScaledResidualBlock
 
 #: Shared by the example configs: 4 experts, 2 per token, small experts.
 TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}

@@ -81,6 +81,15 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     why_not: dict[str, str] = {}
     heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not)
     neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not)
+    if block.residual_scale != 1.0:
+        for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
+            why_not.setdefault(
+                child,
+                f"block {layer} scales its {child} output by {block.residual_scale} (residual_scale) before adding "
+                f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
+                f"decompose it per layer with decompose_resid ({write}) instead",
+            )
+        heads_write = neurons_write = False
     if neurons_write and not hasattr(children["mlp"], "hook_post"):
         neurons_write = False
         why_not["mlp"] = (

@@ -67,6 +67,10 @@ class Block(Component):
     #: ``[b·p, d]`` (OPT's MLP and ``final_layer_norm``): under the wiring they see ``[b, p, d]``, whichever
     #: hooks are active. Inline children are always included.
     wire_for_children: tuple[str, ...] = ()
+    #: What the block multiplies each sublayer's output by before adding it to the residual stream (Granite's
+    #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
+    #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
+    residual_scale: float = 1.0
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True

@@ -35,7 +35,8 @@ class Norm(Component):
     this re-expression in float32 with HF's rounding points: LN casts once at the end (as torch's
     layer norm does inside), RMS casts before the weight (Llama-style) or after it
     (``weight_in_float32``; automatic for Gemma's ``1 + w`` and the HF classes in
-    ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors.
+    ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors. ``eps``: for HF norms that hard-code their
+    epsilon instead of keeping it on the module (OLMo's non-parametric layer norm).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Norm(Component):
         kind: Literal["LN", "RMS"] = "LN",
         weight_offset: float = 0.0,
         weight_in_float32: bool | None = None,
+        eps: float | None = None,
     ) -> None:
         super().__init__(hf_module)
         self.kind = kind
@@ -52,7 +54,7 @@ class Norm(Component):
         if weight_in_float32 is None:
             weight_in_float32 = bool(weight_offset) or type(hf_module).__name__ in _WEIGHT_IN_FLOAT32
         self.weight_in_float32 = weight_in_float32
-        self.eps = norm_epsilon(hf_module)
+        self.eps = norm_epsilon(hf_module) if eps is None else eps
         self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
         self.attach(ForwardOverride(hf_module, self._hooked_forward, (self.hook_scale, self.hook_normalized)))

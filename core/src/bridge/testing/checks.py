@@ -277,13 +277,12 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_multiplier`` if it has one
-    (Granite scales each sublayer's output before the residual sum)."""
+    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
+    each sublayer's output before the residual sum)."""
     h = _call_module(ref["ln2"], x) if "ln2" in ref else x
     out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
     out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
-    scale = getattr(block, "residual_multiplier", None)
-    return out * scale if scale is not None else out
+    return out * block.residual_scale
 
 
 def _reference_mlp_out(pair: Pair, block: Block, x: torch.Tensor) -> torch.Tensor:

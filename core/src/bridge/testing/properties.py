@@ -56,13 +56,16 @@ def check_left_padding(
     return_type = pair.return_type
     out, cache = pair.bridge.run_with_cache(tokens, attention_mask=mask, names_filter=names, return_type=return_type)
     width = tokens.shape[1]
+    # A batch of 2 and a batch of 1 round differently in fp32 (HF itself: 8e-6 on OLMo-2's MLP activations of ~16):
+    # a relative term of a few ulps on top of the absolute tolerance.
+    rtol = 1e-6
     for i, row in enumerate(rows):
         alone_out, alone = pair.bridge.run_with_cache(row[None], names_filter=names, return_type=return_type)
         real = slice(width - len(row), width)
-        torch.testing.assert_close(out[i, real], alone_out[0], atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(out[i, real], alone_out[0], atol=TOLERANCE, rtol=rtol)
         for name in alone:
             got = cache[name][i, :, real, real] if name.endswith(SQUARE) else cache[name][i, real]
-            torch.testing.assert_close(got, alone[name][0], atol=TOLERANCE, rtol=0, msg=name)
+            torch.testing.assert_close(got, alone[name][0], atol=TOLERANCE, rtol=rtol, msg=name)
 
 
 def check_hook_subset(

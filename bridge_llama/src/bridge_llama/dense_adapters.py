@@ -1,0 +1,161 @@
+"""Adapters of dense Llama-layout models with small changes: Gemma 1, Granite, OLMo, OLMo-3, SmolLM3, StarCoder2.
+
+Data only, as in ``adapters``: what differs from Llama is declared per adapter; the components that are new
+(Granite's scaled embedding and residual branches, OLMo's clipped q/k/v) are in ``dense_components``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from transformers import (
+    GemmaConfig,
+    GraniteConfig,
+    Olmo3Config,
+    OlmoConfig,
+    SmolLM3Config,
+    Starcoder2Config,
+)
+
+from bridge import ComponentMap, Spec
+from bridge.components import MLP, Attention
+from bridge.config import BridgeConfig
+from bridge_llama.adapters import GEMMA_RMS, LLAMA_ATTN, Olmo2Adapter, RopeAdapter, rope_parameters
+from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
+
+
+class GemmaAdapter(RopeAdapter):
+    """Gemma 1: Llama with a √d_model-scaled embedding (inside HF's embedding module), ``(1 + w)`` RMS norms, a
+    GELU-tanh gated MLP, and a head size that is not ``d_model / n_heads``."""
+
+    architectures = ("GemmaForCausalLM",)
+    model_types = ("gemma",)
+    example_class = GemmaConfig
+    example_options: ClassVar[dict[str, Any]] = {"head_dim": 24}
+    norm = GEMMA_RMS
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["embed_scale"] = self.hf_config.hidden_size**0.5
+        return out
+
+
+class GraniteAdapter(RopeAdapter):
+    """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
+    is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
+    (``hook_attn_out``/``hook_mlp_out`` are after it), ``attention_multiplier`` is the score scale (in
+    ``hook_attn_scores``), and HF divides the logits by ``logits_scaling`` after the LM head (``W_U``/``b_U``
+    include it)."""
+
+    architectures = ("GraniteForCausalLM",)
+    model_types = ("granite",)
+    example_class = GraniteConfig
+    example_options: ClassVar[dict[str, Any]] = {
+        # granite-3.x's multipliers; the score scale differs from both d_head**-0.5 and the published 1/64
+        # (the real-checkpoint variants run that one)
+        "embedding_multiplier": 12.0,
+        "residual_multiplier": 0.22,
+        "attention_multiplier": 0.5,
+        "logits_scaling": 8.0,
+    }
+    wiring = ScaledResidualBlock
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        out = super().config_overrides()
+        out["extra"] |= {
+            "embedding_multiplier": c.embedding_multiplier,
+            "residual_multiplier": c.residual_multiplier,
+            "attention_multiplier": c.attention_multiplier,
+            "logits_scaling": c.logits_scaling,
+            "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
+        }
+        return out
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        base = super().component_map(cfg)
+        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
+        return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
+
+
+class OlmoAdapter(RopeAdapter):
+    """OLMo (1, 0424, 0724): non-parametric layer norms (no weight, no bias, eps 1e-5 fixed in HF's code), and
+    optional ``clip_qkv`` clamping the q/k/v projections (``hook_q/k/v`` are after the clamp)."""
+
+    architectures = ("OlmoForCausalLM",)
+    model_types = ("olmo",)
+    example_class = OlmoConfig
+    example_options: ClassVar[dict[str, Any]] = {"clip_qkv": 0.08}  # small enough to clip some tiny-model q, k, v
+    norm: ClassVar[dict[str, Any]] = {"kind": "LN", "eps": 1e-5}
+
+    @property
+    def attention(self) -> tuple[type[Attention], dict[str, Any]]:  # type: ignore[override]
+        return Attention, {**LLAMA_ATTN, "qkv": ClippedSplitQKV(clip=self.hf_config.clip_qkv)}
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["normalization_type"] = "LN"
+        out["extra"]["clip_qkv"] = self.hf_config.clip_qkv
+        return out
+
+
+class Olmo3Adapter(Olmo2Adapter):
+    """OLMo-3: OLMo-2's layout (norms after each sublayer only, q/k norms across all heads) with sliding-window
+    layers (three of four in the published checkpoints) and RoPE parameters per layer type."""
+
+    architectures = ("Olmo3ForCausalLM",)
+    model_types = ("olmo3",)
+    example_class = Olmo3Config
+    example_options: ClassVar[dict[str, Any]] = {
+        "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+    }
+    norm: ClassVar[dict[str, Any]] = {"kind": "RMS", "weight_in_float32": True}
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["rope_theta_local"] = rope_parameters(self.hf_config, "sliding_attention").get("rope_theta")
+        return out
+
+
+class SmolLM3Adapter(RopeAdapter):
+    """SmolLM3: Llama with RoPE switched off in some layers (``no_rope_layers[i] == 0``: every fourth in the
+    published checkpoint). ``hook_rot_q/k`` exist in every layer and are what the scores use: equal to
+    ``hook_q/k`` in the layers without RoPE."""
+
+    architectures = ("SmolLM3ForCausalLM",)
+    model_types = ("smollm3",)
+    example_class = SmolLM3Config
+    example_options: ClassVar[dict[str, Any]] = {"no_rope_layers": [1, 0]}
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["no_rope_layers"] = list(self.hf_config.no_rope_layers)
+        return out
+
+
+class Starcoder2Adapter(RopeAdapter):
+    """StarCoder2: layer norms with biases, biased projections, a plain (ungated) GELU-tanh MLP ``c_fc``/``c_proj``,
+    sliding-window attention."""
+
+    architectures = ("Starcoder2ForCausalLM",)
+    model_types = ("starcoder2",)
+    example_class = Starcoder2Config
+    example_options: ClassVar[dict[str, Any]] = {"sliding_window": 4, "tie_word_embeddings": False}
+    norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
+    mlp = (MLP, {"pre": "c_fc", "out": "c_proj"})
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["normalization_type"] = "LN"
+        return out
+
+
+DENSE_ADAPTERS: tuple[type[RopeAdapter], ...] = (
+    GemmaAdapter,
+    GraniteAdapter,
+    OlmoAdapter,
+    Olmo3Adapter,
+    SmolLM3Adapter,
+    Starcoder2Adapter,
+)
