@@ -290,15 +290,16 @@ def granite(pair_for):
     return pair_for(GraniteMoeAdapter)
 
 
-def test_granite_embedding_multiplier_sits_between_hook_embed_and_resid_pre(granite):
+def test_granite_hook_embed_is_after_the_embedding_multiplier(granite):
     pair = granite
     tokens = pair.tokens()
     _, cache = pair.bridge.run_with_cache(tokens)
     config = pair.reference.config
+    assert config.embedding_multiplier != 1.0
     with torch.no_grad():
         embedded = pair.reference.model.embed_tokens(tokens)
-    close(cache["hook_embed"], embedded, atol=0)
-    close(cache["resid_pre", 0], embedded * config.embedding_multiplier, atol=0)
+    close(cache["hook_embed"], embedded * config.embedding_multiplier, atol=0)
+    close(cache["resid_pre", 0], cache["hook_embed"], atol=0)
 
 
 def test_granite_sublayer_outputs_are_scaled_before_the_residual_sum(granite):
@@ -324,14 +325,15 @@ def test_granite_sublayer_outputs_are_scaled_before_the_residual_sum(granite):
 
 
 def test_granite_logits_are_the_unembedding_divided_by_logits_scaling(granite):
-    """``W_U`` is HF's ``lm_head`` weight; HF divides the logits by ``logits_scaling`` after it."""
+    """HF divides the logits by ``logits_scaling`` after ``lm_head``; ``W_U`` includes the division (logit lens)."""
     pair = granite
     tokens = pair.tokens()
     logits, cache = pair.bridge.run_with_cache(tokens)
     with torch.no_grad():
         final = pair.reference.model.norm(cache["resid_post", pair.bridge.cfg.n_layers - 1])
-    unembedded = final @ pair.bridge.W_U
-    close(logits, unembedded / pair.reference.config.logits_scaling)
+    close(logits, final @ pair.bridge.W_U + pair.bridge.b_U)
+    with torch.no_grad():
+        close(logits, pair.reference.lm_head(final) / pair.reference.config.logits_scaling)
     close(logits, pair.reference(tokens).logits, atol=1e-4)
 
 

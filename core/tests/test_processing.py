@@ -61,8 +61,8 @@ def log_probs(logits):
 
 
 def softcap(bridge_model, logits):
-    """What HF does to ``x @ W_U + b_U`` to make its logits: Granite's ``logits_scaling``, Gemma 2's soft-capping."""
-    logits = logits / bridge_model.cfg.extra.get("logits_scaling", 1.0)
+    """What HF does to ``x @ W_U + b_U`` to make its logits: Gemma 2's soft-capping (Granite's ``logits_scaling``
+    is inside ``W_U``)."""
     cap = bridge_model.cfg.extra.get("final_logit_softcapping")
     return torch.tanh(logits / cap) * cap if cap else logits
 
