@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-compat setup-compat setup-compat-sae bench lint setup clean mutate
+.PHONY: demo test test-variants test-compat setup-compat setup-compat-sae bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest hypothesis ruff mypy
+	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest pytest-xdist hypothesis ruff mypy
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -61,10 +61,15 @@ test-compat: $(COMPAT_STAMP) $(SAE_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
 
+# Two pytest workers (the machines have 2 cores); the real-checkpoint variants run in `make test-variants`.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 -m "not variants"
+
+# The conformance kit on every adapter's real-checkpoint config variants (`conformance_configs()`).
+test-variants: $(STAMP)
+	$(PY) -m pytest -n 2 -m variants
 
 # Plant known bugs one at a time and report which tests catch each (slow; not part of `make test`).
 mutate: $(STAMP)

@@ -13,6 +13,8 @@ from bridge_llama import (
     Starcoder2Adapter,
 )
 
+pytestmark = pytest.mark.variants
+
 OLMO3_YARN = {  # Olmo-3 7B: YaRN on the full-attention layers only
     "rope_type": "yarn",
     "rope_theta": 500_000.0,

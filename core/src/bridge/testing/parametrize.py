@@ -81,11 +81,18 @@ def conformance_params(
     extra: Sequence[str] = (),
     checks: Sequence[Callable[..., None]] = ALL_CHECKS,
 ) -> list[Any]:
-    """``pytest.param(model, path, check)`` for every case, with ids like ``GPT2LMHeadModel-native-check_shapes``."""
+    """``pytest.param(model, path, check)`` for every case, with ids like ``GPT2LMHeadModel-native-check_shapes``;
+    the cases of ``conformance_configs()`` (real-checkpoint variants) carry the ``variants`` mark."""
     import pytest
 
     return [
-        pytest.param(model, path, check, id=f"{model.id}-{path}-{check.__name__}")
+        pytest.param(
+            model,
+            path,
+            check,
+            id=f"{model.id}-{path}-{check.__name__}",
+            marks=[pytest.mark.variants] if model.config is not None else [],
+        )
         for model in conformance_models(adapters, extra)
         for path in paths
         for check in checks
