@@ -5,7 +5,7 @@ language model and the plugin to install; ``bridge plugins`` lists the vision-la
 import json
 
 import pytest
-from transformers import GPTJConfig, LlavaForConditionalGeneration
+from transformers import BioGptConfig, LlavaForConditionalGeneration
 
 import bridge
 from bridge.cli import main
@@ -26,13 +26,15 @@ for directory in {dirs!r}:
 
 
 def test_a_language_model_no_plugin_handles_is_named_with_no_plugin_to_install():
-    text = GPTJConfig(n_layer=1, n_embd=32, n_head=4, vocab_size=129, rotary_dim=8, n_positions=64, bos_token_id=0)
-    assert "gptj" not in bridge.get_registry().by_model_type  # the premise: no installed plugin bridges GPT-J
+    text = BioGptConfig(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=129
+    )
+    assert "biogpt" not in bridge.get_registry().by_model_type  # the premise: no installed plugin bridges BioGPT
     hf_model = LlavaForConditionalGeneration(LlavaAdapter.example_config(text_config=text))
     with pytest.raises(UnknownArchitectureError) as err:
         bridge.wrap(hf_model)
     message = str(err.value)
-    assert "LlavaAdapter" in message and "'gptj'" in message and "bridge knows no plugin" in message
+    assert "LlavaAdapter" in message and "'biogpt'" in message and "bridge knows no plugin" in message
     assert hf_model.config.text_config._attn_implementation != "bridge"  # nothing was attached
 
 
