@@ -40,7 +40,29 @@ class GemmaAdapter(RopeAdapter):
         return out
 
 
-class GraniteAdapter(RopeAdapter):
+class GraniteScalars:
+    """Granite's four scalars, for Granite and Granite-MoE: recorded in ``cfg.extra`` (``1 / logits_scaling`` as
+    the ``logit_scale`` inside ``W_U``/``b_U``) and ``hook_embed`` after ``embedding_multiplier``."""
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config  # type: ignore[attr-defined]
+        out = super().config_overrides()  # type: ignore[misc]
+        out["extra"] |= {
+            "embedding_multiplier": c.embedding_multiplier,
+            "residual_multiplier": c.residual_multiplier,
+            "attention_multiplier": c.attention_multiplier,
+            "logits_scaling": c.logits_scaling,
+            "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
+        }
+        return out
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        base = super().component_map(cfg)
+        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
+        return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
+
+
+class GraniteAdapter(GraniteScalars, RopeAdapter):
     """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
     is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
     (``hook_attn_out``/``hook_mlp_out`` are after it), ``attention_multiplier`` is the score scale (in
@@ -59,23 +81,6 @@ class GraniteAdapter(RopeAdapter):
         "logits_scaling": 8.0,
     }
     wiring = ScaledResidualBlock
-
-    def config_overrides(self) -> dict[str, Any]:
-        c = self.hf_config
-        out = super().config_overrides()
-        out["extra"] |= {
-            "embedding_multiplier": c.embedding_multiplier,
-            "residual_multiplier": c.residual_multiplier,
-            "attention_multiplier": c.attention_multiplier,
-            "logits_scaling": c.logits_scaling,
-            "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
-        }
-        return out
-
-    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
-        base = super().component_map(cfg)
-        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
-        return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
 
 
 class OlmoAdapter(RopeAdapter):

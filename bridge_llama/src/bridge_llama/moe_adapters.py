@@ -30,7 +30,8 @@ from bridge.config import BridgeConfig
 from bridge.errors import ComponentMapError
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
 from bridge_llama.components import QKNormAttention
-from bridge_llama.dense_components import ScaledEmbedding, ScaledResidualBlock
+from bridge_llama.dense_adapters import GraniteScalars
+from bridge_llama.dense_components import ScaledResidualBlock
 
 #: Shared by the example configs: 4 experts, 2 per token, small experts.
 TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
@@ -217,7 +218,7 @@ class PhimoeAdapter(RopeMoEAdapter):
         return out
 
 
-class GraniteMoeAdapter(RopeMoEAdapter):
+class GraniteMoeAdapter(GraniteScalars, RopeMoEAdapter):
     """Granite-MoE (granite-3.0-1b/3b-a…-moe, PowerMoE): Granite's multipliers around a Mixtral-like MoE whose
     router picks the top-k logits and softmaxes over them; Granite's multipliers placed as in ``GraniteAdapter``:
     ``hook_embed`` is after ``embedding_multiplier``, ``hook_attn_out``/``hook_mlp_out`` after ``residual_multiplier``
@@ -255,23 +256,6 @@ class GraniteMoeAdapter(RopeMoEAdapter):
 
     def routing(self) -> Routing:
         return topk_softmax()
-
-    def config_overrides(self) -> dict[str, Any]:
-        c = self.hf_config
-        out = super().config_overrides()
-        out["extra"] |= {
-            "embedding_multiplier": c.embedding_multiplier,
-            "residual_multiplier": c.residual_multiplier,
-            "attention_multiplier": c.attention_multiplier,
-            "logits_scaling": c.logits_scaling,
-            "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
-        }
-        return out
-
-    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
-        base = super().component_map(cfg)  # hook_embed after embedding_multiplier, as Granite's
-        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
-        return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
 
 
 MOE_ADAPTERS: tuple[type[RopeMoEAdapter], ...] = (
