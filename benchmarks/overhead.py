@@ -35,7 +35,7 @@ import torch
 import transformers
 
 import bridge
-from bridge.plugins import get_registry
+from bridge.kernel.plugins import get_registry
 
 TARGETS = {"no hooks": 1.03, "cache resid_post": 1.05, "cache everything": 1.25}
 GENERATE_TARGET = 0.95  # bridge tokens/s over HF tokens/s

@@ -24,7 +24,7 @@ import training
 from training import Metrics
 from transformers import CLIPConfig, CLIPForImageClassification, CLIPImageProcessor
 
-from bridge.shapes import CLASSES, NO_SHAPE, SHAPES, ShapeImages, draw_shapes, normalize, patch_coverage
+from bridge_vision.shapes import CLASSES, NO_SHAPE, SHAPES, ShapeImages, draw_shapes, normalize, patch_coverage
 
 IMAGE_SIZE = 48
 PATCH_SIZE = 8
@@ -247,7 +247,7 @@ The image processor (`preprocessor_config.json`, `CLIPImageProcessor`) keeps the
 
 ```python
 import bridge
-from bridge.shapes import draw_shapes
+from bridge_vision.shapes import draw_shapes
 import torch
 
 model = bridge.load("examples/models/shapes-vit")

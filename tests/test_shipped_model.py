@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import bridge
-from bridge.analysis import head_scores, repeated_half_loss, repeated_tokens, zero_head
+from bridge.app.induction import head_scores, repeated_half_loss, repeated_tokens, zero_head
 
 MODEL = Path(__file__).parents[1] / "examples" / "models" / "induction-2l"
 

@@ -17,8 +17,7 @@ import torch
 pytest.importorskip("bridge_vision", reason="the vision demo needs the bridge-vision plugin (CLIP classifiers)")
 
 import bridge
-from bridge.shapes import CLASSES, NO_SHAPE, SHAPES, draw_shapes, normalize
-from bridge.vision_demo import (
+from bridge_vision.demo import (
     class_logits,
     mean_patch_embedding,
     model_input,
@@ -29,6 +28,7 @@ from bridge.vision_demo import (
     share_on,
     true_class_logit,
 )
+from bridge_vision.shapes import CLASSES, NO_SHAPE, SHAPES, draw_shapes, normalize
 
 MODEL = Path(__file__).parents[1] / "examples" / "models" / "shapes-vit"
 SEED = 777  # neither the training seed (0) nor the model card's evaluation seed (12345)
@@ -138,7 +138,7 @@ def test_demo_command_reports_a_passing_check_and_writes_the_overlay(tmp_path):
 
 
 def test_demo_draws_to_a_default_png_per_model_kind(tmp_path, monkeypatch):
-    from bridge.demo import run_demo
+    from bridge.app.demo import run_demo
 
     monkeypatch.chdir(tmp_path)
     lines: list[str] = []
@@ -154,9 +154,9 @@ def test_demo_draws_to_a_default_png_per_model_kind(tmp_path, monkeypatch):
 def test_demo_refuses_a_classifier_of_other_classes_with_a_clear_error():
     from transformers import CLIPForImageClassification
 
-    from bridge.errors import BridgeError
-    from bridge.vision_demo import NotAShapesModelError, run_vision_demo
+    from bridge.kernel.errors import BridgeError
     from bridge_vision.adapters import CLIPClassifierAdapter
+    from bridge_vision.demo import NotAShapesModelError, run_vision_demo
 
     other = bridge.wrap(CLIPForImageClassification(CLIPClassifierAdapter.example_config()).eval())
     with pytest.raises(NotAShapesModelError, match="this model's classes are LABEL_0") as error:

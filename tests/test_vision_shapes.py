@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.shapes import CLASSES, NO_SHAPE, SHAPES, draw_shapes, normalize, patch_coverage, shape_masks
-from bridge.vision_demo import PatchGrid, patch_attention, random_patches, replace_patches, share_on, top_patches
+from bridge_vision.demo import PatchGrid, patch_attention, random_patches, replace_patches, share_on, top_patches
+from bridge_vision.shapes import CLASSES, NO_SHAPE, SHAPES, draw_shapes, normalize, patch_coverage, shape_masks
 
 SIZE = 96  # a large canvas keeps the pixel count close to the shape's area
 

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from bridge.known import plugin_for
-from bridge.processing import WeightProcessingError
+from bridge.analysis.processing import WeightProcessingError
+from bridge.kernel.known import plugin_for
 from bridge.testing import make_pair, save_tiny_model
 from bridge_gpt2 import ADAPTERS, GPTNeoAdapter, OPTAdapter, XGLMAdapter
 

@@ -14,7 +14,7 @@ from transformers.activations import ACT2FN
 
 import bridge
 from bridge import BridgeError
-from bridge.errors import BadInputError
+from bridge.kernel.errors import BadInputError
 from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
 from bridge.testing.fixtures import build_tiny_model, sensitize, tiny_tokenizer
 from bridge.testing.reference import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bridge.errors import BridgeError
+from bridge.kernel.errors import BridgeError
 from bridge_llama import (
     GemmaAdapter,
     GraniteAdapter,

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from bridge.errors import BridgeError
+from bridge.kernel.errors import BridgeError
 from bridge.testing.generation import GENERATION_CHECKS, lively_pair
 from bridge_llama import ADAPTERS
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge import OptInHookError
-from bridge.processing import WeightProcessingError
+from bridge.analysis.processing import WeightProcessingError
 from bridge.testing import make_pair
 from bridge_llama import Llama4Adapter
 from bridge_llama.llama4 import llama4_routing

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
 import bridge
-from bridge.components import MLP
-from bridge.components.moe import MoE
-from bridge.errors import ComponentMapError
+from bridge.kernel.components import MLP
+from bridge.kernel.components.moe import MoE
+from bridge.kernel.errors import ComponentMapError
 from bridge.testing import build_tiny_model, make_pair, save_tiny_model
 from bridge_llama import GraniteMoeAdapter, OlmoeAdapter, PhimoeAdapter, Qwen2MoeAdapter, Qwen3MoeAdapter
 
@@ -368,7 +368,7 @@ def test_hooks_under_other_experts_implementations(pair_for, adapter, implementa
 def test_phimoe_fold_ln_is_refused_because_its_experts_have_no_biases(pair_for):
     """PhiMoE's LayerNorm bias would have to become a bias of every expert's gate/up projection, which HF's experts
     module does not have: processing says so and leaves the model as it was."""
-    from bridge.processing import WeightProcessingError
+    from bridge.analysis.processing import WeightProcessingError
 
     pair = pair_for(PhimoeAdapter)
     before = {name: p.detach().clone() for name, p in pair.bridge.hf_model.named_parameters()}

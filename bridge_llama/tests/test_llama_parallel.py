@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from bridge.components import SequentialBlock, SharedNormParallelBlock
+from bridge.kernel.components import SequentialBlock, SharedNormParallelBlock
 from bridge.testing import make_pair, save_tiny_model
 from bridge_llama import (
     PARALLEL_ADAPTERS,

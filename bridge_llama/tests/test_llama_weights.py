@@ -9,7 +9,7 @@ import torch
 from transformers.activations import ACT2FN
 
 import bridge
-from bridge.components.weight_views import WeightViewError
+from bridge.kernel.components.weight_views import WeightViewError
 from bridge.testing.reference import (
     REFERENCE_TOKENS,
     attention_output,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from bridge.errors import HookNameError
+from bridge.kernel.errors import HookNameError
 from bridge.testing import TOLERANCE, conformance_test
 from bridge_mamba import ADAPTERS
 

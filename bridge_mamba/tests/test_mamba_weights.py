@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import bridge
-from bridge.components.weight_views import WeightViewError
+from bridge.kernel.components.weight_views import WeightViewError
 from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
 from bridge_mamba import Mamba2Adapter, MambaAdapter
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bridge.plugins import get_registry
+from bridge.kernel.plugins import get_registry
 from bridge.testing import make_pair
 from bridge_vision import ADAPTERS
 from bridge_vision.testing import save_example_model, save_example_vlm

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import bridge
-from bridge.errors import BadInputError
+from bridge.kernel.errors import BadInputError
 from bridge_vision import (
     CLIPAdapter,
     CLIPClassifierAdapter,
@@ -199,7 +199,7 @@ def test_wrap_picks_the_projection_adapter_by_the_model_class():
 
 
 def test_inspect_lists_the_hooks_of_an_image_model_with_their_shapes(model_dirs, capsys):
-    from bridge.cli import main
+    from bridge.app.cli import main
 
     assert main(["inspect", str(model_dirs["SiglipVisionModel"])]) == 0
     out = capsys.readouterr().out

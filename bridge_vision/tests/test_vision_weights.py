@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bridge
-from bridge.weights import WeightViewError
+from bridge.analysis.model_weights import WeightViewError
 from bridge_vision import CLIPAdapter
 
 

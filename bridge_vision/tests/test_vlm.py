@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import GenerationConfig
 
 import bridge
-from bridge.errors import BadInputError
+from bridge.kernel.errors import BadInputError
 from bridge.testing import expect_close
 from bridge_vision.vlm import IMAGE_TOKEN_ID, TINY_VOCAB, VLM_CASES
 

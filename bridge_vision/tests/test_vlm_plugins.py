@@ -8,8 +8,8 @@ import pytest
 from transformers import BioGptConfig, LlavaForConditionalGeneration
 
 import bridge
-from bridge.cli import main
-from bridge.errors import UnknownArchitectureError
+from bridge.app.cli import main
+from bridge.kernel.errors import UnknownArchitectureError
 from bridge.testing import run_isolated
 from bridge_vision.vlm import LlavaAdapter
 

@@ -14,8 +14,8 @@ from torch import nn
 from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, ForwardOverride, Norm, SharedNormParallelBlock, SplitQKV
-from bridge.config import BridgeConfig
+from bridge.kernel.components import MLP, Attention, ForwardOverride, Norm, SharedNormParallelBlock, SplitQKV
+from bridge.kernel.config import BridgeConfig
 
 
 class PhiAdapter(Adapter):

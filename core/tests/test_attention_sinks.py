@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 from transformers.models.gpt_oss.modeling_gpt_oss import eager_attention_forward as hf_sink_attention
 
-from bridge.seam import eager_attention
+from bridge.kernel.seam import eager_attention
 
 
 class SinkModule(nn.Module):

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bridge
-from bridge.cache import ActivationCache
-from bridge.cache_analysis import MissingActivationError
-from bridge.errors import BridgeError, HookNameError
-from bridge.slicing import Slice
+from bridge.analysis.cache_analysis import MissingActivationError
+from bridge.kernel.cache import ActivationCache
+from bridge.kernel.errors import BridgeError, HookNameError
+from bridge.kernel.slicing import Slice
 from bridge.testing import make_pair
 from bridge_gpt2 import GPT2Adapter
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import bridge
-from bridge.components.norm import norm_epsilon
-from bridge.plugins import get_registry
+from bridge.kernel.components.norm import norm_epsilon
+from bridge.kernel.plugins import get_registry
 from bridge.testing import build_tiny_model, tiny_tokenizer
 
 # Language models: token inputs and LM heads (image models have their own checks in bridge_vision).

@@ -119,7 +119,7 @@ def test_models_sharing_a_config_are_wrapped_independently(gpt2_dir):
 
 def test_two_components_claiming_one_module_is_a_build_error(gpt2_dir):
     from bridge import BlockSpec, ComponentMap, Spec
-    from bridge.components import Norm
+    from bridge.kernel.components import Norm
 
     class Clashing(GPT2Adapter):
         def component_map(self, cfg):

@@ -7,7 +7,7 @@ import torch
 
 import bridge
 from bridge import BridgeError
-from bridge.errors import RemoteCodeRequiredError
+from bridge.kernel.errors import RemoteCodeRequiredError
 from bridge.testing import populate_hub_cache, run_isolated
 
 

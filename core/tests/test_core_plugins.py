@@ -11,14 +11,14 @@ import torch
 
 import bridge
 from bridge import hookspecs
-from bridge.errors import (
+from bridge.kernel.errors import (
     AdapterConflictWarning,
     PluginHookError,
     PluginHookWarning,
     PluginLoadWarning,
     UnknownArchitectureError,
 )
-from bridge.plugins import PluginInfo, PluginRegistry
+from bridge.kernel.plugins import PluginInfo, PluginRegistry
 from bridge.testing import build_tiny_model
 from bridge_gpt2 import GPT2Adapter
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.components import FusedQKV
-from bridge.components.weight_views import (
+from bridge.kernel.components import FusedQKV
+from bridge.kernel.components.weight_views import (
     merge_partitioned,
     partition_slice,
     split_fused,
     split_partitioned,
 )
-from bridge.errors import BridgeError
+from bridge.kernel.errors import BridgeError
 from bridge.testing import make_pair
 
 sys.path.insert(0, str(Path(__file__).parent))

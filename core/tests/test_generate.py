@@ -12,8 +12,8 @@ from transformers import DynamicCache, GPT2Model
 
 import bridge
 from bridge import BridgeError, HookNameError
-from bridge.errors import NoLMHeadError
-from bridge.generation import FrequencyPenalty, StepCaches, _stack_hook
+from bridge.analysis.generation import FrequencyPenalty, StepCaches, _stack_hook
+from bridge.kernel.errors import NoLMHeadError
 from bridge.testing import make_pair
 from bridge.testing.generation import (
     GENERATION_CHECKS,

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import bridge
 from bridge import BridgeError
-from bridge.errors import BadInputError, HookOutputError, UnknownArgumentError
+from bridge.kernel.errors import BadInputError, HookOutputError, UnknownArgumentError
 from bridge.testing import build_tiny_model, tiny_tokenizer
 from bridge_gpt2 import GPT2Adapter
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bridge
-from bridge.corpus import Corpus, CorpusError, pack_rows
-from bridge.harvesting import HarvestError
+from bridge.harvest.corpus import Corpus, CorpusError, pack_rows
+from bridge.harvest.writer import HarvestError
 
 RESID = "blocks.0.hook_resid_post"
 LENGTH = 8

@@ -6,7 +6,7 @@ a forward hook on its q/k/v projection recomputing one head's columns by hand fr
 import pytest
 import torch
 
-from bridge.errors import OptInHookError
+from bridge.kernel.errors import OptInHookError
 from bridge.testing import make_pair
 from bridge_gpt2 import GPT2Adapter, GPTBigCodeAdapter, GPTNeoXAdapter
 from bridge_llama import (

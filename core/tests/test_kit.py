@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bridge import known
-from bridge.adapter import Spec
-from bridge.components import MLP, OutputTap
-from bridge.plugins import canonical, get_registry
+from bridge.kernel.adapter import Spec
+from bridge.kernel.components import MLP, OutputTap
+from bridge.kernel.plugins import canonical, get_registry
 from bridge.testing import (
     ConformanceError,
     check_every_hook_matters,
@@ -153,8 +153,8 @@ class FlattenedMLP(torch.nn.Module):
 def test_flat_positions_fire_hooks_batch_first_even_alone():
     """A hook point tapped through ``FlatPositions`` sees ``[b, p, d_mlp]`` when it is the only hook in use,
     and a patch there equals the same patch applied to HF's flattened tensor."""
-    from bridge.components import Component, FlatPositions
-    from bridge.hook_points import HookPoint
+    from bridge.kernel.components import Component, FlatPositions
+    from bridge.kernel.hook_points import HookPoint
 
     torch.manual_seed(0)
     mlp = FlattenedMLP()

@@ -14,9 +14,9 @@ from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeTopKRou
 
 import bridge
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import Attention, Norm, SequentialBlock, SplitQKV
-from bridge.components.moe import MoE, softmax_topk, topk_softmax
-from bridge.config import BridgeConfig
+from bridge.kernel.components import Attention, Norm, SequentialBlock, SplitQKV
+from bridge.kernel.components.moe import MoE, softmax_topk, topk_softmax
+from bridge.kernel.config import BridgeConfig
 from bridge.testing import save_tiny_model
 
 

@@ -8,9 +8,9 @@ from transformers import DeepseekV3Config, Glm4MoeConfig
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeMoE, Glm4MoeTopkRouter
 
-from bridge.components import MLP
-from bridge.components.moe import MoE, sigmoid_group_topk
-from bridge.config import config_from_hf
+from bridge.kernel.components import MLP
+from bridge.kernel.components.moe import MoE, sigmoid_group_topk
+from bridge.kernel.config import config_from_hf
 
 SIZES = dict(hidden_size=16, n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2)
 

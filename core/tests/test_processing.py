@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from transformers import AutoConfig
 
 import bridge
-from bridge.components import Norm
-from bridge.processing import UntiedEmbeddingsWarning, WeightProcessingError
+from bridge.analysis.processing import UntiedEmbeddingsWarning, WeightProcessingError
+from bridge.kernel.components import Norm
 from bridge.testing import save_tiny_model
 from bridge_alibi.adapters import ADAPTERS as ALIBI
 from bridge_gpt2.adapters import ADAPTERS as GPT2_FAMILY

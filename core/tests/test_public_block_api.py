@@ -16,9 +16,9 @@ import torch
 
 import bridge
 from bridge import BlockSpec, Spec
-from bridge.cli import main as cli_main
-from bridge.components import MLP, Norm, ParallelBlock
-from bridge.errors import BridgeError, ComponentMapError
+from bridge.app.cli import main as cli_main
+from bridge.kernel.components import MLP, Norm, ParallelBlock
+from bridge.kernel.errors import BridgeError, ComponentMapError
 from bridge.testing import ALL_CHECKS, build_tiny_model, is_plain, make_pair
 
 HERE = Path(__file__).parent

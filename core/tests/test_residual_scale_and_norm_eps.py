@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bridge.components import Norm
-from bridge.config import BridgeConfig
-from bridge.residual import block_layout
+from bridge.analysis.residual import block_layout
+from bridge.kernel.components import Norm
+from bridge.kernel.config import BridgeConfig
 from bridge.testing import ConformanceError, check_gradients, check_residual_algebra, make_pair
 from bridge_llama import GraniteAdapter, ScaledResidualBlock
 

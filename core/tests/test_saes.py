@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bridge
-from bridge.errors import HookNameError, OptInHookError
-from bridge.saes import SAESpliceError, SplicedHookPoint
+from bridge.analysis.saes import SAESpliceError, SplicedHookPoint
+from bridge.kernel.errors import HookNameError, OptInHookError
 from bridge.testing import make_pair
 from bridge.testing.saes import TinySAE, spliced_reference
 from bridge_gpt2 import GPT2Adapter

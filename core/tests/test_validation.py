@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bridge
-from bridge.errors import BadInputError, UnknownArgumentError
-from bridge.plugins import get_registry
+from bridge.kernel.errors import BadInputError, UnknownArgumentError
+from bridge.kernel.plugins import get_registry
+from bridge.kernel.validation import n_ctx_is_limit
 from bridge.testing import build_tiny_model, tiny_tokenizer
-from bridge.validation import n_ctx_is_limit
 
 # Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
 ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from transformers import GPT2Config, LlamaConfig
 
 import bridge
-from bridge.components.weight_views import WeightViewError, split_fused
+from bridge.kernel.components.weight_views import WeightViewError, split_fused
 from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
 
 TOKENS = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11], [0, 8, 8, 100, 2, 64, 31, 7]])

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import GPT2Config, GPTBigCodeConfig, GPTNeoXConfig
-
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, FusedQKV, Norm, ParallelBlock, SequentialBlock
 from bridge_gpt2.gptj_adapters import CodeGenAdapter, GPTJAdapter
 from bridge_gpt2.split_qkv_adapters import GPTNeoAdapter, OPTAdapter, XGLMAdapter
-
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
 
 def _gpt2_style_map(qkv: FusedQKV) -> ComponentMap:
@@ -32,7 +28,6 @@ def _gpt2_style_map(qkv: FusedQKV) -> ComponentMap:
         ln_final=Spec(Norm, "ln_f"),
     )
 
-
 class GPT2Adapter(Adapter):
     """GPT-2: learned positions, pre-LN, fused ``c_attn`` (``[q | k | v]``), GELU MLP."""
 
@@ -45,20 +40,6 @@ class GPT2Adapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _gpt2_style_map(FusedQKV("c_attn", layout="grouped"))
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> GPT2Config:
-        return GPT2Config(
-            n_layer=2,
-            n_embd=32,
-            n_head=4,
-            n_positions=64,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 class GPTNeoXAdapter(Adapter):
     """GPT-NeoX / Pythia: partial rotary, per-head interleaved ``query_key_value``, parallel residual."""
@@ -103,23 +84,6 @@ class GPTNeoXAdapter(Adapter):
             ln_final=Spec(Norm, "final_layer_norm"),
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> GPTNeoXConfig:
-        return GPTNeoXConfig(
-            num_hidden_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            vocab_size=TINY_VOCAB,
-            rotary_pct=0.5,
-            use_parallel_residual=True,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
-
 class GPTBigCodeAdapter(Adapter):
     """GPT-BigCode (SantaCoder, StarCoder): GPT-2 layout with multi-query attention (one kv head)."""
 
@@ -137,21 +101,6 @@ class GPTBigCodeAdapter(Adapter):
     def component_map(self, cfg) -> ComponentMap:
         layout = "grouped" if self.hf_config.multi_query else "per_head"
         return _gpt2_style_map(FusedQKV("c_attn", layout=layout))
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> GPTBigCodeConfig:
-        return GPTBigCodeConfig(
-            n_layer=2,
-            n_embd=32,
-            n_head=4,
-            n_positions=64,
-            vocab_size=TINY_VOCAB,
-            multi_query=True,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 ADAPTERS = (
     GPT2Adapter,

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import CodeGenConfig, GPTJConfig
-
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Norm
 from bridge_gpt2.gptj_attention import CodeGenAttention, GPTJAttention, GPTJBlock
-
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
 
 def _gptj_style_overrides(hf_config: Any) -> dict[str, Any]:
@@ -32,7 +28,6 @@ def _gptj_style_overrides(hf_config: Any) -> dict[str, Any]:
         "extra": {"rope_theta": 10000.0, "n_ctx_is_limit": True},
     }
 
-
 def _gptj_style_map(attention: type[GPTJAttention] | type[CodeGenAttention]) -> ComponentMap:
     """GPT-J and CodeGen share module names: wte, h[i].{ln_1, attn, mlp.{fc_in, fc_out}}, ln_f."""
     children = {
@@ -41,7 +36,6 @@ def _gptj_style_map(attention: type[GPTJAttention] | type[CodeGenAttention]) -> 
         "mlp": Spec(MLP, "mlp", {"pre": "fc_in", "out": "fc_out"}),
     }
     return ComponentMap(embed="wte", blocks="h", block=BlockSpec(GPTJBlock, children), ln_final=Spec(Norm, "ln_f"))
-
 
 class GPTJAdapter(Adapter):
     """GPT-J: separate q/k/v projections, fp32 scores divided by √d_head, parallel block on one shared norm."""
@@ -54,21 +48,6 @@ class GPTJAdapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _gptj_style_map(GPTJAttention)
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> GPTJConfig:
-        return GPTJConfig(
-            n_layer=2,
-            n_embd=32,
-            n_head=4,
-            n_positions=64,
-            rotary_dim=4,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 class CodeGenAdapter(Adapter):
     """CodeGen: GPT-J's block with one fused ``qkv_proj`` in 4 parts of ``[q | v | k]``; scores masked, then
@@ -83,17 +62,3 @@ class CodeGenAdapter(Adapter):
     def component_map(self, cfg) -> ComponentMap:
         return _gptj_style_map(CodeGenAttention)
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> CodeGenConfig:
-        return CodeGenConfig(
-            n_layer=2,
-            n_embd=64,
-            n_head=8,  # two heads in each of the 4 parts of qkv_proj
-            n_positions=64,
-            n_ctx=64,
-            rotary_dim=4,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )

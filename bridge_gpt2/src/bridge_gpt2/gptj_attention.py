@@ -22,10 +22,8 @@ import torch
 from torch import nn
 from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb
 
-from bridge.components import Attention, ForwardOverride, FusedQKV, SharedNormParallelBlock, SplitQKV
-from bridge.components.weight_views import split_partitioned
-from bridge.config import BridgeConfig
-from bridge.errors import BridgeError
+from bridge.components import Attention, ForwardOverride, FusedQKV, SharedNormParallelBlock, SplitQKV, split_partitioned
+from bridge.kernel import BridgeConfig, BridgeError
 
 #: CodeGen's fused ``qkv_proj`` is laid out for 4 model-parallel shards (HF hard-codes ``mp_num = 4``),
 #: each holding ``[q | v | k]`` for a quarter of the heads.

@@ -3,15 +3,11 @@ config normalization and component maps (their components are in ``split_qkv_com
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-from torch import nn
-from transformers import GPTNeoConfig, OPTConfig, XGLMConfig
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, Norm, SplitQKV
-from bridge.config import BridgeConfig
+from bridge.kernel import BridgeConfig
 from bridge_gpt2.split_qkv_components import (
     GPTNeoAttention,
     GPTNeoBlock,
@@ -20,8 +16,6 @@ from bridge_gpt2.split_qkv_components import (
     XGLMAttention,
     XGLMBlock,
 )
-
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
 
 class GPTNeoAdapter(Adapter):
@@ -59,39 +53,6 @@ class GPTNeoAdapter(Adapter):
             ln_final=Spec(Norm, "ln_f"),
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None, **overrides: Any) -> GPTNeoConfig:
-        """Two layers, global then local with a window of 4 (shorter than the kit's sequences)."""
-        values: dict[str, Any] = dict(
-            num_layers=2,
-            hidden_size=32,
-            num_heads=4,
-            attention_types=[[["global", "local"], 1]],
-            window_size=4,
-            max_position_embeddings=64,
-            vocab_size=TINY_VOCAB,
-            embed_dropout=0.0,
-            attention_dropout=0.0,
-            resid_dropout=0.0,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-        values.update(overrides)
-        return GPTNeoConfig(**values)
-
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """GPT-Neo 125M/1.3B/2.7B alternate ``global, local`` with window 256 and ``gelu_new``; here three layers
-        (``attention_types`` with two entries: global, local, global) and a window of 2 (each token sees itself
-        and its predecessor on local layers)."""
-        return {
-            "gpt-neo-window-2": cls.example_config(
-                num_layers=3, attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=2
-            )
-        }
-
-
 class OPTAdapter(Adapter):
     """OPT: learned positions read at ``position + 2``, split q/k/v with bias, ReLU MLP on the decoder layer
     itself, pre-LN (``do_layer_norm_before``) or post-LN (OPT-350m) blocks, and ``project_in``/``project_out``
@@ -126,56 +87,6 @@ class OPTAdapter(Adapter):
             block=BlockSpec(OPTPreNormBlock if pre_norm else OPTPostNormBlock, children),
             ln_final=Spec(Norm, "decoder.final_layer_norm") if final_norm else None,
         )
-
-    @classmethod
-    def reference_model(cls, model_class: type, directory: str | os.PathLike) -> nn.Module:
-        """The HF reference (eager attention). With ``project_out``, HF's last hidden state is
-        ``project_out(final residual)``; the bridge's ``hidden`` and last hooks are the final residual
-        ``[b, p, d_model]``, so the reference runs ``project_out`` as the first step of its LM head instead
-        (same modules, same order: the logits are HF's own)."""
-        reference = super().reference_model(model_class, directory)
-        base = reference.base_model
-        if base.decoder.project_out is not None:
-            project_out = base.decoder.project_out
-            base.decoder.project_out = None
-            if hasattr(reference, "lm_head"):
-                reference.lm_head = nn.Sequential(project_out, reference.lm_head)
-        return reference
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None, **overrides: Any) -> OPTConfig:
-        """Pre-LN OPT (125m, 1.3b… layout); ``overrides`` give the other variants."""
-        values: dict[str, Any] = dict(
-            vocab_size=TINY_VOCAB,
-            hidden_size=32,
-            word_embed_proj_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            ffn_dim=64,
-            max_position_embeddings=64,
-            do_layer_norm_before=True,
-            dropout=0.0,
-            attention_dropout=0.0,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-        values.update(overrides)
-        return OPTConfig(**values)
-
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """OPT-350m (post-LN, ``word_embed_proj_dim`` half of ``hidden_size``: ``project_in``/``project_out``,
-        no final norm), its headless ``OPTModel``, and a pre-LN checkpoint fine-tuned before transformers 4.20.1
-        (``_remove_final_layer_norm``)."""
-        opt_350m = dict(do_layer_norm_before=False, word_embed_proj_dim=16)
-        return {
-            "opt-350m-style": cls.example_config(**opt_350m),
-            "opt-350m-style-headless": cls.example_config("OPTModel", **opt_350m),
-            "opt-no-final-norm": cls.example_config(_remove_final_layer_norm=True),
-        }
-
 
 class XGLMAdapter(Adapter):
     """XGLM: sinusoidal positions read at ``position + 2``, token embeddings scaled by ``√d_model``
@@ -212,32 +123,5 @@ class XGLMAdapter(Adapter):
             ),
             ln_final=Spec(Norm, "layer_norm"),
         )
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None, **overrides: Any) -> XGLMConfig:
-        values: dict[str, Any] = dict(
-            vocab_size=TINY_VOCAB,
-            d_model=32,
-            num_layers=2,
-            attention_heads=4,
-            ffn_dim=64,
-            max_position_embeddings=64,
-            scale_embedding=True,
-            dropout=0.0,
-            attention_dropout=0.0,
-            activation_dropout=0.0,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            architectures=[architecture or cls.architectures[0]],
-        )
-        values.update(overrides)
-        return XGLMConfig(**values)
-
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """An XGLM without the embedding scale (``scale_embedding=False``); the published checkpoints scale."""
-        return {"xglm-unscaled": cls.example_config(scale_embedding=False)}
-
 
 SPLIT_QKV_ADAPTERS = (GPTNeoAdapter, OPTAdapter, XGLMAdapter)

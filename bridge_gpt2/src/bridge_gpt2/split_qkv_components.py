@@ -16,8 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bridge.components import Attention, Block, ForwardOverride, PostNormBlock, SequentialBlock, SplitQKV, additive_mask
-from bridge.config import BridgeConfig
-from bridge.errors import BridgeError
+from bridge.kernel import BridgeConfig, BridgeError
 
 SPLIT = "b p (h d) -> b h p d"
 MERGE = "b p h d -> b p (h d)"

@@ -22,9 +22,8 @@ from transformers import (
 )
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, Block, FusedQKV, Norm, SequentialBlock, SplitQKV
-from bridge.components.moe import MoE, softmax_topk
-from bridge.config import BridgeConfig
+from bridge.components import MLP, Attention, Block, FusedQKV, MoE, Norm, SequentialBlock, SplitQKV, softmax_topk
+from bridge.kernel import BridgeConfig
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 
 TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer

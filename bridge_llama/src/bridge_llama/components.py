@@ -9,10 +9,18 @@ import einops
 import torch
 from torch import nn
 
-from bridge.components import Attention, Block, Component, InputTap, OutputTap, QKVSource
-from bridge.components.weight_views import MLPWeights, linear_bias, linear_in_out
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import (
+    Attention,
+    Block,
+    Component,
+    InputTap,
+    MLPWeights,
+    OutputTap,
+    QKVSource,
+    linear_bias,
+    linear_in_out,
+)
+from bridge.kernel import BridgeConfig, HookPoint
 
 #: How a q/k norm module sees its tensor: ``"bphd"`` per head before the transpose (Qwen3),
 #: ``"bhpd"`` per head after it (Gemma 3), ``"flat"`` across all heads at once (OLMo-2).

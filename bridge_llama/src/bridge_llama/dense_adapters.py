@@ -19,7 +19,7 @@ from transformers import (
 
 from bridge import ComponentMap, Spec
 from bridge.components import MLP, Attention
-from bridge.config import BridgeConfig
+from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import GEMMA_RMS, LLAMA_ATTN, Olmo2Adapter, RopeAdapter, rope_parameters
 from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
 

@@ -14,11 +14,17 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from bridge.components import Attachment, Attention, Component, ForwardOverride, SequentialBlock, SplitQKV
-from bridge.components.attention import heads
-from bridge.components.base import ModuleHook
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import (
+    Attachment,
+    Attention,
+    Component,
+    ForwardOverride,
+    ModuleHook,
+    SequentialBlock,
+    SplitQKV,
+    heads,
+)
+from bridge.kernel import BridgeConfig, HookPoint
 
 
 class ScaledResidualBlock(SequentialBlock):

@@ -13,10 +13,8 @@ from typing import Any, ClassVar
 from transformers import Glm4MoeConfig
 
 from bridge import ComponentMap, Spec
-from bridge.adapter import DenseOrMoEBlockSpec
-from bridge.components import MLP, Attention, Norm, SequentialBlock
-from bridge.components.moe import MoE, sigmoid_group_topk
-from bridge.config import BridgeConfig
+from bridge.components import MLP, Attention, MoE, Norm, SequentialBlock, sigmoid_group_topk
+from bridge.kernel import BridgeConfig, DenseOrMoEBlockSpec
 from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, RopeAdapter
 from bridge_llama.components import QKNormAttention
 

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 
 from transformers import GptOssConfig
 
-from bridge.components import Attention
-from bridge.components.moe import MoE, topk_softmax
+from bridge.components import Attention, MoE, topk_softmax
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter, rope_parameters
 
 #: The RoPE scaling of the published checkpoints (gpt-oss-20b and -120b), on a tiny context.

@@ -23,11 +23,18 @@ from torch import nn
 from transformers import Llama4TextConfig
 
 from bridge import ComponentMap, Spec
-from bridge.adapter import DenseOrMoEBlockSpec
-from bridge.components import MLP, Attention, ForwardOverride, Norm, OutputTap, SequentialBlock
-from bridge.components.moe import GATED_SHARED_EXPERT, MoE, Routing
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import (
+    GATED_SHARED_EXPERT,
+    MLP,
+    Attention,
+    ForwardOverride,
+    MoE,
+    Norm,
+    OutputTap,
+    Routing,
+    SequentialBlock,
+)
+from bridge.kernel import BridgeConfig, DenseOrMoEBlockSpec, HookPoint
 from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, TINY, RopeAdapter
 
 

@@ -24,10 +24,8 @@ from transformers import GraniteMoeConfig, OlmoeConfig, PhimoeConfig, Qwen2MoeCo
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
 from bridge import BlockSpec, ComponentMap, Spec
-from bridge.components import Block
-from bridge.components.moe import MoE, Routing, softmax_topk, topk_softmax
-from bridge.config import BridgeConfig
-from bridge.errors import ComponentMapError
+from bridge.components import Block, MoE, Routing, softmax_topk, topk_softmax
+from bridge.kernel import BridgeConfig, ComponentMapError
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
 from bridge_llama.components import QKNormAttention
 from bridge_llama.dense_adapters import GraniteScalars

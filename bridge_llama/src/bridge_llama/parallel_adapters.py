@@ -24,7 +24,7 @@ from bridge.components import (
     SharedNormParallelBlock,
     SplitQKV,
 )
-from bridge.config import BridgeConfig
+from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import RopeAdapter
 from bridge_llama.components import GateUpMLP, NormLayout, QKNormAttention, SandwichBlock
 

@@ -21,14 +21,11 @@ from torch import nn
 from transformers.models.mamba import modeling_mamba as hf_mamba
 from transformers.models.mamba2 import modeling_mamba2 as hf_mamba2
 
-from bridge.cache import ActivationCache
 from bridge.components import Component, ForwardOverride, OutputTap
-from bridge.config import BridgeConfig
-from bridge.errors import BridgeError
-from bridge.hook_points import HookPoint
+from bridge.kernel import BridgeConfig, BridgeError, HookPoint, PlainActivationCache
 
 if TYPE_CHECKING:
-    from bridge.model import Bridge
+    from bridge.kernel import HookedModel
 
 
 def scan_states(
@@ -160,7 +157,7 @@ class _SSMMixer(Component):
     def _hooked_forward(self, _original, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def _cached(self, cache: ActivationCache, *hooks: HookPoint) -> list[torch.Tensor]:
+    def _cached(self, cache: PlainActivationCache, *hooks: HookPoint) -> list[torch.Tensor]:
         missing = [h.name for h in hooks if h.name not in cache]
         if missing:
             raise BridgeError(
@@ -259,7 +256,7 @@ class Mamba1Mixer(_SSMMixer):
         gated = y * self.hook_gate(F.silu(gate))
         return m.out_proj(gated.to(dtype))
 
-    def effective_attention(self, cache: ActivationCache) -> torch.Tensor:
+    def effective_attention(self, cache: PlainActivationCache) -> torch.Tensor:
         """The hidden attention of each channel, ``[b, d_inner, p, p]``, lower-triangular.
 
         ``M[c, t, s] = Σ_n C_t[n] · exp(A[c, n] · Σ_{k=s+1..t} Δ_k[c]) · Δ_s[c] · B_s[n]``, so that
@@ -416,7 +413,7 @@ class Mamba2Mixer(_SSMMixer):
             return y.to(x.dtype)
         return einops.einsum(states, C.float(), "b p h d n, b p h n -> b p h d") + x.float() * m.D[:, None]
 
-    def effective_attention(self, cache: ActivationCache) -> torch.Tensor:
+    def effective_attention(self, cache: PlainActivationCache) -> torch.Tensor:
         """The SSD attention matrix of each head, ``[b, n_heads, p, p]``, lower-triangular.
 
         ``M[h, t, s] = exp(A_h · Σ_{k=s+1..t} Δ_k[h]) · (C_t · B_s) · Δ_s[h]`` (``L ∘ C Bᵀ``, with the
@@ -435,7 +432,7 @@ class Mamba2Mixer(_SSMMixer):
         return decay * scores * einops.rearrange(dt, "b s h -> b h 1 s")
 
 
-def effective_attention(cache: ActivationCache, layer: int, model: Bridge | None = None) -> torch.Tensor:
+def effective_attention(cache: PlainActivationCache, layer: int, model: HookedModel | None = None) -> torch.Tensor:
     """The effective attention of block ``layer``'s mixer: ``[b, heads (Mamba-2) or channels (Mamba-1), p, p]``.
 
     ``cache`` comes from ``model.run_with_cache`` and must hold the layer's ``hook_dt`` and

@@ -16,8 +16,7 @@ from transformers import (
 )
 
 from bridge import Adapter, ComponentMap, Spec
-from bridge.adapter import Composite, ExampleInput, Tower
-from bridge.config import BridgeConfig
+from bridge.kernel import BridgeConfig, Composite, ExampleInput, Tower
 from bridge.testing import TINY_VOCAB
 from bridge_vision.components import ModuleInput, ModuleOutput
 from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, text_config, text_tower, vision_config

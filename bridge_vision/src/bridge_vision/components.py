@@ -11,9 +11,8 @@ import einops
 import torch
 from torch import nn
 
-from bridge.components.base import Component, ForwardOverride, InputTap, OutputTap
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import Component, ForwardOverride, InputTap, OutputTap
+from bridge.kernel import BridgeConfig, HookPoint
 
 
 class PatchEmbedding(Component):

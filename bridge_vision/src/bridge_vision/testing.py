@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import CLIPImageProcessor, LlavaProcessor, Siglip2ImageProcessor, SiglipImageProcessor
 
-from bridge.adapter import Adapter
+from bridge.kernel import Adapter
 from bridge.testing import save_tiny_model, tiny_tokenizer
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge import BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, Norm, SequentialBlock, SplitQKV
-from bridge.config import BridgeConfig, config_from_hf
+from bridge.kernel import BridgeConfig, config_from_hf
 from bridge_vision.components import ModuleOutput, PatchEmbedding, PositionEmbedding
 
 #: CLIP and SigLIP encoder layers share one layout: pre-norm attention and MLP with these module names.

@@ -28,10 +28,15 @@ from transformers import (
 )
 
 from bridge import Adapter, ComponentMap, Spec
-from bridge.adapter import Composite, ExampleInput, Tower
-from bridge.config import BridgeConfig
-from bridge.errors import ComponentMapError, UnknownArchitectureError
-from bridge.plugins import get_registry
+from bridge.kernel import (
+    BridgeConfig,
+    ComponentMapError,
+    Composite,
+    ExampleInput,
+    Tower,
+    UnknownArchitectureError,
+    get_registry,
+)
 from bridge.testing import TINY_VOCAB
 from bridge_vision.adapters import TINY_IMAGE, TINY_TOWER, random_pixels
 from bridge_vision.components import ModuleInput, ModuleOutput

@@ -4,12 +4,22 @@ import bridge
 model = bridge.load("path/or/hub-name")
 logits, cache = model.run_with_cache("The cat sat on the")
 cache["blocks.0.attn.hook_pattern"]   # [batch, head, q_pos, k_pos]
+
+Layers, each importing only from those below it: ``bridge.kernel`` (what plugins build on) →
+``bridge.analysis`` and ``bridge.harvest`` → ``bridge.app`` (CLI, demo, plugin template) → ``bridge.Bridge``
+(``bridge.model``), assembled here at the top; ``bridge.testing`` is the conformance kit.
 """
 
-from bridge.adapter import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.cache import ActivationCache, act_name
-from bridge.config import BridgeConfig, config_from_hf
-from bridge.errors import (
+from bridge import _moved
+
+_moved.install()
+
+from bridge import harvest  # noqa: E402  (bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one)
+from bridge.harvest.reader import HarvestedActivations, open_harvest  # noqa: E402
+from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Spec  # noqa: E402
+from bridge.kernel.cache import act_name  # noqa: E402
+from bridge.kernel.config import BridgeConfig, config_from_hf  # noqa: E402
+from bridge.kernel.errors import (  # noqa: E402
     BridgeError,
     ComponentMapError,
     HookNameError,
@@ -18,17 +28,17 @@ from bridge.errors import (
     OptInHookError,
     UnknownArchitectureError,
 )
-from bridge.harvested import HarvestedActivations, open_harvest
-from bridge.harvesting import harvest
-from bridge.hook_points import HookHandle, HookPoint
-from bridge.hookspecs import hookimpl, hookspec
-from bridge.loading import load, wrap
-from bridge.model import Bridge, ConcurrentUseError
-from bridge.ownership import AlreadyWrappedError, unwrap
-from bridge.plugins import get_plugin_manager, get_registry, reload_plugins
+from bridge.kernel.examples import Examples  # noqa: E402
+from bridge.kernel.hook_points import HookHandle, HookPoint  # noqa: E402
+from bridge.kernel.hooked_model import HookedModel  # noqa: E402
+from bridge.kernel.hookspecs import hookimpl, hookspec  # noqa: E402
+from bridge.kernel.lifecycle import ConcurrentUseError  # noqa: E402
+from bridge.kernel.ownership import AlreadyWrappedError, unwrap  # noqa: E402
+from bridge.kernel.plugins import get_plugin_manager, get_registry, reload_plugins  # noqa: E402
+from bridge.loading import load, wrap  # noqa: E402
+from bridge.model import ActivationCache, Bridge  # noqa: E402
 
 __version__ = "0.1.0"
-harvest.open = open_harvest  # bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one
 
 __all__ = [
     "ActivationCache",
@@ -41,11 +51,13 @@ __all__ = [
     "ComponentMap",
     "ComponentMapError",
     "ConcurrentUseError",
+    "Examples",
     "HarvestedActivations",
     "HookHandle",
     "HookNameError",
     "HookPoint",
     "HookShapeError",
+    "HookedModel",
     "NoLMHeadError",
     "OptInHookError",
     "Spec",
@@ -58,6 +70,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load",
+    "open_harvest",
     "reload_plugins",
     "unwrap",
     "wrap",

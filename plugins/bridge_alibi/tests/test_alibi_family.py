@@ -9,7 +9,7 @@ from transformers import BloomConfig, FalconForCausalLM
 
 import bridge
 from bridge import BridgeError
-from bridge.components import weight_in_out
+from bridge.kernel.components import weight_in_out
 from bridge.testing import save_tiny_model
 from bridge_alibi import BloomAdapter, FalconAdapter, FalconEagerAlibiWarning, MptAdapter
 

@@ -3,7 +3,7 @@ pre-rotary key) refuses a cached forward; every other hook fires on every step."
 
 import pytest
 
-from bridge.errors import BridgeError
+from bridge.kernel.errors import BridgeError
 from bridge.testing.generation import GENERATION_CHECKS, check_every_hook_fires_each_step, lively_pair
 from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
 

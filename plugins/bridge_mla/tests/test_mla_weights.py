@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bridge
-from bridge.components.weight_views import WeightViewError
+from bridge.kernel.components.weight_views import WeightViewError
 from bridge.testing.reference import rms_norm, rotate, wrapped_with_random_biases
 from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
 

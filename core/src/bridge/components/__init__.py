@@ -1,47 +1,8 @@
-"""Generic components; families add only what is special to them."""
+"""The component kinds a family builds its component map from (``bridge.kernel.components``, re-exported).
 
-from bridge.components.attention import Attention, FusedQKV, QKVSource, SplitQKV, weight_in_out
-from bridge.components.base import Attachment, Component, FlatPositions, ForwardOverride, InputTap, OutputTap
-from bridge.components.blocks import (
-    Block,
-    ParallelBlock,
-    PostNormBlock,
-    SequentialBlock,
-    SharedNormParallelBlock,
-    first_output,
-)
-from bridge.components.embedding import Embedding
-from bridge.components.mlp import MLP
-from bridge.components.moe import MoE, Routing, sigmoid_group_topk, softmax_topk, topk_softmax
-from bridge.components.norm import Norm
-from bridge.seam import additive_mask, eager_attention
+Generic ones: embeddings, norms, attention (with its q/k/v sources), MLP, mixture of experts and the block
+wirings. A family adds only what is special to it, subclassing these.
+"""
 
-__all__ = [
-    "MLP",
-    "Attachment",
-    "Attention",
-    "Block",
-    "Component",
-    "Embedding",
-    "FlatPositions",
-    "ForwardOverride",
-    "FusedQKV",
-    "InputTap",
-    "MoE",
-    "Norm",
-    "OutputTap",
-    "ParallelBlock",
-    "PostNormBlock",
-    "QKVSource",
-    "Routing",
-    "SequentialBlock",
-    "SharedNormParallelBlock",
-    "SplitQKV",
-    "additive_mask",
-    "eager_attention",
-    "first_output",
-    "sigmoid_group_topk",
-    "softmax_topk",
-    "topk_softmax",
-    "weight_in_out",
-]
+from bridge.kernel.components import *  # noqa: F403
+from bridge.kernel.components import __all__  # noqa: F401

@@ -8,11 +8,11 @@ or, in a family's test module, ``test_conformance = conformance_test(ADAPTERS)``
 exported by name. It is also a pytest plugin: ``pytest --bridge-conformance`` checks every installed adapter.
 """
 
+from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.checks import (
     ALL_CHECKS,
     LN_FINAL,
     NotApplicable,
-    Pair,
     check_attention_algebra,
     check_gradients,
     check_head_ablation,
@@ -24,10 +24,10 @@ from bridge.testing.checks import (
     check_no_leaks,
     check_norms_match_hf,
     check_residual_algebra,
-    make_pair,
     not_applicable,
     run_conformance,
 )
+from bridge.testing.examples import AdapterLike, adapter_of, examples_of
 from bridge.testing.compare import TOLERANCE, CheckNotRun, ConformanceError, expect_close
 from bridge.testing.contract import check_implied_hooks, check_shapes, shape_contract
 from bridge.testing.fixtures import (
@@ -39,7 +39,8 @@ from bridge.testing.fixtures import (
     sensitize,
     tiny_tokenizer,
 )
-from bridge.testing.lifecycle import check_lifecycle, check_ownership, is_plain
+from bridge.testing.lifecycle import check_lifecycle, check_ownership
+from bridge.testing.plain_models import is_plain
 from bridge.testing.numerics import check_hooked_norms_match_hf
 from bridge.testing.parametrize import (
     ConformanceModel,
@@ -53,6 +54,8 @@ from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 
 __all__ = [
     "ALL_CHECKS",
+    "AdapterLike",
+    "AttnPath",
     "LN_FINAL",
     "SENSITIVITY",
     "TINY_VOCAB",
@@ -62,6 +65,7 @@ __all__ = [
     "ConformanceModel",
     "NotApplicable",
     "Pair",
+    "adapter_of",
     "build_tiny_model",
     "check_any_shape",
     "check_attention_algebra",
@@ -86,6 +90,7 @@ __all__ = [
     "conformance_models",
     "conformance_params",
     "conformance_test",
+    "examples_of",
     "expect_close",
     "is_plain",
     "lifecycle_tests",

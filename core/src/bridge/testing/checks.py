@@ -23,112 +23,19 @@ import einops
 import torch
 
 import bridge
-from bridge.adapter import Adapter
-from bridge.components.attention import weight_in_out
-from bridge.components.blocks import Block
-from bridge.components.norm import Norm
-from bridge.errors import HookNameError
+from bridge.kernel.examples import Examples
+from bridge.kernel.components.attention import weight_in_out
+from bridge.kernel.components.blocks import Block
+from bridge.kernel.components.norm import Norm
+from bridge.kernel.errors import HookNameError
 from bridge.model import Bridge
 from bridge.testing.compare import TOLERANCE, CheckNotRun, expect_close, fail, max_diff
+from bridge.testing.examples import AdapterLike
+from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.contract import check_implied_hooks, check_shapes
 from bridge.testing.fixtures import build_tiny_model, save_tiny_model
 from bridge.testing.sensitivity import check_every_hook_matters
-from bridge.towers import TowerModule
-
-AttnPath = Literal["native", "hooked"]
-
-
-@dataclass
-class Pair:
-    """A bridged model and an HF reference with the same weights."""
-
-    bridge: Bridge
-    reference: torch.nn.Module
-    path: AttnPath = "native"
-
-    @property
-    def has_head(self) -> bool:
-        return self.bridge.unembed is not None
-
-    def _example(self, batch: int, seed: int) -> Any:
-        return type(self.bridge.adapter).example_input(self.bridge.hf_model.config, batch, seed)
-
-    def tokens(self, batch: int = 2, pos: int = 12, seed: int = 0) -> Any:
-        """The model input: random tokens ``[batch, pos]``, or, for a model that does not read tokens alone,
-        its adapter's example input (a dict of HF inputs; ``pos`` is then the adapter's)."""
-        example = self._example(batch, seed)
-        if example is not None:
-            return dict(example.inputs)
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randint(1, self.bridge.cfg.d_vocab, (batch, pos), generator=generator)
-
-    def shapes(self, batch: int = 2, pos: int = 12, seed: int = 0) -> dict[str, tuple[int, int]]:
-        """``(batch, positions)`` the blocks of each part see for ``tokens(batch, pos, seed)`` (see ``parts``)."""
-        example = self._example(batch, seed)
-        return dict(example.shapes) if example is not None else {"": (batch, pos)}
-
-    def parts(self) -> list[tuple[str, Any]]:
-        """``("", bridge)`` for a plain model; ``("vision.", tower)``… for each tower of a composite one, after
-        ``("", bridge)`` where the composite model has a root tower (a vision-language model's language model)."""
-        towers = [(f"{name}.", m) for name, m in self.bridge.named_children() if isinstance(m, TowerModule)]
-        root = [("", self.bridge)] if len(self.bridge.blocks) or not towers else []
-        return root + towers
-
-    @property
-    def return_type(self) -> str:
-        """What the checks compare: logits where the model has them, else the final hidden state."""
-        fields = self.bridge.adapter.output_fields
-        if fields is None:
-            return "logits" if self.has_head else "hidden"
-        return "logits" if "logits" in fields else "hidden"
-
-    @property
-    def scalar_return_type(self) -> str:
-        """What gradient checks differentiate (summed): the loss of language models, else ``return_type``."""
-        lm_head = self.bridge.adapter.output_fields is None and self.has_head
-        return "loss" if lm_head else self.return_type
-
-    @contextlib.contextmanager
-    def on_path(self) -> Iterator[None]:
-        """Force the eager seam path with no-op pattern hooks when ``path == "hooked"``."""
-        if self.path == "native":
-            yield
-            return
-        with self.bridge.hooks(fwd_hooks=[(lambda n: n.endswith("attn.hook_pattern"), lambda t, hook: None)]):
-            yield
-
-    def output(self, tokens: Any, **kwargs: Any) -> torch.Tensor:
-        return self.bridge(tokens, return_type=self.return_type, **kwargs)
-
-    def run_reference(self, tokens: Any, model: torch.nn.Module | None = None, **kwargs: Any) -> Any:
-        """The HF reference's own output object for the input ``tokens()`` gave."""
-        model = model or self.reference
-        return model(**tokens, **kwargs) if isinstance(tokens, Mapping) else model(tokens, **kwargs)
-
-    def reference_output(self, tokens: Any, model: torch.nn.Module | None = None, **kwargs: Any):
-        out = self.run_reference(tokens, model, **kwargs)
-        fields = self.bridge.adapter.output_fields
-        if fields is not None:
-            return getattr(out, fields[self.return_type])
-        return out.logits if self.has_head else out.last_hidden_state
-
-
-def make_pair(
-    adapter: type[Adapter],
-    architecture: str | None = None,
-    path: AttnPath = "native",
-    directory: str | Path | None = None,
-    seed: int = 0,
-) -> Pair:
-    """Save the adapter's example model (unless ``directory`` already holds one), load it with
-    ``bridge.load``, and build an independent HF reference with eager attention."""
-    directory = Path(directory or tempfile.mkdtemp(prefix="bridge-conformance-"))
-    if not (directory / "config.json").exists():
-        save_tiny_model(adapter.tiny_config(architecture), directory, seed=seed)
-    model = bridge.load(directory, adapter=adapter)
-    reference = adapter.reference_model(type(model.hf_model), directory)
-    return Pair(model, reference, path)
-
+from bridge.kernel.towers import TowerModule
 
 def check_logits_match(pair: Pair) -> None:
     """Logits (hidden states for headless models) equal HF's with no hooks and with every hook cached."""
@@ -159,7 +66,9 @@ def check_hooks_match_hf(pair: Pair) -> None:
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
     for prefix, part in pair.parts():
-        outputs, hooks = pair.bridge.adapter.reference_part(prefix[:-1], len(part.blocks), pair.reference, tokens, ref)
+        outputs, hooks = pair.example_set.reference_part(
+            pair.bridge.adapter, prefix[:-1], len(part.blocks), pair.reference, tokens, ref
+        )
         _check_part_hooks(pair, cache, prefix, part, outputs, hooks)
 
 
@@ -656,7 +565,7 @@ ALL_CHECKS = (
 
 
 def run_conformance(
-    adapter: type[Adapter], architecture: str | None = None, path: AttnPath = "native", config: Any = None
+    adapter: AdapterLike, architecture: str | None = None, path: AttnPath = "native", config: Any = None
 ) -> list[str]:
     """Run every check on one architecture of an adapter (or on the HF ``config`` given); raises
     ``ConformanceError`` on the first failure, and also when a check could not run (``CheckNotRun``).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from bridge.errors import BridgeError
+from bridge.kernel.errors import BridgeError
 
 TOLERANCE = 1e-5
 

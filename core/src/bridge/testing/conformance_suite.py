@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bridge.plugins import get_registry
+from bridge.kernel.plugins import get_registry
 from bridge.testing.parametrize import conformance_test
 
 test_conformance = conformance_test([adapter for info in get_registry().plugins for adapter in info.adapters])

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bridge.components.attention import Attention
-from bridge.components.blocks import Block
-from bridge.components.mlp import MLP
-from bridge.components.norm import Norm
+from bridge.kernel.components.attention import Attention
+from bridge.kernel.components.blocks import Block
+from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.norm import Norm
 from bridge.testing.compare import CheckNotRun, fail
 
 if TYPE_CHECKING:
     from bridge.model import Bridge
-    from bridge.testing.checks import Pair
+    from bridge.testing.pair import Pair
 
 #: Hooks every component of a kind must have (TransformerLens's names), relative to the component.
 ATTENTION_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")

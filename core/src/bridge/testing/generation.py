@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from bridge.adapter import Adapter
-from bridge.errors import BridgeError
-from bridge.testing.checks import Pair, make_pair
+from bridge.testing.examples import AdapterLike, examples_of
+from bridge.kernel.errors import BridgeError
+from bridge.testing.pair import Pair, make_pair
 from bridge.testing.fixtures import save_tiny_model
 
 TOLERANCE = 1e-4  # the lively (std 0.5) models of the generation checks: their own, looser scale
@@ -22,14 +22,14 @@ LIVELY_INIT = 0.5  # weight init std: HF's 0.02 makes most tiny models repeat on
 
 
 def lively_pair(
-    adapter: type[Adapter], directory: str | Path, architecture: str | None = None, init: float | None = LIVELY_INIT
+    adapter: AdapterLike, directory: str | Path, architecture: str | None = None, init: float | None = LIVELY_INIT
 ) -> Pair:
     """``make_pair`` on the adapter's example model initialised with weight std ``init`` (``None``: HF's
     default), chosen so that greedy continuations depend on the context. Saved to ``directory``
     unless it already holds a model."""
     directory = Path(directory)
     if not (directory / "config.json").exists():
-        config = adapter.tiny_config(architecture)
+        config = examples_of(adapter).tiny_config(architecture)
         if init is not None:
             config.initializer_range = init
         save_tiny_model(config, directory, matrices=False)

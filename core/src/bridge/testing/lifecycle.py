@@ -30,80 +30,23 @@ import torch
 from torch import nn
 
 import bridge
-from bridge import seam
-from bridge.adapter import Adapter
-from bridge.model import Bridge
-from bridge.testing.fixtures import TINY_VOCAB, build_tiny_model, sensitize
+from bridge.testing.examples import AdapterLike, adapter_of
+from bridge.testing.plain_models import bare_output, is_plain, tiny_hf_model, tiny_tokens
 
-POS = 6
-
-
-def tiny_hf_model(adapter: type[Adapter], architecture: str | None = None, seed: int = 0) -> nn.Module:
-    """A seeded tiny HF model of the adapter's ``example_config`` (``sensitize``d), in eval mode."""
-    model = build_tiny_model(adapter.tiny_config(architecture), seed)
-    sensitize(model, seed)
-    return model.eval()
-
-
-def is_plain(hf_model: nn.Module) -> bool:
-    """Nothing of a bridge is left on ``hf_model``: every forward is the module's own, every torch
-    hook does nothing (what a copied bridge hook becomes), attention is an ordinary implementation."""
-    probe = torch.zeros(1)
-    for module in hf_model.modules():
-        forward = module.__dict__.get("forward")
-        if forward is not None and not (
-            getattr(forward, "__self__", None) is module and forward.__func__ is type(module).forward
-        ):
-            return False
-        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
-        if any(hook(module, (probe,), probe) is not None for hook in hooks):
-            return False
-    return not any(isinstance(c._attn_implementation, seam.Routed) for c in seam._configs(hf_model))
-
-
-def bare_output(hf_model: nn.Module, tokens: Any, adapter: type[Adapter] | None = None) -> torch.Tensor:
-    """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone (``tokens``: token ids, or
-    a dict of HF inputs for a model that does not read tokens alone, whose ``adapter`` names the output)."""
-    with torch.no_grad():
-        if isinstance(tokens, Mapping):
-            return getattr(hf_model(**tokens), adapter.output_fields[_return_type(adapter, None)])
-        out = hf_model(input_ids=tokens, use_cache=False)
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
-
-
-def _return_type(adapter: Adapter | type[Adapter], unembed: nn.Module | None) -> str:
-    fields = adapter.output_fields
-    if fields is None:
-        return "logits" if unembed is not None else "hidden"
-    return "logits" if "logits" in fields else "hidden"
-
-
-def tiny_tokens(seed: int = 0, batch: int = 2, adapter: type[Adapter] | None = None, hf_config: Any = None) -> Any:
-    """Random tokens ``[batch, POS]``, or the adapter's example input (a dict of HF inputs) where it has one."""
-    example = adapter.example_input(hf_config, batch, seed) if adapter is not None else None
-    if example is not None:
-        return dict(example.inputs)
-    return torch.randint(1, TINY_VOCAB, (batch, POS), generator=torch.Generator().manual_seed(seed))
-
-
-def bridge_output(model: Bridge, tokens: Any, **kwargs: Any) -> torch.Tensor:
-    return model(tokens, return_type=_return_type(model.adapter, model.unembed), **kwargs)
-
-
-def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> None:
+def check_ownership(adapter: AdapterLike, architecture: str | None = None) -> None:
     """One bridge per model, given back on detach/unwrap/GC; copies and pickles are plain HF models."""
     hf = tiny_hf_model(adapter, architecture)
     reference = copy.deepcopy(hf)
     tokens = tiny_tokens(adapter=adapter, hf_config=hf.config)
     expected = bare_output(reference, tokens, adapter)
-    model = bridge.wrap(hf, adapter=adapter)
+    model = bridge.wrap(hf, adapter=adapter_of(adapter))
     try:
-        bridge.wrap(hf, adapter=adapter)
+        bridge.wrap(hf, adapter=adapter_of(adapter))
     except bridge.AlreadyWrappedError as exc:
         assert "bridge.unwrap(hf_model)" in str(exc) and "replace=True" in str(exc), str(exc)
     else:
         raise AssertionError(f"{adapter.__name__}: a second wrap of one model was not refused")
-    model = bridge.wrap(hf, adapter=adapter, replace=True)
+    model = bridge.wrap(hf, adapter=adapter_of(adapter), replace=True)
     every = [n for n, p in model.hook_dict.items() if p.enabled]
     model.add_hook(lambda n: n in every, _observe, is_permanent=True)
 
@@ -120,7 +63,7 @@ def check_ownership(adapter: type[Adapter], architecture: str | None = None) -> 
     assert ref() is None, f"{adapter.__name__}: something keeps a dropped bridge alive"
     assert is_plain(hf), f"{adapter.__name__}: a dropped bridge left hooks or attention routing on the model"
     assert torch.equal(bare_output(hf, tokens, adapter), expected)
-    model = bridge.wrap(hf, adapter=adapter)
+    model = bridge.wrap(hf, adapter=adapter_of(adapter))
     model.add_hook(lambda n: n in every, _observe)
     bridge.unwrap(hf)
     assert is_plain(hf)
@@ -144,7 +87,7 @@ def _observe(tensor: torch.Tensor, hook: Any) -> None:
 
 
 def check_lifecycle(
-    adapter: type[Adapter],
+    adapter: AdapterLike,
     architecture: str | None = None,
     *,
     ownership: bool = True,
@@ -158,7 +101,8 @@ def check_lifecycle(
 
     from bridge.testing.machine import make_lifecycle_machine
 
-    architecture = architecture or (adapter.architectures[0] if adapter.architectures else None)
+    architectures = adapter_of(adapter).architectures
+    architecture = architecture or (architectures[0] if architectures else None)
     if ownership:
         check_ownership(adapter, architecture)
     run_state_machine_as_test(

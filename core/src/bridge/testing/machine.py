@@ -20,16 +20,16 @@ from hypothesis.stateful import (
 from torch import nn
 
 import bridge
-from bridge.adapter import Adapter
-from bridge.errors import OptInHookError
-from bridge.testing.lifecycle import _return_type, bare_output, bridge_output, is_plain, tiny_hf_model, tiny_tokens
+from bridge.kernel.errors import OptInHookError
+from bridge.testing.examples import AdapterLike, adapter_of
+from bridge.testing.plain_models import bare_output, bridge_output, is_plain, return_type_of, tiny_hf_model, tiny_tokens
 
 
 class HookLifecycle(RuleBasedStateMachine):
     """The state machine; ``make_lifecycle_machine`` binds it to one HF model."""
 
     hf_model: nn.Module
-    adapter: type[Adapter]
+    adapter: AdapterLike
     expected: torch.Tensor
     tokens: Any
 
@@ -37,7 +37,7 @@ class HookLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.model = bridge.wrap(self.hf_model, adapter=self.adapter)
+        self.model = bridge.wrap(self.hf_model, adapter=adapter_of(self.adapter))
         self.points = self.model.hook_dict
         self.names = sorted(self.points)
         self.opt_ins = sorted({n.rsplit(".", 1)[-1] for n, p in self.points.items() if p.opt_in})
@@ -158,7 +158,7 @@ class HookLifecycle(RuleBasedStateMachine):
             raise _Boom(hook.name)
 
         try:
-            return_type = _return_type(self.model.adapter, self.model.unembed)
+            return_type = return_type_of(self.model.adapter, self.model.unembed)
             self.model.run_with_hooks(self.tokens, fwd_hooks=[(name, boom)], return_type=return_type)
         except _Boom:
             pass
@@ -262,7 +262,7 @@ def is_plain_but_routed(hf_model: nn.Module) -> bool:
     return True
 
 
-def make_lifecycle_machine(adapter: type[Adapter], architecture: str | None = None) -> type[HookLifecycle]:
+def make_lifecycle_machine(adapter: AdapterLike, architecture: str | None = None) -> type[HookLifecycle]:
     """``HookLifecycle`` bound to a tiny model of ``adapter`` (wrapped afresh for every example)."""
     hf = tiny_hf_model(adapter, architecture)
     reference = copy.deepcopy(hf)
@@ -273,4 +273,4 @@ def make_lifecycle_machine(adapter: type[Adapter], architecture: str | None = No
         "tokens": tokens,
         "expected": bare_output(reference, tokens, adapter),
     }
-    return type(f"HookLifecycle_{architecture or adapter.__name__}", (HookLifecycle,), attributes)
+    return type(f"HookLifecycle_{architecture or adapter_of(adapter).__name__}", (HookLifecycle,), attributes)

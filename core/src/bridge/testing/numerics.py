@@ -7,22 +7,22 @@ import copy
 import torch
 
 import bridge
-from bridge.adapter import Adapter
 from bridge.testing.fixtures import TINY_VOCAB
-from bridge.testing.lifecycle import bare_output, tiny_hf_model
+from bridge.testing.examples import AdapterLike, adapter_of
+from bridge.testing.plain_models import bare_output, tiny_hf_model
 
 
 def check_hooked_norms_match_hf(
-    adapter: type[Adapter], architecture: str | None = None, dtype: torch.dtype = torch.bfloat16
+    adapter: AdapterLike, architecture: str | None = None, dtype: torch.dtype = torch.bfloat16
 ) -> None:
     """With every norm hooked (observers only), the output in ``dtype`` is bit-equal to the bare HF
     model's in ``dtype``: the re-expressed norms keep HF's upcasts and rounding points."""
     hf = tiny_hf_model(adapter, architecture).to(dtype)
     reference = copy.deepcopy(hf)
     tokens = torch.randint(1, TINY_VOCAB, (3, 16), generator=torch.Generator().manual_seed(0))
-    model = bridge.wrap(hf, adapter=adapter)
+    model = bridge.wrap(hf, adapter=adapter_of(adapter))
     norm_hooks = [n for n in model.hook_dict if n.endswith(("hook_scale", "hook_normalized"))]
-    assert norm_hooks, f"{adapter.__name__} has no norm hook points"
+    assert norm_hooks, f"{adapter_of(adapter).__name__} has no norm hook points"
     with torch.no_grad():
         out = model.run_with_hooks(
             tokens,

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.adapter import Adapter
-from bridge.testing.checks import ALL_CHECKS, AttnPath, make_pair
+from bridge.testing.examples import AdapterLike, adapter_of, examples_of
+from bridge.testing.checks import ALL_CHECKS
+from bridge.testing.pair import AttnPath, make_pair
 from bridge.testing.fixtures import save_tiny_model
 
 PATHS: tuple[AttnPath, ...] = ("native", "hooked")
@@ -28,9 +29,10 @@ PATHS: tuple[AttnPath, ...] = ("native", "hooked")
 
 @dataclass(frozen=True)
 class ConformanceModel:
-    """One tiny model the kit checks: an adapter and a name for ``example_config`` (or a config of its own)."""
+    """One tiny model the kit checks: an adapter (or its examples) and a name for ``example_config`` (or a
+    config of its own)."""
 
-    adapter: type[Adapter]
+    adapter: AdapterLike
     name: str | None
     config: Any = None
 
@@ -39,22 +41,24 @@ class ConformanceModel:
         return self.name or self.adapter.__name__
 
 
-def conformance_models(adapters: Iterable[type[Adapter]], extra: Sequence[str] = ()) -> list[ConformanceModel]:
-    """Every model of ``adapters``: each architecture, each ``extra`` name (to the first adapter whose
-    ``example_config`` accepts it), and each of ``conformance_configs()``."""
+def conformance_models(adapters: Iterable[AdapterLike], extra: Sequence[str] = ()) -> list[ConformanceModel]:
+    """Every model of ``adapters`` (adapter classes whose plugins registered their ``Examples``, or
+    ``Examples`` classes): each architecture, each ``extra`` name (to the first adapter whose
+    ``example_config`` accepts it), and each of its examples' ``conformance_configs()``."""
     adapters = list(adapters)
-    models = [ConformanceModel(a, name) for a in adapters for name in a.architectures or (None,)]
+    models = [ConformanceModel(a, name) for a in adapters for name in adapter_of(a).architectures or (None,)]
     for name in extra:
         models.append(ConformanceModel(_adapter_for(adapters, name), name))
     for adapter in adapters:
-        models += [ConformanceModel(adapter, key, config) for key, config in adapter.conformance_configs().items()]
+        variants = examples_of(adapter).conformance_configs()
+        models += [ConformanceModel(adapter, key, config) for key, config in variants.items()]
     return models
 
 
-def _adapter_for(adapters: list[type[Adapter]], name: str) -> type[Adapter]:
+def _adapter_for(adapters: list[AdapterLike], name: str) -> AdapterLike:
     for adapter in adapters:
         try:
-            adapter.example_config(name)
+            examples_of(adapter).example_config(name)
         except (KeyError, ValueError, NotImplementedError):
             continue
         return adapter
@@ -66,7 +70,7 @@ _SAVED: dict[tuple[str, str | None], Path] = {}
 
 def model_directory(model: ConformanceModel, tmp_path_factory: Any) -> Path:
     """The session's saved copy of ``model`` (saved on first use)."""
-    key = (model.adapter.describe(), model.id)
+    key = (examples_of(model.adapter).describe(), model.id)
     if key not in _SAVED or not (_SAVED[key] / "config.json").exists():
         directory = tmp_path_factory.mktemp(model.id.replace("/", "-"))
         if model.config is not None:
@@ -76,7 +80,7 @@ def model_directory(model: ConformanceModel, tmp_path_factory: Any) -> Path:
 
 
 def conformance_params(
-    adapters: Iterable[type[Adapter]],
+    adapters: Iterable[AdapterLike],
     paths: Sequence[AttnPath] = PATHS,
     extra: Sequence[str] = (),
     checks: Sequence[Callable[..., None]] = ALL_CHECKS,
@@ -100,7 +104,7 @@ def conformance_params(
 
 
 def conformance_test(
-    adapters: Iterable[type[Adapter]],
+    adapters: Iterable[AdapterLike],
     paths: Sequence[AttnPath] = PATHS,
     extra: Sequence[str] = (),
     checks: Sequence[Callable[..., None]] = ALL_CHECKS,
@@ -118,7 +122,7 @@ def conformance_test(
 
 
 def lifecycle_tests(
-    adapters: Iterable[type[Adapter]], machine: type[Adapter], max_examples: int = 40
+    adapters: Iterable[AdapterLike], machine: AdapterLike, max_examples: int = 40
 ) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
     """Core's lifecycle kit as three pytest tests for a family (assign them to ``test_…`` names):
 
@@ -132,14 +136,14 @@ def lifecycle_tests(
     from bridge.testing.lifecycle import check_lifecycle, check_ownership
     from bridge.testing.numerics import check_hooked_norms_match_hf
 
-    models = [pytest.param(a, arch, id=arch) for a in adapters for arch in a.architectures]
+    models = [pytest.param(a, arch, id=arch) for a in adapters for arch in adapter_of(a).architectures]
 
     @pytest.mark.parametrize(("adapter", "architecture"), models)
-    def test_each_model_is_owned_by_one_bridge(adapter: type[Adapter], architecture: str) -> None:
+    def test_each_model_is_owned_by_one_bridge(adapter: AdapterLike, architecture: str) -> None:
         check_ownership(adapter, architecture)
 
     @pytest.mark.parametrize(("adapter", "architecture"), models)
-    def test_hooked_norms_give_hf_bf16_output_bit_for_bit(adapter: type[Adapter], architecture: str) -> None:
+    def test_hooked_norms_give_hf_bf16_output_bit_for_bit(adapter: AdapterLike, architecture: str) -> None:
         check_hooked_norms_match_hf(adapter, architecture, dtype=torch.bfloat16)
 
     def test_hook_lifecycle_state_machine() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bridge.testing.checks import Pair
+from bridge.testing.pair import Pair
 from bridge.testing.compare import TOLERANCE
 
 #: Hooks that only exist on the eager seam path (caching them changes the path).

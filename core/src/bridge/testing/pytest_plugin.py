@@ -1,21 +1,6 @@
-"""pytest plugin (entry point ``pytest11``): ``pytest --bridge-conformance`` checks every installed
-adapter. Imports nothing heavy unless the option is given."""
+"""Kept for old imports: bridge-core's pytest plugin is the top-level module ``pytest_bridge`` (entry point
+``pytest11``), which imports nothing heavy until ``--bridge-conformance`` is given."""
 
-from __future__ import annotations
+from pytest_bridge import pytest_addoption, pytest_configure
 
-from pathlib import Path
-
-
-def pytest_addoption(parser) -> None:
-    group = parser.getgroup("bridge")
-    group.addoption(
-        "--bridge-conformance",
-        action="store_true",
-        default=False,
-        help="run bridge's conformance kit on every adapter of every installed bridge plugin",
-    )
-
-
-def pytest_configure(config) -> None:
-    if config.getoption("--bridge-conformance"):
-        config.args.append(str(Path(__file__).with_name("conformance_suite.py")))
+__all__ = ["pytest_addoption", "pytest_configure"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bridge.components.norm import norm_epsilon
+from bridge.kernel.components.norm import norm_epsilon
 from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
 
 #: Two rows of tiny-tokenizer ids with repeats, for forward passes from views.

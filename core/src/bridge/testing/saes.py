@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from bridge.testing.checks import Pair
+from bridge.testing.pair import Pair
 from bridge.testing.compare import TOLERANCE
 
 Latents = Callable[[torch.Tensor], torch.Tensor]

@@ -13,9 +13,10 @@ import torch
 
 from bridge.testing.compare import CheckNotRun, fail, max_diff
 from bridge.testing.contract import all_opt_ins
+from bridge.testing.examples import examples_of
 
 if TYPE_CHECKING:
-    from bridge.testing.checks import Pair
+    from bridge.testing.pair import Pair
 
 #: How far the output must move (max absolute difference) when one hook point is perturbed: ten times
 #: the kit's tolerance, so a perturbation that "moves" the output only by round-off does not count.
@@ -43,7 +44,7 @@ def check_every_hook_matters(pair: Pair) -> None:
     return_types = _return_types(pair)
     with pair.on_path():
         baselines = {r: model(tokens, return_type=r) for r in return_types}
-    unread = type(model.adapter).unread_hooks
+    unread = examples_of(type(model.adapter)).unread_hooks
     dead: list[str] = []
     with all_opt_ins(model):
         names = [n for n in model.hook_dict if not (unread and n.endswith(unread))]

@@ -28,11 +28,16 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
-from bridge.components import Component, ForwardOverride, weight_in_out
-from bridge.components.weight_views import AttentionWeights, FusedLayout, QKVWeights, fused_qkv
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
-from bridge.seam import additive_mask
+from bridge.components import (
+    AttentionWeights,
+    Component,
+    ForwardOverride,
+    FusedLayout,
+    QKVWeights,
+    fused_qkv,
+    weight_in_out,
+)
+from bridge.kernel import BridgeConfig, HookPoint, additive_mask
 
 MaskFn = Callable[[torch.Tensor], torch.Tensor | None]
 BiasFn = Callable[[int], torch.Tensor]

@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 from transformers import DeepseekV2Config, DeepseekV3Config
 
 from bridge import Adapter, ComponentMap, Spec
-from bridge.adapter import DenseOrMoEBlockSpec
-from bridge.components import MLP, Norm, SequentialBlock
-from bridge.components.moe import MoE
+from bridge.components import MLP, MoE, Norm, SequentialBlock
+from bridge.kernel import DenseOrMoEBlockSpec
 from bridge_mla.attention import MLAAttention, Rotate, rotate_complex, rotate_cos_sin
 from bridge_mla.moe import SharedExperts, deepseek_v2_routing, deepseek_v3_routing
 

@@ -37,11 +37,17 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from bridge import BridgeError
-from bridge.components import Attention, ForwardOverride, OutputTap, QKVSource
-from bridge.components.attention import heads
-from bridge.components.weight_views import WeightViewError, linear_bias, linear_in_out
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import (
+    Attention,
+    ForwardOverride,
+    OutputTap,
+    QKVSource,
+    WeightViewError,
+    heads,
+    linear_bias,
+    linear_in_out,
+)
+from bridge.kernel import BridgeConfig, HookPoint
 
 #: ``rotate(hf_attn, q_rope [b, h, p, r], k_rope [b, h, p, r], position_embeddings) -> (q_rope, k_rope)``
 Rotate = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]

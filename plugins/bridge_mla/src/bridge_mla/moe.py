@@ -13,10 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bridge.components import MLP, OutputTap
-from bridge.components.moe import group_limited_mask, sigmoid_group_topk
-from bridge.config import BridgeConfig
-from bridge.hook_points import HookPoint
+from bridge.components import MLP, OutputTap, group_limited_mask, sigmoid_group_topk
+from bridge.kernel import BridgeConfig, HookPoint
 
 
 def deepseek_v2_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

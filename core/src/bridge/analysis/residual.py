@@ -1,0 +1,141 @@
+"""What each block writes into the residual stream and which norms read it, read off the block wirings.
+
+A block's ``algebra`` (``(sum, terms)`` pairs of hook names, exact under patching) says which hooks are
+residual-stream *states* (``hook_resid_pre``, ``hook_resid_mid``, ``hook_resid_post``) and which are
+*writes* (``hook_attn_out``, ``hook_mlp_out``, an SSM mixer's ``mixer.hook_ssm_out``…). The cache analysis
+works from that, so sequential, parallel and SSM blocks (and any family wiring that declares its algebra) need
+no special cases. Children named with the canonical names say the rest: ``ln1``/``ln2`` (or an SSM block's ``norm``)
+are the norms that read the stream; ``ln1_post``/``ln2_post`` are norms applied to a sublayer's output
+before it is added (Gemma, OLMo-2), so its per-head or per-neuron parts do not add up to the write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from bridge.kernel.components.blocks import Block
+from bridge.kernel.errors import BridgeError
+
+_STATES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+
+
+class AnalysisError(BridgeError):
+    """A cache analysis asked for something this model or this cache cannot give."""
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """The residual-stream view of one block.
+
+    ``writes``: the short names of what the block adds to the stream, in order (``("attn_out", "mlp_out")``,
+    ``("ssm_out",)``); ``write_hooks``: each write's hook name inside the block (``"mixer.hook_ssm_out"``);
+    ``mid_writes``: those already in ``resid_mid`` (empty when the block has no
+    ``resid_mid``: a parallel block's MLP reads ``resid_pre``); ``attn_norm``/``mlp_norm``: the child norms
+    whose ``hook_scale`` normalizes what the attention (or mixer) and the MLP read, ``None`` if they read the
+    stream unnormalized; ``heads_write``/``neurons_write``: whether ``z @ W_O`` per head (plus ``b_O``) and
+    ``post @ W_out`` per neuron (plus ``b_out``) add up to ``attn_out``/``mlp_out``; ``why_not`` says why not.
+    """
+
+    layer: int
+    writes: tuple[str, ...]
+    write_hooks: dict[str, str]
+    mid_writes: tuple[str, ...]
+    attn_norm: str | None
+    mlp_norm: str | None
+    heads_write: bool
+    neurons_write: bool
+    why_not: dict[str, str]
+
+    @property
+    def has_mid(self) -> bool:
+        return bool(self.mid_writes)
+
+
+def block_layout(block: nn.Module, layer: int) -> BlockLayout:
+    """The ``BlockLayout`` of ``block`` (the bridge's block component at index ``layer``)."""
+    if not isinstance(block, Block) or not block.algebra:
+        raise AnalysisError(
+            f"block {layer} ({type(block).__name__}) declares no residual algebra, so the cache analysis "
+            "cannot tell what it writes into the residual stream"
+        )
+    if block.output_hook != "hook_resid_post":
+        raise AnalysisError(
+            f"block {layer} ({type(block).__name__}) normalizes the residual stream itself (its output is "
+            f"{block.output_hook}), so no sum of cached writes is the stream the next block reads; the cache "
+            "analysis covers pre-norm blocks only"
+        )
+    writes: list[str] = []
+    mid_writes: tuple[str, ...] = ()
+    for total, terms in block.algebra:
+        new = [_short(t) for t in terms if t not in _STATES and _short(t) not in writes]
+        writes.extend(new)
+        if total == "hook_resid_mid":
+            mid_writes = tuple(_short(t) for t in terms if t not in _STATES)
+    children = dict(block.named_children())
+    attn_norm = "ln1" if "ln1" in children else ("norm" if "norm" in children else None)
+    mlp_norm = "ln2" if "ln2" in children else None
+    if mlp_norm is None and not mid_writes and "mlp" in children:
+        mlp_norm = attn_norm  # a parallel block with one shared norm (Falcon-7B)
+    why_not: dict[str, str] = {}
+    heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not)
+    neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not)
+    if block.residual_scale != 1.0:
+        for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
+            why_not.setdefault(
+                child,
+                f"block {layer} scales its {child} output by {block.residual_scale} (residual_scale) before adding "
+                f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
+                f"decompose it per layer with decompose_resid ({write}) instead",
+            )
+        heads_write = neurons_write = False
+    if neurons_write and not hasattr(children["mlp"], "hook_post"):
+        neurons_write = False
+        why_not["mlp"] = (
+            f"block {layer}'s MLP ({type(children['mlp']).__name__}) has no single neuron basis "
+            "(a mixture of experts routes each token to a few expert MLPs); decompose it per layer with "
+            "decompose_resid (mlp_out), or use its expert hooks"
+        )
+    return BlockLayout(
+        layer=layer,
+        writes=tuple(writes),
+        write_hooks={_short(t): t for _, terms in block.algebra for t in terms if t not in _STATES},
+        mid_writes=mid_writes,
+        attn_norm=attn_norm,
+        mlp_norm=mlp_norm,
+        heads_write=heads_write,
+        neurons_write=neurons_write,
+        why_not=why_not,
+    )
+
+
+def _short(hook_name: str) -> str:
+    """``hook_attn_out`` → ``attn_out``; ``mixer.hook_ssm_out`` → ``ssm_out``."""
+    return hook_name.rsplit(".", 1)[-1].removeprefix("hook_")
+
+
+def _sublayer_writes(
+    child: str, post_norm: str, write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
+) -> bool:
+    if child not in children:
+        kind = "attention" if child == "attn" else "MLP"
+        why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
+        return False
+    if post_norm in children:
+        part = "per-head results (z @ W_O)" if child == "attn" else "per-neuron results (post @ W_out)"
+        why_not[child] = (
+            f"block {layer} normalizes its {child} output ({post_norm}) before adding it to the residual "
+            f"stream, so its {part} do not add up to hook_{write}; decompose it per layer with "
+            f"decompose_resid ({write}) instead"
+        )
+        return False
+    return True
+
+
+def _writes_hint(children: dict[str, nn.Module]) -> str:
+    hooks = [name for name in children if name.startswith("hook_") and name.endswith("_out")]
+    mixer = children.get("mixer")
+    if mixer is not None and hasattr(mixer, "hook_ssm_out"):
+        hooks.append("mixer.hook_ssm_out")
+    return ", ".join(hooks) or "no sublayer outputs"

@@ -1,0 +1,328 @@
+"""Sparse autoencoders spliced into hook points: ``model.add_sae(sae)``, ``run_with_saes``, ``reset_saes``.
+
+An SAE is anything with ``encode(x) -> acts`` and ``decode(acts) -> recons`` (a SAELens ``SAE``, or a plain
+``nn.Module``). Splicing it into a hook point makes the model continue with the SAE's output
+instead of the activation there:
+
+    input = x                          # the hook point's activation, after its own hooks ran
+    acts = encode(input)               # [..., d_sae]
+    recons = decode(acts)              # same shape as x
+    output = recons                    # or, with use_error_term, recons + (x - decode(encode(x)))
+
+The SAE's activations are hook points of the bridge, named after the hook it sits on
+(``blocks.3.hook_resid_post.hook_sae_acts_post``…): cacheable, patchable, with backward hooks, in
+``model.hook_dict`` while the SAE is attached and gone after ``reset_saes()``. Which ones exist:
+
+- always: ``hook_sae_input``, ``hook_sae_acts_post`` (encode's output), ``hook_sae_recons`` (decode's
+  output), ``hook_sae_error`` (fires only with ``use_error_term``), ``hook_sae_output`` (what the model
+  continues with);
+- ``hook_sae_acts_pre`` only for an SAE that has a submodule named so which its ``encode`` calls on the
+  pre-activation (as SAELens SAEs do). An SAE with submodules named ``hook_sae_input``,
+  ``hook_sae_acts_post`` or ``hook_sae_recons`` has those fire where its own code calls them
+  (e.g. after SAELens's input normalisation); otherwise the bridge fires them around ``encode``/``decode``.
+
+The splice is structural: while an SAE is attached, its hook point is a ``SplicedHookPoint`` that runs
+the SAE after the point's own hooks (so a hook on ``blocks.3.hook_resid_post`` still sees the model's
+activation, the SAE's input); ``reset_saes()`` makes it a plain ``HookPoint`` again. With no SAE
+attached nothing runs. The SAE's own submodules are swapped for routing modules only for the duration
+of its call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from bridge.kernel.errors import BridgeError
+from bridge.kernel.hook_points import HookPoint
+
+if TYPE_CHECKING:
+    from bridge.kernel.cache import PlainActivationCache
+
+#: The SAE's hook points, by their SAELens names, in the order they fire.
+SAE_HOOKS = (
+    "hook_sae_input",
+    "hook_sae_acts_pre",
+    "hook_sae_acts_post",
+    "hook_sae_recons",
+    "hook_sae_error",
+    "hook_sae_output",
+)
+#: The ones an SAE may call from its own code (submodules of that name); the rest the splice fires.
+INNER_HOOKS = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons")
+
+SAESpec = Any  # an SAE, or (hook_name, sae)
+
+
+class SAESpliceError(BridgeError):
+    """An SAE cannot be spliced in (no hook name, unknown hook point, wrong output shape…)."""
+
+
+def sae_hook_name(sae: Any) -> str | None:
+    """The hook name an SAE was trained on: ``sae.cfg.metadata.hook_name`` (SAELens 6) or ``sae.cfg.hook_name``."""
+    cfg = getattr(sae, "cfg", None)
+    for holder in (getattr(cfg, "metadata", None), cfg):
+        name = getattr(holder, "hook_name", None)
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+class _Route(nn.Module):
+    """Stands in for an SAE's own hook submodule during its call: the SAE's module, then the bridge's point."""
+
+    def __init__(self, own: nn.Module, point: HookPoint) -> None:
+        super().__init__()
+        self.own = own
+        self.point = point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point(self.own(x))
+
+
+class Splice:
+    """One SAE spliced into one hook point; calling it maps the activation to what the model continues with."""
+
+    def __init__(self, sae: Any, hook_name: str, use_error_term: bool) -> None:
+        self.sae = sae
+        self.hook_name = hook_name
+        self.use_error_term = use_error_term
+        #: the SAE's own hook submodules the bridge routes through (SAELens SAEs: all of INNER_HOOKS)
+        self.inner = tuple(n for n in INNER_HOOKS if isinstance(getattr(sae, n, None), nn.Module))
+        names = [n for n in SAE_HOOKS if n != "hook_sae_acts_pre" or n in self.inner]
+        self.points: dict[str, HookPoint] = {n: HookPoint() for n in names}
+        for short, point in self.points.items():
+            point.name = f"{hook_name}.{short}"
+
+    @property
+    def named_points(self) -> dict[str, HookPoint]:
+        """The SAE's hook points by full name (``{hook_name}.hook_sae_…``)."""
+        return {point.name: point for point in self.points.values()}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[..., d_in]`` → the SAE's output of the same shape and dtype."""
+        points = self.points
+        with self._swapped({n: _Route(getattr(self.sae, n), points[n]) for n in self.inner}):
+            sae_in = x if "hook_sae_input" in self.inner else points["hook_sae_input"](x)
+            acts = self.sae.encode(sae_in)  # [..., d_sae]
+            if "hook_sae_acts_post" not in self.inner:
+                acts = points["hook_sae_acts_post"](acts)
+            recons = self.sae.decode(acts)  # [..., d_in]
+            if "hook_sae_recons" not in self.inner:
+                recons = points["hook_sae_recons"](recons)
+        self._check_shape(recons, x)
+        out = recons
+        if self.use_error_term:
+            # the error of the SAE left alone (no hook runs, no gradient), so patches on latents stay visible
+            with torch.no_grad(), self._swapped({n: nn.Identity() for n in self.inner}):
+                clean = self.sae.decode(self.sae.encode(x))
+                error = x - clean.to(x.dtype)
+            out = recons.to(x.dtype) + points["hook_sae_error"](error)
+        return points["hook_sae_output"](out.to(x.dtype))
+
+    @contextlib.contextmanager
+    def _swapped(self, modules: dict[str, nn.Module]) -> Iterator[None]:
+        """Replace the SAE's submodules ``name -> module`` for the duration, then put its own back."""
+        own = {name: getattr(self.sae, name) for name in modules}
+        try:
+            for name, module in modules.items():
+                setattr(self.sae, name, module)
+            yield
+        finally:
+            for name, module in own.items():
+                setattr(self.sae, name, module)
+
+    def _check_shape(self, recons: Any, x: torch.Tensor) -> None:
+        if not isinstance(recons, torch.Tensor) or recons.shape != x.shape:
+            got = tuple(recons.shape) if isinstance(recons, torch.Tensor) else type(recons).__name__
+            raise SAESpliceError(
+                f"the SAE on {self.hook_name!r} decoded to {got}, but the activation there has shape "
+                f"{tuple(x.shape)}; splice an SAE trained on this hook point (its decode must return the "
+                "activation's shape)."
+            )
+
+
+class SplicedHookPoint(HookPoint):
+    """A hook point with an SAE spliced in: its hooks run, then the SAE; the model continues with the SAE's output.
+
+    Always active, so the component that fires it stays attached while the SAE is there."""
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    @property
+    def splice(self) -> Splice:
+        return self.__dict__["_bridge_splice"]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.splice(HookPoint.__call__(self, x))
+
+
+class SAESplicing:
+    """``Bridge`` methods that splice SAEs into hook points (TransformerLens/SAELens ``HookedSAETransformer`` API)."""
+
+    @property
+    def _splices(self) -> dict[str, Splice]:
+        return self.__dict__.setdefault("_sae_splices", {})
+
+    @property
+    def acts_to_saes(self) -> dict[str, Any]:
+        """Hook name → the SAE spliced there."""
+        return {name: splice.sae for name, splice in self._splices.items()}
+
+    def add_sae(self, sae: Any, hook_name: str | None = None, use_error_term: bool | None = None) -> None:
+        """Splice ``sae`` into ``hook_name`` (default: the hook the SAE was trained on, ``sae.cfg.metadata.hook_name``).
+
+        It stays until ``reset_saes()`` (``reset_hooks()`` leaves it); an SAE already on that hook point is
+        replaced. ``use_error_term`` (default: ``sae.use_error_term``, else False) adds the SAE's error
+        ``x - decode(encode(x))`` to its output, so the model's output is unchanged unless a hook on the
+        SAE's activations changes them (the error carries no gradient, as in SAELens)."""
+        self._check_usable()
+        for method in ("encode", "decode"):
+            if not callable(getattr(sae, method, None)):
+                raise SAESpliceError(
+                    f"a {type(sae).__name__} has no `{method}` method; an SAE needs encode(x) -> acts and "
+                    "decode(acts) -> reconstruction."
+                )
+        name = hook_name or sae_hook_name(sae)
+        if name is None:
+            raise SAESpliceError(
+                f"no hook name for this {type(sae).__name__}: it has no `cfg.metadata.hook_name` or "
+                "`cfg.hook_name`; pass one, e.g. `model.add_sae(sae, hook_name='blocks.0.hook_resid_post')`."
+            )
+        out_name = getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name_out", None)
+        if out_name not in (None, name):
+            raise SAESpliceError(
+                f"this SAE reads {name!r} and writes {out_name!r} (a transcoder); only SAEs that read and write "
+                "one hook point can be spliced."
+            )
+        if name not in self._splices and any(name in s.named_points for s in self._splices.values()):
+            raise SAESpliceError(
+                f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's own hook points."
+            )
+        point = self._select(name)[0]
+        if name in self._splices:
+            self._unsplice(name)
+        if use_error_term is None:
+            use_error_term = bool(getattr(sae, "use_error_term", False))
+        splice = Splice(sae, name, use_error_term)
+        point.__dict__["_bridge_splice"] = splice
+        point.__class__ = SplicedHookPoint
+        point._notify()  # now active: the component that fires it attaches
+        self._splices[name] = splice
+        self._insert_points(name, splice.named_points)
+
+    def reset_saes(self, act_names: str | Sequence[str] | None = None) -> None:
+        """Remove the SAEs on ``act_names`` (default: every SAE), with their hook points and the hooks on them."""
+        self._check_usable(detached_ok=True)
+        names = [act_names] if isinstance(act_names, str) else list(self._splices if act_names is None else act_names)
+        unknown = [n for n in names if n not in self._splices]
+        if unknown:
+            raise SAESpliceError(f"no SAE is spliced into {unknown}; SAEs are on {sorted(self._splices)}.")
+        for name in names:
+            self._unsplice(name)
+
+    @contextlib.contextmanager
+    def saes(
+        self,
+        saes: SAESpec | Iterable[SAESpec] = (),
+        reset_saes_end: bool = True,
+        use_error_term: bool | None = None,
+    ) -> Iterator[Any]:
+        """Splice SAEs for the duration of a ``with`` block; at exit (with ``reset_saes_end``) they are removed
+        and the SAEs they replaced are put back. Each item is an SAE or ``(hook_name, sae)``."""
+        restore: list[tuple[str, Splice | None]] = []
+        try:
+            for hook_name, sae in self._sae_items(saes):
+                name = hook_name or sae_hook_name(sae) or ""
+                restore.append((name, self._splices.get(name)))
+                self.add_sae(sae, hook_name=hook_name, use_error_term=use_error_term)
+            yield self
+        finally:
+            if reset_saes_end:
+                for name, previous in reversed(restore):
+                    if name in self._splices:
+                        self._unsplice(name)
+                    if previous is not None:
+                        self.add_sae(previous.sae, previous.hook_name, previous.use_error_term)
+
+    def run_with_saes(
+        self,
+        *model_args: Any,
+        saes: SAESpec | Iterable[SAESpec] = (),
+        reset_saes_end: bool = True,
+        use_error_term: bool | None = None,
+        **model_kwargs: Any,
+    ) -> Any:
+        """A forward pass with ``saes`` spliced in (removed again after, with ``reset_saes_end``)."""
+        with self.saes(saes, reset_saes_end=reset_saes_end, use_error_term=use_error_term):
+            return self(*model_args, **model_kwargs)
+
+    def run_with_cache_with_saes(
+        self,
+        *model_args: Any,
+        saes: SAESpec | Iterable[SAESpec] = (),
+        reset_saes_end: bool = True,
+        use_error_term: bool | None = None,
+        return_cache_object: bool = True,
+        **kwargs: Any,
+    ) -> tuple[Any, PlainActivationCache | dict[str, torch.Tensor]]:
+        """``run_with_cache`` with ``saes`` spliced in; the SAEs' hook points are cached like any other
+        (``names_filter`` and the rest go to ``run_with_cache``)."""
+        with self.saes(saes, reset_saes_end=reset_saes_end, use_error_term=use_error_term):
+            out, cache = self.run_with_cache(*model_args, **kwargs)
+        return out, cache if return_cache_object else dict(cache.cache_dict)
+
+    def run_with_hooks_with_saes(
+        self,
+        *model_args: Any,
+        saes: SAESpec | Iterable[SAESpec] = (),
+        reset_saes_end: bool = True,
+        use_error_term: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``run_with_hooks`` with ``saes`` spliced in; hooks may sit on the SAEs' hook points."""
+        with self.saes(saes, reset_saes_end=reset_saes_end, use_error_term=use_error_term):
+            return self.run_with_hooks(*model_args, **kwargs)
+
+    # ------------------------------------------------------------- internals
+
+    @staticmethod
+    def _sae_items(saes: SAESpec | Iterable[SAESpec]) -> list[tuple[str | None, Any]]:
+        if callable(getattr(saes, "encode", None)) or (
+            isinstance(saes, tuple) and len(saes) == 2 and isinstance(saes[0], str)
+        ):
+            saes = [saes]
+        items: list[tuple[str | None, Any]] = []
+        for item in saes:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                items.append((item[0], item[1]))
+            else:
+                items.append((None, item))
+        return items
+
+    def _insert_points(self, after: str, points: dict[str, HookPoint]) -> None:
+        """Put the SAE's hook points into ``hook_dict`` right after the hook point it sits on (in place)."""
+        entries = list(self._hook_dict.items())
+        at = next(i for i, (name, _) in enumerate(entries) if name == after) + 1
+        entries[at:at] = points.items()
+        self._hook_dict.clear()
+        self._hook_dict.update(entries)
+
+    def _unsplice(self, name: str) -> None:
+        splice = self._splices.pop(name)
+        for full_name, point in splice.named_points.items():
+            point.remove_hooks("both", including_permanent=True)
+            self._hook_dict.pop(full_name, None)
+        point = self._hook_dict[name]
+        point.__class__ = HookPoint
+        point.__dict__.pop("_bridge_splice", None)
+        point._notify()  # back to its own hooks: the component detaches if there are none
+
+
+__all__ = ["SAE_HOOKS", "SAESpliceError", "SAESplicing", "Splice", "SplicedHookPoint", "sae_hook_name"]

@@ -1,0 +1,188 @@
+"""Adapters: one class per architecture, mostly data.
+
+An adapter says which HF architectures it handles, how their config maps onto
+``BridgeConfig``, and its *component map*: which HF module paths become which bridge
+components. One convention for paths: fields named ``head_*`` are relative to the top-level
+HF model (the heads around the base model); every other path is relative to the map's
+``root`` (``hf_model.base_model`` by default), and a block child's path to the HF block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import transformers
+from torch import nn
+
+from bridge.kernel.components.base import Component
+from bridge.kernel.components.blocks import Block
+from bridge.kernel.config import BridgeConfig, config_from_hf
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to build one component: its kind, its HF module path (relative to the parent), options.
+
+    Built as ``kind(parent.get_submodule(path), cfg, **options)``: every component kind takes
+    ``(hf_module, cfg, **options)``. An empty path is the parent itself (never valid for a block child)."""
+
+    kind: type[Component]
+    path: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, parent: nn.Module, cfg: BridgeConfig, **extra: Any) -> Component:
+        module = parent.get_submodule(self.path) if self.path else parent
+        return self.kind(module, cfg, **self.options, **extra)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts)."""
+
+    kind: type[Block]
+    children: Mapping[str, Spec]
+    extra_paths: Mapping[str, str] = field(default_factory=dict)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        children = {name: spec.build(hf_block, cfg) for name, spec in self.children.items()}
+        paths = {name: spec.path for name, spec in self.children.items()} | dict(self.extra_paths)
+        return self.kind(hf_block, cfg, children, paths)
+
+
+@dataclass(frozen=True)
+class DenseOrMoEBlockSpec(BlockSpec):
+    """A block spec whose ``mlp`` child depends on the layer: ``moe_mlp`` where the HF block's MLP module has
+    routed experts (an ``experts`` submodule), ``children["mlp"]`` elsewhere (DeepSeek's and GLM-4-MoE's first
+    ``first_k_dense_replace`` layers, Llama 4's interleaved dense layers)."""
+
+    moe_mlp: Spec | None = None
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        children: Mapping[str, Spec] = self.children
+        if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
+            children = {**children, "mlp": self.moe_mlp}
+        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+
+
+@dataclass(frozen=True)
+class ComponentMap:
+    """Canonical names → HF paths and component kinds.
+
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
+    ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
+    ``get_output_embeddings()`` (only when ``root`` is ``None``).
+    """
+
+    blocks: str
+    block: BlockSpec
+    embed: str | None = None
+    pos_embed: str | None = None
+    ln_final: Spec | None = None
+    head_unembed: str | None = None
+    #: The module the other paths are relative to, as a path from the top-level model ("" is the model
+    #: itself); ``None``: ``hf_model.base_model``. A tower of a larger model sets it (``"vision_model"``).
+    root: str | None = None
+    #: Further named components (``"ln_pre": Spec(Norm, "pre_layrnorm")``): hook names ``ln_pre.hook_scale``…
+    extra: Mapping[str, Spec] = field(default_factory=dict)
+    #: Hook points at the top of the map (``"hook_patch_embed": Spec(...)``), each fired by the component its
+    #: spec builds; the component is given the hook point as ``hook=``. Paths relative to ``root``.
+    hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: As ``hooks``, with paths relative to the top-level model (heads and projections outside the tower).
+    head_hooks: Mapping[str, Spec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One part of a composite model: its component map and its own config (sizes of that part)."""
+
+    map: ComponentMap
+    cfg: BridgeConfig
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A model made of several towers (an image and a text encoder…), each built from its own component
+    map under a name prefix: ``towers={"vision": Tower(...), "text": Tower(...)}`` gives hook names
+    ``vision.blocks.0.attn.hook_z`` and ``text.blocks.0.hook_resid_post``, and components at
+    ``model.vision.blocks[0]``. ``hooks`` are hook points at the top (paths relative to the top-level model),
+    e.g. a projection shared by the towers' outputs; a dotted name groups them (``"vision_projector.hook_in"``).
+
+    The tower under the empty prefix ``""`` is the root tower: it is built onto the bridge itself (hook names
+    ``blocks.0.hook_resid_post``, ``model.blocks``, ``model.unembed``), so code written for a plain model runs
+    unchanged on it; its config must be the adapter's ``bridge_config()`` (a vision-language model's language
+    model next to ``vision_encoder.`` and ``vision_projector.``)."""
+
+    towers: Mapping[str, Tower]
+    hooks: Mapping[str, Spec] = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class of every architecture adapter.
+
+    Subclasses set ``architectures`` (HF class names, e.g. ``"GPT2LMHeadModel"``) and/or
+    ``model_types`` (e.g. ``"gpt2"``), implement ``component_map``, and override ``config_overrides``
+    where the family names hyperparameters its own way. What tests need (tiny configs, example inputs)
+    is not here but in the family's ``Examples`` (``bridge.kernel.examples``).
+    ``priority`` lets a third-party adapter deliberately win over another for the same name.
+    """
+
+    architectures: ClassVar[tuple[str, ...]] = ()
+    model_types: ClassVar[tuple[str, ...]] = ()
+    priority: ClassVar[int] = 0
+    #: Whether HF's ``output_hidden_states`` starts with the embedding output. Mamba's does not: it is
+    #: ``(block_0, ..., block_{n-1}, norm_f(block_{n-1}))``. Read by the default ``hidden_state_hooks``.
+    hidden_states_include_embeddings: ClassVar[bool] = True
+    #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
+    #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
+    final_norm_in_hidden_states: ClassVar[bool] = True
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For models that are not language models: ``return_type`` → the HF output attribute it returns
+    #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
+    output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
+    #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
+    tower_outputs: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, hf_config: Any) -> None:
+        self.hf_config = hf_config
+
+    def config_overrides(self) -> dict[str, Any]:
+        """Fields of ``BridgeConfig`` that the standard HF attribute names get wrong for this family."""
+        return {}
+
+    def bridge_config(self) -> BridgeConfig:
+        return config_from_hf(self.hf_config, **self.config_overrides())
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap | Composite:
+        raise NotImplementedError(f"{type(self).__name__} must define component_map()")
+
+    def model_class(self) -> type:
+        """The HF class to load weights with: the config's architecture when it is ours."""
+        for name in getattr(self.hf_config, "architectures", None) or []:
+            if name in self.architectures and hasattr(transformers, name):
+                return getattr(transformers, name)
+        if self.architectures and hasattr(transformers, self.architectures[0]):
+            return getattr(transformers, self.architectures[0])
+        return transformers.AutoModelForCausalLM
+
+    @classmethod
+    def hidden_state_hooks(cls, n_layers: int) -> tuple[str, ...]:
+        """The hook each entry of HF's ``output_hidden_states`` equals (names relative to the model or tower;
+        ``"ln_final"``: HF's final norm applied to the last ``hook_resid_post``). The default follows
+        ``hidden_states_include_embeddings`` and ``final_norm_in_hidden_states``; override for other layouts
+        (e.g. a model whose last hidden state is projected after the final norm)."""
+        posts = [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+        first = ["blocks.0.hook_resid_pre"] if cls.hidden_states_include_embeddings else []
+        if not cls.final_norm_in_hidden_states:
+            return (*first, *posts)
+        if cls.hidden_states_include_embeddings:  # GPT-2, Llama: (embeddings, block_0, …, ln_final(block_{n-1}))
+            return (*first, *posts[:-1], "ln_final")
+        return (*posts, "ln_final")  # Mamba: (block_0, …, block_{n-1}, norm_f(block_{n-1}))
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,89 @@
+"""Generic components; families add only what is special to them."""
+
+from bridge.kernel.components.attention import Attention, FusedQKV, QKVSource, SplitQKV, heads, weight_in_out
+from bridge.kernel.components.base import (
+    Attachment,
+    Component,
+    FlatPositions,
+    ForwardOverride,
+    InputTap,
+    ModuleHook,
+    OutputTap,
+)
+from bridge.kernel.components.blocks import (
+    Block,
+    ParallelBlock,
+    PostNormBlock,
+    SequentialBlock,
+    SharedNormParallelBlock,
+    first_output,
+)
+from bridge.kernel.components.embedding import Embedding
+from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.moe import (
+    GATED_SHARED_EXPERT,
+    MoE,
+    Routing,
+    group_limited_mask,
+    sigmoid_group_topk,
+    softmax_topk,
+    topk_softmax,
+)
+from bridge.kernel.components.norm import Norm
+from bridge.kernel.components.weight_views import (
+    AttentionWeights,
+    FusedLayout,
+    MLPWeights,
+    QKVWeights,
+    WeightViewError,
+    fused_qkv,
+    linear_bias,
+    linear_in_out,
+    separate_qkv,
+    split_partitioned,
+)
+from bridge.kernel.seam import additive_mask, eager_attention
+
+__all__ = [
+    "GATED_SHARED_EXPERT",
+    "MLP",
+    "Attachment",
+    "Attention",
+    "AttentionWeights",
+    "Block",
+    "Component",
+    "Embedding",
+    "FlatPositions",
+    "ForwardOverride",
+    "FusedLayout",
+    "FusedQKV",
+    "InputTap",
+    "MLPWeights",
+    "MoE",
+    "ModuleHook",
+    "Norm",
+    "OutputTap",
+    "ParallelBlock",
+    "PostNormBlock",
+    "QKVSource",
+    "QKVWeights",
+    "Routing",
+    "SequentialBlock",
+    "SharedNormParallelBlock",
+    "SplitQKV",
+    "WeightViewError",
+    "additive_mask",
+    "eager_attention",
+    "first_output",
+    "fused_qkv",
+    "group_limited_mask",
+    "heads",
+    "linear_bias",
+    "linear_in_out",
+    "separate_qkv",
+    "sigmoid_group_topk",
+    "softmax_topk",
+    "split_partitioned",
+    "topk_softmax",
+    "weight_in_out",
+]

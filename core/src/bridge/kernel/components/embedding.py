@@ -1,0 +1,75 @@
+"""Token and position embeddings: a hook point on the HF embedding module's output.
+
+Some models call their token embedding a second time inside one forward pass (GPT-2 embeds
+``token_type_ids`` with ``wte``). ``hook_embed`` is the token embedding only: with a ``scope``
+(the HF base model), the hook fires on the first call of the module inside each forward pass of
+the scope, and not at all when the scope was given ``inputs_embeds``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from bridge.kernel.components.base import Attachment, Component, ModuleHook, OutputTap
+from bridge.kernel.config import BridgeConfig
+from bridge.kernel.hook_points import HookPoint
+
+
+class FirstCallTap(Attachment):
+    """Fire ``hook`` on ``module``'s output at its first call inside each forward pass of ``scope``
+    (calls outside the scope always fire)."""
+
+    def __init__(self, module: nn.Module, scope: nn.Module, hook: HookPoint) -> None:
+        super().__init__(module, (hook,))
+        self.scope = scope
+        self.hook = hook
+        self._inside = 0
+        self._fired = False
+        self._handles: list[RemovableHandle] = []
+
+    def _enter(self, _module: nn.Module, _args: tuple, kwargs: dict[str, Any]) -> None:
+        self._inside += 1
+        self._fired = kwargs.get("inputs_embeds") is not None  # then every call embeds something else
+
+    def _leave(self, *_args: Any) -> None:
+        self._inside -= 1
+
+    def _on_output(self, _module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        if self._inside:
+            if self._fired:
+                return None
+            self._fired = True
+        return self.hook(out)
+
+    def _attach(self) -> None:
+        self._inside, self._fired = 0, False
+        self._handles = [
+            self.scope.register_forward_pre_hook(ModuleHook(self._enter), with_kwargs=True),
+            self.scope.register_forward_hook(ModuleHook(self._leave), always_call=True),
+            self.module.register_forward_hook(ModuleHook(self._on_output)),
+        ]
+
+    def _detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class Embedding(Component):
+    """Fires ``hook`` (owned by the bridge, e.g. ``hook_embed``) on the module's output ``[b, p, d]``.
+
+    With ``scope``, only the module's first call in each forward pass of ``scope`` fires it."""
+
+    def __init__(
+        self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint, scope: nn.Module | None = None
+    ) -> None:
+        super().__init__(hf_module)
+        object.__setattr__(self, "hook", hook)
+        if scope is None:
+            self.attach(OutputTap(hf_module, hook, (hook,)))
+        else:
+            self.attach(FirstCallTap(hf_module, scope, hook))

@@ -1,0 +1,87 @@
+"""Checks of an adapter's component map against the HF model, before any component is built.
+
+Each mistake raises ``ComponentMapError`` naming the adapter, the map field and the path: a block child
+with an empty path (it would wrap the whole HF block), a path that names no submodule, and one HF module
+given to two children of a block (``ln1`` and ``ln2`` both ``"input_layernorm"``; a shared norm is
+``SharedNormParallelBlock`` with ``ln1`` alone).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bridge.kernel.adapter import ComponentMap, Composite
+from bridge.kernel.errors import ComponentMapError
+
+
+def check_component_map(adapter_name: str, hf_model: nn.Module, cmap: ComponentMap | Composite) -> None:
+    """Raise ``ComponentMapError`` for the first mistake in ``cmap`` (each tower's map for a ``Composite``)."""
+    if isinstance(cmap, Composite):
+        for prefix, tower in cmap.towers.items():
+            _check_map(f"{adapter_name} (tower {prefix!r})", hf_model, tower.map)
+        for name, spec in cmap.hooks.items():
+            _resolve(adapter_name, hf_model, spec.path, f"hooks[{name!r}]", "the top-level model")
+        return
+    _check_map(adapter_name, hf_model, cmap)
+
+
+def _resolve(adapter: str, parent: nn.Module, path: str, field: str, relative_to: str) -> nn.Module:
+    try:
+        return parent.get_submodule(path)
+    except AttributeError:
+        raise ComponentMapError(
+            f"{adapter}: component map {field} has path {path!r}, but {relative_to} "
+            f"({type(parent).__name__}) has no submodule {path!r}; its children are "
+            f"{[name for name, _ in parent.named_children()]}."
+        ) from None
+
+
+def _check_map(adapter: str, hf_model: nn.Module, cmap: ComponentMap) -> None:
+    root_name = "hf_model.base_model" if cmap.root is None else f"hf_model.{cmap.root}" if cmap.root else "hf_model"
+    root = hf_model.base_model if cmap.root is None else _resolve(adapter, hf_model, cmap.root, "root", "the model")
+    for field in ("embed", "pos_embed"):
+        path = getattr(cmap, field)
+        if path is not None:
+            _resolve(adapter, root, path, field, root_name)
+    layers = _resolve(adapter, root, cmap.blocks, "blocks", root_name)
+    if cmap.ln_final is not None and cmap.ln_final.path:
+        _resolve(adapter, root, cmap.ln_final.path, "ln_final", root_name)
+    for name, spec in {**cmap.extra, **cmap.hooks}.items():
+        if spec.path:
+            _resolve(adapter, root, spec.path, f"extra/hooks[{name!r}]", root_name)
+    for name, spec in cmap.head_hooks.items():
+        _resolve(adapter, hf_model, spec.path, f"head_hooks[{name!r}]", "the top-level model")
+    if cmap.head_unembed is not None:
+        _resolve(adapter, hf_model, cmap.head_unembed, "head_unembed", "the top-level model")
+    first = next(iter(layers), None) if isinstance(layers, nn.ModuleList | nn.Sequential) else None
+    if first is None:
+        return
+    _check_block(adapter, first, cmap, hf_model)
+
+
+def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model: nn.Module) -> None:
+    owners: dict[int, str] = {}
+    paths = {name: spec.path for name, spec in cmap.block.children.items()} | dict(cmap.block.extra_paths)
+    for name, path in paths.items():
+        field = f"block child {name!r}"
+        if not path and name in getattr(cmap.block.kind, "inline_children", ()):
+            continue
+        if not path:
+            raise ComponentMapError(
+                f"{adapter}: component map {field} has an empty path, which would make it the whole HF block "
+                f"({type(hf_block).__name__}); give the path of its submodule, relative to the block (one of "
+                f"{[child for child, _ in hf_block.named_children()]}), or list {name!r} in the wiring's "
+                "inline_children if the wiring computes it from the block's modules."
+            )
+        module = _resolve(adapter, hf_block, path, field, f"the HF block {cmap.blocks}.0")
+        if name not in cmap.block.children:
+            continue  # extra paths (dropouts) hold no state and may be shared
+        other = owners.setdefault(id(module), name)
+        if other != name:
+            full = next((qualified for qualified, m in hf_model.named_modules() if m is module), path)
+            raise ComponentMapError(
+                f"{adapter}: component map block children {other!r} and {name!r} both have HF module {path!r} "
+                f"({full}); "
+                "give each HF module to one child (a norm shared by attention and MLP is "
+                "SharedNormParallelBlock with 'ln1' only)."
+            )
