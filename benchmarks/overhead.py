@@ -36,6 +36,7 @@ import transformers
 
 import bridge
 from bridge.kernel.plugins import get_registry
+from bridge.testing import examples_of
 
 TARGETS = {"no hooks": 1.03, "cache resid_post": 1.05, "cache everything": 1.25}
 GENERATE_TARGET = 0.95  # bridge tokens/s over HF tokens/s
@@ -85,7 +86,7 @@ def measure(modes: dict[str, Callable[[], object]], reps: int) -> dict[str, floa
 
 def image_inputs(model: bridge.Bridge, hf_config, batch: int) -> dict | None:
     """The adapter's example inputs (pixel values…) for models that do not read tokens alone, else None."""
-    example = type(model.adapter).example_input(hf_config, batch, seed=0)
+    example = examples_of(type(model.adapter)).example_input(hf_config, batch, seed=0)
     return None if example is None else dict(example.inputs)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.testing import examples_of
+
 BRIDGE = str(Path(sys.executable).parent / "bridge")
 
 
@@ -22,7 +24,7 @@ def gpt2_dir(tmp_path_factory):
     from bridge.testing import save_tiny_model
     from bridge_gpt2 import GPT2Adapter
 
-    return save_tiny_model(GPT2Adapter.example_config(), tmp_path_factory.mktemp("cli-gpt2"))
+    return save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path_factory.mktemp("cli-gpt2"))
 
 
 def test_help_lists_commands_and_environment():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.testing import examples_of
+
 BIN = Path(sys.executable).parent
 
 
@@ -74,7 +76,7 @@ def test_broken_plugin_is_skipped_with_a_warning_and_loading_still_works(broken_
     from bridge.testing import save_tiny_model
     from bridge_gpt2 import GPT2Adapter
 
-    directory = save_tiny_model(GPT2Adapter.example_config(), tmp_path / "gpt2")
+    directory = save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path / "gpt2")
     script = textwrap.dedent(
         f"""
         import warnings, bridge
@@ -126,7 +128,7 @@ def test_load_plugins_env_isolates_distributions(tmp_path):
     from bridge.testing import save_tiny_model
     from bridge_gpt2 import GPT2Adapter
 
-    directory = save_tiny_model(GPT2Adapter.example_config(), tmp_path / "gpt2")
+    directory = save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path / "gpt2")
     script = f"import bridge; bridge.load({str(directory)!r})"
     result = run([sys.executable, "-c", script], {"BRIDGE_LOAD_PLUGINS": ""})
     assert result.returncode != 0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bridge
+from bridge.testing import examples_of
 from bridge.testing.fixtures import save_tiny_model
 from bridge_gpt2.adapters import GPT2Adapter
 
@@ -19,7 +20,7 @@ TOKENS = torch.tensor([[0, 5, 17, 33, 9, 41, 2, 60]])
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return bridge.load(save_tiny_model(GPT2Adapter.example_config(), tmp_path_factory.mktemp("gpt2")))
+    return bridge.load(save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path_factory.mktemp("gpt2")))
 
 
 def activations_alive(model, device):

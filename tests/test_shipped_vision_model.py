@@ -17,6 +17,7 @@ import torch
 pytest.importorskip("bridge_vision", reason="the vision demo needs the bridge-vision plugin (CLIP classifiers)")
 
 import bridge
+from bridge.testing import examples_of
 from bridge_vision.demo import (
     class_logits,
     mean_patch_embedding,
@@ -158,7 +159,7 @@ def test_demo_refuses_a_classifier_of_other_classes_with_a_clear_error():
     from bridge_vision.adapters import CLIPClassifierAdapter
     from bridge_vision.demo import NotAShapesModelError, run_vision_demo
 
-    other = bridge.wrap(CLIPForImageClassification(CLIPClassifierAdapter.example_config()).eval())
+    other = bridge.wrap(CLIPForImageClassification(examples_of(CLIPClassifierAdapter).example_config()).eval())
     with pytest.raises(NotAShapesModelError, match="this model's classes are LABEL_0") as error:
         run_vision_demo(other, out=lambda line: None)
     assert isinstance(error.value, BridgeError) and "train_vision.py" in str(error.value)

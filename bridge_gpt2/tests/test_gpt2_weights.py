@@ -9,6 +9,7 @@ import torch
 from transformers.activations import ACT2FN
 
 import bridge
+from bridge.testing import examples_of
 from bridge.testing.reference import (
     REFERENCE_TOKENS,
     attention_output,
@@ -50,11 +51,11 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
 
 
 CONFIGS = {
-    "gpt2": lambda: GPT2Adapter.example_config(),
-    "neox-parallel-partial-rotary": lambda: GPTNeoXAdapter.example_config(),
-    "neox-sequential": lambda: _with(GPTNeoXAdapter.example_config(), use_parallel_residual=False),
-    "bigcode-mqa": lambda: GPTBigCodeAdapter.example_config(),
-    "bigcode-mha": lambda: _with(GPTBigCodeAdapter.example_config(), multi_query=False),
+    "gpt2": lambda: examples_of(GPT2Adapter).example_config(),
+    "neox-parallel-partial-rotary": lambda: examples_of(GPTNeoXAdapter).example_config(),
+    "neox-sequential": lambda: _with(examples_of(GPTNeoXAdapter).example_config(), use_parallel_residual=False),
+    "bigcode-mqa": lambda: examples_of(GPTBigCodeAdapter).example_config(),
+    "bigcode-mha": lambda: _with(examples_of(GPTBigCodeAdapter).example_config(), multi_query=False),
 }
 
 
@@ -86,7 +87,7 @@ def test_heads_times_W_O_sum_to_attn_out(name):
 
 
 def test_mqa_keys_are_the_one_raw_head_repeated():
-    model = wrapped_with_random_biases(GPTBigCodeAdapter.example_config())
+    model = wrapped_with_random_biases(examples_of(GPTBigCodeAdapter).example_config())
     attn = model.blocks[0].attn
     assert attn._W_K.shape == (1, 32, 8) and attn.W_K.shape == (4, 32, 8)
     for h in range(4):

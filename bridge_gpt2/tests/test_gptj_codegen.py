@@ -15,7 +15,7 @@ from transformers.activations import ACT2FN
 import bridge
 from bridge import BridgeError
 from bridge.kernel.errors import BadInputError
-from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
+from bridge.testing import ALL_CHECKS, examples_of, make_pair, save_tiny_model
 from bridge.testing.fixtures import build_tiny_model, sensitize, tiny_tokenizer
 from bridge.testing.reference import (
     REFERENCE_TOKENS,
@@ -211,7 +211,7 @@ def test_forward_from_weight_views_reproduces_hf_logits(adapter, changes):
 
 def test_codegen_W_Q_K_V_are_rows_of_qkv_proj():
     """Head ``h`` of kind ``x`` is in part ``h // (n/4)`` of ``qkv_proj``, at ``[q | v | k]`` offset of ``x``."""
-    model = bridge.wrap(build_tiny_model(CodeGenAdapter.example_config()), tiny_tokenizer())
+    model = bridge.wrap(build_tiny_model(examples_of(CodeGenAdapter).example_config()), tiny_tokenizer())
     attn = model.blocks[1].attn
     weight = attn.hf.qkv_proj.weight  # [3·m, m]
     m, n, d = model.cfg.d_model, model.cfg.n_heads, model.cfg.d_head
@@ -295,7 +295,7 @@ def test_inputs_longer_than_the_sinusoid_table_are_refused(pair_for, adapter, ar
 
 def test_flash_attention_gptj_refuses_internal_hooks():
     """The internal hooks are computed with HF's eager arithmetic; a model set to another implementation says so."""
-    hf_model = build_tiny_model(GPTJAdapter.example_config())
+    hf_model = build_tiny_model(examples_of(GPTJAdapter).example_config())
     model = bridge.wrap(hf_model, tiny_tokenizer())
     hf_model.config._attn_implementation_internal = "flash_attention_2"  # what HF sets for a FlashAttention-2 load
     with pytest.raises(BridgeError, match="attn_implementation='eager'"):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.kernel.errors import BridgeError
+from bridge.testing import examples_of
 from bridge_llama import (
     GemmaAdapter,
     GraniteAdapter,
@@ -276,7 +277,7 @@ def test_olmo_without_clip_uses_the_projection_taps(tmp_path):
     """``clip_qkv=None`` (OLMo-1B, OLMo-7B): no forward re-expression, ``hook_q`` is the projection output."""
     from bridge.testing import make_pair, save_tiny_model
 
-    example = OlmoAdapter.example_config()
+    example = examples_of(OlmoAdapter).example_config()
     config = type(example)(**{**example.to_diff_dict(), "clip_qkv": None})
     pair = make_pair(OlmoAdapter, directory=save_tiny_model(config, tmp_path))
     model = pair.bridge

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bridge.testing import ALL_CHECKS, make_pair
+from bridge.testing import ALL_CHECKS, examples_of, make_pair
 from bridge.testing.fixtures import build_tiny_model, sensitize, tiny_tokenizer
 from bridge_llama import Glm4MoeAdapter
 
@@ -36,13 +36,13 @@ def save_with_bias(config, directory, seed=0):
 
 @pytest.fixture(scope="module")
 def glm45_dir(tmp_path_factory):
-    config = Glm4MoeAdapter.conformance_configs()["glm4.5-style"]
+    config = examples_of(Glm4MoeAdapter).conformance_configs()["glm4.5-style"]
     return save_with_bias(config, tmp_path_factory.mktemp("glm4.5-style-biased"))
 
 
 @pytest.fixture(scope="module")
 def biased_dir(tmp_path_factory):
-    return save_with_bias(Glm4MoeAdapter.example_config(), tmp_path_factory.mktemp("glm4-moe-biased"))
+    return save_with_bias(examples_of(Glm4MoeAdapter).example_config(), tmp_path_factory.mktemp("glm4-moe-biased"))
 
 
 @pytest.mark.parametrize("path", ["native", "hooked"])
@@ -58,7 +58,7 @@ def test_glm45_style_with_correction_bias_conformance(glm45_dir, check, path):
 
 
 def test_checkpoint_style_configs_carry_the_switches():
-    configs = Glm4MoeAdapter.conformance_configs()
+    configs = examples_of(Glm4MoeAdapter).conformance_configs()
     for config in configs.values():
         assert config.n_group == 1 and config.routed_scaling_factor == 2.5 and config.attention_bias
         assert config.rope_parameters["partial_rotary_factor"] == 0.5 and not config.tie_word_embeddings

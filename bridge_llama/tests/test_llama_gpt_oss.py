@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers.models.gpt_oss.modeling_gpt_oss import apply_rotary_pos_emb
 
 import bridge
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_llama import GptOssAdapter
 
 ROUTING = ("hook_router_logits", "hook_expert_indices", "hook_expert_weights")
@@ -37,7 +37,7 @@ def pair(pair_for):
 @pytest.fixture(scope="module")
 def clamped_dir(tmp_path_factory):
     """The kit's clamped-SwiGLU variant: a limit of 0.3, so most expert pre-activations are clamped."""
-    config = GptOssAdapter.conformance_configs()["gpt-oss-clamped-swiglu"]
+    config = examples_of(GptOssAdapter).conformance_configs()["gpt-oss-clamped-swiglu"]
     return save_tiny_model(config, tmp_path_factory.mktemp("gpt-oss-clamped"))
 
 
@@ -128,7 +128,11 @@ def test_sinks_survive_generation_and_stack_along_positions(pair):
     prompt = pair.tokens(1, 5)
     names = ("hook_sink_logits", "hook_pattern")
     tokens, steps = model.generate(
-        prompt, max_new_tokens=4, do_sample=False, verbose=False, return_type="tokens",
+        prompt,
+        max_new_tokens=4,
+        do_sample=False,
+        verbose=False,
+        return_type="tokens",
         names_filter=lambda n: n.endswith(names),
     )
     expected_tokens = pair.reference.generate(prompt, max_new_tokens=4, do_sample=False, attention_mask=None)
@@ -268,7 +272,7 @@ def test_expert_views_follow_the_interleaved_transposed_layout(clamped_dir):
     """Per expert, the views with the clamped SwiGLU written out equal HF's experts module sending every token to
     that expert; the clamp bites on this model, and a half-split reading of ``gate_up_proj`` would be wrong."""
     model = bridge.load(clamped_dir, adapter=GptOssAdapter)
-    reference = GptOssAdapter.reference_model(type(model.hf_model), clamped_dir)
+    reference = examples_of(GptOssAdapter).reference_model(type(model.hf_model), clamped_dir)
     cfg = model.cfg
     alpha, limit = cfg.extra["swiglu_alpha"], cfg.extra["swiglu_limit"]
     mlp = model.blocks[0].mlp
@@ -321,10 +325,14 @@ def rms(x, norm):
 
 @pytest.mark.parametrize("variant", ["example", "gpt-oss-clamped-swiglu"])
 def test_forward_from_weight_views_reproduces_hf_logits(variant, tmp_path):
-    config = GptOssAdapter.example_config() if variant == "example" else GptOssAdapter.conformance_configs()[variant]
+    config = (
+        examples_of(GptOssAdapter).example_config()
+        if variant == "example"
+        else examples_of(GptOssAdapter).conformance_configs()[variant]
+    )
     directory = save_tiny_model(config, tmp_path)
     model = bridge.load(directory, adapter=GptOssAdapter)
-    reference = GptOssAdapter.reference_model(type(model.hf_model), directory)
+    reference = examples_of(GptOssAdapter).reference_model(type(model.hf_model), directory)
     cfg = model.cfg
     tokens = torch.tensor([[0, 5, 17, 42, 9, 77, 3, 11, 64, 2], [0, 8, 8, 100, 2, 64, 31, 7, 7, 120]])
     with torch.no_grad():
@@ -383,9 +391,7 @@ def test_fold_value_biases_is_refused_because_sinks_make_it_inexact(pair):
 def test_moe_hooks_under_every_experts_implementation(pair, implementation):
     """HF's batched and grouped expert kernels read the same interleaved, transposed weights: the hooks (routing
     re-run, per-slot expert outputs) and the logits agree with the eager HF reference under each."""
-    model = bridge.load(
-        pair.bridge.hf_model.name_or_path, adapter=GptOssAdapter, experts_implementation=implementation
-    )
+    model = bridge.load(pair.bridge.hf_model.name_or_path, adapter=GptOssAdapter, experts_implementation=implementation)
     assert model.hf_model.config._experts_implementation == implementation
     model.set_opt_in("hook_expert_outputs", True)
     tokens = pair.tokens()

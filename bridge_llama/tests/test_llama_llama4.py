@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from bridge import OptInHookError
 from bridge.analysis.processing import WeightProcessingError
-from bridge.testing import make_pair
+from bridge.testing import examples_of, make_pair
 from bridge_llama import Llama4Adapter
 from bridge_llama.llama4 import llama4_routing
 
@@ -25,8 +25,8 @@ def close(got, expected, atol=ATOL):
 
 
 def test_checkpoint_style_configs_carry_the_switches():
-    """The kit runs ``Llama4Adapter.conformance_configs()`` (test_llama_conformance); they are what they say."""
-    configs = Llama4Adapter.conformance_configs()
+    """The kit runs the Llama 4 examples' ``conformance_configs()`` (test_llama_conformance); they are what they say."""
+    configs = examples_of(Llama4Adapter).conformance_configs()
     for config in configs.values():
         assert config.no_rope_layers == [1, 0] and config.layer_types == ["chunked_attention", "full_attention"]
         assert config.num_experts_per_tok == 1

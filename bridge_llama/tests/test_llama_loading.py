@@ -6,13 +6,13 @@ import subprocess
 import pytest
 from transformers import GPT2Config
 
-from bridge.testing import populate_hub_cache, run_isolated, save_tiny_model
+from bridge.testing import examples_of, populate_hub_cache, run_isolated, save_tiny_model
 from bridge_llama import LlamaAdapter
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    return save_tiny_model(LlamaAdapter.example_config(), tmp_path_factory.mktemp("llama"))
+    return save_tiny_model(examples_of(LlamaAdapter).example_config(), tmp_path_factory.mktemp("llama"))
 
 
 def run_llama_only(script: str, tmp_path, **env: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ import bridge
 from bridge.kernel.components import MLP
 from bridge.kernel.components.moe import MoE
 from bridge.kernel.errors import ComponentMapError
-from bridge.testing import build_tiny_model, make_pair, save_tiny_model
+from bridge.testing import build_tiny_model, examples_of, make_pair, save_tiny_model
 from bridge_llama import GraniteMoeAdapter, OlmoeAdapter, PhimoeAdapter, Qwen2MoeAdapter, Qwen3MoeAdapter
 
 MOE = (OlmoeAdapter, Qwen2MoeAdapter, Qwen3MoeAdapter, PhimoeAdapter, GraniteMoeAdapter)
@@ -341,7 +341,7 @@ def test_granite_logits_are_the_unembedding_divided_by_logits_scaling(granite):
 
 
 def test_olmoe_with_clip_qkv_is_refused_with_the_reason(tmp_path):
-    example = OlmoeAdapter.example_config()
+    example = examples_of(OlmoeAdapter).example_config()
     config = type(example)(**{**example.to_diff_dict(), "clip_qkv": 8.0})
     directory = save_tiny_model(config, tmp_path)
     with pytest.raises(ComponentMapError, match=r"clip_qkv=8\.0.*clip_qkv=None only"):

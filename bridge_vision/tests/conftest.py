@@ -4,8 +4,8 @@ import torch
 from bridge.kernel.plugins import get_registry
 from bridge.testing import make_pair
 from bridge_vision import ADAPTERS
+from bridge_vision.examples import VLM_CASES
 from bridge_vision.testing import save_example_model, save_example_vlm
-from bridge_vision.vlm import VLM_CASES
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)

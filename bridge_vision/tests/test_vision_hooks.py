@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bridge
+from bridge.testing import examples_of
 from bridge_vision import CLIPAdapter, CLIPVisionAdapter, Siglip2VisionAdapter, SiglipVisionAdapter
 
 TOL = dict(atol=1e-5, rtol=0)
@@ -153,7 +154,7 @@ def test_head_ablation_in_the_text_tower_equals_weight_surgery(model_dirs):
 @given(batch=st.integers(1, 4), seed=st.integers(0, 2**16), hooked=st.booleans())
 def test_any_batch_equals_hf(model_dirs, batch, seed, hooked):
     model, reference = _cached(model_dirs)
-    pixels = CLIPVisionAdapter.example_input(model.hf_model.config, batch, seed).inputs["pixel_values"]
+    pixels = examples_of(CLIPVisionAdapter).example_input(model.hf_model.config, batch, seed).inputs["pixel_values"]
     names = (lambda n: True) if hooked else ["blocks.1.hook_resid_post"]
     out, cache = model.run_with_cache(pixels, names_filter=names, return_type="pooled")
     expected = reference(pixels, output_hidden_states=True)

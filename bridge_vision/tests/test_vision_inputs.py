@@ -9,6 +9,7 @@ from PIL import Image
 
 import bridge
 from bridge.kernel.errors import BadInputError
+from bridge.testing import examples_of
 from bridge_vision import (
     CLIPAdapter,
     CLIPClassifierAdapter,
@@ -34,7 +35,7 @@ def loaded(model_dirs, architecture):
 
 def test_pixel_values_as_input_or_keyword_and_every_return_type(model_dirs):
     model, reference = loaded(model_dirs, "CLIPVisionModel")
-    pixels = CLIPVisionAdapter.example_input(model.hf_model.config, batch=3, seed=4).inputs["pixel_values"]
+    pixels = examples_of(CLIPVisionAdapter).example_input(model.hf_model.config, batch=3, seed=4).inputs["pixel_values"]
     expected = reference(pixels)
     torch.testing.assert_close(model(pixels, return_type="hidden"), expected.last_hidden_state, **TOL)
     torch.testing.assert_close(model(pixel_values=pixels, return_type="pooled"), expected.pooler_output, **TOL)
@@ -45,7 +46,7 @@ def test_pixel_values_as_input_or_keyword_and_every_return_type(model_dirs):
 
 def test_projection_model_returns_image_embeds(model_dirs):
     model, reference = loaded(model_dirs, "CLIPVisionModelWithProjection")
-    pixels = CLIPVisionAdapter.example_input(model.hf_model.config).inputs["pixel_values"]
+    pixels = examples_of(CLIPVisionAdapter).example_input(model.hf_model.config).inputs["pixel_values"]
     out, cache = model.run_with_cache(pixels, return_type="embeds")
     torch.testing.assert_close(out, reference(pixels).image_embeds, **TOL)
     torch.testing.assert_close(cache["hook_image_embeds"], out, atol=0, rtol=0)
@@ -80,7 +81,7 @@ def test_siglip2_takes_the_processor_output_as_a_dict(model_dirs):
 
 def test_two_tower_reads_text_and_images_together(model_dirs):
     model, reference = loaded(model_dirs, "CLIPModel")
-    example = CLIPAdapter.example_input(model.hf_model.config)
+    example = examples_of(CLIPAdapter).example_input(model.hf_model.config)
     tokens, pixels = example.inputs["input_ids"], example.inputs["pixel_values"]
     expected = reference(input_ids=tokens, pixel_values=pixels)
     torch.testing.assert_close(model(tokens, pixel_values=pixels), expected.logits_per_image, **TOL)
@@ -120,7 +121,7 @@ def test_images_on_a_text_model_error(tmp_path):
     from bridge.testing import save_tiny_model
     from bridge_gpt2 import GPT2Adapter
 
-    model = bridge.load(save_tiny_model(GPT2Adapter.example_config(), tmp_path))
+    model = bridge.load(save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path))
     with pytest.raises(BadInputError, match="reads text only"):
         model("hello", pixel_values=torch.zeros(1, 3, 16, 16))
     with pytest.raises(BadInputError, match="reads text only"):
@@ -129,14 +130,14 @@ def test_images_on_a_text_model_error(tmp_path):
 
 def test_stop_at_layer_returns_the_residual_entering_that_block(model_dirs):
     model, reference = loaded(model_dirs, "SiglipVisionModel")
-    pixels = SiglipVisionAdapter.example_input(model.hf_model.config).inputs["pixel_values"]
+    pixels = examples_of(SiglipVisionAdapter).example_input(model.hf_model.config).inputs["pixel_values"]
     hidden = reference(pixels, output_hidden_states=True).hidden_states
     torch.testing.assert_close(model(pixels, stop_at_layer=1, return_type="hidden"), hidden[1], **TOL)
 
 
 def test_classifier_logits_read_the_mean_over_patches(model_dirs):
     model, reference = loaded(model_dirs, "CLIPForImageClassification")
-    pixels = CLIPClassifierAdapter.example_input(model.hf_model.config).inputs["pixel_values"]
+    pixels = examples_of(CLIPClassifierAdapter).example_input(model.hf_model.config).inputs["pixel_values"]
     logits, cache = model.run_with_cache(pixels, return_type="logits")
     last = reference(pixels, output_hidden_states=True).hidden_states[-1]  # [b, 1 + patches, d]
     torch.testing.assert_close(cache["hook_pooled"], last[:, 1:].mean(1), **TOL)
@@ -145,7 +146,7 @@ def test_classifier_logits_read_the_mean_over_patches(model_dirs):
 
 def test_two_tower_siglip_logits_equal_hf(model_dirs):
     model, reference = loaded(model_dirs, "SiglipModel")
-    example = SiglipAdapter.example_input(model.hf_model.config, batch=3, seed=2)
+    example = examples_of(SiglipAdapter).example_input(model.hf_model.config, batch=3, seed=2)
     logits = model(example.inputs)
     torch.testing.assert_close(logits, reference(**example.inputs).logits_per_image, **TOL)
     assert logits.shape == (3, 4)
@@ -155,7 +156,7 @@ def test_siglip2_padding_slots_do_not_change_real_patches(model_dirs):
     """An image alone and the same image padded with empty slots next to a larger one give the same
     hidden states on its real patches (the pixel attention mask reaches the hooked attention path)."""
     model, _ = loaded(model_dirs, "Siglip2VisionModel")
-    example = Siglip2VisionAdapter.example_input(model.hf_model.config, batch=2, seed=3).inputs
+    example = examples_of(Siglip2VisionAdapter).example_input(model.hf_model.config, batch=2, seed=3).inputs
     alone = {k: v[1:] for k, v in example.items()}
     alone = {
         **alone,
@@ -177,7 +178,7 @@ def test_wrap_picks_the_projection_adapter_by_the_model_class():
     config = CLIPVisionConfig(
         **{
             k: v
-            for k, v in CLIPVisionAdapter.example_config().to_dict().items()
+            for k, v in examples_of(CLIPVisionAdapter).example_config().to_dict().items()
             if k
             in (
                 "hidden_size",
@@ -193,7 +194,7 @@ def test_wrap_picks_the_projection_adapter_by_the_model_class():
     assert not config.architectures
     model = bridge.wrap(CLIPVisionModelWithProjection(config).eval())
     assert type(model.adapter) is CLIPVisionProjectionAdapter
-    pixels = CLIPVisionAdapter.example_input(config).inputs["pixel_values"]
+    pixels = examples_of(CLIPVisionAdapter).example_input(config).inputs["pixel_values"]
     out, cache = model.run_with_cache(pixels, return_type="embeds", names_filter=["hook_image_embeds"])
     torch.testing.assert_close(cache["hook_image_embeds"], out, atol=0, rtol=0)
 

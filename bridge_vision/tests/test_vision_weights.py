@@ -10,6 +10,7 @@ import torch
 
 import bridge
 from bridge.analysis.model_weights import WeightViewError
+from bridge.testing import examples_of
 from bridge_vision import CLIPAdapter
 
 
@@ -35,7 +36,7 @@ def test_two_tower_views_live_on_the_towers(model_dirs):
 
 def test_two_tower_copies_and_pickles_run_as_the_original(model_dirs):
     model = bridge.load(model_dirs["CLIPModel"])
-    inputs = dict(CLIPAdapter.example_input(model.hf_model.config).inputs)
+    inputs = dict(examples_of(CLIPAdapter).example_input(model.hf_model.config).inputs)
     expected = model(inputs)
     hook = lambda t, hook: t * 0.5  # noqa: E731
     model.add_hook("vision.blocks.0.hook_resid_post", hook)

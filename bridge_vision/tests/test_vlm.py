@@ -16,8 +16,8 @@ from transformers import GenerationConfig
 
 import bridge
 from bridge.kernel.errors import BadInputError
-from bridge.testing import expect_close
-from bridge_vision.vlm import IMAGE_TOKEN_ID, TINY_VOCAB, VLM_CASES
+from bridge.testing import examples_of, expect_close
+from bridge_vision.examples import IMAGE_TOKEN_ID, TINY_VOCAB, VLM_CASES
 
 TOL = dict(atol=1e-5, rtol=0)
 
@@ -33,7 +33,7 @@ def case(request):
 
 
 def inputs_for(pair, batch=2, seed=0):
-    return dict(type(pair.bridge.adapter).example_input(pair.bridge.hf_model.config, batch, seed).inputs)
+    return dict(examples_of(type(pair.bridge.adapter)).example_input(pair.bridge.hf_model.config, batch, seed).inputs)
 
 
 def image_features(reference, pixel_values):

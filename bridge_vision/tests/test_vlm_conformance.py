@@ -7,7 +7,7 @@ no leaks, shapes (per part)."""
 import pytest
 
 from bridge.testing import ALL_CHECKS
-from bridge_vision.vlm import VLM_CASES
+from bridge_vision.examples import VLM_CASES
 
 
 @pytest.mark.parametrize("path", ["native", "hooked"])

@@ -10,7 +10,7 @@ from transformers import BioGptConfig, LlavaForConditionalGeneration
 import bridge
 from bridge.app.cli import main
 from bridge.kernel.errors import UnknownArchitectureError
-from bridge.testing import run_isolated
+from bridge.testing import examples_of, run_isolated
 from bridge_vision.vlm import LlavaAdapter
 
 SCRIPT = """
@@ -30,7 +30,7 @@ def test_a_language_model_no_plugin_handles_is_named_with_no_plugin_to_install()
         num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=129
     )
     assert "biogpt" not in bridge.get_registry().by_model_type  # the premise: no installed plugin bridges BioGPT
-    hf_model = LlavaForConditionalGeneration(LlavaAdapter.example_config(text_config=text))
+    hf_model = LlavaForConditionalGeneration(examples_of(LlavaAdapter).example_config(text_config=text))
     with pytest.raises(UnknownArchitectureError) as err:
         bridge.wrap(hf_model)
     message = str(err.value)

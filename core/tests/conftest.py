@@ -1,13 +1,13 @@
 import pytest
 
 import bridge
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_gpt2 import GPT2Adapter
 
 
 @pytest.fixture(scope="session")
 def gpt2_dir(tmp_path_factory):
-    return save_tiny_model(GPT2Adapter.example_config(), tmp_path_factory.mktemp("gpt2"))
+    return save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path_factory.mktemp("gpt2"))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Adapters written the way a third-party author would, with bridge's public API only (no name starting
 with ``_`` is used here; ``test_public_block_api`` checks it): Phi (a parallel block reading one shared norm)
-and GPT-J (attention computed inline by the HF module, re-expressed with ``Attention.attend_with_hooks``).
+and GPT-J (attention computed inline by the HF module, re-expressed with ``Attention.attend_with_hooks``), each
+with its ``Examples`` (the tiny config the kit builds).
 OPT's pre- and post-norm blocks are in the ``bridge new-plugin`` template."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from torch import nn
 from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.kernel.components import MLP, Attention, ForwardOverride, Norm, SharedNormParallelBlock, SplitQKV
-from bridge.kernel.config import BridgeConfig
+from bridge.components import MLP, Attention, ForwardOverride, Norm, SharedNormParallelBlock, SplitQKV
+from bridge.kernel import BridgeConfig, Examples
 
 
 class PhiAdapter(Adapter):
@@ -44,24 +45,6 @@ class PhiAdapter(Adapter):
             ln_final=Spec(Norm, "final_layernorm"),
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> Any:
-        return transformers.PhiConfig(
-            architectures=["PhiForCausalLM"],
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-            partial_rotary_factor=0.5,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attention_dropout=0.0,
-            pad_token_id=0,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
 
 
 class GPTJBlock(SharedNormParallelBlock):
@@ -129,6 +112,33 @@ class GPTJAdapter(Adapter):
             "mlp": Spec(MLP, "mlp", {"pre": "fc_in", "out": "fc_out"}),
         }
         return ComponentMap(embed="wte", blocks="h", block=BlockSpec(GPTJBlock, children), ln_final=Spec(Norm, "ln_f"))
+
+
+class PhiExamples(Examples):
+    adapter = PhiAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Any:
+        return transformers.PhiConfig(
+            architectures=["PhiForCausalLM"],
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            partial_rotary_factor=0.5,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attention_dropout=0.0,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+
+
+class GPTJExamples(Examples):
+    adapter = GPTJAdapter
 
     @classmethod
     def example_config(cls, architecture: str | None = None) -> Any:

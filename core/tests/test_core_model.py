@@ -6,6 +6,7 @@ import transformers
 
 import bridge
 from bridge import ActivationCache, BridgeError, HookNameError, act_name
+from bridge.testing import examples_of
 
 
 def test_short_keys_resolve_like_transformerlens(gpt2):
@@ -152,7 +153,7 @@ def test_headless_model_asks_for_hidden(tmp_path):
     from bridge.testing import save_tiny_model
     from bridge_gpt2 import GPT2Adapter
 
-    directory = save_tiny_model(GPT2Adapter.example_config("GPT2Model"), tmp_path)
+    directory = save_tiny_model(examples_of(GPT2Adapter).example_config("GPT2Model"), tmp_path)
     model = bridge.load(directory)
     with pytest.raises(bridge.NoLMHeadError, match="return_type='hidden'"):
         model(torch.tensor([[0, 1]]))

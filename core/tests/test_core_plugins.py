@@ -19,7 +19,7 @@ from bridge.kernel.errors import (
     UnknownArchitectureError,
 )
 from bridge.kernel.plugins import PluginInfo, PluginRegistry
-from bridge.testing import build_tiny_model
+from bridge.testing import build_tiny_model, examples_of
 from bridge_gpt2 import GPT2Adapter
 
 HOOKSPECS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "bridge_spec")]
@@ -55,7 +55,7 @@ class Plugin:
 def test_hookspec_register_adapters_by_architecture_and_model_type():
     registry = PluginRegistry()
     registry.register_plugin(Plugin(GPT2Adapter))
-    config = GPT2Adapter.example_config()
+    config = examples_of(GPT2Adapter).example_config()
     assert registry.resolve(config) is GPT2Adapter
     config.architectures = ["SomethingElse"]
     assert registry.resolve(config) is GPT2Adapter  # via model_type "gpt2"
@@ -68,7 +68,7 @@ def test_hookspec_match_adapter_claims_unnamed_models():
             return GPT2Adapter if hf_config.model_type == "my-renamed-gpt2" else None
 
     registry = PluginRegistry()
-    config = GPT2Adapter.example_config()
+    config = examples_of(GPT2Adapter).example_config()
     config.architectures = ["MyRenamedGPT2"]
     config.model_type = "my-renamed-gpt2"
     with pytest.raises(UnknownArchitectureError):
@@ -92,7 +92,7 @@ def test_hookspec_configure_and_bridge_ready_run_on_wrap(monkeypatch):
     registry = bridge.get_registry()
     registry.pm.register(Observer(), name="observer")
     try:
-        model = bridge.wrap(build_tiny_model(GPT2Adapter.example_config()))
+        model = bridge.wrap(build_tiny_model(examples_of(GPT2Adapter).example_config()))
     finally:
         registry.pm.unregister(name="observer")
     assert model.cfg.extra["seen_vocab"] == 128
@@ -106,7 +106,7 @@ def test_hookspec_bridge_ready_failure_leaves_nothing_attached():
             bridge.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None, is_permanent=True)
             raise RuntimeError("plugin bug")
 
-    hf = build_tiny_model(GPT2Adapter.example_config())
+    hf = build_tiny_model(examples_of(GPT2Adapter).example_config())
     registry = bridge.get_registry()
     registry.pm.register(Failing(), name="failing")
     try:
@@ -130,22 +130,22 @@ def test_duplicate_adapters_pick_a_deterministic_winner_and_warn():
     registry.register_plugin(Plugin(GPT2Adapter), bridge.plugins.PluginInfo("bridge-gpt2", "0", "x", "disabled"))
     with pytest.warns(AdapterConflictWarning, match=r"ThirdParty.*using .*GPT2Adapter from bridge-gpt2"):
         registry.register_plugin(Plugin(ThirdParty), bridge.plugins.PluginInfo("acme-gpt2", "0", "y", "disabled"))
-    assert registry.resolve(GPT2Adapter.example_config()) is GPT2Adapter
+    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is GPT2Adapter
     with pytest.warns(AdapterConflictWarning, match="using .*Overriding from acme-fast"):
         registry.register_plugin(Plugin(Overriding), bridge.plugins.PluginInfo("acme-fast", "0", "z", "disabled"))
-    assert registry.resolve(GPT2Adapter.example_config()) is Overriding
+    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is Overriding
 
 
 def test_unknown_architecture_names_the_distribution_to_install():
     registry = PluginRegistry()
-    config = GPT2Adapter.example_config()
+    config = examples_of(GPT2Adapter).example_config()
     with pytest.raises(UnknownArchitectureError, match=r"pip install bridge-gpt2.*Installed plugins: none"):
         registry.resolve(config)
     from transformers import LlamaConfig
 
     with pytest.raises(UnknownArchitectureError, match="pip install bridge-llama"):
         registry.resolve(LlamaConfig(architectures=["LlamaForCausalLM"]))
-    custom = GPT2Adapter.example_config()
+    custom = examples_of(GPT2Adapter).example_config()
     custom.architectures, custom.model_type = ["Weird"], "weird"
     with pytest.raises(UnknownArchitectureError, match="knows no plugin"):
         registry.resolve(custom)
@@ -162,7 +162,7 @@ def test_plugin_whose_registration_raises_is_skipped_with_a_warning():
         info = registry.register_plugin(Broken())
     assert info.status == "broken" and "Adapter subclass" in info.error
     registry.register_plugin(Plugin(GPT2Adapter))
-    assert registry.resolve(GPT2Adapter.example_config()) is GPT2Adapter
+    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is GPT2Adapter
 
 
 def test_trace_plugins_prints_hook_calls(monkeypatch, capsys):
@@ -221,7 +221,7 @@ def fake_site(tmp_path, monkeypatch):
 
 
 def config_for(architecture):
-    config = GPT2Adapter.example_config()
+    config = examples_of(GPT2Adapter).example_config()
     config.architectures, config.model_type = [architecture], "not-registered"
     return config
 
@@ -320,7 +320,7 @@ def test_failing_configure_or_bridge_ready_stops_the_load_naming_plugin_and_hook
                 raise error
 
     scratch_registry.register_plugin(Failing(), PluginInfo("acme-tweaks", "1.2", "tweaks = acme_tweaks", ""))
-    hf = build_tiny_model(GPT2Adapter.example_config())
+    hf = build_tiny_model(examples_of(GPT2Adapter).example_config())
     with pytest.raises(PluginHookError) as raised:
         bridge.wrap(hf)
     err = raised.value
@@ -352,7 +352,7 @@ def test_match_adapter_junk_or_failure_is_ignored_with_a_warning_naming_the_plug
     scratch_registry.register_plugin(Good(), PluginInfo("acme-good", "1", "good = acme_good", ""))
     scratch_registry.register_plugin(Junk(), PluginInfo("acme-junk", "1", "junk = acme_junk", ""))
     scratch_registry.register_plugin(Raising(), PluginInfo("acme-raises", "1", "r = acme_raises", ""))
-    config = GPT2Adapter.example_config()
+    config = examples_of(GPT2Adapter).example_config()
     config.architectures, config.model_type = ["Renamed"], "renamed"
     with pytest.warns(PluginHookWarning) as record:
         assert scratch_registry.resolve(config) is GPT2Adapter

@@ -21,7 +21,7 @@ from bridge.kernel.errors import BridgeError
 from bridge.testing import make_pair
 
 sys.path.insert(0, str(Path(__file__).parent))
-from public_api_adapters import GPTJAdapter
+from public_api_adapters import GPTJExamples
 
 
 def by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: int, order: str) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_bad_partitions_are_refused():
 def test_attend_with_hooks_runs_a_modules_own_core(tmp_path):
     """``core`` replaces ``eager_attention`` on both branches: given ``on_scores``/``on_pattern`` only while those
     hooks are in use; its output is what ``hook_z`` sees and what the layer returns."""
-    pair = make_pair(GPTJAdapter, directory=tmp_path)
+    pair = make_pair(GPTJExamples, directory=tmp_path)
     attn = pair.bridge.blocks[0].attn
     module = attn.hf_module
     query, key, value = torch.randn(1, 4, 3, 8), torch.randn(1, 4, 3, 8), torch.randn(1, 4, 3, 8)

@@ -14,7 +14,7 @@ import bridge
 from bridge import BridgeError, HookNameError
 from bridge.analysis.generation import FrequencyPenalty, StepCaches, _stack_hook
 from bridge.kernel.errors import NoLMHeadError
-from bridge.testing import make_pair
+from bridge.testing import examples_of, make_pair
 from bridge.testing.generation import (
     GENERATION_CHECKS,
     greedy_without_cache,
@@ -390,7 +390,7 @@ def test_bad_input_gets_clear_errors(pair, gpt2_dir):
         untokenized.generate(pair.tokens(1, 3), verbose=False)
     assert untokenized.generate(pair.tokens(1, 3), stop_at_eos=False, verbose=False).shape == (1, 13)
     untokenized.detach()
-    headless = bridge.wrap(GPT2Model(GPT2Adapter.example_config("GPT2Model")))
+    headless = bridge.wrap(GPT2Model(examples_of(GPT2Adapter).example_config("GPT2Model")))
     with pytest.raises(NoLMHeadError, match="cannot generate"):
         headless.generate(pair.tokens(1, 3), verbose=False)
 

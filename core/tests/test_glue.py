@@ -14,7 +14,7 @@ from torch.nn import functional as F
 import bridge
 from bridge import BridgeError
 from bridge.kernel.errors import BadInputError, HookOutputError, UnknownArgumentError
-from bridge.testing import build_tiny_model, tiny_tokenizer
+from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 from bridge_gpt2 import GPT2Adapter
 
 LONG_TEXT = " ".join(["The cat sat on the mat and the dog sat on the log."] * 12)
@@ -45,7 +45,7 @@ def test_load_gives_eval_mode_and_train_eval_follow_the_hf_model(gpt2):
 
 
 def test_wrap_keeps_the_hf_model_mode():
-    hf_model = build_tiny_model(GPT2Adapter.example_config()).train()
+    hf_model = build_tiny_model(examples_of(GPT2Adapter).example_config()).train()
     model = bridge.wrap(hf_model, tiny_tokenizer())
     assert model.training is True
     model.eval()

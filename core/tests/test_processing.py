@@ -17,7 +17,7 @@ from bridge.kernel.components import Norm
 from bridge.testing import save_tiny_model
 from bridge_alibi.adapters import ADAPTERS as ALIBI
 from bridge_gpt2.adapters import ADAPTERS as GPT2_FAMILY
-from bridge_llama.adapters import ADAPTERS as LLAMA_FAMILY
+from bridge_llama.catalog import ADAPTERS as LLAMA_FAMILY
 from bridge_mamba.adapters import MambaAdapter
 from bridge_mla.adapters import ADAPTERS as MLA
 

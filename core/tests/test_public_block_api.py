@@ -23,7 +23,7 @@ from bridge.testing import ALL_CHECKS, build_tiny_model, is_plain, make_pair
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from public_api_adapters import GPTJAdapter, PhiAdapter  # noqa: E402
+from public_api_adapters import GPTJExamples, PhiAdapter, PhiExamples  # noqa: E402
 
 TOL = 1e-5
 
@@ -42,16 +42,17 @@ def opt_plugin(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def opt_adapters(opt_plugin):
-    OPTAdapter = opt_plugin[1].OPTAdapter
+    """The generated plugin's OPT examples, and a post-norm variant of them."""
+    from bridge_opt.examples import OPTExamples
 
-    class PostNormOPT(OPTAdapter):
+    class PostNormOPT(OPTExamples):
         @classmethod
         def example_config(cls, architecture=None):
             config = super().example_config(architecture)
             config.do_layer_norm_before = False  # OPT-350m's layout
             return config
 
-    return OPTAdapter, PostNormOPT
+    return OPTExamples, PostNormOPT
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +95,7 @@ def test_adapters_use_public_names_only(opt_plugin):
 @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("which", ["phi", "gptj", "opt-post-norm"])
 def test_conformance(which, check, path, opt_adapters, saved):
-    adapter = {"phi": PhiAdapter, "gptj": GPTJAdapter, "opt-post-norm": opt_adapters[1]}[which]
+    adapter = {"phi": PhiExamples, "gptj": GPTJExamples, "opt-post-norm": opt_adapters[1]}[which]
     check(make_pair(adapter, None, path, directory=saved(adapter)))
 
 
@@ -145,7 +146,7 @@ def logits_of(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 def test_shared_norm_patch_reaches_attention_and_mlp(wired, saved):
     """Doubling ``ln1.hook_normalized`` (the normalized input, before the norm's weight and bias) is doubling the
     shared norm's weight: both sublayers read the patched norm."""
-    pair = make_pair(PhiAdapter, None, "native", directory=saved(PhiAdapter))
+    pair = make_pair(PhiExamples, None, "native", directory=saved(PhiExamples))
     tokens = pair.tokens()
     surgery = copy.deepcopy(pair.reference)
     with torch.no_grad():
@@ -159,7 +160,7 @@ def test_shared_norm_patch_reaches_attention_and_mlp(wired, saved):
 
 
 def test_shared_norm_block_runs_its_norm_once(saved):
-    pair = make_pair(PhiAdapter, None, "native", directory=saved(PhiAdapter))
+    pair = make_pair(PhiExamples, None, "native", directory=saved(PhiExamples))
     calls = []
     handle = pair.bridge.blocks[0].hf_modules["ln1"].register_forward_hook(lambda *_: calls.append(1))
     pair.bridge.run_with_cache(pair.tokens(), names_filter=lambda n: n == "blocks.0.hook_resid_post")
@@ -169,7 +170,7 @@ def test_shared_norm_block_runs_its_norm_once(saved):
 
 def test_inline_attention_rot_q_patch_is_used(saved):
     """GPT-J's rotary is linear in q: doubling ``hook_rot_q`` is doubling ``q_proj``'s weight."""
-    pair = make_pair(GPTJAdapter, None, "native", directory=saved(GPTJAdapter))
+    pair = make_pair(GPTJExamples, None, "native", directory=saved(GPTJExamples))
     tokens = pair.tokens()
     surgery = copy.deepcopy(pair.reference)
     with torch.no_grad():
@@ -180,7 +181,7 @@ def test_inline_attention_rot_q_patch_is_used(saved):
 
 
 def test_inline_attention_pattern_is_hf_eager_attentions(saved):
-    pair = make_pair(GPTJAdapter, None, "native", directory=saved(GPTJAdapter))
+    pair = make_pair(GPTJExamples, None, "native", directory=saved(GPTJExamples))
     tokens = pair.tokens()
     _, cache = pair.bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
     reference = pair.reference(tokens, output_attentions=True).attentions
@@ -263,7 +264,7 @@ def broken_phi(**children: Spec | None) -> type:
 )
 def test_component_map_mistakes_are_named(children, says, saved):
     adapter = broken_phi(**children)
-    hf_model = build_tiny_model(PhiAdapter.example_config())
+    hf_model = build_tiny_model(PhiExamples.example_config())
     with pytest.raises(ComponentMapError) as err:
         bridge.wrap(hf_model, adapter=adapter)
     for text in says:
@@ -272,7 +273,7 @@ def test_component_map_mistakes_are_named(children, says, saved):
 
 
 def test_example_config_without_architectures_is_named():
-    class NoArchitectures(PhiAdapter):
+    class NoArchitectures(PhiExamples):
         @classmethod
         def example_config(cls, architecture=None):
             config = super().example_config(architecture)
@@ -284,7 +285,7 @@ def test_example_config_without_architectures_is_named():
 
 
 def test_block_refuses_an_empty_path_it_does_not_compute():
-    hf_model = build_tiny_model(PhiAdapter.example_config())
+    hf_model = build_tiny_model(PhiExamples.example_config())
     spec = BlockSpec(ParallelBlock, {"mlp": Spec(MLP, "", {"pre": "mlp.fc1", "out": "mlp.fc2"})})
     with pytest.raises(BridgeError, match="inline_children"):
         spec.build(hf_model.model.layers[0], bridge.config_from_hf(hf_model.config))

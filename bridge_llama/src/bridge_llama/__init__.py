@@ -1,7 +1,6 @@
 """bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
 from bridge_llama.adapters import (
-    ADAPTERS,
     Gemma2Adapter,
     Gemma3Adapter,
     LlamaAdapter,
@@ -13,6 +12,7 @@ from bridge_llama.adapters import (
     Qwen3Adapter,
     RopeAdapter,
 )
+from bridge_llama.catalog import ADAPTERS
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 from bridge_llama.dense_adapters import (
     GemmaAdapter,

@@ -9,37 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from transformers import (
-    Gemma2Config,
-    Gemma3TextConfig,
-    LlamaConfig,
-    MistralConfig,
-    MixtralConfig,
-    Olmo2Config,
-    Phi3Config,
-    Qwen2Config,
-    Qwen3Config,
-)
-
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, Block, FusedQKV, MoE, Norm, SequentialBlock, SplitQKV, softmax_topk
 from bridge.kernel import BridgeConfig
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
-
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
-#: Shared by every example config: tiny, two layers, GQA, the tiny tokenizer's special ids.
-TINY = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-    "vocab_size": TINY_VOCAB,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
-}
 
 RMS = {"kind": "RMS"}
 GEMMA_RMS = {"kind": "RMS", "weight_offset": 1.0}  # Gemma scales by (1 + w)
@@ -54,12 +27,9 @@ def rope_parameters(hf_config: Any, layer_type: str | None = None) -> dict[str, 
         layer_type = "full_attention"
     return dict(params.get(layer_type, {})) if layer_type is not None else params
 
-
 class RopeAdapter(Adapter):
     """The Llama layout, with the few knobs the family turns; subclasses are mostly data."""
 
-    example_class: ClassVar[type] = LlamaConfig
-    example_options: ClassVar[dict[str, Any]] = {}
     attention: ClassVar[tuple[type[Attention], dict[str, Any]]] = (Attention, LLAMA_ATTN)
     mlp: ClassVar[tuple[type, dict[str, Any]]] = (MLP, LLAMA_MLP)
     norm: ClassVar[dict[str, Any]] = RMS
@@ -99,71 +69,48 @@ class RopeAdapter(Adapter):
             ln_final=Spec(Norm, "norm", self.norm),
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> Any:
-        return cls.example_class(
-            **{**TINY, **cls.example_options}, architectures=[architecture or cls.architectures[0]]
-        )
-
-
 class LlamaAdapter(RopeAdapter):
     """Llama 1–3: RoPE, GQA, RMSNorm, gated SiLU MLP."""
 
     architectures = ("LlamaForCausalLM",)
     model_types = ("llama",)
 
-
 class MistralAdapter(RopeAdapter):
     """Mistral: Llama with sliding-window attention (the window is in the mask HF builds)."""
 
     architectures = ("MistralForCausalLM",)
     model_types = ("mistral",)
-    example_class = MistralConfig
-    example_options: ClassVar[dict[str, Any]] = {"sliding_window": 4}
-
 
 class Qwen2Adapter(RopeAdapter):
     """Qwen2 / Qwen2.5: Llama with biases on the q/k/v projections."""
 
     architectures = ("Qwen2ForCausalLM",)
     model_types = ("qwen2",)
-    example_class = Qwen2Config
-
 
 class Qwen3Adapter(RopeAdapter):
     """Qwen3: per-head RMS norms on q and k before RoPE (``hook_q_normed``/``hook_k_normed``)."""
 
     architectures = ("Qwen3ForCausalLM",)
     model_types = ("qwen3",)
-    example_class = Qwen3Config
-    example_options: ClassVar[dict[str, Any]] = {"head_dim": 16}
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
-
 
 class Phi3Adapter(RopeAdapter):
     """Phi-3: fused ``qkv_proj`` and ``gate_up_proj``, split into the usual hooks; partial rotary."""
 
     architectures = ("Phi3ForCausalLM",)
     model_types = ("phi3",)
-    example_class = Phi3Config
-    example_options: ClassVar[dict[str, Any]] = {
-        "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}
-    }
     attention = (Attention, {"qkv": FusedQKV("qkv_proj", layout="grouped"), "out": "o_proj", "rotary": True})
     mlp = (GateUpMLP, {"fused": "gate_up_proj", "out": "down_proj"})
     extra_paths: ClassVar[dict[str, str]] = {"attn_dropout": "resid_attn_dropout", "mlp_dropout": "resid_mlp_dropout"}
-
 
 class Olmo2Adapter(RopeAdapter):
     """OLMo-2: norms after attention and MLP only (no pre-norms); q/k norms across all heads."""
 
     architectures = ("Olmo2ForCausalLM",)
     model_types = ("olmo2",)
-    example_class = Olmo2Config
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "flat"})
     wiring = SandwichBlock
     norms: ClassVar[dict[str, str]] = {"ln1_post": "post_attention_layernorm", "ln2_post": "post_feedforward_layernorm"}
-
 
 class Gemma2Adapter(RopeAdapter):
     """Gemma 2: √d_model-scaled embedding, sandwich norms with ``(1 + w)`` weights, attention and final-logit
@@ -171,15 +118,6 @@ class Gemma2Adapter(RopeAdapter):
 
     architectures = ("Gemma2ForCausalLM",)
     model_types = ("gemma2",)
-    example_class = Gemma2Config
-    example_options: ClassVar[dict[str, Any]] = {
-        "head_dim": 16,
-        "query_pre_attn_scalar": 24,
-        "sliding_window": 4,
-        # Small enough to bite on a tiny random model (its scores are ~0.1, its logits ~1).
-        "attn_logit_softcapping": 0.05,
-        "final_logit_softcapping": 0.5,
-    }
     norm = GEMMA_RMS
     wiring = SandwichBlock
     norms: ClassVar[dict[str, str]] = {
@@ -200,23 +138,11 @@ class Gemma2Adapter(RopeAdapter):
         }
         return out
 
-
 class Gemma3Adapter(Gemma2Adapter):
     """Gemma 3 (text): Gemma 2's layout with q/k norms, and different RoPE bases on local and global layers."""
 
     architectures = ("Gemma3ForCausalLM",)
     model_types = ("gemma3_text",)
-    example_class = Gemma3TextConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "head_dim": 16,
-        "query_pre_attn_scalar": 24,
-        "sliding_window": 4,
-        "layer_types": ["sliding_attention", "full_attention"],
-        "rope_parameters": {
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
-        },
-    }
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bhpd"})
 
     def config_overrides(self) -> dict[str, Any]:
@@ -224,18 +150,11 @@ class Gemma3Adapter(Gemma2Adapter):
         out["extra"]["rope_theta_local"] = rope_parameters(self.hf_config, "sliding_attention").get("rope_theta")
         return out
 
-
 class MixtralAdapter(RopeAdapter):
     """Mixtral: Mistral with a sparse MoE MLP (softmax router, top-k, renormalized weights)."""
 
     architectures = ("MixtralForCausalLM",)
     model_types = ("mixtral",)
-    example_class = MixtralConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "sliding_window": None,
-    }
     mlp = (MoE, {"routing": softmax_topk(normalize=True), "router": "gate", "experts": "experts"})
 
     def config_overrides(self) -> dict[str, Any]:
@@ -244,29 +163,3 @@ class MixtralAdapter(RopeAdapter):
         out["gated_mlp"] = True  # the experts are SiLU-gated
         out["extra"] |= {"n_experts": c.num_local_experts, "experts_per_token": c.num_experts_per_tok}
         return out
-
-
-def _adapters_of_other_modules() -> tuple[type[RopeAdapter], ...]:
-    """The family's adapters kept in modules of their own (imported here: they build on the classes above)."""
-    from bridge_llama.dense_adapters import DENSE_ADAPTERS
-    from bridge_llama.glm4_moe import Glm4MoeAdapter
-    from bridge_llama.gpt_oss import GptOssAdapter
-    from bridge_llama.llama4 import Llama4Adapter
-    from bridge_llama.moe_adapters import MOE_ADAPTERS
-    from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS
-
-    return (*DENSE_ADAPTERS, *PARALLEL_ADAPTERS, *MOE_ADAPTERS, Llama4Adapter, Glm4MoeAdapter, GptOssAdapter)
-
-
-ADAPTERS: tuple[type[RopeAdapter], ...] = (
-    LlamaAdapter,
-    MistralAdapter,
-    Qwen2Adapter,
-    Qwen3Adapter,
-    Gemma2Adapter,
-    Gemma3Adapter,
-    Phi3Adapter,
-    Olmo2Adapter,
-    MixtralAdapter,
-    *_adapters_of_other_modules(),
-)

@@ -8,15 +8,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from transformers import (
-    GemmaConfig,
-    GraniteConfig,
-    Olmo3Config,
-    OlmoConfig,
-    SmolLM3Config,
-    Starcoder2Config,
-)
-
 from bridge import ComponentMap, Spec
 from bridge.components import MLP, Attention
 from bridge.kernel import BridgeConfig
@@ -30,15 +21,12 @@ class GemmaAdapter(RopeAdapter):
 
     architectures = ("GemmaForCausalLM",)
     model_types = ("gemma",)
-    example_class = GemmaConfig
-    example_options: ClassVar[dict[str, Any]] = {"head_dim": 24}
     norm = GEMMA_RMS
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
         out["extra"]["embed_scale"] = self.hf_config.hidden_size**0.5
         return out
-
 
 class GraniteScalars:
     """Granite's four scalars, for Granite and Granite-MoE: recorded in ``cfg.extra`` (``1 / logits_scaling`` as
@@ -61,7 +49,6 @@ class GraniteScalars:
         embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
         return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
 
-
 class GraniteAdapter(GraniteScalars, RopeAdapter):
     """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
     is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
@@ -71,17 +58,7 @@ class GraniteAdapter(GraniteScalars, RopeAdapter):
 
     architectures = ("GraniteForCausalLM",)
     model_types = ("granite",)
-    example_class = GraniteConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        # granite-3.x's multipliers; the score scale differs from both d_head**-0.5 and the published 1/64
-        # (the real-checkpoint variants run that one)
-        "embedding_multiplier": 12.0,
-        "residual_multiplier": 0.22,
-        "attention_multiplier": 0.5,
-        "logits_scaling": 8.0,
-    }
     wiring = ScaledResidualBlock
-
 
 class OlmoAdapter(RopeAdapter):
     """OLMo (1, 0424, 0724): non-parametric layer norms (no weight, no bias, eps 1e-5 fixed in HF's code), and
@@ -89,8 +66,6 @@ class OlmoAdapter(RopeAdapter):
 
     architectures = ("OlmoForCausalLM",)
     model_types = ("olmo",)
-    example_class = OlmoConfig
-    example_options: ClassVar[dict[str, Any]] = {"clip_qkv": 0.08}  # small enough to clip some tiny-model q, k, v
     norm: ClassVar[dict[str, Any]] = {"kind": "LN", "eps": 1e-5}
 
     @property
@@ -103,25 +78,18 @@ class OlmoAdapter(RopeAdapter):
         out["extra"]["clip_qkv"] = self.hf_config.clip_qkv
         return out
 
-
 class Olmo3Adapter(Olmo2Adapter):
     """OLMo-3: OLMo-2's layout (norms after each sublayer only, q/k norms across all heads) with sliding-window
     layers (three of four in the published checkpoints) and RoPE parameters per layer type."""
 
     architectures = ("Olmo3ForCausalLM",)
     model_types = ("olmo3",)
-    example_class = Olmo3Config
-    example_options: ClassVar[dict[str, Any]] = {
-        "sliding_window": 4,
-        "layer_types": ["sliding_attention", "full_attention"],
-    }
     norm: ClassVar[dict[str, Any]] = {"kind": "RMS", "weight_in_float32": True}
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
         out["extra"]["rope_theta_local"] = rope_parameters(self.hf_config, "sliding_attention").get("rope_theta")
         return out
-
 
 class SmolLM3Adapter(RopeAdapter):
     """SmolLM3: Llama with RoPE switched off in some layers (``no_rope_layers[i] == 0``: every fourth in the
@@ -130,14 +98,11 @@ class SmolLM3Adapter(RopeAdapter):
 
     architectures = ("SmolLM3ForCausalLM",)
     model_types = ("smollm3",)
-    example_class = SmolLM3Config
-    example_options: ClassVar[dict[str, Any]] = {"no_rope_layers": [1, 0]}
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
         out["extra"]["no_rope_layers"] = list(self.hf_config.no_rope_layers)
         return out
-
 
 class Starcoder2Adapter(RopeAdapter):
     """StarCoder2: layer norms with biases, biased projections, a plain (ungated) GELU-tanh MLP ``c_fc``/``c_proj``,
@@ -145,8 +110,6 @@ class Starcoder2Adapter(RopeAdapter):
 
     architectures = ("Starcoder2ForCausalLM",)
     model_types = ("starcoder2",)
-    example_class = Starcoder2Config
-    example_options: ClassVar[dict[str, Any]] = {"sliding_window": 4, "tie_word_embeddings": False}
     norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
     mlp = (MLP, {"pre": "c_fc", "out": "c_proj"})
 

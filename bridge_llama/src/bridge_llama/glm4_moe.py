@@ -8,9 +8,7 @@ with core's grouped sigmoid routing and the shared experts as ``mlp.shared_exper
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from transformers import Glm4MoeConfig
+from typing import Any
 
 from bridge import ComponentMap, Spec
 from bridge.components import MLP, Attention, MoE, Norm, SequentialBlock, sigmoid_group_topk
@@ -30,44 +28,7 @@ class Glm4MoeAdapter(RopeAdapter):
 
     architectures = ("Glm4MoeForCausalLM",)
     model_types = ("glm4_moe",)
-    example_class = Glm4MoeConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "head_dim": 16,
-        "attention_bias": True,
-        "use_qk_norm": True,
-        "moe_intermediate_size": 32,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
-        "n_shared_experts": 1,
-        "n_group": 2,  # grouped top-k sums each group's best two experts: ≥ 2 experts a group
-        "topk_group": 1,
-        "first_k_dense_replace": 1,
-        "routed_scaling_factor": 2.5,
-        "norm_topk_prob": True,
-        # The kit's sensitize redraws nn.Linear weights only; the router's weight and the 3-D expert tensors
-        # keep HF's init, so give that init the same scale (1/√d_model) to make routing and experts matter.
-        "initializer_range": 0.125,
-    }
 
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """The published checkpoints' switches: GLM-4.5 (q/k norms, one expert group, ``routed_scaling_factor``
-        2.5, q/k/v biases, untied embeddings) and GLM-4.5-Air (the same without q/k norms)."""
-        glm45 = {
-            "use_qk_norm": True,
-            "n_group": 1,
-            "topk_group": 1,
-            "routed_scaling_factor": 2.5,
-            "first_k_dense_replace": 1,
-            "norm_topk_prob": True,
-            "attention_bias": True,
-            "tie_word_embeddings": False,
-        }
-        config = cls.example_config()
-        return {
-            "glm4.5-style": type(config)(**{**config.to_diff_dict(), **glm45}),
-            "glm4.5-air-style": type(config)(**{**config.to_diff_dict(), **glm45, "use_qk_norm": False}),
-        }
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config

@@ -8,9 +8,7 @@ follow its interleaved, transposed ``gate_up_proj`` through the module's ``is_co
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from transformers import GptOssConfig
+from typing import Any
 
 from bridge.components import Attention, MoE, topk_softmax
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter, rope_parameters
@@ -33,20 +31,6 @@ class GptOssAdapter(RopeAdapter):
 
     architectures = ("GptOssForCausalLM",)
     model_types = ("gpt_oss",)
-    example_class = GptOssConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "intermediate_size": 32,
-        "head_dim": 16,
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "sliding_window": 4,
-        "layer_types": ["sliding_attention", "full_attention"],
-        "max_position_embeddings": 512,
-        "rope_parameters": GPT_OSS_YARN,
-        # HF draws the 3-D expert weights, the router and the sinks with this std; 0.02 would leave the experts
-        # too small to matter on a tiny model (the kit redraws only 2-D linear weights).
-        "initializer_range": 0.2,
-    }
     attention = (Attention, {**LLAMA_ATTN, "sinks": True})
     mlp = (MoE, {"routing": topk_softmax(in_float32=False), "router": "router", "experts": "experts"})
 
@@ -65,22 +49,3 @@ class GptOssAdapter(RopeAdapter):
         }
         return out
 
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """Switches of the published checkpoints the example does not turn: HF's default layer types (sliding
-        first, alternating, here over 4 layers) with top-4 routing as in gpt-oss-20b/120b, and a SwiGLU limit
-        small enough to clamp on a tiny model (the checkpoints' 7.0 clamps their large activations)."""
-        base = cls.example_config().to_diff_dict()
-        return {
-            "gpt-oss-alternating-4l-top4": GptOssConfig(
-                **{
-                    **base,
-                    "num_hidden_layers": 4,
-                    "layer_types": None,
-                    "sliding_window": 3,
-                    "num_local_experts": 8,
-                    "num_experts_per_tok": 4,
-                }
-            ),
-            "gpt-oss-clamped-swiglu": GptOssConfig(**{**base, "swiglu_limit": 0.3, "swiglu_alpha": 1.702}),
-        }

@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import einops
 import torch
 from torch import nn
-from transformers import Llama4TextConfig
 
 from bridge import ComponentMap, Spec
 from bridge.components import (
@@ -35,7 +34,7 @@ from bridge.components import (
     SequentialBlock,
 )
 from bridge.kernel import BridgeConfig, DenseOrMoEBlockSpec, HookPoint
-from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, TINY, RopeAdapter
+from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, RopeAdapter
 
 
 def llama4_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +42,6 @@ def llama4_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tenso
     (computed in float32, as HF does) → ``(weights [N, k], indices [N, k])``."""
     top, indices = torch.topk(logits, router.top_k, dim=1)
     return torch.sigmoid(top.float()).to(logits.dtype), indices
-
 
 class Llama4MoE(MoE):
     """Core's ``MoE`` on Llama 4's layout: the router returns ``(scores [N, n_experts], logits)`` with the
@@ -138,14 +136,12 @@ class Llama4MoE(MoE):
         """Per-expert output weights ``[n_experts, d_mlp, d_model]``."""
         return self._expert_parameter("down_proj")
 
-
 class Llama4Block(SequentialBlock):
     """Llama 4's pre-norm block: HF's MoE returns its output flattened to ``[b·p, d_model]`` and the block views
     it as the residual's shape; so does this wiring, so ``hook_mlp_out`` is ``[b, p, d_model]``."""
 
     def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
         return super().run_mlp(x).reshape(x.shape)
-
 
 class Llama4Adapter(RopeAdapter):
     """Llama 4 text: interleaved-pair RoPE and NoPE layers, L2 q/k norm after RoPE, attention temperature on
@@ -154,56 +150,8 @@ class Llama4Adapter(RopeAdapter):
 
     architectures = ("Llama4ForCausalLM",)
     model_types = ("llama4_text",)
-    example_class = Llama4TextConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "num_hidden_layers": 3,
-        "head_dim": 16,
-        "intermediate_size": 48,  # experts and the shared expert
-        "intermediate_size_mlp": 80,  # dense layers
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "interleave_moe_layer_step": 2,  # layer 1 MoE, layers 0 and 2 dense
-        "no_rope_layers": [1, 0, 1],  # 1 = RoPE: layer 1 is a NoPE layer
-        "use_qk_norm": True,
-        "attention_chunk_size": 4,
-        "attn_temperature_tuning": True,
-        "floor_scale": 2,  # the temperature changes every 2 positions (8192 in the checkpoints)
-        "attn_scale": 0.5,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
-        # The kit's sensitize redraws nn.Linear weights only; the 3-D expert tensors keep HF's init.
-        "initializer_range": 0.125,
-    }
     wiring = Llama4Block
 
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """The published checkpoints' switches on tiny two-layer configs (NoPE every 2nd layer, not every 4th):
-        Scout (every layer MoE, one expert a token, q/k norm, Llama-3 RoPE scaling) and Maverick (MoE every
-        other layer, no q/k norm, untied embeddings)."""
-        scout = {
-            "interleave_moe_layer_step": 1,
-            "use_qk_norm": True,
-            "rope_parameters": {
-                "rope_type": "llama3",
-                "rope_theta": 500_000.0,
-                "factor": 16.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 1.0,
-                "original_max_position_embeddings": 8,
-            },
-        }
-        maverick = {"interleave_moe_layer_step": 2, "use_qk_norm": False, "tie_word_embeddings": False}
-        return {
-            "llama4-scout-style": cls._checkpoint_style(scout),
-            "llama4-maverick-style": cls._checkpoint_style(maverick),
-        }
-
-    @classmethod
-    def _checkpoint_style(cls, changes: dict[str, Any]) -> Any:
-        """The example config on two layers, one expert a token, NoPE layers from the interval, with ``changes``."""
-        values = {**TINY, **cls.example_options, "num_hidden_layers": 2, "num_experts_per_tok": 1}
-        values |= {"no_rope_layers": None, "no_rope_layer_interval": 2, **changes}
-        return cls.example_class(**values, architectures=[cls.architectures[0]])
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config

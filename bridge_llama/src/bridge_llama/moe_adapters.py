@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import GraniteMoeConfig, OlmoeConfig, PhimoeConfig, Qwen2MoeConfig, Qwen3MoeConfig
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
 from bridge import BlockSpec, ComponentMap, Spec
@@ -30,9 +29,6 @@ from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
 from bridge_llama.components import QKNormAttention
 from bridge_llama.dense_adapters import GraniteScalars
 from bridge_llama.dense_components import ScaledResidualBlock
-
-#: Shared by the example configs: 4 experts, 2 per token, small experts.
-TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
 
 
 @dataclass(frozen=True)
@@ -48,13 +44,11 @@ class SparseOrDenseBlockSpec(BlockSpec):
             children = {**children, "mlp": self.moe_mlp}
         return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
 
-
 def sparsemixer_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PhiMoE's routing: HF's own ``sparsemixer`` (two experts chosen one after the other, each weighted by a
     softmax over the logits within a relative ``2 · router_jitter_noise`` of the best remaining one), as the router
     runs it (sampling in training mode)."""
     return sparsemixer(logits, jitter_eps=router.router_jitter_noise, training=router.training, top_k=router.top_k)
-
 
 class RopeMoEAdapter(RopeAdapter):
     """The Llama layout with a sparse MoE block as MLP (dense layers where HF builds them)."""
@@ -67,16 +61,6 @@ class RopeMoEAdapter(RopeAdapter):
     #: the config field of one expert's hidden size (``intermediate_size`` where experts and dense MLPs agree)
     expert_size_field: ClassVar[str] = "moe_intermediate_size"
 
-    #: real-checkpoint switches, by a short id: run by the conformance kit on tiny configs (``conformance_configs``)
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        example = cls.example_config()
-        return {
-            name: type(example)(**{**example.to_diff_dict(), **changes})
-            for name, changes in cls.checkpoint_variants.items()
-        }
 
     def routing(self) -> Routing:
         """The router's selection rule (default: softmax, top k, renormalized if ``norm_topk_prob``)."""
@@ -105,21 +89,14 @@ class RopeMoEAdapter(RopeAdapter):
         )
         return replace(base, block=block)
 
-
 class OlmoeAdapter(RopeMoEAdapter):
     """OLMoE: OLMo-2's q/k norms across all heads, in a pre-norm Llama block; softmax top-k routing without
     renormalization (``norm_topk_prob`` False in the published checkpoints)."""
 
     architectures = ("OlmoeForCausalLM",)
     model_types = ("olmoe",)
-    example_class = OlmoeConfig
-    example_options: ClassVar[dict[str, Any]] = {"num_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32}
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "flat"})
     expert_size_field = "intermediate_size"
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # OLMoE-1B-7B-0924: 64 experts, 8 per token, no renormalization, untied, no clip_qkv
-        "olmoe-1b-7b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": False, "clip_qkv": None},
-    }
 
     def config_overrides(self) -> dict[str, Any]:
         if getattr(self.hf_config, "clip_qkv", None) is not None:
@@ -130,7 +107,6 @@ class OlmoeAdapter(RopeMoEAdapter):
             )
         return super().config_overrides()
 
-
 class Qwen2MoeAdapter(RopeMoEAdapter):
     """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen2 attention; routed experts plus one shared expert scaled by
     a sigmoid gate (``mlp.shared_expert.*``, ``mlp.hook_shared_expert_out``); dense layers per
@@ -138,13 +114,6 @@ class Qwen2MoeAdapter(RopeMoEAdapter):
 
     architectures = ("Qwen2MoeForCausalLM",)
     model_types = ("qwen2_moe",)
-    example_class = Qwen2MoeConfig
-    example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "shared_expert_intermediate_size": 48}
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B route without renormalizing; some configs make layers dense
-        "qwen2-moe-dense-first": {"decoder_sparse_step": 2, "norm_topk_prob": False},
-        "qwen2-moe-mlp-only-last": {"mlp_only_layers": [1], "norm_topk_prob": True},
-    }
 
     def moe_options(self) -> dict[str, Any]:
         return {**super().moe_options(), "shared_expert": "shared_expert", "shared_expert_gate": "shared_expert_gate"}
@@ -154,22 +123,13 @@ class Qwen2MoeAdapter(RopeMoEAdapter):
         out["extra"]["d_mlp_shared_expert"] = self.hf_config.shared_expert_intermediate_size
         return out
 
-
 class Qwen3MoeAdapter(RopeMoEAdapter):
     """Qwen3-MoE: Qwen3's per-head q/k norms; softmax top-k routing, renormalized (``norm_topk_prob`` True in the
     published checkpoints); no shared expert; dense layers per ``decoder_sparse_step``/``mlp_only_layers``."""
 
     architectures = ("Qwen3MoeForCausalLM",)
     model_types = ("qwen3_moe",)
-    example_class = Qwen3MoeConfig
-    example_options: ClassVar[dict[str, Any]] = {**TINY_MOE, "head_dim": 16, "norm_topk_prob": True}
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # Qwen3-30B-A3B / 235B-A22B: 128 experts, 8 per token, renormalized; tied in no published MoE size
-        "qwen3-moe-30b-a3b": {"num_experts": 8, "num_experts_per_tok": 4, "norm_topk_prob": True},
-        "qwen3-moe-dense-first": {"mlp_only_layers": [0], "norm_topk_prob": False},
-    }
-
 
 class PhimoeAdapter(RopeMoEAdapter):
     """PhiMoE (Phi-3.5-MoE): LayerNorms, biased attention projections and LM head, LongRoPE; routing by
@@ -177,31 +137,7 @@ class PhimoeAdapter(RopeMoEAdapter):
 
     architectures = ("PhimoeForCausalLM",)
     model_types = ("phimoe",)
-    example_class = PhimoeConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "attention_bias": True,
-        "lm_head_bias": True,
-    }
     norm: ClassVar[dict[str, Any]] = {"kind": "LN"}
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # Phi-3.5-MoE-instruct: LongRoPE with short/long mscales, a (wide) sliding window, jitter settings
-        "phi3.5-moe": {
-            "rope_parameters": {
-                "rope_type": "longrope",
-                "rope_theta": 10_000.0,
-                "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
-                "long_factor": [2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7],
-                "short_mscale": 1.243,
-                "long_mscale": 1.243,
-                "original_max_position_embeddings": 8,
-            },
-            "sliding_window": 6,
-            "router_jitter_noise": 0.01,
-            "input_jitter_noise": 0.01,
-        },
-    }
     router = "router"
     n_experts_field = "num_local_experts"
     expert_size_field = "intermediate_size"
@@ -215,7 +151,6 @@ class PhimoeAdapter(RopeMoEAdapter):
         out["extra"]["experts_per_token"] = 2  # sparsemixer picks two, whatever num_experts_per_tok says
         return out
 
-
 class GraniteMoeAdapter(GraniteScalars, RopeMoEAdapter):
     """Granite-MoE (granite-3.0-1b/3b-a…-moe, PowerMoE): Granite's multipliers around a Mixtral-like MoE whose
     router picks the top-k logits and softmaxes over them; Granite's multipliers placed as in ``GraniteAdapter``:
@@ -224,28 +159,6 @@ class GraniteMoeAdapter(GraniteScalars, RopeMoEAdapter):
 
     architectures = ("GraniteMoeForCausalLM",)
     model_types = ("granitemoe",)
-    example_class = GraniteMoeConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "embedding_multiplier": 12.0,
-        "residual_multiplier": 0.22,
-        "attention_multiplier": 0.0078125,
-        "logits_scaling": 6.0,
-        "initializer_range": 0.1,  # as Granite's configs; the kit's sensitize leaves 3-D expert tensors at it
-    }
-    checkpoint_variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # granite-3.0-1b-a400m: tied embeddings, 32 experts, 8 per token, these multipliers
-        "granite-3.0-moe": {
-            "tie_word_embeddings": True,
-            "num_local_experts": 8,
-            "num_experts_per_tok": 4,
-            "embedding_multiplier": 12.0,
-            "residual_multiplier": 0.22,
-            "attention_multiplier": 0.015625,
-            "logits_scaling": 6.0,
-        },
-    }
     wiring = ScaledResidualBlock
     moe_path = "block_sparse_moe"
     router = "router"

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from transformers import Cohere2Config, CohereConfig, Glm4Config, GlmConfig, PhiConfig, StableLmConfig
-
 from bridge import BlockSpec, ComponentMap, Spec
 from bridge.components import (
     MLP,
@@ -40,13 +38,7 @@ class RopeLayoutAdapter(RopeAdapter):
     qk_norms: ClassVar[tuple[str, str, str, NormLayout] | None] = None
     #: Whether RoPE rotates adjacent pairs of dims (``rotate_half`` on ``x[..., ::2]``/``x[..., 1::2]``).
     adjacent_pairs: ClassVar[bool] = False
-    #: Real-checkpoint switches on the example config, by a short id (the kit's ``conformance_configs``).
-    variants: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        example = cls.example_config()
-        return {name: type(example)(**{**example.to_diff_dict(), **changes}) for name, changes in cls.variants.items()}
 
     def config_overrides(self) -> dict[str, Any]:
         return super().config_overrides() | {
@@ -76,18 +68,12 @@ class RopeLayoutAdapter(RopeAdapter):
             base, block=BlockSpec(wiring, children, extra_paths), ln_final=Spec(Norm, self.final_norm, self.norm)
         )
 
-
 class PhiAdapter(RopeLayoutAdapter):
     """Phi-1/1.5/2: attention and a GELU MLP in parallel on one shared LayerNorm, partial rotary, ``dense`` output
     projection, optional per-head q/k LayerNorms (``qk_layernorm``), biased LM head."""
 
     architectures = ("PhiForCausalLM",)
     model_types = ("phi",)
-    example_class = PhiConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "hidden_act": "gelu_new",
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.5},
-    }
     norm = LN
     attention = (Attention, {"qkv": SplitQKV(), "out": "dense", "rotary": True})
     mlp = (MLP, {"pre": "fc1", "out": "fc2"})
@@ -96,17 +82,6 @@ class PhiAdapter(RopeLayoutAdapter):
     extra_paths: ClassVar[dict[str, str]] = {"attn_dropout": "resid_dropout", "mlp_dropout": "resid_dropout"}
     final_norm = "final_layernorm"
     qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bhpd")
-    variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # phi-2: head_dim 80 with partial_rotary_factor 0.4 (rotary_dim 32), multi-head attention.
-        "phi-2-style": {
-            "hidden_size": 80,
-            "num_key_value_heads": 4,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.4},
-        },
-        # The switch PhiConfig offers for per-head q/k LayerNorms.
-        "phi-qk-layernorm": {"qk_layernorm": True},
-    }
-
 
 class StableLmAdapter(RopeLayoutAdapter):
     """StableLM (2, 3B-4E1T…): LayerNorms, partial rotary, q/k/v biases (``use_qkv_bias``), per-head q/k LayerNorms
@@ -114,26 +89,14 @@ class StableLmAdapter(RopeLayoutAdapter):
 
     architectures = ("StableLmForCausalLM",)
     model_types = ("stablelm",)
-    example_class = StableLmConfig
-    example_options: ClassVar[dict[str, Any]] = {
-        "use_qkv_bias": True,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.25},
-    }
     norm = LN
     qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bhpd")
-    variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # stablelm-3b-4e1t: no q/k/v biases, multi-head attention.
-        "stablelm-3b-4e1t-style": {"use_qkv_bias": False, "num_key_value_heads": 4},
-        # stablelm-2-12b: parallel residual on one shared norm, per-head q/k LayerNorms, GQA, no q/k/v biases.
-        "stablelm-2-12b-style": {"use_parallel_residual": True, "qk_layernorm": True, "use_qkv_bias": False},
-    }
 
     def block_layout(self) -> tuple[type[Block], dict[str, str], dict[str, str]]:
         dropout = {"mlp_dropout": "dropout"}  # HF drops out the MLP's output only
         if self.hf_config.use_parallel_residual:
             return SharedNormParallelBlock, {"ln1": "input_layernorm"}, dropout
         return SequentialBlock, {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}, dropout
-
 
 class CohereAdapter(RopeLayoutAdapter):
     """Cohere (Command R, R+, Aya 23): attention and a gated MLP in parallel on one shared bias-free LayerNorm,
@@ -142,23 +105,16 @@ class CohereAdapter(RopeLayoutAdapter):
 
     architectures = ("CohereForCausalLM",)
     model_types = ("cohere",)
-    example_class = CohereConfig
-    example_options: ClassVar[dict[str, Any]] = {"logit_scale": 0.25, "tie_word_embeddings": True}
     norm = LN
     wiring = SharedNormParallelBlock
     norms: ClassVar[dict[str, str]] = {"ln1": "input_layernorm"}
     qk_norms = ("use_qk_norm", "q_norm", "k_norm", "bphd")
     adjacent_pairs = True
-    #: c4ai-command-r-plus: q/k norms over ``[heads, d_head]``, logit_scale 0.8333.
-    variants: ClassVar[dict[str, dict[str, Any]]] = {
-        "command-r-plus-style": {"use_qk_norm": True, "logit_scale": 0.8333}
-    }
 
     def config_overrides(self) -> dict[str, Any]:
         out = super().config_overrides()
         out["extra"]["logit_scale"] = self.hf_config.logit_scale
         return out
-
 
 class Cohere2Adapter(CohereAdapter):
     """Cohere 2 (Command R7B, A): Cohere's block with sliding-window layers; only those rotate q and k (the
@@ -166,18 +122,6 @@ class Cohere2Adapter(CohereAdapter):
 
     architectures = ("Cohere2ForCausalLM",)
     model_types = ("cohere2",)
-    example_class = Cohere2Config
-    example_options: ClassVar[dict[str, Any]] = {
-        "logit_scale": 0.25,
-        "tie_word_embeddings": True,
-        "sliding_window": 4,
-        "layer_types": ["sliding_attention", "full_attention"],
-    }
-    #: c4ai-command-r7b: three sliding-window (RoPE) layers, then one global layer (no positions).
-    variants: ClassVar[dict[str, dict[str, Any]]] = {
-        "command-r7b-style": {"num_hidden_layers": 4, "layer_types": None, "sliding_window_pattern": 4}
-    }
-
 
 class Glm4Adapter(RopeLayoutAdapter):
     """GLM-4 (0414): sandwich RMSNorms (after attention and MLP too), partial RoPE on adjacent pairs, q/k/v
@@ -185,8 +129,6 @@ class Glm4Adapter(RopeLayoutAdapter):
 
     architectures = ("Glm4ForCausalLM",)
     model_types = ("glm4",)
-    example_class = Glm4Config
-    example_options: ClassVar[dict[str, Any]] = {"head_dim": 16}
     mlp = (GateUpMLP, {"fused": "gate_up_proj", "out": "down_proj"})
     wiring = SandwichBlock
     norms: ClassVar[dict[str, str]] = {
@@ -197,15 +139,12 @@ class Glm4Adapter(RopeLayoutAdapter):
     }
     adjacent_pairs = True
 
-
 class GlmAdapter(RopeLayoutAdapter):
     """GLM (GLM-4 before 0414): the Llama block with q/k/v biases, fused ``gate_up_proj``, partial RoPE on
     adjacent pairs."""
 
     architectures = ("GlmForCausalLM",)
     model_types = ("glm",)
-    example_class = GlmConfig
-    example_options: ClassVar[dict[str, Any]] = {"head_dim": 16}
     mlp = (GateUpMLP, {"fused": "gate_up_proj", "out": "down_proj"})
     adjacent_pairs = True
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import Mamba2Config, MambaConfig
-
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import Norm
 from bridge_mamba.blocks import SSMBlock
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
-
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
 
 
 def _ssm_map(mixer: type[Mamba1Mixer | Mamba2Mixer]) -> ComponentMap:
@@ -23,7 +19,6 @@ def _ssm_map(mixer: type[Mamba1Mixer | Mamba2Mixer]) -> ComponentMap:
         ln_final=Spec(Norm, "norm_f", {"kind": "RMS"}),
     )
 
-
 def _common_overrides(c: Any) -> dict[str, Any]:
     return {
         "d_mlp": None,
@@ -31,7 +26,6 @@ def _common_overrides(c: Any) -> dict[str, Any]:
         "normalization_type": "RMS",
         "positional_embedding_type": "none",
     }
-
 
 class MambaAdapter(Adapter):
     """Mamba (``MambaForCausalLM``): selective scan with per-channel Δ, no attention, no positions."""
@@ -57,22 +51,6 @@ class MambaAdapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _ssm_map(Mamba1Mixer)
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> MambaConfig:
-        return MambaConfig(
-            num_hidden_layers=2,
-            hidden_size=32,
-            state_size=8,
-            expand=2,
-            conv_kernel=4,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 class Mamba2Adapter(Adapter):
     """Mamba-2 (``Mamba2ForCausalLM``): structured state-space duality, per-head scalar decay, grouped B/C.
@@ -103,26 +81,5 @@ class Mamba2Adapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _ssm_map(Mamba2Mixer)
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> Mamba2Config:
-        # chunk_size 4 < the kit's 12 tokens: the chunked scan crosses chunks and pads the last one.
-        return Mamba2Config(
-            num_hidden_layers=2,
-            hidden_size=32,
-            expand=2,
-            num_heads=8,
-            head_dim=8,
-            n_groups=2,
-            state_size=8,
-            conv_kernel=4,
-            chunk_size=4,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 ADAPTERS = (MambaAdapter, Mamba2Adapter)

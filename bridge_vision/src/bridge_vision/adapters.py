@@ -6,38 +6,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import torch
-from transformers import (
-    CLIPConfig,
-    CLIPVisionConfig,
-    Siglip2VisionConfig,
-    SiglipConfig,
-    SiglipVisionConfig,
-)
-
 from bridge import Adapter, ComponentMap, Spec
-from bridge.kernel import BridgeConfig, Composite, ExampleInput, Tower
-from bridge.testing import TINY_VOCAB
+from bridge.kernel import BridgeConfig, Composite, Tower
 from bridge_vision.components import ModuleInput, ModuleOutput
 from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, text_config, text_tower, vision_config
-
-TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-TINY_IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 grid of patches
-TINY_TEXT = dict(
-    vocab_size=TINY_VOCAB, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0, **TINY_TOWER
-)
-
-
-def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
-    """``[batch, channels, image_size, image_size]``, normal noise (the range a normalized image has)."""
-    size = hf_vision_config.image_size
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, hf_vision_config.num_channels, size, size, generator=generator)
-
-
-def random_tokens(batch: int, pos: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed + 1)
-    return torch.randint(1, TINY_VOCAB, (batch, pos), generator=generator)
 
 
 class VisionAdapter(Adapter):
@@ -55,15 +27,6 @@ class VisionAdapter(Adapter):
         cfg.model_type = self.hf_config.model_type
         return cfg
 
-    @classmethod
-    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
-        vision = getattr(hf_config, "vision_config", None) or hf_config
-        patches = (vision.image_size // vision.patch_size) ** 2
-        return ExampleInput(
-            {"pixel_values": random_pixels(vision, batch, seed)}, {"": (batch, patches + cls.cls_position)}
-        )
-
-
 class CLIPVisionAdapter(VisionAdapter):
     """``CLIPVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, 1 + n_patches, d_model]`` (before ``ln_post``),
     ``pooled`` ``ln_post`` of the CLS position ``[b, d_model]``."""
@@ -75,13 +38,6 @@ class CLIPVisionAdapter(VisionAdapter):
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return clip_vision_tower("")
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> CLIPVisionConfig:
-        return CLIPVisionConfig(
-            **TINY_TOWER, **TINY_IMAGE, projection_dim=24, architectures=[architecture or cls.architectures[0]]
-        )
-
 
 class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
     """``CLIPVisionModelWithProjection``: the CLIP vision tower and ``hook_image_embeds`` ``[b, projection_dim]``;
@@ -96,7 +52,6 @@ class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
         proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
         return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
 
-
 class SiglipVisionAdapter(VisionAdapter):
     """``SiglipVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, n_patches, d_model]`` (after ``ln_post``),
     ``pooled`` the attention-pooling head's output ``[b, d_model]``."""
@@ -107,11 +62,6 @@ class SiglipVisionAdapter(VisionAdapter):
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return siglip_vision_tower("", self.vision_hf_config())
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> SiglipVisionConfig:
-        return SiglipVisionConfig(**TINY_TOWER, **TINY_IMAGE, architectures=[architecture or cls.architectures[0]])
-
 
 class Siglip2VisionAdapter(VisionAdapter):
     """``Siglip2VisionModel`` (NaFlex): inputs are flattened patches ``pixel_values`` ``[b, max_patches,
@@ -130,26 +80,6 @@ class Siglip2VisionAdapter(VisionAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return siglip_vision_tower("", self.vision_hf_config(), resized_positions=True)
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> Siglip2VisionConfig:
-        return Siglip2VisionConfig(**TINY_TOWER, num_patches=16, patch_size=4, architectures=["Siglip2VisionModel"])
-
-    @classmethod
-    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
-        """Every image a full 4 x 4 grid but the last, a 2 x 4 grid padded to ``num_patches`` slots."""
-        slots, width = hf_config.num_patches, hf_config.num_channels * hf_config.patch_size**2
-        generator = torch.Generator().manual_seed(seed)
-        pixels = torch.randn(batch, slots, width, generator=generator)
-        shapes = torch.tensor([[4, 4]] * batch)
-        mask = torch.ones(batch, slots, dtype=torch.long)
-        if batch > 1:
-            shapes[-1] = torch.tensor([2, 4])
-            mask[-1, 8:] = 0
-            pixels[-1, 8:] = 0.0
-        inputs = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
-        return ExampleInput(inputs, {"": (batch, slots)})
-
-
 class CLIPClassifierAdapter(VisionAdapter):
     """``CLIPForImageClassification``: the CLIP vision tower, the mean of the patch positions (``hook_pooled``,
     ``[b, d_model]``), and the classifier (``logits`` ``[b, n_labels]``; its weight is ``W_U``)."""
@@ -157,23 +87,12 @@ class CLIPClassifierAdapter(VisionAdapter):
     architectures = ("CLIPForImageClassification",)
     output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
     cls_position = True
-    unread_hooks = ("ln_post.hook_scale", "ln_post.hook_normalized")  # HF's classifier reads the patches before ln_post
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = clip_vision_tower("vision_model")
         return dataclasses.replace(
             tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> CLIPConfig:
-        return CLIPConfig(
-            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
-            text_config=TINY_TEXT,
-            num_labels=5,
-            architectures=["CLIPForImageClassification"],
-        )
-
 
 class SiglipClassifierAdapter(VisionAdapter):
     """``SiglipForImageClassification``: the SigLIP vision tower, the mean over positions (``hook_pooled``), and
@@ -187,16 +106,6 @@ class SiglipClassifierAdapter(VisionAdapter):
         return dataclasses.replace(
             tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> SiglipConfig:
-        return SiglipConfig(
-            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
-            text_config=TINY_TEXT,
-            num_labels=5,
-            architectures=["SiglipForImageClassification"],
-        )
-
 
 class TwoTowerAdapter(Adapter):
     """Two-tower image-text models: towers ``vision`` and ``text`` (hook names ``vision.blocks.0…``,
@@ -216,17 +125,6 @@ class TwoTowerAdapter(Adapter):
         cfg.model_type = self.hf_config.model_type
         cfg.extra["towers"] = ("vision", "text")
         return cfg
-
-    @classmethod
-    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
-        vision = hf_config.vision_config
-        pixels = random_pixels(vision, batch, seed)
-        patches = (vision.image_size // vision.patch_size) ** 2 + int(cls.cls_position)
-        tokens = random_tokens(batch + 1, 7, seed)
-        tokens[:, -1] = hf_config.text_config.eos_token_id  # the pooled text position: the last, so attention matters
-        inputs = {"input_ids": tokens, "pixel_values": pixels}
-        return ExampleInput(inputs, {"vision": (batch, patches), "text": (batch + 1, 7)})
-
 
 class CLIPAdapter(TwoTowerAdapter):
     """``CLIPModel``: projections at the top, ``hook_image_embeds`` and ``hook_text_embeds`` ``[b, projection_dim]``
@@ -250,16 +148,6 @@ class CLIPAdapter(TwoTowerAdapter):
             },
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> CLIPConfig:
-        return CLIPConfig(
-            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
-            text_config=TINY_TEXT,
-            projection_dim=24,
-            architectures=["CLIPModel"],
-        )
-
-
 class SiglipAdapter(TwoTowerAdapter):
     """``SiglipModel``: no projections outside the towers; ``vision.hook_pooled`` is the attention-pooling head's
     output and ``text.hook_pooled`` the text head's output at the last position (the embeddings, before
@@ -275,15 +163,6 @@ class SiglipAdapter(TwoTowerAdapter):
         return Composite(
             towers={"vision": Tower(vision, cfg), "text": Tower(text, text_config(self.hf_config.text_config))}
         )
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> SiglipConfig:
-        return SiglipConfig(
-            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
-            text_config=dict(**TINY_TEXT, projection_size=32),
-            architectures=["SiglipModel"],
-        )
-
 
 ADAPTERS = (
     CLIPVisionAdapter,

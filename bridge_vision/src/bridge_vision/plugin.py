@@ -19,6 +19,21 @@ def register_adapters(register):
 
 
 @bridge.hookimpl
+def register_examples(register):
+    from bridge_vision.examples import EXAMPLES
+
+    for examples in EXAMPLES:
+        register(examples)
+
+
+@bridge.hookimpl
+def bench_configs():
+    from bridge_vision.bench import bench_configs
+
+    return bench_configs()
+
+
+@bridge.hookimpl
 def demo(model, png, out, default_png) -> dict[str, Any] | None:
     """Image classifiers (CLIP/SigLIP towers with a classification head): where the model looks."""
     if "image" not in model.adapter.modalities or "text" in model.adapter.modalities:

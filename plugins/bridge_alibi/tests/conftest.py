@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bridge.testing import make_pair, save_tiny_model
+from bridge.testing import examples_of, make_pair, save_tiny_model
 from bridge_alibi import ADAPTERS, FalconAdapter
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 def model_dirs(tmp_path_factory):
     """One saved tiny model per architecture and Falcon variant, shared by the session."""
     dirs = {arch: tmp_path_factory.mktemp(arch) for adapter in ADAPTERS for arch in adapter.architectures}
-    for name, config in FalconAdapter.conformance_configs().items():  # beyond the example config
+    for name, config in examples_of(FalconAdapter).conformance_configs().items():  # beyond the example config
         dirs[name] = save_tiny_model(config, tmp_path_factory.mktemp(name))
     return dirs
 

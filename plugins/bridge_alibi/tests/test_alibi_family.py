@@ -10,7 +10,7 @@ from transformers import BloomConfig, FalconForCausalLM
 import bridge
 from bridge import BridgeError
 from bridge.kernel.components import weight_in_out
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_alibi import BloomAdapter, FalconAdapter, FalconEagerAlibiWarning, MptAdapter
 
 ALL = [
@@ -280,7 +280,7 @@ def test_unsupported_bloom_variants_raise_clear_errors(tmp_path):
         ({"apply_residual_connection_post_layernorm": True}, "residual"),
         ({"pretraining_tp": 2, "slow_but_exact": True}, "slow_but_exact"),
     ):
-        config = BloomConfig(**{**BloomAdapter.example_config().to_dict(), **overrides})
+        config = BloomConfig(**{**examples_of(BloomAdapter).example_config().to_dict(), **overrides})
         directory = save_tiny_model(config, tmp_path / match)
         with pytest.raises(BridgeError, match=match):
             bridge.load(directory)

@@ -5,12 +5,12 @@ import textwrap
 
 from transformers import DeepseekV3Config
 
-from bridge.testing import run_isolated, save_tiny_model
+from bridge.testing import examples_of, run_isolated, save_tiny_model
 from bridge_alibi import BloomAdapter
 
 
 def test_only_bridge_alibi_loads_bloom_and_names_bridge_mla_for_deepseek(tmp_path):
-    bloom = save_tiny_model(BloomAdapter.example_config(), tmp_path / "bloom")
+    bloom = save_tiny_model(examples_of(BloomAdapter).example_config(), tmp_path / "bloom")
     deepseek = tmp_path / "deepseek"
     deepseek.mkdir()
     DeepseekV3Config(architectures=["DeepseekV3ForCausalLM"]).save_pretrained(deepseek)

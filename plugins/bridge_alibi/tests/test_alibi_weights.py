@@ -11,6 +11,7 @@ import torch
 from transformers.activations import ACT2FN
 
 import bridge
+from bridge.testing import examples_of
 from bridge.testing.reference import (
     REFERENCE_TOKENS,
     attention_output,
@@ -86,12 +87,14 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
 
 
 CONFIGS = {
-    "bloom-6-heads": lambda: BloomAdapter.example_config(),
-    "mpt-clip-qkv": lambda: MptAdapter.example_config(),
-    "falcon-alibi-mqa-parallel": lambda: FalconAdapter.example_config(),
-    "falcon-rw-mha-sequential": lambda: FalconAdapter.example_config(multi_query=False, parallel_attn=False),
-    "falcon-grouped": lambda: FalconAdapter.example_config(new_decoder_architecture=True, num_kv_heads=2),
-    "falcon-rotary": lambda: FalconAdapter.example_config(alibi=False),
+    "bloom-6-heads": lambda: examples_of(BloomAdapter).example_config(),
+    "mpt-clip-qkv": lambda: examples_of(MptAdapter).example_config(),
+    "falcon-alibi-mqa-parallel": lambda: examples_of(FalconAdapter).example_config(),
+    "falcon-rw-mha-sequential": lambda: examples_of(FalconAdapter).example_config(
+        multi_query=False, parallel_attn=False
+    ),
+    "falcon-grouped": lambda: examples_of(FalconAdapter).example_config(new_decoder_architecture=True, num_kv_heads=2),
+    "falcon-rotary": lambda: examples_of(FalconAdapter).example_config(alibi=False),
 }
 
 

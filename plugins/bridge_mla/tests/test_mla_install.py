@@ -5,12 +5,12 @@ import textwrap
 
 from transformers import BloomConfig
 
-from bridge.testing import run_isolated, save_tiny_model
+from bridge.testing import examples_of, run_isolated, save_tiny_model
 from bridge_mla import DeepseekV3Adapter
 
 
 def test_only_bridge_mla_loads_deepseek_and_names_bridge_alibi_for_bloom(tmp_path):
-    deepseek = save_tiny_model(DeepseekV3Adapter.example_config(), tmp_path / "deepseek")
+    deepseek = save_tiny_model(examples_of(DeepseekV3Adapter).example_config(), tmp_path / "deepseek")
     bloom = tmp_path / "bloom"
     bloom.mkdir()
     BloomConfig(architectures=["BloomForCausalLM"]).save_pretrained(bloom)

@@ -9,6 +9,7 @@ import torch
 
 import bridge
 from bridge.kernel.components.weight_views import WeightViewError
+from bridge.testing import examples_of
 from bridge.testing.reference import rms_norm, rotate, wrapped_with_random_biases
 from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
 
@@ -42,12 +43,14 @@ def _input_and_output(module: torch.nn.Module, run) -> tuple[torch.Tensor, torch
 
 
 VARIANTS = {
-    "v3-q-lora-halves": lambda: DeepseekV3Adapter.example_config(
+    "v3-q-lora-halves": lambda: examples_of(DeepseekV3Adapter).example_config(
         rope_interleave=False, qk_nope_head_dim=16, v_head_dim=8
     ),
-    "v3-q-lora-biases": lambda: DeepseekV3Adapter.example_config(rope_interleave=False, attention_bias=True),
-    "v2-no-q-lora-pairs": lambda: DeepseekV2Adapter.example_config(),
-    "v2-q-lora-pairs": lambda: DeepseekV2Adapter.example_config(q_lora_rank=24, v_head_dim=12),
+    "v3-q-lora-biases": lambda: examples_of(DeepseekV3Adapter).example_config(
+        rope_interleave=False, attention_bias=True
+    ),
+    "v2-no-q-lora-pairs": lambda: examples_of(DeepseekV2Adapter).example_config(),
+    "v2-q-lora-pairs": lambda: examples_of(DeepseekV2Adapter).example_config(q_lora_rank=24, v_head_dim=12),
 }
 
 
@@ -86,7 +89,7 @@ def test_latent_views_reproduce_the_hf_attention_layer(name):
 
 
 def test_W_Q_without_q_lora_is_q_proj_per_head():
-    model = _wrapped(DeepseekV2Adapter.example_config())
+    model = _wrapped(examples_of(DeepseekV2Adapter).example_config())
     attn = model.blocks[1].attn
     x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -98,7 +101,7 @@ def test_W_Q_without_q_lora_is_q_proj_per_head():
 
 
 def test_missing_mla_views_say_what_exists():
-    model = _wrapped(DeepseekV3Adapter.example_config())
+    model = _wrapped(examples_of(DeepseekV3Adapter).example_config())
     attn = model.blocks[0].attn
     for name in ("W_K", "W_V", "b_K", "_W_V", "OV"):
         assert not hasattr(attn, name), name

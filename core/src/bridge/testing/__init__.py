@@ -8,7 +8,6 @@ or, in a family's test module, ``test_conformance = conformance_test(ADAPTERS)``
 exported by name. It is also a pytest plugin: ``pytest --bridge-conformance`` checks every installed adapter.
 """
 
-from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.checks import (
     ALL_CHECKS,
     LN_FINAL,
@@ -27,9 +26,9 @@ from bridge.testing.checks import (
     not_applicable,
     run_conformance,
 )
-from bridge.testing.examples import AdapterLike, adapter_of, examples_of
 from bridge.testing.compare import TOLERANCE, CheckNotRun, ConformanceError, expect_close
 from bridge.testing.contract import check_implied_hooks, check_shapes, shape_contract
+from bridge.testing.examples import AdapterLike, adapter_of, examples_of
 from bridge.testing.fixtures import (
     TINY_VOCAB,
     build_tiny_model,
@@ -40,8 +39,8 @@ from bridge.testing.fixtures import (
     tiny_tokenizer,
 )
 from bridge.testing.lifecycle import check_lifecycle, check_ownership
-from bridge.testing.plain_models import is_plain
 from bridge.testing.numerics import check_hooked_norms_match_hf
+from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.parametrize import (
     ConformanceModel,
     conformance_models,
@@ -49,17 +48,18 @@ from bridge.testing.parametrize import (
     conformance_test,
     lifecycle_tests,
 )
+from bridge.testing.plain_models import is_plain
 from bridge.testing.properties import check_any_shape, check_hook_subset, check_left_padding
 from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 
 __all__ = [
     "ALL_CHECKS",
-    "AdapterLike",
-    "AttnPath",
     "LN_FINAL",
     "SENSITIVITY",
     "TINY_VOCAB",
     "TOLERANCE",
+    "AdapterLike",
+    "AttnPath",
     "CheckNotRun",
     "ConformanceError",
     "ConformanceModel",

@@ -10,32 +10,28 @@ its autograd, weight surgery on a copy of it), never from the bridge. A failure 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import einops
 import torch
 
-import bridge
-from bridge.kernel.examples import Examples
 from bridge.kernel.components.attention import weight_in_out
 from bridge.kernel.components.blocks import Block
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.errors import HookNameError
 from bridge.model import Bridge
 from bridge.testing.compare import TOLERANCE, CheckNotRun, expect_close, fail, max_diff
-from bridge.testing.examples import AdapterLike
-from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.contract import check_implied_hooks, check_shapes
+from bridge.testing.examples import AdapterLike
 from bridge.testing.fixtures import build_tiny_model, save_tiny_model
+from bridge.testing.pair import AttnPath, Pair, make_pair
 from bridge.testing.sensitivity import check_every_hook_matters
-from bridge.kernel.towers import TowerModule
+
 
 def check_logits_match(pair: Pair) -> None:
     """Logits (hidden states for headless models) equal HF's with no hooks and with every hook cached."""

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from bridge.testing.examples import AdapterLike, examples_of
 from bridge.kernel.errors import BridgeError
-from bridge.testing.pair import Pair, make_pair
+from bridge.testing.examples import AdapterLike, examples_of
 from bridge.testing.fixtures import save_tiny_model
+from bridge.testing.pair import Pair, make_pair
 
 TOLERANCE = 1e-4  # the lively (std 0.5) models of the generation checks: their own, looser scale
 STEERED_LAYER = 0

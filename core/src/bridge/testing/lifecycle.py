@@ -23,7 +23,6 @@ import gc
 import io
 import pickle
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,6 +31,7 @@ from torch import nn
 import bridge
 from bridge.testing.examples import AdapterLike, adapter_of
 from bridge.testing.plain_models import bare_output, is_plain, tiny_hf_model, tiny_tokens
+
 
 def check_ownership(adapter: AdapterLike, architecture: str | None = None) -> None:
     """One bridge per model, given back on detach/unwrap/GC; copies and pickles are plain HF models."""

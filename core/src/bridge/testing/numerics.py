@@ -7,8 +7,8 @@ import copy
 import torch
 
 import bridge
-from bridge.testing.fixtures import TINY_VOCAB
 from bridge.testing.examples import AdapterLike, adapter_of
+from bridge.testing.fixtures import TINY_VOCAB
 from bridge.testing.plain_models import bare_output, tiny_hf_model
 
 

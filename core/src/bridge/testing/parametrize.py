@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.testing.examples import AdapterLike, adapter_of, examples_of
 from bridge.testing.checks import ALL_CHECKS
-from bridge.testing.pair import AttnPath, make_pair
+from bridge.testing.examples import AdapterLike, adapter_of, examples_of
 from bridge.testing.fixtures import save_tiny_model
+from bridge.testing.pair import AttnPath, make_pair
 
 PATHS: tuple[AttnPath, ...] = ("native", "hooked")
 

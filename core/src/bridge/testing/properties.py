@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from bridge.testing.pair import Pair
 from bridge.testing.compare import TOLERANCE
+from bridge.testing.pair import Pair
 
 #: Hooks that only exist on the eager seam path (caching them changes the path).
 SQUARE = ("hook_pattern", "hook_attn_scores")

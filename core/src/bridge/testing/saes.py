@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from bridge.testing.pair import Pair
 from bridge.testing.compare import TOLERANCE
+from bridge.testing.pair import Pair
 
 Latents = Callable[[torch.Tensor], torch.Tensor]
 

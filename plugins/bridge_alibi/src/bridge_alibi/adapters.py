@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import BloomConfig, FalconConfig, MptConfig
 
 from bridge import Adapter, BlockSpec, BridgeError, ComponentMap, Spec
 from bridge.components import MLP, Norm
@@ -21,12 +19,9 @@ from bridge_alibi.blocks import (
     MptBlock,
 )
 
-TINY_VOCAB = 128  # the vocabulary size of bridge.testing's tiny tokenizer
-
 
 class FalconEagerAlibiWarning(UserWarning):
     """A Falcon-ALiBi model loaded with eager attention: HF's eager forward adds the bias twice."""
-
 
 class BloomAdapter(Adapter):
     """BLOOM: embedding LayerNorm, per-head interleaved ``query_key_value``, ALiBi, residual passed in.
@@ -74,20 +69,6 @@ class BloomAdapter(Adapter):
             ln_final=Spec(Norm, "ln_f"),
         )
 
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> BloomConfig:
-        return BloomConfig(
-            n_layer=2,
-            hidden_size=48,
-            n_head=6,  # not a power of two: exercises ALiBi's interleaved extra slopes
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
-
 class MptAdapter(Adapter):
     """MPT: fused ``Wqkv`` (``[q | k | v]``), optional ``clip_qkv``, ALiBi as a ``[h, 1, max_seq_len]``
     position bias, bias-free layer norms."""
@@ -125,22 +106,6 @@ class MptAdapter(Adapter):
             ),
             ln_final=Spec(Norm, "norm_f"),
         )
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None) -> MptConfig:
-        return MptConfig(
-            n_layers=2,
-            d_model=32,
-            n_heads=4,
-            max_seq_len=64,
-            vocab_size=TINY_VOCAB,
-            attn_config={"clip_qkv": 0.08},  # small enough to clip some of the tiny model's q, k, v
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-
 
 class FalconAdapter(Adapter):
     """Falcon: ALiBi (Falcon-RW) or rotary; multi-head, multi-query or grouped ("new decoder
@@ -196,56 +161,8 @@ class FalconAdapter(Adapter):
             block = BlockSpec(FalconSharedNormBlock, {"ln1": Spec(Norm, "input_layernorm"), "attn": attn, "mlp": mlp})
         return ComponentMap(embed="word_embeddings", blocks="h", block=block, ln_final=Spec(Norm, "ln_f"))
 
-    @classmethod
-    def reference_model(cls, model_class: type, directory: str | os.PathLike) -> nn.Module:
-        """The HF reference for conformance tests: eager attention, with ALiBi counted once.
-
-        HF's eager Falcon-ALiBi folds ``alibi/√d`` into the mask it passes every layer *and* passes
-        ``alibi`` to be added again. Zeroing that second copy leaves HF's own eager code computing
-        ``softmax((q·k + alibi)/√d + causal)``, HF's SDPA semantics, while still returning ``attentions``.
-        """
-        reference = model_class.from_pretrained(directory, attn_implementation="eager").eval()
-        if reference.config.alibi:
-            for layer in reference.transformer.h:
-                layer.register_forward_pre_hook(_drop_second_alibi, with_kwargs=True)
-        return reference
-
-    @classmethod
-    def conformance_configs(cls) -> dict[str, Any]:
-        """Falcon-RW (ALiBi, multi-head, sequential), the "new decoder architecture" (grouped kv heads, two
-        parallel layer norms) and rotary Falcon-7B style (multi-query, parallel, one shared layer norm)."""
-        return {
-            "falcon-rw": cls.example_config(multi_query=False, parallel_attn=False),
-            "falcon-grouped": cls.example_config(new_decoder_architecture=True, num_kv_heads=2, num_attention_heads=4),
-            "falcon-rotary": cls.example_config(alibi=False),
-        }
-
-    @classmethod
-    def example_config(cls, architecture: str | None = None, **overrides: Any) -> FalconConfig:
-        """Falcon with ALiBi, multi-query attention and parallel attention + MLP (the most unusual
-        combination); ``overrides`` give the other variants (tests use them)."""
-        values: dict[str, Any] = dict(
-            num_hidden_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            alibi=True,
-            multi_query=True,
-            parallel_attn=True,
-            bias=True,
-            max_position_embeddings=64,
-            vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
-            architectures=[architecture or cls.architectures[0]],
-        )
-        values.update(overrides)
-        return FalconConfig(**values)
-
-
 def _drop_second_alibi(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     kwargs["alibi"] = torch.zeros_like(kwargs["alibi"])
     return args, kwargs
-
 
 ADAPTERS = (BloomAdapter, MptAdapter, FalconAdapter)
