@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import bridge
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_gpt2 import GPT2Adapter
 from bridge_llama import LlamaAdapter
 
@@ -69,7 +69,7 @@ def assert_same(mine: Any, reference: Any, atol: float = 1e-4) -> None:
 
 
 def _tiny_config(family: str) -> Any:
-    config = FAMILIES[family].example_config()
+    config = examples_of(FAMILIES[family]).example_config()
     config.vocab_size = VOCAB
     for context in ("n_positions", "max_position_embeddings"):  # evals.sanity_check's text is long
         if hasattr(config, context):

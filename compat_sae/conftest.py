@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import bridge
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_gpt2 import GPT2Adapter
 from bridge_llama import LlamaAdapter
 from bridge_mamba import MambaAdapter
@@ -79,7 +79,7 @@ _families: dict[str, Family] = {}
 
 def build_family(name: str, directory) -> Family:
     if name not in _families:
-        save_tiny_model(FAMILIES[name].example_config(), directory)
+        save_tiny_model(examples_of(FAMILIES[name]).example_config(), directory)
         torch.manual_seed(0)  # dropout during training
         train_language_model(directory)
         model = bridge.load(directory)

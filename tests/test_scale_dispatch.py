@@ -14,6 +14,7 @@ import transformers
 from torch import nn
 
 import bridge
+from bridge.testing import examples_of
 from bridge.testing.fixtures import save_tiny_model
 
 accelerate = pytest.importorskip("accelerate")
@@ -37,7 +38,7 @@ TOKENS = torch.tensor([[0, 5, 17, 33, 9, 41, 2, 60], [0, 7, 7, 12, 90, 3, 55, 21
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def saved(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
-    return save_tiny_model(FAMILIES[request.param].example_config(), directory)
+    return save_tiny_model(examples_of(FAMILIES[request.param]).example_config(), directory)
 
 
 def hf_reference(directory) -> nn.Module:

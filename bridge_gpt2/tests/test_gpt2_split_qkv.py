@@ -13,7 +13,7 @@ import torch
 
 from bridge.analysis.processing import WeightProcessingError
 from bridge.kernel.known import plugin_for
-from bridge.testing import make_pair, save_tiny_model
+from bridge.testing import examples_of, make_pair, save_tiny_model
 from bridge_gpt2 import ADAPTERS, GPTNeoAdapter, OPTAdapter, XGLMAdapter
 
 TOL = 1e-5
@@ -28,7 +28,7 @@ def pair_of(tmp_path_factory):
 
     def build(adapter, key=None, path="native"):
         if (adapter, key) not in dirs:
-            config = adapter.conformance_configs()[key] if key else adapter.example_config()
+            config = examples_of(adapter).conformance_configs()[key] if key else examples_of(adapter).example_config()
             dirs[adapter, key] = save_tiny_model(config, tmp_path_factory.mktemp(key or adapter.__name__))
         return make_pair(adapter, path=path, directory=dirs[adapter, key])
 

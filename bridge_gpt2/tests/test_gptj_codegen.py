@@ -44,7 +44,7 @@ VARIANTS = {
 
 
 def _config(adapter, **changes):
-    example = adapter.example_config()
+    example = examples_of(adapter).example_config()
     return type(example)(**{**example.to_diff_dict(), **changes})
 
 
@@ -140,7 +140,7 @@ def test_hooked_path_is_hf_bit_for_bit(tmp_path, adapter, dtype, padded):
     """With every attention-internal hook in use, logits and attentions equal HF's exactly: the same float32
     scores, the same division by √d_head, the same casts (HF's ``use_cache=False``, as the bridge runs), and for
     CodeGen the same pattern although its HF code divides the masked entries by √d_head too."""
-    save_tiny_model(adapter.example_config(), tmp_path)
+    save_tiny_model(examples_of(adapter).example_config(), tmp_path)
     model = bridge.load(tmp_path, adapter=adapter, dtype=dtype)
     reference = type(model.hf_model).from_pretrained(tmp_path, dtype=dtype).eval()
     tokens = torch.randint(1, 128, (2, 11), generator=torch.Generator().manual_seed(5))
@@ -256,7 +256,7 @@ def test_codegen_head_inputs_reach_one_head(pair_for):
 def test_process_weights_keeps_hfs_log_probs(adapter):
     """Folding the shared ``ln_1`` into q/k/v (CodeGen: the partitioned ``qkv_proj``) and ``fc_in``, and centring,
     keep the log-probabilities of an untouched copy of the HF model; ``ln_1`` is left with weight 1, bias 0."""
-    hf_model = build_tiny_model(adapter.example_config())
+    hf_model = build_tiny_model(examples_of(adapter).example_config())
     sensitize(hf_model)
     reference = copy.deepcopy(hf_model)
     model = bridge.wrap(hf_model, tiny_tokenizer())

@@ -3,7 +3,7 @@ checkpoints use and the example configs do not (tiny sizes, real switches)."""
 
 import pytest
 
-from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
+from bridge.testing import ALL_CHECKS, examples_of, make_pair, save_tiny_model
 from bridge_llama import (
     GemmaAdapter,
     GraniteAdapter,
@@ -66,7 +66,7 @@ VARIANTS = {
 def variant_dirs(tmp_path_factory):
     dirs = {}
     for name, (adapter, changes) in VARIANTS.items():
-        example = adapter.example_config()
+        example = examples_of(adapter).example_config()
         config = type(example)(**{**example.to_diff_dict(), **changes})
         dirs[name] = save_tiny_model(config, tmp_path_factory.mktemp(name))
     return dirs

@@ -60,7 +60,7 @@ class PatchRouterLogits(TorchFunctionMode):
 @given(seed=st.integers(0, 2**16), scale=st.sampled_from([0.1, 1.0, 10.0]), n=st.integers(1, 9))
 def test_routing_rule_reproduces_the_hf_router(adapter, seed, scale, n):
     """The adapter's routing function on the logits HF's router computed gives HF's own weights and indices."""
-    config = adapter.example_config()
+    config = examples_of(adapter).example_config()
     block = hf_moe_blocks(_cached_model(adapter))[0]
     router = hf_router(block)
     hidden = scale * torch.randn(n, config.hidden_size, generator=torch.Generator().manual_seed(seed))
@@ -76,7 +76,7 @@ _MODELS: dict = {}
 
 def _cached_model(adapter):
     if adapter not in _MODELS:
-        _MODELS[adapter] = build_tiny_model(adapter.example_config()).eval()
+        _MODELS[adapter] = build_tiny_model(examples_of(adapter).example_config()).eval()
     return _MODELS[adapter]
 
 
@@ -265,7 +265,7 @@ def test_shared_expert_hooks_leave_no_attachment_behind(qwen2_moe):
 def test_dense_layers_get_the_dense_mlp(tmp_path, adapter, variant, dense_layers):
     """Where HF builds a dense MLP (``decoder_sparse_step``, ``mlp_only_layers``), the block's ``mlp`` is the dense
     ``MLP`` with ``hook_pre``/``hook_post`` ``[b, p, intermediate_size]``; elsewhere it is the MoE."""
-    config = adapter.conformance_configs()[variant]
+    config = examples_of(adapter).conformance_configs()[variant]
     pair = make_pair(adapter, path="native", directory=save_tiny_model(config, tmp_path))
     tokens = pair.tokens(2, 5)
     logits, cache = pair.bridge.run_with_cache(tokens)

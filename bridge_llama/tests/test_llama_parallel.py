@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bridge.kernel.components import SequentialBlock, SharedNormParallelBlock
-from bridge.testing import make_pair, save_tiny_model
+from bridge.testing import examples_of, make_pair, save_tiny_model
 from bridge_llama import (
     PARALLEL_ADAPTERS,
     Cohere2Adapter,
@@ -24,7 +24,9 @@ ATOL = 1e-5
 
 #: Real-checkpoint switches on tiny configs (the adapters' ``conformance_configs``, which
 #: ``test_llama_conformance`` runs through the kit on both paths), by id: (adapter, config).
-VARIANTS = {name: (a, config) for a in PARALLEL_ADAPTERS for name, config in a.conformance_configs().items()}
+VARIANTS = {
+    name: (a, config) for a in PARALLEL_ADAPTERS for name, config in examples_of(a).conformance_configs().items()
+}
 
 #: Whether each architecture rotates adjacent pairs of dims (else the two halves of the rotary dims).
 ADJACENT_PAIRS = {

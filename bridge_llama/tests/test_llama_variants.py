@@ -3,7 +3,7 @@ Llama 3.x RoPE scaling with tied embeddings, Qwen2 sliding-window layers, Phi-3 
 
 import pytest
 
-from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
+from bridge.testing import ALL_CHECKS, examples_of, make_pair, save_tiny_model
 from bridge_llama import LlamaAdapter, MixtralAdapter, Phi3Adapter, Qwen2Adapter
 
 LLAMA3_ROPE = {
@@ -39,7 +39,7 @@ VARIANTS = {
 def variant_dirs(tmp_path_factory):
     dirs = {}
     for name, (adapter, changes) in VARIANTS.items():
-        example = adapter.example_config()
+        example = examples_of(adapter).example_config()
         config = type(example)(**{**example.to_diff_dict(), **changes})
         dirs[name] = save_tiny_model(config, tmp_path_factory.mktemp(name))
     return dirs

@@ -10,6 +10,7 @@ from transformers.activations import ACT2FN
 
 import bridge
 from bridge.kernel.components.weight_views import WeightViewError
+from bridge.testing import examples_of
 from bridge.testing.reference import (
     REFERENCE_TOKENS,
     attention_output,
@@ -93,7 +94,7 @@ def logits_from_views(model: bridge.Bridge, tokens: torch.Tensor) -> torch.Tenso
 
 
 def _config(adapter, **changes):
-    config = adapter.example_config()
+    config = examples_of(adapter).example_config()
     for key, value in changes.items():
         setattr(config, key, value)
     return config

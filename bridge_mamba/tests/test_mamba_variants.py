@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bridge
-from bridge.testing import make_pair, run_isolated, save_tiny_model
+from bridge.testing import examples_of, make_pair, run_isolated, save_tiny_model
 from bridge_mamba import Mamba2Adapter, MambaAdapter, effective_attention
 
 VARIANTS = {
@@ -27,7 +27,7 @@ VARIANTS = {
 def variant_dirs(tmp_path_factory):
     dirs = {}
     for name, (adapter, changes) in VARIANTS.items():
-        config = adapter.example_config()
+        config = examples_of(adapter).example_config()
         for key, value in changes.items():
             setattr(config, key, value)
         dirs[name] = save_tiny_model(config, tmp_path_factory.mktemp(name), seed=3)

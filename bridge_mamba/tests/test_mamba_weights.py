@@ -6,13 +6,14 @@ import pytest
 
 import bridge
 from bridge.kernel.components.weight_views import WeightViewError
+from bridge.testing import examples_of
 from bridge.testing.fixtures import build_tiny_model, tiny_tokenizer
 from bridge_mamba import Mamba2Adapter, MambaAdapter
 
 
 @pytest.mark.parametrize("adapter", [MambaAdapter, Mamba2Adapter])
 def test_attention_and_mlp_views_name_the_mixer_parameters(adapter):
-    model = bridge.wrap(build_tiny_model(adapter.example_config()), tiny_tokenizer())
+    model = bridge.wrap(build_tiny_model(examples_of(adapter).example_config()), tiny_tokenizer())
     for name in ("W_Q", "W_K", "W_O", "b_O", "W_in", "W_out", "OV", "QK"):
         assert not hasattr(model, name), name
     with pytest.raises(WeightViewError, match=r"blocks\.0 has no attention layer.*mixer .*in_proj\.weight"):

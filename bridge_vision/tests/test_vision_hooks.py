@@ -24,7 +24,7 @@ def loaded(model_dirs, architecture):
 
 
 def pixels_for(adapter, model, batch=2, seed=0):
-    return adapter.example_input(model.hf_model.config, batch, seed).inputs
+    return examples_of(adapter).example_input(model.hf_model.config, batch, seed).inputs
 
 
 def test_patch_and_position_embeddings_are_what_their_weights_give(model_dirs):

@@ -16,9 +16,9 @@ from torch import nn
 
 import bridge
 from bridge.analysis.cache_analysis import MissingActivationError
-from bridge.kernel.cache import ActivationCache
 from bridge.kernel.errors import BridgeError, HookNameError
 from bridge.kernel.slicing import Slice
+from bridge.model import ActivationCache
 from bridge.testing import make_pair
 from bridge_gpt2 import GPT2Adapter
 

@@ -8,7 +8,7 @@ import pytest
 import bridge
 from bridge.kernel.components.norm import norm_epsilon
 from bridge.kernel.plugins import get_registry
-from bridge.testing import build_tiny_model, tiny_tokenizer
+from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 
 # Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
 ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]
@@ -47,7 +47,7 @@ GATED = {
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.__name__)
 def test_cfg_fields_follow_the_hf_model(adapter):
-    config = adapter.example_config()
+    config = examples_of(adapter).example_config()
     hf_model = build_tiny_model(config)
     model = bridge.wrap(hf_model, tiny_tokenizer(config.vocab_size), adapter=adapter)
     cfg = model.cfg

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bridge
-from bridge import hookspecs
+from bridge.kernel import hookspecs
 from bridge.kernel.errors import (
     AdapterConflictWarning,
     PluginHookError,

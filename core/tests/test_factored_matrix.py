@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.analysis.factored_matrix import FactoredMatrix, FactoredMatrixError, composition_scores
+from bridge.kernel.factored_matrix import FactoredMatrix, FactoredMatrixError, composition_scores
 
 
 @pytest.fixture(autouse=True, scope="module")

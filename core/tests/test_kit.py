@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bridge import known
+from bridge.kernel import known
 from bridge.kernel.adapter import Spec
 from bridge.kernel.components import MLP, OutputTap
 from bridge.kernel.plugins import canonical, get_registry

@@ -14,7 +14,7 @@ from transformers import AutoConfig
 import bridge
 from bridge.analysis.processing import UntiedEmbeddingsWarning, WeightProcessingError
 from bridge.kernel.components import Norm
-from bridge.testing import save_tiny_model
+from bridge.testing import examples_of, save_tiny_model
 from bridge_alibi.adapters import ADAPTERS as ALIBI
 from bridge_gpt2.adapters import ADAPTERS as GPT2_FAMILY
 from bridge_llama.catalog import ADAPTERS as LLAMA_FAMILY
@@ -40,7 +40,9 @@ def model_dir(tmp_path_factory):
 
     def get(adapter):
         if adapter not in saved:
-            saved[adapter] = save_tiny_model(adapter.example_config(), tmp_path_factory.mktemp(adapter.__name__))
+            saved[adapter] = save_tiny_model(
+                examples_of(adapter).example_config(), tmp_path_factory.mktemp(adapter.__name__)
+            )
         return saved[adapter]
 
     return get
@@ -49,7 +51,7 @@ def model_dir(tmp_path_factory):
 def reference(adapter, directory):
     """A fresh, unprocessed HF model from ``directory`` (the adapter's own reference semantics)."""
     model_class = adapter(AutoConfig.from_pretrained(directory)).model_class()
-    return adapter.reference_model(model_class, directory)
+    return examples_of(adapter).reference_model(model_class, directory)
 
 
 def tokens(batch=2, length=9, seed=0):
@@ -463,7 +465,9 @@ def test_processing_twice_changes_nothing(model_dir):
 def processed_pairs(tmp_path_factory):
     pairs = {}
     for adapter in (GPT2_FAMILY[0], LLAMA_FAMILY[2]):  # GPT-2 (LN, tied, fused qkv) and Qwen2 (RMS, GQA, v bias)
-        directory = save_tiny_model(adapter.example_config(), tmp_path_factory.mktemp(adapter.__name__), seed=3)
+        directory = save_tiny_model(
+            examples_of(adapter).example_config(), tmp_path_factory.mktemp(adapter.__name__), seed=3
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntiedEmbeddingsWarning)
             pairs[adapter.__name__] = (bridge.load(directory).process_weights(), reference(adapter, directory))
@@ -498,7 +502,7 @@ def model_positions(mask):
 
 
 def _variant(adapter, **changes):
-    config = adapter.example_config()
+    config = examples_of(adapter).example_config()
     for key, value in changes.items():
         setattr(config, key, value)
     return config
@@ -509,14 +513,14 @@ VARIANTS = {
     "neox-sequential": (GPT2_FAMILY[1], lambda: _variant(GPT2_FAMILY[1], use_parallel_residual=False)),
     "falcon-grouped": (
         ALIBI[2],
-        lambda: ALIBI[2].example_config(new_decoder_architecture=True, num_kv_heads=2, alibi=False),
+        lambda: examples_of(ALIBI[2]).example_config(new_decoder_architecture=True, num_kv_heads=2, alibi=False),
     ),
     "falcon-rotary-sequential-mha": (
         ALIBI[2],
-        lambda: ALIBI[2].example_config(alibi=False, multi_query=False, parallel_attn=False),
+        lambda: examples_of(ALIBI[2]).example_config(alibi=False, multi_query=False, parallel_attn=False),
     ),
-    "falcon-no-linear-biases": (ALIBI[2], lambda: ALIBI[2].example_config(bias=False)),
-    "deepseek-v2-q-lora": (MLA[0], lambda: MLA[0].example_config(q_lora_rank=24)),
+    "falcon-no-linear-biases": (ALIBI[2], lambda: examples_of(ALIBI[2]).example_config(bias=False)),
+    "deepseek-v2-q-lora": (MLA[0], lambda: examples_of(MLA[0]).example_config(q_lora_rank=24)),
 }
 
 

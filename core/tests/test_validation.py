@@ -15,7 +15,7 @@ import bridge
 from bridge.kernel.errors import BadInputError, UnknownArgumentError
 from bridge.kernel.plugins import get_registry
 from bridge.kernel.validation import n_ctx_is_limit
-from bridge.testing import build_tiny_model, tiny_tokenizer
+from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 
 # Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
 ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]
@@ -24,7 +24,7 @@ _MODELS: dict[type, bridge.Bridge] = {}
 
 def model_for(adapter: type) -> bridge.Bridge:
     if adapter not in _MODELS:
-        config = adapter.example_config()
+        config = examples_of(adapter).example_config()
         _MODELS[adapter] = bridge.wrap(build_tiny_model(config), tiny_tokenizer(config.vocab_size), adapter=adapter)
     return _MODELS[adapter]
 

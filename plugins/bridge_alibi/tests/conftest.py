@@ -26,7 +26,7 @@ def pair_for(model_dirs):
         arch = name if name in adapter.architectures else adapter.architectures[0]
         pair = make_pair(adapter, arch, path, directory=model_dirs[name])
         if hasattr(adapter, "reference_model"):
-            pair.reference = adapter.reference_model(type(pair.bridge.hf_model), model_dirs[name])
+            pair.reference = examples_of(adapter).reference_model(type(pair.bridge.hf_model), model_dirs[name])
         return pair
 
     return build

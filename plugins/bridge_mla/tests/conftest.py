@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bridge.testing import make_pair, save_tiny_model
+from bridge.testing import examples_of, make_pair, save_tiny_model
 from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
@@ -30,7 +30,7 @@ def model_dirs(tmp_path_factory):
     }
     for name, (adapter, overrides) in VARIANTS.items():
         directory = tmp_path_factory.mktemp(name)
-        model_config = adapter.example_config(**overrides)
+        model_config = examples_of(adapter).example_config(**overrides)
         save_tiny_model(model_config, directory)
         if name == "deepseek-v3-variant":
             _randomize_correction_bias(directory)
