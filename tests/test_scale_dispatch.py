@@ -256,9 +256,9 @@ def test_wrap_adds_no_parameter_copies(saved, tmp_path):
 
 
 def test_device_map_arguments_are_checked(saved):
-    with pytest.raises(bridge.errors.BridgeError, match="device_map"):
+    with pytest.raises(bridge.kernel.errors.BridgeError, match="device_map"):
         bridge.load(saved, max_memory={"cpu": 10_000})
-    with pytest.raises(bridge.errors.BridgeError, match="not both"):
+    with pytest.raises(bridge.kernel.errors.BridgeError, match="not both"):
         bridge.load(saved, device="cpu", device_map="auto")
 
 

@@ -48,5 +48,5 @@ def test_cache_on_the_same_device_keeps_the_activations(model):  # the check abo
 
 
 def test_a_patch_on_another_device_is_refused_unless_the_model_is_dispatched(model):
-    with pytest.raises(bridge.errors.HookOutputError, match="returned a tensor on meta"):
+    with pytest.raises(bridge.kernel.errors.HookOutputError, match="returned a tensor on meta"):
         model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x.to("meta"))])

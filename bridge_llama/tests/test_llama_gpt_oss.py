@@ -370,7 +370,7 @@ def test_fold_value_biases_is_refused_because_sinks_make_it_inexact(pair):
     """Refused before anything changes; and the fold done by hand on HF's weights would change the logits."""
     model = pair.bridge
     before = {name: p.detach().clone() for name, p in model.hf_model.named_parameters()}
-    with pytest.raises(bridge.processing.WeightProcessingError, match="attention has sinks"):
+    with pytest.raises(bridge.analysis.processing.WeightProcessingError, match="attention has sinks"):
         model.fold_value_biases()
     assert all(torch.equal(p, before[name]) for name, p in model.hf_model.named_parameters())
     surgery = copy.deepcopy(pair.reference)

@@ -177,7 +177,7 @@ def test_deepcopy_of_a_bridged_hf_model_is_a_plain_hf_model(gpt2_dir, with_hooks
     model.add_hook("blocks.0.attn.hook_pattern", lambda t, hook: seen.append("original"))
     clone_bridge(TOKENS)
     assert seen == ["clone"]
-    assert bridge.ownership.owner(hf) is model and bridge.ownership.owner(clone) is clone_bridge
+    assert bridge.kernel.ownership.owner(hf) is model and bridge.kernel.ownership.owner(clone) is clone_bridge
 
 
 def test_deepcopy_of_a_bridge_is_an_independent_bridge(gpt2):

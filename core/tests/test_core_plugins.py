@@ -18,15 +18,25 @@ from bridge.kernel.errors import (
     PluginLoadWarning,
     UnknownArchitectureError,
 )
+from bridge.kernel.examples import Examples
 from bridge.kernel.plugins import PluginInfo, PluginRegistry
-from bridge.testing import build_tiny_model, examples_of
+from bridge.testing import build_tiny_model
 from bridge_gpt2 import GPT2Adapter
+from bridge_gpt2.examples import GPT2Examples
 
 HOOKSPECS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "bridge_spec")]
 
 
 def test_every_hookspec_is_documented_and_tested():
-    assert set(HOOKSPECS) == {"register_adapters", "match_adapter", "configure", "bridge_ready"}
+    assert set(HOOKSPECS) == {
+        "register_adapters",
+        "match_adapter",
+        "configure",
+        "bridge_ready",
+        "register_examples",
+        "bench_configs",
+        "demo",
+    }
     test_sources = "".join(p.read_text() for p in Path(__file__).parents[2].glob("*/tests/*.py"))
     test_sources += "".join(p.read_text() for p in Path(__file__).parents[2].glob("tests/*.py"))
     for name in HOOKSPECS:
@@ -55,10 +65,106 @@ class Plugin:
 def test_hookspec_register_adapters_by_architecture_and_model_type():
     registry = PluginRegistry()
     registry.register_plugin(Plugin(GPT2Adapter))
-    config = examples_of(GPT2Adapter).example_config()
+    config = GPT2Examples.example_config()
     assert registry.resolve(config) is GPT2Adapter
     config.architectures = ["SomethingElse"]
     assert registry.resolve(config) is GPT2Adapter  # via model_type "gpt2"
+
+
+class ExamplesPlugin:
+    def __init__(self, *registered):
+        self.registered = registered
+
+    @bridge.hookimpl
+    def register_examples(self, register):
+        for examples in self.registered:
+            register(examples)
+
+
+class RenamedExamples(Examples):
+    adapter = Renamed
+
+    @classmethod
+    def example_config(cls, architecture=None):
+        config = GPT2Examples.example_config()
+        config.model_type = "my-renamed-gpt2"
+        return config
+
+
+def test_hookspec_register_examples_is_asked_lazily_and_a_broken_one_is_skipped():
+    """Examples are collected at the first request, not at registration (``bridge.load`` never asks); a plugin
+    registering something that is not an ``Examples`` class is skipped with a warning naming it, the rest kept."""
+    asked = []
+
+    class Counting(ExamplesPlugin):
+        @bridge.hookimpl
+        def register_examples(self, register):
+            asked.append(True)
+            super().register_examples(register)
+
+    class Junk:
+        @bridge.hookimpl
+        def register_examples(self, register):
+            register(GPT2Adapter)  # an adapter, not its examples
+
+    registry = PluginRegistry()
+    registry.register_plugin(Counting(RenamedExamples), PluginInfo("acme-examples", "1", "ex = acme", ""))
+    registry.register_plugin(Junk(), PluginInfo("acme-junk", "1", "junk = acme_junk", ""))
+    assert asked == []
+    with pytest.warns(PluginHookWarning, match=r"acme-junk.*register_examples.*not an Examples subclass"):
+        assert registry.examples_for(Renamed) is RenamedExamples
+    assert registry.examples_for(GPT2Adapter) is None
+    assert registry.examples_for(Renamed) is RenamedExamples and asked == [True]  # collected once
+
+
+def test_hookspec_bench_configs_are_merged_across_plugins():
+    class Bench:
+        def __init__(self, configs):
+            self.configs = configs
+
+        @bridge.hookimpl
+        def bench_configs(self):
+            return self.configs
+
+    registry = PluginRegistry()
+    registry.register_plugin(Bench({"a": 1, "b": 2}), PluginInfo("acme-a", "1", "a = acme_a", ""))
+    registry.register_plugin(Bench(["not", "a", "dict"]), PluginInfo("acme-bad", "1", "b = acme_bad", ""))
+    with pytest.warns(PluginHookWarning, match="acme-bad"):
+        assert registry.bench_configs() == {"a": 1, "b": 2}
+    assert "gpt2 (6L, d384)" in bridge.get_registry().bench_configs()  # bridge-gpt2's, through the entry point
+
+
+def test_hookspec_demo_first_answer_wins_and_none_passes(tmp_path, capsys):
+    """``bridge demo`` asks plugins first; one answering ``None`` passes, a ``BridgeError`` reaches the user as is."""
+
+    class Passing:
+        @bridge.hookimpl
+        def demo(self, model, png, out, default_png):
+            return None
+
+    class Claiming:
+        @bridge.hookimpl
+        def demo(self, model, png, out, default_png):
+            out(f"claimed {type(model.adapter).__name__}")
+            return {"claimed": True}
+
+    registry = PluginRegistry()
+    registry.register_plugin(Passing(), PluginInfo("acme-pass", "1", "p = acme_pass", ""))
+    assert registry.call_first("demo", model=None, png=None, out=print, default_png=False) is None
+    registry.register_plugin(Claiming(), PluginInfo("acme-claim", "1", "c = acme_claim", ""))
+    model = bridge.wrap(build_tiny_model(GPT2Examples.example_config()))
+    assert registry.call_first("demo", model=model, png=None, out=print, default_png=False) == {"claimed": True}
+    assert "claimed GPT2Adapter" in capsys.readouterr().out
+
+    class Refusing:
+        @bridge.hookimpl
+        def demo(self, model, png, out, default_png):
+            raise bridge.BridgeError("this model is not one I can demonstrate")
+
+    refusing = PluginRegistry()
+    refusing.register_plugin(Refusing(), PluginInfo("acme-refuse", "1", "r = acme_refuse", ""))
+    with pytest.raises(bridge.BridgeError, match="not one I can demonstrate"):
+        refusing.call_first("demo", model=model, png=None, out=print, default_png=False)
 
 
 def test_hookspec_match_adapter_claims_unnamed_models():
@@ -68,7 +174,7 @@ def test_hookspec_match_adapter_claims_unnamed_models():
             return GPT2Adapter if hf_config.model_type == "my-renamed-gpt2" else None
 
     registry = PluginRegistry()
-    config = examples_of(GPT2Adapter).example_config()
+    config = GPT2Examples.example_config()
     config.architectures = ["MyRenamedGPT2"]
     config.model_type = "my-renamed-gpt2"
     with pytest.raises(UnknownArchitectureError):
@@ -92,7 +198,7 @@ def test_hookspec_configure_and_bridge_ready_run_on_wrap(monkeypatch):
     registry = bridge.get_registry()
     registry.pm.register(Observer(), name="observer")
     try:
-        model = bridge.wrap(build_tiny_model(examples_of(GPT2Adapter).example_config()))
+        model = bridge.wrap(build_tiny_model(GPT2Examples.example_config()))
     finally:
         registry.pm.unregister(name="observer")
     assert model.cfg.extra["seen_vocab"] == 128
@@ -106,7 +212,7 @@ def test_hookspec_bridge_ready_failure_leaves_nothing_attached():
             bridge.add_hook("blocks.0.hook_resid_pre", lambda t, hook: None, is_permanent=True)
             raise RuntimeError("plugin bug")
 
-    hf = build_tiny_model(examples_of(GPT2Adapter).example_config())
+    hf = build_tiny_model(GPT2Examples.example_config())
     registry = bridge.get_registry()
     registry.pm.register(Failing(), name="failing")
     try:
@@ -127,25 +233,25 @@ def test_duplicate_adapters_pick_a_deterministic_winner_and_warn():
         priority = 10
 
     registry = PluginRegistry()
-    registry.register_plugin(Plugin(GPT2Adapter), bridge.plugins.PluginInfo("bridge-gpt2", "0", "x", "disabled"))
+    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "x", "disabled"))
     with pytest.warns(AdapterConflictWarning, match=r"ThirdParty.*using .*GPT2Adapter from bridge-gpt2"):
-        registry.register_plugin(Plugin(ThirdParty), bridge.plugins.PluginInfo("acme-gpt2", "0", "y", "disabled"))
-    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is GPT2Adapter
+        registry.register_plugin(Plugin(ThirdParty), PluginInfo("acme-gpt2", "0", "y", "disabled"))
+    assert registry.resolve(GPT2Examples.example_config()) is GPT2Adapter
     with pytest.warns(AdapterConflictWarning, match="using .*Overriding from acme-fast"):
-        registry.register_plugin(Plugin(Overriding), bridge.plugins.PluginInfo("acme-fast", "0", "z", "disabled"))
-    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is Overriding
+        registry.register_plugin(Plugin(Overriding), PluginInfo("acme-fast", "0", "z", "disabled"))
+    assert registry.resolve(GPT2Examples.example_config()) is Overriding
 
 
 def test_unknown_architecture_names_the_distribution_to_install():
     registry = PluginRegistry()
-    config = examples_of(GPT2Adapter).example_config()
+    config = GPT2Examples.example_config()
     with pytest.raises(UnknownArchitectureError, match=r"pip install bridge-gpt2.*Installed plugins: none"):
         registry.resolve(config)
     from transformers import LlamaConfig
 
     with pytest.raises(UnknownArchitectureError, match="pip install bridge-llama"):
         registry.resolve(LlamaConfig(architectures=["LlamaForCausalLM"]))
-    custom = examples_of(GPT2Adapter).example_config()
+    custom = GPT2Examples.example_config()
     custom.architectures, custom.model_type = ["Weird"], "weird"
     with pytest.raises(UnknownArchitectureError, match="knows no plugin"):
         registry.resolve(custom)
@@ -158,11 +264,11 @@ def test_plugin_whose_registration_raises_is_skipped_with_a_warning():
             register(object)
 
     registry = PluginRegistry()
-    with pytest.warns(bridge.errors.PluginLoadWarning, match="skipping plugin"):
+    with pytest.warns(bridge.kernel.errors.PluginLoadWarning, match="skipping plugin"):
         info = registry.register_plugin(Broken())
     assert info.status == "broken" and "Adapter subclass" in info.error
     registry.register_plugin(Plugin(GPT2Adapter))
-    assert registry.resolve(examples_of(GPT2Adapter).example_config()) is GPT2Adapter
+    assert registry.resolve(GPT2Examples.example_config()) is GPT2Adapter
 
 
 def test_trace_plugins_prints_hook_calls(monkeypatch, capsys):
@@ -185,6 +291,7 @@ def test_explicit_adapter_overrides_resolution(gpt2_dir):
 ADAPTER_MODULE = """
 import bridge
 from bridge_gpt2 import GPT2Adapter
+from bridge_gpt2.examples import GPT2Examples
 
 class {name}(GPT2Adapter):
     architectures = ("{name}ForCausalLM",)
@@ -221,7 +328,7 @@ def fake_site(tmp_path, monkeypatch):
 
 
 def config_for(architecture):
-    config = examples_of(GPT2Adapter).example_config()
+    config = GPT2Examples.example_config()
     config.architectures, config.model_type = [architecture], "not-registered"
     return config
 
@@ -320,7 +427,7 @@ def test_failing_configure_or_bridge_ready_stops_the_load_naming_plugin_and_hook
                 raise error
 
     scratch_registry.register_plugin(Failing(), PluginInfo("acme-tweaks", "1.2", "tweaks = acme_tweaks", ""))
-    hf = build_tiny_model(examples_of(GPT2Adapter).example_config())
+    hf = build_tiny_model(GPT2Examples.example_config())
     with pytest.raises(PluginHookError) as raised:
         bridge.wrap(hf)
     err = raised.value
@@ -352,7 +459,7 @@ def test_match_adapter_junk_or_failure_is_ignored_with_a_warning_naming_the_plug
     scratch_registry.register_plugin(Good(), PluginInfo("acme-good", "1", "good = acme_good", ""))
     scratch_registry.register_plugin(Junk(), PluginInfo("acme-junk", "1", "junk = acme_junk", ""))
     scratch_registry.register_plugin(Raising(), PluginInfo("acme-raises", "1", "r = acme_raises", ""))
-    config = examples_of(GPT2Adapter).example_config()
+    config = GPT2Examples.example_config()
     config.architectures, config.model_type = ["Renamed"], "renamed"
     with pytest.warns(PluginHookWarning) as record:
         assert scratch_registry.resolve(config) is GPT2Adapter

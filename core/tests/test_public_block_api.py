@@ -233,7 +233,7 @@ def test_return_type_hidden_is_the_final_residual_not_project_out(opt_adapters):
     reference.model.decoder.final_layer_norm.register_forward_hook(lambda _m, _a, out: final.append(out))
     tokens = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
     reference(tokens)
-    model = bridge.wrap(hf_model, adapter=opt_adapters[0])
+    model = bridge.wrap(hf_model, adapter=opt_adapters[0].adapter)
     hidden = model(tokens, return_type="hidden")
     assert hidden.shape == (2, 6, 32)
     torch.testing.assert_close(hidden, final[-1], atol=TOL, rtol=TOL)

@@ -8,8 +8,7 @@ from typing import Any
 
 from transformers import CLIPImageProcessor, LlavaProcessor, Siglip2ImageProcessor, SiglipImageProcessor
 
-from bridge.kernel import Adapter
-from bridge.testing import save_tiny_model, tiny_tokenizer
+from bridge.testing import AdapterLike, examples_of, save_tiny_model, tiny_tokenizer
 
 
 def example_image_processor(config: Any) -> Any:
@@ -23,9 +22,9 @@ def example_image_processor(config: Any) -> Any:
     return SiglipImageProcessor(size={"height": size, "width": size})
 
 
-def save_example_model(adapter: type[Adapter], architecture: str, directory: str | Path, seed: int = 0) -> Path:
+def save_example_model(adapter: AdapterLike, architecture: str, directory: str | Path, seed: int = 0) -> Path:
     """The adapter's seeded tiny model, the tiny tokenizer and an image processor, saved to ``directory``."""
-    config = adapter.example_config(architecture)
+    config = examples_of(adapter).example_config(architecture)
     directory = save_tiny_model(config, directory, seed=seed)
     example_image_processor(config).save_pretrained(directory)
     return directory
@@ -39,10 +38,10 @@ def vlm_tokenizer() -> Any:
     return tokenizer
 
 
-def save_example_vlm(adapter: type[Adapter], directory: str | Path, config: Any = None, seed: int = 0) -> Path:
+def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = None, seed: int = 0) -> Path:
     """A vision-language model (``config``, or the adapter's example one) saved with the tokenizer holding the
     image token, its image processor, and for LLaVA the ``LlavaProcessor`` (text and images together)."""
-    config = config or adapter.example_config()
+    config = config or examples_of(adapter).example_config()
     directory = save_tiny_model(config, directory, seed=seed)
     tokenizer = vlm_tokenizer()
     tokenizer.save_pretrained(directory)

@@ -40,6 +40,15 @@ from bridge.model import ActivationCache, Bridge  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``bridge.plugins``, ``bridge.config``…: the modules that moved into the layers, by their old names."""
+    if f"bridge.{name}" in _moved.MOVED:
+        import importlib
+
+        return importlib.import_module(f"bridge.{name}")
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
 __all__ = [
     "ActivationCache",
     "Adapter",

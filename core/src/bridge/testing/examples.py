@@ -15,11 +15,18 @@ AdapterLike = type[Adapter] | type[Examples]
 
 
 def examples_of(subject: Any) -> type[Examples]:
-    """The examples of ``subject``: itself if it is an ``Examples`` class, else those registered for the adapter."""
+    """The examples of ``subject``: itself if it is an ``Examples`` class, else those registered for the adapter
+    (for an adapter subclassing a registered one: the base's examples, building the subclass)."""
     if is_examples(subject):
         return subject
     if isinstance(subject, type) and issubclass(subject, Adapter):
-        found = get_registry().examples_for(subject)
+        registry = get_registry()
+        found = registry.examples_for(subject)
+        if found is None:  # a subclass of a registered adapter inherits its examples, rebound to it
+            bases = [registry.examples_for(base) for base in subject.__mro__[1:] if issubclass(base, Adapter)]
+            inherited = next((examples for examples in bases if examples is not None), None)
+            if inherited is not None:
+                found = type(f"{subject.__name__}Examples", (inherited,), {"adapter": subject})
         if found is None:
             raise ConformanceError(
                 f"no Examples are registered for {subject.__name__}: the kit builds its tiny models from them. "

@@ -13,7 +13,6 @@ import torch
 
 from bridge.testing.compare import CheckNotRun, fail, max_diff
 from bridge.testing.contract import all_opt_ins
-from bridge.testing.examples import examples_of
 
 if TYPE_CHECKING:
     from bridge.testing.pair import Pair
@@ -44,7 +43,7 @@ def check_every_hook_matters(pair: Pair) -> None:
     return_types = _return_types(pair)
     with pair.on_path():
         baselines = {r: model(tokens, return_type=r) for r in return_types}
-    unread = examples_of(type(model.adapter)).unread_hooks
+    unread = pair.example_set.unread_hooks
     dead: list[str] = []
     with all_opt_ins(model):
         names = [n for n in model.hook_dict if not (unread and n.endswith(unread))]
