@@ -16,7 +16,7 @@ $(STAMP): constraints.txt core/pyproject.toml $(foreach d,$(FAMILIES),$(d)/pypro
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest pytest-xdist hypothesis ruff mypy
+	$(PIP) -c constraints.txt -e "./core[viz,harvest,scale]" $(foreach d,$(FAMILIES),-e ./$(d)) pytest pytest-xdist hypothesis ruff mypy import-linter
 	touch $(STAMP)
 
 # The TransformerLens compatibility group: its own venv, so `make test` never needs transformer-lens.
@@ -65,6 +65,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 -m "not variants"
 
 # The conformance kit on every adapter's real-checkpoint config variants (`conformance_configs()`).

@@ -113,7 +113,7 @@ def test_cli_plugins_lists_loaded_and_broken(broken_site):
     ) in result.stdout
     as_json = run([str(BIN / "bridge"), "plugins", "--json"], {"PYTHONPATH": str(broken_site)})
     rows = {row["distribution"]: row for row in json.loads(as_json.stdout)}
-    assert rows["bridge-gpt2"]["hooks"] == ["register_adapters"]
+    assert rows["bridge-gpt2"]["hooks"] == ["bench_configs", "register_adapters", "register_examples"]
     assert rows["bridge-broken"]["status"] == "broken"
     assert rows["bridge-exits"]["status"] == "broken"
     multi = [row for row in json.loads(as_json.stdout) if row["distribution"] == "bridge-multi"]

@@ -13,11 +13,11 @@ import transformers
 from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeTopKRouter
 
 import bridge
-from bridge import Adapter, BlockSpec, ComponentMap, Spec
+from bridge import Adapter, BlockSpec, ComponentMap, Examples, Spec
 from bridge.kernel.components import Attention, Norm, SequentialBlock, SplitQKV
 from bridge.kernel.components.moe import MoE, softmax_topk, topk_softmax
 from bridge.kernel.config import BridgeConfig
-from bridge.testing import examples_of, save_tiny_model
+from bridge.testing import save_tiny_model
 
 
 class SharedExpertMoEAdapter(Adapter):
@@ -47,6 +47,10 @@ class SharedExpertMoEAdapter(Adapter):
             ln_final=Spec(Norm, "norm", {"kind": "RMS"}),
         )
 
+
+class SharedExpertMoEExamples(Examples):
+    adapter = SharedExpertMoEAdapter
+
     @classmethod
     def example_config(cls, architecture: str | None = None) -> Any:
         return transformers.Qwen2MoeConfig(
@@ -67,7 +71,7 @@ class SharedExpertMoEAdapter(Adapter):
 
 @pytest.fixture(scope="module")
 def moe_dir(tmp_path_factory):
-    return save_tiny_model(examples_of(SharedExpertMoEAdapter).example_config(), tmp_path_factory.mktemp("qwen2moe"))
+    return save_tiny_model(SharedExpertMoEExamples.example_config(), tmp_path_factory.mktemp("qwen2moe"))
 
 
 def close(got, expected, atol=1e-5):

@@ -64,8 +64,9 @@ def _plugins(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from bridge.app.demo import hook_tree
     from bridge.kernel import resolution
+    from bridge.kernel.hooked_model import HookedModel
 
-    model = resolution.load(args.model, trust_remote_code=args.trust_remote_code)
+    model: HookedModel = resolution.load(args.model, trust_remote_code=args.trust_remote_code)
     cfg = model.cfg
     rows = [
         {"name": name, "shape": list(shape) if shape else None, "opt_in": opt_in}

@@ -4,7 +4,6 @@ A plugin can claim other kinds of model through the ``demo`` hook (bridge-vision
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -38,39 +37,17 @@ def hook_tree(
     return [(n, tuple(cache[n].shape), False) for n in cache] + [(n, None, model.hook_dict[n].opt_in) for n in silent]
 
 
-def _random_gpt2(directory: Path) -> Path:
-    from transformers import GPT2Config
-
-    from bridge.testing import save_tiny_model
-
-    config = GPT2Config(
-        n_layer=2,
-        n_embd=64,
-        n_head=4,
-        n_positions=128,
-        vocab_size=128,
-        bos_token_id=0,
-        eos_token_id=0,
-        architectures=["GPT2LMHeadModel"],
-    )
-    return save_tiny_model(config, directory)
-
-
 #: Where ``bridge demo`` draws the induction head's pattern when no ``--png`` is given.
 DEFAULT_PNG = "examples/output/induction_head.png"
 
 
 def run_demo(
-    model_dir: str | Path | None, png: str | Path | None = None, out: Printer = print, default_png: bool = False
+    model_dir: str | Path, png: str | Path | None = None, out: Printer = print, default_png: bool = False
 ) -> dict:
     """Load the model and run its demo: the demo a plugin offers for it (the ``demo`` hook: bridge-vision's for
     image classifiers), else induction heads for a language model. ``default_png``: draw to the demo's default
     picture when ``png`` is None. Returns the demo's results."""
-    trained = model_dir is not None and (Path(model_dir) / "config.json").exists()
-    if not trained:
-        out("No trained model found: building a 2-layer GPT-2 with RANDOM weights (no induction heads expected).")
-        model_dir = _random_gpt2(Path(tempfile.mkdtemp(prefix="bridge-demo-")))
-    model = resolution.load(model_dir)
+    model: HookedModel = resolution.load(model_dir)
     cfg = model.cfg
     out(
         f"Loaded {cfg.architecture} from {model_dir} via {type(model.adapter).__name__}: "
@@ -83,7 +60,7 @@ def run_demo(
         out(f"  {name:<32} {shape if shape else '-'}{'  (opt-in)' if opt_in else ''}")
     offered = get_registry().call_first("demo", model=model, png=png, out=out, default_png=default_png)
     if offered is not None:
-        return {"trained": trained, **offered}
+        return offered
     if not text_only or model.unembed is None:
         raise BridgeError(
             f"no demo for {cfg.architecture}: the built-in demo needs a language model, and no installed plugin "
@@ -117,7 +94,6 @@ def run_demo(
     out(f"  ablate induction head {ind_layer}.{ind_head}            {ablated:.4f}  ({ablated - base:+.4f})")
     out(f"  ablate head {ind_layer}.{other_head} (lowest induction)  {control:.4f}  ({control - base:+.4f})")
     result = {
-        "trained": trained,
         "induction_head": (ind_layer, ind_head),
         "previous_token_head": (prev_layer, prev_head),
         "induction_score": float(scores.induction[ind_layer, ind_head]),

@@ -170,7 +170,7 @@ def _model(model_or_name: Any, device: torch.device | None = None) -> tuple[Hook
     if isinstance(model_or_name, str | os.PathLike):
         local = Path(model_or_name)
         name = str(local.resolve()) if local.exists() else str(model_or_name)
-        model = resolution.load(model_or_name, device=device)
+        model: HookedModel = resolution.load(model_or_name, device=device)
     else:
         model = model_or_name
         name = model.cfg.model_name

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from bridge.kernel.adapter import Adapter
     from bridge.kernel.config import BridgeConfig
     from bridge.kernel.examples import Examples
-    from bridge.kernel.hooked_model import HookedModel
 
 hookspec = pluggy.HookspecMarker("bridge")
 hookimpl = pluggy.HookimplMarker("bridge")
@@ -77,8 +76,11 @@ def configure(config: BridgeConfig, hf_config: Any) -> None:
 
 
 @hookspec
-def bridge_ready(bridge: HookedModel) -> None:
+def bridge_ready(bridge: Any) -> None:
     """React to a finished bridge (add permanent hooks, record metadata).
+
+    ``bridge`` is the model ``bridge.load``/``bridge.wrap`` built: a ``bridge.Bridge`` (the kernel's
+    ``HookedModel`` when a tool builds the plain kind, as ``bridge demo`` and ``bridge harvest`` do).
 
     Called once per load/wrap, after every component is attached. Return nothing.
     If it raises, the bridge is detached (the HF model is left as it was) and the load
@@ -113,10 +115,11 @@ def register_examples(register: Callable[[type[Examples]], None]) -> None:
 
 
 @hookspec
-def bench_configs() -> dict[str, Any]:
+def bench_configs() -> dict[str, Any] | None:
     """Models for ``make bench``: a label → tiny-but-realistic HF config (random weights).
 
-    Called once per benchmark run. Return a dict whose configs name their HF class in ``architectures``;
+    Called once per benchmark run. Return a dict whose configs name their HF class in ``architectures`` (or
+    ``None``: no models);
     every plugin's dicts are merged (a later label replaces an earlier one). A failing implementation is
     skipped with a ``PluginHookWarning``.
 
@@ -129,7 +132,7 @@ def bench_configs() -> dict[str, Any]:
 
 
 @hookspec(firstresult=True)
-def demo(model: HookedModel, png: Any, out: Callable[[str], None], default_png: bool) -> dict[str, Any] | None:
+def demo(model: Any, png: Any, out: Callable[[str], None], default_png: bool) -> dict[str, Any] | None:
     """Run this plugin's demo on ``model``, if the model is of a kind the plugin demonstrates.
 
     Called by ``bridge demo`` after it loaded the model and printed its hook points. ``png`` is where to draw

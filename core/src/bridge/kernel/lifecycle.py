@@ -11,7 +11,7 @@ import copy
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -22,9 +22,6 @@ from bridge.kernel.components.base import Component
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.errors import BridgeError
 from bridge.kernel.hook_points import HookPoint
-
-if TYPE_CHECKING:
-    from bridge.kernel.hooked_model import HookedModel
 
 
 class ConcurrentUseError(BridgeError):
@@ -150,13 +147,13 @@ class Lifecycle:
             for module in paused:
                 module.gradient_checkpointing = True
 
-    def __copy__(self) -> HookedModel:
+    def __copy__(self) -> Self:
         raise BridgeError(
             "a shallow copy of a bridge would share its HF model and hooks; use `copy.deepcopy(model)` "
             "(a new bridge over a deep copy of the HF model)."
         )
 
-    def __deepcopy__(self, memo: dict) -> HookedModel:
+    def __deepcopy__(self, memo: dict) -> Self:
         """A new bridge over a deep copy of the HF model, with the same opt-in settings and hooks."""
         self._check_usable()
         hf_copy = copy.deepcopy(self.hf_model, memo)
@@ -192,7 +189,7 @@ class Lifecycle:
 
 
 def _rebuild(
-    cls: type[HookedModel],
+    cls: type[Any],
     hf_model: nn.Module,
     adapter_cls: type[Adapter],
     cfg: BridgeConfig,
@@ -200,8 +197,8 @@ def _rebuild(
     opt_in: dict[str, bool],
     image_processor: Any = None,
     processor: Any = None,
-) -> HookedModel:
-    """HookedModel ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
+) -> Any:
+    """Bridge ``hf_model`` as ``wrap`` does, with the given config and opt-in settings (copies, unpickling)."""
     from bridge.kernel.plugins import get_registry
 
     model = cls(hf_model, adapter_cls(hf_model.config), cfg, tokenizer, image_processor, processor)

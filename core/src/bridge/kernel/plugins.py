@@ -263,7 +263,8 @@ class PluginRegistry:
         """Every plugin's ``bench_configs()``, merged (label → HF config)."""
         merged: dict[str, Any] = {}
         for plugin, results, error in self._call_each("bench_configs"):
-            wrong = [r for r in results or [] if not isinstance(r, dict)]
+            results = [r for r in results or [] if r is not None]
+            wrong = [r for r in results if not isinstance(r, dict)]
             if error is not None or wrong:
                 problem = (
                     f"raised {type(error).__name__}: {error}" if error else f"returned a {type(wrong[0]).__name__}"
