@@ -46,7 +46,6 @@ class PhiAdapter(Adapter):
         )
 
 
-
 class GPTJBlock(SharedNormParallelBlock):
     """GPT-J: ``ln_1`` shared by attention and MLP; the HF block returns ``(hidden, attention weights)``."""
 

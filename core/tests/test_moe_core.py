@@ -15,7 +15,7 @@ from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeTopKRou
 import bridge
 from bridge import Adapter, BlockSpec, ComponentMap, Examples, Spec
 from bridge.kernel.components import Attention, Norm, SequentialBlock, SplitQKV
-from bridge.kernel.components.moe import MoE, softmax_topk, topk_softmax
+from bridge.kernel.components.moe import MoE, softmax_then_topk, topk_then_softmax
 from bridge.kernel.config import BridgeConfig
 from bridge.testing import save_tiny_model
 
@@ -30,7 +30,7 @@ class SharedExpertMoEAdapter(Adapter):
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         moe = {
-            "routing": softmax_topk(normalize=False),
+            "routing": softmax_then_topk(normalize=False),
             "shared_expert": "shared_expert",
             "shared_expert_gate": "shared_expert_gate",
         }
@@ -85,7 +85,7 @@ def test_topk_softmax_equals_the_hf_granite_router():
     with torch.no_grad():
         router.weight.copy_(torch.randn(router.weight.shape, generator=generator))
         logits, weights, indices = router(torch.randn(10, 16, generator=generator))
-    got_weights, got_indices = topk_softmax()(router, logits)
+    got_weights, got_indices = topk_then_softmax()(router, logits)
     assert torch.equal(got_indices, indices)
     close(got_weights, weights, atol=1e-7)
 

@@ -28,6 +28,7 @@ def _gpt2_style_map(qkv: FusedQKV) -> ComponentMap:
         ln_final=Spec(Norm, "ln_f"),
     )
 
+
 class GPT2Adapter(Adapter):
     """GPT-2: learned positions, pre-LN, fused ``c_attn`` (``[q | k | v]``), GELU MLP."""
 
@@ -40,6 +41,7 @@ class GPT2Adapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _gpt2_style_map(FusedQKV("c_attn", layout="grouped"))
+
 
 class GPTNeoXAdapter(Adapter):
     """GPT-NeoX / Pythia: partial rotary, per-head interleaved ``query_key_value``, parallel residual."""
@@ -84,6 +86,7 @@ class GPTNeoXAdapter(Adapter):
             ln_final=Spec(Norm, "final_layer_norm"),
         )
 
+
 class GPTBigCodeAdapter(Adapter):
     """GPT-BigCode (SantaCoder, StarCoder): GPT-2 layout with multi-query attention (one kv head)."""
 
@@ -101,6 +104,7 @@ class GPTBigCodeAdapter(Adapter):
     def component_map(self, cfg) -> ComponentMap:
         layout = "grouped" if self.hf_config.multi_query else "per_head"
         return _gpt2_style_map(FusedQKV("c_attn", layout=layout))
+
 
 ADAPTERS = (
     GPT2Adapter,

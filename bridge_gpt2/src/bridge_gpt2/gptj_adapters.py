@@ -28,6 +28,7 @@ def _gptj_style_overrides(hf_config: Any) -> dict[str, Any]:
         "extra": {"rope_theta": 10000.0, "n_ctx_is_limit": True},
     }
 
+
 def _gptj_style_map(attention: type[GPTJAttention] | type[CodeGenAttention]) -> ComponentMap:
     """GPT-J and CodeGen share module names: wte, h[i].{ln_1, attn, mlp.{fc_in, fc_out}}, ln_f."""
     children = {
@@ -36,6 +37,7 @@ def _gptj_style_map(attention: type[GPTJAttention] | type[CodeGenAttention]) -> 
         "mlp": Spec(MLP, "mlp", {"pre": "fc_in", "out": "fc_out"}),
     }
     return ComponentMap(embed="wte", blocks="h", block=BlockSpec(GPTJBlock, children), ln_final=Spec(Norm, "ln_f"))
+
 
 class GPTJAdapter(Adapter):
     """GPT-J: separate q/k/v projections, fp32 scores divided by √d_head, parallel block on one shared norm."""
@@ -49,6 +51,7 @@ class GPTJAdapter(Adapter):
     def component_map(self, cfg) -> ComponentMap:
         return _gptj_style_map(GPTJAttention)
 
+
 class CodeGenAdapter(Adapter):
     """CodeGen: GPT-J's block with one fused ``qkv_proj`` in 4 parts of ``[q | v | k]``; scores masked, then
     divided by √d_head."""
@@ -61,4 +64,3 @@ class CodeGenAdapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _gptj_style_map(CodeGenAttention)
-

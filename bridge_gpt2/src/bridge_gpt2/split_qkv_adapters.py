@@ -53,6 +53,7 @@ class GPTNeoAdapter(Adapter):
             ln_final=Spec(Norm, "ln_f"),
         )
 
+
 class OPTAdapter(Adapter):
     """OPT: learned positions read at ``position + 2``, split q/k/v with bias, ReLU MLP on the decoder layer
     itself, pre-LN (``do_layer_norm_before``) or post-LN (OPT-350m) blocks, and ``project_in``/``project_out``
@@ -87,6 +88,7 @@ class OPTAdapter(Adapter):
             block=BlockSpec(OPTPreNormBlock if pre_norm else OPTPostNormBlock, children),
             ln_final=Spec(Norm, "decoder.final_layer_norm") if final_norm else None,
         )
+
 
 class XGLMAdapter(Adapter):
     """XGLM: sinusoidal positions read at ``position + 2``, token embeddings scaled by ``√d_model``
@@ -123,5 +125,3 @@ class XGLMAdapter(Adapter):
             ),
             ln_final=Spec(Norm, "layer_norm"),
         )
-
-SPLIT_QKV_ADAPTERS = (GPTNeoAdapter, OPTAdapter, XGLMAdapter)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, Block, FusedQKV, MoE, Norm, SequentialBlock, SplitQKV, softmax_topk
+from bridge.components import MLP, Attention, Block, FusedQKV, MoE, Norm, SequentialBlock, SplitQKV, softmax_then_topk
 from bridge.kernel import BridgeConfig
 from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
 
@@ -26,6 +26,7 @@ def rope_parameters(hf_config: Any, layer_type: str | None = None) -> dict[str, 
     if layer_type is None and params and all(isinstance(v, Mapping) for v in params.values()):
         layer_type = "full_attention"
     return dict(params.get(layer_type, {})) if layer_type is not None else params
+
 
 class RopeAdapter(Adapter):
     """The Llama layout, with the few knobs the family turns; subclasses are mostly data."""
@@ -69,11 +70,13 @@ class RopeAdapter(Adapter):
             ln_final=Spec(Norm, "norm", self.norm),
         )
 
+
 class LlamaAdapter(RopeAdapter):
     """Llama 1–3: RoPE, GQA, RMSNorm, gated SiLU MLP."""
 
     architectures = ("LlamaForCausalLM",)
     model_types = ("llama",)
+
 
 class MistralAdapter(RopeAdapter):
     """Mistral: Llama with sliding-window attention (the window is in the mask HF builds)."""
@@ -81,11 +84,13 @@ class MistralAdapter(RopeAdapter):
     architectures = ("MistralForCausalLM",)
     model_types = ("mistral",)
 
+
 class Qwen2Adapter(RopeAdapter):
     """Qwen2 / Qwen2.5: Llama with biases on the q/k/v projections."""
 
     architectures = ("Qwen2ForCausalLM",)
     model_types = ("qwen2",)
+
 
 class Qwen3Adapter(RopeAdapter):
     """Qwen3: per-head RMS norms on q and k before RoPE (``hook_q_normed``/``hook_k_normed``)."""
@@ -93,6 +98,7 @@ class Qwen3Adapter(RopeAdapter):
     architectures = ("Qwen3ForCausalLM",)
     model_types = ("qwen3",)
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
+
 
 class Phi3Adapter(RopeAdapter):
     """Phi-3: fused ``qkv_proj`` and ``gate_up_proj``, split into the usual hooks; partial rotary."""
@@ -103,6 +109,7 @@ class Phi3Adapter(RopeAdapter):
     mlp = (GateUpMLP, {"fused": "gate_up_proj", "out": "down_proj"})
     extra_paths: ClassVar[dict[str, str]] = {"attn_dropout": "resid_attn_dropout", "mlp_dropout": "resid_mlp_dropout"}
 
+
 class Olmo2Adapter(RopeAdapter):
     """OLMo-2: norms after attention and MLP only (no pre-norms); q/k norms across all heads."""
 
@@ -111,6 +118,7 @@ class Olmo2Adapter(RopeAdapter):
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "flat"})
     wiring = SandwichBlock
     norms: ClassVar[dict[str, str]] = {"ln1_post": "post_attention_layernorm", "ln2_post": "post_feedforward_layernorm"}
+
 
 class Gemma2Adapter(RopeAdapter):
     """Gemma 2: √d_model-scaled embedding, sandwich norms with ``(1 + w)`` weights, attention and final-logit
@@ -138,6 +146,7 @@ class Gemma2Adapter(RopeAdapter):
         }
         return out
 
+
 class Gemma3Adapter(Gemma2Adapter):
     """Gemma 3 (text): Gemma 2's layout with q/k norms, and different RoPE bases on local and global layers."""
 
@@ -150,12 +159,13 @@ class Gemma3Adapter(Gemma2Adapter):
         out["extra"]["rope_theta_local"] = rope_parameters(self.hf_config, "sliding_attention").get("rope_theta")
         return out
 
+
 class MixtralAdapter(RopeAdapter):
     """Mixtral: Mistral with a sparse MoE MLP (softmax router, top-k, renormalized weights)."""
 
     architectures = ("MixtralForCausalLM",)
     model_types = ("mixtral",)
-    mlp = (MoE, {"routing": softmax_topk(normalize=True), "router": "gate", "experts": "experts"})
+    mlp = (MoE, {"routing": softmax_then_topk(normalize=True), "router": "gate", "experts": "experts"})
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config

@@ -28,6 +28,7 @@ class GemmaAdapter(RopeAdapter):
         out["extra"]["embed_scale"] = self.hf_config.hidden_size**0.5
         return out
 
+
 class GraniteScalars:
     """Granite's four scalars, for Granite and Granite-MoE: recorded in ``cfg.extra`` (``1 / logits_scaling`` as
     the ``logit_scale`` inside ``W_U``/``b_U``) and ``hook_embed`` after ``embedding_multiplier``."""
@@ -49,6 +50,7 @@ class GraniteScalars:
         embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
         return ComponentMap(blocks=base.blocks, block=base.block, ln_final=base.ln_final, hooks={"hook_embed": embed})
 
+
 class GraniteAdapter(GraniteScalars, RopeAdapter):
     """Granite (3.x, PowerLM): Llama with four scalars. ``embedding_multiplier`` scales the embedding (``hook_embed``
     is after it), ``residual_multiplier`` scales each sublayer's output before it is added to the stream
@@ -59,6 +61,7 @@ class GraniteAdapter(GraniteScalars, RopeAdapter):
     architectures = ("GraniteForCausalLM",)
     model_types = ("granite",)
     wiring = ScaledResidualBlock
+
 
 class OlmoAdapter(RopeAdapter):
     """OLMo (1, 0424, 0724): non-parametric layer norms (no weight, no bias, eps 1e-5 fixed in HF's code), and
@@ -78,6 +81,7 @@ class OlmoAdapter(RopeAdapter):
         out["extra"]["clip_qkv"] = self.hf_config.clip_qkv
         return out
 
+
 class Olmo3Adapter(Olmo2Adapter):
     """OLMo-3: OLMo-2's layout (norms after each sublayer only, q/k norms across all heads) with sliding-window
     layers (three of four in the published checkpoints) and RoPE parameters per layer type."""
@@ -91,6 +95,7 @@ class Olmo3Adapter(Olmo2Adapter):
         out["extra"]["rope_theta_local"] = rope_parameters(self.hf_config, "sliding_attention").get("rope_theta")
         return out
 
+
 class SmolLM3Adapter(RopeAdapter):
     """SmolLM3: Llama with RoPE switched off in some layers (``no_rope_layers[i] == 0``: every fourth in the
     published checkpoint). ``hook_rot_q/k`` exist in every layer and are what the scores use: equal to
@@ -103,6 +108,7 @@ class SmolLM3Adapter(RopeAdapter):
         out = super().config_overrides()
         out["extra"]["no_rope_layers"] = list(self.hf_config.no_rope_layers)
         return out
+
 
 class Starcoder2Adapter(RopeAdapter):
     """StarCoder2: layer norms with biases, biased projections, a plain (ungated) GELU-tanh MLP ``c_fc``/``c_proj``,

@@ -29,7 +29,6 @@ class Glm4MoeAdapter(RopeAdapter):
     architectures = ("Glm4MoeForCausalLM",)
     model_types = ("glm4_moe",)
 
-
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
         out = super().config_overrides()

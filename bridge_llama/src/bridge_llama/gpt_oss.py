@@ -1,7 +1,7 @@
 """GPT-OSS: the Llama layout with attention sinks, alternating sliding/full layers, YaRN RoPE and a biased MoE.
 
 Everything is core's: ``Attention(sinks=True)`` (the sink logit per head joins the softmax on the seam's eager
-path, ``attn.hook_sink_logits``), and ``MoE`` with ``topk_softmax`` routing (top-k of the biased router logits,
+path, ``attn.hook_sink_logits``), and ``MoE`` with ``topk_then_softmax`` routing (top-k of the biased router logits,
 softmax over the selected ones). The experts' clamped SwiGLU runs in HF's own experts module; their weight views
 follow its interleaved, transposed ``gate_up_proj`` through the module's ``is_concatenated``/``is_transposed``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.components import Attention, MoE, topk_softmax
+from bridge.components import Attention, MoE, topk_then_softmax
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter, rope_parameters
 
 #: The RoPE scaling of the published checkpoints (gpt-oss-20b and -120b), on a tiny context.
@@ -32,7 +32,7 @@ class GptOssAdapter(RopeAdapter):
     architectures = ("GptOssForCausalLM",)
     model_types = ("gpt_oss",)
     attention = (Attention, {**LLAMA_ATTN, "sinks": True})
-    mlp = (MoE, {"routing": topk_softmax(in_float32=False), "router": "router", "experts": "experts"})
+    mlp = (MoE, {"routing": topk_then_softmax(in_float32=False), "router": "router", "experts": "experts"})
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
@@ -48,4 +48,3 @@ class GptOssAdapter(RopeAdapter):
             "rope_parameters": rope_parameters(c),
         }
         return out
-

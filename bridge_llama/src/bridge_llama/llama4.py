@@ -43,6 +43,7 @@ def llama4_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tenso
     top, indices = torch.topk(logits, router.top_k, dim=1)
     return torch.sigmoid(top.float()).to(logits.dtype), indices
 
+
 class Llama4MoE(MoE):
     """Core's ``MoE`` on Llama 4's layout: the router returns ``(scores [N, n_experts], logits)`` with the
     weights scattered into zeros, and the experts module runs every expert on the tokens scaled by their scores.
@@ -136,12 +137,14 @@ class Llama4MoE(MoE):
         """Per-expert output weights ``[n_experts, d_mlp, d_model]``."""
         return self._expert_parameter("down_proj")
 
+
 class Llama4Block(SequentialBlock):
     """Llama 4's pre-norm block: HF's MoE returns its output flattened to ``[b·p, d_model]`` and the block views
     it as the residual's shape; so does this wiring, so ``hook_mlp_out`` is ``[b, p, d_model]``."""
 
     def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
         return super().run_mlp(x).reshape(x.shape)
+
 
 class Llama4Adapter(RopeAdapter):
     """Llama 4 text: interleaved-pair RoPE and NoPE layers, L2 q/k norm after RoPE, attention temperature on
@@ -151,7 +154,6 @@ class Llama4Adapter(RopeAdapter):
     architectures = ("Llama4ForCausalLM",)
     model_types = ("llama4_text",)
     wiring = Llama4Block
-
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config

@@ -14,41 +14,28 @@ Each MLP is an HF MoE block ``(router, experts)``; core's ``MoE`` gives it ``mlp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
-from bridge import BlockSpec, ComponentMap, Spec
-from bridge.components import Block, MoE, Routing, softmax_topk, topk_softmax
-from bridge.kernel import BridgeConfig, ComponentMapError
+from bridge import ComponentMap, Spec
+from bridge.components import MoE, Routing, softmax_then_topk, topk_then_softmax
+from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
 from bridge_llama.components import QKNormAttention
 from bridge_llama.dense_adapters import GraniteScalars
 from bridge_llama.dense_components import ScaledResidualBlock
 
 
-@dataclass(frozen=True)
-class SparseOrDenseBlockSpec(BlockSpec):
-    """A block spec whose ``mlp`` child is ``moe_mlp`` in layers where HF built a sparse MoE block (one with
-    an ``experts`` child) and the dense ``children["mlp"]`` elsewhere."""
-
-    moe_mlp: Spec | None = None
-
-    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
-        children: Mapping[str, Spec] = self.children
-        if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
-            children = {**children, "mlp": self.moe_mlp}
-        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
-
 def sparsemixer_routing(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PhiMoE's routing: HF's own ``sparsemixer`` (two experts chosen one after the other, each weighted by a
     softmax over the logits within a relative ``2 · router_jitter_noise`` of the best remaining one), as the router
     runs it (sampling in training mode)."""
     return sparsemixer(logits, jitter_eps=router.router_jitter_noise, training=router.training, top_k=router.top_k)
+
 
 class RopeMoEAdapter(RopeAdapter):
     """The Llama layout with a sparse MoE block as MLP (dense layers where HF builds them)."""
@@ -61,10 +48,9 @@ class RopeMoEAdapter(RopeAdapter):
     #: the config field of one expert's hidden size (``intermediate_size`` where experts and dense MLPs agree)
     expert_size_field: ClassVar[str] = "moe_intermediate_size"
 
-
     def routing(self) -> Routing:
         """The router's selection rule (default: softmax, top k, renormalized if ``norm_topk_prob``)."""
-        return softmax_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", False)))
+        return softmax_then_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", False)))
 
     def moe_options(self) -> dict[str, Any]:
         """The options of core's ``MoE`` for this architecture's sparse blocks (routing rule, router, experts…)."""
@@ -84,10 +70,11 @@ class RopeMoEAdapter(RopeAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         base = super().component_map(cfg)
         children = {**base.block.children, "mlp": replace(base.block.children["mlp"], path=self.moe_path)}
-        block = SparseOrDenseBlockSpec(
+        block = DenseOrMoEBlockSpec(
             base.block.kind, children, base.block.extra_paths, moe_mlp=Spec(MoE, self.moe_path, self.moe_options())
         )
         return replace(base, block=block)
+
 
 class OlmoeAdapter(RopeMoEAdapter):
     """OLMoE: OLMo-2's q/k norms across all heads, in a pre-norm Llama block; softmax top-k routing without
@@ -107,6 +94,7 @@ class OlmoeAdapter(RopeMoEAdapter):
             )
         return super().config_overrides()
 
+
 class Qwen2MoeAdapter(RopeMoEAdapter):
     """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen2 attention; routed experts plus one shared expert scaled by
     a sigmoid gate (``mlp.shared_expert.*``, ``mlp.hook_shared_expert_out``); dense layers per
@@ -123,6 +111,7 @@ class Qwen2MoeAdapter(RopeMoEAdapter):
         out["extra"]["d_mlp_shared_expert"] = self.hf_config.shared_expert_intermediate_size
         return out
 
+
 class Qwen3MoeAdapter(RopeMoEAdapter):
     """Qwen3-MoE: Qwen3's per-head q/k norms; softmax top-k routing, renormalized (``norm_topk_prob`` True in the
     published checkpoints); no shared expert; dense layers per ``decoder_sparse_step``/``mlp_only_layers``."""
@@ -130,6 +119,7 @@ class Qwen3MoeAdapter(RopeMoEAdapter):
     architectures = ("Qwen3MoeForCausalLM",)
     model_types = ("qwen3_moe",)
     attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bphd"})
+
 
 class PhimoeAdapter(RopeMoEAdapter):
     """PhiMoE (Phi-3.5-MoE): LayerNorms, biased attention projections and LM head, LongRoPE; routing by
@@ -151,6 +141,7 @@ class PhimoeAdapter(RopeMoEAdapter):
         out["extra"]["experts_per_token"] = 2  # sparsemixer picks two, whatever num_experts_per_tok says
         return out
 
+
 class GraniteMoeAdapter(GraniteScalars, RopeMoEAdapter):
     """Granite-MoE (granite-3.0-1b/3b-a…-moe, PowerMoE): Granite's multipliers around a Mixtral-like MoE whose
     router picks the top-k logits and softmaxes over them; Granite's multipliers placed as in ``GraniteAdapter``:
@@ -166,7 +157,7 @@ class GraniteMoeAdapter(GraniteScalars, RopeMoEAdapter):
     expert_size_field = "intermediate_size"
 
     def routing(self) -> Routing:
-        return topk_softmax()
+        return topk_then_softmax()
 
 
 MOE_ADAPTERS: tuple[type[RopeMoEAdapter], ...] = (

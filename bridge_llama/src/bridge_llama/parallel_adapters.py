@@ -39,7 +39,6 @@ class RopeLayoutAdapter(RopeAdapter):
     #: Whether RoPE rotates adjacent pairs of dims (``rotate_half`` on ``x[..., ::2]``/``x[..., 1::2]``).
     adjacent_pairs: ClassVar[bool] = False
 
-
     def config_overrides(self) -> dict[str, Any]:
         return super().config_overrides() | {
             "normalization_type": self.norm["kind"],
@@ -68,6 +67,7 @@ class RopeLayoutAdapter(RopeAdapter):
             base, block=BlockSpec(wiring, children, extra_paths), ln_final=Spec(Norm, self.final_norm, self.norm)
         )
 
+
 class PhiAdapter(RopeLayoutAdapter):
     """Phi-1/1.5/2: attention and a GELU MLP in parallel on one shared LayerNorm, partial rotary, ``dense`` output
     projection, optional per-head q/k LayerNorms (``qk_layernorm``), biased LM head."""
@@ -83,6 +83,7 @@ class PhiAdapter(RopeLayoutAdapter):
     final_norm = "final_layernorm"
     qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bhpd")
 
+
 class StableLmAdapter(RopeLayoutAdapter):
     """StableLM (2, 3B-4E1T…): LayerNorms, partial rotary, q/k/v biases (``use_qkv_bias``), per-head q/k LayerNorms
     (``qk_layernorm``) and, with ``use_parallel_residual``, attention and MLP in parallel on ``input_layernorm``."""
@@ -97,6 +98,7 @@ class StableLmAdapter(RopeLayoutAdapter):
         if self.hf_config.use_parallel_residual:
             return SharedNormParallelBlock, {"ln1": "input_layernorm"}, dropout
         return SequentialBlock, {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}, dropout
+
 
 class CohereAdapter(RopeLayoutAdapter):
     """Cohere (Command R, R+, Aya 23): attention and a gated MLP in parallel on one shared bias-free LayerNorm,
@@ -116,12 +118,14 @@ class CohereAdapter(RopeLayoutAdapter):
         out["extra"]["logit_scale"] = self.hf_config.logit_scale
         return out
 
+
 class Cohere2Adapter(CohereAdapter):
     """Cohere 2 (Command R7B, A): Cohere's block with sliding-window layers; only those rotate q and k (the
     full-attention layers use no positional encoding, so their ``hook_rot_q/k`` equal ``hook_q/k``)."""
 
     architectures = ("Cohere2ForCausalLM",)
     model_types = ("cohere2",)
+
 
 class Glm4Adapter(RopeLayoutAdapter):
     """GLM-4 (0414): sandwich RMSNorms (after attention and MLP too), partial RoPE on adjacent pairs, q/k/v
@@ -138,6 +142,7 @@ class Glm4Adapter(RopeLayoutAdapter):
         "ln2_post": "post_mlp_layernorm",
     }
     adjacent_pairs = True
+
 
 class GlmAdapter(RopeLayoutAdapter):
     """GLM (GLM-4 before 0414): the Llama block with q/k/v biases, fused ``gate_up_proj``, partial RoPE on

@@ -19,6 +19,7 @@ def _ssm_map(mixer: type[Mamba1Mixer | Mamba2Mixer]) -> ComponentMap:
         ln_final=Spec(Norm, "norm_f", {"kind": "RMS"}),
     )
 
+
 def _common_overrides(c: Any) -> dict[str, Any]:
     return {
         "d_mlp": None,
@@ -26,6 +27,7 @@ def _common_overrides(c: Any) -> dict[str, Any]:
         "normalization_type": "RMS",
         "positional_embedding_type": "none",
     }
+
 
 class MambaAdapter(Adapter):
     """Mamba (``MambaForCausalLM``): selective scan with per-channel Δ, no attention, no positions."""
@@ -51,6 +53,7 @@ class MambaAdapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _ssm_map(Mamba1Mixer)
+
 
 class Mamba2Adapter(Adapter):
     """Mamba-2 (``Mamba2ForCausalLM``): structured state-space duality, per-head scalar decay, grouped B/C.
@@ -81,5 +84,6 @@ class Mamba2Adapter(Adapter):
 
     def component_map(self, cfg) -> ComponentMap:
         return _ssm_map(Mamba2Mixer)
+
 
 ADAPTERS = (MambaAdapter, Mamba2Adapter)

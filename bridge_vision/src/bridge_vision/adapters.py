@@ -27,6 +27,7 @@ class VisionAdapter(Adapter):
         cfg.model_type = self.hf_config.model_type
         return cfg
 
+
 class CLIPVisionAdapter(VisionAdapter):
     """``CLIPVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, 1 + n_patches, d_model]`` (before ``ln_post``),
     ``pooled`` ``ln_post`` of the CLS position ``[b, d_model]``."""
@@ -38,6 +39,7 @@ class CLIPVisionAdapter(VisionAdapter):
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return clip_vision_tower("")
+
 
 class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
     """``CLIPVisionModelWithProjection``: the CLIP vision tower and ``hook_image_embeds`` ``[b, projection_dim]``;
@@ -52,6 +54,7 @@ class CLIPVisionProjectionAdapter(CLIPVisionAdapter):
         proj = {"hook_image_embeds": Spec(ModuleOutput, "visual_projection")}
         return dataclasses.replace(tower, head_hooks={**tower.head_hooks, **proj})
 
+
 class SiglipVisionAdapter(VisionAdapter):
     """``SiglipVisionModel``: ``hidden`` is ``last_hidden_state`` ``[b, n_patches, d_model]`` (after ``ln_post``),
     ``pooled`` the attention-pooling head's output ``[b, d_model]``."""
@@ -62,6 +65,7 @@ class SiglipVisionAdapter(VisionAdapter):
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return siglip_vision_tower("", self.vision_hf_config())
+
 
 class Siglip2VisionAdapter(VisionAdapter):
     """``Siglip2VisionModel`` (NaFlex): inputs are flattened patches ``pixel_values`` ``[b, max_patches,
@@ -80,6 +84,7 @@ class Siglip2VisionAdapter(VisionAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         return siglip_vision_tower("", self.vision_hf_config(), resized_positions=True)
 
+
 class CLIPClassifierAdapter(VisionAdapter):
     """``CLIPForImageClassification``: the CLIP vision tower, the mean of the patch positions (``hook_pooled``,
     ``[b, d_model]``), and the classifier (``logits`` ``[b, n_labels]``; its weight is ``W_U``)."""
@@ -94,6 +99,7 @@ class CLIPClassifierAdapter(VisionAdapter):
             tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
 
+
 class SiglipClassifierAdapter(VisionAdapter):
     """``SiglipForImageClassification``: the SigLIP vision tower, the mean over positions (``hook_pooled``), and
     the classifier (``logits`` ``[b, n_labels]``). The tower's attention-pooling head is not used, so not hooked."""
@@ -106,6 +112,7 @@ class SiglipClassifierAdapter(VisionAdapter):
         return dataclasses.replace(
             tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
         )
+
 
 class TwoTowerAdapter(Adapter):
     """Two-tower image-text models: towers ``vision`` and ``text`` (hook names ``vision.blocks.0…``,
@@ -125,6 +132,7 @@ class TwoTowerAdapter(Adapter):
         cfg.model_type = self.hf_config.model_type
         cfg.extra["towers"] = ("vision", "text")
         return cfg
+
 
 class CLIPAdapter(TwoTowerAdapter):
     """``CLIPModel``: projections at the top, ``hook_image_embeds`` and ``hook_text_embeds`` ``[b, projection_dim]``
@@ -148,6 +156,7 @@ class CLIPAdapter(TwoTowerAdapter):
             },
         )
 
+
 class SiglipAdapter(TwoTowerAdapter):
     """``SiglipModel``: no projections outside the towers; ``vision.hook_pooled`` is the attention-pooling head's
     output and ``text.hook_pooled`` the text head's output at the last position (the embeddings, before
@@ -163,6 +172,7 @@ class SiglipAdapter(TwoTowerAdapter):
         return Composite(
             towers={"vision": Tower(vision, cfg), "text": Tower(text, text_config(self.hf_config.text_config))}
         )
+
 
 ADAPTERS = (
     CLIPVisionAdapter,

@@ -41,6 +41,7 @@ def language_adapter(vlm: str, hf_text_config: Any) -> type[Adapter]:
             f"that language family's plugin, and none is installed. {exc}"
         ) from None
 
+
 class VisionLanguageAdapter(Adapter):
     """Common ground of the vision-language models: where the parts sit, how they are put together.
 
@@ -100,11 +101,11 @@ class VisionLanguageAdapter(Adapter):
             },
         )
 
-
     @classmethod
     def image_tokens(cls, hf_config: Any) -> int:
         """How many image tokens stand for one image in the text."""
         raise NotImplementedError(f"{cls.__name__} must define image_tokens()")
+
 
 class LlavaAdapter(VisionLanguageAdapter):
     """``LlavaForConditionalGeneration``: a CLIP (or SigLIP) image tower, read at ``vision_feature_layer``
@@ -128,6 +129,7 @@ class LlavaAdapter(VisionLanguageAdapter):
         vision = hf_config.vision_config
         return (vision.image_size // vision.patch_size) ** 2
 
+
 class Gemma3VisionAdapter(VisionLanguageAdapter):
     """``Gemma3ForConditionalGeneration``: a SigLIP image tower (its final norm hooked as ``ln_post``), a
     projector that average-pools the patch grid to ``mm_tokens_per_image`` tokens, RMS-normalizes and projects
@@ -145,5 +147,6 @@ class Gemma3VisionAdapter(VisionLanguageAdapter):
     @classmethod
     def image_tokens(cls, hf_config: Any) -> int:
         return hf_config.mm_tokens_per_image
+
 
 VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter)

@@ -32,7 +32,6 @@ Tokens = str | int | torch.Tensor | Sequence[int]
 __all__ = ["Tokens", "WeightViewError", "WeightViews", "residual_directions", "unembedding_matrix"]
 
 
-
 class CompositionModeError(BridgeError, ValueError):
     """``all_composition_scores`` was given a mode other than ``"Q"``, ``"K"`` or ``"V"``."""
 

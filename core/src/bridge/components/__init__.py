@@ -6,3 +6,4 @@ wirings. A family adds only what is special to it, subclassing these.
 
 from bridge.kernel.components import *  # noqa: F403
 from bridge.kernel.components import __all__  # noqa: F401
+from bridge.kernel.components.moe import softmax_topk, topk_softmax  # noqa: F401  (the old routing names)

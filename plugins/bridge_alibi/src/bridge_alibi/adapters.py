@@ -23,6 +23,7 @@ from bridge_alibi.blocks import (
 class FalconEagerAlibiWarning(UserWarning):
     """A Falcon-ALiBi model loaded with eager attention: HF's eager forward adds the bias twice."""
 
+
 class BloomAdapter(Adapter):
     """BLOOM: embedding LayerNorm, per-head interleaved ``query_key_value``, ALiBi, residual passed in.
 
@@ -69,6 +70,7 @@ class BloomAdapter(Adapter):
             ln_final=Spec(Norm, "ln_f"),
         )
 
+
 class MptAdapter(Adapter):
     """MPT: fused ``Wqkv`` (``[q | k | v]``), optional ``clip_qkv``, ALiBi as a ``[h, 1, max_seq_len]``
     position bias, bias-free layer norms."""
@@ -106,6 +108,7 @@ class MptAdapter(Adapter):
             ),
             ln_final=Spec(Norm, "norm_f"),
         )
+
 
 class FalconAdapter(Adapter):
     """Falcon: ALiBi (Falcon-RW) or rotary; multi-head, multi-query or grouped ("new decoder
@@ -161,8 +164,10 @@ class FalconAdapter(Adapter):
             block = BlockSpec(FalconSharedNormBlock, {"ln1": Spec(Norm, "input_layernorm"), "attn": attn, "mlp": mlp})
         return ComponentMap(embed="word_embeddings", blocks="h", block=block, ln_final=Spec(Norm, "ln_f"))
 
+
 def _drop_second_alibi(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     kwargs["alibi"] = torch.zeros_like(kwargs["alibi"])
     return args, kwargs
+
 
 ADAPTERS = (BloomAdapter, MptAdapter, FalconAdapter)

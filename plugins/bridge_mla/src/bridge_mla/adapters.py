@@ -61,6 +61,7 @@ class DeepseekAdapter(Adapter):
             ln_final=Spec(Norm, "norm", {"kind": "RMS"}),
         )
 
+
 class DeepseekV2Adapter(DeepseekAdapter):
     """DeepSeek-V2: MLA (optionally without q-LoRA), complex-frequency rotary, softmax routers."""
 
@@ -69,6 +70,7 @@ class DeepseekV2Adapter(DeepseekAdapter):
     rotate = staticmethod(rotate_complex)
     routing = staticmethod(deepseek_v2_routing)
 
+
 class DeepseekV3Adapter(DeepseekAdapter):
     """DeepSeek-V3: MLA with q-LoRA, (interleaved) rotary, sigmoid grouped top-k routers, first layers dense."""
 
@@ -76,5 +78,6 @@ class DeepseekV3Adapter(DeepseekAdapter):
     model_types = ("deepseek_v3",)
     rotate = staticmethod(rotate_cos_sin)
     routing = staticmethod(deepseek_v3_routing)
+
 
 ADAPTERS = (DeepseekV2Adapter, DeepseekV3Adapter)

@@ -26,8 +26,8 @@ from bridge.kernel.components.moe import (
     Routing,
     group_limited_mask,
     sigmoid_group_topk,
-    softmax_topk,
-    topk_softmax,
+    softmax_then_topk,
+    topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.components.weight_views import (
@@ -82,8 +82,8 @@ __all__ = [
     "linear_in_out",
     "separate_qkv",
     "sigmoid_group_topk",
-    "softmax_topk",
+    "softmax_then_topk",
     "split_partitioned",
-    "topk_softmax",
+    "topk_then_softmax",
     "weight_in_out",
 ]

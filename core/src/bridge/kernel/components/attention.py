@@ -267,11 +267,6 @@ class Attention(CoreAttentionWeights, Component):
             z, weights = inner(module, query, key, value, attention_mask, **kwargs)
         return self.hook_z(z), weights
 
-    @property
-    def internal_hooks_active(self) -> bool:
-        """Whether a hook inside the attention core (``internal_hooks``) is in use."""
-        return self.seam_active
-
     def attend_with_hooks(
         self,
         module: nn.Module,

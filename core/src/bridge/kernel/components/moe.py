@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 Routing = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def softmax_topk(normalize: bool = True) -> Routing:
-    """Mixtral-style routing: softmax over experts (in float32), top ``router.top_k``, optionally renormalized."""
+def softmax_then_topk(normalize: bool = True) -> Routing:
+    """Mixtral-style routing: a softmax over every expert (in float32), then the top ``router.top_k`` of the
+    probabilities, optionally renormalized."""
 
     def route(router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = torch.softmax(logits.float(), dim=-1)
@@ -89,7 +90,7 @@ def sigmoid_group_topk(router: nn.Module, logits: torch.Tensor) -> tuple[torch.T
     return weights * router.routed_scaling_factor, indices
 
 
-def topk_softmax(in_float32: bool = True) -> Routing:
+def topk_then_softmax(in_float32: bool = True) -> Routing:
     """Top ``router.top_k`` of the logits (any router bias included), then a softmax over the selected logits
     only: in float32 (Granite-MoE) or, with ``in_float32=False``, in the logits' dtype (GPT-OSS)."""
 
@@ -99,6 +100,10 @@ def topk_softmax(in_float32: bool = True) -> Routing:
 
     return route
 
+
+#: The names these routings had before they said their order (kept so old imports work).
+softmax_topk = softmax_then_topk
+topk_softmax = topk_then_softmax
 
 #: The HF module names of a gated shared expert (Qwen2-MoE's, Llama 4's, GLM-4-MoE's).
 GATED_SHARED_EXPERT = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
