@@ -319,7 +319,9 @@ class SAESplicing:
                 items.append((None, item))
         return items
 
-    def _splice(self, sae: Any, hook_name: str | Callable[[str], bool] | None, use_error_term: bool | None) -> Splice | None:
+    def _splice(
+        self, sae: Any, hook_name: str | Callable[[str], bool] | None, use_error_term: bool | None
+    ) -> Splice | None:
         """Splice ``sae`` in after every check; returns the splice it replaced (taken out, hooks kept on its
         points) or ``None``. Transactional: on any error the hook point is as it was."""
         self._check_usable()
@@ -406,7 +408,7 @@ class SAESplicing:
         if hook in ("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear"):
             try:
                 w_in = block.mlp.W_in  # [d_model, d_mlp]
-            except Exception:  # noqa: BLE001 (a kind of MLP without that view, or offloaded weights)
+            except Exception:  # a kind of MLP without that view, or offloaded weights
                 return set()
             return {int(w_in.shape[-1])} if isinstance(w_in, torch.Tensor) and w_in.device.type != "meta" else set()
         if hook == "attn.hook_z" and hasattr(block, "attn"):
