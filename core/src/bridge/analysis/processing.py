@@ -281,6 +281,11 @@ def _own_parameter(bridge: HookedModelLike, module: nn.Module, name: str) -> nn.
     return own
 
 
+def _shares_weight(module: nn.Module, other: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return weight is not None and any(p is weight for p in other.parameters(recurse=False))
+
+
 # ---------------------------------------------------------------- centering
 
 
@@ -295,6 +300,9 @@ def _center_output(module: nn.Module) -> None:
 
 
 def _center_writers(bridge: HookedModelLike) -> None:
+    embed = getattr(bridge, "embed", None)
+    if bridge.unembed is not None and embed is not None and _shares_weight(bridge.unembed, embed.hf):
+        _own_parameter(bridge, bridge.unembed, "weight")  # tied: W_U must not move with W_E
     for name in ("embed", "pos_embed"):
         embedding = getattr(bridge, name, None)
         if embedding is not None:

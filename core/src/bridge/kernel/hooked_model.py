@@ -641,11 +641,14 @@ class HookedModel(Lifecycle, nn.Module):
             )
         if attention_mask is not None:
             attention_mask = self._tokens.prepare(tokens, attention_mask, None, None, self._d_vocab_in())[1]
-        if stop == layer:
-            return residual
+        if stop == layer and stop_at_layer is not None:
+            return residual  # nothing to run
         target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
-        if target is None:
-            raise BridgeError("start_at_layer=n_layers needs a final norm in the component map")
+        if target is None:  # the final norm and the unembedding run on the residual entering the final norm
+            raise BadInputError(
+                f"start_at_layer={n} (after the last block) needs a final norm in {type(self.adapter).__name__}'s "
+                f"component map to hand the residual to; start at a block (0..{n - 1}) instead."
+            )
         residual = residual.to(self._device())
 
         def replace_hidden(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
