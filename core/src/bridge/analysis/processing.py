@@ -64,6 +64,8 @@ class WeightProcessing:
         chosen step is known to be possible. Returns the bridge.
         """
         asked = dict(zip(STEPS, (fold_ln, center_writing_weights, center_unembed, fold_value_biases), strict=True))
+        if any(wanted is not False for wanted in asked.values()):
+            _require_weights_in_memory(self)
         chosen = []
         for step, wanted in asked.items():
             reason = _why_not(self, step) if wanted is not False else None
@@ -167,6 +169,19 @@ def _writers(block: nn.Module) -> list[nn.Module] | None:
     if any(not isinstance(w, nn.Linear | Conv1D) for w in writers):
         return None
     return writers
+
+
+def _require_weights_in_memory(bridge: HookedModelLike) -> None:
+    """Refuse a model whose weights accelerate offloaded: they sit on the ``meta`` device between calls (their
+    values on disk or in CPU RAM, read in per call), so processing in place could neither read nor write them."""
+    offloaded = [name for name, param in bridge.hf_model.named_parameters() if param.device.type == "meta"]
+    if offloaded:
+        raise WeightProcessingError(
+            f"{len(offloaded)} parameters of this {bridge.cfg.architecture} are offloaded by accelerate (e.g. "
+            f"{offloaded[0]!r}: on the meta device between calls, its values on disk or in CPU RAM), and weight "
+            "processing changes weights in place, so it cannot be done here; nothing was changed. Load the model "
+            "without offload (no offload_folder, a device_map that keeps every module on a device) to process it."
+        )
 
 
 def _require_no_hooks(bridge: HookedModelLike) -> None:
