@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from bridge.kernel.errors import BridgeError
+from bridge.kernel.fingerprint import tensors_digest
 from bridge.kernel.hook_points import HookPoint
 
 if TYPE_CHECKING:
@@ -196,6 +197,15 @@ class SplicedHookPoint(HookPoint):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.splice(HookPoint.__call__(self, x))
+
+    def fingerprint(self) -> list[str]:
+        """The hooks here, then the SAE: its class, ``use_error_term`` and a digest of its parameters and buffers."""
+        sae = self.splice.sae
+        state = [*sae.named_parameters(), *sae.named_buffers()] if isinstance(sae, nn.Module) else []
+        if not isinstance(sae, nn.Module):
+            state = sorted((k, v) for k, v in vars(sae).items() if isinstance(v, torch.Tensor))
+        kind = f"{type(sae).__module__}.{type(sae).__qualname__}"
+        return [*super().fingerprint(), f"sae:{kind}:error_term={self.splice.use_error_term}:{tensors_digest(state)}"]
 
 
 class SAESplicing:

@@ -22,6 +22,7 @@ from bridge.kernel.components.blocks import first_output
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.dispatch import input_device, is_dispatched
 from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.kernel.fingerprint import weights_digest
 from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
 from bridge.kernel.loss import lm_loss
@@ -205,6 +206,17 @@ class HookedModel(Lifecycle, nn.Module):
 
     def hook_points(self) -> list[HookPoint]:
         return list(self._hook_dict.values())
+
+    def activation_fingerprint(self) -> dict[str, Any]:
+        """What decides this model's activations besides its input, JSON-able and stable across processes: a
+        digest of every parameter and buffer, the weight processing done, and what each active hook point does
+        (its hooks' functions; a spliced SAE's digest). Equal fingerprints: the same activations for the same
+        input (hook functions are compared by name, not by code)."""
+        return {
+            "weights_sha256": weights_digest(self.hf_model),
+            "weight_processing": list(self.cfg.extra.get("weight_processing", [])),
+            "hook_points": {name: point.fingerprint() for name, point in self._hook_dict.items() if point.active},
+        }
 
     def _canonical(self, name: str) -> str:
         """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
