@@ -303,3 +303,13 @@ def test_bad_arguments_are_refused(model, tmp_path, kwargs, message):
     with pytest.raises(HarvestError, match=message):
         run(model, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # a worker process imports torch and bridge
+def test_a_dataloader_with_spawned_workers_reads_the_harvest(whole):
+    acts = bridge.harvest.open(whole)
+    acts[0]  # a shard file is open in this process
+    loader = torch.utils.data.DataLoader(acts, batch_size=4, num_workers=1, multiprocessing_context="spawn")
+    batches = list(loader)
+    assert torch.equal(torch.cat([b["row_ids"] for b in batches]), torch.arange(ROWS))
+    assert torch.equal(torch.cat([b[RESID] for b in batches]), acts.to_torch(RESID))
