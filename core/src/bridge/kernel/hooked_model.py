@@ -27,7 +27,7 @@ from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
 from bridge.kernel.loss import lm_loss
 from bridge.kernel.map_checks import check_component_map
-from bridge.kernel.model_inputs import ModelInputs
+from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
@@ -434,7 +434,7 @@ class HookedModel(Lifecycle, nn.Module):
     def forward(
         self,
         input: str | list[str] | torch.Tensor | None = None,
-        return_type: ReturnType = "logits",
+        return_type: ReturnType = DEFAULT_RETURN_TYPE,
         loss_per_token: bool = False,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
@@ -459,8 +459,10 @@ class HookedModel(Lifecycle, nn.Module):
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
-        images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
-        as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
+        images (PIL images, arrays or uint8 tensors, through the image processor) or a dict of HF inputs as
+        ``input`` (two-tower models: the text as ``input``, the images as ``pixel_values=``) and return what their
+        adapter's ``output_fields`` name; by default their natural output (``"logits"`` where they have logits,
+        else ``"hidden"``).
         Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
         text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
         the input tokens.
@@ -603,7 +605,7 @@ class HookedModel(Lifecycle, nn.Module):
         hf_kwargs: dict[str, Any],
     ) -> Any:
         """Run a model that is not a language model (image encoders, two-tower models) on its HF inputs."""
-        self._inputs.check_return_type(return_type)
+        return_type = self._inputs.resolve_return_type(return_type)
         if stop_at_layer is not None and not self._hf_blocks:
             raise BadInputError("stop_at_layer needs blocks at the top of the model; this one has towers.")
 
