@@ -51,10 +51,14 @@ def test_hooks_do_not_change_it(model):
 
 
 def test_generation_from_left_padded_prompts_is_each_prompt_alone(model):
+    """Every step's logits (HF's ``output_logits``), on the prompt and with the KV cache, as each prompt alone."""
     batch = rows(model, [3, 7], seed=2)
     tokens, mask = left_padded(batch, model.tokenizer.pad_token_id)
     options = {"max_new_tokens": 4, "do_sample": False, "verbose": False, "stop_at_eos": False}
-    together = model.generate(tokens, attention_mask=mask, **options)
+    extra = {"return_dict_in_generate": True, "output_logits": True}
+    together = model.generate(tokens, attention_mask=mask, **options, **extra)
     for i, row in enumerate(batch):
-        alone = model.generate(row[None], **options)
-        assert together[i, -len(row) - 4 :].tolist() == alone[0].tolist()
+        alone = model.generate(row[None], **options, **extra)
+        assert together.sequences[i, -len(row) - 4 :].tolist() == alone.sequences[0].tolist()
+        for step, (batched, single) in enumerate(zip(together.logits, alone.logits, strict=True)):
+            torch.testing.assert_close(batched[i], single[0], atol=1e-5, rtol=0, msg=f"step {step}")
