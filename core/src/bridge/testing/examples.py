@@ -66,7 +66,7 @@ def _from_legacy_adapter(adapter: type[Adapter]) -> type[Examples]:
 
 
 def _instance_reference_part(cls: type[Examples], adapter: Adapter, *args: Any) -> Any:
-    return type(adapter).reference_part(adapter, *args)  # type: ignore[attr-defined]  (the legacy adapter's own)
+    return type(adapter).reference_part(adapter, *args)  # type: ignore[attr-defined]
 
 
 def _delegate(method: Any) -> Any:
