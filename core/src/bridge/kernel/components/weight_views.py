@@ -221,6 +221,9 @@ class AttentionWeights(WeightViewsMixin):
 
     n_heads: int
     n_kv_heads: int
+    #: The bound HF clamps q, k and v to right after their projections (MPT's and OLMo's ``clip_qkv``), where it
+    #: does: ``hook_q/k/v`` are then ``clamp(x @ W_Q + b_Q, -qkv_clip, qkv_clip)``. ``None``: no clamp.
+    qkv_clip: float | None = None
 
     def qkv_weights(self) -> QKVWeights:
         """The raw per-head q/k/v projections of this layer (views of the HF parameters)."""
