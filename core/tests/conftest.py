@@ -17,11 +17,12 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-import bridge  # noqa: E402
 import fixture_plugin  # noqa: E402
+from public_api_adapters import GPT2Adapter  # noqa: E402
+
+import bridge  # noqa: E402
 from bridge.kernel import known  # noqa: E402
 from bridge.testing import examples_of, save_tiny_model  # noqa: E402
-from public_api_adapters import GPT2Adapter  # noqa: E402
 
 #: The import names of the first-party family distributions (``bridge-gpt2`` → ``bridge_gpt2``).
 FAMILY_PACKAGES = frozenset(name.replace("-", "_") for name in known.FIRST_PARTY)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from public_api_adapters import ADAPTERS, EXAMPLES
+
 import bridge
 from bridge.kernel.errors import AdapterConflictWarning
 from bridge.kernel.plugins import PluginInfo, PluginRegistry, get_registry
-from public_api_adapters import ADAPTERS, EXAMPLES
 
 DISTRIBUTION = "bridge-fixtures"
 
@@ -27,6 +28,13 @@ def register_adapters(register: Any) -> None:
 def register_examples(register: Any) -> None:
     for examples in EXAMPLES:
         register(examples)
+
+
+@bridge.hookimpl
+def bench_configs() -> dict[str, Any]:
+    from public_api_adapters import GPT2Examples
+
+    return {"fixture gpt2 (2L, d32)": GPT2Examples.example_config()}
 
 
 def install(registry: PluginRegistry | None = None) -> PluginRegistry:

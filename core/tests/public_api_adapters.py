@@ -575,4 +575,3 @@ EXAMPLES: tuple[type[Examples], ...] = (
     BertExamples,
     JambaExamples,
 )
-

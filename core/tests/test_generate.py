@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from transformers import DynamicCache, GPT2Model
 
 import bridge
@@ -23,7 +24,6 @@ from bridge.testing.generation import (
     reference_block,
     steering,
 )
-from bridge_gpt2 import GPT2Adapter
 
 EOS = 0  # the tiny tokenizer's <|endoftext|>: bos, eos and pad
 

@@ -9,13 +9,13 @@ import torch
 import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch.nn import functional as F
 
 import bridge
 from bridge import BridgeError
 from bridge.kernel.errors import BadInputError, HookOutputError, UnknownArgumentError
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
-from bridge_gpt2 import GPT2Adapter
 
 LONG_TEXT = " ".join(["The cat sat on the mat and the dog sat on the log."] * 12)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch import nn
 
 import bridge
@@ -13,7 +14,6 @@ from bridge.analysis.saes import SAESpliceError, SplicedHookPoint
 from bridge.kernel.errors import HookNameError, OptInHookError
 from bridge.testing import make_pair
 from bridge.testing.saes import TinySAE, spliced_reference
-from bridge_gpt2 import GPT2Adapter
 
 HOOK = "blocks.0.hook_mlp_out"
 MODULE = "transformer.h.0.mlp"

@@ -57,6 +57,7 @@ from bridge.testing.parametrize import (
     lifecycle_tests,
 )
 from bridge.testing.plain_models import is_plain
+from bridge.testing.profiles import load_hypothesis_profile, property_settings, register_hypothesis_profiles
 from bridge.testing.properties import (
     check_any_shape,
     check_hook_subset,
@@ -117,9 +118,12 @@ __all__ = [
     "expect_close",
     "is_plain",
     "lifecycle_tests",
+    "load_hypothesis_profile",
     "make_pair",
     "not_applicable",
     "populate_hub_cache",
+    "property_settings",
+    "register_hypothesis_profiles",
     "rounding_bound",
     "run_conformance",
     "run_isolated",

@@ -30,14 +30,16 @@ UNROTATED = 2e-6
 def rotation(rot: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How ``rot`` ``[b, p, h, d]`` (after rotary) relates to ``pre`` (what rotary rotated): the per-vector factor
     ``c = |rot| / |pre|`` (a rotation keeps norms; a norm or temperature after it scales whole vectors), the deviation
-    ``|rot - c·pre|`` per feature relative to the feature's magnitude ``[d]``, and the largest deviation at position 0
-    (where rotary is the identity), all float64."""
+    ``|rot - c·pre|`` per feature relative to the feature's magnitude ``[d]``, and the largest deviation at position 0,
+    where rotary is the identity up to an order of the features (DeepSeek-V3 interleaves its rotary features), so the
+    vectors' sorted values are compared there; all float64."""
     rot, pre = rot.double(), pre.double()
     factor = rot.norm(dim=-1, keepdim=True) / pre.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     deviation = (rot - factor * pre).abs()
     scale = pre.abs().amax(dim=(0, 1, 2)).clamp_min(1e-30)
     per_feature = deviation.amax(dim=(0, 1, 2)) / scale  # [d]
-    first = (deviation[:, 0] / (factor[:, 0] * pre[:, 0].abs()).amax().clamp_min(1e-30)).amax()
+    at_zero = (rot[:, 0].sort(dim=-1).values - factor[:, 0] * pre[:, 0].sort(dim=-1).values).abs()
+    first = (at_zero / (factor[:, 0] * pre[:, 0].abs()).amax().clamp_min(1e-30)).amax()
     return factor, per_feature, first
 
 
@@ -72,8 +74,9 @@ def _check_rotary(cache: Any, base: str) -> None:
         _, _, first = rotation(rot, pre)
         if not first <= UNROTATED * 10:
             fail(
-                f"{what}: at position 0, where rotary is the identity, the rotated vectors are not the pre-rotary ones "
-                f"(relative deviation {first:.3g}): the pre-rotary hook holds another tensor (keys for queries?)"
+                f"{what}: at position 0, where rotary is the identity (up to the order of the features), the rotated "
+                f"vectors are not the pre-rotary ones (relative deviation {first:.3g}): the pre-rotary hook holds "
+                "another tensor (keys for queries?)"
             )
 
 
@@ -95,23 +98,28 @@ def _check_scores(pair: Pair, cache: Any, base: str, attn: Any, alibi: bool) -> 
     qk = _scores_from_hooks(cache, base, heads)
     valid = scores > torch.finfo(cache[f"{base}hook_attn_scores"].dtype).min / 2
     cap = getattr(getattr(attn.hf_module, "config", None), "attn_logit_softcapping", None)
+    wanted = getattr(attn.hf_module, "scaling", None)
+    wanted = float(wanted) if isinstance(wanted, float | int) else None
+    reduction = cache[f"{base}hook_attn_scores"].shape[-1] + qk.shape[-1]
+    bound = TOLERANCE + rounding_bound(float(scores[valid].abs().max()) + 1.0, reduction)
+    rot = "rot_" if f"{base}hook_rot_q" in cache else ""
+    if cap and wanted is not None:  # soft-capped: compare tanh(s q·k / cap) · cap, HF's own formula
+        expected = torch.where(valid, torch.tanh(wanted * qk / cap) * cap, scores)
+        what = f"{base}hook_attn_scores vs tanh({wanted:.4g} × hook_{rot}q · hook_{rot}k / {cap:g}) × {cap:g}"
+        expect_close(scores, expected, what + " (unmasked entries)", tolerance=bound)
+        return
     if cap:
-        scores = torch.atanh((scores / cap).clamp(-1 + 1e-12, 1 - 1e-12)) * cap
+        scores = torch.where(valid, torch.atanh((scores / cap).clamp(-1 + 1e-12, 1 - 1e-12)) * cap, scores)
     if alibi:  # the bias is the same for every sequence: compare differences between the batch's sequences
         scores, qk, valid = scores[:1] - scores[1:], qk[:1] - qk[1:], valid[:1] & valid[1:]
     s_vals, qk_vals = scores[valid], qk[valid]
     scale = float((s_vals * qk_vals).sum() / (qk_vals * qk_vals).sum().clamp_min(1e-30))
-    reduction = cache[f"{base}hook_attn_scores"].shape[-1] + qk.shape[-1]
-    bound = TOLERANCE + rounding_bound(float(scores.abs().max()) + 1.0, reduction)
     expected = torch.where(valid, scale * qk, scores)
-    what = (
-        f"{base}hook_attn_scores vs {scale:.4g} × hook_{'rot_' if f'{base}hook_rot_q' in cache else ''}q · "
-        f"hook_{'rot_' if f'{base}hook_rot_q' in cache else ''}k (unmasked entries"
-        + (", differences between sequences: ALiBi's bias cancels)" if alibi else ")")
+    what = f"{base}hook_attn_scores vs {scale:.4g} × hook_{rot}q · hook_{rot}k (unmasked entries" + (
+        ", differences between sequences: ALiBi's bias cancels)" if alibi else ")"
     )
     expect_close(scores, expected, what, tolerance=bound)
-    wanted = getattr(attn.hf_module, "scaling", None)
-    if isinstance(wanted, float | int) and not abs(scale - wanted) <= 1e-4 * abs(wanted):
+    if wanted is not None and not abs(scale - wanted) <= 1e-4 * abs(wanted):
         fail(f"{base}hook_attn_scores are {scale:.6g} × q·kᵀ, but the HF attention module's scaling is {wanted:.6g}")
 
 

@@ -40,15 +40,16 @@ def check_config(pair: Pair) -> None:
     expect("original_architecture", cfg.original_architecture, type(hf).__name__, "the HF model's class")
     if len(model.blocks):
         expect("n_layers", cfg.n_layers, len(model.blocks), "the number of blocks")
-        text = getattr(hf.config, "text_config", None) or hf.config
-        vocab = _hf_value(text, "vocab_size")
-        if vocab is not None and cfg.d_vocab:
-            expect("d_vocab", cfg.d_vocab, vocab, "the HF config's vocab_size")
-        if model.unembed is not None and getattr(model.unembed, "weight", None) is not None:
-            expect("d_vocab_out", cfg.d_vocab_out, model.unembed.weight.shape[0], "the unembedding's rows")
-        context = _hf_value(text, "max_position_embeddings", "n_positions")
-        if context is not None:
-            expect("n_ctx", cfg.n_ctx, context, "the HF config's max_position_embeddings")
+        if "text" in model.adapter.modalities:  # the blocks at the top read tokens: a language model's sizes
+            text = getattr(hf.config, "text_config", None) or hf.config
+            vocab = _hf_value(text, "vocab_size")
+            if vocab is not None and cfg.d_vocab:
+                expect("d_vocab", cfg.d_vocab, vocab, "the HF config's vocab_size")
+            if model.unembed is not None and getattr(model.unembed, "weight", None) is not None:
+                expect("d_vocab_out", cfg.d_vocab_out, model.unembed.weight.shape[0], "the unembedding's rows")
+            context = _hf_value(text, "max_position_embeddings", "n_positions")
+            if context is not None:
+                expect("n_ctx", cfg.n_ctx, context, "the HF config's max_position_embeddings")
         _check_norm_fields(model, expect)
         _check_block_fields(model, expect)
         _check_positions(pair, expect)

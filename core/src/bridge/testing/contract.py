@@ -132,7 +132,10 @@ def learned_position_tables(hf_model: torch.nn.Module, blocks: list[str]) -> lis
     contexts = {getattr(c, key, None) for c in configs if c is not None for key in keys} - {None}
     rows = contexts | {n + 2 for n in contexts}
     vocabs = {getattr(c, "vocab_size", None) for c in configs if c is not None} - {None}
-    tokens = hf_model.get_input_embeddings() if hasattr(hf_model, "get_input_embeddings") else None
+    try:
+        tokens = hf_model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # image models may have none
+        tokens = None
 
     def holds_positions(name: str, module: torch.nn.Module) -> bool:
         if not isinstance(module, torch.nn.Embedding) or module is tokens:
@@ -191,15 +194,15 @@ def check_implied_hooks(pair: Pair) -> None:
     model = pair.bridge
     hooks = set(model.hook_dict)
     missing: list[str] = []
-    all_blocks = [_path(model, block.hf) for _, part in pair.parts() for block in part.blocks]
-    towers = [part_scope(model.hf_model, [_path(model, b.hf) for b in t.blocks]) for p, t in pair.parts() if p]
+    paths = {prefix: [_path(model, block.hf) for block in part.blocks] for prefix, part in pair.parts()}
+    all_blocks = [path for block_paths in paths.values() for path in block_paths]
     for prefix, part in pair.parts():
         block_paths = [_path(model, block.hf) for block in part.blocks]
         scope = part_scope(model.hf_model, block_paths)
         rotary = uses_rotary(model.hf_model, scope)
         if not prefix:
             tables = learned_position_tables(model.hf_model, all_blocks)
-            tables = [t for t in tables if not any(s and t.startswith(f"{s}.") for s in towers)]
+            tables = [t for t in tables if _nearest_part(t, paths) == ""]
             tables = used_modules(model, tables, pair.tokens()) if tables else []
             if tables and "hook_pos_embed" not in hooks:
                 missing.append(f"hook_pos_embed (the HF model uses a learned position table: {tables})")
@@ -224,6 +227,22 @@ def check_implied_hooks(pair: Pair) -> None:
             missing += [f"{name}.{h}" + _why(h) for h in sorted(wanted) if f"{name}.{h}" not in hooks]
     if missing:
         fail(f"{model.cfg.architecture}: hook points the model implies are missing: {missing}")
+
+
+def _nearest_part(module: str, block_paths: dict[str, list[str]]) -> str:
+    """The part (its prefix) whose blocks share the longest module path with ``module``: a position table inside a
+    vision tower belongs to the tower, not to the language model beside it."""
+
+    def shared(a: str, b: str) -> int:
+        n = 0
+        for x, y in zip(a.split("."), b.split("."), strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    scores = {prefix: max((shared(module, p) for p in paths), default=-1) for prefix, paths in block_paths.items()}
+    return max(scores, key=lambda prefix: (scores[prefix], prefix == ""))
 
 
 def _why(hook: str) -> str:

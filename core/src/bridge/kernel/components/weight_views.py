@@ -340,6 +340,11 @@ class CoreAttentionWeights(AttentionWeights):
     def output_projection(self) -> nn.Module:
         return self.out_proj
 
+    @property
+    def qkv_clip(self) -> float | None:  # type: ignore[override]
+        """The clamp of the layer's ``QKVSource`` (its ``clip``: OLMo's ``clip_qkv``), if it has one."""
+        return getattr(self.qkv, "clip", None)
+
 
 class MLPWeights(WeightViewsMixin):
     """TransformerLens's dense MLP weights: ``W_in`` ``[d_model, d_mlp]`` (the linear input; the up
