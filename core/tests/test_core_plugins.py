@@ -398,7 +398,7 @@ def test_distribution_with_several_entry_points_keeps_each_working(fake_site):
 def scratch_registry(monkeypatch):
     """A process registry holding only a GPT-2 adapter (labelled bridge-gpt2's), for plugins a test adds."""
     registry = PluginRegistry()
-    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "gpt2 = bridge_gpt2.plugin", ""))
+    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "gpt2 = gpt2_family.plugin", ""))
     monkeypatch.setattr(bridge.plugins, "_registry", registry)
     return registry
 
