@@ -145,7 +145,11 @@ def lifecycle_tests(
     from bridge.testing.lifecycle import check_lifecycle, check_ownership
     from bridge.testing.numerics import check_hooked_norms_match_hf
 
-    models = [pytest.param(a, arch, id=arch) for a in adapters for arch in adapter_of(a).architectures]
+    models = [
+        pytest.param(a, arch, id=arch or adapter_of(a).__name__)
+        for a in adapters
+        for arch in adapter_of(a).architectures or (None,)
+    ]
 
     @pytest.mark.parametrize(("adapter", "architecture"), models)
     def test_each_model_is_owned_by_one_bridge(adapter: AdapterLike, architecture: str) -> None:
