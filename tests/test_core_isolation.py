@@ -25,11 +25,14 @@ def imported_modules(source: str) -> set[str]:
 
 def test_core_tests_import_no_family():
     offenders = {
-        path.name: sorted(imported_modules(path.read_text()) & FAMILIES) for path in (ROOT / "core" / "tests").glob("*.py")
+        path.name: sorted(imported_modules(path.read_text()) & FAMILIES)
+        for path in (ROOT / "core" / "tests").glob("*.py")
     }
     assert {name: found for name, found in offenders.items() if found} == {}
     scripts = [p.name for p in (ROOT / "core" / "tests").glob("*.py") if any(f in p.read_text() for f in FAMILIES)]
-    assert scripts == ["conftest.py"], f"core tests naming a family package (in a string: a subprocess script?): {scripts}"
+    assert scripts == ["conftest.py"], (
+        f"core tests naming a family package (in a string: a subprocess script?): {scripts}"
+    )
 
 
 def test_make_test_runs_core_tests_with_no_plugin_loaded():

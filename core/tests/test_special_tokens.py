@@ -34,7 +34,9 @@ def test_to_tokens_prepends_bos_and_pads_with_the_pad_token(side):
     model = model_with()
     tokens = model.to_tokens(["the cat sat on the mat", "hi"], padding_side=side)
     assert tokens[:, 0 if side == "right" else -1].tolist() != [TINY_PAD_ID] * 2
-    lengths = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in ("the cat sat on the mat", "hi")]
+    lengths = [
+        len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in ("the cat sat on the mat", "hi")
+    ]
     short = tokens[1]
     real = short[: lengths[1]] if side == "right" else short[-lengths[1] :]
     padding = short[lengths[1] :] if side == "right" else short[: -lengths[1]]

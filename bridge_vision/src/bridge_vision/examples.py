@@ -38,9 +38,7 @@ from bridge_vision.vlm import Gemma3VisionAdapter, LlavaAdapter, VisionLanguageA
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 TINY_IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 grid of patches
-TINY_TEXT = dict(
-    vocab_size=TINY_VOCAB, max_position_embeddings=32, **TINY_SPECIAL_IDS, **TINY_TOWER
-)
+TINY_TEXT = dict(vocab_size=TINY_VOCAB, max_position_embeddings=32, **TINY_SPECIAL_IDS, **TINY_TOWER)
 
 
 def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:

@@ -223,8 +223,9 @@ def _project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch
 @conformance_check(paths=("native",))
 def check_projections(pair: Pair) -> None:
     """Every projection hook equals its layer's input times the weight view (from HF's parameters), and each MLP's
-    hooks obey its algebra: ``hook_q/k/v = x @ W_Q/W_K/W_V + b`` (``x``: the HF attention module's input; per key/value
-    head under GQA; clamped to ``±qkv_clip`` where the attention component says HF clamps them); ``hook_pre = x @ W_gate + b_gate`` (gated; else ``W_in``), ``hook_pre_linear = x @ W_in + b_in``,
+    hooks obey its algebra: ``hook_q/k/v = x @ W_Q/W_K/W_V + b`` (``x``: the input of the HF query projection; per
+    key/value head under GQA; clamped to ``±qkv_clip`` where the attention component says HF clamps them);
+    ``hook_pre = x @ W_gate + b_gate`` (gated; else ``W_in``), ``hook_pre_linear = x @ W_in + b_in``,
     ``hook_post = act(hook_pre) * hook_pre_linear`` (``act``: ``cfg.act_fn``; ``act(hook_pre)`` for plain MLPs) and
     the output projection's output ``= hook_post @ W_out + b_out``. So a swapped gate and up projection, a view of
     the wrong weights, or a wrong ``act_fn`` fails."""

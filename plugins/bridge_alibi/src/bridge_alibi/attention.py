@@ -195,6 +195,7 @@ class MptAttention(AlibiAttention):
     @property
     def qkv_clip(self) -> float | None:
         return self.hf_module.clip_qkv or None
+
     fused_layout = "grouped"
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, out: str = "out_proj") -> None:
