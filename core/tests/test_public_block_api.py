@@ -298,3 +298,48 @@ def test_block_refuses_an_empty_path_it_does_not_compute():
     spec = BlockSpec(ParallelBlock, {"mlp": Spec(MLP, "", {"pre": "mlp.fc1", "out": "mlp.fc2"})})
     with pytest.raises(BridgeError, match="inline_children"):
         spec.build(hf_model.model.layers[0], bridge.config_from_hf(hf_model.config))
+
+
+# ----------------------------------------------------------------- extension points, by their fixture adapters
+
+
+def test_input_hooks_only_where_the_wiring_offers_them(saved):
+    """``offers_input_hooks``: a pre-norm wiring's ``ln1``/``ln2`` feed attention and MLP, so the opt-in input hooks
+    sit on them; a post-norm wiring (BERT's, ``PostNormBlock``) and a mixer layer (Jamba's) offer none."""
+    from public_api_adapters import BertExamples, JambaExamples, LlamaExamples
+
+    hooks = {e.__name__: set(make_pair(e, directory=saved(e)).bridge.hook_dict) for e in (LlamaExamples, BertExamples)}
+    assert {"blocks.0.hook_attn_in", "blocks.0.hook_q_input", "blocks.0.hook_mlp_in"} <= hooks["LlamaExamples"]
+    assert not {h for h in hooks["BertExamples"] if h.endswith(("_input", "attn_in", "mlp_in"))}
+    jamba = set(make_pair(JambaExamples, directory=saved(JambaExamples)).bridge.hook_dict)
+    assert "blocks.1.hook_q_input" in jamba and "blocks.0.hook_q_input" not in jamba  # layer 0 is a Mamba layer
+
+
+def test_layer_kinds_build_each_layer_from_its_own_spec(saved):
+    """Jamba's ``LayerKinds``: Mamba layers get the mixer wiring, attention layers the attention one, MoE layers
+    core's ``MoE``; every layer was checked against its own spec when the bridge was built."""
+    from public_api_adapters import JambaExamples, MixerBlock
+
+    from bridge.components import MoE, SequentialBlock
+
+    model = make_pair(JambaExamples, directory=saved(JambaExamples)).bridge
+    kinds = [(type(b).__name__, type(b.mlp).__name__) for b in model.blocks]
+    assert kinds == [
+        (MixerBlock.__name__, "MLP"),
+        (SequentialBlock.__name__, MoE.__name__),
+        (MixerBlock.__name__, "MLP"),
+        (SequentialBlock.__name__, MoE.__name__),
+    ]
+
+
+def test_attention_called_by_a_submodule_fires_its_hooks_at_the_seam(saved):
+    """BERT's ``BertSelfAttention`` calls the attention function while ``BertAttention`` holds the output
+    projection: with ``calls_attention="self"`` the pattern is HF's eager attentions."""
+    from public_api_adapters import BertExamples
+
+    pair = make_pair(BertExamples, directory=saved(BertExamples))
+    tokens = pair.tokens()
+    _, cache = pair.bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    expected = pair.reference(tokens, output_attentions=True).attentions
+    for layer in range(2):
+        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_pattern"], expected[layer], atol=TOL, rtol=0)
