@@ -93,14 +93,16 @@ def all_opt_ins(model: Bridge) -> Iterator[list[str]]:
 
 def uses_rotary(hf_model: torch.nn.Module, scope: str = "") -> bool:
     """Whether the HF model (its module at ``scope``: one part of a composite model) rotates queries and keys:
-    a rotary module, or a rotary setting in its config (and no ALiBi switch turning it off)."""
+    a rotary module, or a rotary setting in its config (``rope_parameters``, ``rotary_dim``…; and no ALiBi switch
+    turning it off)."""
     module = hf_model.get_submodule(scope)
     config = _config_of(hf_model, scope)
     if getattr(config, "alibi", False):
         return False
     if any("Rotary" in type(m).__name__ for m in module.modules()):
         return True
-    return any(getattr(config, key, None) for key in ("rotary_dim", "rope_theta", "rotary_pct"))
+    keys = ("rope_parameters", "rotary_dim", "rope_theta", "rotary_pct", "partial_rotary_factor")
+    return any(getattr(config, key, None) for key in keys) or getattr(config, "position_embedding_type", "") == "rotary"
 
 
 def _config_of(hf_model: torch.nn.Module, scope: str) -> Any:
