@@ -17,14 +17,16 @@ from bridge.components import (
     Attention,
     Block,
     Norm,
+    NormLayout,
     ParallelBlock,
+    QKNormAttention,
     SequentialBlock,
     SharedNormParallelBlock,
     SplitQKV,
 )
 from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import RopeAdapter
-from bridge_llama.components import GateUpMLP, NormLayout, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 
 LN = {"kind": "LN"}
 

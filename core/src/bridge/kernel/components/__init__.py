@@ -30,6 +30,7 @@ from bridge.kernel.components.moe import (
     topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
+from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -62,9 +63,11 @@ __all__ = [
     "MoE",
     "ModuleHook",
     "Norm",
+    "NormLayout",
     "OutputTap",
     "ParallelBlock",
     "PostNormBlock",
+    "QKNormAttention",
     "QKVSource",
     "QKVWeights",
     "Routing",
