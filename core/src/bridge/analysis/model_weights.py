@@ -53,11 +53,10 @@ def _what_exists(block: nn.Module, index: int) -> str:
 
 def unembedding_matrix(model: HookedModelLike) -> torch.Tensor:
     """``W_U`` ``[d_model, d_vocab]`` of a hooked model (see ``WeightViews.W_U``)."""
-    unembed = model.__dict__.get("unembed", model._modules.get("unembed"))
+    unembed = model._modules.get("unembed")
     if unembed is None:
         raise WeightViewError(f"{type(model.hf_model).__name__} has no LM head, so there is no W_U")
-    scale = model.cfg.extra.get("logit_scale")
-    return unembed.weight.T if scale is None else unembed.weight.T * scale
+    return unembed.W_U
 
 
 def residual_directions(model: HookedModelLike, tokens: Tokens) -> torch.Tensor:
@@ -91,6 +90,7 @@ class WeightViews(SurfacesViewErrors):
     # ``Bridge`` provides these.
     hf_model: nn.Module
     blocks: nn.ModuleList
+    unembed: Any
     cfg: Any
 
     # ----------------------------------------------------------- embeddings
@@ -120,12 +120,7 @@ class WeightViews(SurfacesViewErrors):
                 f"{type(self.hf_model).__name__} has no learned position embedding "
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
-        table = getattr(pos.hf, "weight", None)
-        table = getattr(pos.hf, "weights", None) if table is None else table
-        if not isinstance(table, torch.Tensor):
-            raise WeightViewError(f"{type(pos.hf).__name__} holds no position table (weight or weights), so no W_pos")
-        offset = getattr(pos.hf, "offset", 0)
-        return table[offset:] if offset else table  # the parameter itself where there is no offset
+        return pos.W_pos
 
     @property
     def W_E_pos(self) -> torch.Tensor:
@@ -146,12 +141,8 @@ class WeightViews(SurfacesViewErrors):
     @property
     def b_U(self) -> torch.Tensor:
         """Unembedding bias ``[d_vocab]`` (zeros when the head has none; times the logit scale, as ``W_U``)."""
-        w_u = self.W_U
-        bias = getattr(self.unembed, "bias", None)
-        if bias is None:
-            return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
-        scale = self.cfg.extra.get("logit_scale")
-        return bias if scale is None else bias * scale
+        unembedding_matrix(self)  # the error for a model without a head
+        return self.unembed.b_U
 
     # ------------------------------------------------------ stacked per layer
 

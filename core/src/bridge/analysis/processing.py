@@ -305,7 +305,7 @@ def _center_writers(bridge: HookedModelLike) -> None:
 
 
 def _center_unembed(bridge: HookedModelLike) -> None:
-    weight = _own_parameter(bridge, bridge.unembed, "weight")  # [d_vocab, d_model]
+    weight = _own_parameter(bridge, bridge.unembed.hf, "weight")  # [d_vocab, d_model]
     weight.sub_(weight.mean(0, keepdim=True))
     bias = getattr(bridge.unembed, "bias", None)
     if bias is not None:

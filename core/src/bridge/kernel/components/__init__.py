@@ -18,7 +18,7 @@ from bridge.kernel.components.blocks import (
     SharedNormParallelBlock,
     first_output,
 )
-from bridge.kernel.components.embedding import Embedding
+from bridge.kernel.components.embedding import Embedding, PosEmbedding, TokenEmbedding
 from bridge.kernel.components.mlp import MLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
@@ -30,6 +30,7 @@ from bridge.kernel.components.moe import (
     topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -64,6 +65,7 @@ __all__ = [
     "Norm",
     "OutputTap",
     "ParallelBlock",
+    "PosEmbedding",
     "PostNormBlock",
     "QKVSource",
     "QKVWeights",
@@ -71,6 +73,8 @@ __all__ = [
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",
+    "TokenEmbedding",
+    "Unembed",
     "WeightViewError",
     "additive_mask",
     "eager_attention",

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bridge.kernel.components.base import Component, ForwardOverride
+from bridge.kernel.components.weight_views import NormWeights
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.hook_points import HookPoint
 
@@ -25,7 +26,7 @@ def norm_epsilon(module: nn.Module) -> float:
 _WEIGHT_IN_FLOAT32 = frozenset({"Olmo2RMSNorm"})
 
 
-class Norm(Component):
+class Norm(NormWeights, Component):
     """A normalization layer. Hooks: ``hook_scale`` ``[b, p, 1]``, ``hook_normalized`` ``[b, p, d]``.
 
     ``kind="LN"`` is ``(x - mean) / scale * w + b`` with ``scale = sqrt(var + eps)``;
@@ -37,6 +38,8 @@ class Norm(Component):
     (``weight_in_float32``; automatic for Gemma's ``1 + w`` and the HF classes in
     ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors. ``eps``: for HF norms that hard-code their
     epsilon instead of keeping it on the module (OLMo's non-parametric layer norm).
+
+    Parameters as TransformerLens names them: ``w`` (the effective scale) and ``b`` (layer norms only).
     """
 
     def __init__(
