@@ -10,12 +10,14 @@ d_model]``). The per-layer views themselves live on the components (``model.bloc
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import einops
 import torch
 
+from bridge.analysis.parameter_names import HFStateDict
 from bridge.analysis.residual import AnalysisError
 from bridge.kernel.components.base import Component
 from bridge.kernel.components.weight_views import SurfacesViewErrors, WeightViewError
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 Tokens = str | int | torch.Tensor | Sequence[int]
 
-__all__ = ["Tokens", "WeightViewError", "WeightViews", "residual_directions", "unembedding_matrix"]
+__all__ = ["HeadLabels", "Tokens", "WeightViewError", "WeightViews", "residual_directions", "unembedding_matrix"]
 
 
 class CompositionModeError(BridgeError, ValueError):
@@ -348,3 +350,64 @@ class WeightViews(SurfacesViewErrors):
         bias = getattr(hf, "bias", None)
         if isinstance(bias, torch.Tensor):
             params[f"{prefix}.b"] = bias
+
+    # --------------------------------------------------------- TransformerLens helpers
+
+    @property
+    def all_head_labels(self) -> HeadLabels:
+        """``["L0H0", "L0H1", …]``, layer-major (TransformerLens 4's property; calling it, as
+        ``HookedTransformer``'s method, gives the same list)."""
+        return HeadLabels(f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads))
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """The sum of the output biases written to the residual stream before block ``layer``: ``Σ b_O`` and
+        (``include_mlp_biases``) ``Σ b_out`` over blocks ``< layer``; ``mlp_input`` adds block ``layer``'s ``b_O``
+        (the bias in the MLP's input). ``[d_model]``."""
+        n = self.cfg.n_layers
+        if not 0 <= layer <= n or (mlp_input and layer == n):
+            last = n - 1 if mlp_input else n
+            raise AnalysisError(f"layer must be in [0, {last}]{' with mlp_input' if mlp_input else ''}, got {layer}")
+        terms: list[torch.Tensor] = []
+        for i in range(layer + (1 if mlp_input else 0)):
+            block = self.blocks[i]
+            attn = block._modules.get("attn")
+            if attn is None:
+                raise WeightViewError(
+                    f"blocks.{i} has no attention layer, so its output bias is not known; "
+                    f"{_what_exists(block, i)}"
+                )
+            terms.append(attn.b_O)
+            if include_mlp_biases and i < layer and block._modules.get("mlp") is not None:
+                mlp = block.mlp
+                if not getattr(mlp, "stacks_as_dense", True):
+                    raise WeightViewError(
+                        f"blocks.{i} has a mixture-of-experts MLP, whose output bias depends on the routing; "
+                        "pass include_mlp_biases=False"
+                    )
+                terms.append(mlp.b_out)
+        like = self.W_E
+        total = torch.zeros(self.cfg.d_model, dtype=like.dtype, device=like.device)
+        for term in terms:
+            total = total + term.to(total.device)
+        return total
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The HF model's parameters and buffers under their HF names (``hf_model.…``), as ``named_parameters()``;
+        a TransformerLens name looked up in it (``["blocks.0.attn.W_Q"]``) raises an error pointing to
+        ``tl_parameters()``."""
+        out = super().state_dict(*args, **kwargs)  # type: ignore[misc]
+        if args or kwargs.get("destination") is not None or kwargs.get("prefix") or type(out) is not OrderedDict:
+            return out
+        hinted = HFStateDict(out)
+        metadata = getattr(out, "_metadata", None)
+        if metadata is not None:
+            hinted._metadata = metadata  # type: ignore[attr-defined]
+        return hinted
+
+
+class HeadLabels(list):
+    """A list of head labels that can also be called: ``model.all_head_labels`` (TransformerLens 4) and
+    ``model.all_head_labels()`` (``HookedTransformer``) both work."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
