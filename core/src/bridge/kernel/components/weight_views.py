@@ -198,6 +198,15 @@ class SurfacesViewErrors:
             raise
 
 
+def _label(component: nn.Module) -> str:
+    """``blocks.3.attn`` (from the component's own hook points, once the bridge has named them), else its class name."""
+    for hook in component.children():
+        name = getattr(hook, "name", "")
+        if isinstance(name, str) and name.startswith(("blocks.", "vision", "text.")) and "." in name:
+            return name.rsplit(".", 1)[0]
+    return type(component).__name__
+
+
 class WeightViewsMixin(SurfacesViewErrors):
     """Shared by the component mixins."""
 
@@ -629,7 +638,7 @@ class MissingAttributeError(WeightViewError):
 
     def __str__(self) -> str:
         component, name = self.component, self.name
-        label = component._layer_label() if hasattr(type(component), "_layer_label") else type(component).__name__
+        label = component._layer_label() if hasattr(type(component), "_layer_label") else _label(component)
         views = [v for v in VIEW_NAMES if isinstance(getattr(type(component), v, None), property)]
         children = [n for n, m in component.named_children() if not n.startswith("hook_") and n != "taps"]
         hf = getattr(component, "hf", None)
