@@ -109,7 +109,16 @@ class CompatibilityMode:
                 "(model.hf_model.state_dict() has them)."
             )
         hf_names = {key.removeprefix("hf_model."): value for key, value in state_dict.items()}
-        self.hf_model.load_state_dict(hf_names, strict=True)
+        missing, unexpected = self.hf_model.load_state_dict(hf_names, strict=False)
+        absent = [key for key in missing if not key.endswith(".bias")]
+        if unexpected or absent:
+            raise BridgeError(
+                f"the state dict does not fit {type(self.hf_model).__name__}: unexpected keys {unexpected[:3]}, "
+                f"missing keys {absent[:3]}; its keys must be the HF model's parameter names"
+            )
+        with torch.no_grad():  # a bias an earlier processing created, which these weights do not have: none
+            for key in missing:
+                self.hf_model.get_parameter(key).zero_()
         self.cfg.extra["weight_processing"] = []
         self.process_weights(
             _where_it_applies(fold_ln),
