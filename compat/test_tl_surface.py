@@ -66,6 +66,28 @@ def test_processed_component_parameters_match(processed_pair):
     _compare_parameters(processed_pair, atol=1e-5)
 
 
+@pytest.mark.parametrize("view", ["W_U", "b_U", "W_E", "W_O", "b_O", "W_in"])
+def test_model_wide_views_match(processed_pair, view):
+    mine = getattr(processed_pair.ours, view).detach()
+    try:
+        reference = getattr(processed_pair.theirs, view).detach()
+    except AttributeError:  # TransformerLens 4 has no stacked bias for a bias-free model (Llama's b_O): zeros here
+        assert not mine.any()
+        return
+    assert_same(mine, reference, atol=1e-5)
+
+
+def test_hooks_context_matches(pair):
+    """``with model.hooks(fwd_hooks=[...]):`` as the SAELens tutorials use it."""
+
+    def run(model):
+        with model.hooks(fwd_hooks=[(utils.get_act_name("resid_post", 0), lambda x, hook: x * 0.5)]):
+            inside = model(pair.clean)
+        return inside, model(pair.clean)
+
+    assert_same(*pair.both(run))
+
+
 def test_full_ov_circuit_through_the_component_embeddings(processed_pair):
     """The Main Demo's ``model.embed.W_E @ model.OV @ model.unembed.W_U``, compared on its eigenvalue magnitudes."""
 
