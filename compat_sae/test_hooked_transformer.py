@@ -39,7 +39,9 @@ def _hooked(directory: Path, monkeypatch: pytest.MonkeyPatch) -> HookedSAETransf
     import transformer_lens.loading_from_pretrained as loading
 
     official = loading.get_official_model_name
-    monkeypatch.setattr(loading, "get_official_model_name", lambda name: name if Path(name).exists() else official(name))
+    monkeypatch.setattr(
+        loading, "get_official_model_name", lambda name: name if Path(name).exists() else official(name)
+    )
     hf = AutoModelForCausalLM.from_pretrained(directory)
     return HookedSAETransformer.from_pretrained(
         str(directory), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(directory), device="cpu"
@@ -91,7 +93,7 @@ def test_head_labels_and_accumulated_bias(pair):
 
 
 def test_caching_hooks_and_cache_all(pair):
-    ours, theirs = pair
+    _ours, _theirs = pair
     caches = []
     for model in pair:
         store, fwd, _ = model.get_caching_hooks(lambda name: name.endswith("hook_resid_post"))
@@ -148,7 +150,7 @@ def _sae(model: bridge.Bridge, seed: int = 0) -> StandardSAE:
 @pytest.mark.parametrize("use_error_term", [False, True])
 def test_run_with_saes_and_its_cache(pair, use_error_term):
     """The Hooked SAE Transformer tutorial's ``run_with_saes`` and ``run_with_cache_with_saes`` on ``hook_z``."""
-    ours, theirs = pair
+    ours, _theirs = pair
     sae = _sae(ours)
     outputs = []
     for model in pair:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compat.tutorial_surface import LOAD_CALLS, SURFACE  # noqa: E402
+from compat.tutorial_surface import LOAD_CALLS, SURFACE
 
 CALL = re.compile(
     r"\b(?P<owner>model|[a-z_]*cache|utils|patching|evals|head_detector)"

@@ -92,8 +92,8 @@ def test_rms_norm_has_w_and_no_b():
     norm = model.blocks[1].ln2
     expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.w
     torch.testing.assert_close(norm.hf(x), expected, atol=1e-5, rtol=0)
-    with pytest.raises(WeightViewError, match="RMS norm, which has no bias b.*it has w"):
-        model.blocks[1].ln2.b
+    with pytest.raises(WeightViewError, match=r"RMS norm, which has no bias b.*it has w"):
+        _ = model.blocks[1].ln2.b
     assert not hasattr(model.ln_final, "b") and hasattr(model.ln_final, "w")
 
 
@@ -108,13 +108,13 @@ def test_unembed_is_x_at_W_U_plus_b_U_and_the_hf_head():
 def test_a_missing_component_parameter_names_what_exists():
     model = gpt2()
     with pytest.raises(AttributeError, match=r"unembed \(Unembed\) has no weight view 'W_Q'.*W_U, b_U.*Linear"):
-        model.unembed.W_Q
+        _ = model.unembed.W_Q
     with pytest.raises(WeightViewError, match=r"blocks.0.attn.*no weight view 'W_in'.*W_Q, W_K"):
-        model.blocks[0].attn.W_in
+        _ = model.blocks[0].attn.W_in
     with pytest.raises(AttributeError, match=r"blocks.0 .*no attribute 'mixer'.*components: .*attn"):
-        model.blocks[0].mixer
-    with pytest.raises(AttributeError, match="'W_pos'.*W_E"):
-        model.embed.W_pos
+        _ = model.blocks[0].mixer
+    with pytest.raises(AttributeError, match=r"'W_pos'.*W_E"):
+        _ = model.embed.W_pos
 
 
 # ---------------------------------------------------------------------------- hook aliases
@@ -239,7 +239,9 @@ def test_accumulated_bias_sums_the_hf_output_biases():
     torch.testing.assert_close(model.accumulated_bias(0), torch.zeros(32), atol=0, rtol=0)
     torch.testing.assert_close(model.accumulated_bias(2), attn[0] + mlp[0] + attn[1] + mlp[1], atol=1e-6, rtol=0)
     torch.testing.assert_close(model.accumulated_bias(1, mlp_input=True), attn[0] + mlp[0] + attn[1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(model.accumulated_bias(2, include_mlp_biases=False), attn[0] + attn[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        model.accumulated_bias(2, include_mlp_biases=False), attn[0] + attn[1], atol=1e-6, rtol=0
+    )
     with pytest.raises(bridge.BridgeError, match="layer must be in"):
         model.accumulated_bias(2, mlp_input=True)
 
@@ -250,7 +252,7 @@ def test_state_dict_keeps_hf_names_and_points_to_the_transformer_lens_ones():
     assert state["hf_model.lm_head.weight"] is not None
     with pytest.raises(ParameterNameError, match=r"tl_parameters\(\)\['blocks.0.attn.W_Q'\].*model.blocks\[0\]"):
         state["blocks.0.attn.W_Q"]
-    with pytest.raises(KeyError, match="Did you mean 'hf_model.lm_head.weight'"):
+    with pytest.raises(KeyError, match=r"Did you mean 'hf_model.lm_head.weight'"):
         state["hf_model.lm_head.weigth"]
     other = gpt2(seed=3)
     other.load_state_dict(state)
@@ -356,7 +358,7 @@ def test_load_and_process_state_dict_loads_hf_names_and_refuses_transformer_lens
 
 def test_sample_datapoint_draws_as_hooked_transformer_does():
     model = gpt2()
-    with pytest.raises(bridge.BridgeError, match="model.dataset"):
+    with pytest.raises(bridge.BridgeError, match=r"model.dataset"):
         model.sample_datapoint()
     texts = [f"text {i}" for i in range(50)]
     model.dataset = [{"text": text} for text in texts]

@@ -58,7 +58,9 @@ def unembedding_matrix(model: HookedModelLike) -> torch.Tensor:
     unembed = model._modules.get("unembed")
     if unembed is None:
         raise WeightViewError(f"{type(model.hf_model).__name__} has no LM head, so there is no W_U")
-    return unembed.W_U
+    w_u = unembed.W_U
+    assert isinstance(w_u, torch.Tensor)
+    return w_u
 
 
 def residual_directions(model: HookedModelLike, tokens: Tokens) -> torch.Tensor:
@@ -373,8 +375,7 @@ class WeightViews(SurfacesViewErrors):
             attn = block._modules.get("attn")
             if attn is None:
                 raise WeightViewError(
-                    f"blocks.{i} has no attention layer, so its output bias is not known; "
-                    f"{_what_exists(block, i)}"
+                    f"blocks.{i} has no attention layer, so its output bias is not known; {_what_exists(block, i)}"
                 )
             terms.append(attn.b_O)
             if include_mlp_biases and i < layer and block._modules.get("mlp") is not None:

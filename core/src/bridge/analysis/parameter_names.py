@@ -1,8 +1,8 @@
 """Parameter names: the HF ones (``named_parameters()``, ``state_dict()``) and TransformerLens's (``tl_parameters()``).
 
 ``state_dict()`` keeps the HF model's names (``hf_model.transformer.h.0.attn.c_attn.weight``), right for optimisers,
-``load_state_dict`` and ``save_pretrained``. Looking a TransformerLens name up in it (``state_dict()["blocks.0.attn.W_Q"]``)
-raises a ``KeyError`` that points to ``tl_parameters()``, where those names are.
+``load_state_dict`` and ``save_pretrained``. Looking a TransformerLens name up in it
+(``state_dict()["blocks.0.attn.W_Q"]``) raises a ``KeyError`` that points to ``tl_parameters()``, where those names are.
 """
 
 from __future__ import annotations

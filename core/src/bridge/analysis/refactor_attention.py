@@ -79,13 +79,20 @@ def _plan(bridge: HookedModelLike) -> list[_Layer]:
         attn = block.attn
         try:
             raw = attn.qkv_weights()
-            out_proj = attn.output_projection()
-            W_O = attn.W_O
+            out_proj: nn.Module = attn.output_projection()
+            W_O: torch.Tensor = attn.W_O
         except (AttributeError, NotImplementedError) as error:
             raise WeightProcessingError(f"blocks.{i}.attn has no per-head weight views ({error})") from None
         if raw.b_V is not None and hasattr(attn, "hook_sink_logits"):
             raise WeightProcessingError("its attention has sinks, so the value bias cannot move into b_O")
-        views = {"W_Q": raw.W_Q, "W_K": raw.W_K, "W_V": raw.W_V, "b_Q": raw.b_Q, "b_K": raw.b_K, "b_V": raw.b_V}
+        views: dict[str, torch.Tensor | None] = {
+            "W_Q": raw.W_Q,
+            "W_K": raw.W_K,
+            "W_V": raw.W_V,
+            "b_Q": raw.b_Q,
+            "b_K": raw.b_K,
+            "b_V": raw.b_V,
+        }
         _views_of(attn.hf, views)
         _views_of(out_proj, {"W_O": W_O})
         layers.append(_Layer(raw.W_Q, raw.W_K, raw.W_V, W_O, raw.b_Q, raw.b_K, raw.b_V, out_proj))

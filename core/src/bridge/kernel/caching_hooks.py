@@ -4,7 +4,7 @@ and ``cache_some``, for code that builds its own cache instead of calling ``run_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 

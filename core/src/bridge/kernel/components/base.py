@@ -20,8 +20,8 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from bridge.kernel.dispatch import call_within_accelerate_hook
 from bridge.kernel.components.weight_views import MissingAttributeError
+from bridge.kernel.dispatch import call_within_accelerate_hook
 from bridge.kernel.hook_points import HookPoint
 
 

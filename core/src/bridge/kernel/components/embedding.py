@@ -90,7 +90,8 @@ class TokenEmbedding(TokenEmbeddingWeights, Embedding):
 
 
 class PosEmbedding(PosEmbeddingWeights, Embedding):
-    """The model's position embedding (``model.pos_embed``): fires ``hook_pos_embed``; ``W_pos`` ``[n_ctx, d_model]``."""
+    """The model's position embedding (``model.pos_embed``): fires ``hook_pos_embed``; ``W_pos``
+    ``[n_ctx, d_model]``."""
 
     def _layer_label(self) -> str:
         return "pos_embed"

@@ -30,7 +30,9 @@ class Unembed(UnembedWeights, Component):
     @property
     def weight(self) -> torch.Tensor:
         """The HF head's weight ``[d_vocab, d_model]``."""
-        return self.hf.weight
+        weight = self.hf.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
 
     @property
     def bias(self) -> Any:

@@ -537,7 +537,8 @@ class NormWeights(WeightViewsMixin):
 
     @property
     def w(self) -> torch.Tensor:
-        """Scale ``[d]``: ``normalized * w (+ b)``; the HF weight itself unless the norm scales by ``weight + offset``."""
+        """Scale ``[d]``: ``normalized * w (+ b)``; the HF weight itself unless the norm scales by
+        ``weight + offset``."""
         weight = self._weight()
         return weight + self.weight_offset if self.weight_offset else weight
 
