@@ -369,3 +369,16 @@ def test_sample_datapoint_draws_as_hooked_transformer_does():
     model.dataset = texts
     np.random.seed(7)
     torch.testing.assert_close(model.sample_datapoint(tokenize=True), model.to_tokens(expected), atol=0, rtol=0)
+
+
+def test_circuitsvis_renders_a_bridge_cache_and_the_demo_writes_html(tmp_path):
+    cv = pytest.importorskip("circuitsvis")
+    model = gpt2()
+    _, cache = model.run_with_cache(TOKENS[:1])
+    pattern = cache["pattern", 0, "attn"][0]  # [head, q_pos, k_pos]
+    rendered = cv.attention.attention_heads(tokens=[f"t{i}" for i in range(8)], attention=pattern)
+    assert f"{float(pattern[1, 3, 2]):.4f}"[:5] in rendered.local_src  # the cached pattern's values are in the page
+    from bridge.app.demo import _write_attention_html
+
+    path = _write_attention_html(model, TOKENS[:1], 1, tmp_path / "attention.html", lambda _line: None)
+    assert path is not None and "AttentionHeads" in (tmp_path / "attention.html").read_text()
