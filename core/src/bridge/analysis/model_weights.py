@@ -324,7 +324,7 @@ class WeightViews(SurfacesViewErrors):
         for i, block in enumerate(self.blocks):
             for part, views in (
                 ("attn", ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")),
-                ("mlp", ("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out")),
+                ("mlp", ("W_in", "W_out", "b_in", "b_out", "W_gate")),  # TransformerLens 4's names and order
             ):
                 component = block._modules.get(part)
                 if component is None or (part == "mlp" and not getattr(component, "stacks_as_dense", True)):
