@@ -4,25 +4,49 @@ and ``cache_some``, for code that builds its own cache instead of calling ``run_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from bridge.kernel.cache import keep_positions
-from bridge.kernel.hook_points import HookFn, HookPoint
+from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.slicing import Slice, SliceInput
 
-if TYPE_CHECKING:
-    from bridge.kernel.hooked_model import HookedModel
-
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+
+
+class _Hooked(Protocol):
+    """What the caching hooks need of ``HookedModel`` (a protocol: no import of it, so no cycle)."""
+
+    def _names(self, names_filter: NamesFilter) -> list[str]: ...
+
+    def add_hook(self, name: str, hook: HookFn, dir: Any = ...) -> list[HookHandle]: ...
+
+    def get_caching_hooks(
+        self,
+        names_filter: NamesFilter = ...,
+        incl_bwd: bool = ...,
+        device: str | torch.device | None = ...,
+        remove_batch_dim: bool = ...,
+        cache: dict[str, torch.Tensor] | None = ...,
+        pos_slice: Any = ...,
+    ) -> tuple[dict[str, torch.Tensor], list[tuple[str, HookFn]], list[tuple[str, HookFn]]]: ...
+
+    def add_caching_hooks(
+        self,
+        names_filter: NamesFilter = ...,
+        incl_bwd: bool = ...,
+        device: str | torch.device | None = ...,
+        remove_batch_dim: bool = ...,
+        cache: dict[str, torch.Tensor] | None = ...,
+    ) -> dict[str, torch.Tensor]: ...
 
 
 class CachingHooks:
     """Mixed into ``HookedModel``: caching hooks as ``(name, fn)`` pairs, or attached to the model."""
 
     def get_caching_hooks(
-        self: HookedModel,
+        self: _Hooked,
         names_filter: NamesFilter = None,
         incl_bwd: bool = False,
         device: str | torch.device | None = None,
@@ -54,7 +78,7 @@ class CachingHooks:
         return store, fwd, bwd
 
     def add_caching_hooks(
-        self: HookedModel,
+        self: _Hooked,
         names_filter: NamesFilter = None,
         incl_bwd: bool = False,
         device: str | torch.device | None = None,
@@ -65,11 +89,11 @@ class CachingHooks:
         store, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
         for direction, hooks in (("fwd", fwd), ("bwd", bwd)):
             for name, fn in hooks:
-                self.add_hook(name, fn, dir=direction)  # type: ignore[arg-type]
+                self.add_hook(name, fn, dir=direction)
         return store
 
     def cache_all(
-        self: HookedModel,
+        self: _Hooked,
         cache: dict[str, torch.Tensor] | None,
         incl_bwd: bool = False,
         device: str | torch.device | None = None,
@@ -80,7 +104,7 @@ class CachingHooks:
         self.add_caching_hooks(None, incl_bwd, device, remove_batch_dim, cache)
 
     def cache_some(
-        self: HookedModel,
+        self: _Hooked,
         cache: dict[str, torch.Tensor] | None,
         names: Callable[[str], bool],
         incl_bwd: bool = False,
