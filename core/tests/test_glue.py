@@ -293,7 +293,8 @@ def test_mod_dict_names_components_and_hook_points(gpt2):
     assert mods["blocks.0.attn.hook_q"] is gpt2.hook_dict["blocks.0.attn.hook_q"]
     assert mods["blocks.0.attn"] is gpt2.blocks[0].attn
     assert set(gpt2.hook_dict) <= set(mods)
-    assert not any(name.startswith(("hf_model", "unembed")) for name in mods)
+    assert mods["unembed"] is gpt2.unembed  # the bridge's Unembed component, as in TransformerLens
+    assert not any(name.startswith("hf_model") or name.startswith("unembed.") for name in mods)
 
 
 def test_generator_names_filter_is_not_used_up(gpt2):

@@ -104,7 +104,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.app.demo import run_demo
 
-    run_demo(args.model, args.png, default_png=True)
+    run_demo(args.model, args.png, default_png=True, html=args.html)
     return 0
 
 
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to draw the pattern (default: examples/output/induction_head.png; "
         "examples/output/vision_attention.png for an image classifier)",
+    )
+    demo.add_argument(
+        "--html", default=None, help="also write the induction layer's attention patterns as a circuitsvis page"
     )
     demo.set_defaults(run=_demo)
     new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")

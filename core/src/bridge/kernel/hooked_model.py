@@ -16,7 +16,9 @@ from torch import nn
 
 from bridge.kernel import seam
 from bridge.kernel.adapter import Adapter, ComponentMap, Composite
+from bridge.kernel.aliases import canonical_name
 from bridge.kernel.cache import PlainActivationCache, keep_positions
+from bridge.kernel.caching_hooks import CachingHooks
 from bridge.kernel.components.base import Component, ForwardOverride
 from bridge.kernel.components.blocks import first_output
 from bridge.kernel.config import BridgeConfig
@@ -38,8 +40,6 @@ HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
 CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
-#: Block-level hook points that TransformerLens 4 also spells under ``attn.`` (see ``HookedModel._canonical``).
-ATTN_INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
@@ -54,7 +54,7 @@ class _StopForward(Exception):
         self.residual = residual
 
 
-class HookedModel(Lifecycle, nn.Module):
+class HookedModel(CachingHooks, Lifecycle, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
@@ -219,14 +219,9 @@ class HookedModel(Lifecycle, nn.Module):
         }
 
     def _canonical(self, name: str) -> str:
-        """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
-        here they are the block's (``blocks.1.hook_q_input``). Either spelling names the same hook point."""
-        if name in self._hook_dict or ".attn.hook_" not in name:
-            return name
-        block_name = name.replace(".attn.hook_", ".hook_", 1)
-        if block_name.rsplit(".", 1)[-1] in ATTN_INPUT_HOOKS and block_name in self._hook_dict:
-            return block_name
-        return name
+        """The canonical name behind a TransformerLens 4 spelling (``blocks.1.hook_in`` is ``hook_resid_pre``,
+        ``blocks.1.attn.hook_q_input`` is the block's ``hook_q_input``; see ``bridge.kernel.aliases``)."""
+        return canonical_name(name, self._hook_dict)
 
     def _select(self, names: str | Callable[[str], bool]) -> list[HookPoint]:
         """The hook points a name (canonicalized; an unknown or disabled opt-in one raises) or a filter
@@ -298,7 +293,7 @@ class HookedModel(Lifecycle, nn.Module):
         return {
             name: module
             for child_name, child in self.named_children()
-            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model, nor the HF unembed
+            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model
             for name, module in child.named_modules(prefix=child_name)
         }
 

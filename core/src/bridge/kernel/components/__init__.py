@@ -18,7 +18,7 @@ from bridge.kernel.components.blocks import (
     SharedNormParallelBlock,
     first_output,
 )
-from bridge.kernel.components.embedding import Embedding
+from bridge.kernel.components.embedding import Embedding, PosEmbedding, TokenEmbedding
 from bridge.kernel.components.mlp import MLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
@@ -31,6 +31,7 @@ from bridge.kernel.components.moe import (
 )
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -66,6 +67,7 @@ __all__ = [
     "NormLayout",
     "OutputTap",
     "ParallelBlock",
+    "PosEmbedding",
     "PostNormBlock",
     "QKNormAttention",
     "QKVSource",
@@ -74,6 +76,8 @@ __all__ = [
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",
+    "TokenEmbedding",
+    "Unembed",
     "WeightViewError",
     "additive_mask",
     "eager_attention",
