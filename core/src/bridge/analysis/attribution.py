@@ -21,6 +21,9 @@ run's metric). Methods:
 The result is an ``Attribution``: per hook an estimate shaped ``[pos]``, ``[pos, head]``, or ``[head, dest_pos]``
 for patterns (``granularity="element"`` keeps every non-batch axis), and ``stack(name)`` for TransformerLens's
 sweep layout ``[n_layers, ...]``. ``rank_correlation`` and ``top_k_agreement`` compare it with exact patching.
+
+Edges: ``attribute_edges`` (EAP, EAP-IG), ``find_circuit``, ``faithfulness`` and ``Circuit.to_json``/``draw``
+live in ``bridge.analysis.edges`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bridge.analysis.edges import (
+    Circuit,
+    EdgeScores,
+    Graph,
+    attribute_edges,
+    build_graph,
+    draw_circuit,
+    faithfulness,
+    find_circuit,
+)
 from bridge.analysis.patch_runs import parse_memory_budget
 from bridge.analysis.patching import hook_name
 from bridge.analysis.protocol import HookedModelLike
@@ -444,7 +457,15 @@ __all__ = [
     "DEFAULT_HOOKS",
     "METHODS",
     "Attribution",
+    "Circuit",
+    "EdgeScores",
+    "Graph",
     "attribute",
+    "attribute_edges",
+    "build_graph",
+    "draw_circuit",
+    "faithfulness",
+    "find_circuit",
     "layout",
     "rank_correlation",
     "top_k_agreement",
