@@ -319,8 +319,10 @@ def print_report(metrics: Metrics) -> None:
             print(f"{name:22s} L{i}: " + " ".join(f"{s:.3f}" for s in row))
     if "top_induction_head" in metrics:
         layer, head = metrics["top_induction_head"]
-        print(f"top induction head {layer}.{head} score {metrics['top_induction_score']:.3f}, ablated loss "
-              f"{metrics['ablate_top_induction_loss']:.4f}")
+        print(
+            f"top induction head {layer}.{head} score {metrics['top_induction_score']:.3f}, ablated loss "
+            f"{metrics['ablate_top_induction_loss']:.4f}"
+        )
 
 
 def model_card(metrics: Metrics, family: Family, cfg: TrainConfig) -> str:

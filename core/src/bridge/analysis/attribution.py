@@ -176,8 +176,14 @@ class _Gradients:
     """One forward pass on ``tokens`` keeping the activations at ``names`` in the graph; ``grads(drop)`` runs a
     backward pass (with the gradient through the writes of layer ``drop`` zeroed) and returns their gradients."""
 
-    def __init__(self, model: HookedModelLike, tokens: torch.Tensor, names: list[str], metric: MetricFn,
-                 drop_layers: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        model: HookedModelLike,
+        tokens: torch.Tensor,
+        names: list[str],
+        metric: MetricFn,
+        drop_layers: Sequence[int] = (),
+    ) -> None:
         self.acts: dict[str, torch.Tensor] = {}
         self.drop: int | None = None
         fwd = [(n, self._keep) for n in names]
@@ -207,9 +213,7 @@ class _Gradients:
         missing = sorted(set(self.names) - set(wanted))
         if missing:
             raise BridgeError(f"hook points {missing} did not fire on the forward pass")
-        found = torch.autograd.grad(
-            self.value, [self.acts[n] for n in wanted], retain_graph=retain, allow_unused=True
-        )
+        found = torch.autograd.grad(self.value, [self.acts[n] for n in wanted], retain_graph=retain, allow_unused=True)
         return {n: (g if g is not None else torch.zeros_like(self.acts[n])) for n, g in zip(wanted, found, strict=True)}
 
 
@@ -219,9 +223,7 @@ class _Gradients:
 def _atp(model, clean, corrupt, metric, names, granularity, clean_acts) -> tuple[dict[str, torch.Tensor], float]:
     run = _Gradients(model, corrupt, names, metric)
     grads = run.grads(retain=False)
-    estimates = {
-        n: _reduce((clean_acts[n] - run.acts[n].detach()) * grads[n], n, granularity).detach() for n in names
-    }
+    estimates = {n: _reduce((clean_acts[n] - run.acts[n].detach()) * grads[n], n, granularity).detach() for n in names}
     return estimates, float(run.value.detach())
 
 
@@ -281,7 +283,7 @@ def _qk_estimates(
                 x[i::k, pos, head] = clean[:, pos, head]
             return x
 
-        def keep(x: torch.Tensor, hook: Any) -> None:
+        def keep(x: torch.Tensor, hook: Any, seen: dict[str, torch.Tensor] = seen) -> None:
             seen["pattern"] = x.detach()
 
         resid = acts[resid_name].repeat_interleave(k, dim=0)  # [b·K, p, d_model]
@@ -351,9 +353,7 @@ def _ig_inputs(model, clean, corrupt, metric, names, granularity, clean_acts, st
         run = _GradientsFrom(model, corrupt, names, metric, (entry, entry_hook))
         for n, g in run.grads().items():
             total[n] = total.get(n, 0) + g / steps
-    return {
-        n: _reduce((clean_acts[n] - corrupt_acts[n]) * total[n], n, granularity).detach() for n in names
-    }
+    return {n: _reduce((clean_acts[n] - corrupt_acts[n]) * total[n], n, granularity).detach() for n in names}
 
 
 class _GradientsFrom(_Gradients):

@@ -349,7 +349,7 @@ def attribute_edges(
     clean_writes, corrupt_writes = node_writes(model, graph, clean), node_writes(model, graph, corrupt)
     delta = clean_writes - corrupt_writes  # [U, b, p, d]
     alphas = [0.0] if method == "eap" else [(j + 0.5) / steps for j in range(steps)]
-    grads = torch.zeros((len(graph.receivers),) + tuple(delta.shape[1:]))
+    grads = torch.zeros((len(graph.receivers), *delta.shape[1:]))
     for alpha in tqdm(alphas, desc=method.upper(), disable=not verbose, leave=False):
         entry = (corrupt_writes[0] + alpha * delta[0]) if method == "eap-ig" else None
         _, state, value = _run(model, graph, corrupt, metric, entry=entry, grad=True)
@@ -437,7 +437,11 @@ def _prune(edges: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
     while True:
         readers = {r.split("<")[0] for _, r, _ in edges}
         writers = {w for w, _, _ in edges}
-        kept = [e for e in edges if (e[0] == "input" or e[0] in readers) and (e[1] == "logits" or e[1].split("<")[0] in writers)]
+        kept = [
+            e
+            for e in edges
+            if (e[0] == "input" or e[0] in readers) and (e[1] == "logits" or e[1].split("<")[0] in writers)
+        ]
         if len(kept) == len(edges):
             return kept
         edges = kept

@@ -110,7 +110,9 @@ def _reference_run(model: HookedModelLike, tokens: torch.Tensor, layers: set[int
     return _Reference(logits, {int(n.split(".")[1]): acts[n] for n in names}, cache)
 
 
-def _chunks(patches: list[tuple[int, Patch]], cost: Callable[[int], int], budget: int, max_batch: int | None) -> Iterator:
+def _chunks(
+    patches: list[tuple[int, Patch]], cost: Callable[[int], int], budget: int, max_batch: int | None
+) -> Iterator:
     """Consecutive runs of patches (already sorted by layer, then start) that fit the budget together."""
     chunk: list[tuple[int, Patch]] = []
     for item in patches:

@@ -148,7 +148,13 @@ class PatchingResult:
         i = self.metric_names.index(metric_name)
         baseline = None if self.baseline is None else self.baseline[i]
         return PatchingResult(
-            self.values[i], self.axis_names, self.index_df, [metric_name], self.reduced, baseline, False,
+            self.values[i],
+            self.axis_names,
+            self.index_df,
+            [metric_name],
+            self.reduced,
+            baseline,
+            False,
             self.patch_type_names,
         )
 
@@ -391,10 +397,15 @@ get_act_patch_resid_mid = _sweep(
     "The residual stream between attention and MLP: [n_layers, pos]. (A patch of resid_mid reaches both the MLP "
     "and the residual sum, as the name says; TransformerLens 4.3's own bridge gets this one wrong.)",
 )
-get_act_patch_attn_out = _sweep(layer_pos_patch_setter, "attn_out", ("layer", "pos"), "Attention outputs: [n_layers, pos].")
+get_act_patch_attn_out = _sweep(
+    layer_pos_patch_setter, "attn_out", ("layer", "pos"), "Attention outputs: [n_layers, pos]."
+)
 get_act_patch_mlp_out = _sweep(layer_pos_patch_setter, "mlp_out", ("layer", "pos"), "MLP outputs: [n_layers, pos].")
 get_act_patch_attn_head_out_by_pos = _sweep(
-    layer_pos_head_vector_patch_setter, "z", ("layer", "pos", "head"), "Each head's z by position: [n_layers, pos, n_heads]."
+    layer_pos_head_vector_patch_setter,
+    "z",
+    ("layer", "pos", "head"),
+    "Each head's z by position: [n_layers, pos, n_heads].",
 )
 get_act_patch_attn_head_q_by_pos = _sweep(
     layer_pos_head_vector_patch_setter, "q", ("layer", "pos", "head"), "Queries by position: [n_layers, pos, n_heads]."
@@ -403,7 +414,10 @@ get_act_patch_attn_head_k_by_pos = _sweep(
     layer_pos_head_vector_patch_setter, "k", ("layer", "pos", "head"), "Keys by position: [n_layers, pos, n_kv_heads]."
 )
 get_act_patch_attn_head_v_by_pos = _sweep(
-    layer_pos_head_vector_patch_setter, "v", ("layer", "pos", "head"), "Values by position: [n_layers, pos, n_kv_heads]."
+    layer_pos_head_vector_patch_setter,
+    "v",
+    ("layer", "pos", "head"),
+    "Values by position: [n_layers, pos, n_kv_heads].",
 )
 get_act_patch_attn_head_pattern_by_pos = _sweep(
     layer_head_pos_pattern_patch_setter,
@@ -421,7 +435,10 @@ get_act_patch_attn_head_out_all_pos = _sweep(
     layer_head_vector_patch_setter, "z", ("layer", "head"), "Each head's z at every position: [n_layers, n_heads]."
 )
 get_act_patch_attn_head_q_all_pos = _sweep(
-    layer_head_vector_patch_setter, "q", ("layer", "head"), "Each head's queries at every position: [n_layers, n_heads]."
+    layer_head_vector_patch_setter,
+    "q",
+    ("layer", "head"),
+    "Each head's queries at every position: [n_layers, n_heads].",
 )
 get_act_patch_attn_head_k_all_pos = _sweep(
     layer_head_vector_patch_setter, "k", ("layer", "head"), "Each key head at every position: [n_layers, n_kv_heads]."
@@ -430,7 +447,10 @@ get_act_patch_attn_head_v_all_pos = _sweep(
     layer_head_vector_patch_setter, "v", ("layer", "head"), "Each value head at every position: [n_layers, n_kv_heads]."
 )
 get_act_patch_attn_head_pattern_all_pos = _sweep(
-    layer_head_pattern_patch_setter, "pattern", ("layer", "head_index"), "Each head's whole pattern: [n_layers, n_heads]."
+    layer_head_pattern_patch_setter,
+    "pattern",
+    ("layer", "head_index"),
+    "Each head's whole pattern: [n_layers, n_heads].",
 )
 
 _HEAD_TYPES = ["out", "q", "k", "v", "pattern"]
@@ -448,14 +468,18 @@ def _stack(results: list[Any], axes: list[list[str]], order: list[str], n_heads:
             names_of = [rename.get(n, n) for n in names_of]
             r = r.permute(*[names_of.index(n) for n in order])
             if "head" in order:
-                r = torch.nn.functional.pad(r, (0, 0) * (len(order) - 1 - order.index("head")) + (0, n_heads - r.shape[order.index("head")]))
+                r = torch.nn.functional.pad(
+                    r, (0, 0) * (len(order) - 1 - order.index("head")) + (0, n_heads - r.shape[order.index("head")])
+                )
             tensors.append(r)
         return torch.stack(tensors)
     values = []
     for r in typed:
         names_of = [rename.get(n, n) for n in r.axis_names]
         lead = 1 if r.has_metric_axis else 0
-        v = r.values.permute(*range(lead), *[lead + names_of.index(n) for n in order], *range(lead + len(order), r.values.ndim))
+        v = r.values.permute(
+            *range(lead), *[lead + names_of.index(n) for n in order], *range(lead + len(order), r.values.ndim)
+        )
         if "head" in order and v.shape[lead + order.index("head")] < n_heads:
             pad = list(v.shape)
             pad[lead + order.index("head")] = n_heads - v.shape[lead + order.index("head")]
@@ -543,7 +567,10 @@ get_act_patch_ssm_y = _sweep(
     "Each SSM mixer's scan output y (before gating) by position: [n_layers, pos].",
 )
 get_act_patch_ssm_in = _sweep(
-    layer_pos_patch_setter, "mixer.hook_ssm_in", ("layer", "pos"), "Each SSM mixer's scan input by position: [n_layers, pos]."
+    layer_pos_patch_setter,
+    "mixer.hook_ssm_in",
+    ("layer", "pos"),
+    "Each SSM mixer's scan input by position: [n_layers, pos].",
 )
 get_act_patch_ssm_state = _sweep(
     layer_pos_patch_setter,
