@@ -35,6 +35,8 @@ Edit = Callable[[torch.Tensor, int], "torch.Tensor | None"]
 Evaluate = Callable[[torch.Tensor], torch.Tensor]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
+#: A pass that already covers this many (row, position) pairs ends where the next patch starts later.
+PASS_TOKENS = 4096
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -47,6 +49,8 @@ class Patch:
     layer: int | None
     edit: Edit
     start: int = 0
+    #: Positions a pass starting at ``start`` computes (set by ``run_patches``).
+    window: int = 0
 
 
 @dataclass
@@ -111,16 +115,19 @@ def _reference_run(model: HookedModelLike, tokens: torch.Tensor, layers: set[int
 
 
 def _chunks(
-    patches: list[tuple[int, Patch]], cost: Callable[[int], int], budget: int, max_batch: int | None
-) -> Iterator:
-    """Consecutive runs of patches (already sorted by layer, then start) that fit the budget together."""
+    patches: list[tuple[int, Patch]], cost: Callable[[int], int], budget: int, max_batch: int | None, rows: int
+) -> Iterator[list[tuple[int, Patch]]]:
+    """Consecutive runs of patches (sorted by layer, then start) that share a pass: same layer, within the memory
+    budget and ``max_batch``. A pass also ends where the start position moves on once it holds ``PASS_TOKENS``
+    token positions (``rows`` per patch and position), so that later passes can begin at later positions."""
     chunk: list[tuple[int, Patch]] = []
     for item in patches:
         if chunk:
-            first = chunk[0][1]
+            first, last = chunk[0][1], chunk[-1][1]
             same_pass = item[1].layer == first.layer
             full = max_batch is not None and len(chunk) >= max_batch
-            if not same_pass or full or cost(first.start) * (len(chunk) + 1) > budget:
+            big = item[1].start != last.start and len(chunk) * rows * (first.window) >= PASS_TOKENS
+            if not same_pass or full or big or cost(first.start) * (len(chunk) + 1) > budget:
                 yield chunk
                 chunk = []
         chunk.append(item)
@@ -161,6 +168,8 @@ def run_patches(
     reference = _reference_run(model, tokens, layers, prefix)
     if reference.cache is None:
         patches = [Patch(p.hook, p.layer, p.edit, 0) for p in patches]
+    for patch in patches:
+        patch.window = positions - patch.start
     order = sorted(enumerate(patches), key=lambda item: (-1 if item[1].layer is None else item[1].layer, item[1].start))
     itemsize = reference.logits.element_size()
 
@@ -169,7 +178,7 @@ def run_patches(
 
     results: list[torch.Tensor | None] = [None] * len(patches)
     with tqdm(total=len(patches), desc=desc, disable=not verbose, leave=False) as bar:
-        for chunk in _chunks(order, cost, budget, max_batch):
+        for chunk in _chunks(order, cost, budget, max_batch, batch):
             values = _run_chunk(model, tokens, [p for _, p in chunk], reference, evaluate)
             for (index, _), value in zip(chunk, values, strict=True):
                 results[index] = value
