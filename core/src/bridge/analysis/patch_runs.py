@@ -179,7 +179,14 @@ def run_patches(
     results: list[torch.Tensor | None] = [None] * len(patches)
     with tqdm(total=len(patches), desc=desc, disable=not verbose, leave=False) as bar:
         for chunk in _chunks(order, cost, budget, max_batch, batch):
-            values = _run_chunk(model, tokens, [p for _, p in chunk], reference, evaluate)
+            patches_here = [p for _, p in chunk]
+            try:
+                values = _run_chunk(model, tokens, patches_here, reference, evaluate)
+            except BridgeError:
+                if reference.cache is None or min(p.start for p in patches_here) == 0:
+                    raise
+                reference.cache = None  # a hook that refuses a key/value cache (MLA's hook_k): whole passes from now
+                values = _run_chunk(model, tokens, patches_here, reference, evaluate)
             for (index, _), value in zip(chunk, values, strict=True):
                 results[index] = value
             bar.update(len(chunk))
@@ -191,7 +198,8 @@ def _run_chunk(
 ) -> list[torch.Tensor]:
     """One forward pass for ``chunk`` (same layer): rows ``b·K + k`` carry patch ``k``."""
     k = len(chunk)
-    layer, start = chunk[0].layer, min(p.start for p in chunk)
+    layer = chunk[0].layer
+    start = min(p.start for p in chunk) if reference.cache is not None else 0
     by_hook: dict[str, list[tuple[int, Patch]]] = {}
     for i, patch in enumerate(chunk):
         by_hook.setdefault(patch.hook, []).append((i, patch))
