@@ -80,9 +80,11 @@ test-variants: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py
 
-bench: $(STAMP)
+# The patching sweep against TransformerLens's helpers needs TransformerLens: it runs in the compatibility venv.
+bench: $(STAMP) $(COMPAT_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/memory.py
+	$(COMPAT_PY) benchmarks/patching.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(SAE_VENV)
