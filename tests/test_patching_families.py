@@ -102,9 +102,7 @@ def by_hand(model, corrupted, cache, name, axes):
         def edit(x, hook, index=index):
             x = x.clone()
             clean = cache[hook.name]
-            if name == "pattern":
-                x[:, index[1], index[2]] = clean[:, index[1], index[2]]
-            elif len(index) == 3:
+            if name == "pattern" or len(index) == 3:
                 x[:, index[1], index[2]] = clean[:, index[1], index[2]]
             else:
                 x[:, index[1]] = clean[:, index[1]]
@@ -157,7 +155,7 @@ def test_named_sweeps_for_ssm_moe_and_latents(family):
 
 
 def test_edge_runs_are_the_model_and_the_corrupted_run(family):
-    name, model, clean, corrupted = family
+    _, model, clean, corrupted = family
     graph = edges.build_graph(model)
     with torch.no_grad():
         plain, corrupt_logits = model(clean), model(corrupted)

@@ -119,7 +119,7 @@ def test_qk_fix_uses_the_pattern_a_patched_run_computes(setup):
         seen = {}
         model.run_with_hooks(
             corrupted,
-            fwd_hooks=[(name, patch), (pattern_name, lambda x, hook: seen.__setitem__("p", x.detach()))],
+            fwd_hooks=[(name, patch), (pattern_name, lambda x, hook, seen=seen: seen.__setitem__("p", x.detach()))],
         )
         delta = seen["p"] - base[pattern_name]
         expected = torch.einsum("bhqk,dbhqk->d", delta, grads)

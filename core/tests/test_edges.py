@@ -123,7 +123,7 @@ def test_eap_gradients_are_autograd_gradients_at_a_receivers_own_input(setup):
 
 
 def test_circuit_faithfulness_json_and_picture(setup, tmp_path):
-    model, clean, corrupted, graph = setup
+    model, clean, corrupted, _ = setup
     scores = attribution.attribute_edges(model, clean, corrupted, logit_diff, method="eap-ig", steps=3, verbose=False)
     everything = attribution.find_circuit(scores)
     result = attribution.faithfulness(model, everything, clean, corrupted, logit_diff)

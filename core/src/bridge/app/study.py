@@ -132,7 +132,13 @@ def _exact_and_estimates(
         "resid_pre": patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric, verbose=False),
         by_pos: by_pos_sweep(model, corrupt, clean_cache, metric, verbose=False),
         "units": patching.generic_activation_patch(
-            model, corrupt, clean_cache, metric, patching.layer_head_vector_patch_setter, unit_hook, unit_axes,
+            model,
+            corrupt,
+            clean_cache,
+            metric,
+            patching.layer_head_vector_patch_setter,
+            unit_hook,
+            unit_axes,
             verbose=False,
         ),
     }
@@ -314,8 +320,10 @@ def draw_figure(studies: list[Study], png: Path) -> None:
             top.set(xlabel="position", ylabel="layer", title=f"{study.name}\nresid_pre patching (Δ log-prob)")
             top.title.set_fontsize(9)
         if study.circuit is not None:
-            study.circuit.draw(ax=bottom, title=f"EAP-IG, {len(study.circuit.edges)} edges, "
-                               f"faithfulness {study.circuit.faithfulness:.2f}")
+            study.circuit.draw(
+                ax=bottom,
+                title=f"EAP-IG, {len(study.circuit.edges)} edges, faithfulness {study.circuit.faithfulness:.2f}",
+            )
         else:
             bottom.axis("off")
     fig.tight_layout()
