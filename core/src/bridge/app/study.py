@@ -186,35 +186,42 @@ def _carrier_heads(model: HookedModelLike, clean: torch.Tensor, length: int) -> 
 def _carrier_mixers(
     model: HookedModelLike, clean: torch.Tensor, length: int, exact: dict[str, torch.Tensor], k: int
 ) -> tuple[str, list[str]]:
-    """No heads: the mixer whose output matters most when patched, and its SSM channels whose ``hook_y`` patch
-    matters most, with the induction score of each channel's effective attention (``hook_dt``, ``hook_x_proj``):
-    the share of its attention from a second-copy token to the token after that token's first occurrence."""
+    """No heads: the mixer whose output matters most when patched; its SSM channels (Mamba-1) or SSM heads
+    (Mamba-2, ``hook_y`` ``[b, p, h, d]``) whose ``hook_y`` patch matters most; and the induction score of each one's
+    effective attention (from ``hook_dt`` and ``hook_x_proj``, or ``hook_B``/``hook_C``): the share of its attention
+    from a second-copy token to the token after that token's first occurrence."""
     mixers = exact["mixer.hook_ssm_out"].sum(dim=1)  # [layer]
     layer = int(mixers.argmax())
-    channels = exact["units"][layer]  # [channel]
-    top = torch.topk(channels, k).indices.tolist()
-    share = float(channels[top].sum() / channels.clamp_min(0).sum())
-    carrier = f"mixer {layer}; SSM channels {', '.join(map(str, top))} ({share:.0%} of its channels' patching effect)"
+    units = exact["units"][layer]  # [channel] or [SSM head]
+    unit = "SSM heads" if _y_is_per_head(model, layer) else "SSM channels"
+    top = torch.topk(units, min(k, units.numel())).indices.tolist()
+    share = float(units[top].sum() / units.clamp_min(0).sum())
+    carrier = f"mixer {layer}; {unit} {', '.join(map(str, top))} ({share:.0%} of its {unit}' patching effect)"
     notes = [
-        f"mixers: patching each one's output at every second-copy position recovers "
-        f"{', '.join(f'mixer {i} {float(v):+.2f}' for i, v in enumerate(mixers))} log-prob in total"
+        "patching each mixer's output at every position changes the log-prob by "
+        + ", ".join(f"{float(v):+.2f} (mixer {i})" for i, v in enumerate(mixers))
     ]
-    mixer = model.blocks[layer].mixer
-    effective = getattr(mixer, "effective_attention", None)
+    effective = getattr(model.blocks[layer].mixer, "effective_attention", None)
     if effective is not None:
-        names = [f"blocks.{layer}.mixer.hook_dt", f"blocks.{layer}.mixer.hook_x_proj"]
-        _, cache = model.run_with_cache(clean, names_filter=names)
-        M = effective(cache).abs()  # [b, channel, t, s]
+        wanted = [f"blocks.{layer}.mixer.hook_{n}" for n in ("dt", "x_proj", "B", "C")]
+        _, cache = model.run_with_cache(clean, names_filter=[n for n in wanted if n in model.hook_dict])
+        with torch.no_grad():
+            M = effective(cache).abs()  # [b, channel or SSM head, t, s]
         queries = torch.arange(length + 1, 2 * length + 1)
         induction = (M[:, :, queries, queries - length + 1] / M[:, :, queries].sum(-1).clamp_min(1e-12)).mean((0, 2))
-        ranks = attribution.rank_correlation(induction, channels)
         notes.append(
-            f"mixer {layer}: induction score of the effective attention of the top channels "
-            f"{', '.join(f'{c}: {float(induction[c]):.2f}' for c in top)} (median over channels "
-            f"{float(induction.median()):.2f}); rank correlation of induction score and patching effect over its "
-            f"{channels.numel()} channels {ranks:.2f}"
+            f"mixer {layer}: effective-attention induction score of its top {unit} "
+            + ", ".join(f"{c}: {float(induction[c]):.2f}" for c in top)
+            + f" (median over its {units.numel()} {unit}: {float(induction.median()):.2f}); rank correlation of "
+            f"induction score and patching effect over them {attribution.rank_correlation(induction, units):.2f}"
         )
     return carrier, notes
+
+
+def _y_is_per_head(model: HookedModelLike, layer: int) -> bool:
+    """Whether the mixer's ``hook_y`` is per SSM head ``[b, p, h, d]`` (Mamba-2) rather than per channel."""
+    _, cache = model.run_with_cache(torch.zeros(1, 2, dtype=torch.long), names_filter=f"blocks.{layer}.mixer.hook_y")
+    return cache[f"blocks.{layer}.mixer.hook_y"].ndim == 4
 
 
 def _circuit(model: HookedModelLike, clean: torch.Tensor, corrupt: torch.Tensor, metric: Any) -> Any:
@@ -243,7 +250,7 @@ def run_study(model_dir: str | Path, batch: int = 8, length: int = 20, seed: int
     with torch.no_grad():
         loss_clean, loss_corrupt = -float(metric(model(clean))), -float(metric(model(corrupt)))
     units = _units(model)
-    k = 3 if units == "heads" else 5
+    k = 5 if units == "mixers" and not _y_is_per_head(model, 0) else 3  # Mamba-1's channels are many
     exact, estimates = _exact_and_estimates(model, clean, corrupt, metric, units)
     correlations, top = _compare(exact, estimates, k)
     notes: list[str] = []
