@@ -106,7 +106,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.all:
         from bridge.app.study import DEFAULT_FIGURE, run_all
 
-        run_all(args.models, args.png or DEFAULT_FIGURE)
+        run_all(args.models, args.png or DEFAULT_FIGURE, batch=args.batch, length=args.length)
         return 0
     from bridge.app.demo import run_demo
 
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "under --models, printing one table and drawing one figure",
     )
     demo.add_argument("--models", default="examples/models", help="where --all finds the induction-* models")
+    demo.add_argument("--batch", type=int, default=8, help="with --all: sequences per study")
+    demo.add_argument("--length", type=int, default=20, help="with --all: tokens per copy of the repeated sequence")
     demo.set_defaults(run=_demo)
     new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
     new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")
