@@ -560,7 +560,7 @@ def draw_circuit(circuit: Circuit, path: str | Path | None = None, ax: Any = Non
     ax.set_ylim(-1.6, circuit.graph.n_layers + 0.6)
     ax.axis("off")
     label = title or f"{circuit.method} circuit, {len(circuit.edges)} edges"
-    if circuit.faithfulness is not None:
+    if title is None and circuit.faithfulness is not None:
         label += f", faithfulness {circuit.faithfulness:.2f}"
     ax.set_title(label, fontsize=9)
     if own and path is not None:

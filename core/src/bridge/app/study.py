@@ -325,6 +325,7 @@ def draw_figure(studies: list[Study], png: Path) -> None:
             limit = float(values.abs().max()) or 1.0
             top.imshow(values.numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
             top.set(xlabel="position", ylabel="layer", title=f"{study.name}\nresid_pre patching (Δ log-prob)")
+            top.set_yticks(range(values.shape[0]))
             top.title.set_fontsize(9)
         if study.circuit is not None:
             study.circuit.draw(
