@@ -188,3 +188,16 @@ def test_rank_correlation_and_top_k():
     )
     assert attribution.top_k_agreement(torch.tensor([5.0, 0.1, -4.0, 0.2]), torch.tensor([3.0, 0.0, -6.0, 1.0]), 2) == 1
     assert attribution.top_k_agreement(torch.tensor([5.0, 4.0, 0.0]), torch.tensor([0.0, 1.0, 2.0]), 1) == 0
+
+
+@pytest.mark.parametrize("method", ["atp", "atp*", "ig", "ig-inputs"])
+def test_an_interrupt_leaves_no_hook_attached(setup, method):
+    model, clean, corrupted = setup
+
+    def interrupted(logits):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        attribution.attribute(model, clean, corrupted, interrupted, method=method, verbose=False)
+    assert not [n for n, h in model.hook_dict.items() if h.fwd_hooks or h.bwd_hooks]
+    assert not [b for b in model.hf_model.transformer.h if "forward" in b.__dict__]

@@ -151,3 +151,19 @@ def test_edge_scores_listing(setup):
     assert len(listed) == int(scores.graph.allowed.sum())
     assert abs(listed[0][2]) >= abs(listed[-1][2])
     assert set(scores.node_scores()) == {w.name for w in scores.graph.writers}
+
+
+def test_an_interrupt_leaves_no_hook_and_no_opt_in_on(setup):
+    model, clean, corrupted, _ = setup
+    calls = []
+
+    def interrupted(logits):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return logit_diff(logits)
+
+    with pytest.raises(KeyboardInterrupt):
+        attribution.attribute_edges(model, clean, corrupted, interrupted, steps=3, verbose=False)
+    assert not [n for n, h in model.hook_dict.items() if h.fwd_hooks or h.bwd_hooks]
+    assert not model.hook_dict["blocks.1.attn.hook_result"].enabled
