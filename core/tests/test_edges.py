@@ -167,3 +167,13 @@ def test_an_interrupt_leaves_no_hook_and_no_opt_in_on(setup):
         attribution.attribute_edges(model, clean, corrupted, interrupted, steps=3, verbose=False)
     assert not [n for n, h in model.hook_dict.items() if h.fwd_hooks or h.bwd_hooks]
     assert not model.hook_dict["blocks.1.attn.hook_result"].enabled
+
+
+def test_a_small_memory_budget_splits_receivers_over_passes_with_the_same_scores(setup):
+    model, clean, corrupted, graph = setup
+    whole = attribution.attribute_edges(model, clean, corrupted, logit_diff, method="eap", verbose=False)
+    assert len(edges._receiver_groups(model, graph, corrupted, 1)) == 3 * model.cfg.n_heads + 1
+    split = attribution.attribute_edges(
+        model, clean, corrupted, logit_diff, method="eap", verbose=False, memory_budget=1
+    )
+    torch.testing.assert_close(split.scores, whole.scores, atol=1e-6, rtol=1e-5, equal_nan=True)

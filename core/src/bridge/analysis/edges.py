@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bridge.analysis.patch_runs import parse_memory_budget
 from bridge.analysis.protocol import HookedModelLike
 from bridge.kernel.errors import BadInputError, BridgeError
 
@@ -156,11 +157,14 @@ class _RunState:
     copies: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def _slot_plan(graph: Graph) -> tuple[dict[int, int], int]:
-    """Row blocks for receivers: the receivers of one layer get blocks 1..n; layers reuse them."""
+def _slot_plan(graph: Graph, receivers: Sequence[int] | None = None) -> tuple[dict[int, int], int]:
+    """Row blocks for ``receivers`` (default: all but the logits): those of one layer get blocks 1..n; layers reuse
+    them. A receiver without a block reads block 0's stream, as the model does (it cannot have ablated edges)."""
+    chosen = range(len(graph.receivers)) if receivers is None else receivers
     slots: dict[int, int] = {}
     per_layer: dict[int, int] = {}
-    for r, receiver in enumerate(graph.receivers):
+    for r in chosen:
+        receiver = graph.receivers[r]
         if receiver.port == "out":
             continue
         per_layer[receiver.layer] = per_layer.get(receiver.layer, 0) + 1
@@ -188,7 +192,7 @@ def _hooks(model: HookedModelLike, graph: Graph, state: _RunState) -> list[tuple
 
     def set_copies(point: str, layer: int) -> Callable:
         wanted = [r for r, rec in enumerate(graph.receivers) if rec.layer == layer and rec.point == point]
-        wanted = [r for r in wanted if graph.receivers[r].port != "out"]
+        wanted = [r for r in wanted if r in state.slots]
 
         def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
             main = rows(x, 0)
@@ -206,7 +210,11 @@ def _hooks(model: HookedModelLike, graph: Graph, state: _RunState) -> list[tuple
         return hook
 
     def take_heads(layer: int, port: str) -> Callable:
-        wanted = [(r, rec.head) for r, rec in enumerate(graph.receivers) if rec.layer == layer and rec.port == port]
+        wanted = [
+            (r, rec.head)
+            for r, rec in enumerate(graph.receivers)
+            if rec.layer == layer and rec.port == port and r in state.slots
+        ]
 
         def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
             out = x.clone()
@@ -220,7 +228,10 @@ def _hooks(model: HookedModelLike, graph: Graph, state: _RunState) -> list[tuple
         r = next(r for r, rec in enumerate(graph.receivers) if rec.node == node)
         u = writer_index[node]
 
-        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            if r not in state.slots:
+                state.writes[u] = rows(x, 0)
+                return None
             main = rows(x, state.slots[r])
             state.writes[u] = main
             return torch.cat([main, x[b:]])
@@ -285,9 +296,11 @@ def _run(
     refs: torch.Tensor | None = None,
     entry: torch.Tensor | None = None,
     grad: bool = False,
+    receivers: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, _RunState, torch.Tensor | None]:
-    """One edge run on ``tokens``: the logits of row block 0, the state, and the metric (if given)."""
-    slots, n_slots = _slot_plan(graph)
+    """One edge run on ``tokens``: the logits of row block 0, the state, and the metric (if given). ``receivers``:
+    those that get a copy of the stream (default all; every receiver with an ablated edge needs one)."""
+    slots, n_slots = _slot_plan(graph, receivers)
     state = _RunState(tokens.shape[0], n_slots, slots, ablate, refs, entry)
     context = torch.enable_grad() if grad else torch.no_grad()
     with context, _ResultHooks(model, graph), model.hooks(_hooks(model, graph, state)):
@@ -326,6 +339,27 @@ class EdgeScores:
         return {w.name: float(totals[u]) for u, w in enumerate(self.graph.writers)}
 
 
+def _receiver_groups(model: HookedModelLike, graph: Graph, tokens: torch.Tensor, budget: int) -> list[list[int]]:
+    """Receivers in groups whose copies of the stream (each a forward pass with gradients through every block)
+    fit the memory budget together; the logits need no copy."""
+    cfg = model.cfg
+    batch, positions = tokens.shape
+    d_mlp = cfg.d_mlp or 4 * cfg.d_model
+    per_copy = 4 * 3 * cfg.n_layers * batch * positions * (16 * cfg.d_model + 3 * d_mlp + 3 * cfg.n_heads * positions)
+    per_layer: dict[int, list[int]] = {}
+    for r, receiver in enumerate(graph.receivers):
+        if receiver.port != "out":
+            per_layer.setdefault(receiver.layer, []).append(r)
+    size = max(1, budget // max(per_copy, 1) - 1)
+    widest = max((len(rs) for rs in per_layer.values()), default=0)
+    if size >= widest:
+        return [[r for rs in per_layer.values() for r in rs]]
+    groups: list[list[int]] = []
+    for start in range(0, widest, size):  # the i-th group takes receivers i·size.. of every layer
+        groups.append([r for rs in per_layer.values() for r in rs[start : start + size]])
+    return groups
+
+
 def attribute_edges(
     model: HookedModelLike,
     clean: torch.Tensor,
@@ -334,9 +368,12 @@ def attribute_edges(
     method: str = "eap-ig",
     steps: int = 5,
     verbose: bool = True,
+    memory_budget: int | float | str | None = None,
 ) -> EdgeScores:
     """EAP (``method="eap"``) or EAP-IG (``"eap-ig"``, ``steps`` midpoints from the corrupted to the clean
-    embeddings) scores of every edge: ``Σ_{b,p} (write_u(clean) - write_u(corrupt)) · ∂metric/∂input_r``."""
+    embeddings) scores of every edge: ``Σ_{b,p} (write_u(clean) - write_u(corrupt)) · ∂metric/∂input_r``.
+    A pass carries one copy of the stream per receiver of a layer; when they do not fit ``memory_budget``
+    (bytes or ``"512MiB"``) the receivers are split over several passes."""
     if method not in ("eap", "eap-ig"):
         raise BadInputError(f"method must be 'eap' or 'eap-ig', got {method!r}")
     if clean.ndim != 2 or clean.shape != corrupt.shape:
@@ -349,13 +386,16 @@ def attribute_edges(
     clean_writes, corrupt_writes = node_writes(model, graph, clean), node_writes(model, graph, corrupt)
     delta = clean_writes - corrupt_writes  # [U, b, p, d]
     alphas = [0.0] if method == "eap" else [(j + 0.5) / steps for j in range(steps)]
+    groups = _receiver_groups(model, graph, corrupt, parse_memory_budget(memory_budget))
     grads = torch.zeros((len(graph.receivers), *delta.shape[1:]))
-    for alpha in tqdm(alphas, desc=method.upper(), disable=not verbose, leave=False):
+    passes = [(alpha, group) for alpha in alphas for group in groups]
+    for alpha, group in tqdm(passes, desc=method.upper(), disable=not verbose, leave=False):
         entry = (corrupt_writes[0] + alpha * delta[0]) if method == "eap-ig" else None
-        _, state, value = _run(model, graph, corrupt, metric, entry=entry, grad=True)
+        _, state, value = _run(model, graph, corrupt, metric, entry=entry, grad=True, receivers=group)
         if value is None or value.ndim != 0:
             raise BadInputError("the metric must return a scalar tensor (e.g. a mean over the batch)")
-        order = sorted(state.copies)
+        last = len(graph.receivers) - 1
+        order = sorted(r for r in state.copies if r in group or (r == last and group is groups[0]))
         found = torch.autograd.grad(value, [state.copies[r] for r in order], allow_unused=True)
         for r, g in zip(order, found, strict=True):
             if g is not None:
