@@ -352,7 +352,8 @@ context. Tokenizer: the word-level tokenizer of `induction-2l` (`t0` .. `t{NUM_W
 - Seed: {metrics["seed"]}; deterministic (`torch.use_deterministic_algorithms(True)`)
 - Steps: {cfg.steps}, batch {cfg.batch_size} x {cfg.seq_len} tokens, AdamW lr {cfg.lr}
   (warmup {cfg.warmup_steps}, cosine to 10%), weight decay {cfg.weight_decay}, no dropout
-- Training wall time: {metrics["train_seconds"]:.0f} s with {metrics["threads"]} CPU threads (shared machine)
+- Training wall time: {metrics["train_seconds"]:.0f} s with {metrics["threads"]} CPU thread(s) on a shared machine;
+  CPU time {metrics.get("train_cpu_seconds", float("nan")):.0f} s (what it costs on an idle machine)
 
 ## Evaluation
 
