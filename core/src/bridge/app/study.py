@@ -1,16 +1,18 @@
 """One induction study, run unchanged on a trained model of every family: ``bridge demo --all``.
 
-For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba…) the same code
+For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2…) the same code
 measures, from hooks alone:
 
-1. the loss on a repeated random sequence's second copy, clean (``BOS A A``) and corrupted (``BOS A' A``: the first
-   copy replaced, so nothing can be copied);
-2. what carries induction: the heads with the highest induction score (``hook_pattern``) or, where there are no
-   heads, the mixer and the channels whose effective attention (from ``hook_dt`` and ``hook_x_proj``) looks one
-   token past the earlier occurrence, checked by patching those channels alone;
-3. exact activation patching of the residual stream and of every head (or mixer) by position (``bridge.patching``),
-   against attribution patching's estimates of the same patches (``bridge.attribution``: AtP, AtP*, IG): rank
-   correlation and top-k agreement;
+1. the loss on a repeated random sequence's second copy, clean (``BOS A A``) and corrupted (``BOS A A'``: the
+   second copy replaced by fresh tokens, so nothing there can be copied; the metric still scores ``A``);
+2. what carries induction: the heads with the highest induction and previous-token scores (``hook_pattern``) or,
+   where there are no heads, the mixer whose output matters most, its SSM channels (Mamba-1) or SSM heads
+   (Mamba-2) whose ``hook_y`` patch matters most, and how much their effective attention (``hook_dt``,
+   ``hook_x_proj`` or ``hook_B``/``hook_C``) looks at the token after the earlier occurrence;
+3. exact activation patching (``bridge.patching``) of the residual stream and of every head (or mixer) by
+   position, against attribution patching's estimates of the same patches (``bridge.attribution``: AtP, AtP*,
+   IG): rank correlation; and the top-k heads (or SSM channels/heads) patched at every position, exact against
+   estimated;
 4. the EAP-IG circuit (edges between heads, MLPs, mixers, input and logits) and its faithfulness, measured by
    running the model with every other edge corrupt-ablated.
 
