@@ -668,10 +668,33 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
 
         handle = target.register_forward_pre_hook(replace_hidden, with_kwargs=True, prepend=True)
         try:
-            with self._silenced(layer):
+            with self._silenced(layer), self._skipping_blocks(layer, residual):
                 return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
         finally:
             handle.remove()
+
+    @contextlib.contextmanager
+    def _skipping_blocks(self, layer: int, residual: torch.Tensor) -> Iterator[None]:
+        """For the duration, the HF blocks before ``layer`` compute nothing: each returns ``residual`` in its
+        own output format (its block component's ``block_output``), so ``start_at_layer=k`` costs only blocks
+        ``k..``. Their output is replaced before block ``layer`` anyway. Blocks without a block component, and
+        every block of a model accelerate dispatched, still run."""
+        skipped: list[tuple[nn.Module, Any]] = []
+        if not self._dispatched:
+            for hf_block, block in zip(self._hf_blocks[:layer], list(self.blocks)[:layer], strict=True):
+                block_output = getattr(block, "block_output", None)
+                if block_output is None:
+                    continue
+                skipped.append((hf_block, hf_block.__dict__.get("forward")))
+                hf_block.forward = _Returning(block_output(residual))
+        try:
+            yield
+        finally:
+            for hf_block, previous in reversed(skipped):
+                if previous is None:
+                    hf_block.__dict__.pop("forward", None)
+                else:
+                    hf_block.forward = previous
 
     @contextlib.contextmanager
     def _silenced(self, layer: int) -> Iterator[None]:
@@ -835,6 +858,16 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         )
         residual = self._run(tokens, attention_mask, None, False, 0, {})
         return residual, tokens.to(residual.device), None, attention_mask
+
+
+class _Returning:
+    """A skipped block's ``forward``: ignores its arguments and returns a fixed output."""
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.output
 
 
 @functools.cache
