@@ -9,6 +9,8 @@ from torch import nn
 from transformers import (
     CLIPConfig,
     CLIPVisionConfig,
+    Dinov2Config,
+    Dinov2WithRegistersConfig,
     Gemma3Config,
     Gemma3TextConfig,
     LlamaConfig,
@@ -18,6 +20,7 @@ from transformers import (
     Siglip2VisionConfig,
     SiglipConfig,
     SiglipVisionConfig,
+    ViTConfig,
 )
 
 from bridge import Adapter
@@ -27,12 +30,15 @@ from bridge_vision.adapters import (
     CLIPClassifierAdapter,
     CLIPVisionAdapter,
     CLIPVisionProjectionAdapter,
+    Dinov2Adapter,
     Siglip2VisionAdapter,
     SiglipAdapter,
     SiglipClassifierAdapter,
     SiglipVisionAdapter,
     TwoTowerAdapter,
     VisionAdapter,
+    ViTAdapter,
+    ViTClassifierAdapter,
 )
 from bridge_vision.vlm import Gemma3VisionAdapter, LlavaAdapter, VisionLanguageAdapter
 
@@ -82,9 +88,9 @@ class VisionExamples(Examples):
     def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
         vision = getattr(hf_config, "vision_config", None) or hf_config
         patches = (vision.image_size // vision.patch_size) ** 2
-        return ExampleInput(
-            {"pixel_values": random_pixels(vision, batch, seed)}, {"": (batch, patches + cls.adapter.cls_position)}
-        )
+        registers = getattr(vision, "num_register_tokens", 0) or 0
+        positions = patches + cls.adapter.cls_position + registers
+        return ExampleInput({"pixel_values": random_pixels(vision, batch, seed)}, {"": (batch, positions)})
 
 
 class CLIPVisionExamples(VisionExamples):
@@ -160,6 +166,48 @@ class SiglipClassifierExamples(VisionExamples):
             num_labels=5,
             architectures=["SiglipForImageClassification"],
         )
+
+
+class ViTExamples(VisionExamples):
+    adapter = ViTAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> ViTConfig:
+        return ViTConfig(**TINY_TOWER, **TINY_IMAGE, architectures=[architecture or cls.adapter.architectures[0]])
+
+
+class ViTClassifierExamples(ViTExamples):
+    adapter = ViTClassifierAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> ViTConfig:
+        return ViTConfig(**TINY_TOWER, **TINY_IMAGE, num_labels=5, architectures=["ViTForImageClassification"])
+
+
+#: DINOv2's MLP width is ``hidden_size · mlp_ratio`` (64 here); a layer scale other than 1 so that it shows.
+TINY_DINOV2 = dict(hidden_size=32, mlp_ratio=2, num_hidden_layers=2, num_attention_heads=4, layerscale_value=0.5)
+
+
+class Dinov2Examples(VisionExamples):
+    adapter = Dinov2Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Dinov2Config | Dinov2WithRegistersConfig:
+        architecture = architecture or cls.adapter.architectures[0]
+        if architecture == "Dinov2WithRegistersModel":
+            return Dinov2WithRegistersConfig(
+                **TINY_DINOV2, **TINY_IMAGE, num_register_tokens=2, architectures=[architecture]
+            )
+        return Dinov2Config(**TINY_DINOV2, **TINY_IMAGE, architectures=[architecture])
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """DINOv2-giant's SwiGLU MLP."""
+        return {
+            "dinov2-swiglu": Dinov2Config(
+                **TINY_DINOV2, **TINY_IMAGE, use_swiglu_ffn=True, architectures=["Dinov2Model"]
+            )
+        }
 
 
 class TwoTowerExamples(Examples):
@@ -306,6 +354,9 @@ EXAMPLES = (
     Siglip2VisionExamples,
     CLIPClassifierExamples,
     SiglipClassifierExamples,
+    ViTExamples,
+    ViTClassifierExamples,
+    Dinov2Examples,
     CLIPExamples,
     SiglipExamples,
     LlavaExamples,

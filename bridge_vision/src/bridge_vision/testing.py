@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import CLIPImageProcessor, LlavaProcessor, Siglip2ImageProcessor, SiglipImageProcessor
+from transformers import (
+    BitImageProcessor,
+    CLIPImageProcessor,
+    LlavaProcessor,
+    Siglip2ImageProcessor,
+    SiglipImageProcessor,
+    ViTImageProcessor,
+)
 
 from bridge.testing import AdapterLike, examples_of, save_tiny_model, tiny_tokenizer
 
@@ -19,6 +26,10 @@ def example_image_processor(config: Any) -> Any:
     size = vision.image_size
     if vision.model_type.startswith("clip"):
         return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    if vision.model_type == "vit":
+        return ViTImageProcessor(size={"height": size, "width": size})
+    if vision.model_type.startswith("dinov2"):  # as the DINOv2 checkpoints: resize the short side, crop the centre
+        return BitImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return SiglipImageProcessor(size={"height": size, "width": size})
 
 

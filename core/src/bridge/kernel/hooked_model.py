@@ -30,7 +30,14 @@ from bridge.kernel.model_inputs import ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
-from bridge.kernel.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
+from bridge.kernel.validation import (
+    HF_PASSTHROUGH,
+    NAMED_PASSTHROUGH,
+    check_kwargs,
+    check_residual,
+    check_return_type,
+    check_tokens,
+)
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -114,9 +121,12 @@ class HookedModel(Lifecycle, nn.Module):
             hook.name = name
             hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
-        self._takes_position_ids = "position_ids" in forward_params
+        self._takes_position_ids = "position_ids" in forward_params and not adapter.computes_positions
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
-        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        general = HF_PASSTHROUGH - NAMED_PASSTHROUGH
+        self._hf_passthrough = (general if takes_any else general & set(forward_params)) | (
+            NAMED_PASSTHROUGH & set(forward_params)
+        )
         self._fill_cfg()
         self.train(hf_model.training)
 

@@ -182,11 +182,13 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
-    each sublayer's output before the residual sum)."""
+    ``ref``: ``ln2``, the MLP, the modules the block applies to the MLP's output (``sublayer_output_modules``:
+    ``ln2_post``, a layer scale) where present, times the block's ``residual_scale`` (Granite scales each
+    sublayer's output before the residual sum)."""
     h = _call_module(ref["ln2"], x) if "ln2" in ref else x
     out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-    out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+    for name in block.sublayer_output_modules.get("mlp", ()):
+        out = _call_module(ref[name], out) if name in ref else out
     return out * block.residual_scale
 
 
