@@ -10,6 +10,7 @@ from transformers import (
     BitImageProcessor,
     CLIPImageProcessor,
     LlavaProcessor,
+    Qwen2VLImageProcessor,
     Siglip2ImageProcessor,
     SiglipImageProcessor,
     ViTImageProcessor,
@@ -51,12 +52,14 @@ def vlm_tokenizer() -> Any:
 
 def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = None, seed: int = 0) -> Path:
     """A vision-language model (``config``, or the adapter's example one) saved with the tokenizer holding the
-    image token, its image processor, and for LLaVA the ``LlavaProcessor`` (text and images together)."""
+    image token(s), its image processor, and for LLaVA the ``LlavaProcessor`` (text and images together; Qwen-VL's
+    processors cannot be loaded without torchvision, see ``build_processor``)."""
     config = config or examples_of(adapter).example_config()
     directory = save_tiny_model(config, directory, seed=seed)
-    tokenizer = vlm_tokenizer()
+    qwen = config.model_type.startswith("qwen")
+    tokenizer = qwen_tokenizer() if qwen else vlm_tokenizer()
     tokenizer.save_pretrained(directory)
-    image_processor = example_image_processor(config)
+    image_processor = qwen_image_processor(config) if qwen else example_image_processor(config)
     image_processor.save_pretrained(directory)
     if config.model_type == "llava":
         vision = config.vision_config
@@ -69,3 +72,47 @@ def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = 
             num_additional_image_tokens=cls,
         ).save_pretrained(directory)
     return directory
+
+
+#: Qwen-VL's special tokens, in the order of their ids after the tiny tokenizer's (``vlm_examples.QWEN_IMAGE_ID``…).
+QWEN_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def qwen_tokenizer() -> Any:
+    """The tiny tokenizer with Qwen-VL's image, video and vision start/end tokens added (ids 128–131)."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_tokens(list(QWEN_TOKENS), special_tokens=True)
+    return tokenizer
+
+
+def qwen_image_processor(config: Any) -> Any:
+    """Qwen2-VL's image processor (PIL backend) for a tiny config: images resized to a multiple of
+    ``patch · merge`` pixels per side, between 8 x 8 and 16 x 32 pixels."""
+    vision = config.vision_config
+    factor = vision.patch_size * vision.spatial_merge_size
+    return Qwen2VLImageProcessor(
+        patch_size=vision.patch_size,
+        temporal_patch_size=vision.temporal_patch_size,
+        merge_size=vision.spatial_merge_size,
+        size={"shortest_edge": factor * factor, "longest_edge": 2 * (2 * factor) ** 2},
+    )
+
+
+def build_processor(processor_class: type, **parts: Any) -> Any:
+    """``processor_class(**parts)``. A processor with a ``video_processor`` cannot be built by transformers 5.23
+    without torchvision, even with none (its class check looks up ``VideoProcessorMixin``, which transformers does
+    not export then): such a processor is built with that one check skipped and no video processor, so that its
+    text and image path (HF's own code) can run."""
+    try:
+        return processor_class(**parts)
+    except (AttributeError, ValueError):
+        if "video_processor" not in processor_class.get_attributes():
+            raise
+    processor = processor_class.__new__(processor_class)
+    check = processor_class.check_argument_for_proper_class
+    processor_class.check_argument_for_proper_class = lambda self, name, arg: None  # type: ignore[method-assign]
+    try:
+        processor.__init__(video_processor=None, **parts)
+    finally:
+        processor_class.check_argument_for_proper_class = check  # type: ignore[method-assign]
+    return processor

@@ -1,4 +1,5 @@
-"""Vision-language models: LLaVA and Gemma 3, an image tower and a projector in front of a language model.
+"""Vision-language models: an image tower and a projector in front of a language model (LLaVA, Gemma 3; the Qwen-VL
+models are in ``qwen_vl.py``).
 
 One bridge out of three parts (a core ``Composite``): the language model is the root tower, so its hooks are
 the plain text names (``blocks.3.attn.hook_pattern``) and text-model code runs unchanged; the image tower's
@@ -11,8 +12,13 @@ by the text config (Llama, Mistral, Qwen2, Gemma 3 … whatever family plugin is
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
+
+import torch
 
 from bridge import Adapter, ComponentMap, Spec
 from bridge.kernel import (
@@ -29,17 +35,57 @@ from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, vision_
 VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
 
 
-def language_adapter(vlm: str, hf_text_config: Any) -> type[Adapter]:
-    """The installed adapter of a vision-language model's language model, found by its text config.
+def language_adapter(vlm: str, hf_text_config: Any, layout: str | None = None) -> type[Adapter]:
+    """The installed adapter of a vision-language model's language model, found by its text config (or, with
+    ``layout``, by that ``model_type``: a language model laid out as a text family's under another name).
 
     Raises ``UnknownArchitectureError`` naming the model, its language model and the plugin to install."""
+    model_type = getattr(hf_text_config, "model_type", None)
     try:
-        return get_registry().resolve(hf_text_config)
+        if layout is None:
+            return get_registry().resolve(hf_text_config)
+        return get_registry().resolve(types.SimpleNamespace(model_type=layout, architectures=None))
     except UnknownArchitectureError as exc:
+        laid_out = f", laid out as {layout!r}" if layout else ""
         raise UnknownArchitectureError(
-            f"{vlm}: its language model (model_type {getattr(hf_text_config, 'model_type', None)!r}) is bridged by "
-            f"that language family's plugin, and none is installed. {exc}"
+            f"{vlm}: its language model (model_type {model_type!r}{laid_out}) is bridged by that language family's "
+            f"plugin, and none is installed. {exc}"
         ) from None
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """Where one image's tokens sit (``model.image_token_positions(inputs)`` gives one per image, in order):
+    ``batch`` and ``positions`` ``[n]`` index the sequence (``resid[img.batch, img.positions]`` are its tokens in
+    any ``[b, p, d]`` hook), ``rows`` are its rows of ``vision_projector.hook_out`` flattened to
+    ``[n_image_tokens_total, d_model]`` (``hook_out.flatten(0, -2)[img.rows]``)."""
+
+    image: int
+    batch: int
+    positions: torch.Tensor
+    rows: slice
+
+
+def locate_image_tokens(image_mask: torch.Tensor, counts: list[int] | None = None) -> list[ImageTokens]:
+    """The ``ImageTokens`` of each image from where the image tokens are (``image_mask`` ``[b, p]``), row by row:
+    ``counts`` tokens per image in order, or, without counts, each unbroken run of image tokens one image."""
+    found: list[ImageTokens] = []
+    start = 0
+    pending = list(counts) if counts is not None else None
+    for row in range(image_mask.shape[0]):
+        positions = torch.nonzero(image_mask[row])[:, 0]
+        if pending is None:
+            breaks = torch.nonzero(positions.diff() != 1)[:, 0] + 1
+            groups = torch.tensor_split(positions, breaks.tolist()) if len(positions) else ()
+        else:
+            sizes = []
+            while sum(sizes) < len(positions) and pending:
+                sizes.append(pending.pop(0))
+            groups = torch.split(positions, sizes) if sizes else ()
+        for group in groups:
+            found.append(ImageTokens(len(found), row, group, slice(start, start + len(group))))
+            start += len(group)
+    return found
 
 
 class VisionLanguageAdapter(Adapter):
@@ -53,12 +99,16 @@ class VisionLanguageAdapter(Adapter):
     vision_root: ClassVar[str] = "model.vision_tower"
     projector: ClassVar[str] = "model.multi_modal_projector"
     unembed: ClassVar[str] = "lm_head"
+    #: Text ``model_type`` → the ``model_type`` whose installed adapter maps the language model, for language
+    #: models laid out as a text family's under a name of their own (Qwen2-VL's ``qwen2_vl_text`` is Qwen2's).
+    language_layouts: ClassVar[Mapping[str, str]] = {}
 
     @cached_property
     def language(self) -> Adapter:
         """The language model's adapter (from the installed plugins), on the text config."""
         text = self.hf_config.text_config
-        return language_adapter(type(self).__name__, text)(text)
+        layout = self.language_layouts.get(getattr(text, "model_type", ""))
+        return language_adapter(type(self).__name__, text, layout)(text)
 
     def bridge_config(self) -> BridgeConfig:
         cfg = self.language.bridge_config()
@@ -85,6 +135,14 @@ class VisionLanguageAdapter(Adapter):
             )
         return kind
 
+    def projector_hooks(self) -> dict[str, Spec]:
+        """The hook points of the projector, paths from the top-level model: ``vision_projector.hook_in`` (what it
+        reads) and ``vision_projector.hook_out`` (the image tokens as the language model receives them)."""
+        return {
+            "vision_projector.hook_in": Spec(ModuleInput, self.projector),
+            "vision_projector.hook_out": Spec(ModuleOutput, self.projector),
+        }
+
     def component_map(self, cfg: BridgeConfig) -> Composite:
         text = self.language.component_map(cfg)
         if not isinstance(text, ComponentMap):
@@ -95,16 +153,26 @@ class VisionLanguageAdapter(Adapter):
         text = dataclasses.replace(text, root=self.language_root, head_unembed=text.head_unembed or self.unembed)
         return Composite(
             towers={"": Tower(text, cfg), "vision_encoder": Tower(self.vision_tower(), self.vision_cfg())},
-            hooks={
-                "vision_projector.hook_in": Spec(ModuleInput, self.projector),
-                "vision_projector.hook_out": Spec(ModuleOutput, self.projector),
-            },
+            hooks=self.projector_hooks(),
         )
 
     @classmethod
     def image_tokens(cls, hf_config: Any) -> int:
         """How many image tokens stand for one image in the text."""
         raise NotImplementedError(f"{cls.__name__} must define image_tokens()")
+
+    def image_token_counts(self, inputs: Mapping[str, Any]) -> list[int] | None:
+        """The number of image tokens of each image of ``inputs`` (HF forward inputs), in order; ``None``: each
+        unbroken run of image tokens is one image. Default: ``image_tokens`` per image."""
+        n_images = int((inputs["input_ids"] == self.hf_config.image_token_id).sum()) // self.image_tokens(
+            self.hf_config
+        )
+        return [self.image_tokens(self.hf_config)] * n_images
+
+    def image_token_positions(self, inputs: Mapping[str, Any]) -> list[ImageTokens]:
+        """Where each image's tokens sit in ``inputs`` (HF forward inputs with ``input_ids``), see ``ImageTokens``."""
+        mask = inputs["input_ids"] == self.hf_config.image_token_id
+        return locate_image_tokens(mask, self.image_token_counts(inputs))
 
 
 class LlavaAdapter(VisionLanguageAdapter):

@@ -516,6 +516,33 @@ class HookedModel(Lifecycle, nn.Module):
         )
         return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
 
+    def image_token_positions(
+        self,
+        input: Any = None,
+        pixel_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        **hf_kwargs: Any,
+    ) -> list[Any]:
+        """Vision-language models: where each image's tokens sit in the sequence, one entry per image in order
+        (with bridge-vision, an ``ImageTokens``: ``batch``, ``positions`` and ``rows`` of
+        ``vision_projector.hook_out``), so that "patch the tokens of image 2" is one line. Takes what ``forward``
+        takes (the processor's output, or tokens with ``pixel_values=`` and the HF image inputs); runs nothing."""
+        self._check_usable()
+        locate = getattr(self.adapter, "image_token_positions", None)
+        if locate is None or not self._inputs.language_with_images:
+            raise BridgeError(
+                f"{self.cfg.architecture or type(self.hf_model).__name__} is not a vision-language model: "
+                "its inputs hold no image tokens."
+            )
+        if input_ids is not None:
+            input = input_ids
+        input, attention_mask, images = self._inputs.language_inputs(
+            input, pixel_values, attention_mask, self.image_processor, self.processor
+        )
+        tokens, _ = self._tokens.prepare(input, attention_mask, None, None, self._d_vocab_in())
+        return locate({"input_ids": tokens, **images, **hf_kwargs})
+
     def _run(
         self,
         tokens: torch.Tensor,
