@@ -5,7 +5,7 @@ from bridge.kernel.plugins import get_registry
 from bridge.testing import make_pair
 from bridge_vision import ADAPTERS
 from bridge_vision.testing import save_example_model, save_example_vlm
-from bridge_vision.vlm_examples import QWEN_CASES, VLM_CASES
+from bridge_vision.vlm_examples import ANYRES_CASES, QWEN_CASES, VLM_CASES
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
@@ -26,7 +26,7 @@ def pair_for(model_dirs):
     return build
 
 
-ALL_VLM_CASES = {**VLM_CASES, **QWEN_CASES}
+ALL_VLM_CASES = {**VLM_CASES, **ANYRES_CASES, **QWEN_CASES}
 
 
 def needs_language_plugins() -> None:

@@ -139,6 +139,43 @@ class ModuleOutput(Component):
         self.attach(OutputTap(hf_module, hook, (hook,)))
 
 
+class MethodOutput(Component):
+    """``hook`` on what a method of an HF module returns while the module runs: the ``field`` of its output object
+    (a model's ``get_image_features``' ``pooler_output``, the image tokens as the language model receives them).
+    A tensor is hooked as it is; a list or tuple of per-image tensors ``[n_i, d]`` as one ``[1, Σ n_i, d]`` (every
+    image's rows in order) and split back. While the hook is in use the module's forward runs with the method
+    wrapped (an instance attribute for the duration of the call), so HF's own code computes everything else."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint, method: str, field: str) -> None:
+        super().__init__(hf_module)
+        object.__setattr__(self, "hook", hook)
+        self.method = method
+        self.field = field
+        self.attach(ForwardOverride(hf_module, self._forward, (hook,)))
+
+    def _forward(self, original, *args: Any, **kwargs: Any) -> Any:
+        hf = self.hf_module
+        method = getattr(hf, self.method)
+
+        def hooked(*method_args: Any, **method_kwargs: Any) -> Any:
+            out = method(*method_args, **method_kwargs)
+            setattr(out, self.field, self._fire(getattr(out, self.field)))
+            return out
+
+        hf.__dict__[self.method] = hooked
+        try:
+            return original(*args, **kwargs)
+        finally:
+            del hf.__dict__[self.method]
+
+    def _fire(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self.hook(value)
+        sizes = [len(part) for part in value]
+        rows = self.hook(torch.cat(list(value))[None])[0]  # [Σ n_i, d]
+        return type(value)(torch.split(rows, sizes))
+
+
 class ModuleInput(Component):
     """``hook`` on an HF module's first input (the pooled features a classifier or projection reads)."""
 

@@ -9,6 +9,10 @@ from typing import Any
 from transformers import (
     BitImageProcessor,
     CLIPImageProcessor,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
+    LlavaOnevisionImageProcessor,
+    LlavaOnevisionProcessor,
     LlavaProcessor,
     Qwen2VLImageProcessor,
     Siglip2ImageProcessor,
@@ -21,6 +25,8 @@ from bridge.testing import AdapterLike, examples_of, save_tiny_model, tiny_token
 
 def example_image_processor(config: Any) -> Any:
     """An image processor for a (tiny) config, built here: nothing is downloaded."""
+    if config.model_type in ("llava_next", "llava_onevision"):
+        return anyres_image_processor(config)
     vision = getattr(config, "vision_config", None) or config
     if vision.model_type.startswith("siglip2"):
         return Siglip2ImageProcessor(patch_size=vision.patch_size, max_num_patches=vision.num_patches)
@@ -61,6 +67,8 @@ def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = 
     tokenizer.save_pretrained(directory)
     image_processor = qwen_image_processor(config) if qwen else example_image_processor(config)
     image_processor.save_pretrained(directory)
+    if config.model_type == "llava_next":
+        anyres_processor(config, tokenizer, image_processor).save_pretrained(directory)
     if config.model_type == "llava":
         vision = config.vision_config
         cls = int(vision.model_type.startswith("clip"))
@@ -116,3 +124,34 @@ def build_processor(processor_class: type, **parts: Any) -> Any:
     finally:
         processor_class.check_argument_for_proper_class = check  # type: ignore[method-assign]
     return processor
+
+
+def anyres_image_processor(config: Any) -> Any:
+    """LLaVA-NeXT's (or LLaVA-OneVision's) image processor for a tiny config: crops of the tower's size, the config's
+    grid pinpoints, CLIP's normalization (PIL backend)."""
+    size = config.vision_config.image_size
+    kind = LlavaNextImageProcessor if config.model_type == "llava_next" else LlavaOnevisionImageProcessor
+    options = {"crop_size": {"height": size, "width": size}} if config.model_type == "llava_next" else {}
+    shortest = {"shortest_edge": size} if config.model_type == "llava_next" else {"height": size, "width": size}
+    return kind(size=shortest, image_grid_pinpoints=config.image_grid_pinpoints, **options)
+
+
+def anyres_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any:
+    """The any-resolution LLaVA's own processor (LLaVA-OneVision's through ``build_processor``)."""
+    vision = config.vision_config
+    if config.model_type == "llava_next":
+        return LlavaNextProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=vision.patch_size,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            num_additional_image_tokens=int(vision.model_type.startswith("clip")),
+        )
+    return build_processor(
+        LlavaOnevisionProcessor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        num_image_tokens=(vision.image_size // vision.patch_size) ** 2,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_aspect_ratio=config.vision_aspect_ratio,
+    )

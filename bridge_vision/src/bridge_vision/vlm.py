@@ -12,6 +12,7 @@ by the text config (Llama, Mistral, Qwen2, Gemma 3 … whatever family plugin is
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
+import transformers
 
 from bridge import Adapter, ComponentMap, Spec
 from bridge.kernel import (
@@ -29,7 +31,7 @@ from bridge.kernel import (
     UnknownArchitectureError,
     get_registry,
 )
-from bridge_vision.components import ModuleInput, ModuleOutput
+from bridge_vision.components import MethodOutput, ModuleInput, ModuleOutput
 from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, vision_config
 
 VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
@@ -217,4 +219,71 @@ class Gemma3VisionAdapter(VisionLanguageAdapter):
         return hf_config.mm_tokens_per_image
 
 
-VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter)
+class LlavaNextAdapter(LlavaAdapter):
+    """``LlavaNextForConditionalGeneration`` (any-resolution tiling): each image is cut into crops (the whole image
+    resized first, then a grid of crops, ``image_grid_pinpoints``), the image tower runs on every crop: its hooks are
+    ``[n_crops_total, p, …]``, image 0's crops first (its resized whole first, then its grid row by row), then
+    image 1's… ``vision_projector.hook_in`` ``[n_crops_total, n_patches, d_vision]`` is the projector's input;
+    ``vision_projector.hook_out`` ``[1, n_image_tokens_total, d_model]`` the image tokens as the language model
+    receives them (HF's ``get_image_features``): per image the whole image's tokens, then the grid's, unpadded to
+    the image's aspect ratio, each row of them followed by the learned ``image_newline`` token."""
+
+    architectures = ("LlavaNextForConditionalGeneration",)
+    model_types = ("llava_next",)
+    #: HF's model class, whose ``pack_image_features`` says how many tokens each image has.
+    hf_model_class: ClassVar[str] = "LlavaNextModel"
+
+    def projector_hooks(self) -> dict[str, Spec]:
+        return {
+            "vision_projector.hook_in": Spec(ModuleInput, self.projector),
+            "vision_projector.hook_out": Spec(
+                MethodOutput, "model", {"method": "get_image_features", "field": "pooler_output"}
+            ),
+        }
+
+    def image_token_counts(self, inputs: Mapping[str, Any]) -> list[int] | None:
+        sizes = inputs.get("image_sizes")
+        return None if sizes is None else anyres_token_counts(self.hf_config, self.hf_model_class, sizes)
+
+
+class LlavaOnevisionAdapter(LlavaNextAdapter):
+    """``LlavaOnevisionForConditionalGeneration``: LLaVA-NeXT's tiling with a SigLIP tower (all its positions read),
+    a grid of more than ``vision_aspect_ratio``'s crops' worth of tokens resized down bilinearly before the newline
+    tokens; hooks as LLaVA-NeXT's. Several images in one text are not tiled (one crop each, HF's
+    ``batch_num_images``)."""
+
+    architectures = ("LlavaOnevisionForConditionalGeneration",)
+    model_types = ("llava_onevision",)
+    hf_model_class = "LlavaOnevisionModel"
+
+
+def anyres_token_counts(hf_config: Any, model_class: str, image_sizes: torch.Tensor) -> list[int]:
+    """The image tokens of each image of sizes ``image_sizes`` ``[n_images, 2]`` in an any-resolution LLaVA: HF's own
+    ``pack_image_features`` run on stand-in features of one channel (crops from HF's ``image_size_to_num_patches``)."""
+    module = sys.modules[getattr(transformers, model_class).__module__]
+    vision = hf_config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2 + int(vision.model_type.startswith("clip"))
+    if hf_config.vision_feature_select_strategy == "default":
+        patches -= 1  # HF drops the first position (CLS)
+    features = [torch.zeros(n, patches, 1) for n in anyres_crops(hf_config, model_class, image_sizes)]
+    stub = types.SimpleNamespace(config=hf_config)
+    if model_class == "LlavaNextModel":
+        strategy = hf_config.vision_feature_select_strategy
+        _, lengths = module.LlavaNextModel.pack_image_features(stub, features, image_sizes, strategy, torch.zeros(1))
+    else:
+        ratio = hf_config.vision_aspect_ratio
+        _, lengths = module.LlavaOnevisionModel.pack_image_features(stub, features, image_sizes, torch.zeros(1), ratio)
+    return lengths.tolist()
+
+
+def anyres_crops(hf_config: Any, model_class: str, image_sizes: torch.Tensor) -> list[int]:
+    """How many crops an any-resolution LLaVA cuts each image of ``image_sizes`` ``[n_images, 2]`` into (the whole
+    image resized, then the grid), by HF's own ``image_size_to_num_patches``."""
+    module = sys.modules[getattr(transformers, model_class).__module__]
+    size = hf_config.vision_config.image_size
+    return [
+        module.image_size_to_num_patches(image, hf_config.image_grid_pinpoints, size) for image in image_sizes.tolist()
+    ]
+
+
+VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter, LlavaNextAdapter, LlavaOnevisionAdapter)

@@ -15,6 +15,8 @@ from transformers import (
     Gemma3TextConfig,
     LlamaConfig,
     LlavaConfig,
+    LlavaNextConfig,
+    LlavaOnevisionConfig,
     MistralConfig,
     Qwen2_5_VLConfig,
     Qwen2Config,
@@ -27,7 +29,15 @@ from bridge import Adapter
 from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
 from bridge_vision.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapter
 from bridge_vision.tiny import IMAGE_TOKEN_ID, TEXT_POSITIONS, TINY_IMAGE, TINY_TEXT_LM, TINY_TOWER, random_pixels
-from bridge_vision.vlm import Gemma3VisionAdapter, LlavaAdapter, VisionLanguageAdapter
+from bridge_vision.vlm import (
+    Gemma3VisionAdapter,
+    LlavaAdapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
+    VisionLanguageAdapter,
+    anyres_crops,
+    anyres_token_counts,
+)
 
 
 class VisionLanguageExamples(Examples):
@@ -117,6 +127,83 @@ class Gemma3VisionExamples(VisionLanguageExamples):
         tokens = example.inputs["input_ids"]
         inputs = {**example.inputs, "token_type_ids": (tokens == hf_config.image_token_id).long()}
         return ExampleInput(inputs, example.shapes)
+
+
+#: The image sizes ``(height, width)`` of the any-resolution examples, image ``i`` the ``i % 2``-th: tiled into a
+#: 1 x 2 and a 2 x 2 grid of 16-pixel crops (``ANYRES_PINPOINTS``) and unpadded to their aspect ratios.
+ANYRES_SIZES = ((20, 32), (32, 24))
+ANYRES_PINPOINTS = [[16, 32], [32, 16], [32, 32]]
+
+
+class LlavaNextExamples(VisionLanguageExamples):
+    adapter = LlavaNextAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Any:
+        """A tiny LLaVA-NeXT: CLIP tower (16-pixel crops, read at its last layer), Llama language model."""
+        return LlavaNextConfig(
+            vision_config=CLIPVisionConfig(**TINY_TOWER, **TINY_IMAGE),
+            text_config=LlamaConfig(**TINY_TEXT_LM),
+            image_token_index=IMAGE_TOKEN_ID,
+            vision_feature_layer=-1,
+            image_grid_pinpoints=ANYRES_PINPOINTS,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        """Row ``i``: BOS, the image tokens of image ``i`` (size ``ANYRES_SIZES[i % 2]``), then random text filling
+        every row to one length; random crops ``[b, max_crops, channels, 16, 16]`` and ``image_sizes``."""
+        vision = hf_config.vision_config
+        sizes = torch.tensor([ANYRES_SIZES[i % 2] for i in range(batch)])
+        model_class = cls.adapter.hf_model_class
+        counts, crops = anyres_token_counts(hf_config, model_class, sizes), anyres_crops(hf_config, model_class, sizes)
+        generator = torch.Generator().manual_seed(seed + 1)
+        rows = []
+        for count in counts:
+            text = torch.randint(1, TINY_VOCAB, (TEXT_POSITIONS + max(counts) - count,), generator=generator)
+            rows.append(torch.cat([torch.tensor([0, *[hf_config.image_token_id] * count]), text]))
+        tokens = torch.stack(rows)  # [b, 1 + max(counts) + TEXT_POSITIONS]
+        size = vision.image_size
+        shape = (batch, max(crops), vision.num_channels, size, size)
+        pixels = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        inputs = {"input_ids": tokens, "pixel_values": pixels, "image_sizes": sizes}
+        positions = (size // vision.patch_size) ** 2 + int(vision.model_type.startswith("clip"))
+        return ExampleInput(inputs, {"": tuple(tokens.shape), "vision_encoder": (sum(crops), positions)})
+
+    @classmethod
+    def reference_part(
+        cls, adapter: Adapter, prefix: str, n_layers: int, reference: nn.Module, inputs: Any, output: Any
+    ) -> tuple[Any, tuple[str, ...]]:
+        """The image tower's hidden states and attentions: HF's tower run on every image's crops (as HF cuts the
+        padded ``[b, max_crops, …]`` down to each image's crops)."""
+        if prefix != "vision_encoder":
+            return super().reference_part(adapter, prefix, n_layers, reference, inputs, output)
+        crops = anyres_crops(reference.config, cls.adapter.hf_model_class, inputs["image_sizes"])
+        pixels = torch.cat([image[:n] for image, n in zip(inputs["pixel_values"], crops, strict=True)])
+        tower = reference.get_submodule(adapter.vision_root)
+        with torch.no_grad():
+            out = tower(pixel_values=pixels, output_hidden_states=True, output_attentions=True)
+        return out, Adapter.hidden_state_hooks(n_layers)
+
+
+class LlavaOnevisionExamples(LlavaNextExamples):
+    adapter = LlavaOnevisionAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Any:
+        """A tiny LLaVA-OneVision: SigLIP tower (every position read), Qwen2 language model; a grid of more than one
+        crop's worth of tokens is resized down (``anyres_max_1``), so the 2 x 2 grid's is."""
+        return LlavaOnevisionConfig(
+            vision_config=SiglipVisionConfig(**TINY_TOWER, **TINY_IMAGE, vision_use_head=False),
+            text_config=Qwen2Config(**TINY_TEXT_LM),
+            image_token_index=IMAGE_TOKEN_ID,
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_1",
+            image_grid_pinpoints=ANYRES_PINPOINTS,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
 
 
 #: Qwen-VL token ids after the tiny tokenizer's: the image, video, vision-start and vision-end tokens.
@@ -248,13 +335,26 @@ def reference_tower_patterns(tower: nn.Module, inputs: Any) -> Any:
 
 
 #: The examples of every vision-language adapter.
-VLM_EXAMPLES = (LlavaExamples, Gemma3VisionExamples, QwenVLExamples, Qwen2_5_VLExamples, Qwen3VLExamples)
+VLM_EXAMPLES = (
+    LlavaExamples,
+    Gemma3VisionExamples,
+    LlavaNextExamples,
+    LlavaOnevisionExamples,
+    QwenVLExamples,
+    Qwen2_5_VLExamples,
+    Qwen3VLExamples,
+)
 
 #: Every tiny vision-language model of the tests, by id: (adapter, HF config).
 VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     "llava-llama": (LlavaAdapter, LlavaExamples.example_config()),
     **{name: (LlavaAdapter, config) for name, config in LlavaExamples.conformance_configs().items()},
     "gemma3": (Gemma3VisionAdapter, Gemma3VisionExamples.example_config()),
+}
+#: The any-resolution LLaVAs of the tests, by id.
+ANYRES_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
+    "llava-next": (LlavaNextAdapter, LlavaNextExamples.example_config()),
+    "llava-onevision": (LlavaOnevisionAdapter, LlavaOnevisionExamples.example_config()),
 }
 #: The Qwen-VL models of the tests, by id.
 QWEN_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
