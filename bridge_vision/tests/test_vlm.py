@@ -97,15 +97,16 @@ def test_patch_at_projector_output_equals_editing_the_image_embeddings_by_hand(v
 
 def test_projector_input_is_the_image_tower_state_it_reads(vlm_pair, case):
     """LLaVA reads the tower's hidden state of ``vision_feature_layer`` (-1 here) at the patch positions (CLS
-    dropped); Gemma 3 its last hidden state (after ``ln_post``): both from HF's own image tower."""
+    dropped); Gemma 3 and PaliGemma its last hidden state (after ``ln_post``): both from HF's own image tower."""
     pair = vlm_pair(case)
     inputs = inputs_for(pair)
     _, cache = pair.bridge.run_with_cache(**inputs)
     with torch.no_grad():
         tower = pair.reference.model.vision_tower(pixel_values=inputs["pixel_values"], output_hidden_states=True)
-    expected = tower.last_hidden_state if case == "gemma3" else tower.hidden_states[-1][:, 1:]
+    after_ln_post = not case.startswith("llava")
+    expected = tower.last_hidden_state if after_ln_post else tower.hidden_states[-1][:, 1:]
     expect_close(cache["vision_projector.hook_in"], expected, f"{case}: hook_in vs HF's image tower")
-    if case != "gemma3":
+    if not after_ln_post:
         last = f"vision_encoder.blocks.{pair.bridge.vision_encoder.cfg.n_layers - 1}.hook_resid_post"
         expect_close(cache["vision_projector.hook_in"], cache[last][:, 1:], "hook_in vs the last block, CLS dropped")
 

@@ -14,6 +14,7 @@ from transformers import (
     LlavaOnevisionImageProcessor,
     LlavaOnevisionProcessor,
     LlavaProcessor,
+    PaliGemmaProcessor,
     Qwen2VLImageProcessor,
     Siglip2ImageProcessor,
     SiglipImageProcessor,
@@ -53,6 +54,7 @@ def vlm_tokenizer() -> Any:
     tokenizer = tiny_tokenizer()
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     tokenizer.image_token = "<image>"
+    tokenizer.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     return tokenizer
 
 
@@ -69,6 +71,9 @@ def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = 
     image_processor.save_pretrained(directory)
     if config.model_type == "llava_next":
         anyres_processor(config, tokenizer, image_processor).save_pretrained(directory)
+    if config.model_type == "paligemma":
+        image_processor.image_seq_length = config.text_config.num_image_tokens
+        PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     if config.model_type == "llava":
         vision = config.vision_config
         cls = int(vision.model_type.startswith("clip"))

@@ -257,6 +257,30 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     hf_model_class = "LlavaOnevisionModel"
 
 
+class PaliGemmaAdapter(VisionLanguageAdapter):
+    """``PaliGemmaForConditionalGeneration`` (PaliGemma 1 and 2): a SigLIP tower read after its final norm
+    (``vision_encoder.ln_post``), one linear projector, a Gemma (PaliGemma 2: Gemma 2) language model. The prefix
+    (the image tokens and the prompt, ``token_type_ids`` 0) attends both ways, the suffix causally; positions count
+    from 1, which HF computes (the bridge passes none). ``vision_projector.hook_out`` ``[b_images, n_patches,
+    d_model]`` is the projector's output, which is what the language model receives at the image tokens (as for
+    text embeddings, the Gemma language model then scales its whole input by ``sqrt(d_model)``, seen in
+    ``blocks.0.hook_resid_pre``; transformers 5 no longer divides the image features by it first)."""
+
+    architectures = ("PaliGemmaForConditionalGeneration",)
+    model_types = ("paligemma",)
+    computes_positions = True
+
+    def vision_tower(self) -> ComponentMap:
+        self._vision_kind()
+        tower = siglip_vision_tower(self.vision_root, self.hf_config.vision_config)
+        return dataclasses.replace(tower, head_hooks={})
+
+    @classmethod
+    def image_tokens(cls, hf_config: Any) -> int:
+        vision = hf_config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+
 def anyres_token_counts(hf_config: Any, model_class: str, image_sizes: torch.Tensor) -> list[int]:
     """The image tokens of each image of sizes ``image_sizes`` ``[n_images, 2]`` in an any-resolution LLaVA: HF's own
     ``pack_image_features`` run on stand-in features of one channel (crops from HF's ``image_size_to_num_patches``)."""
@@ -286,4 +310,4 @@ def anyres_crops(hf_config: Any, model_class: str, image_sizes: torch.Tensor) ->
     ]
 
 
-VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter, LlavaNextAdapter, LlavaOnevisionAdapter)
+VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, PaliGemmaAdapter)

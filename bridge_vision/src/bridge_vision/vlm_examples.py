@@ -11,13 +11,16 @@ import torch
 from torch import nn
 from transformers import (
     CLIPVisionConfig,
+    Gemma2Config,
     Gemma3Config,
     Gemma3TextConfig,
+    GemmaConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaNextConfig,
     LlavaOnevisionConfig,
     MistralConfig,
+    PaliGemmaConfig,
     Qwen2_5_VLConfig,
     Qwen2Config,
     Qwen2VLConfig,
@@ -34,6 +37,7 @@ from bridge_vision.vlm import (
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
+    PaliGemmaAdapter,
     VisionLanguageAdapter,
     anyres_crops,
     anyres_token_counts,
@@ -126,6 +130,41 @@ class Gemma3VisionExamples(VisionLanguageExamples):
         example = super().example_input(hf_config, batch, seed)
         tokens = example.inputs["input_ids"]
         inputs = {**example.inputs, "token_type_ids": (tokens == hf_config.image_token_id).long()}
+        return ExampleInput(inputs, example.shapes)
+
+
+class PaliGemmaExamples(VisionLanguageExamples):
+    adapter = PaliGemmaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, text_config: Any = None) -> PaliGemmaConfig:
+        """A tiny PaliGemma: SigLIP tower, Gemma language model (``text_config``: another, PaliGemma 2's Gemma 2)."""
+        return PaliGemmaConfig(
+            vision_config=SiglipVisionConfig(**TINY_TOWER, **TINY_IMAGE, vision_use_head=False),
+            text_config=text_config or GemmaConfig(**TINY_TEXT_LM, head_dim=16),
+            image_token_index=IMAGE_TOKEN_ID,
+            projection_dim=TINY_TEXT_LM["hidden_size"],
+            hidden_size=TINY_TEXT_LM["hidden_size"],
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """PaliGemma 2: a Gemma 2 language model (soft-capped logits, sliding-window layers)."""
+        gemma2 = Gemma2Config(**TINY_TEXT_LM, head_dim=16, sliding_window=8)
+        return {"paligemma2": cls.example_config(text_config=gemma2)}
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        """As PaliGemma's processor lays a prompt out: the image tokens, BOS, the prompt, then the suffix; the prefix
+        marked ``token_type_ids`` 0 (attends both ways), the suffix (the last 3 text tokens) 1."""
+        example = super().example_input(hf_config, batch, seed)
+        tokens = example.inputs["input_ids"]  # [b, 1 + n_image + text]: BOS first
+        n_image = cls.adapter.image_tokens(hf_config)
+        tokens = torch.cat([tokens[:, 1 : 1 + n_image], tokens[:, :1], tokens[:, 1 + n_image :]], dim=1)
+        token_types = torch.zeros_like(tokens)
+        token_types[:, -3:] = 1
+        inputs = {**example.inputs, "input_ids": tokens, "token_type_ids": token_types}
         return ExampleInput(inputs, example.shapes)
 
 
@@ -340,6 +379,7 @@ VLM_EXAMPLES = (
     Gemma3VisionExamples,
     LlavaNextExamples,
     LlavaOnevisionExamples,
+    PaliGemmaExamples,
     QwenVLExamples,
     Qwen2_5_VLExamples,
     Qwen3VLExamples,
@@ -350,6 +390,8 @@ VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     "llava-llama": (LlavaAdapter, LlavaExamples.example_config()),
     **{name: (LlavaAdapter, config) for name, config in LlavaExamples.conformance_configs().items()},
     "gemma3": (Gemma3VisionAdapter, Gemma3VisionExamples.example_config()),
+    "paligemma": (PaliGemmaAdapter, PaliGemmaExamples.example_config()),
+    **{name: (PaliGemmaAdapter, config) for name, config in PaliGemmaExamples.conformance_configs().items()},
 }
 #: The any-resolution LLaVAs of the tests, by id.
 ANYRES_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
