@@ -6,7 +6,9 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
+from transformers import PaliGemmaForConditionalGeneration
 
+import bridge
 from bridge.testing import examples_of, expect_close
 
 
@@ -61,3 +63,23 @@ def test_text_and_images_through_paligemmas_processor(vlm_pair):
     logits, cache = model.run_with_cache(texts, pixel_values=pictures)
     expect_close(logits[real], expected[real], "text + PIL images through the processor vs HF on its output")
     assert cache["vision_projector.hook_out"].shape == (2, 16, model.cfg.d_model)
+
+
+def test_text_alone_follows_the_attention_implementation_the_model_was_loaded_with(vlm_dirs):
+    """HF's two paths disagree on text without ``token_type_ids``: PaliGemma's language model is bidirectional
+    (``use_bidirectional_attention``) and its causal mask is skipped for SDPA, so SDPA attends both ways while
+    eager (given the causal mask) attends causally. The bridge follows the implementation the model has, on the
+    native path and on the hooked (eager) path alike."""
+    directory = vlm_dirs("paligemma")
+    tokens = torch.randint(1, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    later = tokens.clone()
+    later[:, -1] = (later[:, -1] + 1) % 128
+    for implementation, causal in (("sdpa", False), ("eager", True)):
+        reference = PaliGemmaForConditionalGeneration.from_pretrained(directory, attn_implementation=implementation)
+        expected = reference.eval()(input_ids=tokens).logits
+        moved = (expected[:, :-1] - reference(input_ids=later).logits[:, :-1]).abs().max()
+        assert (moved == 0) == causal, (implementation, moved)
+        model = bridge.load(directory, attn_implementation=implementation)
+        expect_close(model(tokens), expected, f"text alone, native path, {implementation}")
+        with model.hooks(fwd_hooks=[(lambda n: n.endswith("attn.hook_pattern"), lambda t, hook: None)]):
+            expect_close(model(tokens), expected, f"text alone, hooked path, {implementation}")

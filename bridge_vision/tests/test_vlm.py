@@ -132,6 +132,8 @@ def test_vision_head_ablation_equals_weight_surgery(vlm_pair, case, layer=1, hea
 
 
 def test_text_only_runs_as_the_language_model(vlm_pair, case):
+    if case.startswith("paligemma"):
+        pytest.skip("HF's eager and SDPA PaliGemma disagree on text alone (test_paligemma.py checks both)")
     pair = vlm_pair(case)
     tokens = torch.randint(1, TINY_VOCAB, (2, 9), generator=torch.Generator().manual_seed(1))
     expect_close(pair.bridge(tokens), pair.reference(input_ids=tokens).logits, f"{case}: text only")

@@ -48,6 +48,8 @@ class PositionEmbedding(Component):
     (``checks_size``: HF refuses an image of another size without ``interpolate_pos_encoding``, and still does).
     ``source="resized"``: SigLIP 2 resizes the table to each image's patch grid (``[b, max_patches, d_model]``);
     the embeddings forward is re-expressed with the hook between the resizing and the sum.
+    ``source="lookup"``: the ``position_embedding`` table looked up per image (Idefics3's bucketed positions of each
+    image's patch grid), already ``[b, p, d_model]``: the hook is on the lookup's output.
     ``source="registers"``: DINOv2 with registers, whose register tokens (positions ``1 … r``, after CLS) get no
     position: their rows of the hook are zero, and a patch there adds to the register tokens."""
 
@@ -56,13 +58,16 @@ class PositionEmbedding(Component):
         hf_module: nn.Module,
         cfg: BridgeConfig,
         hook: HookPoint,
-        source: Literal["table", "parameter", "resized", "registers"] = "table",
+        source: Literal["table", "parameter", "resized", "registers", "lookup"] = "table",
         checks_size: bool = True,
     ) -> None:
         super().__init__(hf_module)
         object.__setattr__(self, "hook", hook)
         self.source = source
         self.checks_size = checks_size
+        if source == "lookup":
+            self.attach(OutputTap(hf_module.position_embedding, hook, (hook,)))
+            return
         forward = {"resized": self._resized_forward, "registers": self._registers_forward}.get(
             source, self._interpolating_forward
         )

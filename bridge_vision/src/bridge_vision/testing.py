@@ -9,6 +9,8 @@ from typing import Any
 from transformers import (
     BitImageProcessor,
     CLIPImageProcessor,
+    Idefics3ImageProcessor,
+    Idefics3Processor,
     LlavaNextImageProcessor,
     LlavaNextProcessor,
     LlavaOnevisionImageProcessor,
@@ -18,6 +20,8 @@ from transformers import (
     Qwen2VLImageProcessor,
     Siglip2ImageProcessor,
     SiglipImageProcessor,
+    SmolVLMImageProcessor,
+    SmolVLMProcessor,
     ViTImageProcessor,
 )
 
@@ -26,6 +30,10 @@ from bridge.testing import AdapterLike, examples_of, save_tiny_model, tiny_token
 
 def example_image_processor(config: Any) -> Any:
     """An image processor for a (tiny) config, built here: nothing is downloaded."""
+    if config.model_type in ("idefics3", "smolvlm"):
+        kind = Idefics3ImageProcessor if config.model_type == "idefics3" else SmolVLMImageProcessor
+        size = config.vision_config.image_size  # tiles of the tower's size, images up to 2 x 2 tiles
+        return kind(size={"longest_edge": 2 * size}, max_image_size={"longest_edge": size})
     if config.model_type in ("llava_next", "llava_onevision"):
         return anyres_image_processor(config)
     vision = getattr(config, "vision_config", None) or config
@@ -66,11 +74,15 @@ def save_example_vlm(adapter: AdapterLike, directory: str | Path, config: Any = 
     directory = save_tiny_model(config, directory, seed=seed)
     qwen = config.model_type.startswith("qwen")
     tokenizer = qwen_tokenizer() if qwen else vlm_tokenizer()
+    if config.model_type in ("idefics3", "smolvlm"):
+        tokenizer.add_tokens(list(IDEFICS3_TOKENS), special_tokens=True)
     tokenizer.save_pretrained(directory)
     image_processor = qwen_image_processor(config) if qwen else example_image_processor(config)
     image_processor.save_pretrained(directory)
     if config.model_type == "llava_next":
         anyres_processor(config, tokenizer, image_processor).save_pretrained(directory)
+    if config.model_type == "idefics3":
+        idefics3_processor(config, tokenizer, image_processor).save_pretrained(directory)
     if config.model_type == "paligemma":
         image_processor.image_seq_length = config.text_config.num_image_tokens
         PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
@@ -116,11 +128,12 @@ def build_processor(processor_class: type, **parts: Any) -> Any:
     without torchvision, even with none (its class check looks up ``VideoProcessorMixin``, which transformers does
     not export then): such a processor is built with that one check skipped and no video processor, so that its
     text and image path (HF's own code) can run."""
-    try:
+    if "video_processor" not in processor_class.get_attributes():
         return processor_class(**parts)
+    try:
+        return processor_class(video_processor=None, **parts)
     except (AttributeError, ValueError):
-        if "video_processor" not in processor_class.get_attributes():
-            raise
+        pass
     processor = processor_class.__new__(processor_class)
     check = processor_class.check_argument_for_proper_class
     processor_class.check_argument_for_proper_class = lambda self, name, arg: None  # type: ignore[method-assign]
@@ -160,3 +173,16 @@ def anyres_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any:
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         vision_aspect_ratio=config.vision_aspect_ratio,
     )
+
+
+#: The tokens Idefics3's and SmolVLM's processors add around each image tile (ids 129, 130 after ``<image>``).
+IDEFICS3_TOKENS = ("<fake_token_around_image>", "<global-img>")
+
+
+def idefics3_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any:
+    """Idefics3's (or SmolVLM's, through ``build_processor``) own processor: ``image_seq_len`` tokens per tile."""
+    vision = config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2
+    if config.model_type == "idefics3":
+        return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=tokens)
+    return build_processor(SmolVLMProcessor, image_processor=image_processor, tokenizer=tokenizer, image_seq_len=tokens)

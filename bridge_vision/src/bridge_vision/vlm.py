@@ -23,6 +23,7 @@ import torch
 import transformers
 
 from bridge import Adapter, ComponentMap, Spec
+from bridge.components import Norm
 from bridge.kernel import (
     BridgeConfig,
     ComponentMapError,
@@ -31,8 +32,8 @@ from bridge.kernel import (
     UnknownArchitectureError,
     get_registry,
 )
-from bridge_vision.components import MethodOutput, ModuleInput, ModuleOutput
-from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, vision_config
+from bridge_vision.components import MethodOutput, ModuleInput, ModuleOutput, PatchEmbedding, PositionEmbedding
+from bridge_vision.towers import ENCODER_BLOCK, clip_vision_tower, siglip_vision_tower, vision_config
 
 VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
 
@@ -281,6 +282,55 @@ class PaliGemmaAdapter(VisionLanguageAdapter):
         return (vision.image_size // vision.patch_size) ** 2
 
 
+class Idefics3Adapter(VisionLanguageAdapter):
+    """``Idefics3ForConditionalGeneration``: a SigLIP-like tower (positions looked up per image from its patch grid,
+    padded patches masked) read after its final norm (``vision_encoder.ln_post``), then the pixel-shuffle connector:
+    ``vision_projector.hook_in`` ``[n_images, n_patches, d_vision]`` its input, ``vision_projector.hook_pixel_shuffle``
+    ``[n_images, n_patches / s², d_vision · s²]`` each ``s x s`` block of patches concatenated (``s``:
+    ``scale_factor``), ``vision_projector.hook_out`` ``[n_images, n_patches / s², d_model]`` its linear projection,
+    the image tokens the language model receives. The processor splits each image into tiles plus the whole image
+    resized; each is an image here (``pixel_values`` ``[b, max_images, …]``, all-zero padding images dropped)."""
+
+    architectures = ("Idefics3ForConditionalGeneration",)
+    model_types = ("idefics3",)
+    language_root = "model.text_model"
+    vision_root = "model.vision_model"
+    projector = "model.connector"
+
+    def vision_tower(self) -> ComponentMap:
+        return ComponentMap(
+            root=self.vision_root,
+            blocks="encoder.layers",
+            block=ENCODER_BLOCK,
+            hooks={
+                "hook_patch_embed": Spec(PatchEmbedding, "embeddings.patch_embedding"),
+                "hook_pos_embed": Spec(PositionEmbedding, "embeddings", {"source": "lookup"}),
+            },
+            extra={"ln_post": Spec(Norm, "post_layernorm")},
+        )
+
+    def vision_cfg(self) -> BridgeConfig:
+        return vision_config(self.hf_config.vision_config, cls_position=False)
+
+    def projector_hooks(self) -> dict[str, Spec]:
+        return {
+            **super().projector_hooks(),
+            "vision_projector.hook_pixel_shuffle": Spec(ModuleInput, f"{self.projector}.modality_projection"),
+        }
+
+    @classmethod
+    def image_tokens(cls, hf_config: Any) -> int:
+        vision = hf_config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 // hf_config.scale_factor**2
+
+
+class SmolVLMAdapter(Idefics3Adapter):
+    """``SmolVLMForConditionalGeneration``: Idefics3's layout and hooks."""
+
+    architectures = ("SmolVLMForConditionalGeneration",)
+    model_types = ("smolvlm",)
+
+
 def anyres_token_counts(hf_config: Any, model_class: str, image_sizes: torch.Tensor) -> list[int]:
     """The image tokens of each image of sizes ``image_sizes`` ``[n_images, 2]`` in an any-resolution LLaVA: HF's own
     ``pack_image_features`` run on stand-in features of one channel (crops from HF's ``image_size_to_num_patches``)."""
@@ -310,4 +360,12 @@ def anyres_crops(hf_config: Any, model_class: str, image_sizes: torch.Tensor) ->
     ]
 
 
-VLM_ADAPTERS = (LlavaAdapter, Gemma3VisionAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, PaliGemmaAdapter)
+VLM_ADAPTERS = (
+    LlavaAdapter,
+    Gemma3VisionAdapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
+    PaliGemmaAdapter,
+    Idefics3Adapter,
+    SmolVLMAdapter,
+)

@@ -15,6 +15,7 @@ from transformers import (
     Gemma3Config,
     Gemma3TextConfig,
     GemmaConfig,
+    Idefics3Config,
     LlamaConfig,
     LlavaConfig,
     LlavaNextConfig,
@@ -26,6 +27,7 @@ from transformers import (
     Qwen2VLConfig,
     Qwen3VLConfig,
     SiglipVisionConfig,
+    SmolVLMConfig,
 )
 
 from bridge import Adapter
@@ -34,10 +36,12 @@ from bridge_vision.qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter, QwenVLAdapt
 from bridge_vision.tiny import IMAGE_TOKEN_ID, TEXT_POSITIONS, TINY_IMAGE, TINY_TEXT_LM, TINY_TOWER, random_pixels
 from bridge_vision.vlm import (
     Gemma3VisionAdapter,
+    Idefics3Adapter,
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
     PaliGemmaAdapter,
+    SmolVLMAdapter,
     VisionLanguageAdapter,
     anyres_crops,
     anyres_token_counts,
@@ -166,6 +170,46 @@ class PaliGemmaExamples(VisionLanguageExamples):
         token_types[:, -3:] = 1
         inputs = {**example.inputs, "input_ids": tokens, "token_type_ids": token_types}
         return ExampleInput(inputs, example.shapes)
+
+
+class Idefics3Examples(VisionLanguageExamples):
+    adapter = Idefics3Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Any:
+        """A tiny Idefics3 (or SmolVLM): a 4 x 4-patch tower, 2 x 2 pixel shuffle (4 image tokens), Llama."""
+        config_class = SmolVLMConfig if (architecture or "").startswith("SmolVLM") else Idefics3Config
+        return config_class(
+            vision_config=dict(**TINY_TOWER, **TINY_IMAGE),
+            text_config=LlamaConfig(**{**TINY_TEXT_LM, "vocab_size": TINY_VOCAB + 3}),  # + the processor's 2 tokens
+            image_token_id=IMAGE_TOKEN_ID,
+            scale_factor=2,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        """One image per row: ``pixel_values`` ``[b, 1, channels, 16, 16]``."""
+        example = super().example_input(hf_config, batch, seed)
+        inputs = {**example.inputs, "pixel_values": example.inputs["pixel_values"][:, None]}
+        return ExampleInput(
+            inputs, {**example.shapes, "vision_encoder": (batch, cls.adapter.image_tokens(hf_config) * 4)}
+        )
+
+    @classmethod
+    def reference_part(
+        cls, adapter: Adapter, prefix: str, n_layers: int, reference: nn.Module, inputs: Any, output: Any
+    ) -> tuple[Any, tuple[str, ...]]:
+        if prefix != "vision_encoder":
+            return super().reference_part(adapter, prefix, n_layers, reference, inputs, output)
+        tower = reference.get_submodule(adapter.vision_root)
+        with torch.no_grad():
+            out = tower(inputs["pixel_values"].flatten(0, 1), output_hidden_states=True, output_attentions=True)
+        return out, Adapter.hidden_state_hooks(n_layers)
+
+
+class SmolVLMExamples(Idefics3Examples):
+    adapter = SmolVLMAdapter
 
 
 #: The image sizes ``(height, width)`` of the any-resolution examples, image ``i`` the ``i % 2``-th: tiled into a
@@ -380,6 +424,8 @@ VLM_EXAMPLES = (
     LlavaNextExamples,
     LlavaOnevisionExamples,
     PaliGemmaExamples,
+    Idefics3Examples,
+    SmolVLMExamples,
     QwenVLExamples,
     Qwen2_5_VLExamples,
     Qwen3VLExamples,
@@ -392,6 +438,8 @@ VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     "gemma3": (Gemma3VisionAdapter, Gemma3VisionExamples.example_config()),
     "paligemma": (PaliGemmaAdapter, PaliGemmaExamples.example_config()),
     **{name: (PaliGemmaAdapter, config) for name, config in PaliGemmaExamples.conformance_configs().items()},
+    "idefics3": (Idefics3Adapter, Idefics3Examples.example_config()),
+    "smolvlm": (SmolVLMAdapter, SmolVLMExamples.example_config("SmolVLMForConditionalGeneration")),
 }
 #: The any-resolution LLaVAs of the tests, by id.
 ANYRES_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {

@@ -105,7 +105,7 @@ class Norm(Component):
                 out = out * weight.float()
             if bias is not None:
                 out = out + bias.float()
-            return out.to(dtype)
+            return out.to(dtype).contiguous()  # torch's layer norm returns a contiguous tensor whatever its input
         if weight is None:
             return normalized.to(dtype)
         if self.weight_in_float32:
