@@ -14,9 +14,9 @@ from PIL import Image
 from transformers import GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
 
 import bridge
-from bridge.testing import examples_of, expect_close
+from bridge.testing import ConformanceError, check_residual_algebra, examples_of, expect_close
 from bridge_vision.testing import build_processor, qwen_image_processor, qwen_tokenizer
-from bridge_vision.vlm_examples import QWEN_CASES, QWEN_IMAGE_ID, TINY_VOCAB
+from bridge_vision.vlm_examples import QWEN_CASES, QWEN_IMAGE_ID, TINY_VOCAB, Qwen3VLExamples
 
 PROCESSORS = {"qwen2_vl": Qwen2VLProcessor, "qwen2_5_vl": Qwen2_5_VLProcessor, "qwen3_vl": Qwen3VLProcessor}
 
@@ -219,3 +219,12 @@ def test_greedy_generation_with_images_equals_hf(vlm_pair, qwen):
     )
     assert torch.equal(got, expected), (got, expected)
     assert "vision_projector.hook_out" in steps[0] and "vision_projector.hook_out" not in steps[1]
+
+
+def test_the_kit_needs_deepstack_declared(vlm_pair, monkeypatch):
+    """Without ``stream_injections`` naming block 1's ``hook_resid_pre``, the kit's residual check fails there."""
+    pair = vlm_pair("qwen3-vl")
+    check_residual_algebra(pair)
+    monkeypatch.setattr(Qwen3VLExamples, "stream_injections", classmethod(lambda cls, hf_config: ()))
+    with pytest.raises(ConformanceError, match=r"blocks\.1\.hook_resid_pre vs blocks\.0\.hook_resid_post"):
+        check_residual_algebra(pair)

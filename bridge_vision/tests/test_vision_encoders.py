@@ -12,8 +12,9 @@ from PIL import Image
 
 import bridge
 from bridge.analysis.residual import block_layout
-from bridge.testing import examples_of
+from bridge.testing import ConformanceError, check_residual_algebra, examples_of, make_pair
 from bridge_vision import Dinov2Adapter, ViTAdapter
+from bridge_vision.components import LayerScaleBlock
 
 TOL = dict(atol=1e-5, rtol=0)
 
@@ -202,3 +203,11 @@ def test_examples_cover_registers_and_swiglu():
     assert examples.example_config("Dinov2WithRegistersModel").num_register_tokens == 2
     assert examples.conformance_configs()["dinov2-swiglu"].use_swiglu_ffn
     assert examples_of(ViTAdapter).example_config().architectures == ["ViTModel"]
+
+
+def test_the_kit_catches_a_layer_scale_the_block_does_not_declare(monkeypatch, tmp_path):
+    """A block that scales its sublayer outputs as DINOv2 does without declaring it (an author's slip) fails."""
+    monkeypatch.setattr(LayerScaleBlock, "sublayer_output_modules", {"attn": (), "mlp": ()})
+    pair = make_pair(Dinov2Adapter, "Dinov2Model", directory=tmp_path)
+    with pytest.raises(ConformanceError, match=r"blocks\.0\.hook_mlp_out vs HF's MLP on patched hook_resid_mid"):
+        check_residual_algebra(pair)
