@@ -190,6 +190,20 @@ class ModuleInput(Component):
         self.attach(InputTap(hf_module, hook, (hook,)))
 
 
+class ParameterScaleBlock(SequentialBlock):
+    """Pre-norm with a per-channel scale held by the HF block as parameters (InternViT's ``lambda_1``/``lambda_2``):
+    ``hook_attn_out = lambda_1 · attn(ln1(pre))``, ``hook_mlp_out = lambda_2 · dropout(mlp(ln2(mid)))``."""
+
+    sublayer_output_modules: ClassVar[dict[str, tuple[str, ...]]] = {"attn": ("lambda_1",), "mlp": ("lambda_2",)}
+
+    def run_attention(self, x: torch.Tensor, call_kwargs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        out, weights = super().run_attention(x, call_kwargs)
+        return self.hf_module.lambda_1 * out, weights
+
+    def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf_module.lambda_2 * super().run_mlp(x)
+
+
 class LayerScaleBlock(SequentialBlock):
     """Pre-norm with a per-channel scale on each sublayer's output before the residual sum (DINOv2's
     ``layer_scale1``/``layer_scale2``, then its stochastic-depth ``drop_path``, the identity in eval):

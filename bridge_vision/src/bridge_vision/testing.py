@@ -9,8 +9,10 @@ from typing import Any
 from transformers import (
     BitImageProcessor,
     CLIPImageProcessor,
+    GotOcr2ImageProcessor,
     Idefics3ImageProcessor,
     Idefics3Processor,
+    InternVLProcessor,
     LlavaNextImageProcessor,
     LlavaNextProcessor,
     LlavaOnevisionImageProcessor,
@@ -26,6 +28,7 @@ from transformers import (
 )
 
 from bridge.testing import AdapterLike, examples_of, save_tiny_model, tiny_tokenizer
+from bridge_vision.vlm import InternVLAdapter
 
 
 def example_image_processor(config: Any) -> Any:
@@ -186,3 +189,28 @@ def idefics3_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any
     if config.model_type == "idefics3":
         return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=tokens)
     return build_processor(SmolVLMProcessor, image_processor=image_processor, tokenizer=tokenizer, image_seq_len=tokens)
+
+
+def internvl_tokenizer() -> Any:
+    """The tiny tokenizer with InternVL's image tokens: ``<IMG_CONTEXT>`` (the image token, id 128), ``<img>``,
+    ``</img>`` and ``<video>``, named as InternVL's processor reads them."""
+    tokenizer = tiny_tokenizer()
+    names = {"context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>"}
+    tokenizer.add_tokens([*names.values(), "<video>"], special_tokens=True)
+    for name, token in names.items():
+        setattr(tokenizer, name, token)
+        setattr(tokenizer, f"{name}_id", tokenizer.convert_tokens_to_ids(token))
+    tokenizer.video_token = "<video>"
+    return tokenizer
+
+
+def internvl_processor(config: Any) -> Any:
+    """InternVL's own processor (through ``build_processor``): tiles of the tower's size, up to 4 and a thumbnail."""
+    size = config.vision_config.image_size
+    image_processor = GotOcr2ImageProcessor(
+        size={"height": size[0], "width": size[1]}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    tokens = InternVLAdapter.image_tokens(config)
+    return build_processor(
+        InternVLProcessor, image_processor=image_processor, tokenizer=internvl_tokenizer(), image_seq_length=tokens
+    )

@@ -16,10 +16,12 @@ TINY_TEXT = dict(
 
 
 def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
-    """``[batch, channels, image_size, image_size]``, normal noise (the range a normalized image has)."""
+    """``[batch, channels, height, width]`` (the config's ``image_size``), normal noise (the range a normalized image
+    has)."""
     size = hf_vision_config.image_size
+    height, width = (size[0], size[1]) if isinstance(size, list | tuple) else (size, size)
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, hf_vision_config.num_channels, size, size, generator=generator)
+    return torch.randn(batch, hf_vision_config.num_channels, height, width, generator=generator)
 
 
 def random_tokens(batch: int, pos: int, seed: int) -> torch.Tensor:

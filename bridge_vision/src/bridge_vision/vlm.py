@@ -22,17 +22,25 @@ from typing import Any, ClassVar
 import torch
 import transformers
 
-from bridge import Adapter, ComponentMap, Spec
-from bridge.components import Norm
+from bridge import Adapter, BlockSpec, ComponentMap, Spec
+from bridge.components import MLP, Attention, Norm, SplitQKV
 from bridge.kernel import (
     BridgeConfig,
     ComponentMapError,
     Composite,
     Tower,
     UnknownArchitectureError,
+    config_from_hf,
     get_registry,
 )
-from bridge_vision.components import MethodOutput, ModuleInput, ModuleOutput, PatchEmbedding, PositionEmbedding
+from bridge_vision.components import (
+    MethodOutput,
+    ModuleInput,
+    ModuleOutput,
+    ParameterScaleBlock,
+    PatchEmbedding,
+    PositionEmbedding,
+)
 from bridge_vision.towers import ENCODER_BLOCK, clip_vision_tower, siglip_vision_tower, vision_config
 
 VISION_TOWERS = ("clip_vision_model", "siglip_vision_model")
@@ -331,6 +339,56 @@ class SmolVLMAdapter(Idefics3Adapter):
     model_types = ("smolvlm",)
 
 
+#: InternViT's layers: pre-norm, per-channel layer scales (``lambda_1``/``lambda_2``), ``dropout`` after the MLP.
+INTERNVIT_BLOCK = BlockSpec(
+    ParameterScaleBlock,
+    {
+        "ln1": Spec(Norm, "layernorm_before"),
+        "attn": Spec(Attention, "attention", {"qkv": SplitQKV(), "out": "projection_layer"}),
+        "ln2": Spec(Norm, "layernorm_after"),
+        "mlp": Spec(MLP, "mlp", {"pre": "fc1", "out": "fc2"}),
+    },
+    extra_paths={"attn_dropout": "attention.projection_dropout", "mlp_dropout": "dropout"},
+)
+
+
+class InternVLAdapter(VisionLanguageAdapter):
+    """``InternVLForConditionalGeneration``: InternViT (CLS + patches, positions resized to the image's grid, layer
+    scales, q/k RMS norms with ``use_qk_norm``: ``attn.hook_q``/``hook_k`` are then before them), then the tower's
+    output with CLS dropped, pixel-shuffled (each 2 x 2 block of patches concatenated, HF's ``pixel_shuffle``) and
+    projected by a norm + two-layer MLP: ``vision_projector.hook_in`` ``[n_images, n_patches / 4, d_vision · 4]`` is
+    that pixel-shuffled input, ``vision_projector.hook_out`` ``[n_images, n_patches / 4, d_model]`` the image tokens
+    the language model receives. The processor's tiles (up to ``max_patches`` and a thumbnail) are images here."""
+
+    architectures = ("InternVLForConditionalGeneration",)
+    model_types = ("internvl",)
+
+    def vision_tower(self) -> ComponentMap:
+        vision = self.hf_config.vision_config
+        ln_post = {} if vision.use_mean_pooling else {"ln_post": Spec(Norm, "layernorm")}
+        return ComponentMap(
+            root=self.vision_root,
+            blocks="encoder.layer",
+            block=INTERNVIT_BLOCK,
+            hooks={
+                "hook_patch_embed": Spec(PatchEmbedding, "embeddings.patch_embeddings.projection"),
+                "hook_pos_embed": Spec(PositionEmbedding, "embeddings", {"source": "parameter"}),
+            },
+            extra=ln_post,
+        )
+
+    def vision_cfg(self) -> BridgeConfig:
+        vision = self.hf_config.vision_config
+        patches = (vision.image_size[0] // vision.patch_size[0]) * (vision.image_size[1] // vision.patch_size[1])
+        return config_from_hf(vision, d_vocab=0, n_ctx=patches + 1, positional_embedding_type="standard")
+
+    @classmethod
+    def image_tokens(cls, hf_config: Any) -> int:
+        vision = hf_config.vision_config
+        patches = (vision.image_size[0] // vision.patch_size[0]) * (vision.image_size[1] // vision.patch_size[1])
+        return int(patches * hf_config.downsample_ratio**2)
+
+
 def anyres_token_counts(hf_config: Any, model_class: str, image_sizes: torch.Tensor) -> list[int]:
     """The image tokens of each image of sizes ``image_sizes`` ``[n_images, 2]`` in an any-resolution LLaVA: HF's own
     ``pack_image_features`` run on stand-in features of one channel (crops from HF's ``image_size_to_num_patches``)."""
@@ -368,4 +426,5 @@ VLM_ADAPTERS = (
     PaliGemmaAdapter,
     Idefics3Adapter,
     SmolVLMAdapter,
+    InternVLAdapter,
 )

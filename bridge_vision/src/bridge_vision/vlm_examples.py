@@ -16,6 +16,7 @@ from transformers import (
     Gemma3TextConfig,
     GemmaConfig,
     Idefics3Config,
+    InternVLConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaNextConfig,
@@ -37,6 +38,7 @@ from bridge_vision.tiny import IMAGE_TOKEN_ID, TEXT_POSITIONS, TINY_IMAGE, TINY_
 from bridge_vision.vlm import (
     Gemma3VisionAdapter,
     Idefics3Adapter,
+    InternVLAdapter,
     LlavaAdapter,
     LlavaNextAdapter,
     LlavaOnevisionAdapter,
@@ -74,8 +76,8 @@ class VisionLanguageExamples(Examples):
         image = torch.full((batch, n_image), hf_config.image_token_id)
         tokens = torch.cat([torch.zeros(batch, 1, dtype=torch.long), image, text], dim=1)  # [b, 1 + n_image + text]
         inputs = {"input_ids": tokens, "pixel_values": random_pixels(vision, batch, seed)}
-        patches = (vision.image_size // vision.patch_size) ** 2 + int(vision.model_type.startswith("clip"))
-        return ExampleInput(inputs, {"": tuple(tokens.shape), "vision_encoder": (batch, patches)})
+        positions = cls.adapter(hf_config).vision_cfg().n_ctx  # patches, and CLS where the tower has one
+        return ExampleInput(inputs, {"": tuple(tokens.shape), "vision_encoder": (batch, positions)})
 
 
 class LlavaExamples(VisionLanguageExamples):
@@ -192,9 +194,7 @@ class Idefics3Examples(VisionLanguageExamples):
         """One image per row: ``pixel_values`` ``[b, 1, channels, 16, 16]``."""
         example = super().example_input(hf_config, batch, seed)
         inputs = {**example.inputs, "pixel_values": example.inputs["pixel_values"][:, None]}
-        return ExampleInput(
-            inputs, {**example.shapes, "vision_encoder": (batch, cls.adapter.image_tokens(hf_config) * 4)}
-        )
+        return ExampleInput(inputs, example.shapes)
 
     @classmethod
     def reference_part(
@@ -210,6 +210,31 @@ class Idefics3Examples(VisionLanguageExamples):
 
 class SmolVLMExamples(Idefics3Examples):
     adapter = SmolVLMAdapter
+
+
+class InternVLExamples(VisionLanguageExamples):
+    adapter = InternVLAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> InternVLConfig:
+        """A tiny InternVL: InternViT with layer scales 0.5 (± the tiny model's noise), 2 x 2 pixel shuffle (4 image
+        tokens), Qwen2 language model."""
+        vision = dict(**TINY_TOWER, image_size=[16, 16], patch_size=[4, 4], layer_scale_init_value=0.5)
+        return InternVLConfig(
+            vision_config=vision,
+            text_config=Qwen2Config(**{**TINY_TEXT_LM, "vocab_size": TINY_VOCAB + 4}),  # + <img>, </img>, <video>
+            image_token_id=IMAGE_TOKEN_ID,
+            downsample_ratio=0.5,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """InternViT-6B's layout: q/k RMS norms, a final layer norm (no mean pooling)."""
+        config = cls.example_config()
+        config.vision_config.use_qk_norm = True
+        config.vision_config.use_mean_pooling = False
+        return {"internvl-qk-norm": config}
 
 
 #: The image sizes ``(height, width)`` of the any-resolution examples, image ``i`` the ``i % 2``-th: tiled into a
@@ -426,6 +451,7 @@ VLM_EXAMPLES = (
     PaliGemmaExamples,
     Idefics3Examples,
     SmolVLMExamples,
+    InternVLExamples,
     QwenVLExamples,
     Qwen2_5_VLExamples,
     Qwen3VLExamples,
@@ -440,6 +466,8 @@ VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     **{name: (PaliGemmaAdapter, config) for name, config in PaliGemmaExamples.conformance_configs().items()},
     "idefics3": (Idefics3Adapter, Idefics3Examples.example_config()),
     "smolvlm": (SmolVLMAdapter, SmolVLMExamples.example_config("SmolVLMForConditionalGeneration")),
+    "internvl": (InternVLAdapter, InternVLExamples.example_config()),
+    **{name: (InternVLAdapter, config) for name, config in InternVLExamples.conformance_configs().items()},
 }
 #: The any-resolution LLaVAs of the tests, by id.
 ANYRES_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {

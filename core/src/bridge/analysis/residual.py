@@ -81,7 +81,11 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
         mlp_norm = attn_norm  # a parallel block with one shared norm (Falcon-7B)
     why_not: dict[str, str] = {}
     applied = {
-        child: [n for n in names if n in children or n in block.hf_modules]
+        child: [
+            n
+            for n in names
+            if n in children or n in block.hf_modules or isinstance(getattr(block.hf, n, None), nn.Parameter)
+        ]
         for child, names in block.sublayer_output_modules.items()
     }
     heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not)

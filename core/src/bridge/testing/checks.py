@@ -162,13 +162,31 @@ def _hf_path(model: Bridge, module: torch.nn.Module) -> str:
 
 
 def _reference_children(pair: Pair, block: Block) -> dict[str, torch.nn.Module]:
-    """The reference model's modules standing where the bridge's block reads its HF submodules."""
+    """The reference model's modules standing where the bridge's block reads its HF submodules (and, for a layer
+    scale that is a parameter of the HF block in ``sublayer_output_modules``, a module multiplying by the
+    reference's parameter)."""
     root = _hf_path(pair.bridge, block.hf)
     names = {id(m): name for name, m in block.hf.named_modules()}
-    return {
+    children: dict[str, torch.nn.Module] = {
         child: pair.reference.get_submodule(f"{root}.{names[id(module)]}" if names[id(module)] else root)
         for child, module in block.hf_modules.items()
     }
+    reference_block = pair.reference.get_submodule(root)
+    for name in (n for names in block.sublayer_output_modules.values() for n in names):
+        if name not in children and isinstance(getattr(reference_block, name, None), torch.nn.Parameter):
+            children[name] = _ParameterScale(getattr(reference_block, name))
+    return children
+
+
+class _ParameterScale(torch.nn.Module):
+    """``x * scale``: a layer scale the HF block holds as a parameter (InternViT's ``lambda_1``)."""
+
+    def __init__(self, scale: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
 
 
 def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -73,8 +73,9 @@ class Block(Component):
     residual_scale: float = 1.0
     #: The HF modules (names in ``hf_modules``) the wiring applies, in order, to each sublayer's output before
     #: adding it to the residual stream: post-norms (Gemma's ``ln1_post``/``ln2_post``) or per-channel layer scales
-    #: (DINOv2's). ``hook_attn_out``/``hook_mlp_out`` are after them, so per-head and per-neuron results do not add
-    #: up to them; the conformance kit and the cache analysis read this.
+    #: (DINOv2's; a name may also be a parameter of the HF block the output is multiplied by, InternViT's
+    #: ``lambda_1``). ``hook_attn_out``/``hook_mlp_out`` are after them, so per-head and per-neuron results do not
+    #: add up to them; the conformance kit and the cache analysis read this.
     sublayer_output_modules: ClassVar[dict[str, tuple[str, ...]]] = {"attn": ("ln1_post",), "mlp": ("ln2_post",)}
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
