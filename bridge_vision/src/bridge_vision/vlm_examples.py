@@ -369,7 +369,11 @@ class QwenVLExamples(VisionLanguageExamples):
         rows = []
         for count in counts:
             text = torch.randint(1, TINY_VOCAB, (TEXT_POSITIONS + max(counts) - count,), generator=generator)
-            image = [QWEN_VISION_START_ID, *[QWEN_IMAGE_ID] * count, QWEN_VISION_END_ID]
+            image = [
+                hf_config.vision_start_token_id,
+                *[hf_config.image_token_id] * count,
+                hf_config.vision_end_token_id,
+            ]
             rows.append(torch.cat([torch.tensor([0, *image]), text]))
         tokens = torch.stack(rows)  # [b, 3 + max(counts) + TEXT_POSITIONS]
         width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
@@ -379,7 +383,7 @@ class QwenVLExamples(VisionLanguageExamples):
             "input_ids": tokens,
             "pixel_values": pixels,
             "image_grid_thw": grids,
-            "mm_token_type_ids": (tokens == QWEN_IMAGE_ID).int(),
+            "mm_token_type_ids": (tokens == hf_config.image_token_id).int(),
         }
         return ExampleInput(inputs, {"": tuple(tokens.shape), "vision_encoder": (1, n_patches)})
 
