@@ -26,6 +26,8 @@ class VisionAdapter(Adapter):
 
     modalities = ("image",)
     cls_position: ClassVar[bool] = False
+    #: What an image classifier's head reads: ``"mean"`` of the final tokens (CLIP, SigLIP) or ``"cls"`` (ViT).
+    classifier_reads: ClassVar[str] = "mean"
 
     def vision_hf_config(self) -> Any:
         return getattr(self.hf_config, "vision_config", None) or self.hf_config
@@ -143,6 +145,7 @@ class ViTClassifierAdapter(VisionAdapter):
     architectures = ("ViTForImageClassification",)
     output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
     cls_position = True
+    classifier_reads = "cls"
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         tower = vit_tower("vit", pooler=False)
