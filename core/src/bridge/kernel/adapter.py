@@ -123,6 +123,16 @@ class Composite:
     hooks: Mapping[str, Spec] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ExampleInput:
+    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…), and the ``(batch, positions)``
+    the blocks of each part see (``""`` for a plain model, the tower prefix for a composite one); positions are
+    patches, plus a CLS position where there is one, or tokens."""
+
+    inputs: Mapping[str, Any]
+    shapes: Mapping[str, tuple[int, int]]
+
+
 class Adapter:
     """Base class of every architecture adapter.
 
