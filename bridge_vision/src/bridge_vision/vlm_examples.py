@@ -473,6 +473,10 @@ VLM_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     "internvl": (InternVLAdapter, InternVLExamples.example_config()),
     **{name: (InternVLAdapter, config) for name, config in InternVLExamples.conformance_configs().items()},
 }
+#: The ids of ``VLM_CASES`` built from the examples' ``conformance_configs`` (real-checkpoint variants).
+VARIANT_CASES = frozenset(
+    name for examples in (LlavaExamples, PaliGemmaExamples, InternVLExamples) for name in examples.conformance_configs()
+)
 #: The any-resolution LLaVAs of the tests, by id.
 ANYRES_CASES: dict[str, tuple[type[VisionLanguageAdapter], Any]] = {
     "llava-next": (LlavaNextAdapter, LlavaNextExamples.example_config()),
