@@ -3,7 +3,8 @@
 Every installed plugin contributes models through its ``bench_configs`` hook. For each,
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
 Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×. Image encoders
-run on their adapter's example pixel values (``--image-batch`` images) and return their first return type.
+run on their adapter's example pixel values (``--image-batch`` images) and return their first return type;
+vision-language models on their adapter's example inputs (text and ``--image-batch`` images), returning logits.
 "Cache everything" leaves out opt-in hooks; "+ opt-in" enables and caches them too (no target).
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
@@ -83,11 +84,13 @@ def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
     inputs = image_inputs(model, hf_config, image_batch)
-    if inputs is not None:  # image encoders: the adapter's first return type against HF's forward
-        return_type = next(iter(model.adapter.output_fields))
+    if inputs is not None:  # image models: the adapter's first return type (VLMs: logits) against HF's forward
+        fields = model.adapter.output_fields
+        return_type = next(iter(fields)) if fields else "logits"
         resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
+        bare_kwargs = {} if fields else {"use_cache": False}
         modes = {
-            "bare HF": lambda: bare(**inputs),
+            "bare HF": lambda: bare(**inputs, **bare_kwargs),
             "no hooks": lambda: model(inputs, return_type=return_type),
             "cache resid_post": lambda: model.run_with_cache(inputs, names_filter=resid, return_type=return_type),
             "cache everything": lambda: model.run_with_cache(inputs, return_type=return_type),
@@ -140,8 +143,12 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, hf_config.vocab_size, (batch, prompt), generator=generator)
+    tokens = torch.randint(0, hf_config.get_text_config().vocab_size, (batch, prompt), generator=generator)
+    images = image_inputs(model, hf_config, batch) if "image" in model.adapter.modalities else None
+    if images is not None:  # a vision-language model: its example prompt with images
+        tokens, images = images.pop("input_ids"), images
     mask = torch.ones_like(tokens)
+    images = images or {}
     # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
     hf_settings = transformers.GenerationConfig(
         max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=0, use_cache=True, num_beams=1
@@ -150,16 +157,21 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     middle = f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
 
     def with_hook() -> torch.Tensor:
-        return model.generate(tokens, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
+        return model.generate(prompt_of(tokens, images), fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
 
     modes = {
-        "HF generate": lambda: bare.generate(tokens, attention_mask=mask, generation_config=hf_settings),
-        "bridge generate": lambda: model.generate(tokens, **kwargs),
+        "HF generate": lambda: bare.generate(tokens, **images, attention_mask=mask, generation_config=hf_settings),
+        "bridge generate": lambda: model.generate(prompt_of(tokens, images), **kwargs),
         f"bridge generate + {middle}": with_hook,
     }
     medians = measure(modes, reps)
     model.detach()
     return medians
+
+
+def prompt_of(tokens: torch.Tensor, images: dict) -> torch.Tensor | dict:
+    """What ``Bridge.generate`` takes: the tokens, or with images the whole HF input dict."""
+    return {"input_ids": tokens, **images} if images else tokens
 
 
 def report_generate(label: str, medians: dict[str, float], n_tokens: int) -> None:
@@ -254,7 +266,8 @@ def main() -> None:
             if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
-            if args.harvest_batches and getattr(hf_config, "vocab_size", None) is not None:  # token models
+            text_only = getattr(hf_config, "vocab_size", None) is not None and not hasattr(hf_config, "vision_config")
+            if args.harvest_batches and text_only:  # token models
                 medians = bench_harvest(hf_config, args.batch, args.pos, args.harvest_batches, args.reps)
                 report_harvest(label, medians, args.batch * args.pos * args.harvest_batches)
 

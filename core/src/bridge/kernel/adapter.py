@@ -212,6 +212,9 @@ class Adapter:
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}
+    #: Whether the HF model computes its position ids from the inputs itself (multimodal rotary positions, from
+    #: the images' grids): the bridge then passes none, where it otherwise passes ``[b, p]`` positions.
+    computes_positions: ClassVar[bool] = False
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config

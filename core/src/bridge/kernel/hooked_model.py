@@ -33,7 +33,14 @@ from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
-from bridge.kernel.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
+from bridge.kernel.validation import (
+    HF_PASSTHROUGH,
+    NAMED_PASSTHROUGH,
+    check_kwargs,
+    check_residual,
+    check_return_type,
+    check_tokens,
+)
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -115,9 +122,12 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             hook.name = name
             hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
-        self._takes_position_ids = "position_ids" in forward_params
+        self._takes_position_ids = "position_ids" in forward_params and not adapter.computes_positions
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
-        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        general = HF_PASSTHROUGH - NAMED_PASSTHROUGH
+        self._hf_passthrough = (general if takes_any else general & set(forward_params)) | (
+            NAMED_PASSTHROUGH & set(forward_params)
+        )
         self._fill_cfg()
         self.train(hf_model.training)
 
@@ -514,6 +524,33 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             None if hf_kwargs.get("past_key_values") is None else past_length(hf_kwargs["past_key_values"]),
         )
         return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+
+    def image_token_positions(
+        self,
+        input: Any = None,
+        pixel_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        **hf_kwargs: Any,
+    ) -> list[Any]:
+        """Vision-language models: where each image's tokens sit in the sequence, one entry per image in order
+        (with bridge-vision, an ``ImageTokens``: ``batch``, ``positions`` and ``rows`` of
+        ``vision_projector.hook_out``), so that "patch the tokens of image 2" is one line. Takes what ``forward``
+        takes (the processor's output, or tokens with ``pixel_values=`` and the HF image inputs); runs nothing."""
+        self._check_usable()
+        locate = getattr(self.adapter, "image_token_positions", None)
+        if locate is None or not self._inputs.language_with_images:
+            raise BridgeError(
+                f"{self.cfg.architecture or type(self.hf_model).__name__} is not a vision-language model: "
+                "its inputs hold no image tokens."
+            )
+        if input_ids is not None:
+            input = input_ids
+        input, attention_mask, images = self._inputs.language_inputs(
+            input, pixel_values, attention_mask, self.image_processor, self.processor
+        )
+        tokens, _ = self._tokens.prepare(input, attention_mask, None, None, self._d_vocab_in())
+        return locate({"input_ids": tokens, **images, **hf_kwargs})
 
     def _run(
         self,

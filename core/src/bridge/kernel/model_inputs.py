@@ -129,8 +129,9 @@ class ModelInputs:
 
         ``input`` may be the processor's output (a dict with ``input_ids``; ``pixel_values``, ``token_type_ids``…
         go on to HF); with text and images (``pixel_values=`` PIL images or arrays) and a loaded processor, the
-        processor makes that dict (image tokens expanded in the text); pixel values ``[b, c, h, w]`` (or images
-        through the image processor) go beside text or tokens that already hold the image tokens."""
+        processor makes that dict (image tokens expanded in the text); pixel values (``[b, c, h, w]``, or the model's
+        own layout) or images through the image processor go beside text or tokens that already hold the image
+        tokens."""
         if isinstance(input, Mapping):
             if pixel_values is not None or attention_mask is not None:
                 raise BadInputError(
@@ -146,7 +147,7 @@ class ModelInputs:
                 raise BadInputError("with text and images the processor builds the attention mask; pass neither")
             encoded = processor(text=input, images=pixel_values, return_tensors="pt", padding=True)
             return self._split_mapping(dict(encoded))
-        pixels = self._pixels(pixel_values, image_processor)
+        pixels = self._pixels(pixel_values, image_processor, any_layout=True)
         return input, attention_mask, {k: v for k, v in pixels.items() if k in self.accepted}
 
     def _split_mapping(self, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
@@ -165,7 +166,9 @@ class ModelInputs:
             return value.is_floating_point() or (value.dtype == torch.uint8 and value.ndim in (3, 4))
         return looks_like_images(value)
 
-    def _pixels(self, value: Any, image_processor: Any) -> dict[str, Any]:
+    def _pixels(self, value: Any, image_processor: Any, any_layout: bool = False) -> dict[str, Any]:
+        """``{"pixel_values": ...}`` from pixel values or images. ``any_layout``: a vision-language model's pixel
+        values, whose layout is the model's (crops ``[b, n_crops, c, h, w]``, flattened patches ``[n, c·p²]``)."""
         if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim in (3, 4):
             if image_processor is None:
                 raise BadInputError(
@@ -182,7 +185,7 @@ class ModelInputs:
                     f"pixel values must be a float tensor (or uint8 images [batch, channels, height, width] for the "
                     f"image processor), got dtype {value.dtype}"
                 )
-            if value.ndim != 4:
+            if value.ndim != 4 and not any_layout:
                 raise BadInputError(
                     f"pixel values must have shape [batch, channels, height, width], got {tuple(value.shape)}; "
                     "inputs of another layout (SigLIP 2's patches with spatial_shapes) go as a dict of HF inputs."

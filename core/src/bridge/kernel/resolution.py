@@ -99,7 +99,7 @@ def load(
     if "image" in adapter_cls.modalities:
         try:
             image_processor = AutoImageProcessor.from_pretrained(name, **common)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, ImportError) as exc:  # ImportError: a backend it needs is missing
             warnings.warn(f"bridge: no image processor loaded for {name!r} ({exc}); pass pixel values", stacklevel=2)
     processor = None
     if {"text", "image"} <= set(adapter_cls.modalities) and adapter_cls.output_fields is None:
@@ -107,7 +107,8 @@ def load(
             processor = AutoProcessor.from_pretrained(name, **common)
             if not isinstance(processor, ProcessorMixin):  # AutoProcessor falls back to a tokenizer alone
                 processor = None
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:  # none saved, or an incomplete one
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, ImportError) as exc:
+            # none saved, an incomplete one, or one whose video processor needs torchvision (Qwen-VL's)
             warnings.warn(
                 f"bridge: no processor loaded for {name!r} ({exc}); pass tokens holding the image tokens", stacklevel=2
             )

@@ -223,13 +223,31 @@ def weight_in_out_width(norm: torch.nn.Module) -> int:
 
 
 def _reference_children(pair: Pair, block: Block) -> dict[str, torch.nn.Module]:
-    """The reference model's modules standing where the bridge's block reads its HF submodules."""
+    """The reference model's modules standing where the bridge's block reads its HF submodules (and, for a layer
+    scale that is a parameter of the HF block in ``sublayer_output_modules``, a module multiplying by the
+    reference's parameter)."""
     root = hf_path(pair.bridge, block.hf)
     names = {id(m): name for name, m in block.hf.named_modules()}
-    return {
+    children: dict[str, torch.nn.Module] = {
         child: pair.reference.get_submodule(f"{root}.{names[id(module)]}" if names[id(module)] else root)
         for child, module in block.hf_modules.items()
     }
+    reference_block = pair.reference.get_submodule(root)
+    for name in (n for names in block.sublayer_output_modules.values() for n in names):
+        if name not in children and isinstance(getattr(reference_block, name, None), torch.nn.Parameter):
+            children[name] = _ParameterScale(getattr(reference_block, name))
+    return children
+
+
+class _ParameterScale(torch.nn.Module):
+    """``x * scale``: a layer scale the HF block holds as a parameter (InternViT's ``lambda_1``)."""
+
+    def __init__(self, scale: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
 
 
 def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -243,11 +261,13 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
-    each sublayer's output before the residual sum)."""
+    ``ref``: ``ln2``, the MLP, the modules the block applies to the MLP's output (``sublayer_output_modules``:
+    ``ln2_post``, a layer scale) where present, times the block's ``residual_scale`` (Granite scales each
+    sublayer's output before the residual sum)."""
     h = _call_module(ref["ln2"], x) if "ln2" in ref else x
     out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-    out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+    for name in block.sublayer_output_modules.get("mlp", ()):
+        out = _call_module(ref[name], out) if name in ref else out
     return out * block.residual_scale
 
 
@@ -280,7 +300,9 @@ def _algebra_names(pair: Pair) -> list[tuple[str, Any, int, Block]]:
 
 def _check_identities(pair: Pair, cache: Any, patched: set[str], when: str) -> None:
     """Every identity of every block's ``algebra`` whose sum was not patched holds in ``cache``, and each block's
-    ``hook_resid_pre`` is the previous block's output."""
+    ``hook_resid_pre`` is the previous block's output unless the examples' ``stream_injections`` name it
+    (DeepStack adds image features there)."""
+    injected = set(pair.example_set.stream_injections(pair.bridge.hf_model.config))
     for name, part, layer, block in _algebra_names(pair):
         for total, terms in block.algebra:
             if f"{name}.{total}" in patched:
@@ -295,7 +317,7 @@ def _check_identities(pair: Pair, cache: Any, patched: set[str], when: str) -> N
                     )
             expected = sum(cache[f"{name}.{t}"] for t in terms)
             expect_close(got, expected, f"{name}: {total} vs {' + '.join(terms)} ({when})")
-        if layer:
+        if layer and f"{name}.hook_resid_pre" not in injected:
             prefix = name[: -len(f"blocks.{layer}")]
             pre = f"{name}.hook_resid_pre"
             post = _block_output(part, layer - 1, f"{prefix}blocks.{layer - 1}.hook_resid_post")

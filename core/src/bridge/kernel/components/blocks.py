@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -71,6 +71,12 @@ class Block(Component):
     #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
     #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
     residual_scale: float = 1.0
+    #: The HF modules (names in ``hf_modules``) the wiring applies, in order, to each sublayer's output before
+    #: adding it to the residual stream: post-norms (Gemma's ``ln1_post``/``ln2_post``) or per-channel layer scales
+    #: (DINOv2's; a name may also be a parameter of the HF block the output is multiplied by, InternViT's
+    #: ``lambda_1``). ``hook_attn_out``/``hook_mlp_out`` are after them, so per-head and per-neuron results do not
+    #: add up to them; the conformance kit and the cache analysis read this.
+    sublayer_output_modules: ClassVar[dict[str, tuple[str, ...]]] = {"attn": ("ln1_post",), "mlp": ("ln2_post",)}
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True

@@ -123,7 +123,7 @@ class Norm(NormWeights, Component):
                 out = out * (weight.float() + self.weight_offset)
             if bias is not None:
                 out = out + bias.float()
-            return out.to(dtype)
+            return out.to(dtype).contiguous()  # torch's layer norm returns a contiguous tensor whatever its input
         if weight is None:
             return normalized.to(dtype)
         if self.weight_in_float32:
