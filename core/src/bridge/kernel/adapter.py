@@ -143,6 +143,15 @@ class Adapter:
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: What ``return_type="loss"`` computes: ``"next_token"`` (causal language models: each next token of the
+    #: input) or ``"labels"`` (cross-entropy against the ``labels=`` given to ``forward``, -100 not counted: masked
+    #: language models, sequence-to-sequence models, classifiers; ``bridge.kernel.loss.labelled_loss``).
+    loss_kind: ClassVar[str] = "next_token"
+    #: The ``position_ids`` the bridge passes (batched ``[b, p]``, so position hooks are): ``"real_tokens"``
+    #: (count real tokens only, so a left-padded prompt gets the positions it would have alone), ``"absolute"``
+    #: (``0..p-1`` whatever the padding: BERT's learned table, as HF's default) or ``"model"`` (none: the HF model
+    #: computes its own, RoBERTa's offset past the padding id).
+    position_ids: ClassVar[str] = "real_tokens"
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}

@@ -55,15 +55,30 @@ class ModelInputs:
         """A vision-language model: a language model that also reads images."""
         return self.fields is None and "image" in self.modalities
 
+    @property
+    def reads_mappings_as_language(self) -> bool:
+        """A language model reading text only: a mapping input is its HF inputs (a tokenizer's output)."""
+        return self.fields is None and "image" not in self.modalities
+
+    def split_language_mapping(
+        self, inputs: dict[str, Any], attention_mask: torch.Tensor | None
+    ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+        """A language model's mapping of HF inputs (a tokenizer's output, ``input_ids`` with ``attention_mask``,
+        ``token_type_ids``…, or an encoder-decoder's ``decoder_input_ids``): ``(tokens, mask, other HF inputs)``."""
+        if attention_mask is not None and inputs.get("attention_mask") is not None:
+            raise BadInputError("the mapping of HF inputs has an attention_mask; do not pass attention_mask= as well")
+        tokens, mask, extra = self._split_mapping(inputs)
+        return tokens, mask if mask is not None else attention_mask, extra
+
     def applies(self, input: Any, pixel_values: Any) -> bool:
         """Whether this call goes through here rather than the token path of language models."""
         if self.language_with_images:
             return False
         if self.fields is None:
-            if pixel_values is not None or looks_like_images(input) or isinstance(input, Mapping):
+            if pixel_values is not None or looks_like_images(input):
                 raise BadInputError(
-                    f"{self.name} reads text only; pixel values, images and mappings of HF inputs are for image "
-                    "models. Pass text, a list of texts, or tokens [batch, pos]."
+                    f"{self.name} reads text only; pixel values and images are for image models. Pass text, a list "
+                    "of texts, tokens [batch, pos] or a mapping of HF inputs with input_ids (a tokenizer's output)."
                 )
             return False
         return True

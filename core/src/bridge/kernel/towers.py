@@ -30,15 +30,21 @@ class TowerModule(nn.Module):
         self.cfg = cfg
 
 
-def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig) -> None:
+def build_map(
+    owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig, tower: bool = False
+) -> None:
     """Build ``cmap``'s components onto ``owner`` (a ``Bridge`` or a ``TowerModule``).
+
+    In a ``tower`` (not the root of the model), ``hook_embed`` fires only for calls of the embedding inside the
+    tower's own module: two towers may share one embedding (T5's encoder and decoder).
 
     Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (and ``embed``,
     ``pos_embed``, the ``extra`` components and the ``hooks``/``head_hooks`` hook points where the map has them)."""
     root = hf_model.base_model if cmap.root is None else hf_model.get_submodule(cmap.root)
     if cmap.embed is not None:
         owner.hook_embed = HookPoint()
-        owner.embed = Embedding(root.get_submodule(cmap.embed), cfg, hook=owner.hook_embed, scope=root)
+        module = root.get_submodule(cmap.embed)
+        owner.embed = Embedding(module, cfg, hook=owner.hook_embed, scope=root, only_in_scope=tower)
     if cmap.pos_embed is not None:
         owner.hook_pos_embed = HookPoint()
         owner.pos_embed = Embedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
@@ -72,7 +78,7 @@ def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite,
     for prefix, tower in composite.towers.items():
         if prefix:
             part = TowerModule(tower.cfg)
-            build_map(part, hf_model, tower.map, tower.cfg)
+            build_map(part, hf_model, tower.map, tower.cfg, tower=True)
             owner.add_module(prefix, part)
     add_hooks(owner, hf_model, composite.hooks, cfg)
 

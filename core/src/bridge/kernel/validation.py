@@ -28,6 +28,8 @@ HF_PASSTHROUGH = frozenset(
         "output_attentions",
         "output_hidden_states",
         "logits_to_keep",
+        "decoder_input_ids",
+        "decoder_attention_mask",
     }
 )
 

@@ -106,6 +106,12 @@ def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, 
     for layer, name in enumerate(patterns):
         if name in cache:
             expect_close(cache[name], ref.attentions[layer], f"{name} vs HF attentions[{layer}]")
+    crosses = [f"{prefix}blocks.{layer}.cross_attn.hook_pattern" for layer in range(n)]
+    if any(name in cache for name in crosses) and getattr(ref, "cross_attentions", None) is None:
+        raise CheckNotRun(f"the bridge has cross-attention patterns in {prefix} but HF returned no cross_attentions")
+    for layer, name in enumerate(crosses):  # [b, h, q_dec, k_enc]
+        if name in cache:
+            expect_close(cache[name], ref.cross_attentions[layer], f"{name} vs HF cross_attentions[{layer}]")
 
 
 def check_attention_algebra(pair: Pair) -> None:
@@ -182,9 +188,10 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
-    each sublayer's output before the residual sum)."""
-    h = _call_module(ref["ln2"], x) if "ln2" in ref else x
+    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP, ``ln2_post`` where present, times the
+    block's ``residual_scale`` (Granite scales each sublayer's output before the residual sum)."""
+    norm = getattr(block, "mlp_norm", "ln2")
+    h = _call_module(ref[norm], x) if norm in ref else x
     out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
     out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
     return out * block.residual_scale
@@ -209,7 +216,8 @@ def check_residual_algebra(pair: Pair) -> None:
     def patch(t: torch.Tensor, hook: Any) -> torch.Tensor:
         return t + torch.randn(t.shape, generator=generator).to(t.dtype)
 
-    mids = [n for n in pair.bridge.hook_dict if n.endswith("hook_resid_mid")]
+    inputs = {getattr(b, "mlp_input_hook", "hook_resid_mid") for _, part in pair.parts() for b in part.blocks}
+    mids = [n for n in pair.bridge.hook_dict if n.endswith(("hook_resid_mid", *inputs))]
     patched_names = list(dict.fromkeys([patched, *mids]))
     hooks = [(name, patch) for name in patched_names]
     with pair.on_path(), pair.bridge.hooks(fwd_hooks=hooks):
@@ -225,12 +233,13 @@ def check_residual_algebra(pair: Pair) -> None:
                     continue  # a patched sum is no longer its terms' sum; what reads it is checked below
                 expected = sum(cache[f"{name}.{t}"] for t in terms)
                 expect_close(cache[f"{name}.{total}"], expected, f"{name}: {total} vs {' + '.join(terms)}")
-            if f"{name}.hook_resid_mid" in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
-                expected = _reference_mlp_out(pair, block, cache[f"{name}.hook_resid_mid"])
+            mlp_in = f"{name}.{getattr(block, 'mlp_input_hook', 'hook_resid_mid')}"
+            if mlp_in in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
+                expected = _reference_mlp_out(pair, block, cache[mlp_in])
                 expect_close(
                     cache[f"{name}.hook_mlp_out"],
                     expected,
-                    f"{name}.hook_mlp_out vs HF's MLP on patched hook_resid_mid",
+                    f"{name}.hook_mlp_out vs HF's MLP on patched {mlp_in.rsplit('.', 1)[-1]}",
                 )
                 reached += 1
         for layer in range(1, len(part.blocks)):
@@ -307,8 +316,9 @@ def check_gradients(pair: Pair) -> None:
         and getattr(getattr(block, "attn", None), "out_proj", None) is not None
     ):
         wanted.append(f"{name}.attn.hook_z")
-    if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules:
-        wanted.append(f"{name}.hook_resid_mid")
+    pre_norm = getattr(block, "mlp_input_hook", "hook_resid_mid") == "hook_resid_mid" and block.mlp_norm == "ln2"
+    if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules and pre_norm:
+        wanted.append(f"{name}.hook_resid_mid")  # post = mid + mlp(ln2(mid)): the gradient below assumes it
     expected = _reference_gradients(pair, tokens, block, wanted)
     return_type = pair.scalar_return_type
     for hook_name in wanted:
@@ -517,6 +527,9 @@ def check_misspelt_names(pair: Pair) -> None:
 def check_loss_masking(pair: Pair) -> None:
     """With right padding and an attention mask, ``return_type="loss"`` equals HF's own loss with the padded
     targets labelled -100 (only next tokens that are real count); per-token losses are 0 after padding."""
+    if pair.bridge.adapter.loss_kind == "labels" and pair.has_head:
+        _check_labelled_loss(pair)
+        return
     if pair.scalar_return_type != "loss":
         not_applicable(f"{pair.bridge.cfg.architecture} is not a language model with a loss")
         return
@@ -540,6 +553,33 @@ def check_loss_masking(pair: Pair) -> None:
     expect_close(got, expected, "masked loss vs HF's loss with padded targets labelled -100")
     after = per_token[0, -4:]  # the predictions of the 4 padded targets
     expect_close(after, torch.zeros_like(after), "per-token loss of targets after padding")
+
+
+def _check_labelled_loss(pair: Pair) -> None:
+    """For heads scored against labels (masked LMs, sequence-to-sequence models, classifiers): with padding (the
+    first sequence's last 3 input positions) and labels of which every third is -100, ``return_type="loss"``
+    equals HF's own loss for the same labels, and per-token losses are 0 where the label is -100."""
+    inputs = pair.tokens(batch=2, pos=9)
+    mapping = dict(inputs) if isinstance(inputs, Mapping) else {"input_ids": inputs}
+    mask = torch.ones_like(mapping["input_ids"])
+    mask[0, -3:] = 0
+    mapping["attention_mask"] = mask
+    logits = pair.reference_output(mapping)
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=generator)
+    if labels.ndim == 2:  # token labels: every third not scored, nor the padded positions of a masked LM
+        labels[:, ::3] = -100
+        if labels.shape == mask.shape:
+            labels = labels.masked_fill(mask == 0, -100)
+    else:
+        labels[0] = -100
+    with pair.on_path():
+        got = pair.bridge(mapping, return_type="loss", labels=labels)
+        per_token = pair.bridge(mapping, return_type="loss", labels=labels, loss_per_token=True)
+    expected = pair.run_reference(mapping, labels=labels).loss
+    expect_close(got, expected, "loss against labels (every third -100, padded input) vs HF's loss")
+    ignored = per_token[labels == -100]
+    expect_close(ignored, torch.zeros_like(ignored), "per-token loss where the label is -100")
 
 
 ALL_CHECKS = (

@@ -79,7 +79,8 @@ class Pair:
     @property
     def scalar_return_type(self) -> str:
         """What gradient checks differentiate (summed): the loss of language models, else ``return_type``."""
-        lm_head = self.bridge.adapter.output_fields is None and self.has_head
+        adapter = self.bridge.adapter
+        lm_head = adapter.output_fields is None and self.has_head and adapter.loss_kind == "next_token"
         return "loss" if lm_head else self.return_type
 
     @contextlib.contextmanager

@@ -173,7 +173,14 @@ class FusedQKV(QKVSource):
 
 
 class Attention(CoreAttentionWeights, Component):
-    """A self-attention layer whose core runs through the attention seam."""
+    """A self-attention layer whose core runs through the attention seam.
+
+    Options: ``qkv`` (a ``QKVSource``), ``out`` (the output projection's path), ``rotary``, ``sinks``, and
+    ``seam``: the path, relative to the attention's HF module, of the submodule that calls the attention
+    function, where it is not the module itself (BERT's ``attention`` holds ``self``, which calls it, and
+    ``output.dense``, the output projection: ``Spec(Attention, "attention", {"qkv": SplitQKV("self.query",
+    "self.key", "self.value"), "out": "output.dense", "seam": "self"})``).
+    """
 
     uses_seam = True
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
@@ -188,8 +195,11 @@ class Attention(CoreAttentionWeights, Component):
         out: str,
         rotary: bool = False,
         sinks: bool = False,
+        seam: str = "",
     ) -> None:
         super().__init__(hf_module)
+        #: The HF module that calls the attention function (``seam``'s path; the attention's own module by default).
+        object.__setattr__(self, "seam_module", hf_module.get_submodule(seam) if seam else hf_module)
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_key_value_heads or cfg.n_heads
         self.d_head = cfg.d_head
@@ -231,11 +241,11 @@ class Attention(CoreAttentionWeights, Component):
         self.seam_active = any(hook.active for hook in self._seam_hooks())
 
     def bind(self) -> None:
-        seam.set_owner(self.hf, self)
+        seam.set_owner(self.seam_module, self)
 
     def detach_all(self) -> None:
         super().detach_all()
-        seam.set_owner(self.hf, None)
+        seam.set_owner(self.seam_module, None)
 
     def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
         """Called by the seam for this layer while an internal hook is in use.

@@ -71,6 +71,12 @@ class Block(Component):
     #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
     #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
     residual_scale: float = 1.0
+    #: The residual hook whose value the MLP side reads, and the norm it goes through first (``None``: none), so
+    #: that ``mlp_out = mlp(norm(value))``: ``hook_resid_mid`` and ``ln2`` (pre-norm), ``ln1`` after a post-norm
+    #: attention, ``hook_resid_mid_cross`` and ``ln3`` in a decoder block with cross-attention. The conformance kit
+    #: patches that hook and runs the reference's norm and MLP on it.
+    mlp_input_hook: str = "hook_resid_mid"
+    mlp_norm: str | None = "ln2"
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True
@@ -221,6 +227,7 @@ class PostNormBlock(Block):
     algebra = (("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),)
     output_hook = "hook_normalized_resid_post"
     offers_input_hooks = False
+    mlp_norm = "ln1"
 
     def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
         resid_pre = self.hook_resid_pre(hidden)

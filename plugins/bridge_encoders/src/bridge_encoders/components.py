@@ -1,0 +1,42 @@
+"""Components of the encoder family: hook taps on a head's input or output, and the masked-LM head."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bridge.components import Component, InputTap, Norm, OutputTap
+from bridge.kernel import BridgeConfig, HookPoint
+
+
+class ModuleOutput(Component):
+    """Fires ``hook`` (a hook point of the map: ``hook_pooled``…) on the HF module's output."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint) -> None:
+        super().__init__(hf_module)
+        self.attach(OutputTap(hf_module, hook, (hook,)))
+
+
+class ModuleInput(Component):
+    """Fires ``hook`` on the HF module's first input (a classifier's pooled input)."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint) -> None:
+        super().__init__(hf_module)
+        self.attach(InputTap(hf_module, hook, (hook,)))
+
+
+class MLMHead(Component):
+    """The transform of a masked-LM head before its decoder (the unembedding): ``dense → act → norm``.
+
+    Hooks, all ``[b, p, d_model]``: ``hook_pre`` (the dense projection's output), ``hook_post`` (after the
+    activation: the norm's input), and the norm's ``ln.hook_scale`` ``[b, p, 1]`` and ``ln.hook_normalized``.
+    ``dense`` and ``norm`` are paths relative to the HF module holding them (the activation may be a function,
+    RoBERTa's ``gelu``, so its output is seen as the norm's input).
+    """
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, dense: str, norm: str) -> None:
+        super().__init__(hf_module)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+        self.ln = Norm(hf_module.get_submodule(norm), cfg)
+        self.attach(OutputTap(hf_module.get_submodule(dense), self.hook_pre, (self.hook_pre,)))
+        self.attach(InputTap(hf_module.get_submodule(norm), self.hook_post, (self.hook_post,)))
