@@ -117,6 +117,9 @@ class Composite:
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: Without a root tower: the tower whose unembedding and final norm are the model's (``model.unembed``,
+    #: what ``return_type="hidden"`` returns): an encoder-decoder's ``"decoder"``. ``None``: the model has none.
+    head: str | None = None
 
 
 class Adapter:

@@ -80,6 +80,10 @@ def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite,
             part = TowerModule(tower.cfg)
             build_map(part, hf_model, tower.map, tower.cfg, tower=True)
             owner.add_module(prefix, part)
+    if root is None and composite.head is not None:  # an encoder-decoder: the decoder's head is the model's
+        head = getattr(owner, composite.head)
+        object.__setattr__(owner, "unembed", head.unembed)
+        object.__setattr__(owner, "_hf_ln_final", head._hf_ln_final)
     add_hooks(owner, hf_model, composite.hooks, cfg)
 
 

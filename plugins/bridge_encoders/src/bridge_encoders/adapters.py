@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
+from bridge_encoders.t5 import T5Adapter
 
-ADAPTERS = (BertAdapter, RobertaAdapter, XLMRobertaAdapter, DistilBertAdapter)
+ADAPTERS = (BertAdapter, RobertaAdapter, XLMRobertaAdapter, DistilBertAdapter, T5Adapter)
 
 __all__ = ["ADAPTERS"]

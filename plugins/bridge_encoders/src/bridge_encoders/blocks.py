@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from bridge.components import PostNormBlock, first_output
+from bridge.components import Block, PostNormBlock, first_output
 
 
 class BertBlock(PostNormBlock):
@@ -29,3 +29,83 @@ class BertBlock(PostNormBlock):
     def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
         hidden = first_output(self.hf_modules["intermediate"](x))  # dense → activation, [b, p, d_mlp]
         return self.hf_modules["mlp_dropout"](self.hf_modules["mlp_out"](hidden))
+
+
+class T5Block(Block):
+    """T5's encoder layer: pre-norm, each sublayer in ``layer[i]`` (norm, sublayer, dropout, residual sum)
+    re-expressed as ``mid = pre + attn(ln1(pre))``, ``post = mid + mlp(ln2(mid))``. The HF layer returns
+    ``(hidden, self-attention position bias, cross-attention position bias)``: the biases are passed on as HF
+    computed them (the next layer reads layer 0's)."""
+
+    block_hooks = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+    algebra = (
+        ("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),
+        ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
+    )
+
+    def self_attention(self, x: torch.Tensor, kw: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """``(attn_out [b, p, d_model], position bias)``: ``ln1``, the self-attention, its dropout."""
+        out, bias, _ = self.hf_modules["attn"](
+            self.run_norm("ln1", x),
+            mask=kw.pop("attention_mask", None),
+            position_bias=kw.pop("position_bias", None),
+            past_key_values=kw.get("past_key_values"),
+            **{k: v for k, v in kw.items() if k != "past_key_values"},
+        )
+        return self.hf_modules["attn_dropout"](out), bias
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        kw = {k: v for k, v in call_kwargs.items() if not k.startswith("encoder_")}
+        resid_pre = self.hook_resid_pre(hidden)
+        attn, bias = self.self_attention(resid_pre, kw)
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn))
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln2", resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out), bias, None
+
+
+class T5DecoderBlock(T5Block):
+    """T5's decoder layer: self-attention, cross-attention over the encoder's output, MLP, each pre-norm:
+    ``mid = pre + attn(ln1(pre))``, ``mid_cross = mid + cross_attn(ln2(mid))``, ``post = mid_cross +
+    mlp(ln3(mid_cross))``. ``hook_cross_attn_out`` and ``hook_resid_mid_cross`` are ``[b, q_dec, d_model]``."""
+
+    block_hooks = (
+        "hook_resid_pre",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "hook_cross_attn_out",
+        "hook_resid_mid_cross",
+        "hook_mlp_out",
+        "hook_resid_post",
+    )
+    algebra = (
+        ("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),
+        ("hook_resid_mid_cross", ("hook_resid_mid", "hook_cross_attn_out")),
+        ("hook_resid_post", ("hook_resid_mid_cross", "hook_mlp_out")),
+    )
+    mlp_input_hook = "hook_resid_mid_cross"
+    mlp_norm = "ln3"
+    has_cross_attention = True
+    offers_input_hooks = False
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        kw = {k: v for k, v in call_kwargs.items() if not k.startswith("encoder_")}
+        encoder = call_kwargs.get("encoder_hidden_states")
+        resid_pre = self.hook_resid_pre(hidden)
+        attn, bias = self.self_attention(resid_pre, dict(kw))
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn))
+        cross_bias = None
+        resid_mid_cross = resid_mid
+        if encoder is not None:
+            kw.pop("attention_mask", None)
+            kw.pop("position_bias", None)
+            out, cross_bias, _ = self.hf_modules["cross_attn"](
+                self.run_norm("ln2", resid_mid),
+                mask=call_kwargs.get("encoder_attention_mask"),
+                key_value_states=encoder,
+                position_bias=call_kwargs.get("encoder_decoder_position_bias"),
+                **kw,
+            )
+            cross_out = self.hook_cross_attn_out(self.hf_modules["cross_dropout"](out))
+            resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln3", resid_mid_cross)))
+        return self.hook_resid_post(resid_mid_cross + mlp_out), bias, cross_bias

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from transformers import BertConfig, DistilBertConfig, RobertaConfig, XLMRobertaConfig
+from types import SimpleNamespace
+from typing import Any
 
-from bridge.kernel import TINY_VOCAB, Examples
+import torch
+from torch import nn
+from transformers import BertConfig, DistilBertConfig, MT5Config, RobertaConfig, T5Config, XLMRobertaConfig
+
+from bridge import Adapter
+from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
+from bridge_encoders.t5 import T5Adapter
 
 #: The sizes every tiny encoder shares.
 TINY_ENCODER = dict(
@@ -61,7 +68,81 @@ class DistilBertExamples(Examples):
         )
 
 
+def random_tokens(batch: int, pos: int, seed: int) -> torch.Tensor:
+    """Token ids ``[batch, pos]`` in ``1..TINY_VOCAB-1`` (never the padding id 0)."""
+    return torch.randint(1, TINY_VOCAB, (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+class EncoderDecoderExamples(Examples):
+    """Examples of an encoder-decoder: the encoder reads 8 tokens, the decoder 5 (different lengths, so a
+    query/key mix-up cannot pass); references per stack from HF's ``encoder_*``/``decoder_*`` outputs."""
+
+    #: Encoder and decoder positions of the example input.
+    positions = (8, 5)
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        encoder, decoder = cls.positions
+        inputs = {
+            "input_ids": random_tokens(batch, encoder, seed),
+            "decoder_input_ids": random_tokens(batch, decoder, seed + 1),
+        }
+        return ExampleInput(inputs, {"encoder": (batch, encoder), "decoder": (batch, decoder)})
+
+    @classmethod
+    def reference_part(
+        cls, adapter: Adapter, prefix: str, n_layers: int, reference: nn.Module, inputs: Any, output: Any
+    ) -> tuple[Any, tuple[str, ...]]:
+        """Each stack's hidden states and self-attention patterns; the decoder's cross-attention patterns too."""
+        part = SimpleNamespace(
+            hidden_states=getattr(output, f"{prefix}_hidden_states"),
+            attentions=getattr(output, f"{prefix}_attentions"),
+            cross_attentions=output.cross_attentions if prefix == "decoder" else None,
+        )
+        return part, type(adapter).hidden_state_hooks(n_layers)
+
+
+class T5Examples(EncoderDecoderExamples):
+    adapter = T5Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> T5Config:
+        """A tiny Flan-T5-like model (gated GELU MLP), 2 encoder and 3 decoder layers, ``d_kv`` ≠ ``d_model /
+        n_heads``; relative positions in 8 buckets up to distance 16 (so both bucket kinds are used)."""
+        architecture = architecture or cls.adapter.architectures[0]
+        config_class = MT5Config if architecture.startswith("MT5") else T5Config
+        values = dict(
+            vocab_size=TINY_VOCAB,
+            d_model=32,
+            d_kv=6,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=3,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            feed_forward_proj="gated-gelu",
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+            tie_word_embeddings=not architecture.startswith("MT5"),
+            architectures=[architecture],
+        )
+        return config_class(**{**values, **overrides})
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        """The original T5's layout: ReLU MLP without a gate, embeddings tied to the LM head."""
+        return {"t5-relu": cls.example_config(feed_forward_proj="relu")}
+
+
 #: The examples of every adapter the family registers.
-EXAMPLES: tuple[type[Examples], ...] = (BertExamples, RobertaExamples, XLMRobertaExamples, DistilBertExamples)
+EXAMPLES: tuple[type[Examples], ...] = (
+    BertExamples,
+    RobertaExamples,
+    XLMRobertaExamples,
+    DistilBertExamples,
+    T5Examples,
+)
 
 __all__ = ["EXAMPLES"]

@@ -80,6 +80,9 @@ class Block(Component):
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True
+    #: Whether the block also reads another stack (a decoder block with cross-attention, which HF calls with
+    #: ``encoder_hidden_states``); a wiring that sets it passes them on to its ``CrossAttention`` child.
+    has_cross_attention: bool = False
 
     def __init__(
         self, hf_module: nn.Module, cfg: BridgeConfig, children: dict[str, Component], paths: dict[str, str]
@@ -154,8 +157,11 @@ class Block(Component):
         for param in self._signature.parameters.values():
             if param.kind is param.VAR_KEYWORD:
                 named.update(named.pop(param.name, {}))
-        if named.get("encoder_hidden_states") is not None:
-            raise BridgeError("cross-attention blocks are not supported by bridge's block wirings")
+        if named.get("encoder_hidden_states") is not None and not self.has_cross_attention:
+            raise BridgeError(
+                f"{type(self).__name__} was called with encoder_hidden_states (a decoder block with cross-attention); "
+                "its wiring must set has_cross_attention = True and run the cross-attention."
+            )
         if not self._attn_takes_any:
             named = {k: v for k, v in named.items() if k in self._attn_names}
         return hidden, named
