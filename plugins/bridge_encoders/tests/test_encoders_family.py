@@ -76,8 +76,12 @@ def test_labels_on_a_causal_lm_are_refused(tmp_path):
         model(tokens(1, 4), decoder_input=tokens(1, 2))
 
 
-def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs):
-    model, reference = load(model_dirs, "T5ForConditionalGeneration")
+SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration"]
+
+
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
     ids, target = tokens(2, 8), tokens(2, 4, seed=1)
     target[1, -1] = -100
     expected = reference(input_ids=ids, labels=target)  # HF shifts the labels right into the decoder
@@ -86,17 +90,19 @@ def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs):
     logits = model(ids, decoder_input=decoder)
     assert logits.shape == (2, 4, 128)
     torch.testing.assert_close(logits, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
-    start = torch.zeros(2, 1, dtype=torch.long)  # no decoder input: the decoder start token
+    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
     torch.testing.assert_close(model(ids), reference(input_ids=ids, decoder_input_ids=start).logits, **TOL)
 
 
-def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs):
-    model, reference = load(model_dirs, "T5ForConditionalGeneration")
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
     ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
     _, cache = model.run_with_cache(ids, decoder_input=decoder)
-    assert cache["decoder.blocks.2.cross_attn.hook_pattern"].shape == (2, 4, 5, 8)
-    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, 4, 6)
-    assert cache["decoder.blocks.0.cross_attn.hook_q"].shape == (2, 5, 4, 6)
+    heads, d_head = model.decoder.cfg.n_heads, model.decoder.cfg.d_head
+    assert cache["decoder.blocks.2.cross_attn.hook_pattern"].shape == (2, heads, 5, 8)
+    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, heads, d_head)
+    assert cache["decoder.blocks.0.cross_attn.hook_q"].shape == (2, 5, heads, d_head)
     assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, 32)
     assert cache["encoder.blocks.1.attn.hook_pattern"].shape == (2, 4, 8, 8)
     out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
@@ -110,9 +116,11 @@ def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs)
 
 
 @pytest.mark.parametrize("path", ["native", "hooked"])
-def test_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, path):
-    # HF's generate cannot run T5 with more decoder than encoder layers (its cache has num_layers layers)
-    model, reference = load(model_dirs, "T5ForConditionalGeneration", num_decoder_layers=2)
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, architecture, path):
+    # HF's generate cannot run a decoder deeper than the encoder (its cache has the encoder's number of layers)
+    layers = {"num_decoder_layers": 2} if architecture.startswith("T5") else {"decoder_layers": 2}
+    model, reference = load(model_dirs, architecture, **layers)
     ids = tokens(2, 8)
     expected = reference.generate(input_ids=ids, max_new_tokens=8, do_sample=False, num_beams=1)
     fired = set()

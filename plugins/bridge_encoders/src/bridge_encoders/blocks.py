@@ -109,3 +109,60 @@ class T5DecoderBlock(T5Block):
             resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
         mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln3", resid_mid_cross)))
         return self.hook_resid_post(resid_mid_cross + mlp_out), bias, cross_bias
+
+
+class BartBlock(PostNormBlock):
+    """BART's encoder layer: post-norm, the MLP's ``fc1``/``fc2`` on the layer itself (computed here), dropout
+    after each sublayer: ``mid = pre + attn(pre)``, ``post = ln1(mid) + mlp(ln1(mid))``, output ``ln2(post)``."""
+
+    inline_children = ("mlp",)
+
+    def run_attention(self, x: torch.Tensor, call_kwargs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        kwargs = {k: v for k, v in call_kwargs.items() if not k.startswith("encoder_") and k != "use_cache"}
+        out, weights = self.hf_modules["attn"](x, **kwargs)
+        return self._dropout(out), weights
+
+    def _dropout(self, x: torch.Tensor, p: float | None = None) -> torch.Tensor:
+        layer = self.hf_module
+        return torch.nn.functional.dropout(x, p=layer.dropout if p is None else p, training=layer.training)
+
+    def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.hf_module
+        hidden = self._dropout(layer.activation_fn(layer.fc1(x)), layer.activation_dropout)  # [b, p, d_mlp]
+        return self._dropout(layer.fc2(hidden))
+
+
+class BartDecoderBlock(BartBlock):
+    """BART's decoder layer, post-norm: ``mid = pre + attn(pre)``, ``mid_cross = ln1(mid) + cross_attn(ln1(mid))``,
+    ``post = ln2(mid_cross) + mlp(ln2(mid_cross))``, output ``ln3(post)`` (``hook_normalized_resid_post``).
+    ``hook_cross_attn_out`` and ``hook_resid_mid_cross`` are ``[b, q_dec, d_model]``."""
+
+    block_hooks = (
+        "hook_resid_pre",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "hook_cross_attn_out",
+        "hook_resid_mid_cross",
+        "hook_mlp_out",
+        "hook_resid_post",
+        "hook_normalized_resid_post",
+    )
+    mlp_input_hook = "hook_resid_mid_cross"
+    mlp_norm = "ln2"
+    has_cross_attention = True
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        encoder = call_kwargs.get("encoder_hidden_states")
+        resid_pre = self.hook_resid_pre(hidden)
+        attn, _ = self.run_attention(resid_pre, call_kwargs)
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn))
+        normalized = self.run_norm("ln1", resid_mid)
+        if encoder is not None:
+            kwargs = {k: v for k, v in call_kwargs.items() if not k.startswith("encoder_") and k != "use_cache"}
+            kwargs["attention_mask"] = call_kwargs.get("encoder_attention_mask")
+            out, _ = self.hf_modules["cross_attn"](normalized, key_value_states=encoder, **kwargs)
+            cross_out = self.hook_cross_attn_out(self._dropout(out))
+            normalized = self.run_norm("ln2", self.hook_resid_mid_cross(normalized + cross_out))
+        mlp_out = self.hook_mlp_out(self.run_mlp(normalized))
+        resid_post = self.hook_resid_post(normalized + mlp_out)
+        return self.hook_normalized_resid_post(self.run_norm("ln3", resid_post))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bridge.components import Component, InputTap, Norm, OutputTap
+from bridge.components import Component, ForwardOverride, InputTap, Norm, OutputTap
 from bridge.kernel import BridgeConfig, HookPoint
 
 
@@ -40,3 +40,20 @@ class MLMHead(Component):
         self.ln = Norm(hf_module.get_submodule(norm), cfg)
         self.attach(OutputTap(hf_module.get_submodule(dense), self.hook_pre, (self.hook_pre,)))
         self.attach(InputTap(hf_module.get_submodule(norm), self.hook_post, (self.hook_post,)))
+
+
+class BatchedPositions(Component):
+    """Fires ``hook`` (``hook_pos_embed``) on a learned position embedding's output ``[b, p, d_model]``, batched:
+    BART's decoder embeds one row of positions ``[1, p, d]`` for the whole batch, which the hook sees expanded
+    to the batch of the tokens the module was given (the sum HF computes is the same)."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, hook: HookPoint) -> None:
+        super().__init__(hf_module)
+        object.__setattr__(self, "hook", hook)
+        self.attach(ForwardOverride(hf_module, self._batched, (hook,)))
+
+    def _batched(self, original, input_ids, *args, **kwargs):
+        out = original(input_ids, *args, **kwargs)
+        if out.ndim == 3 and out.shape[0] == 1 and input_ids.shape[0] > 1:
+            out = out.expand(input_ids.shape[0], -1, -1)  # [1, p, d] -> [b, p, d]
+        return self.hook(out)

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BertConfig, DistilBertConfig, MT5Config, RobertaConfig, T5Config, XLMRobertaConfig
+from transformers import BartConfig, BertConfig, DistilBertConfig, MT5Config, RobertaConfig, T5Config, XLMRobertaConfig
 
 from bridge import Adapter
 from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
+from bridge_encoders.bart import BartAdapter
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
 from bridge_encoders.t5 import T5Adapter
 
@@ -136,6 +137,32 @@ class T5Examples(EncoderDecoderExamples):
         return {"t5-relu": cls.example_config(feed_forward_proj="relu")}
 
 
+class BartExamples(EncoderDecoderExamples):
+    adapter = BartAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> BartConfig:
+        """A tiny BART: 2 encoder and 3 decoder layers, 4 and 2 heads, MLPs of 64 and 48."""
+        values = dict(
+            vocab_size=TINY_VOCAB,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=3,
+            encoder_attention_heads=4,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=48,
+            max_position_embeddings=40,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_eos_token_id=None,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+        return BartConfig(**{**values, **overrides})
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES: tuple[type[Examples], ...] = (
     BertExamples,
@@ -143,6 +170,7 @@ EXAMPLES: tuple[type[Examples], ...] = (
     XLMRobertaExamples,
     DistilBertExamples,
     T5Examples,
+    BartExamples,
 )
 
 __all__ = ["EXAMPLES"]
