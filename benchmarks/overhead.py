@@ -8,6 +8,7 @@ run on their adapter's example pixel values (``--image-batch`` images) and retur
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
 printed as bridge/HF ratios (target ≥ 0.95; ``--gen-tokens 0`` skips it).
+Encoder-decoders read ``--pos`` tokens in the encoder and half as many in the decoder.
 Then harvesting: tokens/s of ``bridge.harvest`` (every block's ``hook_resid_post``, written as safetensors
 shards) against a bare HF loop over the same batches returning ``hidden_states`` from the base model
 (no LM head, which the harvest skips too), target ≥ 0.9 (``--harvest-batches 0`` skips it).
@@ -108,14 +109,19 @@ def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8
         return medians
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, hf_config.vocab_size, (batch, pos), generator=generator)
-    bare_kwargs = {"use_cache": False}
+    bare_kwargs: dict = {"use_cache": False}
+    bridge_kwargs: dict = {}
+    if getattr(hf_config, "is_encoder_decoder", False):  # the decoder reads half as many tokens as the encoder
+        decoder = tokens[:, : pos // 2]
+        bare_kwargs["decoder_input_ids"] = bridge_kwargs["decoder_input"] = decoder
     if "position_ids" in inspect.signature(bare.forward).parameters:
         bare_kwargs["position_ids"] = torch.arange(pos).expand(batch, pos)  # as the bridge passes them
+    resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
     modes = {
         "bare HF": lambda: bare(tokens, **bare_kwargs).logits,
-        "no hooks": lambda: model(tokens),
-        "cache resid_post": lambda: model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post")),
-        "cache everything": lambda: model.run_with_cache(tokens),
+        "no hooks": lambda: model(tokens, **bridge_kwargs),
+        "cache resid_post": lambda: model.run_with_cache(tokens, names_filter=resid, **bridge_kwargs),
+        "cache everything": lambda: model.run_with_cache(tokens, **bridge_kwargs),
     }
     opt_ins = sorted({name.rsplit(".", 1)[-1] for name, point in model.hook_dict.items() if point.opt_in})
     if opt_ins:
@@ -124,7 +130,7 @@ def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8
             for suffix in opt_ins:
                 model.set_opt_in(suffix, True)
             try:
-                model.run_with_cache(tokens)
+                model.run_with_cache(tokens, **bridge_kwargs)
             finally:
                 for suffix in opt_ins:
                     model.set_opt_in(suffix, False)
@@ -154,11 +160,19 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     tokens = torch.randint(0, hf_config.vocab_size, (batch, prompt), generator=generator)
     mask = torch.ones_like(tokens)
     # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
+    start = {"decoder_start_token_id": hf_config.decoder_start_token_id} if hf_config.is_encoder_decoder else {}
     hf_settings = transformers.GenerationConfig(
-        max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=0, use_cache=True, num_beams=1
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=[],
+        pad_token_id=0,
+        use_cache=True,
+        num_beams=1,
+        **start,
     )
     kwargs = {"max_new_tokens": new_tokens, "do_sample": False, "stop_at_eos": False, "verbose": False}
-    middle = f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
+    stack = "decoder." if hf_config.is_encoder_decoder else ""  # an encoder-decoder: the decoder's middle block
+    middle = f"{stack}blocks.{len(getattr(model, stack[:-1]).blocks if stack else model.blocks) // 2}.hook_resid_post"
 
     def with_hook() -> torch.Tensor:
         return model.generate(tokens, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
@@ -265,7 +279,8 @@ def main() -> None:
             if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
-            if args.harvest_batches and getattr(hf_config, "vocab_size", None) is not None:  # token models
+            token_model = getattr(hf_config, "vocab_size", None) is not None
+            if args.harvest_batches and token_model and not hf_config.is_encoder_decoder:  # one stack of blocks
                 medians = bench_harvest(hf_config, args.batch, args.pos, args.harvest_batches, args.reps)
                 report_harvest(label, medians, args.batch * args.pos * args.harvest_batches)
 
