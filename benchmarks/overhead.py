@@ -94,7 +94,7 @@ def image_inputs(model: bridge.Bridge, hf_config, batch: int) -> dict | None:
 def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8) -> dict[str, float]:
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
-    inputs = image_inputs(model, hf_config, image_batch)
+    inputs = image_inputs(model, hf_config, image_batch) if model.adapter.output_fields is not None else None
     if inputs is not None:  # image encoders: the adapter's first return type against HF's forward
         return_type = next(iter(model.adapter.output_fields))
         resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731

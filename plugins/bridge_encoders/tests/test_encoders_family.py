@@ -146,3 +146,21 @@ def test_zeroed_position_bias_equals_hf_with_the_bias_table_zeroed(model_dirs):
             stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.zero_()
     torch.testing.assert_close(got, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
     assert not torch.allclose(got, model(ids, decoder_input=decoder), atol=1e-3)
+
+
+def test_cache_analysis_logit_lens_through_the_mlm_head_and_refusals(model_dirs):
+    from bridge.analysis.residual import AnalysisError
+
+    model, _ = load(model_dirs, "BertForMaskedLM")
+    logits, cache = model.run_with_cache(tokens(2, 6))
+    stack = cache.accumulated_resid()  # [layers + 1, b, p, d_model]: the embeddings, then each block's output
+    assert stack.shape == (3, 2, 6, 32)
+    torch.testing.assert_close(stack[-1], cache["blocks.1.hook_normalized_resid_post"])
+    lens = model.hf_model.cls(stack)  # the MLM head (transform, decoder) on every layer's stream
+    torch.testing.assert_close(lens[-1], logits, **TOL)
+    with pytest.raises(AnalysisError, match="normalizes the residual stream itself"):
+        cache.decompose_resid()
+    t5, _ = load(model_dirs, "T5ForConditionalGeneration")
+    _, t5_cache = t5.run_with_cache(tokens(2, 6))
+    with pytest.raises(AnalysisError, match="stacks \\['encoder', 'decoder'\\]"):
+        t5_cache.accumulated_resid()
