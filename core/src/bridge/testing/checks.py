@@ -321,15 +321,19 @@ def check_gradients(pair: Pair) -> None:
         wanted.append(f"{name}.hook_resid_mid")  # post = mid + mlp(ln2(mid)): the gradient below assumes it
     expected = _reference_gradients(pair, tokens, block, wanted)
     return_type = pair.scalar_return_type
+    labels = pair.scalar_labels(tokens)
+    scored = {} if labels is None else {"labels": labels}
     for hook_name in wanted:
-        got = _gradient_from_backward_hook(pair, tokens, hook_name, return_type)
+        got = _gradient_from_backward_hook(pair, tokens, hook_name, return_type, **scored)
         if got is None:
             fail(f"the backward hook on {hook_name} never fired")
         expect_close(got, expected[hook_name], f"backward hook gradient at {hook_name} vs the HF reference's autograd")
         pair.bridge.hf_model.zero_grad(set_to_none=True)
     if return_type == "loss":
         with pair.on_path():
-            _, cache = pair.bridge.run_with_cache(tokens, return_type="loss", incl_bwd=True, names_filter=wanted)
+            _, cache = pair.bridge.run_with_cache(
+                tokens, return_type="loss", incl_bwd=True, names_filter=wanted, **scored
+            )
         pair.bridge.hf_model.zero_grad(set_to_none=True)
         for hook_name in wanted:
             what = f"run_with_cache(incl_bwd=True)[{hook_name}_grad] vs the HF reference's autograd"
@@ -340,20 +344,23 @@ def _scalar(out: torch.Tensor) -> torch.Tensor:
     return out if out.ndim == 0 else out.sum()
 
 
-def _gradient_from_backward_hook(pair: Pair, tokens: torch.Tensor, name: str, return_type: str):
+def _gradient_from_backward_hook(pair: Pair, tokens: torch.Tensor, name: str, return_type: str, **kwargs: Any):
     grads: dict[str, torch.Tensor] = {}
     with pair.on_path():
         out = pair.bridge.run_with_hooks(
-            tokens, bwd_hooks=[(name, lambda g, hook: grads.__setitem__("g", g))], return_type=return_type
+            tokens, bwd_hooks=[(name, lambda g, hook: grads.__setitem__("g", g))], return_type=return_type, **kwargs
         )
         _scalar(out).backward()
     return grads.get("g")
 
 
 def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
-    """What the bridge differentiates, computed by the reference: HF's own loss for language models."""
+    """What the bridge differentiates, computed by the reference: HF's own loss for language models (against
+    ``Pair.scalar_labels`` for heads scored against labels)."""
     if pair.scalar_return_type == "loss":
-        labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
+        labels = pair.scalar_labels(tokens)
+        if labels is None:
+            labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
         return pair.run_reference(tokens, labels=labels).loss
     return _scalar(pair.reference_output(tokens))
 

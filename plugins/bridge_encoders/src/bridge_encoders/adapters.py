@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from bridge_encoders.bart import BartAdapter
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
+from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.t5 import T5Adapter
 
-ADAPTERS = (BertAdapter, RobertaAdapter, XLMRobertaAdapter, DistilBertAdapter, T5Adapter, BartAdapter)
+ADAPTERS = (
+    BertAdapter,
+    RobertaAdapter,
+    XLMRobertaAdapter,
+    DistilBertAdapter,
+    ModernBertAdapter,
+    T5Adapter,
+    BartAdapter,
+)
 
 __all__ = ["ADAPTERS"]

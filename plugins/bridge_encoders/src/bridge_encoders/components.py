@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from bridge.components import Component, ForwardOverride, InputTap, Norm, OutputTap
@@ -57,3 +58,22 @@ class BatchedPositions(Component):
         if out.ndim == 3 and out.shape[0] == 1 and input_ids.shape[0] > 1:
             out = out.expand(input_ids.shape[0], -1, -1)  # [1, p, d] -> [b, p, d]
         return self.hook(out)
+
+
+class FusedGatedMLP(Component):
+    """A gated MLP whose input and gate come from one fused projection (ModernBERT's ``Wi``: ``[input | gate]``,
+    ``out = Wo(act(input) * gate)``). Hooks ``[b, p, d_mlp]``: ``hook_pre`` (the input half, before the
+    activation), ``hook_pre_linear`` (the gate half) and ``hook_post`` (``Wo``'s input)."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, fused: str, out: str) -> None:
+        super().__init__(hf_module)
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
+        hooks = (self.hook_pre, self.hook_pre_linear)
+        self.attach(OutputTap(hf_module.get_submodule(fused), self._split_fire, hooks))
+        self.attach(InputTap(hf_module.get_submodule(out), self.hook_post, (self.hook_post,)))
+
+    def _split_fire(self, fused: torch.Tensor) -> torch.Tensor:
+        pre, gate = fused.chunk(2, dim=-1)  # [b, p, 2 * d_mlp] -> 2 x [b, p, d_mlp]
+        return torch.cat((self.hook_pre(pre), self.hook_pre_linear(gate)), dim=-1)

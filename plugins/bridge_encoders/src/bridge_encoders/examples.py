@@ -7,12 +7,22 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BartConfig, BertConfig, DistilBertConfig, MT5Config, RobertaConfig, T5Config, XLMRobertaConfig
+from transformers import (
+    BartConfig,
+    BertConfig,
+    DistilBertConfig,
+    ModernBertConfig,
+    MT5Config,
+    RobertaConfig,
+    T5Config,
+    XLMRobertaConfig,
+)
 
 from bridge import Adapter
 from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
 from bridge_encoders.bart import BartAdapter
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
+from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.t5 import T5Adapter
 
 #: The sizes every tiny encoder shares.
@@ -65,6 +75,32 @@ class DistilBertExamples(Examples):
             hidden_dim=64,
             max_position_embeddings=40,
             pad_token_id=0,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+
+class ModernBertExamples(Examples):
+    adapter = ModernBertAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> ModernBertConfig:
+        """A tiny ModernBERT with 3 layers: global attention in layers 0 and 2, a local window of 4 in layer 1
+        (shorter than the kit's inputs, so the window matters)."""
+        return ModernBertConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            global_attn_every_n_layers=2,
+            local_attention=4,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+            num_labels=3,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -169,6 +205,7 @@ EXAMPLES: tuple[type[Examples], ...] = (
     RobertaExamples,
     XLMRobertaExamples,
     DistilBertExamples,
+    ModernBertExamples,
     T5Examples,
     BartExamples,
 )
