@@ -164,3 +164,21 @@ def test_cache_analysis_logit_lens_through_the_mlm_head_and_refusals(model_dirs)
     _, t5_cache = t5.run_with_cache(tokens(2, 6))
     with pytest.raises(AnalysisError, match="stacks \\['encoder', 'decoder'\\]"):
         t5_cache.accumulated_resid()
+
+
+@pytest.mark.parametrize("architecture", ["HubertModel", "Wav2Vec2Model"])
+def test_speech_encoders_read_audio_tensors_arrays_and_dicts(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    audio = torch.randn(2, 400, generator=torch.Generator().manual_seed(4))
+    expected = reference(audio).last_hidden_state
+    hidden, cache = model.run_with_cache(audio, return_type="hidden")
+    torch.testing.assert_close(hidden, expected, **TOL)
+    torch.testing.assert_close(model(audio.numpy(), return_type="hidden"), expected, **TOL)
+    torch.testing.assert_close(model({"input_values": audio}, return_type="hidden"), expected, **TOL)
+    torch.testing.assert_close(model(audio[0], return_type="hidden"), expected[:1], **TOL)  # one example
+    assert cache["feature_extractor.hook_conv_0"].shape == (2, 16, 79)  # [b, channels, frames]
+    assert cache["feature_extractor.hook_conv_1"].shape == (2, 16, 39)
+    assert cache["hook_features"].shape == cache["hook_pos_embed"].shape == (2, 39, 32)
+    assert cache["blocks.1.attn.hook_pattern"].shape == (2, 4, 39, 39)
+    with pytest.raises(BadInputError, match="reads audio"):
+        model(torch.ones(1, 400, dtype=torch.long), return_type="hidden")

@@ -141,8 +141,12 @@ class Adapter:
     #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
     #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
     final_norm_in_hidden_states: ClassVar[bool] = True
-    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), both (two-tower models), or
+    #: ``("audio",)`` (a float tensor or array of speech, given to HF as ``audio_input``).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For audio models: the HF forward argument the audio goes to (``"input_values"``: raw samples
+    #: ``[b, samples]``, HuBERT and Wav2Vec2; ``"input_features"``: log-mel features ``[b, mels, frames]``, Whisper).
+    audio_input: ClassVar[str] = "input_values"
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None

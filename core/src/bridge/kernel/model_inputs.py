@@ -47,6 +47,7 @@ class ModelInputs:
         self.name = type(hf_model).__name__
         self.modalities = adapter.modalities
         self.fields = adapter.output_fields
+        self.audio_input = adapter.audio_input
         params = inspect.signature(hf_model.forward).parameters.values()
         self.accepted = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
@@ -94,6 +95,10 @@ class ModelInputs:
                 raise BadInputError(
                     f"{self.name} takes no input named {unknown}; its inputs are {sorted(self.accepted)}."
                 )
+        elif "audio" in self.modalities and input is not None:
+            if pixel_values is not None:
+                raise BadInputError(f"{self.name} reads audio, not images: pass the audio as the input.")
+            inputs = {self.audio_input: _audio(input, self.name, self.audio_input)}
         else:
             if pixel_values is None and "image" in self.modalities and self._is_image(input):
                 input, pixel_values = None, input
@@ -209,3 +214,18 @@ class ModelInputs:
             return None
         field = self.fields[return_type]
         return tuple(getattr(out, f) for f in field) if isinstance(field, tuple) else getattr(out, field)
+
+
+def _audio(value: Any, name: str, key: str) -> torch.Tensor:
+    """Audio as HF's ``key`` argument: a float tensor or a numpy array (raw samples ``[b, samples]`` or features
+    ``[b, mels, frames]``; one example without its batch axis gets one)."""
+    if type(value).__module__ == "numpy":
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise BadInputError(
+            f"{name} reads audio: pass a float tensor or array as {key} (the feature extractor's output, or a dict "
+            f"of HF inputs), got {kind}."
+        )
+    batched = 2 if key == "input_values" else 3
+    return value.unsqueeze(0) if value.ndim == batched - 1 else value

@@ -11,10 +11,12 @@ from transformers import (
     BartConfig,
     BertConfig,
     DistilBertConfig,
+    HubertConfig,
     ModernBertConfig,
     MT5Config,
     RobertaConfig,
     T5Config,
+    Wav2Vec2Config,
     XLMRobertaConfig,
 )
 
@@ -23,6 +25,7 @@ from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
 from bridge_encoders.bart import BartAdapter
 from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
 from bridge_encoders.modernbert import ModernBertAdapter
+from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter, frames
 from bridge_encoders.t5 import T5Adapter
 
 #: The sizes every tiny encoder shares.
@@ -199,6 +202,48 @@ class BartExamples(EncoderDecoderExamples):
         return BartConfig(**{**values, **overrides})
 
 
+#: A tiny speech encoder: two convolutions (400 samples → 79 → 39 frames), a positional convolution of width 16.
+TINY_SPEECH = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=(16, 16),
+    conv_kernel=(10, 3),
+    conv_stride=(5, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    vocab_size=TINY_VOCAB,
+)
+
+
+class SpeechExamples(Examples):
+    """Random audio: 400 samples per example (39 frames)."""
+
+    samples = 400
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        audio = torch.randn(batch, cls.samples, generator=torch.Generator().manual_seed(seed))
+        return ExampleInput({"input_values": audio}, {"": (batch, frames(hf_config, cls.samples))})
+
+
+class HubertExamples(SpeechExamples):
+    adapter = HubertAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> HubertConfig:
+        return HubertConfig(**TINY_SPEECH, architectures=[architecture or cls.adapter.architectures[0]])
+
+
+class Wav2Vec2Examples(SpeechExamples):
+    adapter = Wav2Vec2Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Wav2Vec2Config:
+        return Wav2Vec2Config(**TINY_SPEECH, architectures=[architecture or cls.adapter.architectures[0]])
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES: tuple[type[Examples], ...] = (
     BertExamples,
@@ -208,6 +253,8 @@ EXAMPLES: tuple[type[Examples], ...] = (
     ModernBertExamples,
     T5Examples,
     BartExamples,
+    HubertExamples,
+    Wav2Vec2Examples,
 )
 
 __all__ = ["EXAMPLES"]
