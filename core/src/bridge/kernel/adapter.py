@@ -173,6 +173,9 @@ class Composite:
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: Without a root tower: the tower whose unembedding and final norm are the model's (``model.unembed``,
+    #: what ``return_type="hidden"`` returns): an encoder-decoder's ``"decoder"``. ``None``: the model has none.
+    head: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,11 +207,24 @@ class Adapter:
     #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
     #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
     final_norm_in_hidden_states: ClassVar[bool] = True
-    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), both (two-tower models), or
+    #: ``("audio",)`` (a float tensor or array of speech, given to HF as ``audio_input``).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For audio models: the HF forward argument the audio goes to (``"input_values"``: raw samples
+    #: ``[b, samples]``, HuBERT and Wav2Vec2; ``"input_features"``: log-mel features ``[b, mels, frames]``, Whisper).
+    audio_input: ClassVar[str] = "input_values"
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: What ``return_type="loss"`` computes: ``"next_token"`` (causal language models: each next token of the
+    #: input) or ``"labels"`` (cross-entropy against the ``labels=`` given to ``forward``, -100 not counted: masked
+    #: language models, sequence-to-sequence models, classifiers; ``bridge.kernel.loss.labelled_loss``).
+    loss_kind: ClassVar[str] = "next_token"
+    #: The ``position_ids`` the bridge passes (batched ``[b, p]``, so position hooks are): ``"real_tokens"``
+    #: (count real tokens only, so a left-padded prompt gets the positions it would have alone), ``"absolute"``
+    #: (``0..p-1`` whatever the padding: BERT's learned table, as HF's default) or ``"model"`` (none: the HF model
+    #: computes its own, RoBERTa's offset past the padding id).
+    position_ids: ClassVar[str] = "real_tokens"
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}

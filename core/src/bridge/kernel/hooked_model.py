@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -27,7 +27,7 @@ from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, OptI
 from bridge.kernel.fingerprint import weights_digest
 from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
-from bridge.kernel.loss import lm_loss
+from bridge.kernel.loss import labelled_loss, lm_loss
 from bridge.kernel.map_checks import check_component_map
 from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
@@ -451,6 +451,8 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         past_kv_cache: Any = None,
         pixel_values: Any = None,
         input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        decoder_input: Any = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
@@ -470,7 +472,15 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         else ``"hidden"``).
         Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
         text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
-        the input tokens.
+        the input tokens. A mapping of HF inputs with ``input_ids`` (a tokenizer's output, with ``token_type_ids``…)
+        is also an input.
+
+        Models whose loss is scored against labels (``Adapter.loss_kind == "labels"``: masked language models,
+        sequence-to-sequence models, classifiers) take ``labels=`` for ``return_type="loss"``/``"both"``: token ids
+        ``[b, p]`` (-100 where a position is not scored, e.g. the unmasked positions of a masked LM) or a class per
+        sequence ``[b]``. Encoder-decoder models read the encoder's input as ``input`` and the decoder's as
+        ``decoder_input=`` (text or tokens ``[b, q]``; HF's ``decoder_input_ids=`` also works); without either, the
+        decoder reads its start token, or ``labels`` shifted right as HF does.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -485,6 +495,10 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             if input is not None:
                 raise BadInputError("input_ids= is the input tokens: pass them either as the input or as input_ids=.")
             input = input_ids
+        if isinstance(input, Mapping) and self._inputs.reads_mappings_as_language:
+            input, mask, extra = self._inputs.split_language_mapping(dict(input), attention_mask)
+            attention_mask = mask
+            hf_kwargs.update(extra)
         if self._inputs.language_with_images:
             input, attention_mask, images = self._inputs.language_inputs(
                 input, pixel_values, attention_mask, self.image_processor, self.processor
@@ -505,6 +519,8 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
                 "past_kv_cache takes TransformerLens's cache class; pass HF's cache as past_key_values=... "
                 "(with use_cache=True) instead."
             )
+        if decoder_input is not None or self._is_encoder_decoder:
+            self._decoder_inputs(decoder_input, labels, hf_kwargs)
         if start_at_layer is not None:
             return self._forward_from(
                 start_at_layer, input, tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs
@@ -523,7 +539,32 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             self._d_vocab_in(),
             None if hf_kwargs.get("past_key_values") is None else past_length(hf_kwargs["past_key_values"]),
         )
-        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
+
+    @property
+    def _is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.hf_model.config, "is_encoder_decoder", False))
+
+    def _decoder_inputs(self, decoder_input: Any, labels: torch.Tensor | None, hf_kwargs: dict[str, Any]) -> None:
+        """An encoder-decoder's decoder tokens into ``hf_kwargs["decoder_input_ids"]`` (and their mask): the
+        ``decoder_input`` given (text, texts or tokens), else HF's ``decoder_input_ids=``, else ``labels`` shifted
+        right (HF does it), else each row's decoder start token."""
+        if not self._is_encoder_decoder:
+            raise BadInputError(f"decoder_input= is for encoder-decoder models; {self.cfg.architecture} is not one.")
+        if decoder_input is not None:
+            if hf_kwargs.get("decoder_input_ids") is not None:
+                raise BadInputError("pass the decoder's tokens either as decoder_input= or as decoder_input_ids=.")
+            tokens, mask = self._tokens.prepare(decoder_input, None, False, "right", self._d_vocab_in())
+            hf_kwargs["decoder_input_ids"] = tokens.to(self._device())
+            if mask is not None:
+                hf_kwargs.setdefault("decoder_attention_mask", mask.to(self._device()))
+        elif hf_kwargs.get("decoder_input_ids") is None and labels is None:
+            start = getattr(self.hf_model.config, "decoder_start_token_id", None)
+            if start is None:
+                raise BadInputError("this model's config names no decoder_start_token_id: pass decoder_input=.")
+            hf_kwargs["decoder_input_ids"] = None  # filled once the batch size is known (in _run)
+        elif hf_kwargs.get("decoder_input_ids") is None:
+            hf_kwargs["labels"] = labels  # HF shifts the labels right into the decoder's input
 
     def image_token_positions(
         self,
@@ -560,6 +601,7 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         loss_per_token: bool,
         stop_at_layer: int | None,
         hf_kwargs: dict[str, Any],
+        labels: torch.Tensor | None = None,
     ) -> Any:
         """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks."""
         tokens = tokens.to(self._device())
@@ -575,14 +617,30 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
                     f"{past + tokens.shape[1]} positions (cached + new), got {attention_mask.shape[1]}; "
                     "extend the mask used for the cached prefix with the new tokens' mask."
                 )
-        if self._takes_position_ids:
-            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask, past))
+        positions = self.adapter.position_ids
+        if self._takes_position_ids and positions != "model":
+            ids = position_ids_for(tokens, attention_mask if positions == "real_tokens" else None, past)
+            hf_kwargs.setdefault("position_ids", ids)
+        if "decoder_input_ids" in hf_kwargs and hf_kwargs["decoder_input_ids"] is None:
+            start = self.hf_model.config.decoder_start_token_id
+            hf_kwargs["decoder_input_ids"] = torch.full((tokens.shape[0], 1), start, device=tokens.device)
+        labelled = self.adapter.loss_kind == "labels"
+        if labels is not None and not labelled:
+            raise BadInputError(
+                f"labels= is for models whose loss is scored against labels (masked LMs, sequence-to-sequence "
+                f"models, classifiers); {self.cfg.architecture}'s loss predicts each next token of the input."
+            )
+        if labelled and return_type in ("loss", "both") and labels is None:
+            raise BadInputError(
+                f"return_type={return_type!r} on {self.cfg.architecture} needs labels=: token ids [batch, pos] "
+                "(-100 where a position is not scored) or a class per sequence [batch]."
+            )
         if return_type in ("logits", "loss", "both") and self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
                 "use return_type='hidden' or None, or load the *ForCausalLM class."
             )
-        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2:
+        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2 and not labelled:
             raise BadInputError(
                 f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
                 f"token), got {tokens.shape[1]}."
@@ -606,6 +664,9 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         logits = out.logits
         if return_type == "logits":
             return logits
+        if labelled:
+            loss = labelled_loss(logits, labels, per_token=loss_per_token)
+            return loss if return_type == "loss" else (logits, loss)
         mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
         loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)

@@ -65,6 +65,7 @@ class ModelInputs:
         self.name = type(hf_model).__name__
         self.modalities = adapter.modalities
         self.fields = adapter.output_fields
+        self.audio_input = adapter.audio_input
         params = inspect.signature(hf_model.forward).parameters.values()
         self.accepted = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
@@ -73,15 +74,30 @@ class ModelInputs:
         """A vision-language model: a language model that also reads images."""
         return self.fields is None and "image" in self.modalities
 
+    @property
+    def reads_mappings_as_language(self) -> bool:
+        """A language model reading text only: a mapping input is its HF inputs (a tokenizer's output)."""
+        return self.fields is None and "image" not in self.modalities
+
+    def split_language_mapping(
+        self, inputs: dict[str, Any], attention_mask: torch.Tensor | None
+    ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+        """A language model's mapping of HF inputs (a tokenizer's output, ``input_ids`` with ``attention_mask``,
+        ``token_type_ids``…, or an encoder-decoder's ``decoder_input_ids``): ``(tokens, mask, other HF inputs)``."""
+        if attention_mask is not None and inputs.get("attention_mask") is not None:
+            raise BadInputError("the mapping of HF inputs has an attention_mask; do not pass attention_mask= as well")
+        tokens, mask, extra = self._split_mapping(inputs)
+        return tokens, mask if mask is not None else attention_mask, extra
+
     def applies(self, input: Any, pixel_values: Any) -> bool:
         """Whether this call goes through here rather than the token path of language models."""
         if self.language_with_images:
             return False
         if self.fields is None:
-            if pixel_values is not None or looks_like_images(input) or isinstance(input, Mapping):
+            if pixel_values is not None or looks_like_images(input):
                 raise BadInputError(
-                    f"{self.name} reads text only; pixel values, images and mappings of HF inputs are for image "
-                    "models. Pass text, a list of texts, or tokens [batch, pos]."
+                    f"{self.name} reads text only; pixel values and images are for image models. Pass text, a list "
+                    "of texts, tokens [batch, pos] or a mapping of HF inputs with input_ids (a tokenizer's output)."
                 )
             return False
         return True
@@ -97,6 +113,10 @@ class ModelInputs:
                 raise BadInputError(
                     f"{self.name} takes no input named {unknown}; its inputs are {sorted(self.accepted)}."
                 )
+        elif "audio" in self.modalities and input is not None:
+            if pixel_values is not None:
+                raise BadInputError(f"{self.name} reads audio, not images: pass the audio as the input.")
+            inputs = {self.audio_input: _audio(input, self.name, self.audio_input)}
         else:
             if pixel_values is None and "image" in self.modalities and self._is_image(input):
                 input, pixel_values = None, input
@@ -250,3 +270,18 @@ class ModelInputs:
             return None
         field = self.fields[return_type]
         return tuple(getattr(out, f) for f in field) if isinstance(field, tuple) else getattr(out, field)
+
+
+def _audio(value: Any, name: str, key: str) -> torch.Tensor:
+    """Audio as HF's ``key`` argument: a float tensor or a numpy array (raw samples ``[b, samples]`` or features
+    ``[b, mels, frames]``; one example without its batch axis gets one)."""
+    if type(value).__module__ == "numpy":
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise BadInputError(
+            f"{name} reads audio: pass a float tensor or array as {key} (the feature extractor's output, or a dict "
+            f"of HF inputs), got {kind}."
+        )
+    batched = 2 if key == "input_values" else 3
+    return value.unsqueeze(0) if value.ndim == batched - 1 else value

@@ -31,8 +31,13 @@ class TowerModule(nn.Module):
         self.cfg = cfg
 
 
-def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig) -> None:
+def build_map(
+    owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig, tower: bool = False
+) -> None:
     """Build ``cmap``'s components onto ``owner`` (a ``Bridge`` or a ``TowerModule``).
+
+    In a ``tower`` (not the root of the model), ``hook_embed`` fires only for calls of the embedding inside the
+    tower's own module: two towers may share one embedding (T5's encoder and decoder).
 
     Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (an ``Unembed`` around the HF
     head, or None) (and ``embed``,
@@ -40,7 +45,8 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
     root = hf_model.base_model if cmap.root is None else hf_model.get_submodule(cmap.root)
     if cmap.embed is not None:
         owner.hook_embed = HookPoint()
-        owner.embed = TokenEmbedding(root.get_submodule(cmap.embed), cfg, hook=owner.hook_embed, scope=root)
+        module = root.get_submodule(cmap.embed)
+        owner.embed = TokenEmbedding(module, cfg, hook=owner.hook_embed, scope=root, only_in_scope=tower)
     if cmap.pos_embed is not None:
         owner.hook_pos_embed = HookPoint()
         owner.pos_embed = PosEmbedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
@@ -74,8 +80,12 @@ def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite,
     for prefix, tower in composite.towers.items():
         if prefix:
             part = TowerModule(tower.cfg)
-            build_map(part, hf_model, tower.map, tower.cfg)
+            build_map(part, hf_model, tower.map, tower.cfg, tower=True)
             owner.add_module(prefix, part)
+    if root is None and composite.head is not None:  # an encoder-decoder: the decoder's head is the model's
+        head = getattr(owner, composite.head)
+        object.__setattr__(owner, "unembed", head.unembed)
+        object.__setattr__(owner, "_hf_ln_final", head._hf_ln_final)
     add_hooks(owner, hf_model, composite.hooks, cfg)
 
 

@@ -29,6 +29,8 @@ HF_PASSTHROUGH = frozenset(
         "output_hidden_states",
         "logits_to_keep",
         "interpolate_pos_encoding",
+        "decoder_input_ids",
+        "decoder_attention_mask",
     }
 )
 #: Those of ``HF_PASSTHROUGH`` passed only to an HF forward that names them (image towers' resizing of their

@@ -1,6 +1,14 @@
 """Generic components; families add only what is special to them."""
 
-from bridge.kernel.components.attention import Attention, FusedQKV, QKVSource, SplitQKV, heads, weight_in_out
+from bridge.kernel.components.attention import (
+    Attention,
+    CrossAttention,
+    FusedQKV,
+    QKVSource,
+    SplitQKV,
+    heads,
+    weight_in_out,
+)
 from bridge.kernel.components.base import (
     Attachment,
     Component,
@@ -54,6 +62,7 @@ __all__ = [
     "AttentionWeights",
     "Block",
     "Component",
+    "CrossAttention",
     "Embedding",
     "FlatPositions",
     "ForwardOverride",
