@@ -28,8 +28,10 @@ _WEIGHT_IN_FLOAT32 = frozenset({"Olmo2RMSNorm"})
 class Norm(Component):
     """A normalization layer. Hooks: ``hook_scale`` ``[b, p, 1]``, ``hook_normalized`` ``[b, p, d]``.
 
-    ``kind="LN"`` is ``(x - mean) / scale * w + b`` with ``scale = sqrt(var + eps)``;
+    ``kind="LN"`` is ``(x - mean) / scale * (w + weight_offset) + b`` with ``scale = sqrt(var + eps)``;
     ``kind="RMS"`` is ``x / scale * (w + weight_offset)`` with ``scale = sqrt(mean(x²) + eps)``.
+    ``weight_offset`` is for norms that store their weight zero-centred and apply ``w + offset`` (Gemma's RMS
+    norm and Nemotron's ``LayerNorm1P``: 1); weight processing folds ``w + offset`` and leaves ``1 - offset``.
     While the hooks only observe, the module's output is the HF module's own (bit for bit, in any
     dtype; gradients flow through the hooked tensors). Once a hook changes a tensor, the output is
     this re-expression in float32 with HF's rounding points: LN casts once at the end (as torch's
@@ -102,7 +104,7 @@ class Norm(Component):
         if self.kind == "LN":
             out = normalized
             if weight is not None:
-                out = out * weight.float()
+                out = out * (weight.float() + self.weight_offset)
             if bias is not None:
                 out = out + bias.float()
             return out.to(dtype)
