@@ -80,7 +80,7 @@ class DeepseekV3Examples(Examples):
         return DeepseekV3Config(**values)
 
 
-#: The tiny DSA models: V3's tiny MLA and MoE, and an indexer (2 heads of 16, half of each rotated) keeping 4 keys per
+#: The tiny DSA models: V3's tiny MLA and MoE, and an indexer (8 heads of 16, half of each rotated) keeping 4 keys per
 #: query, fewer than the kit's 12 positions, so the sparse selection bites.
 TINY_DSA: dict[str, Any] = dict(
     num_hidden_layers=2,
@@ -101,7 +101,7 @@ TINY_DSA: dict[str, Any] = dict(
     topk_group=1,
     first_k_dense_replace=1,
     index_topk=4,
-    index_n_heads=2,
+    index_n_heads=8,
     index_head_dim=16,
     max_position_embeddings=64,
     vocab_size=TINY_VOCAB,
