@@ -73,7 +73,10 @@ ARCHITECTURE_PLUGINS: dict[str, str] = {
     ),
     **dict.fromkeys(["MambaForCausalLM", "MambaModel", "Mamba2ForCausalLM", "Mamba2Model"], "bridge-mamba"),
     **dict.fromkeys(["BloomForCausalLM", "MptForCausalLM", "FalconForCausalLM"], "bridge-alibi"),
-    **dict.fromkeys(["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"], "bridge-mla"),
+    **dict.fromkeys(
+        ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM", "GlmMoeDsaForCausalLM"],
+        "bridge-mla",
+    ),
     **dict.fromkeys(
         [
             "CLIPVisionModel",
@@ -137,7 +140,7 @@ MODEL_TYPE_PLUGINS: dict[str, str] = {
     ),
     **dict.fromkeys(["mamba", "mamba2"], "bridge-mamba"),
     **dict.fromkeys(["bloom", "mpt", "falcon"], "bridge-alibi"),
-    **dict.fromkeys(["deepseek_v2", "deepseek_v3"], "bridge-mla"),
+    **dict.fromkeys(["deepseek_v2", "deepseek_v3", "deepseek_v32", "glm_moe_dsa"], "bridge-mla"),
     **dict.fromkeys(
         ["clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2_vision_model", "llava", "gemma3"],
         "bridge-vision",
