@@ -1,6 +1,6 @@
 """Overhead of the bridge against the bare HF model, in one process, on the same weights.
 
-Every installed plugin contributes models through ``<package>.bench.bench_configs()``. For each,
+Every installed plugin contributes models through its ``bench_configs`` hook. For each,
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
 Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×. Image encoders
 run on their adapter's example pixel values (``--image-batch`` images) and return their first return type.
@@ -20,7 +20,6 @@ shards) against a bare HF loop over the same batches returning ``hidden_states``
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import itertools
 import shutil
@@ -44,18 +43,8 @@ HARVEST_TARGET = 0.9  # harvest tokens/s over a bare HF hidden_states loop
 
 
 def plugin_configs() -> dict[str, object]:
-    """Label → HF config from every loaded plugin that ships a ``bench`` module."""
-    configs: dict[str, object] = {}
-    for info in get_registry().plugins:
-        if info.status != "loaded" or not info.adapters:
-            continue
-        package = info.adapters[0].__module__.split(".")[0]
-        try:
-            module = importlib.import_module(f"{package}.bench")
-        except ModuleNotFoundError:
-            continue
-        configs.update(module.bench_configs())
-    return configs
+    """Label → HF config from every loaded plugin's ``bench_configs`` hook."""
+    return get_registry().bench_configs()
 
 
 def twin_models(hf_config) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -255,13 +255,13 @@ def test_the_readme_example_runs_and_the_error_term_keeps_the_output(monkeypatch
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    text = (root / "core" / "README.md").read_text()
+    text = (root / "docs" / "saes.md").read_text()
     section = text.split("## Splicing SAEs", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     monkeypatch.chdir(root)
     torch.manual_seed(0)
     namespace: dict = {}
-    exec(compile(block, "core/README.md", "exec"), namespace)
+    exec(compile(block, "docs/saes.md", "exec"), namespace)
     model, sae, hook, cache = namespace["model"], namespace["sae"], namespace["hook"], namespace["cache"]
     assert cache[f"{hook}.hook_sae_acts_post"].shape == (1, 6, 512)
     assert model.acts_to_saes == {} and f"{hook}.hook_sae_acts_post" not in model.hook_dict

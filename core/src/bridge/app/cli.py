@@ -12,6 +12,7 @@ import warnings
 EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
+  bridge inspect MODEL --map     the components its adapter built: kind, HF module, options
   bridge demo                    find induction heads in the shipped model
   bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
                                  write activations to safetensors shards (resumable)
@@ -62,18 +63,30 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from bridge.app.component_map import component_nodes, folded, format_map
     from bridge.app.demo import hook_tree
     from bridge.kernel import resolution
     from bridge.kernel.hooked_model import HookedModel
 
     model: HookedModel = resolution.load(args.model, trust_remote_code=args.trust_remote_code)
     cfg = model.cfg
+    config = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
+    if args.map:
+        nodes = component_nodes(model)
+        if args.json:
+            print(json.dumps({"config": config, "map": [node.to_dict() for node in nodes]}, indent=2))
+            return 0
+        print(f"{cfg.architecture} ({type(model.adapter).__name__}): {len(nodes)} components")
+        print("  name, component kind, HF module it wraps (layer index as {i}), options of its spec")
+        for line in format_map(folded(nodes)):
+            print(line)
+        return 0
     rows = [
         {"name": name, "shape": list(shape) if shape else None, "opt_in": opt_in}
         for name, shape, opt_in in hook_tree(model, layers=None)
     ]
     if args.json:
-        print(json.dumps({"config": {k: v for k, v in cfg.to_dict().items() if k != "extra"}, "hooks": rows}, indent=2))
+        print(json.dumps({"config": config, "hooks": rows}, indent=2))
         return 0
     print(
         f"{cfg.architecture} ({type(model.adapter).__name__}): {cfg.n_layers} layers, {cfg.n_heads} heads "
@@ -137,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="load a model and print its hook points with shapes")
     inspect.add_argument("model", metavar="MODEL", help="a model directory, or a hub name in the local HF cache")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    inspect.add_argument(
+        "--map", action="store_true", help="print the component tree instead: kind, HF module path, options per node"
+    )
     inspect.add_argument("--trust-remote-code", action="store_true", help="allow the repository's own code to run")
     inspect.set_defaults(run=_inspect)
     demo = commands.add_parser(

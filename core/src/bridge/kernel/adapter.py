@@ -34,7 +34,9 @@ class Spec:
 
     def build(self, parent: nn.Module, cfg: BridgeConfig, **extra: Any) -> Component:
         module = parent.get_submodule(self.path) if self.path else parent
-        return self.kind(module, cfg, **self.options, **extra)
+        component = self.kind(module, cfg, **self.options, **extra)
+        object.__setattr__(component, "spec_options", dict(self.options))  # shown by `bridge inspect --map`
+        return component
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class BlockSpec:
     def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
         children = {name: spec.build(hf_block, cfg) for name, spec in self.children.items()}
         paths = {name: spec.path for name, spec in self.children.items()} | dict(self.extra_paths)
-        return self.kind(hf_block, cfg, children, paths)
+        block = self.kind(hf_block, cfg, children, paths)
+        object.__setattr__(block, "spec_options", dict(self.extra_paths))
+        return block
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,16 @@ class Composite:
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExampleInput:
+    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…), and the ``(batch, positions)``
+    the blocks of each part see (``""`` for a plain model, the tower prefix for a composite one); positions are
+    patches, plus a CLS position where there is one, or tokens."""
+
+    inputs: Mapping[str, Any]
+    shapes: Mapping[str, tuple[int, int]]
 
 
 class Adapter:

@@ -16,24 +16,12 @@ the kit (``bridge.testing``), ``pytest --bridge-conformance``, ``bridge inspect`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
-from bridge.kernel.adapter import Adapter
+from bridge.kernel.adapter import Adapter, ExampleInput
 from bridge.kernel.errors import ComponentMapError
-
-
-@dataclass(frozen=True)
-class ExampleInput:
-    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…), and the ``(batch, positions)``
-    the blocks of each part see (``""`` for a plain model, the tower prefix for a composite one); positions are
-    patches, plus a CLS position where there is one, or tokens."""
-
-    inputs: Mapping[str, Any]
-    shapes: Mapping[str, tuple[int, int]]
 
 
 class Examples:

@@ -19,8 +19,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.pytorch_utils import Conv1D
 
+from bridge.kernel.tiny import TINY_VOCAB
+
 SPECIAL = "<|endoftext|>"
-TINY_VOCAB = 128
 _CORPUS = [
     "The cat sat on the mat and the dog sat on the log.",
     "When Mary and John went to the store, John gave a drink to Mary.",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -225,6 +225,8 @@ class Component(nn.Module):
     #: True for components whose HF module calls attention through ``transformers``'
     #: ``AttentionInterface``; the bridge routes the model through the seam only if one does.
     uses_seam: bool = False
+    #: The options of the ``Spec`` that built this component (set by ``Spec.build``; blocks: their extra paths).
+    spec_options: Mapping[str, Any] = {}
 
     def __init__(self, hf_module: nn.Module | None) -> None:
         super().__init__()
