@@ -22,11 +22,12 @@ from bridge.kernel.components.blocks import first_output
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.dispatch import input_device, is_dispatched
 from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.kernel.fingerprint import weights_digest
 from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
 from bridge.kernel.loss import lm_loss
 from bridge.kernel.map_checks import check_component_map
-from bridge.kernel.model_inputs import ModelInputs
+from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
@@ -205,6 +206,17 @@ class HookedModel(Lifecycle, nn.Module):
 
     def hook_points(self) -> list[HookPoint]:
         return list(self._hook_dict.values())
+
+    def activation_fingerprint(self) -> dict[str, Any]:
+        """What decides this model's activations besides its input, JSON-able and stable across processes: a
+        digest of every parameter and buffer, the weight processing done, and what each active hook point does
+        (its hooks' functions; a spliced SAE's digest). Equal fingerprints: the same activations for the same
+        input (hook functions are compared by name, not by code)."""
+        return {
+            "weights_sha256": weights_digest(self.hf_model),
+            "weight_processing": list(self.cfg.extra.get("weight_processing", [])),
+            "hook_points": {name: point.fingerprint() for name, point in self._hook_dict.items() if point.active},
+        }
 
     def _canonical(self, name: str) -> str:
         """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
@@ -422,7 +434,7 @@ class HookedModel(Lifecycle, nn.Module):
     def forward(
         self,
         input: str | list[str] | torch.Tensor | None = None,
-        return_type: ReturnType = "logits",
+        return_type: ReturnType = DEFAULT_RETURN_TYPE,
         loss_per_token: bool = False,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
@@ -447,8 +459,10 @@ class HookedModel(Lifecycle, nn.Module):
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
-        images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
-        as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
+        images (PIL images, arrays or uint8 tensors, through the image processor) or a dict of HF inputs as
+        ``input`` (two-tower models: the text as ``input``, the images as ``pixel_values=``) and return what their
+        adapter's ``output_fields`` name; by default their natural output (``"logits"`` where they have logits,
+        else ``"hidden"``).
         Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
         text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
         the input tokens.
@@ -591,7 +605,7 @@ class HookedModel(Lifecycle, nn.Module):
         hf_kwargs: dict[str, Any],
     ) -> Any:
         """Run a model that is not a language model (image encoders, two-tower models) on its HF inputs."""
-        self._inputs.check_return_type(return_type)
+        return_type = self._inputs.resolve_return_type(return_type)
         if stop_at_layer is not None and not self._hf_blocks:
             raise BadInputError("stop_at_layer needs blocks at the top of the model; this one has towers.")
 
@@ -641,11 +655,14 @@ class HookedModel(Lifecycle, nn.Module):
             )
         if attention_mask is not None:
             attention_mask = self._tokens.prepare(tokens, attention_mask, None, None, self._d_vocab_in())[1]
-        if stop == layer:
-            return residual
+        if stop == layer and stop_at_layer is not None:
+            return residual  # nothing to run
         target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
-        if target is None:
-            raise BridgeError("start_at_layer=n_layers needs a final norm in the component map")
+        if target is None:  # the final norm and the unembedding run on the residual entering the final norm
+            raise BadInputError(
+                f"start_at_layer={n} (after the last block) needs a final norm in {type(self.adapter).__name__}'s "
+                f"component map to hand the residual to; start at a block (0..{n - 1}) instead."
+            )
         residual = residual.to(self._device())
 
         def replace_hidden(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
