@@ -9,9 +9,16 @@ import pytest
 from bridge.testing import ALL_CHECKS
 from bridge_vision.examples import VLM_CASES
 
+#: Every check on every case, on the attention paths the check is worth running on (``check.paths``).
+CASES = [
+    pytest.param(case, check, path, id=f"{case}-{path}-{check.__name__}")
+    for case in VLM_CASES
+    for check in ALL_CHECKS
+    for path in ("native", "hooked")
+    if path in check.paths
+]
 
-@pytest.mark.parametrize("path", ["native", "hooked"])
-@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("case", list(VLM_CASES))
+
+@pytest.mark.parametrize(("case", "check", "path"), CASES)
 def test_vlm_conformance(vlm_pair, case, check, path):
     check(vlm_pair(case, path))

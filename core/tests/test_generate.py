@@ -8,12 +8,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from transformers import DynamicCache, GPT2Model
 
 import bridge
 from bridge import BridgeError, HookNameError
 from bridge.analysis.generation import FrequencyPenalty, StepCaches, _stack_hook
 from bridge.kernel.errors import NoLMHeadError
+from bridge.kernel.tiny import TINY_EOS_ID, TINY_PAD_ID
 from bridge.testing import examples_of, make_pair
 from bridge.testing.generation import (
     GENERATION_CHECKS,
@@ -23,9 +25,8 @@ from bridge.testing.generation import (
     reference_block,
     steering,
 )
-from bridge_gpt2 import GPT2Adapter
 
-EOS = 0  # the tiny tokenizer's <|endoftext|>: bos, eos and pad
+EOS = TINY_EOS_ID  # the tiny tokenizer's <|endoftext|> (BOS and padding have ids of their own)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_incremental_forward_with_past_key_values_equals_a_full_forward(
     mask = torch.ones_like(tokens)
     for row, pad in enumerate(pads):  # left padding
         mask[row, :pad] = 0
-        tokens[row, :pad] = EOS
+        tokens[row, :pad] = TINY_PAD_ID
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     expected = pair.reference(tokens, attention_mask=mask, position_ids=positions).logits
     cache = DynamicCache(config=pair.bridge.hf_model.config)

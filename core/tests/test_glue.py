@@ -9,13 +9,13 @@ import torch
 import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch.nn import functional as F
 
 import bridge
 from bridge import BridgeError
 from bridge.kernel.errors import BadInputError, HookOutputError, UnknownArgumentError
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
-from bridge_gpt2 import GPT2Adapter
 
 LONG_TEXT = " ".join(["The cat sat on the mat and the dog sat on the log."] * 12)
 
@@ -147,6 +147,35 @@ def test_start_at_layer_with_a_patched_residual_equals_a_pre_hook_on_the_hf_bloc
     )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     assert fired and all(n.startswith(("blocks.1.", "ln_final")) for n in fired), fired
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blocks.1.hook_resid_pre",
+        "blocks.1.ln1.hook_normalized",
+        "blocks.1.attn.hook_q",
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.attn.hook_z",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_resid_mid",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_mlp_out",
+    ],
+)
+def test_an_intervention_in_the_start_block_acts_as_in_the_full_forward(gpt2, reference, name):
+    """``start_at_layer=1`` from HF's residual with an intervention at a hook of block 1 gives what the full forward
+    with the same intervention gives (the start block's own hooks fire and are used)."""
+    tokens = tokens_of(gpt2)
+
+    def halve(t, hook):
+        return t * 0.5
+
+    full = gpt2.run_with_hooks(tokens, fwd_hooks=[(name, halve)])
+    assert (full - gpt2(tokens)).abs().max() > 1e-3, f"halving {name} changes nothing"
+    residual = reference(tokens, output_hidden_states=True).hidden_states[1]
+    started = gpt2.run_with_hooks(residual, start_at_layer=1, fwd_hooks=[(name, halve)])
+    torch.testing.assert_close(started, full, atol=1e-5, rtol=0)
 
 
 def test_start_at_layer_bad_arguments(gpt2):

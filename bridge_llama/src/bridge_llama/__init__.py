@@ -1,5 +1,6 @@
 """bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
+from bridge.components import QKNormAttention
 from bridge_llama.adapters import (
     Gemma2Adapter,
     Gemma3Adapter,
@@ -13,7 +14,7 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.catalog import ADAPTERS
-from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 from bridge_llama.dense_adapters import (
     ApertusAdapter,
     Ernie4_5Adapter,

@@ -44,7 +44,7 @@ from transformers import (
     Starcoder2Config,
 )
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_llama.adapters import (
     Gemma2Adapter,
     Gemma3Adapter,
@@ -102,9 +102,7 @@ TINY = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 64,
     "vocab_size": TINY_VOCAB,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
+    **TINY_SPECIAL_IDS,
 }
 
 
@@ -487,6 +485,8 @@ class GraniteMoeExamples(RopeMoEExamples):
 
 class Llama4Examples(RopeExamples):
     adapter = Llama4Adapter
+    #: HF's Llama 4 scales queries by a temperature of the index in the (padded) row, not of the position.
+    left_padding_invariant = False
 
     example_class = Llama4TextConfig
 

@@ -12,10 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from bridge.components import Attention, InputTap, OutputTap, QKVSource, Routing, softmax_then_topk
+from bridge.components import Attention, InputTap, OutputTap, QKVSource, Routing, fire_as_bphd, softmax_then_topk
 from bridge.kernel import BridgeConfig, HookPoint
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
-from bridge_llama.components import fire_as_bphd
 from bridge_llama.moe_adapters import RopeMoEAdapter
 
 

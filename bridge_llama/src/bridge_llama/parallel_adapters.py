@@ -18,14 +18,16 @@ from bridge.components import (
     Block,
     FusedQKV,
     Norm,
+    NormLayout,
     ParallelBlock,
+    QKNormAttention,
     SequentialBlock,
     SharedNormParallelBlock,
     SplitQKV,
 )
 from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import RopeAdapter
-from bridge_llama.components import GateUpMLP, NormLayout, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 
 LN = {"kind": "LN"}
 

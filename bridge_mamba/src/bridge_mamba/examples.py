@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import Mamba2Config, MambaConfig
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_mamba.adapters import Mamba2Adapter, MambaAdapter
 
 
@@ -20,9 +20,7 @@ class MambaExamples(Examples):
             expand=2,
             conv_kernel=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -44,9 +42,7 @@ class Mamba2Examples(Examples):
             conv_kernel=4,
             chunk_size=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 

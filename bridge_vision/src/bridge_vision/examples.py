@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from bridge import Adapter
-from bridge.kernel import TINY_VOCAB, ExampleInput, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, ExampleInput, Examples
 from bridge_vision.adapters import (
     CLIPAdapter,
     CLIPClassifierAdapter,
@@ -38,9 +38,7 @@ from bridge_vision.vlm import Gemma3VisionAdapter, LlavaAdapter, VisionLanguageA
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 TINY_IMAGE = dict(image_size=16, patch_size=4)  # a 4 x 4 grid of patches
-TINY_TEXT = dict(
-    vocab_size=TINY_VOCAB, max_position_embeddings=32, bos_token_id=0, eos_token_id=0, pad_token_id=0, **TINY_TOWER
-)
+TINY_TEXT = dict(vocab_size=TINY_VOCAB, max_position_embeddings=32, **TINY_SPECIAL_IDS, **TINY_TOWER)
 
 
 def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
@@ -51,8 +49,9 @@ def random_pixels(hf_vision_config: Any, batch: int, seed: int) -> torch.Tensor:
 
 
 def random_tokens(batch: int, pos: int, seed: int) -> torch.Tensor:
+    """Random ordinary tokens (no special id: CLIP pools its text at the first EOS)."""
     generator = torch.Generator().manual_seed(seed + 1)
-    return torch.randint(1, TINY_VOCAB, (batch, pos), generator=generator)
+    return torch.randint(max(TINY_SPECIAL_IDS.values()) + 2, TINY_VOCAB, (batch, pos), generator=generator)
 
 
 #: The tiny language models' vocabulary: the tiny tokenizer's, plus the image token (the last id).
@@ -67,9 +66,7 @@ TINY_TEXT_LM = dict(
     num_key_value_heads=2,
     max_position_embeddings=64,
     vocab_size=TINY_VLM_VOCAB,
-    bos_token_id=0,
-    eos_token_id=0,
-    pad_token_id=0,
+    **TINY_SPECIAL_IDS,
 )
 #: Prompt text positions of example inputs, after the BOS and the image tokens.
 TEXT_POSITIONS = 6

@@ -16,7 +16,7 @@ _moved.install()
 
 from bridge import harvest  # noqa: E402  (bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one)
 from bridge.harvest.reader import HarvestedActivations, open_harvest  # noqa: E402
-from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Spec  # noqa: E402
+from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, DenseOrMoEBlockSpec, LayerKinds, Spec  # noqa: E402
 from bridge.kernel.cache import act_name  # noqa: E402
 from bridge.kernel.config import BridgeConfig, config_from_hf  # noqa: E402
 from bridge.kernel.errors import (  # noqa: E402
@@ -49,6 +49,7 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"bridge.{name}")
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")
 
+
 __all__ = [
     "ActivationCache",
     "Adapter",
@@ -60,6 +61,7 @@ __all__ = [
     "ComponentMap",
     "ComponentMapError",
     "ConcurrentUseError",
+    "DenseOrMoEBlockSpec",
     "Examples",
     "HarvestedActivations",
     "HookHandle",
@@ -67,6 +69,7 @@ __all__ = [
     "HookPoint",
     "HookShapeError",
     "HookedModel",
+    "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
     "Spec",

@@ -11,7 +11,16 @@ hooked model (``HookedModel``) with its plain activation cache. Modules, lowest 
 ``hooked_model``, ``resolution``.
 """
 
-from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Composite, DenseOrMoEBlockSpec, Spec, Tower
+from bridge.kernel.adapter import (
+    Adapter,
+    BlockSpec,
+    ComponentMap,
+    Composite,
+    DenseOrMoEBlockSpec,
+    LayerKinds,
+    Spec,
+    Tower,
+)
 from bridge.kernel.cache import PlainActivationCache, act_name
 from bridge.kernel.config import BridgeConfig, config_from_hf
 from bridge.kernel.errors import (
@@ -58,6 +67,7 @@ __all__ = [
     "HookPoint",
     "HookShapeError",
     "HookedModel",
+    "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
     "PlainActivationCache",

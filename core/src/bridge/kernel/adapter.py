@@ -41,11 +41,19 @@ class Spec:
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts)."""
+    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts).
+
+    ``for_layer(layer, hf_block)`` says which spec builds one layer: this one, unless a subclass chooses per layer
+    (``DenseOrMoEBlockSpec``; ``LayerKinds`` for layers of different kinds). The bridge builds layer ``i`` with
+    ``spec.for_layer(i, hf_block).build(hf_block, cfg)`` and checks each layer's spec against its HF block."""
 
     kind: type[Block]
     children: Mapping[str, Spec]
     extra_paths: Mapping[str, str] = field(default_factory=dict)
+
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        """The spec of layer ``layer`` (its HF block ``hf_block``): ``self`` for a uniform stack."""
+        return self
 
     def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
         children = {name: spec.build(hf_block, cfg) for name, spec in self.children.items()}
@@ -63,11 +71,55 @@ class DenseOrMoEBlockSpec(BlockSpec):
 
     moe_mlp: Spec | None = None
 
-    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
         children: Mapping[str, Spec] = self.children
         if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
             children = {**children, "mlp": self.moe_mlp}
-        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+        return BlockSpec(self.kind, children, self.extra_paths)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        return self.for_layer(-1, hf_block).build(hf_block, cfg)
+
+
+@dataclass(frozen=True)
+class LayerKinds(BlockSpec):
+    """Layers of different kinds in one stack (a hybrid's attention and SSM layers, dense and MoE MLPs): ``kinds``
+    names each layer's kind, in order (usually read from the HF config, e.g. Jamba's ``layers_block_type``), and
+    ``specs`` maps each kind to the ``BlockSpec`` building its layers::
+
+        block=LayerKinds(
+            kinds=tuple(hf_config.layers_block_type),          # ("mamba", "attention", "mamba", ...)
+            specs={"attention": BlockSpec(SequentialBlock, attention_children),
+                   "mamba": BlockSpec(MixerBlock, mamba_children)},
+        )
+
+    A kind may itself be any ``BlockSpec`` (a ``DenseOrMoEBlockSpec`` for a kind whose MLP varies). Every layer is
+    checked against its own spec when the bridge is built; a layer whose kind has no spec, or a ``kinds`` that does
+    not name every layer, raises ``ComponentMapError``."""
+
+    kind: type[Block] = Block
+    children: Mapping[str, Spec] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+    specs: Mapping[str, BlockSpec] = field(default_factory=dict)
+
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        from bridge.kernel.errors import ComponentMapError
+
+        if not 0 <= layer < len(self.kinds):
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} has no kind; kinds names {len(self.kinds)} layers ({list(self.kinds)})"
+            )
+        kind = self.kinds[layer]
+        if kind not in self.specs:
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} is of kind {kind!r}, which has no spec; specs has {sorted(self.specs)}"
+            )
+        return self.specs[kind].for_layer(layer, hf_block)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        from bridge.kernel.errors import ComponentMapError
+
+        raise ComponentMapError("LayerKinds builds a layer through for_layer(layer, hf_block), which knows its kind")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ class Examples:
     #: Hook-name suffixes whose tensors none of the model's outputs read (a pooled output a classification
     #: head ignores): the conformance kit's ``check_every_hook_matters`` leaves them out, and says so.
     unread_hooks: ClassVar[tuple[str, ...]] = ()
+    #: Whether a sequence gets, on its real tokens, the same results left-padded in a batch (with its attention
+    #: mask and the positions the mask implies) as alone. ``False`` where HF's own forward reads absolute positions
+    #: the mask does not shift (Llama 4's attention temperature): the kit then compares the padded batch with HF's
+    #: on the same batch only.
+    left_padding_invariant: ClassVar[bool] = True
 
     @classmethod
     def example_config(cls, architecture: str | None = None) -> Any:

@@ -19,9 +19,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.pytorch_utils import Conv1D
 
-from bridge.kernel.tiny import TINY_VOCAB
+from bridge.kernel.tiny import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB
 
-SPECIAL = "<|endoftext|>"
+#: The tiny tokenizer's special tokens; trained first, they get ids 0, 1, 2, 3 (``TINY_PAD_ID``, ``TINY_BOS_ID``,
+#: ``TINY_EOS_ID``, then unk).
+PAD, BOS, EOS, UNK = "<pad>", "<|bos|>", "<|endoftext|>", "<unk>"
+SPECIALS = tuple(token for _, token in sorted({TINY_PAD_ID: PAD, TINY_BOS_ID: BOS, TINY_EOS_ID: EOS, 3: UNK}.items()))
 _CORPUS = [
     "The cat sat on the mat and the dog sat on the log.",
     "When Mary and John went to the store, John gave a drink to Mary.",
@@ -31,23 +34,25 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFast:
-    """A BPE tokenizer trained here on a fixed corpus; id 0 is ``<|endoftext|>`` (bos, eos and pad)."""
+def tiny_tokenizer(vocab_size: int = TINY_VOCAB, *, bos: bool = True, pad: bool = True) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained here on a fixed corpus, with distinct special ids: ``<pad>`` 0, ``<|bos|>`` 1,
+    ``<|endoftext|>`` (EOS) 2 (``bridge.kernel.tiny``). ``bos=False``: a tokenizer without a BOS token (a model that
+    has none); ``pad=False``: one without a padding token (the ids stay where they are, unnamed)."""
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained(vocab_size)),
-        bos_token=SPECIAL,
-        eos_token=SPECIAL,
-        pad_token=SPECIAL,
-        unk_token="<unk>",
+        bos_token=BOS if bos else None,
+        eos_token=EOS,
+        pad_token=PAD if pad else None,
+        unk_token=UNK,
     )
 
 
 @cache
 def _trained(vocab_size: int) -> str:
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL, "<unk>"], show_progress=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
     tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
     return tokenizer.to_str()
 

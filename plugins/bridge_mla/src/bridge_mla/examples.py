@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, GlmMoeDsaConfig
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_mla.adapters import DeepseekV2Adapter, DeepseekV3Adapter, DeepseekV32Adapter, GlmMoeDsaAdapter
 
 
@@ -36,9 +36,7 @@ class DeepseekV2Examples(Examples):
             first_k_dense_replace=0,
             max_position_embeddings=64,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)
@@ -71,9 +69,7 @@ class DeepseekV3Examples(Examples):
             first_k_dense_replace=1,
             max_position_embeddings=64,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)
@@ -105,9 +101,7 @@ TINY_DSA: dict[str, Any] = dict(
     index_head_dim=16,
     max_position_embeddings=64,
     vocab_size=TINY_VOCAB,
-    bos_token_id=0,
-    eos_token_id=0,
-    pad_token_id=0,
+    **TINY_SPECIAL_IDS,
     rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
     initializer_range=0.125,  # the kit redraws 2-D linear weights only: give the router and experts the same scale
 )

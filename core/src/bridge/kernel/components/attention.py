@@ -173,7 +173,12 @@ class FusedQKV(QKVSource):
 
 
 class Attention(CoreAttentionWeights, Component):
-    """A self-attention layer whose core runs through the attention seam."""
+    """A self-attention layer whose core runs through the attention seam.
+
+    Options: ``qkv`` (where q, k, v are: ``SplitQKV``/``FusedQKV``), ``out`` (the output projection's path),
+    ``rotary`` (the model rotates q and k: ``hook_rot_q/k``), ``sinks`` (attention sinks: ``hook_sink_logits``),
+    ``calls_attention`` (the path, relative to the attention module, of the submodule that calls the attention
+    function, where that is not the attention module itself: ``"self"`` for BERT's ``BertAttention``)."""
 
     uses_seam = True
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
@@ -188,8 +193,15 @@ class Attention(CoreAttentionWeights, Component):
         out: str,
         rotary: bool = False,
         sinks: bool = False,
+        calls_attention: str = "",
     ) -> None:
         super().__init__(hf_module)
+        #: The HF module that calls the attention function (``AttentionInterface``): ``hf_module`` itself, or its
+        #: submodule at ``calls_attention`` where the projections and the attention call sit in different modules
+        #: (BERT: ``attention.self`` calls it, ``attention.output.dense`` is the output projection).
+        object.__setattr__(
+            self, "seam_module", hf_module.get_submodule(calls_attention) if calls_attention else hf_module
+        )
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_key_value_heads or cfg.n_heads
         self.d_head = cfg.d_head
@@ -231,11 +243,11 @@ class Attention(CoreAttentionWeights, Component):
         self.seam_active = any(hook.active for hook in self._seam_hooks())
 
     def bind(self) -> None:
-        seam.set_owner(self.hf, self)
+        seam.set_owner(self.seam_module, self)
 
     def detach_all(self) -> None:
         super().detach_all()
-        seam.set_owner(self.hf, None)
+        seam.set_owner(self.seam_module, None)
 
     def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
         """Called by the seam for this layer while an internal hook is in use.

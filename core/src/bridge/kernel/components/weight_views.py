@@ -221,6 +221,9 @@ class AttentionWeights(WeightViewsMixin):
 
     n_heads: int
     n_kv_heads: int
+    #: The bound HF clamps q, k and v to right after their projections (MPT's and OLMo's ``clip_qkv``), where it
+    #: does: ``hook_q/k/v`` are then ``clamp(x @ W_Q + b_Q, -qkv_clip, qkv_clip)``. ``None``: no clamp.
+    qkv_clip: float | None = None
 
     def qkv_weights(self) -> QKVWeights:
         """The raw per-head q/k/v projections of this layer (views of the HF parameters)."""
@@ -336,6 +339,11 @@ class CoreAttentionWeights(AttentionWeights):
 
     def output_projection(self) -> nn.Module:
         return self.out_proj
+
+    @property
+    def qkv_clip(self) -> float | None:  # type: ignore[override]
+        """The clamp of the layer's ``QKVSource`` (its ``clip``: OLMo's ``clip_qkv``), if it has one."""
+        return getattr(self.qkv, "clip", None)
 
 
 class MLPWeights(WeightViewsMixin):
