@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from bridge import ComponentMap, Spec
-from bridge.components import MLP, Attention
+from bridge.components import MLP, Attention, QKNormAttention
 from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import GEMMA_RMS, LLAMA_ATTN, Olmo2Adapter, RopeAdapter, rope_parameters
-from bridge_llama.components import QKNormAttention
 from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
 
 
