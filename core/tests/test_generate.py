@@ -197,6 +197,11 @@ def test_stacking_rules_on_synthetic_steps():
     stacked = _stack_hook("blocks.0.attn.hook_attn_scores", scores)
     assert stacked.shape == (b, h, p + 1, p + 1)
     assert (stacked[:, :, :p, p] == torch.finfo(torch.float32).min).all()
+    index_scores = [torch.randn(b, p, p).tril().masked_fill(torch.ones(p, p).triu(1).bool(), -torch.inf)]
+    index_scores.append(torch.randn(b, 1, p + 1))  # [b, query, key]: a sparse-attention indexer's scores
+    stacked = _stack_hook("blocks.0.attn.hook_index_scores", index_scores)
+    assert stacked.shape == (b, p + 1, p + 1) and torch.equal(stacked[:, p], index_scores[1][:, 0])
+    assert torch.isneginf(stacked[:, :p, p]).all()  # padded as the model masks: with -inf here
     with pytest.raises(BridgeError, match=r"cannot stack 'blocks\.0\.attn\.hook_alibi'"):
         _stack_hook("blocks.0.attn.hook_alibi", [torch.randn(1, h, 1, p), torch.randn(1, h, 1, p + 1)])
     with pytest.raises(BridgeError, match="no generation steps"):

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from bridge.kernel.hook_points import HookPoint
 
 GenerateReturnType = Literal["input", "str", "tokens", "embeds"]
-_KEY_AXIS_HOOKS = ("hook_pattern", "hook_attn_scores")  # [b, heads, query, key]
+#: Hooks laid out over query and key positions, the key axis last: ``[b, heads, query, key]`` (pattern, scores) or
+#: ``[b, query, key]`` (a sparse-attention indexer's scores, DeepSeek-V3.2's ``hook_index_scores``).
+_KEY_AXIS_HOOKS = ("hook_pattern", "hook_attn_scores", "hook_index_scores")
 
 
 class FrequencyPenalty(LogitsProcessor):
@@ -75,7 +77,8 @@ class StepCaches(list):
         these hooks; default all recorded).
 
         Per-position hooks ``[b, pos, ...]`` are concatenated along ``pos``; attention patterns and
-        scores ``[b, heads, query, key]`` along ``query``, each step's keys padded to the full length
+        scores ``[b, heads, query, key]`` (and an indexer's scores ``[b, query, key]``) along ``query``, each step's
+        keys padded to the full length
         (pattern with 0, scores with the dtype's minimum, as a masked full forward holds them). Hooks
         that see every position at every step (a full forward without the cache, or ``hook_rot_k``
         at the seam with a cache) take the last step's value. The result equals
@@ -93,7 +96,7 @@ class StepCaches(list):
 
 def _stack_hook(name: str, values: list[torch.Tensor]) -> torch.Tensor:
     keyed = name.endswith(_KEY_AXIS_HOOKS)
-    axis = 2 if keyed else 1
+    axis = values[0].ndim - 2 if keyed else 1  # the query axis of a keyed hook: the one before the keys
     sizes = [v.shape[axis] for v in values]
     if all(size == sizes[0] + i for i, size in enumerate(sizes)):
         return values[-1]  # every step saw the whole sequence so far
@@ -105,13 +108,15 @@ def _stack_hook(name: str, values: list[torch.Tensor]) -> torch.Tensor:
     if not keyed:
         return torch.cat(values, dim=1)
     total = sizes[0] + len(values) - 1
-    fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(values[0].dtype).min
+    # a masked key: 0 in a pattern; in scores the dtype's minimum, or -inf where the model masks with -inf
+    masked_with_inf = any(bool(torch.isneginf(v).any()) for v in values)
+    fill = 0.0 if name.endswith("hook_pattern") else -torch.inf if masked_with_inf else torch.finfo(values[0].dtype).min
     padded = []
     for end, value in zip(range(sizes[0], total + 1), values, strict=True):
         # a step's keys are the latest positions (all of them, or a sliding window), ending at `end`
-        left, right = end - value.shape[3], total - end
+        left, right = end - value.shape[-1], total - end
         padded.append(torch.nn.functional.pad(value, (left, right), value=fill))
-    return torch.cat(padded, dim=2)  # [b, heads, p + new - 1, p + new - 1]
+    return torch.cat(padded, dim=axis)  # [b, (heads,) p + new - 1, p + new - 1]
 
 
 class Generation:

@@ -38,7 +38,7 @@ from bridge.kernel.components.moe import (
     topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
-from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention
+from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
 from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
@@ -90,6 +90,7 @@ __all__ = [
     "WeightViewError",
     "additive_mask",
     "eager_attention",
+    "fire_as_bphd",
     "first_output",
     "fused_qkv",
     "group_limited_mask",

@@ -19,7 +19,7 @@ from bridge.kernel.hook_points import HookPoint
 NormLayout = Literal["bphd", "bhpd", "flat"]
 
 
-def _fire_as_bphd(hook: HookPoint, n_heads: int, layout: NormLayout) -> Callable[[torch.Tensor], torch.Tensor]:
+def fire_as_bphd(hook: HookPoint, n_heads: int, layout: NormLayout) -> Callable[[torch.Tensor], torch.Tensor]:
     """Fire ``hook`` on a q/k norm output seen as ``[b, p, n_heads, d_head]``, whatever its layout."""
 
     def fire(x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ class QKNormAttention(Attention):
             (q_norm, self.hook_q_normed, self.n_heads),
             (k_norm, self.hook_k_normed, self.n_kv_heads),
         ):
-            self.attach(OutputTap(hf_module.get_submodule(path), _fire_as_bphd(hook, n, norm_layout), (hook,)))
+            self.attach(OutputTap(hf_module.get_submodule(path), fire_as_bphd(hook, n, norm_layout), (hook,)))
 
 
-__all__ = ["NormLayout", "QKNormAttention"]
+__all__ = ["NormLayout", "QKNormAttention", "fire_as_bphd"]
