@@ -11,7 +11,16 @@ hooked model (``HookedModel``) with its plain activation cache. Modules, lowest 
 ``hooked_model``, ``resolution``.
 """
 
-from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Composite, DenseOrMoEBlockSpec, Spec, Tower
+from bridge.kernel.adapter import (
+    Adapter,
+    BlockSpec,
+    ComponentMap,
+    Composite,
+    DenseOrMoEBlockSpec,
+    PerLayerBlockSpec,
+    Spec,
+    Tower,
+)
 from bridge.kernel.cache import PlainActivationCache, act_name
 from bridge.kernel.config import BridgeConfig, config_from_hf
 from bridge.kernel.errors import (
@@ -60,6 +69,7 @@ __all__ = [
     "HookedModel",
     "NoLMHeadError",
     "OptInHookError",
+    "PerLayerBlockSpec",
     "PlainActivationCache",
     "Spec",
     "Tower",

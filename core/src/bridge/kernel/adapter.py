@@ -50,6 +50,10 @@ class BlockSpec:
         paths = {name: spec.path for name, spec in self.children.items()} | dict(self.extra_paths)
         return self.kind(hf_block, cfg, children, paths)
 
+    def for_layer(self, index: int) -> BlockSpec:
+        """The spec of layer ``index``: this one, for every layer (``PerLayerBlockSpec`` chooses per layer)."""
+        return self
+
 
 @dataclass(frozen=True)
 class DenseOrMoEBlockSpec(BlockSpec):
@@ -67,17 +71,41 @@ class DenseOrMoEBlockSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
+class PerLayerBlockSpec:
+    """Block specs chosen per layer, for models whose layers are of different kinds (hybrids: attention layers
+    between Mamba or linear-attention layers): layer ``i`` is built from ``specs[kinds[i]]``. An adapter reads
+    ``kinds`` from the HF config (``layer_types``, ``layers_block_type``, ``attn_layer_indices``…), never from a
+    period of its own, and usually also sets ``BridgeConfig.layer_types`` to them::
+
+        kinds = tuple("attention" if t == "full_attention" else "mamba" for t in hf_config.layer_types)
+        block = PerLayerBlockSpec(kinds, {"attention": BlockSpec(SequentialBlock, {...}),
+                                          "mamba": BlockSpec(MyMixerBlock, {...})})
+
+    Each spec may itself choose by looking at its HF block (``DenseOrMoEBlockSpec``). The number of kinds must
+    equal the number of HF layers, and every kind must have a spec (``ComponentMapError`` otherwise, before any
+    component is built); the component-map checks run on every layer."""
+
+    kinds: tuple[str, ...]
+    specs: Mapping[str, BlockSpec]
+
+    def for_layer(self, index: int) -> BlockSpec:
+        """The spec of layer ``index`` (``specs[kinds[index]]``)."""
+        return self.specs[self.kinds[index]]
+
+
+@dataclass(frozen=True)
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 
-    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each (a ``PerLayerBlockSpec``
+    chooses one spec per layer). Paths are
     relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
     ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
     ``get_output_embeddings()`` (only when ``root`` is ``None``).
     """
 
     blocks: str
-    block: BlockSpec
+    block: BlockSpec | PerLayerBlockSpec
     embed: str | None = None
     pos_embed: str | None = None
     ln_final: Spec | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bridge.kernel.adapter import ComponentMap, Composite
+from bridge.kernel.adapter import BlockSpec, ComponentMap, Composite, PerLayerBlockSpec
 from bridge.kernel.errors import ComponentMapError
 
 
@@ -53,18 +53,35 @@ def _check_map(adapter: str, hf_model: nn.Module, cmap: ComponentMap) -> None:
         _resolve(adapter, hf_model, spec.path, f"head_hooks[{name!r}]", "the top-level model")
     if cmap.head_unembed is not None:
         _resolve(adapter, hf_model, cmap.head_unembed, "head_unembed", "the top-level model")
-    first = next(iter(layers), None) if isinstance(layers, nn.ModuleList | nn.Sequential) else None
-    if first is None:
-        return
-    _check_block(adapter, first, cmap, hf_model)
+    hf_blocks = list(layers) if isinstance(layers, nn.ModuleList | nn.Sequential) else []
+    if isinstance(cmap.block, PerLayerBlockSpec):
+        _check_kinds(adapter, cmap.block, len(hf_blocks), cmap.blocks)
+        for index, hf_block in enumerate(hf_blocks):  # every layer: layers of different kinds differ
+            _check_block(adapter, hf_block, cmap.block.for_layer(index), f"{cmap.blocks}.{index}", hf_model)
+    elif hf_blocks:
+        _check_block(adapter, hf_blocks[0], cmap.block, f"{cmap.blocks}.0", hf_model)
 
 
-def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model: nn.Module) -> None:
+def _check_kinds(adapter: str, spec: PerLayerBlockSpec, n_layers: int, blocks: str) -> None:
+    if len(spec.kinds) != n_layers:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a PerLayerBlockSpec with {len(spec.kinds)} kinds, but the HF model "
+            f"has {n_layers} layers at {blocks!r}; give one kind per layer (read them from the HF config)."
+        )
+    unknown = sorted(set(spec.kinds) - set(spec.specs))
+    if unknown:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a PerLayerBlockSpec whose kinds {unknown} have no spec; its specs "
+            f"are for {sorted(spec.specs)}."
+        )
+
+
+def _check_block(adapter: str, hf_block: nn.Module, block: BlockSpec, where: str, hf_model: nn.Module) -> None:
     owners: dict[int, str] = {}
-    paths = {name: spec.path for name, spec in cmap.block.children.items()} | dict(cmap.block.extra_paths)
+    paths = {name: spec.path for name, spec in block.children.items()} | dict(block.extra_paths)
     for name, path in paths.items():
         field = f"block child {name!r}"
-        if not path and name in getattr(cmap.block.kind, "inline_children", ()):
+        if not path and name in getattr(block.kind, "inline_children", ()):
             continue
         if not path:
             raise ComponentMapError(
@@ -73,8 +90,8 @@ def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model
                 f"{[child for child, _ in hf_block.named_children()]}), or list {name!r} in the wiring's "
                 "inline_children if the wiring computes it from the block's modules."
             )
-        module = _resolve(adapter, hf_block, path, field, f"the HF block {cmap.blocks}.0")
-        if name not in cmap.block.children:
+        module = _resolve(adapter, hf_block, path, field, f"the HF block {where}")
+        if name not in block.children:
             continue  # extra paths (dropouts) hold no state and may be shared
         other = owners.setdefault(id(module), name)
         if other != name:

@@ -45,8 +45,8 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
     add_hooks(owner, root, cmap.hooks, cfg)
     owner.blocks = nn.ModuleList()
     owner._hf_blocks = list(root.get_submodule(cmap.blocks))
-    for hf_block in owner._hf_blocks:
-        owner.blocks.append(cmap.block.build(hf_block, cfg))
+    for index, hf_block in enumerate(owner._hf_blocks):
+        owner.blocks.append(cmap.block.for_layer(index).build(hf_block, cfg))
     owner.ln_final = cmap.ln_final.build(root, cfg) if cmap.ln_final is not None else None
     # HF modules are plain attributes, not children: the HF model alone owns their parameters
     object.__setattr__(owner, "_hf_ln_final", owner.ln_final.hf if owner.ln_final is not None else None)

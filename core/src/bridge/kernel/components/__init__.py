@@ -30,6 +30,7 @@ from bridge.kernel.components.moe import (
     topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
+from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -62,9 +63,11 @@ __all__ = [
     "MoE",
     "ModuleHook",
     "Norm",
+    "NormLayout",
     "OutputTap",
     "ParallelBlock",
     "PostNormBlock",
+    "QKNormAttention",
     "QKVSource",
     "QKVWeights",
     "Routing",
@@ -74,6 +77,7 @@ __all__ = [
     "WeightViewError",
     "additive_mask",
     "eager_attention",
+    "fire_as_bphd",
     "first_output",
     "fused_qkv",
     "group_limited_mask",
