@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.testing import make_pair
-from bridge_mamba import ADAPTERS
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

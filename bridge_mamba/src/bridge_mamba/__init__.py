@@ -1,11 +1,17 @@
 """bridge-mamba: the state-space family (Mamba, Mamba-2) for bridge."""
 
-from bridge_mamba.adapters import ADAPTERS, Mamba2Adapter, MambaAdapter
+from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
 from bridge_mamba.blocks import SSMBlock
+from bridge_mamba.catalog import ADAPTERS, HYBRID_ADAPTERS, SSM_ADAPTERS
+from bridge_mamba.hybrid_adapters import JambaAdapter
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
 
 __all__ = [
     "ADAPTERS",
+    "HYBRID_ADAPTERS",
+    "SSM_ADAPTERS",
+    "FalconMambaAdapter",
+    "JambaAdapter",
     "Mamba1Mixer",
     "Mamba2Adapter",
     "Mamba2Mixer",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from transformers import Mamba2Config, MambaConfig
+from dataclasses import dataclass
+from typing import Any
 
-from bridge.kernel import TINY_VOCAB, Examples
-from bridge_mamba.adapters import Mamba2Adapter, MambaAdapter
+from torch import nn
+from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig
+
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
+from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
+from bridge_mamba.hybrid_adapters import JambaAdapter
 
 
 class MambaExamples(Examples):
@@ -51,8 +56,89 @@ class Mamba2Examples(Examples):
         )
 
 
+class FalconMambaExamples(Examples):
+    adapter = FalconMambaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> FalconMambaConfig:
+        return FalconMambaConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            state_size=8,
+            expand=2,
+            conv_kernel=4,
+            time_step_rank=4,
+            vocab_size=TINY_VOCAB,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+
+@dataclass(frozen=True)
+class PerBlockOutput:
+    """An HF output with ``attentions`` laid out per block: the pattern of each attention layer at its block's
+    index, ``None`` at the others (HF returns patterns for its attention layers only, in order)."""
+
+    hidden_states: Any
+    attentions: tuple[Any, ...]
+
+
+class HybridExamples(Examples):
+    """Examples of a hybrid: the kit's pattern check reads HF's ``attentions`` by block, so they are spread out
+    to the attention layers' indices (``cfg.layer_types``)."""
+
+    @classmethod
+    def reference_part(
+        cls, adapter: Adapter, prefix: str, n_layers: int, reference: nn.Module, inputs: Any, output: Any
+    ) -> tuple[Any, tuple[str, ...]]:
+        part, hooks = super().reference_part(adapter, prefix, n_layers, reference, inputs, output)
+        kinds = adapter.bridge_config().layer_types or []
+        found = iter(getattr(part, "attentions", None) or ())
+        per_block = tuple(next(found, None) if "attention" in kind.split("+") else None for kind in kinds)
+        return PerBlockOutput(part.hidden_states, per_block), hooks
+
+
+class JambaExamples(HybridExamples):
+    adapter = JambaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> JambaConfig:
+        # attention at 0 and 3, Mamba at 1 and 2; MoE at 1 and 3: every (mixer, MLP) pair once
+        return cls.tiny(num_hidden_layers=4, attn_layer_period=3, attn_layer_offset=0)
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, JambaConfig]:
+        # ai21labs/Jamba-v0.1's layout scaled down: attention every 8th layer from 4, MoE every other from 1, GQA
+        return {"jamba-v0.1-layout": cls.tiny(num_hidden_layers=6, attn_layer_period=8, attn_layer_offset=4)}
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> JambaConfig:
+        return JambaConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            expert_layer_period=2,
+            expert_layer_offset=1,
+            num_experts=4,
+            num_experts_per_tok=2,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_expand=2,
+            mamba_dt_rank=4,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["JambaForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
     Mamba2Examples,
+    FalconMambaExamples,
+    JambaExamples,
 )

@@ -1,7 +1,7 @@
 """The ``bridge`` entry point of bridge-mamba: the family's adapters, their examples and its benchmark models."""
 
 import bridge
-from bridge_mamba.adapters import ADAPTERS
+from bridge_mamba.catalog import ADAPTERS
 
 
 @bridge.hookimpl

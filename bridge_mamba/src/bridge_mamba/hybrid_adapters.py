@@ -1,0 +1,108 @@
+"""Adapters of hybrid models whose layers mix attention with Mamba layers. Data only.
+
+Each layer's kind is read from the HF config (``layer_types``, which HF derives from ``layers_block_type``,
+``attn_layer_indices``, ``hybrid_override_pattern``…) and becomes ``cfg.layer_types``; a ``PerLayerBlockSpec``
+builds each layer from the spec of its kind. Attention layers get core's ``Attention`` (every attention hook,
+through the seam), Mamba layers this family's mixers, MLPs and MoEs core's components.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from bridge import Adapter, BlockSpec, ComponentMap, Spec
+from bridge.components import MLP, Attention, MoE, Norm, SplitQKV, softmax_then_topk
+from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
+from bridge_mamba.hybrid_blocks import (
+    AttentionMLPBlock,
+    MixerMLPBlock,
+)
+from bridge_mamba.mixers import Mamba1Mixer
+
+RMS = {"kind": "RMS"}
+GATED_MLP = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
+
+
+def layer_kinds(hf_config: Any, names: Mapping[str, str], field: str = "layer_types") -> list[str]:
+    """The bridge's kind of each layer (``cfg.layer_types``), from the HF config's per-layer list ``field``
+    through ``names`` (HF's name → the bridge's kind); a name ``names`` lacks raises ``ComponentMapError``."""
+    hf_kinds = list(getattr(hf_config, field, None) or [])
+    if not hf_kinds:
+        raise ComponentMapError(f"{type(hf_config).__name__} has no {field}: cannot tell its layers' kinds")
+    unknown = sorted(set(hf_kinds) - set(names))
+    if unknown:
+        raise ComponentMapError(
+            f"{type(hf_config).__name__}.{field} has layer kinds {unknown} this adapter does not know "
+            f"(it knows {sorted(names)})"
+        )
+    return [names[kind] for kind in hf_kinds]
+
+
+class HybridAdapter(Adapter):
+    """What the attention/Mamba hybrids share: layer kinds from the config, one block spec per kind."""
+
+    #: HF's per-layer kind (``config.layer_types``) → the bridge's kind (``cfg.layer_types``)
+    kinds: ClassVar[dict[str, str]] = {"full_attention": "attention", "linear_attention": "mamba"}
+
+    def layer_types(self) -> list[str]:
+        return layer_kinds(self.hf_config, self.kinds)
+
+    def hybrid_overrides(self) -> dict[str, Any]:
+        return {"layer_types": self.layer_types(), "normalization_type": "RMS"}
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        raise NotImplementedError
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        raise NotImplementedError
+
+    def per_layer(self, cfg: BridgeConfig) -> PerLayerBlockSpec:
+        return PerLayerBlockSpec(tuple(cfg.layer_types or self.layer_types()), self.block_specs(cfg))
+
+
+class JambaAdapter(HybridAdapter):
+    """Jamba (``JambaForCausalLM``): Mamba-1 layers (with RMS-normed Δ, B, C) and attention layers without
+    positional encoding, each followed by an MLP that is a MoE on some layers (``layers_num_experts``)."""
+
+    architectures = ("JambaForCausalLM",)
+    model_types = ("jamba",)
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        return {
+            **self.hybrid_overrides(),
+            "positional_embedding_type": "none",
+            "gated_mlp": True,
+            "extra": {
+                "d_inner": c.mamba_expand * c.hidden_size,
+                "d_state": c.mamba_d_state,
+                "d_conv": c.mamba_d_conv,
+                "dt_rank": int(c.mamba_dt_rank),
+                "n_experts": c.num_experts,
+                "experts_per_token": c.num_experts_per_tok,
+                "layers_num_experts": list(c.layers_num_experts),
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norms = {"ln1": Spec(Norm, "input_layernorm", RMS), "ln2": Spec(Norm, "pre_ff_layernorm", RMS)}
+        mlp = Spec(MLP, "feed_forward", GATED_MLP)
+        moe = Spec(MoE, "feed_forward", {"routing": softmax_then_topk(normalize=False), "router": "router"})
+        attention = Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": False})
+        mixer = Spec(Mamba1Mixer, "mamba", {"output_hook": False})
+        return {
+            "attention": DenseOrMoEBlockSpec(AttentionMLPBlock, {**norms, "attn": attention, "mlp": mlp}, moe_mlp=moe),
+            "mamba": DenseOrMoEBlockSpec(MixerMLPBlock, {**norms, "mixer": mixer, "mlp": mlp}, moe_mlp=moe),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+        )
+
+
+HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter,)
