@@ -50,10 +50,19 @@ from bridge.testing.parametrize import (
 )
 from bridge.testing.plain_models import is_plain
 from bridge.testing.properties import check_any_shape, check_hook_subset, check_left_padding
+from bridge.testing.recurrent import (
+    HYBRID_CHECKS,
+    check_layer_kinds,
+    check_recurrent_states,
+    check_state_hooks_each_step,
+    check_state_patching,
+    recurrent_layers,
+)
 from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 
 __all__ = [
     "ALL_CHECKS",
+    "HYBRID_CHECKS",
     "LN_FINAL",
     "SENSITIVITY",
     "TINY_VOCAB",
@@ -76,6 +85,7 @@ __all__ = [
     "check_hooked_norms_match_hf",
     "check_hooks_match_hf",
     "check_implied_hooks",
+    "check_layer_kinds",
     "check_left_padding",
     "check_lifecycle",
     "check_logits_match",
@@ -85,8 +95,11 @@ __all__ = [
     "check_no_leaks",
     "check_norms_match_hf",
     "check_ownership",
+    "check_recurrent_states",
     "check_residual_algebra",
     "check_shapes",
+    "check_state_hooks_each_step",
+    "check_state_patching",
     "conformance_models",
     "conformance_params",
     "conformance_test",
@@ -97,6 +110,7 @@ __all__ = [
     "make_pair",
     "not_applicable",
     "populate_hub_cache",
+    "recurrent_layers",
     "run_conformance",
     "run_isolated",
     "save_tiny_model",
