@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig
+from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig, NemotronHConfig
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
-from bridge_mamba.hybrid_adapters import JambaAdapter
+from bridge_mamba.hybrid_adapters import JambaAdapter, NemotronHAdapter
 
 
 class MambaExamples(Examples):
@@ -135,10 +135,55 @@ class JambaExamples(HybridExamples):
         )
 
 
+class NemotronHExamples(HybridExamples):
+    adapter = NemotronHAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> NemotronHConfig:
+        return cls.tiny(layers_block_type=["full_attention", "linear_attention", "moe", "linear_attention", "mlp"])
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, NemotronHConfig]:
+        # the older pattern string of nvidia/Nemotron-H-8B-Base ("M" Mamba-2, "-" MLP, "*" attention), cut short,
+        # with a MoE layer ("E") as in Nemotron-3-Nano; chunk 4 < 12 tokens: the chunked scan crosses chunks
+        return {"nemotron-h-pattern": cls.tiny(hybrid_override_pattern="M-M*-ME", chunk_size=4)}
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> NemotronHConfig:
+        return NemotronHConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            mamba_num_heads=4,
+            mamba_head_dim=8,
+            n_groups=2,
+            ssm_state_size=8,
+            conv_kernel=4,
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            n_group=2,
+            topk_group=1,
+            moe_intermediate_size=16,
+            moe_shared_expert_intermediate_size=16,
+            # HF clamps Δ at time_step_min on the full-sequence path only, not when decoding; with the default
+            # (0.001, also the lowest Δ the initialisation draws) the two disagree, so the kit's step-by-step state
+            # reference would too. Δ is drawn ≥ 0.01 here and clamped at 1e-6: never reached.
+            time_step_min=1e-6,
+            time_step_floor=0.01,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["NemotronHForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
     Mamba2Examples,
     FalconMambaExamples,
     JambaExamples,
+    NemotronHExamples,
 )

@@ -12,13 +12,16 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, MoE, Norm, SplitQKV, softmax_then_topk
+from bridge.components import MLP, Attention, MoE, Norm, SplitQKV, sigmoid_group_topk, softmax_then_topk
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
 from bridge_mamba.hybrid_blocks import (
     AttentionMLPBlock,
+    AttentionOnlyBlock,
     MixerMLPBlock,
+    MixerOnlyBlock,
+    MLPOnlyBlock,
 )
-from bridge_mamba.mixers import Mamba1Mixer
+from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
 
 RMS = {"kind": "RMS"}
 GATED_MLP = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
@@ -105,4 +108,69 @@ class JambaAdapter(HybridAdapter):
         )
 
 
-HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter,)
+class NemotronHAdapter(HybridAdapter):
+    """Nemotron-H (``NemotronHForCausalLM``): one sublayer per layer, Mamba-2, attention (no positional
+    encoding), a ReLU² MLP or a MoE (sigmoid group-limited routing, a shared expert), each read through the
+    layer's one RMSNorm (``ln1`` before a token mixer, ``ln2`` before an MLP): ``post = pre + sublayer(norm(pre))``.
+    The layer kinds come from ``layers_block_type`` (or the older ``hybrid_override_pattern``)."""
+
+    architectures = ("NemotronHForCausalLM",)
+    model_types = ("nemotron_h",)
+    kinds: ClassVar[dict[str, str]] = {
+        "full_attention": "attention",
+        "linear_attention": "mamba2",
+        "mlp": "mlp",
+        "moe": "moe",
+    }
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        return {
+            **self.hybrid_overrides(),
+            "n_layers": len(c.layer_types),
+            "d_head": c.head_dim,
+            "act_fn": c.mlp_hidden_act,
+            "positional_embedding_type": "none",
+            "extra": {
+                "d_inner": c.mamba_num_heads * c.mamba_head_dim,
+                "ssm_heads": c.mamba_num_heads,
+                "ssm_head_dim": c.mamba_head_dim,
+                "d_state": c.ssm_state_size,
+                "d_conv": c.conv_kernel,
+                "n_groups": c.n_groups,
+                "chunk_size": c.chunk_size,
+                "n_experts": c.n_routed_experts,
+                "experts_per_token": c.num_experts_per_tok,
+                "d_expert": c.moe_intermediate_size,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norm = Spec(Norm, "norm", RMS)
+        relu2_mlp = {"pre": "up_proj", "out": "down_proj"}
+        moe = {
+            "routing": sigmoid_group_topk,
+            "router": "gate",
+            "experts": "experts",
+            "shared": Spec(MLP, "shared_experts", relu2_mlp),
+        }
+        attention = Spec(Attention, "mixer", {"qkv": SplitQKV(), "out": "o_proj", "rotary": False})
+        return {
+            "attention": BlockSpec(AttentionOnlyBlock, {"ln1": norm, "attn": attention}),
+            "mamba2": BlockSpec(
+                MixerOnlyBlock, {"ln1": norm, "mixer": Spec(Mamba2Mixer, "mixer", {"output_hook": False})}
+            ),
+            "mlp": BlockSpec(MLPOnlyBlock, {"ln2": norm, "mlp": Spec(MLP, "mixer", relu2_mlp)}),
+            "moe": BlockSpec(MLPOnlyBlock, {"ln2": norm, "mlp": Spec(MoE, "mixer", moe)}),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embeddings",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "norm_f", RMS),
+        )
+
+
+HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter)
