@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig, NemotronHConfig
+from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig, NemotronHConfig, Qwen3NextConfig
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
-from bridge_mamba.hybrid_adapters import JambaAdapter, NemotronHAdapter
+from bridge_mamba.hybrid_adapters import JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
 
 
 class MambaExamples(Examples):
@@ -179,6 +179,45 @@ class NemotronHExamples(HybridExamples):
         )
 
 
+class Qwen3NextExamples(HybridExamples):
+    adapter = Qwen3NextAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Qwen3NextConfig:
+        # attention first, then two Gated DeltaNet layers; the first layer's MLP dense, the others MoEs
+        kinds = ["full_attention", "linear_attention", "linear_attention"]
+        return cls.tiny(num_hidden_layers=3, layer_types=kinds, mlp_only_layers=[0])
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Qwen3NextConfig]:
+        # Qwen/Qwen3-Next-80B-A3B's layout: three Gated DeltaNet layers then one gated attention layer (the
+        # config's default full_attention_interval 4), a MoE on every layer
+        return {"qwen3-next-layout": cls.tiny(num_hidden_layers=4)}
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> Qwen3NextConfig:
+        return Qwen3NextConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_conv_kernel_dim=4,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=16,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["Qwen3NextForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -186,4 +225,5 @@ EXAMPLES = (
     FalconMambaExamples,
     JambaExamples,
     NemotronHExamples,
+    Qwen3NextExamples,
 )

@@ -12,11 +12,23 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, MoE, Norm, SplitQKV, sigmoid_group_topk, softmax_then_topk
+from bridge.components import (
+    MLP,
+    Attention,
+    MoE,
+    Norm,
+    QKNormAttention,
+    SplitQKV,
+    sigmoid_group_topk,
+    softmax_then_topk,
+)
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
+from bridge_mamba.deltanet import GatedDeltaNet
+from bridge_mamba.gated_attention import GatedQuery
 from bridge_mamba.hybrid_blocks import (
     AttentionMLPBlock,
     AttentionOnlyBlock,
+    LinearAttentionMLPBlock,
     MixerMLPBlock,
     MixerOnlyBlock,
     MLPOnlyBlock,
@@ -24,7 +36,13 @@ from bridge_mamba.hybrid_blocks import (
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
 
 RMS = {"kind": "RMS"}
+ONE_PLUS_RMS = {"kind": "RMS", "weight_offset": 1.0}  # scales by (1 + w)
 GATED_MLP = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
+
+
+def rope_parameters(hf_config: Any) -> dict[str, Any]:
+    """The config's RoPE parameters (``rope_theta``, ``partial_rotary_factor``…)."""
+    return dict(getattr(hf_config, "rope_parameters", None) or {})
 
 
 def layer_kinds(hf_config: Any, names: Mapping[str, str], field: str = "layer_types") -> list[str]:
@@ -173,4 +191,76 @@ class NemotronHAdapter(HybridAdapter):
         )
 
 
-HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter)
+class Qwen3NextAdapter(HybridAdapter):
+    """Qwen3-Next (``Qwen3NextForCausalLM``): Gated DeltaNet linear-attention layers (``linear_attn``) and gated
+    full-attention layers (q/k norms, partial RoPE, a sigmoid output gate per head: ``attn.hook_gate``), each
+    followed by a MoE with a gated shared expert (dense MLPs on ``mlp_only_layers``); ``(1 + w)`` RMSNorms."""
+
+    architectures = ("Qwen3NextForCausalLM",)
+    model_types = ("qwen3_next",)
+    kinds: ClassVar[dict[str, str]] = {"full_attention": "attention", "linear_attention": "gated_deltanet"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        return {
+            **self.hybrid_overrides(),
+            "d_head": c.head_dim,
+            "positional_embedding_type": "rotary",
+            "rotary_dim": int(c.head_dim * rope.get("partial_rotary_factor", 1.0)),
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "linear_num_key_heads": c.linear_num_key_heads,
+                "linear_num_value_heads": c.linear_num_value_heads,
+                "linear_key_head_dim": c.linear_key_head_dim,
+                "linear_value_head_dim": c.linear_value_head_dim,
+                "linear_conv_kernel_dim": c.linear_conv_kernel_dim,
+                **self.moe_extra(),
+            },
+        }
+
+    def moe_extra(self) -> dict[str, Any]:
+        c = self.hf_config
+        return {
+            "n_experts": c.num_experts,
+            "experts_per_token": c.num_experts_per_tok,
+            "d_expert": c.moe_intermediate_size,
+        }
+
+    def mlp_specs(self) -> tuple[Spec, Spec | None]:
+        """The dense MLP's spec, and the MoE's (``None``: every layer is dense)."""
+        routing = softmax_then_topk(normalize=bool(self.hf_config.norm_topk_prob))
+        moe = {
+            "routing": routing,
+            "router": "gate",
+            "experts": "experts",
+            "shared_expert": "shared_expert",
+            "shared_expert_gate": "shared_expert_gate",
+        }
+        return Spec(MLP, "mlp", GATED_MLP), Spec(MoE, "mlp", moe)
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norms = {
+            "ln1": Spec(Norm, "input_layernorm", ONE_PLUS_RMS),
+            "ln2": Spec(Norm, "post_attention_layernorm", ONE_PLUS_RMS),
+        }
+        attention = Spec(QKNormAttention, "self_attn", {"qkv": GatedQuery(), "out": "o_proj", "norm_layout": "bphd"})
+        mlp, moe = self.mlp_specs()
+        attention_children = {**norms, "attn": attention, "mlp": mlp}
+        linear_children = {**norms, "linear_attn": Spec(GatedDeltaNet, "linear_attn"), "mlp": mlp}
+        return {
+            "attention": DenseOrMoEBlockSpec(AttentionMLPBlock, attention_children, moe_mlp=moe),
+            "gated_deltanet": DenseOrMoEBlockSpec(LinearAttentionMLPBlock, linear_children, moe_mlp=moe),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "norm", ONE_PLUS_RMS),
+        )
+
+
+HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter, Qwen3NextAdapter)

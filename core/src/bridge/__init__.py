@@ -49,6 +49,7 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"bridge.{name}")
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")
 
+
 __all__ = [
     "ActivationCache",
     "Adapter",

@@ -294,7 +294,8 @@ def check_head_ablation(pair: Pair, layer: int = 0, head: int = 1) -> None:
 
 def check_gradients(pair: Pair) -> None:
     """Backward hooks, and ``run_with_cache(incl_bwd=True)`` for language models, receive d(output)/d(activation)
-    at block 0's ``hook_resid_post``, ``attn.hook_z`` and ``hook_resid_mid``, equal to the gradient the HF
+    at block 0's ``hook_resid_post``, ``attn.hook_z`` (where it is the output projection's input) and
+    ``hook_resid_mid``, equal to the gradient the HF
     reference's own autograd gives at the same place (its block output, its output projection's input, and
     for ``resid_mid`` the block output's gradient plus its pull-back through the reference's norm and MLP)."""
     tokens = pair.tokens(batch=1)
@@ -302,9 +303,11 @@ def check_gradients(pair: Pair) -> None:
     block = part.blocks[0]
     name = f"{prefix}blocks.0"
     wanted = [_block_output(part, 0, f"{name}.hook_resid_post")]
+    attn = getattr(block, "attn", None)
     if (
         f"{name}.attn.hook_z" in pair.bridge.hook_dict
-        and getattr(getattr(block, "attn", None), "out_proj", None) is not None
+        and getattr(attn, "out_proj", None) is not None
+        and getattr(attn, "z_feeds_out_proj", True)  # the reference's leaf is the output projection's input
     ):
         wanted.append(f"{name}.attn.hook_z")
     if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules:
