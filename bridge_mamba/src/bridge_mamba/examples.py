@@ -6,11 +6,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from transformers import FalconMambaConfig, JambaConfig, Mamba2Config, MambaConfig, NemotronHConfig, Qwen3NextConfig
+from transformers import (
+    BambaConfig,
+    FalconMambaConfig,
+    JambaConfig,
+    Mamba2Config,
+    MambaConfig,
+    NemotronHConfig,
+    Qwen3NextConfig,
+)
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
-from bridge_mamba.hybrid_adapters import JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
+from bridge_mamba.hybrid_adapters import BambaAdapter, JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
 
 
 class MambaExamples(Examples):
@@ -218,6 +226,38 @@ class Qwen3NextExamples(HybridExamples):
         )
 
 
+class BambaExamples(HybridExamples):
+    adapter = BambaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> BambaConfig:
+        return cls.tiny(num_hidden_layers=3, attn_layer_indices=[0])
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, BambaConfig]:
+        # ibm-ai-platform/Bamba-9B's layout scaled down: attention deep inside a stack of Mamba-2 layers
+        return {"bamba-9b-layout": cls.tiny(num_hidden_layers=5, attn_layer_indices=[2], mamba_chunk_size=4)}
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> BambaConfig:
+        return BambaConfig(
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_n_groups=2,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_expand=1,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["BambaForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -226,4 +266,5 @@ EXAMPLES = (
     JambaExamples,
     NemotronHExamples,
     Qwen3NextExamples,
+    BambaExamples,
 )

@@ -32,6 +32,8 @@ from bridge_mamba.hybrid_blocks import (
     MixerMLPBlock,
     MixerOnlyBlock,
     MLPOnlyBlock,
+    PairAttentionMLPBlock,
+    PairMixerMLPBlock,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
 
@@ -115,6 +117,55 @@ class JambaAdapter(HybridAdapter):
         return {
             "attention": DenseOrMoEBlockSpec(AttentionMLPBlock, {**norms, "attn": attention, "mlp": mlp}, moe_mlp=moe),
             "mamba": DenseOrMoEBlockSpec(MixerMLPBlock, {**norms, "mixer": mixer, "mlp": mlp}, moe_mlp=moe),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+        )
+
+
+class BambaAdapter(HybridAdapter):
+    """Bamba (``BambaForCausalLM``): Mamba-2 layers and attention layers (partial RoPE) at the config's
+    ``attn_layer_indices``, each followed by a gated MLP; HF's layers return ``(hidden, attention weights)``."""
+
+    architectures = ("BambaForCausalLM",)
+    model_types = ("bamba",)
+    kinds: ClassVar[dict[str, str]] = {"full_attention": "attention", "linear_attention": "mamba2"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        d_head = c.hidden_size // c.num_attention_heads
+        return {
+            **self.hybrid_overrides(),
+            "d_head": d_head,
+            "positional_embedding_type": "rotary",
+            "rotary_dim": int(d_head * rope.get("partial_rotary_factor", 1.0)),
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "d_inner": c.mamba_n_heads * c.mamba_d_head,
+                "ssm_heads": c.mamba_n_heads,
+                "ssm_head_dim": c.mamba_d_head,
+                "d_state": c.mamba_d_state,
+                "d_conv": c.mamba_d_conv,
+                "n_groups": c.mamba_n_groups,
+                "chunk_size": c.mamba_chunk_size,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norms = {"ln1": Spec(Norm, "input_layernorm", RMS), "ln2": Spec(Norm, "pre_ff_layernorm", RMS)}
+        mlp = Spec(MLP, "feed_forward", GATED_MLP)
+        attention = Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": True})
+        mixer = Spec(Mamba2Mixer, "mamba", {"output_hook": False})
+        return {
+            "attention": BlockSpec(PairAttentionMLPBlock, {**norms, "attn": attention, "mlp": mlp}),
+            "mamba2": BlockSpec(PairMixerMLPBlock, {**norms, "mixer": mixer, "mlp": mlp}),
         }
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
@@ -263,4 +314,4 @@ class Qwen3NextAdapter(HybridAdapter):
         )
 
 
-HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter, Qwen3NextAdapter)
+HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter, Qwen3NextAdapter, BambaAdapter)

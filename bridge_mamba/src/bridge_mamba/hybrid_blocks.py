@@ -85,6 +85,18 @@ class AttentionMLPBlock(HybridLayer, SequentialBlock):
     ``(hidden, attention weights)`` where the HF layer does."""
 
 
+class PairAttentionMLPBlock(AttentionMLPBlock):
+    """``AttentionMLPBlock`` of an HF layer returning ``(hidden, attention weights)`` (Bamba)."""
+
+    returns_attention_weights = True
+
+
+class PairMixerMLPBlock(MixerMLPBlock):
+    """``MixerMLPBlock`` of an HF layer returning ``(hidden, None)`` (Bamba's Mamba layers)."""
+
+    returns_attention_weights = True
+
+
 class SingleSublayerBlock(HybridLayer):
     """A pre-norm layer with one sublayer (Nemotron-H: Mamba-2, attention, MLP or MoE per layer):
     ``post = pre + sublayer(norm(pre))``.

@@ -189,28 +189,40 @@ def _cache_argument(reference: torch.nn.Module) -> str:
     return "past_key_values" if "past_key_values" in parameters else "cache_params"
 
 
-def _reference_cache(pair: Pair, tokens: torch.Tensor, cache: Any = None) -> Any:
-    """Run the reference on ``tokens`` with a cache (``cache``, or a new one); the cache after."""
-    kwargs = {"use_cache": True} if cache is None else {"use_cache": True, _cache_argument(pair.reference): cache}
+def _positions(pair: Pair, tokens: torch.Tensor, start: int) -> dict[str, torch.Tensor]:
+    """``position_ids`` for ``tokens`` placed from position ``start`` on, where the reference takes them (as
+    ``generate`` passes them: some HF models number a cached call's tokens from 0 when given none, e.g. Bamba)."""
+    if "position_ids" not in inspect.signature(pair.reference.forward).parameters:
+        return {}
+    positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+    return {"position_ids": positions.expand(tokens.shape[0], -1)}
+
+
+def _run_cached(pair: Pair, tokens: torch.Tensor, start: int, cache: Any) -> tuple[Any, Any]:
+    """The reference on ``tokens`` (positions ``start…``) with ``cache`` (``None``: a new one): (output, cache)."""
+    kwargs: dict[str, Any] = {"use_cache": True, **_positions(pair, tokens, start)}
+    if cache is not None:
+        kwargs[_cache_argument(pair.reference)] = cache
     with torch.no_grad():
         out = pair.reference(tokens, **kwargs)
     found = getattr(out, "past_key_values", None)
-    return found if found is not None else out.cache_params
+    return out, (found if found is not None else out.cache_params)
+
+
+def _reference_cache(pair: Pair, tokens: torch.Tensor) -> Any:
+    """The cache after the reference has run on ``tokens`` (a new cache)."""
+    return _run_cached(pair, tokens, 0, None)[1]
 
 
 def _stepped(pair: Pair, tokens: torch.Tensor, start: int = 1, cache: Any = None) -> Iterator[tuple[int, Any, Any]]:
     """HF decoding ``tokens`` one at a time after a prefill of ``tokens[:, :start]`` (or from ``cache``, holding
     those): yields ``(position, cache, logits [b, 1, vocab])`` after each position from ``start - 1`` on."""
-    argument = _cache_argument(pair.reference)
-    with torch.no_grad():
-        if cache is None:
-            out = pair.reference(tokens[:, :start], use_cache=True)
-            cache = getattr(out, "past_key_values", None)
-            cache = cache if cache is not None else out.cache_params
-            yield start - 1, cache, out.logits[:, -1:]
-        for t in range(start, tokens.shape[1]):
-            out = pair.reference(tokens[:, t : t + 1], use_cache=True, **{argument: cache})
-            yield t, cache, out.logits
+    if cache is None:
+        out, cache = _run_cached(pair, tokens[:, :start], 0, None)
+        yield start - 1, cache, out.logits[:, -1:]
+    for t in range(start, tokens.shape[1]):
+        out, cache = _run_cached(pair, tokens[:, t : t + 1], t, cache)
+        yield t, cache, out.logits
 
 
 @contextlib.contextmanager
