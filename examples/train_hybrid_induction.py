@@ -130,7 +130,8 @@ def batch_loss(model: NemotronHForCausalLM, cfg: TrainConfig, generator: torch.G
 def make_repeated_batch(eval_cfg: EvalConfig) -> torch.Tensor:
     """BOS + random segment of length L + the same segment again, ``[B, 2L+1]``."""
     generator = torch.Generator().manual_seed(eval_cfg.seed)
-    segments = torch.randint(FIRST_WORD_ID, VOCAB_SIZE, (eval_cfg.batch_size, eval_cfg.segment_len), generator=generator)
+    shape = (eval_cfg.batch_size, eval_cfg.segment_len)
+    segments = torch.randint(FIRST_WORD_ID, VOCAB_SIZE, shape, generator=generator)
     return torch.cat([torch.full((eval_cfg.batch_size, 1), BOS_ID), segments, segments], dim=1)
 
 
@@ -228,6 +229,7 @@ def model_card(metrics: Metrics, cfg: TrainConfig) -> str:
     scores = " | ".join(f"{s:.3f}" for s in metrics["induction_scores"])
     previous = " | ".join(f"{s:.3f}" for s in metrics["previous_token_scores"])
     base = metrics["loss_repeated_half"]
+    low = "{}.{}".format(*metrics["least_induction_head"])
     return f"""# hybrid-induction
 
 A tiny attention/Mamba-2 hybrid (`NemotronHForCausalLM`, layer pattern `{PATTERN}`: block 0 a Mamba-2 layer with
@@ -280,7 +282,7 @@ again; eager attention.
 | repeated-copy loss, attention layer (block 1) output zeroed | {metrics["ablate_attention_layer_loss"]:.4f} |
 | repeated-copy loss, Mamba-2 layer (block 0) output zeroed | {metrics["ablate_mamba_layer_loss"]:.4f} |
 | repeated-copy loss, head {layer}.{head} (top induction) zeroed | {metrics["ablate_top_induction_loss"]:.4f} |
-| repeated-copy loss, head {metrics["least_induction_head"][0]}.{metrics["least_induction_head"][1]} (least induction) zeroed | {metrics["ablate_least_induction_loss"]:.4f} |
+| repeated-copy loss, head {low} (least induction) zeroed | {metrics["ablate_least_induction_loss"]:.4f} |
 
 Attention layer (block 1), per head: induction score (mean attention from query `i` of the second copy to key
 `i - L + 1`) and previous-token score (mean attention from `i` to `i - 1`):

@@ -23,6 +23,7 @@ from bridge.kernel import BridgeConfig, HookPoint
 
 __all__ = ["GateUpMLP", "NormLayout", "QKNormAttention", "SandwichBlock"]
 
+
 class GateUpMLP(MLPWeights, Component):
     """A gated MLP with one fused ``[gate | up]`` projection (Phi-3's ``gate_up_proj``).
 
