@@ -9,6 +9,7 @@ from torch import nn
 from transformers import (
     BambaConfig,
     FalconMambaConfig,
+    GraniteMoeHybridConfig,
     JambaConfig,
     Mamba2Config,
     MambaConfig,
@@ -18,7 +19,13 @@ from transformers import (
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
-from bridge_mamba.hybrid_adapters import BambaAdapter, JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
+from bridge_mamba.hybrid_adapters import (
+    BambaAdapter,
+    GraniteMoeHybridAdapter,
+    JambaAdapter,
+    NemotronHAdapter,
+    Qwen3NextAdapter,
+)
 
 
 class MambaExamples(Examples):
@@ -258,6 +265,52 @@ class BambaExamples(HybridExamples):
         )
 
 
+class GraniteMoeHybridExamples(HybridExamples):
+    adapter = GraniteMoeHybridAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> GraniteMoeHybridConfig:
+        return cls.tiny(layer_types=["attention", "mamba", "mamba"], position_embedding_type="rope")
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, GraniteMoeHybridConfig]:
+        # ibm-granite/granite-4.0-h-tiny's layout scaled down (no positional encoding, attention deep in Mamba-2
+        # layers); granite-4.0-h-micro's dense variant (no experts: the shared MLP alone)
+        layout = ["mamba", "mamba", "attention", "mamba"]
+        return {
+            "granite-4.0-h-layout": cls.tiny(layer_types=layout, mamba_chunk_size=4),
+            "granite-4.0-h-dense": cls.tiny(layer_types=layout, num_local_experts=0),
+        }
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> GraniteMoeHybridConfig:
+        return GraniteMoeHybridConfig(
+            **{
+                "num_hidden_layers": len(layout["layer_types"]),
+                "hidden_size": 32,
+                "intermediate_size": 16,
+                "shared_intermediate_size": 48,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "num_local_experts": 4,
+                "num_experts_per_tok": 2,
+                "mamba_n_heads": 8,
+                "mamba_n_groups": 2,
+                "mamba_d_state": 8,
+                "mamba_d_conv": 4,
+                "mamba_expand": 2,
+                "embedding_multiplier": 3.0,
+                "residual_multiplier": 0.5,
+                "attention_multiplier": 0.25,
+                "logits_scaling": 2.0,
+                "vocab_size": TINY_VOCAB,
+                **TINY_SPECIAL_IDS,
+                "architectures": ["GraniteMoeHybridForCausalLM"],
+                **layout,
+            }
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -267,4 +320,5 @@ EXAMPLES = (
     NemotronHExamples,
     Qwen3NextExamples,
     BambaExamples,
+    GraniteMoeHybridExamples,
 )

@@ -15,12 +15,15 @@ from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import (
     MLP,
     Attention,
+    GateUpMLP,
     MoE,
     Norm,
     QKNormAttention,
+    ScaledEmbedding,
     SplitQKV,
     sigmoid_group_topk,
     softmax_then_topk,
+    topk_then_softmax,
 )
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
 from bridge_mamba.deltanet import GatedDeltaNet
@@ -34,6 +37,8 @@ from bridge_mamba.hybrid_blocks import (
     MLPOnlyBlock,
     PairAttentionMLPBlock,
     PairMixerMLPBlock,
+    ScaledAttentionBlock,
+    ScaledMixerBlock,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
 
@@ -177,6 +182,69 @@ class BambaAdapter(HybridAdapter):
         )
 
 
+class GraniteMoeHybridAdapter(HybridAdapter):
+    """Granite 4 (``GraniteMoeHybridForCausalLM``): Mamba-2 layers and attention layers (RoPE or none, by
+    ``position_embedding_type``; ``attention_multiplier`` as the score scale), each followed by a MoE (top-k
+    logits, then a softmax over them) plus an always-on shared MLP, both reading ``ln2``; Granite's multipliers:
+    ``hook_embed`` is after ``embedding_multiplier``, every write (``hook_attn_out``/``hook_mixer_out``,
+    ``hook_mlp_out``) after ``residual_multiplier``, and HF divides the logits by ``logits_scaling``."""
+
+    architectures = ("GraniteMoeHybridForCausalLM",)
+    model_types = ("granitemoehybrid",)
+    kinds: ClassVar[dict[str, str]] = {"full_attention": "attention", "linear_attention": "mamba2"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        rotary = c.position_embedding_type == "rope"
+        return {
+            **self.hybrid_overrides(),
+            "positional_embedding_type": "rotary" if rotary else "none",
+            "gated_mlp": True,
+            "d_mlp": c.shared_intermediate_size,
+            "extra": {
+                "rope_theta": rope.get("rope_theta") if rotary else None,
+                "embedding_multiplier": c.embedding_multiplier,
+                "residual_multiplier": c.residual_multiplier,
+                "attention_multiplier": c.attention_multiplier,
+                "logits_scaling": c.logits_scaling,
+                "logit_scale": 1.0 / c.logits_scaling,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
+                "d_inner": int(c.mamba_expand * c.hidden_size),
+                "ssm_heads": c.mamba_n_heads,
+                "ssm_head_dim": c.mamba_d_head,
+                "d_state": c.mamba_d_state,
+                "n_groups": c.mamba_n_groups,
+                "n_experts": c.num_local_experts,
+                "experts_per_token": c.num_experts_per_tok,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norms = {"ln1": Spec(Norm, "input_layernorm", RMS), "ln2": Spec(Norm, "post_attention_layernorm", RMS)}
+        shared = Spec(GateUpMLP, "shared_mlp", {"fused": "input_linear", "out": "output_linear"})
+        if self.hf_config.num_local_experts:
+            moe = {"routing": topk_then_softmax(), "router": "router", "experts": "experts"}
+            mlps = {"mlp": Spec(MoE, "block_sparse_moe", moe), "shared_mlp": shared}
+        else:
+            mlps = {"mlp": shared}
+        rotary = cfg.positional_embedding_type == "rotary"
+        attention = Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": rotary})
+        mixer = Spec(Mamba2Mixer, "mamba", {"output_hook": False})
+        return {
+            "attention": BlockSpec(ScaledAttentionBlock, {**norms, "attn": attention, **mlps}),
+            "mamba2": BlockSpec(ScaledMixerBlock, {**norms, "mixer": mixer, **mlps}),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
+        return ComponentMap(
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "norm", RMS),
+            hooks={"hook_embed": embed},
+        )
+
+
 class NemotronHAdapter(HybridAdapter):
     """Nemotron-H (``NemotronHForCausalLM``): one sublayer per layer, Mamba-2, attention (no positional
     encoding), a ReLU² MLP or a MoE (sigmoid group-limited routing, a shared expert), each read through the
@@ -314,4 +382,10 @@ class Qwen3NextAdapter(HybridAdapter):
         )
 
 
-HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (JambaAdapter, NemotronHAdapter, Qwen3NextAdapter, BambaAdapter)
+HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
+    JambaAdapter,
+    NemotronHAdapter,
+    Qwen3NextAdapter,
+    BambaAdapter,
+    GraniteMoeHybridAdapter,
+)

@@ -97,6 +97,53 @@ class PairMixerMLPBlock(MixerMLPBlock):
     returns_attention_weights = True
 
 
+class ScaledLayerBlock(HybridLayer):
+    """A Granite-4 layer: ``mid = pre + m·mixer(ln1(pre))``, ``post = mid + m·(mlp(ln2(mid)) + shared_mlp(ln2(mid)))``
+    with ``m`` the HF layer's ``residual_multiplier``; the token mixer is ``attn`` or ``mixer`` (``write``), the
+    MLP side a MoE and a dense ``shared_mlp`` summed (or the ``shared_mlp`` alone, as ``mlp``, without experts).
+
+    Hooks ``[b, p, d_model]``: ``hook_resid_pre``, the token mixer's write (``hook_attn_out`` or ``hook_mixer_out``,
+    after the multiplier: what is added), ``hook_resid_mid``, ``hook_mlp_out`` (after the multiplier),
+    ``hook_resid_post``. The per-head and per-neuron results are before the multiplier (``residual_scale``).
+    """
+
+    write: ClassVar[str] = "hook_mixer_out"
+    mlp_children = ("mlp", "shared_mlp")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.block_hooks = ("hook_resid_pre", cls.write, "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+        cls.algebra = (
+            ("hook_resid_mid", ("hook_resid_pre", cls.write)),
+            ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
+        )
+        cls.forwards_to = "attn" if cls.write == "hook_attn_out" else "mixer"
+
+    def __init__(self, hf_module: Any, cfg: Any, children: dict[str, Any], paths: dict[str, str]) -> None:
+        super().__init__(hf_module, cfg, children, paths)
+        self.residual_scale = float(hf_module.residual_multiplier)
+
+    def run_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().run_mlp(x)
+        return out + self.hf_modules["shared_mlp"](x) if "shared_mlp" in self.hf_modules else out
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        m = self.residual_scale
+        resid_pre = self.hook_resid_pre(hidden)
+        mixed, _ = self.run_token_mixer(self.run_norm("ln1", resid_pre), call_kwargs)
+        resid_mid = self.hook_resid_mid(resid_pre + getattr(self, self.write)(mixed * m))
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln2", resid_mid)) * m)
+        return self.block_output(self.hook_resid_post(resid_mid + mlp_out))
+
+
+class ScaledAttentionBlock(ScaledLayerBlock):
+    write = "hook_attn_out"
+
+
+class ScaledMixerBlock(ScaledLayerBlock):
+    write = "hook_mixer_out"
+
+
 class SingleSublayerBlock(HybridLayer):
     """A pre-norm layer with one sublayer (Nemotron-H: Mamba-2, attention, MLP or MoE per layer):
     ``post = pre + sublayer(norm(pre))``.

@@ -182,10 +182,11 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
-    each sublayer's output before the residual sum)."""
+    ``ref``: ``ln2``, the MLP (the sum of ``Block.mlp_children``), ``ln2_post`` where present, times the block's
+    ``residual_scale`` (Granite scales each sublayer's output before the residual sum)."""
     h = _call_module(ref["ln2"], x) if "ln2" in ref else x
-    out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
+    parts = [_call_module(ref[name], h).reshape(h.shape) for name in block.mlp_children if name in ref]
+    out = sum(parts[1:], parts[0])  # an MoE may return [b·p, d] (Llama 4); several MLPs are summed (Granite-4)
     out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
     return out * block.residual_scale
 

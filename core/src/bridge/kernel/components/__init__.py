@@ -19,7 +19,7 @@ from bridge.kernel.components.blocks import (
     first_output,
 )
 from bridge.kernel.components.embedding import Embedding
-from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.mlp import MLP, GateUpMLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
     MoE,
@@ -31,6 +31,7 @@ from bridge.kernel.components.moe import (
 )
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
+from bridge.kernel.components.scaled_embedding import ScaledEmbedding
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -58,6 +59,7 @@ __all__ = [
     "ForwardOverride",
     "FusedLayout",
     "FusedQKV",
+    "GateUpMLP",
     "InputTap",
     "MLPWeights",
     "MoE",
@@ -71,6 +73,7 @@ __all__ = [
     "QKVSource",
     "QKVWeights",
     "Routing",
+    "ScaledEmbedding",
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",

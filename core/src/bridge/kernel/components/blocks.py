@@ -71,6 +71,10 @@ class Block(Component):
     #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
     #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
     residual_scale: float = 1.0
+    #: The children whose outputs, summed, are the MLP side of the block (before ``residual_scale``): ``("mlp",)``,
+    #: or more where the HF layer adds modules reading the same input (Granite-4's MoE and its shared MLP).
+    #: The conformance kit runs them all on the reference when it checks ``hook_mlp_out``.
+    mlp_children: tuple[str, ...] = ("mlp",)
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True
