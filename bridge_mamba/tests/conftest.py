@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bridge.testing import make_pair
-from bridge_mamba import SSM_ADAPTERS as ADAPTERS
+from bridge_mamba import ADAPTERS
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,31 @@
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
 from bridge_mamba.blocks import SSMBlock
 from bridge_mamba.catalog import ADAPTERS, HYBRID_ADAPTERS, SSM_ADAPTERS
-from bridge_mamba.hybrid_adapters import JambaAdapter
+from bridge_mamba.deltanet import GatedDeltaNet
+from bridge_mamba.hybrid_adapters import (
+    BambaAdapter,
+    GraniteMoeHybridAdapter,
+    JambaAdapter,
+    NemotronHAdapter,
+    Qwen3NextAdapter,
+)
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
 
 __all__ = [
     "ADAPTERS",
     "HYBRID_ADAPTERS",
     "SSM_ADAPTERS",
+    "BambaAdapter",
     "FalconMambaAdapter",
+    "GatedDeltaNet",
+    "GraniteMoeHybridAdapter",
     "JambaAdapter",
     "Mamba1Mixer",
     "Mamba2Adapter",
     "Mamba2Mixer",
     "MambaAdapter",
+    "NemotronHAdapter",
+    "Qwen3NextAdapter",
     "SSMBlock",
     "effective_attention",
 ]
