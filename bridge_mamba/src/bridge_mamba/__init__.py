@@ -10,6 +10,8 @@ from bridge_mamba.hybrid_adapters import (
     JambaAdapter,
     NemotronHAdapter,
     Qwen3NextAdapter,
+    Qwen35Adapter,
+    Qwen35MoeAdapter,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
 
@@ -28,6 +30,8 @@ __all__ = [
     "MambaAdapter",
     "NemotronHAdapter",
     "Qwen3NextAdapter",
+    "Qwen35Adapter",
+    "Qwen35MoeAdapter",
     "SSMBlock",
     "effective_attention",
 ]

@@ -182,5 +182,5 @@ class GatedDeltaNet(Component):
         states = recurrent_states(
             step, q.shape[1], start, self.hook_recurrent_state, bool(self.hook_recurrent_state.bwd_hooks)
         )
-        out = einops.einsum(states, q, "b p h k v, b p h k -> b p h v")
+        out = (states * q[..., None]).sum(dim=-2)  # [b, p, hv, dv], summed as HF's recurrent rule sums
         return out.to(dtype), states[:, -1]

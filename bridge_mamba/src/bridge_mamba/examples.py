@@ -14,6 +14,8 @@ from transformers import (
     Mamba2Config,
     MambaConfig,
     NemotronHConfig,
+    Qwen3_5MoeTextConfig,
+    Qwen3_5TextConfig,
     Qwen3NextConfig,
 )
 
@@ -25,6 +27,8 @@ from bridge_mamba.hybrid_adapters import (
     JambaAdapter,
     NemotronHAdapter,
     Qwen3NextAdapter,
+    Qwen35Adapter,
+    Qwen35MoeAdapter,
 )
 
 
@@ -311,6 +315,53 @@ class GraniteMoeHybridExamples(HybridExamples):
         )
 
 
+QWEN35_SIZES = {
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 8,
+    "linear_value_head_dim": 8,
+    "linear_conv_kernel_dim": 4,
+    "vocab_size": TINY_VOCAB,
+    **TINY_SPECIAL_IDS,
+}
+
+
+class Qwen35Examples(HybridExamples):
+    adapter = Qwen35Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Qwen3_5TextConfig:
+        kinds = ["full_attention", "linear_attention", "linear_attention"]
+        return Qwen3_5TextConfig(
+            **QWEN35_SIZES,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            layer_types=kinds,
+            architectures=["Qwen3_5ForCausalLM"],
+        )
+
+
+class Qwen35MoeExamples(HybridExamples):
+    adapter = Qwen35MoeAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Qwen3_5MoeTextConfig:
+        # Qwen3.5-MoE's layout: three Gated DeltaNet layers, then gated attention (the default interval 4)
+        return Qwen3_5MoeTextConfig(
+            **QWEN35_SIZES,
+            num_hidden_layers=4,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=16,
+            architectures=["Qwen3_5MoeForCausalLM"],
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -321,4 +372,6 @@ EXAMPLES = (
     Qwen3NextExamples,
     BambaExamples,
     GraniteMoeHybridExamples,
+    Qwen35Examples,
+    Qwen35MoeExamples,
 )

@@ -349,7 +349,7 @@ class Qwen3NextAdapter(HybridAdapter):
 
     def mlp_specs(self) -> tuple[Spec, Spec | None]:
         """The dense MLP's spec, and the MoE's (``None``: every layer is dense)."""
-        routing = softmax_then_topk(normalize=bool(self.hf_config.norm_topk_prob))
+        routing = softmax_then_topk(normalize=bool(getattr(self.hf_config, "norm_topk_prob", True)))
         moe = {
             "routing": routing,
             "router": "gate",
@@ -382,10 +382,34 @@ class Qwen3NextAdapter(HybridAdapter):
         )
 
 
+class Qwen35Adapter(Qwen3NextAdapter):
+    """Qwen3.5's language model (``Qwen3_5ForCausalLM``, text only): Qwen3-Next's layers (Gated DeltaNet with
+    separate q/k/v, z, b, a projections; gated attention) with a dense gated MLP on every layer."""
+
+    architectures = ("Qwen3_5ForCausalLM",)
+    model_types = ("qwen3_5_text",)
+
+    def moe_extra(self) -> dict[str, Any]:
+        return {}
+
+    def mlp_specs(self) -> tuple[Spec, Spec | None]:
+        return Spec(MLP, "mlp", GATED_MLP), None
+
+
+class Qwen35MoeAdapter(Qwen3NextAdapter):
+    """Qwen3.5-MoE's language model (``Qwen3_5MoeForCausalLM``, text only): Qwen3-Next's layers, a MoE with a
+    gated shared expert on every layer (top-k of a softmax, renormalized)."""
+
+    architectures = ("Qwen3_5MoeForCausalLM",)
+    model_types = ("qwen3_5_moe_text",)
+
+
 HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     JambaAdapter,
     NemotronHAdapter,
     Qwen3NextAdapter,
     BambaAdapter,
     GraniteMoeHybridAdapter,
+    Qwen35Adapter,
+    Qwen35MoeAdapter,
 )

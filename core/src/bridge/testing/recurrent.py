@@ -307,7 +307,7 @@ def check_state_patching(pair: Pair, pos: int = 9, t: int = 4) -> None:
             later = [logits for _, _, logits in _stepped(pair, tokens, start=t + 1, cache=prefill)]
             expected = torch.cat([unpatched[:, : t + 1], *later], dim=1)
             what = f"logits with {layer.state}[:, {t}] set vs HF decoding on from a cache with that state"
-            expect_close(got, expected, what)
+            expect_close(got, expected, what, tolerance=_scaled_tolerance(expected))  # the set state is large
             if not max_diff(got[:, t + 1 :], unpatched[:, t + 1 :], what) > 1e-3:
                 raise CheckNotRun(f"setting {layer.state} at position {t} barely moves the later logits")
 
