@@ -251,7 +251,7 @@ import bridge
 
 model = bridge.load("examples/models/hybrid-induction")
 model.cfg.layer_types  # ['mamba2', 'attention']
-logits, cache = model.run_with_cache("{BOS_TOKEN} t1 t2 t3 t4 t5 t1 t2 t3")
+logits, cache = model.run_with_cache("t1 t2 t3 t4 t5 t1 t2 t3")  # the bridge prepends {BOS_TOKEN}
 cache["blocks.1.attn.hook_pattern"]   # [1, 4, 9, 9]
 cache["blocks.0.hook_mixer_out"]      # what the Mamba-2 layer writes, [1, 9, 128]
 ```

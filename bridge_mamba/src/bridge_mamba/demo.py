@@ -88,7 +88,7 @@ def run_hybrid_demo(model: Any, png: Path | None, out: Printer) -> dict[str, Any
 
     base = repeated_loss(model, tokens)
     out("\nLoss on the repeated half with one thing zero-ablated (run_with_hooks):")
-    out(f"  nothing ablated                                     {base:.4f}")
+    out(f"  {'nothing ablated':<58}{base:.4f}")
     layer_losses = {}
     for i, kind in enumerate(kinds):
         write = "hook_attn_out" if i in attention_layers else "hook_mixer_out"
@@ -96,11 +96,11 @@ def run_hybrid_demo(model: Any, png: Path | None, out: Printer) -> dict[str, Any
             continue
         loss = repeated_loss(model, tokens, [(f"blocks.{i}.{write}", _zero)])
         layer_losses[i] = loss
-        out(f"  block {i} ({kind}) token mixer, blocks.{i}.{write}".ljust(54) + f"{loss:.4f}  ({loss - base:+.4f})")
+        out(f"  block {i} ({kind}) token mixer, blocks.{i}.{write}".ljust(60) + f"{loss:.4f}  ({loss - base:+.4f})")
     ablated = repeated_loss(model, tokens, [(f"blocks.{layer}.attn.hook_z", _zero_head(head))])
     control = repeated_loss(model, tokens, [(f"blocks.{layer}.attn.hook_z", _zero_head(worst))])
-    out(f"  head {layer}.{head} (top induction), hook_z".ljust(54) + f"{ablated:.4f}  ({ablated - base:+.4f})")
-    out(f"  head {layer}.{worst} (least induction), hook_z".ljust(54) + f"{control:.4f}  ({control - base:+.4f})")
+    out(f"  head {layer}.{head} (top induction), hook_z".ljust(60) + f"{ablated:.4f}  ({ablated - base:+.4f})")
+    out(f"  head {layer}.{worst} (least induction), hook_z".ljust(60) + f"{control:.4f}  ({control - base:+.4f})")
 
     others = {i: loss for i, loss in layer_losses.items() if i not in attention_layers}
     out(f"\nInduction is carried by attention: head {layer}.{head} of block {layer} ({kinds[layer]}) attends from each")
