@@ -8,12 +8,15 @@ from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
+    Lfm2Adapter,
+    Lfm2MoeAdapter,
     NemotronHAdapter,
     Qwen3NextAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
+from bridge_mamba.short_conv import ShortConv
 
 __all__ = [
     "ADAPTERS",
@@ -24,6 +27,8 @@ __all__ = [
     "GatedDeltaNet",
     "GraniteMoeHybridAdapter",
     "JambaAdapter",
+    "Lfm2Adapter",
+    "Lfm2MoeAdapter",
     "Mamba1Mixer",
     "Mamba2Adapter",
     "Mamba2Mixer",
@@ -33,5 +38,6 @@ __all__ = [
     "Qwen35Adapter",
     "Qwen35MoeAdapter",
     "SSMBlock",
+    "ShortConv",
     "effective_attention",
 ]

@@ -11,6 +11,8 @@ from transformers import (
     FalconMambaConfig,
     GraniteMoeHybridConfig,
     JambaConfig,
+    Lfm2Config,
+    Lfm2MoeConfig,
     Mamba2Config,
     MambaConfig,
     NemotronHConfig,
@@ -25,6 +27,8 @@ from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
+    Lfm2Adapter,
+    Lfm2MoeAdapter,
     NemotronHAdapter,
     Qwen3NextAdapter,
     Qwen35Adapter,
@@ -362,6 +366,62 @@ class Qwen35MoeExamples(HybridExamples):
         )
 
 
+LFM2_SIZES = {
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "conv_L_cache": 3,
+    "vocab_size": TINY_VOCAB,
+    **TINY_SPECIAL_IDS,
+}
+
+
+class Lfm2Examples(HybridExamples):
+    adapter = Lfm2Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Lfm2Config:
+        return Lfm2Config(
+            **LFM2_SIZES,
+            intermediate_size=72,
+            num_hidden_layers=3,
+            layer_types=["full_attention", "conv", "conv"],
+            architectures=["Lfm2ForCausalLM"],
+        )
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Lfm2Config]:
+        # LiquidAI/LFM2-350M's layout cut short: convolutions, then attention, read from full_attn_idxs
+        return {
+            "lfm2-layout": Lfm2Config(
+                **LFM2_SIZES,
+                intermediate_size=72,
+                num_hidden_layers=4,
+                full_attn_idxs=[2],
+                architectures=["Lfm2ForCausalLM"],
+            )
+        }
+
+
+class Lfm2MoeExamples(HybridExamples):
+    adapter = Lfm2MoeAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Lfm2MoeConfig:
+        # the first layer dense, the others MoEs (num_dense_layers); attention at 0, convolutions after
+        return Lfm2MoeConfig(
+            **LFM2_SIZES,
+            intermediate_size=48,
+            moe_intermediate_size=16,
+            num_experts=4,
+            num_experts_per_tok=2,
+            num_dense_layers=1,
+            num_hidden_layers=3,
+            layer_types=["full_attention", "conv", "conv"],
+            architectures=["Lfm2MoeForCausalLM"],
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -374,4 +434,6 @@ EXAMPLES = (
     GraniteMoeHybridExamples,
     Qwen35Examples,
     Qwen35MoeExamples,
+    Lfm2Examples,
+    Lfm2MoeExamples,
 )

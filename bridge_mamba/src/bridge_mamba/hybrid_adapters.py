@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
+from torch import nn
+
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import (
     MLP,
@@ -31,6 +34,7 @@ from bridge_mamba.gated_attention import GatedQuery
 from bridge_mamba.hybrid_blocks import (
     AttentionMLPBlock,
     AttentionOnlyBlock,
+    ConvMLPBlock,
     LinearAttentionMLPBlock,
     MixerMLPBlock,
     MixerOnlyBlock,
@@ -41,6 +45,7 @@ from bridge_mamba.hybrid_blocks import (
     ScaledMixerBlock,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
+from bridge_mamba.short_conv import ShortConv
 
 RMS = {"kind": "RMS"}
 ONE_PLUS_RMS = {"kind": "RMS", "weight_offset": 1.0}  # scales by (1 + w)
@@ -404,6 +409,111 @@ class Qwen35MoeAdapter(Qwen3NextAdapter):
     model_types = ("qwen3_5_moe_text",)
 
 
+def biased_sigmoid_topk(router: nn.Module, logits: torch.Tensor, expert_bias: torch.Tensor | None):
+    """LFM2-MoE's routing: sigmoid scores; experts chosen by score (+ the MoE block's ``expert_bias`` when it uses
+    one); weights are the scores, renormalized if ``norm_topk_prob``, times ``routed_scaling_factor``."""
+    scores = logits.sigmoid()
+    if expert_bias is not None:
+        indices = torch.topk(scores + expert_bias, k=router.top_k, dim=-1)[1]
+        weights = torch.gather(scores, dim=1, index=indices).type_as(logits)
+    else:
+        weights, indices = torch.topk(scores, k=router.top_k, dim=-1)
+    if router.norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-6)
+    return weights * router.routed_scaling_factor, indices
+
+
+class BiasedSigmoidMoE(MoE):
+    """Core's ``MoE`` on LFM2-MoE's block, whose expert-choice bias lives on the block, not on its router."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
+        super().__init__(hf_module, cfg, routing=self.route, router="gate", experts="experts")
+
+    def route(self, router: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bias = self.hf.expert_bias if self.hf.use_expert_bias else None
+        return biased_sigmoid_topk(router, logits, bias)
+
+
+class Lfm2Adapter(HybridAdapter):
+    """LFM2 (``Lfm2ForCausalLM``): gated short-convolution layers (``mixer``, see ``ShortConv``) and attention
+    layers (q/k norms, RoPE), each followed by a gated MLP (``w1``/``w3``/``w2``); the final norm is HF's
+    ``embedding_norm``."""
+
+    architectures = ("Lfm2ForCausalLM",)
+    model_types = ("lfm2",)
+    kinds: ClassVar[dict[str, str]] = {"full_attention": "attention", "conv": "short_conv"}
+    mlp_options: ClassVar[dict[str, str]] = {"pre": "w1", "pre_linear": "w3", "out": "w2"}
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        return {
+            **self.hybrid_overrides(),
+            "positional_embedding_type": "rotary",
+            "gated_mlp": True,
+            "eps": c.norm_eps,
+            "d_mlp": self.mlp_width(),
+            "extra": {"rope_theta": rope.get("rope_theta"), "conv_L_cache": c.conv_L_cache, **self.moe_extra()},
+        }
+
+    def mlp_width(self) -> int:
+        c = self.hf_config
+        width = c.intermediate_size
+        if getattr(c, "block_auto_adjust_ff_dim", False):  # HF's Lfm2MLP sizes itself from these
+            width = int(2 * width / 3)
+            if c.block_ffn_dim_multiplier is not None:
+                width = int(c.block_ffn_dim_multiplier * width)
+                width = c.block_multiple_of * ((width + c.block_multiple_of - 1) // c.block_multiple_of)
+        return width
+
+    def moe_extra(self) -> dict[str, Any]:
+        return {}
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        norms = {"ln1": Spec(Norm, "operator_norm", RMS), "ln2": Spec(Norm, "ffn_norm", RMS)}
+        attention = Spec(
+            QKNormAttention,
+            "self_attn",
+            {"qkv": SplitQKV(), "out": "out_proj", "q_norm": "q_layernorm", "k_norm": "k_layernorm"},
+        )
+        mlp = Spec(MLP, "feed_forward", self.mlp_options)
+        moe = Spec(BiasedSigmoidMoE, "feed_forward")
+        return {
+            "attention": DenseOrMoEBlockSpec(AttentionMLPBlock, {**norms, "attn": attention, "mlp": mlp}, moe_mlp=moe),
+            "short_conv": DenseOrMoEBlockSpec(
+                ConvMLPBlock, {**norms, "mixer": Spec(ShortConv, "conv"), "mlp": mlp}, moe_mlp=moe
+            ),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "embedding_norm", RMS),
+        )
+
+
+class Lfm2MoeAdapter(Lfm2Adapter):
+    """LFM2-MoE (``Lfm2MoeForCausalLM``): LFM2's layers with a MoE after the first ``num_dense_layers`` (sigmoid
+    routing, with an expert-choice bias on the block)."""
+
+    architectures = ("Lfm2MoeForCausalLM",)
+    model_types = ("lfm2_moe",)
+
+    def mlp_width(self) -> int:
+        return self.hf_config.intermediate_size
+
+    def moe_extra(self) -> dict[str, Any]:
+        c = self.hf_config
+        return {
+            "n_experts": c.num_experts,
+            "experts_per_token": c.num_experts_per_tok,
+            "d_expert": c.moe_intermediate_size,
+            "num_dense_layers": c.num_dense_layers,
+        }
+
+
 HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     JambaAdapter,
     NemotronHAdapter,
@@ -412,4 +522,6 @@ HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     GraniteMoeHybridAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
+    Lfm2Adapter,
+    Lfm2MoeAdapter,
 )

@@ -74,6 +74,15 @@ class MixerMLPBlock(HybridLayer):
         return self.block_output(self.hook_resid_post(resid_mid + mlp_out))
 
 
+class ConvMLPBlock(MixerMLPBlock):
+    """``MixerMLPBlock`` of a layer whose HF code hands its mixer the cache as ``past_key_values`` (LFM2)."""
+
+    mixer_arguments: ClassVar[dict[str, str]] = {
+        "past_key_values": "past_key_values",
+        "attention_mask": "attention_mask",
+    }
+
+
 class LinearAttentionMLPBlock(MixerMLPBlock):
     """``MixerMLPBlock`` whose token mixer is ``linear_attn`` (Gated DeltaNet, lightning attention)."""
 
