@@ -123,10 +123,16 @@ class WeightProcessing:
 def _why_not(bridge: HookedModelLike, step: str) -> str | None:
     """Why ``step`` cannot be done exactly on this model, or ``None`` when it can."""
     has_attention = all(hasattr(block, "attn") for block in bridge.blocks)
-    if step in ("fold_ln", "fold_value_biases") and not has_attention:
+    hybrid = bridge.cfg.layer_types is not None  # its ln1/ln2 are folded into whatever reads them, traced
+    if step == "fold_ln" and not has_attention and not hybrid:
         return (
             "its blocks are not attention blocks (state-space mixers); bridge processes the weights of "
-            "attention transformers only"
+            "attention transformers and hybrids only"
+        )
+    if step == "fold_value_biases" and not has_attention:
+        return (
+            "some of its blocks have no attention (state-space or linear-attention layers), and value biases are "
+            "folded through attention patterns only"
         )
     if step == "fold_value_biases" and any(hasattr(block.attn, "hook_sink_logits") for block in bridge.blocks):
         return (

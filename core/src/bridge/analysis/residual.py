@@ -36,7 +36,9 @@ class BlockLayout:
     ``resid_mid``: a parallel block's MLP reads ``resid_pre``); ``attn_norm``/``mlp_norm``: the child norms
     whose ``hook_scale`` normalizes what the attention (or mixer) and the MLP read, ``None`` if they read the
     stream unnormalized; ``heads_write``/``neurons_write``: whether ``z @ W_O`` per head (plus ``b_O``) and
-    ``post @ W_out`` per neuron (plus ``b_out``) add up to ``attn_out``/``mlp_out``; ``why_not`` says why not.
+    ``post @ W_out`` per neuron (plus ``b_out``) add up to ``attn_out``/``mlp_out``; ``why_not`` says why not;
+    ``results_write``: whether the cached per-head ``attn.hook_result`` (the output projection split by head) adds
+    up to ``attn_out`` (also where ``z @ W_O`` does not: an output gate between ``z`` and the projection).
     """
 
     layer: int
@@ -48,6 +50,7 @@ class BlockLayout:
     heads_write: bool
     neurons_write: bool
     why_not: dict[str, str]
+    results_write: bool = False
 
     @property
     def has_mid(self) -> bool:
@@ -90,6 +93,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     }
     heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not)
     neurons_write = _sublayer_writes("mlp", applied.get("mlp", []), "mlp_out", children, layer, why_not)
+    gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
     if block.residual_scale != 1.0:
         for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
             why_not.setdefault(
@@ -98,7 +102,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
                 f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
                 f"decompose it per layer with decompose_resid ({write}) instead",
             )
-        heads_write = neurons_write = False
+        heads_write = neurons_write = gated = False
     if neurons_write and not hasattr(children["mlp"], "hook_post"):
         neurons_write = False
         why_not["mlp"] = (
@@ -116,6 +120,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
         heads_write=heads_write,
         neurons_write=neurons_write,
         why_not=why_not,
+        results_write=heads_write or (gated and "ln1_post" not in children),
     )
 
 
@@ -130,6 +135,13 @@ def _sublayer_writes(
     if child not in children:
         kind = "attention" if child == "attn" else "MLP"
         why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
+        return False
+    if child == "attn" and not getattr(children[child], "z_feeds_out_proj", True):
+        why_not[child] = (
+            f"block {layer}'s attention changes z before its output projection (an output gate), so z @ W_O per "
+            "head does not add up to hook_attn_out; cache attn.hook_result (set_use_attn_result(True)) for its "
+            "per-head outputs, or decompose it per layer with decompose_resid (attn_out)"
+        )
         return False
     if applied:
         part = "per-head results (z @ W_O)" if child == "attn" else "per-neuron results (post @ W_out)"

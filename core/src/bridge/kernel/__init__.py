@@ -18,6 +18,7 @@ from bridge.kernel.adapter import (
     Composite,
     DenseOrMoEBlockSpec,
     LayerKinds,
+    PerLayerBlockSpec,
     Spec,
     Tower,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
+    "PerLayerBlockSpec",
     "PlainActivationCache",
     "Spec",
     "Tower",

@@ -9,7 +9,7 @@ HF model (the heads around the base model); every other path is relative to the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -122,18 +122,38 @@ class LayerKinds(BlockSpec):
         raise ComponentMapError("LayerKinds builds a layer through for_layer(layer, hf_block), which knows its kind")
 
 
+class PerLayerBlockSpec(LayerKinds):
+    """``LayerKinds`` given positionally: block specs chosen per layer, for models whose layers are of different
+    kinds (hybrids: attention layers between Mamba or linear-attention layers). Layer ``i`` is built from
+    ``specs[kinds[i]]``. An adapter reads ``kinds`` from the HF config (``layer_types``, ``layers_block_type``,
+    ``attn_layer_indices``…), never from a period of its own, and usually also sets ``BridgeConfig.layer_types``::
+
+        kinds = tuple("attention" if t == "full_attention" else "mamba" for t in hf_config.layer_types)
+        block = PerLayerBlockSpec(kinds, {"attention": BlockSpec(SequentialBlock, {...}),
+                                          "mamba": BlockSpec(MyMixerBlock, {...})})
+
+    The number of kinds must equal the number of HF layers, and every kind must have a spec (``ComponentMapError``
+    otherwise, before any component is built); the component-map checks run on every layer."""
+
+    def __init__(
+        self, kinds: Sequence[str] = (), specs: Mapping[str, BlockSpec] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(kinds=tuple(kinds), specs=dict(specs or {}), **fields)
+
+
 @dataclass(frozen=True)
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 
-    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each (a ``PerLayerBlockSpec``
+    chooses one spec per layer). Paths are
     relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
     ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
     ``get_output_embeddings()`` (only when ``root`` is ``None``).
     """
 
     blocks: str
-    block: BlockSpec
+    block: BlockSpec | PerLayerBlockSpec
     embed: str | None = None
     pos_embed: str | None = None
     ln_final: Spec | None = None

@@ -267,12 +267,14 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP, the modules the block applies to the
-    MLP's output (``sublayer_output_modules``: ``ln2_post``, a layer scale) where present, times the block's
-    ``residual_scale`` (Granite scales each sublayer's output before the residual sum)."""
+    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP (the sum of ``Block.mlp_children``),
+    the modules the block applies to the MLP's output (``sublayer_output_modules``: ``ln2_post``, a layer scale)
+    where present, times the block's ``residual_scale`` (Granite scales each sublayer's output before the
+    residual sum)."""
     norm = block.mlp_norm
     h = _call_module(ref[norm], x) if norm is not None and norm in ref else x
-    out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
+    parts = [_call_module(ref[name], h).reshape(h.shape) for name in block.mlp_children if name in ref]
+    out = sum(parts[1:], parts[0])  # an MoE may return [b·p, d] (Llama 4); several MLPs are summed (Granite-4)
     for name in block.sublayer_output_modules.get("mlp", ()):
         out = _call_module(ref[name], out) if name in ref else out
     return out * block.residual_scale
@@ -436,7 +438,8 @@ def _gradient_names(pair: Pair) -> list[str]:
             name = f"{prefix}blocks.{layer}"
             wanted.append(_block_output(part, layer, f"{name}.hook_resid_post"))
             attn = attention_of(block)
-            if attn is not None and getattr(attn, "out_proj", None) is not None:
+            feeds = getattr(attn, "z_feeds_out_proj", True)  # a gated attention changes z before its projection
+            if attn is not None and getattr(attn, "out_proj", None) is not None and feeds:
                 z = f"{name}.{_child_name(block, attn)}.hook_z"
                 if z in pair.bridge.hook_dict:
                     wanted.append(z)

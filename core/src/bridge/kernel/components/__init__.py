@@ -27,7 +27,7 @@ from bridge.kernel.components.blocks import (
     first_output,
 )
 from bridge.kernel.components.embedding import Embedding, PosEmbedding, TokenEmbedding
-from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.mlp import MLP, GateUpMLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
     MoE,
@@ -39,6 +39,7 @@ from bridge.kernel.components.moe import (
 )
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
+from bridge.kernel.components.scaled_embedding import ScaledEmbedding
 from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
@@ -68,6 +69,7 @@ __all__ = [
     "ForwardOverride",
     "FusedLayout",
     "FusedQKV",
+    "GateUpMLP",
     "InputTap",
     "MLPWeights",
     "MoE",
@@ -82,6 +84,7 @@ __all__ = [
     "QKVSource",
     "QKVWeights",
     "Routing",
+    "ScaledEmbedding",
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",

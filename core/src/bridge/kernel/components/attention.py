@@ -186,6 +186,10 @@ class Attention(CoreAttentionWeights, Component):
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
     #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
     eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
+    #: Whether ``hook_z`` is exactly what the output projection reads. A layer that changes ``z`` in between (an
+    #: output gate per head, Qwen3-Next) sets it False: its per-head results are then not ``z @ W_O`` (the cache
+    #: analysis says so instead of computing them; ``hook_result``, on the projection's input, still holds them).
+    z_feeds_out_proj: bool = True
 
     def __init__(
         self,

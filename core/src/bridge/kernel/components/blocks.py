@@ -83,6 +83,10 @@ class Block(Component):
     #: patches that hook and runs the reference's norm and MLP on it.
     mlp_input_hook: str = "hook_resid_mid"
     mlp_norm: str | None = "ln2"
+    #: The children whose outputs, summed, are the MLP side of the block (before ``residual_scale``): ``("mlp",)``,
+    #: or more where the HF layer adds modules reading the same input (Granite-4's MoE and its shared MLP).
+    #: The conformance kit runs them all on the reference when it checks ``hook_mlp_out``.
+    mlp_children: tuple[str, ...] = ("mlp",)
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True
