@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from public_api_adapters import GPT2Adapter, LlamaAdapter
 from torch import nn
 
 import bridge
@@ -15,8 +16,6 @@ from bridge.kernel.config import BridgeConfig
 from bridge.kernel.errors import UnknownArgumentError
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 from bridge.testing.fixtures import sensitize
-from bridge_gpt2 import GPT2Adapter
-from bridge_llama import LlamaAdapter
 
 
 class PositionsFromHF(LlamaAdapter):

@@ -26,8 +26,9 @@ def logit_diff(logits: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    from public_api_adapters import GPT2Adapter
+
     from bridge.testing import examples_of, save_tiny_model
-    from bridge_gpt2 import GPT2Adapter
 
     directory = save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path_factory.mktemp("gpt2p"))
     model = bridge.load(directory, attn_implementation="eager")
