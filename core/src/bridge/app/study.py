@@ -274,7 +274,8 @@ def run_study(model_dir: str | Path, batch: int = 8, length: int = 20, seed: int
     k = 5 if ssm_layers and not _y_is_per_head(model, ssm_layers[0]) else 3  # Mamba-1's channels are many
     exact, estimates = _exact_and_estimates(model, clean, corrupt, metric, kinds)
     correlations, top = _compare(exact, estimates, k)
-    carriers, notes = [], []
+    carriers: list[str] = []
+    notes: list[str] = []
     if "heads" in kinds:
         carriers.append(_carrier_heads(model, clean, length))
     if "mixers" in kinds:
