@@ -1,7 +1,8 @@
 """One induction study, run unchanged on a trained model of every family: ``bridge demo --all``.
 
-For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2…) the same code
-measures, from hooks alone:
+For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2…, and hybrids such as
+``hybrid-induction``, whose attention and SSM blocks are studied each as what it is) the same code measures, from
+hooks alone:
 
 1. the loss on a repeated random sequence's second copy, clean (``BOS A A``) and corrupted (``BOS A A'``: the
    second copy replaced by fresh tokens, so nothing there can be copied; the metric still scores ``A``);
