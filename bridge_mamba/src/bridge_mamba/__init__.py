@@ -6,6 +6,7 @@ from bridge_mamba.catalog import ADAPTERS, HYBRID_ADAPTERS, SSM_ADAPTERS
 from bridge_mamba.deltanet import GatedDeltaNet
 from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
+    FalconH1Adapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
     Lfm2Adapter,
@@ -23,6 +24,7 @@ __all__ = [
     "HYBRID_ADAPTERS",
     "SSM_ADAPTERS",
     "BambaAdapter",
+    "FalconH1Adapter",
     "FalconMambaAdapter",
     "GatedDeltaNet",
     "GraniteMoeHybridAdapter",

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import (
     BambaConfig,
+    FalconH1Config,
     FalconMambaConfig,
     GraniteMoeHybridConfig,
     JambaConfig,
@@ -25,6 +26,7 @@ from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
 from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
+    FalconH1Adapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
     Lfm2Adapter,
@@ -422,6 +424,53 @@ class Lfm2MoeExamples(HybridExamples):
         )
 
 
+class FalconH1Examples(HybridExamples):
+    adapter = FalconH1Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> FalconH1Config:
+        # every multiplier away from 1, so a misplaced one shows
+        return cls.tiny(mamba_rms_norm=False)
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, FalconH1Config]:
+        # tiiuae/Falcon-H1's variants with the gated RMSNorm in the mixer, normalizing before or after the gate
+        return {
+            "falcon-h1-rms-norm": cls.tiny(mamba_rms_norm=True, mamba_norm_before_gate=True),
+            "falcon-h1-gate-then-norm": cls.tiny(mamba_rms_norm=True, mamba_norm_before_gate=False),
+        }
+
+    @classmethod
+    def tiny(cls, **variant: Any) -> FalconH1Config:
+        return FalconH1Config(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mamba_d_ssm=32,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_n_groups=2,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_chunk_size=4,
+            embedding_multiplier=2.0,
+            lm_head_multiplier=0.5,
+            attention_in_multiplier=1.5,
+            attention_out_multiplier=0.75,
+            key_multiplier=0.8,
+            ssm_in_multiplier=1.25,
+            ssm_out_multiplier=0.6,
+            ssm_multipliers=[0.9, 1.1, 1.2, 0.8, 1.3],
+            mlp_multipliers=[1.2, 0.7],
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["FalconH1ForCausalLM"],
+            **variant,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -436,4 +485,5 @@ EXAMPLES = (
     Qwen35MoeExamples,
     Lfm2Examples,
     Lfm2MoeExamples,
+    FalconH1Examples,
 )

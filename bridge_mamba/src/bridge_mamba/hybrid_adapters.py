@@ -41,10 +41,11 @@ from bridge_mamba.hybrid_blocks import (
     MLPOnlyBlock,
     PairAttentionMLPBlock,
     PairMixerMLPBlock,
+    ParallelMixerBlock,
     ScaledAttentionBlock,
     ScaledMixerBlock,
 )
-from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
+from bridge_mamba.mixers import FalconH1Mixer, Mamba1Mixer, Mamba2Mixer
 from bridge_mamba.short_conv import ShortConv
 
 RMS = {"kind": "RMS"}
@@ -514,6 +515,69 @@ class Lfm2MoeAdapter(Lfm2Adapter):
         }
 
 
+class FalconH1Adapter(HybridAdapter):
+    """Falcon-H1 (``FalconH1ForCausalLM``): every layer runs attention (RoPE) and a Mamba-2 mixer side by side on
+    one norm (kind ``attention+mamba2``), then a gated MLP; with Falcon-H1's µP multipliers: ``hook_embed`` is after
+    ``embedding_multiplier``, ``hook_attn_out``/``hook_mixer_out`` after their output multipliers, ``hook_k`` before
+    ``key_multiplier`` (``hook_rot_k`` after it), the MLP's ``hook_pre`` before its gate multiplier and
+    ``hook_mlp_out`` after its down multiplier, and ``W_U`` includes ``lm_head_multiplier``."""
+
+    architectures = ("FalconH1ForCausalLM",)
+    model_types = ("falcon_h1",)
+    kinds: ClassVar[dict[str, str]] = {"hybrid": "attention+mamba2"}
+
+    def layer_types(self) -> list[str]:
+        return layer_kinds(self.hf_config, self.kinds, field="layers_block_type")
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        d_inner = c.mamba_d_ssm if c.mamba_d_ssm is not None else int(c.mamba_expand * c.hidden_size)
+        return {
+            **self.hybrid_overrides(),
+            "d_head": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "positional_embedding_type": "rotary",
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "embedding_multiplier": c.embedding_multiplier,
+                "lm_head_multiplier": c.lm_head_multiplier,
+                "logit_scale": c.lm_head_multiplier,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
+                "attention_in_multiplier": c.attention_in_multiplier,
+                "attention_out_multiplier": c.attention_out_multiplier,
+                "key_multiplier": c.key_multiplier,
+                "ssm_in_multiplier": c.ssm_in_multiplier,
+                "ssm_out_multiplier": c.ssm_out_multiplier,
+                "ssm_multipliers": list(c.ssm_multipliers),
+                "mlp_multipliers": list(c.mlp_multipliers),
+                "d_inner": d_inner,
+                "ssm_heads": c.mamba_n_heads,
+                "d_state": c.mamba_d_state,
+                "n_groups": c.mamba_n_groups,
+                "chunk_size": c.mamba_chunk_size,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        children = {
+            "ln1": Spec(Norm, "input_layernorm", RMS),
+            "mixer": Spec(FalconH1Mixer, "mamba", {"output_hook": False}),
+            "attn": Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": True}),
+            "ln2": Spec(Norm, "pre_ff_layernorm", RMS),
+            "mlp": Spec(MLP, "feed_forward", GATED_MLP),
+        }
+        return {"attention+mamba2": BlockSpec(ParallelMixerBlock, children)}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
+        return ComponentMap(
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+            hooks={"hook_embed": embed},
+        )
+
+
 HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     JambaAdapter,
     NemotronHAdapter,
@@ -524,4 +588,5 @@ HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     Qwen35MoeAdapter,
     Lfm2Adapter,
     Lfm2MoeAdapter,
+    FalconH1Adapter,
 )

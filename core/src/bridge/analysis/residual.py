@@ -85,15 +85,22 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not)
     gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
     neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not)
-    if block.residual_scale != 1.0:
-        for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
-            why_not.setdefault(
-                child,
-                f"block {layer} scales its {child} output by {block.residual_scale} (residual_scale) before adding "
-                f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
-                f"decompose it per layer with decompose_resid ({write}) instead",
-            )
-        heads_write = neurons_write = gated = False
+    scales = {child: (block.residual_scale, "residual_scale") for child in ("attn", "mlp")}
+    scales |= {child: (scale, "result_scales") for child, scale in block.result_scales.items()}
+    for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
+        scale, field = scales[child]
+        if scale == 1.0:
+            continue
+        why_not.setdefault(
+            child,
+            f"block {layer} scales its {child} output by {scale} ({field}) before adding it to the residual "
+            f"stream, so its per-head or per-neuron results do not add up to hook_{write}; decompose it per "
+            f"layer with decompose_resid ({write}) instead",
+        )
+        if child == "attn":
+            heads_write = gated = False
+        else:
+            neurons_write = False
     if neurons_write and not hasattr(children["mlp"], "hook_post"):
         neurons_write = False
         why_not["mlp"] = (
