@@ -15,6 +15,7 @@ from bridge_mamba.hybrid_adapters import (
     Qwen3NextAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
+    Zamba2Adapter,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
 from bridge_mamba.short_conv import ShortConv
@@ -41,5 +42,6 @@ __all__ = [
     "Qwen35MoeAdapter",
     "SSMBlock",
     "ShortConv",
+    "Zamba2Adapter",
     "effective_attention",
 ]

@@ -20,6 +20,7 @@ from transformers import (
     Qwen3_5MoeTextConfig,
     Qwen3_5TextConfig,
     Qwen3NextConfig,
+    Zamba2Config,
 )
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
@@ -35,6 +36,7 @@ from bridge_mamba.hybrid_adapters import (
     Qwen3NextAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
+    Zamba2Adapter,
 )
 
 
@@ -471,6 +473,56 @@ class FalconH1Examples(HybridExamples):
         )
 
 
+class Zamba2Examples(HybridExamples):
+    adapter = Zamba2Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Zamba2Config:
+        # hybrid layers at 1, 3 and 4 with two shared blocks in turn (Zyphra/Zamba2-2.7B's ABAB): 1 and 4 share one
+        # block's weights, each with its own adapters, 3 has the other; the attention's adapters on, RoPE off
+        return cls.tiny(
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "hybrid"],
+            num_mem_blocks=2,
+            use_shared_attention_adapter=True,
+        )
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Zamba2Config]:
+        # the config's other choices: one shared block (every hybrid depth the same weights), RoPE in it, the
+        # attention adapters off (the MLP's always on)
+        return {
+            "zamba2-one-block-rope": cls.tiny(
+                layers_block_type=["mamba", "mamba", "hybrid", "mamba", "hybrid"],
+                num_mem_blocks=1,
+                use_mem_rope=True,
+                use_shared_attention_adapter=False,
+            )
+        }
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> Zamba2Config:
+        return Zamba2Config(
+            num_hidden_layers=len(layout["layers_block_type"]),
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_expand=2,
+            n_mamba_heads=4,
+            mamba_ngroups=2,
+            chunk_size=4,
+            adapter_rank=4,
+            # as Nemotron-H: HF clamps Δ at time_step_min on the full-sequence path only; Δ drawn ≥ 0.01 here
+            time_step_min=1e-6,
+            time_step_floor=0.01,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["Zamba2ForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -486,4 +538,5 @@ EXAMPLES = (
     Lfm2Examples,
     Lfm2MoeExamples,
     FalconH1Examples,
+    Zamba2Examples,
 )

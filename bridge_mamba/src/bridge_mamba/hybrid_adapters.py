@@ -47,6 +47,7 @@ from bridge_mamba.hybrid_blocks import (
 )
 from bridge_mamba.mixers import FalconH1Mixer, Mamba1Mixer, Mamba2Mixer
 from bridge_mamba.short_conv import ShortConv
+from bridge_mamba.zamba2 import AdaptedGateUpMLP, AdaptedQKV, SharedAttentionMixerBlock
 
 RMS = {"kind": "RMS"}
 ONE_PLUS_RMS = {"kind": "RMS", "weight_offset": 1.0}  # scales by (1 + w)
@@ -578,6 +579,74 @@ class FalconH1Adapter(HybridAdapter):
         )
 
 
+class Zamba2Adapter(HybridAdapter):
+    """Zamba2 (``Zamba2ForCausalLM``): Mamba-2 layers (kind ``mamba2``) and hybrid layers (kind
+    ``attention+mamba2``) in which one shared transformer block (attention on ``[resid | embed]``, then a GELU-gated
+    MLP; its weights reused at every hybrid depth, ``num_mem_blocks`` copies in turn) runs first with this depth's
+    adapters, and its output, through the layer's ``linear``, is added to the Mamba-2 layer's input
+    (``SharedAttentionMixerBlock``). The shared block is hooked at each depth under that depth's block name."""
+
+    architectures = ("Zamba2ForCausalLM",)
+    model_types = ("zamba2",)
+    kinds: ClassVar[dict[str, str]] = {"linear_attention": "mamba2", "hybrid": "attention+mamba2"}
+
+    def layer_types(self) -> list[str]:
+        return layer_kinds(self.hf_config, self.kinds, field="layers_block_type")
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        d_inner = int(c.mamba_expand * c.hidden_size)
+        return {
+            **self.hybrid_overrides(),
+            "d_head": c.attention_head_dim,
+            "positional_embedding_type": "rotary" if c.use_mem_rope else "none",
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "d_inner": d_inner,
+                "ssm_heads": c.n_mamba_heads,
+                "ssm_head_dim": c.mamba_headdim,
+                "d_state": c.mamba_d_state,
+                "d_conv": c.mamba_d_conv,
+                "n_groups": c.mamba_ngroups,
+                "chunk_size": c.chunk_size,
+                "num_mem_blocks": c.num_mem_blocks,
+                "hybrid_layer_ids": list(c.hybrid_layer_ids),
+                "adapter_rank": c.adapter_rank if c.use_shared_attention_adapter else None,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        rotary = bool(self.hf_config.use_mem_rope)
+        mamba = {
+            "ln1": Spec(Norm, "input_layernorm", RMS),
+            "mixer": Spec(Mamba2Mixer, "mamba", {"output_hook": False}),
+        }
+        shared = "shared_transformer"
+        attention = {"qkv": AdaptedQKV(), "out": "o_proj", "rotary": rotary}
+        hybrid = {
+            "shared_ln1": Spec(Norm, f"{shared}.input_layernorm", RMS),
+            "attn": Spec(Attention, f"{shared}.self_attn", attention),
+            "shared_ln2": Spec(Norm, f"{shared}.pre_ff_layernorm", RMS),
+            "mlp": Spec(AdaptedGateUpMLP, f"{shared}.feed_forward"),
+            "ln1": Spec(Norm, "mamba_decoder.input_layernorm", RMS),
+            "mixer": Spec(Mamba2Mixer, "mamba_decoder.mamba", {"output_hook": False}),
+        }
+        return {
+            "mamba2": BlockSpec(MixerOnlyBlock, mamba),
+            "attention+mamba2": BlockSpec(SharedAttentionMixerBlock, hybrid),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+        )
+
+
 HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     JambaAdapter,
     NemotronHAdapter,
@@ -589,4 +658,5 @@ HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     Lfm2Adapter,
     Lfm2MoeAdapter,
     FalconH1Adapter,
+    Zamba2Adapter,
 )

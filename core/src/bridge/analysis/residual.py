@@ -82,9 +82,9 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     if mlp_norm is None and not mid_writes and "mlp" in children:
         mlp_norm = attn_norm  # a parallel block with one shared norm (Falcon-7B)
     why_not: dict[str, str] = {}
-    heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not)
+    heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not, writes)
     gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
-    neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not)
+    neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not, writes)
     scales = {child: (block.residual_scale, "residual_scale") for child in ("attn", "mlp")}
     scales |= {child: (scale, "result_scales") for child, scale in block.result_scales.items()}
     for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
@@ -128,11 +128,25 @@ def _short(hook_name: str) -> str:
 
 
 def _sublayer_writes(
-    child: str, post_norm: str, write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
+    child: str,
+    post_norm: str,
+    write: str,
+    children: dict[str, nn.Module],
+    layer: int,
+    why_not: dict[str, str],
+    stream_writes: list[str],
 ) -> bool:
     if child not in children:
         kind = "attention" if child == "attn" else "MLP"
         why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
+        return False
+    if write not in stream_writes:
+        kind = "attention" if child == "attn" else "MLP"
+        why_not[child] = (
+            f"block {layer}'s {kind} does not write to the residual stream (its output feeds another sublayer; "
+            f"the stream takes {', '.join(stream_writes)}), so its per-head or per-neuron results are not part of "
+            "the stream"
+        )
         return False
     if child == "attn" and not getattr(children[child], "z_feeds_out_proj", True):
         why_not[child] = (

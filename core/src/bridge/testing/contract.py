@@ -194,6 +194,18 @@ def _recorder(seen: list[tuple[int, ...]]) -> Any:
     return record
 
 
+def _norm_width(model: Bridge, name: str, expected: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The contract's shape of a norm's ``hook_normalized``, ``[b, p, d_model]``, with the width of the norm's own
+    weight where it normalizes something wider (Zamba2's shared block reads ``[resid | embed]``, ``2·d_model``)."""
+    if expected is None or not name.endswith(".hook_normalized"):
+        return expected
+    norm = model.get_submodule(name.rsplit(".", 1)[0])
+    weight = getattr(norm.hf, "weight", None) if isinstance(norm, Norm) else None
+    if weight is None or weight.ndim != 1:
+        return expected
+    return (*expected[:-1], weight.shape[0])
+
+
 def check_shapes(pair: Pair) -> None:
     """Every hook point of ``hook_dict`` (opt-in ones enabled) fires once with the contract's shape
     (TransformerLens shapes, batch first) when it is the *only* hook in use, and with the same shape when
@@ -216,7 +228,7 @@ def check_shapes(pair: Pair) -> None:
             part = dict(pair.parts()).get(prefix)
             within = shapes.get(prefix[:-1])  # None: a composite model's own hooks, outside every tower
             contract = shape_contract(part.cfg, *within) if part is not None and within else {}
-            expected = contract_shape(contract, name[len(prefix) :])
+            expected = _norm_width(model, name, contract_shape(contract, name[len(prefix) :]))
             if expected is not None and alone != expected:
                 problems.append(f"{name}: shape {alone} alone, the contract says {expected}")
             if name not in together:
