@@ -59,3 +59,4 @@ def test_user_mistakes_are_one_line_and_a_hint(tmp_path, gpt2_dir):
     unknown = run("inspect", str(gpt2_dir), env_extra={"BRIDGE_LOAD_PLUGINS": ""})
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "pip install bridge-gpt2" in unknown.stderr
+

@@ -17,20 +17,31 @@ import bridge
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
 from bridge.components import MLP, Attention, Norm, QKNormAttention, SequentialBlock, SplitQKV
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, BridgeConfig, ComponentMapError, Examples, PerLayerBlockSpec
-from bridge.testing import ALL_CHECKS, make_pair, save_tiny_model
+from bridge.testing import ALL_CHECKS, ConformanceError, check_implied_hooks, make_pair, save_tiny_model
 
 RMS = {"kind": "RMS"}
 ATTN = {"qkv": SplitQKV(), "out": "o_proj", "rotary": True}
 
 
+class WindowedQKNormAttention(QKNormAttention):
+    """The same attention under another class: which class each layer gets shows which spec built it."""
+
+
 class AlternatingQwen3Adapter(Adapter):
-    """Qwen3 with q/k-norm hooks on its full-attention layers only (a test of per-layer specs, not a real choice)."""
+    """Qwen3 with its full-attention and sliding-window layers built from two specs (a test of per-layer specs)."""
+
+    sliding_attention: ClassVar[type[Attention]] = WindowedQKNormAttention
 
     architectures: ClassVar[tuple[str, ...]] = ("Qwen3ForCausalLM",)
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
-        return {"d_head": c.head_dim, "positional_embedding_type": "rotary", "normalization_type": "RMS"}
+        return {
+            "d_head": c.head_dim,
+            "rotary_dim": c.head_dim,
+            "positional_embedding_type": "rotary",
+            "normalization_type": "RMS",
+        }
 
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         def block(attention: Spec) -> BlockSpec:
@@ -44,7 +55,7 @@ class AlternatingQwen3Adapter(Adapter):
 
         specs = {
             "full_attention": block(Spec(QKNormAttention, "self_attn", {**ATTN, "norm_layout": "bphd"})),
-            "sliding_attention": block(Spec(Attention, "self_attn", ATTN)),
+            "sliding_attention": block(Spec(self.sliding_attention, "self_attn", self.sliding_options())),
         }
         return ComponentMap(
             embed="embed_tokens",
@@ -52,6 +63,10 @@ class AlternatingQwen3Adapter(Adapter):
             block=PerLayerBlockSpec(tuple(self.hf_config.layer_types), specs),
             ln_final=Spec(Norm, "norm", RMS),
         )
+
+
+    def sliding_options(self) -> dict[str, Any]:
+        return {**ATTN, "norm_layout": "bphd"}
 
 
 class AlternatingQwen3Examples(Examples):
@@ -92,9 +107,28 @@ def test_conformance(directory, check, path):
 def test_each_layer_is_built_from_the_spec_of_its_kind(directory):
     model = bridge.load(directory, adapter=AlternatingQwen3Adapter)
     kinds = [type(block.attn) for block in model.blocks]
-    assert kinds == [QKNormAttention, Attention, QKNormAttention]
-    assert "blocks.0.attn.hook_q_normed" in model.hook_dict and "blocks.2.attn.hook_k_normed" in model.hook_dict
-    assert "blocks.1.attn.hook_q_normed" not in model.hook_dict
+    assert kinds == [QKNormAttention, WindowedQKNormAttention, QKNormAttention]
+    assert all(f"blocks.{i}.attn.hook_q_normed" in model.hook_dict for i in range(3))
+
+
+class WithoutSlidingQKNorms(AlternatingQwen3Adapter):
+    """A mistake: the sliding layers built as plain attention, though HF's have q/k norms."""
+
+    sliding_attention: ClassVar[type[Attention]] = Attention
+
+    def sliding_options(self) -> dict[str, Any]:
+        return ATTN
+
+
+class WithoutSlidingQKNormsExamples(AlternatingQwen3Examples):
+    adapter = WithoutSlidingQKNorms
+
+
+def test_the_kit_catches_a_layer_kind_built_without_its_qk_norms(directory):
+    """Only layer 1's spec is wrong; the kit names that layer's missing norm hooks."""
+    pair = make_pair(WithoutSlidingQKNormsExamples, directory=directory)
+    with pytest.raises(ConformanceError, match=r"blocks\.1\.attn\.hook_(q|k)_normed"):
+        check_implied_hooks(pair)
 
 
 def test_q_and_k_norm_hooks_are_the_reference_norms_on_the_projections(directory):

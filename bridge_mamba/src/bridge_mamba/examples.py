@@ -52,9 +52,7 @@ class MambaExamples(Examples):
             expand=2,
             conv_kernel=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -76,9 +74,7 @@ class Mamba2Examples(Examples):
             conv_kernel=4,
             chunk_size=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 

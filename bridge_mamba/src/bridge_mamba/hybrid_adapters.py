@@ -30,6 +30,7 @@ from bridge.components import (
 )
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
 from bridge_mamba.deltanet import GatedDeltaNet
+from bridge_mamba.falcon_h1 import ScaledGateMLP
 from bridge_mamba.gated_attention import GatedQuery
 from bridge_mamba.hybrid_blocks import (
     AttentionMLPBlock,
@@ -207,6 +208,7 @@ class GraniteMoeHybridAdapter(HybridAdapter):
         return {
             **self.hybrid_overrides(),
             "positional_embedding_type": "rotary" if rotary else "none",
+            "rotary_dim": c.hidden_size // c.num_attention_heads if rotary else None,
             "gated_mlp": True,
             "d_mlp": c.shared_intermediate_size,
             "extra": {
@@ -452,6 +454,8 @@ class Lfm2Adapter(HybridAdapter):
         return {
             **self.hybrid_overrides(),
             "positional_embedding_type": "rotary",
+            "rotary_dim": c.hidden_size // c.num_attention_heads,
+            "act_fn": "silu",
             "gated_mlp": True,
             "eps": c.norm_eps,
             "d_mlp": self.mlp_width(),
@@ -520,7 +524,7 @@ class FalconH1Adapter(HybridAdapter):
     """Falcon-H1 (``FalconH1ForCausalLM``): every layer runs attention (RoPE) and a Mamba-2 mixer side by side on
     one norm (kind ``attention+mamba2``), then a gated MLP; with Falcon-H1's µP multipliers: ``hook_embed`` is after
     ``embedding_multiplier``, ``hook_attn_out``/``hook_mixer_out`` after their output multipliers, ``hook_k`` before
-    ``key_multiplier`` (``hook_rot_k`` after it), the MLP's ``hook_pre`` before its gate multiplier and
+    ``key_multiplier`` (``hook_rot_k`` after it), the MLP's ``hook_pre`` after its gate multiplier and
     ``hook_mlp_out`` after its down multiplier, and ``W_U`` includes ``lm_head_multiplier``."""
 
     architectures = ("FalconH1ForCausalLM",)
@@ -538,6 +542,8 @@ class FalconH1Adapter(HybridAdapter):
             **self.hybrid_overrides(),
             "d_head": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
             "positional_embedding_type": "rotary",
+            "rotary_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "act_fn": c.hidden_act,
             "gated_mlp": True,
             "extra": {
                 "rope_theta": rope.get("rope_theta"),
@@ -565,7 +571,7 @@ class FalconH1Adapter(HybridAdapter):
             "mixer": Spec(FalconH1Mixer, "mamba", {"output_hook": False}),
             "attn": Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": True}),
             "ln2": Spec(Norm, "pre_ff_layernorm", RMS),
-            "mlp": Spec(MLP, "feed_forward", GATED_MLP),
+            "mlp": Spec(ScaledGateMLP, "feed_forward"),
         }
         return {"attention+mamba2": BlockSpec(ParallelMixerBlock, children)}
 
@@ -601,6 +607,8 @@ class Zamba2Adapter(HybridAdapter):
             **self.hybrid_overrides(),
             "d_head": c.attention_head_dim,
             "positional_embedding_type": "rotary" if c.use_mem_rope else "none",
+            "rotary_dim": c.attention_head_dim if c.use_mem_rope else None,
+            "act_fn": c.hidden_act,
             "gated_mlp": True,
             "extra": {
                 "rope_theta": rope.get("rope_theta"),

@@ -181,6 +181,8 @@ class ParallelMixerBlock(HybridLayer):
         "cache_params": "past_key_values",
         "attention_mask": "mamba_attention_mask",
     }
+    #: ``ln1`` feeds the mixer too, and the attention reads it scaled: no per-head input hooks on it
+    offers_input_hooks = False
 
     def __init__(self, hf_module: Any, cfg: Any, children: dict[str, Any], paths: dict[str, str]) -> None:
         super().__init__(hf_module, cfg, children, paths)

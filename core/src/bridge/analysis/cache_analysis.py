@@ -31,6 +31,7 @@ import torch
 from bridge.analysis.model_weights import Tokens, residual_directions
 from bridge.analysis.residual import AnalysisError, BlockLayout, block_layout
 from bridge.kernel.slicing import Slice, SliceInput
+from bridge.kernel.towers import TowerModule
 
 if TYPE_CHECKING:
     from bridge.analysis.protocol import HookedModelLike
@@ -57,6 +58,7 @@ def _reads(*suffixes: str) -> Callable[[Method], Method]:
         def wrapper(self: CacheAnalysis, *args: Any, **kwargs: Any) -> Any:
             if self._running is not None:
                 return method(self, *args, **kwargs)
+            _refuse_stacks(self.model, method.__name__)
             self._running = (method.__name__, suffixes)
             try:
                 return method(self, *args, **kwargs)
@@ -66,6 +68,21 @@ def _reads(*suffixes: str) -> Callable[[Method], Method]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _refuse_stacks(model: Any, method: str) -> None:
+    """Raise when ``model`` has no blocks of its own but several stacks (an encoder-decoder's ``encoder.`` and
+    ``decoder.``): the residual analyses read the one stream ``blocks.{i}``."""
+    if model is None or len(getattr(model, "blocks", ())):
+        return
+    stacks = [name for name, child in model.named_children() if isinstance(child, TowerModule)]
+    if len(stacks) > 1:
+        raise AnalysisError(
+            f"{method} analyses one residual stream (the model's blocks.{{i}}), but {model.cfg.architecture} has "
+            f"no blocks of its own: it is made of the stacks {stacks} (an encoder-decoder, whose decoder also reads "
+            f"the encoder through cross-attention, or a two-tower model), each with its own stream. Read a stack's "
+            f"activations by name instead, e.g. cache['{stacks[-1]}.blocks.0.hook_resid_post']."
+        )
 
 
 class CacheAnalysis:
@@ -79,7 +96,7 @@ class CacheAnalysis:
 
     # ----------------------------------------------------------- residual stacks
 
-    @_reads("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_scale")
+    @_reads("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_normalized_resid_post", "hook_scale")
     def accumulated_resid(
         self,
         layer: int | None = None,
@@ -93,7 +110,8 @@ class CacheAnalysis:
 
         Returns ``[components, *batch_and_pos, d_model]``: ``{l}_pre`` for ``l < layer`` (and ``l == layer``),
         ``{l}_mid`` after each with ``incl_mid`` (blocks that have a ``resid_mid``), ``{layer}_mid`` with
-        ``mlp_input``, and ``final_post`` (the last ``resid_post``) when ``layer == n_layers``. With
+        ``mlp_input``, and ``final_post`` (the last block's output: its ``resid_post``, or its
+        ``normalized_resid_post`` after a post-norm) when ``layer == n_layers``. With
         ``apply_ln`` every entry is normalized by the cached scale of the norm reading the stream at ``layer``;
         at ``layer == n_layers`` (the logit lens) the final norm is run on each entry instead (its own
         statistics, weight and bias), so ``stack @ W_U + b_U`` gives each entry's logits.
@@ -105,8 +123,9 @@ class CacheAnalysis:
             self._check_mlp_input(layer)
         entries, labels = [], []
         for l in range(layer + 1):
-            if l == n:
-                entries.append(self._need(f"blocks.{n - 1}.hook_resid_post"))
+            if l == n:  # what the last block hands on: hook_resid_post, or hook_normalized_resid_post (post-norm)
+                output = getattr(self._model().blocks[n - 1], "output_hook", "hook_resid_post")
+                entries.append(self._need(f"blocks.{n - 1}.{output}"))
                 labels.append("final_post")
                 continue
             entries.append(self._need(f"blocks.{l}.hook_resid_pre"))

@@ -5,8 +5,9 @@ residual-stream *states* (``hook_resid_pre``, ``hook_resid_mid``, ``hook_resid_p
 *writes* (``hook_attn_out``, ``hook_mlp_out``, an SSM mixer's ``mixer.hook_ssm_out``…). The cache analysis
 works from that, so sequential, parallel and SSM blocks (and any family wiring that declares its algebra) need
 no special cases. Children named with the canonical names say the rest: ``ln1``/``ln2`` (or an SSM block's ``norm``)
-are the norms that read the stream; ``ln1_post``/``ln2_post`` are norms applied to a sublayer's output
-before it is added (Gemma, OLMo-2), so its per-head or per-neuron parts do not add up to the write.
+are the norms that read the stream; what a block applies to a sublayer's output before it is added
+(``Block.sublayer_output_modules``: Gemma's and OLMo-2's ``ln1_post``/``ln2_post``, DINOv2's layer scales) means its
+per-head or per-neuron parts do not add up to the write.
 """
 
 from __future__ import annotations
@@ -82,9 +83,17 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     if mlp_norm is None and not mid_writes and "mlp" in children:
         mlp_norm = attn_norm  # a parallel block with one shared norm (Falcon-7B)
     why_not: dict[str, str] = {}
-    heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not, writes)
+    applied = {
+        child: [
+            n
+            for n in names
+            if n in children or n in block.hf_modules or isinstance(getattr(block.hf, n, None), nn.Parameter)
+        ]
+        for child, names in block.sublayer_output_modules.items()
+    }
+    heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not, writes)
+    neurons_write = _sublayer_writes("mlp", applied.get("mlp", []), "mlp_out", children, layer, why_not, writes)
     gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
-    neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not, writes)
     scales = {child: (block.residual_scale, "residual_scale") for child in ("attn", "mlp")}
     scales |= {child: (scale, "result_scales") for child, scale in block.result_scales.items()}
     for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
@@ -129,7 +138,7 @@ def _short(hook_name: str) -> str:
 
 def _sublayer_writes(
     child: str,
-    post_norm: str,
+    applied: list[str],
     write: str,
     children: dict[str, nn.Module],
     layer: int,
@@ -155,10 +164,10 @@ def _sublayer_writes(
             "per-head outputs, or decompose it per layer with decompose_resid (attn_out)"
         )
         return False
-    if post_norm in children:
+    if applied:
         part = "per-head results (z @ W_O)" if child == "attn" else "per-neuron results (post @ W_out)"
         why_not[child] = (
-            f"block {layer} normalizes its {child} output ({post_norm}) before adding it to the residual "
+            f"block {layer} applies {', '.join(applied)} to its {child} output before adding it to the residual "
             f"stream, so its {part} do not add up to hook_{write}; decompose it per layer with "
             f"decompose_resid ({write}) instead"
         )

@@ -12,7 +12,9 @@ import warnings
 EPILOG = """examples:
   bridge plugins                 which families are installed, and which are broken
   bridge inspect path/to/model   the model's hook points with their shapes
+  bridge inspect MODEL --map     the components its adapter built: kind, HF module, options
   bridge demo                    find induction heads in the shipped model
+  bridge demo --all              one circuit study on the shipped model of every family: a table and a figure
   bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
                                  write activations to safetensors shards (resumable)
   bridge demo --model examples/models/shapes-vit
@@ -62,18 +64,30 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from bridge.app.component_map import component_nodes, folded, format_map
     from bridge.app.demo import hook_tree
     from bridge.kernel import resolution
     from bridge.kernel.hooked_model import HookedModel
 
     model: HookedModel = resolution.load(args.model, trust_remote_code=args.trust_remote_code)
     cfg = model.cfg
+    config = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
+    if args.map:
+        nodes = component_nodes(model)
+        if args.json:
+            print(json.dumps({"config": config, "map": [node.to_dict() for node in nodes]}, indent=2))
+            return 0
+        print(f"{cfg.architecture} ({type(model.adapter).__name__}): {len(nodes)} components")
+        print("  name, component kind, HF module it wraps (layer index as {i}), options of its spec")
+        for line in format_map(folded(nodes)):
+            print(line)
+        return 0
     rows = [
         {"name": name, "shape": list(shape) if shape else None, "opt_in": opt_in}
         for name, shape, opt_in in hook_tree(model, layers=None)
     ]
     if args.json:
-        print(json.dumps({"config": {k: v for k, v in cfg.to_dict().items() if k != "extra"}, "hooks": rows}, indent=2))
+        print(json.dumps({"config": config, "hooks": rows}, indent=2))
         return 0
     print(
         f"{cfg.architecture} ({type(model.adapter).__name__}): {cfg.n_layers} layers, {cfg.n_heads} heads "
@@ -89,9 +103,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.all:
+        from bridge.app.study import DEFAULT_FIGURE, run_all
+
+        run_all(args.models, args.png or DEFAULT_FIGURE, batch=args.batch, length=args.length)
+        return 0
     from bridge.app.demo import run_demo
 
-    run_demo(args.model, args.png, default_png=True)
+    run_demo(args.model, args.png, default_png=True, html=args.html)
     return 0
 
 
@@ -137,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="load a model and print its hook points with shapes")
     inspect.add_argument("model", metavar="MODEL", help="a model directory, or a hub name in the local HF cache")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    inspect.add_argument(
+        "--map", action="store_true", help="print the component tree instead: kind, HF module path, options per node"
+    )
     inspect.add_argument("--trust-remote-code", action="store_true", help="allow the repository's own code to run")
     inspect.set_defaults(run=_inspect)
     demo = commands.add_parser(
@@ -149,8 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--png",
         default=None,
         help="where to draw the pattern (default: examples/output/induction_head.png; "
-        "examples/output/vision_attention.png for an image classifier)",
+        "examples/output/vision_attention.png for an image classifier; "
+        "examples/output/one_study_every_family.png with --all)",
     )
+    demo.add_argument(
+        "--html", default=None, help="also write the induction layer's attention patterns as a circuitsvis page"
+    )
+    demo.add_argument(
+        "--all",
+        action="store_true",
+        help="run one induction study (patching, attribution patching, EAP-IG circuit) on every trained model "
+        "under --models, printing one table and drawing one figure",
+    )
+    demo.add_argument("--models", default="examples/models", help="where --all finds the induction-* models")
+    demo.add_argument("--batch", type=int, default=8, help="with --all: sequences per study")
+    demo.add_argument("--length", type=int, default=20, help="with --all: tokens per copy of the repeated sequence")
     demo.set_defaults(run=_demo)
     new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
     new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")

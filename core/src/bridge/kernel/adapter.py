@@ -9,7 +9,7 @@ HF model (the heads around the base model); every other path is relative to the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,25 +34,33 @@ class Spec:
 
     def build(self, parent: nn.Module, cfg: BridgeConfig, **extra: Any) -> Component:
         module = parent.get_submodule(self.path) if self.path else parent
-        return self.kind(module, cfg, **self.options, **extra)
+        component = self.kind(module, cfg, **self.options, **extra)
+        object.__setattr__(component, "spec_options", dict(self.options))  # shown by `bridge inspect --map`
+        return component
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts)."""
+    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts).
+
+    ``for_layer(layer, hf_block)`` says which spec builds one layer: this one, unless a subclass chooses per layer
+    (``DenseOrMoEBlockSpec``; ``LayerKinds`` for layers of different kinds). The bridge builds layer ``i`` with
+    ``spec.for_layer(i, hf_block).build(hf_block, cfg)`` and checks each layer's spec against its HF block."""
 
     kind: type[Block]
     children: Mapping[str, Spec]
     extra_paths: Mapping[str, str] = field(default_factory=dict)
 
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        """The spec of layer ``layer`` (its HF block ``hf_block``): ``self`` for a uniform stack."""
+        return self
+
     def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
         children = {name: spec.build(hf_block, cfg) for name, spec in self.children.items()}
         paths = {name: spec.path for name, spec in self.children.items()} | dict(self.extra_paths)
-        return self.kind(hf_block, cfg, children, paths)
-
-    def for_layer(self, index: int) -> BlockSpec:
-        """The spec of layer ``index``: this one, for every layer (``PerLayerBlockSpec`` chooses per layer)."""
-        return self
+        block = self.kind(hf_block, cfg, children, paths)
+        object.__setattr__(block, "spec_options", dict(self.extra_paths))
+        return block
 
 
 @dataclass(frozen=True)
@@ -63,34 +71,74 @@ class DenseOrMoEBlockSpec(BlockSpec):
 
     moe_mlp: Spec | None = None
 
-    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
         children: Mapping[str, Spec] = self.children
         if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
             children = {**children, "mlp": self.moe_mlp}
-        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+        return BlockSpec(self.kind, children, self.extra_paths)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        return self.for_layer(-1, hf_block).build(hf_block, cfg)
 
 
 @dataclass(frozen=True)
-class PerLayerBlockSpec:
-    """Block specs chosen per layer, for models whose layers are of different kinds (hybrids: attention layers
-    between Mamba or linear-attention layers): layer ``i`` is built from ``specs[kinds[i]]``. An adapter reads
-    ``kinds`` from the HF config (``layer_types``, ``layers_block_type``, ``attn_layer_indices``…), never from a
-    period of its own, and usually also sets ``BridgeConfig.layer_types`` to them::
+class LayerKinds(BlockSpec):
+    """Layers of different kinds in one stack (a hybrid's attention and SSM layers, dense and MoE MLPs): ``kinds``
+    names each layer's kind, in order (usually read from the HF config, e.g. Jamba's ``layers_block_type``), and
+    ``specs`` maps each kind to the ``BlockSpec`` building its layers::
+
+        block=LayerKinds(
+            kinds=tuple(hf_config.layers_block_type),          # ("mamba", "attention", "mamba", ...)
+            specs={"attention": BlockSpec(SequentialBlock, attention_children),
+                   "mamba": BlockSpec(MixerBlock, mamba_children)},
+        )
+
+    A kind may itself be any ``BlockSpec`` (a ``DenseOrMoEBlockSpec`` for a kind whose MLP varies). Every layer is
+    checked against its own spec when the bridge is built; a layer whose kind has no spec, or a ``kinds`` that does
+    not name every layer, raises ``ComponentMapError``."""
+
+    kind: type[Block] = Block
+    children: Mapping[str, Spec] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+    specs: Mapping[str, BlockSpec] = field(default_factory=dict)
+
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        from bridge.kernel.errors import ComponentMapError
+
+        if not 0 <= layer < len(self.kinds):
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} has no kind; kinds names {len(self.kinds)} layers ({list(self.kinds)})"
+            )
+        kind = self.kinds[layer]
+        if kind not in self.specs:
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} is of kind {kind!r}, which has no spec; specs has {sorted(self.specs)}"
+            )
+        return self.specs[kind].for_layer(layer, hf_block)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        from bridge.kernel.errors import ComponentMapError
+
+        raise ComponentMapError("LayerKinds builds a layer through for_layer(layer, hf_block), which knows its kind")
+
+
+class PerLayerBlockSpec(LayerKinds):
+    """``LayerKinds`` given positionally: block specs chosen per layer, for models whose layers are of different
+    kinds (hybrids: attention layers between Mamba or linear-attention layers). Layer ``i`` is built from
+    ``specs[kinds[i]]``. An adapter reads ``kinds`` from the HF config (``layer_types``, ``layers_block_type``,
+    ``attn_layer_indices``…), never from a period of its own, and usually also sets ``BridgeConfig.layer_types``::
 
         kinds = tuple("attention" if t == "full_attention" else "mamba" for t in hf_config.layer_types)
         block = PerLayerBlockSpec(kinds, {"attention": BlockSpec(SequentialBlock, {...}),
                                           "mamba": BlockSpec(MyMixerBlock, {...})})
 
-    Each spec may itself choose by looking at its HF block (``DenseOrMoEBlockSpec``). The number of kinds must
-    equal the number of HF layers, and every kind must have a spec (``ComponentMapError`` otherwise, before any
-    component is built); the component-map checks run on every layer."""
+    The number of kinds must equal the number of HF layers, and every kind must have a spec (``ComponentMapError``
+    otherwise, before any component is built); the component-map checks run on every layer."""
 
-    kinds: tuple[str, ...]
-    specs: Mapping[str, BlockSpec]
-
-    def for_layer(self, index: int) -> BlockSpec:
-        """The spec of layer ``index`` (``specs[kinds[index]]``)."""
-        return self.specs[self.kinds[index]]
+    def __init__(
+        self, kinds: Sequence[str] = (), specs: Mapping[str, BlockSpec] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(kinds=tuple(kinds), specs=dict(specs or {}), **fields)
 
 
 @dataclass(frozen=True)
@@ -145,6 +193,19 @@ class Composite:
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: Without a root tower: the tower whose unembedding and final norm are the model's (``model.unembed``,
+    #: what ``return_type="hidden"`` returns): an encoder-decoder's ``"decoder"``. ``None``: the model has none.
+    head: str | None = None
+
+
+@dataclass(frozen=True)
+class ExampleInput:
+    """Model inputs for tests: HF forward keyword arguments (``pixel_values``…), and the ``(batch, positions)``
+    the blocks of each part see (``""`` for a plain model, the tower prefix for a composite one); positions are
+    patches, plus a CLS position where there is one, or tokens."""
+
+    inputs: Mapping[str, Any]
+    shapes: Mapping[str, tuple[int, int]]
 
 
 class Adapter:
@@ -166,14 +227,30 @@ class Adapter:
     #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
     #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
     final_norm_in_hidden_states: ClassVar[bool] = True
-    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), both (two-tower models), or
+    #: ``("audio",)`` (a float tensor or array of speech, given to HF as ``audio_input``).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For audio models: the HF forward argument the audio goes to (``"input_values"``: raw samples
+    #: ``[b, samples]``, HuBERT and Wav2Vec2; ``"input_features"``: log-mel features ``[b, mels, frames]``, Whisper).
+    audio_input: ClassVar[str] = "input_values"
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: What ``return_type="loss"`` computes: ``"next_token"`` (causal language models: each next token of the
+    #: input) or ``"labels"`` (cross-entropy against the ``labels=`` given to ``forward``, -100 not counted: masked
+    #: language models, sequence-to-sequence models, classifiers; ``bridge.kernel.loss.labelled_loss``).
+    loss_kind: ClassVar[str] = "next_token"
+    #: The ``position_ids`` the bridge passes (batched ``[b, p]``, so position hooks are): ``"real_tokens"``
+    #: (count real tokens only, so a left-padded prompt gets the positions it would have alone), ``"absolute"``
+    #: (``0..p-1`` whatever the padding: BERT's learned table, as HF's default) or ``"model"`` (none: the HF model
+    #: computes its own, RoBERTa's offset past the padding id).
+    position_ids: ClassVar[str] = "real_tokens"
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}
+    #: Whether the HF model computes its position ids from the inputs itself (multimodal rotary positions, from
+    #: the images' grids): the bridge then passes none, where it otherwise passes ``[b, p]`` positions.
+    computes_positions: ClassVar[bool] = False
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config

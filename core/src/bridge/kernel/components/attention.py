@@ -173,9 +173,16 @@ class FusedQKV(QKVSource):
 
 
 class Attention(CoreAttentionWeights, Component):
-    """A self-attention layer whose core runs through the attention seam."""
+    """A self-attention layer whose core runs through the attention seam.
+
+    Options: ``qkv`` (where q, k, v are: ``SplitQKV``/``FusedQKV``), ``out`` (the output projection's path),
+    ``rotary`` (the model rotates q and k: ``hook_rot_q/k``), ``sinks`` (attention sinks: ``hook_sink_logits``),
+    ``calls_attention`` (the path, relative to the attention module, of the submodule that calls the attention
+    function, where that is not the attention module itself: ``"self"`` for BERT's ``BertAttention``)."""
 
     uses_seam = True
+    #: Whether the keys and values come from another stack (``CrossAttention``: a decoder reading its encoder).
+    reads_other_stack = False
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
     #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
     eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
@@ -192,8 +199,15 @@ class Attention(CoreAttentionWeights, Component):
         out: str,
         rotary: bool = False,
         sinks: bool = False,
+        calls_attention: str = "",
     ) -> None:
         super().__init__(hf_module)
+        #: The HF module that calls the attention function (``AttentionInterface``): ``hf_module`` itself, or its
+        #: submodule at ``calls_attention`` where the projections and the attention call sit in different modules
+        #: (BERT: ``attention.self`` calls it, ``attention.output.dense`` is the output projection).
+        object.__setattr__(
+            self, "seam_module", hf_module.get_submodule(calls_attention) if calls_attention else hf_module
+        )
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_key_value_heads or cfg.n_heads
         self.d_head = cfg.d_head
@@ -235,11 +249,11 @@ class Attention(CoreAttentionWeights, Component):
         self.seam_active = any(hook.active for hook in self._seam_hooks())
 
     def bind(self) -> None:
-        seam.set_owner(self.hf, self)
+        seam.set_owner(self.seam_module, self)
 
     def detach_all(self) -> None:
         super().detach_all()
-        seam.set_owner(self.hf, None)
+        seam.set_owner(self.seam_module, None)
 
     def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
         """Called by the seam for this layer while an internal hook is in use.
@@ -304,3 +318,23 @@ class Attention(CoreAttentionWeights, Component):
         out = result.sum(dim=2)
         bias = getattr(self.out_proj, "bias", None)
         return out + bias if bias is not None else out
+
+
+class CrossAttention(Attention):
+    """Attention whose keys and values come from another stack: an encoder-decoder's decoder reading the
+    encoder's output (T5's ``EncDecAttention``, BART's and Whisper's ``encoder_attn``). Built like ``Attention``
+    (``qkv``, ``out``, ``calls_attention``); its hook names sit under ``cross_attn.`` in the decoder's blocks.
+
+    Shapes: ``hook_q`` ``[b, q_dec, n_heads, d_head]``, ``hook_k``/``hook_v`` ``[b, k_enc, n_kv_heads, d_head]``,
+    ``hook_attn_scores``/``hook_pattern`` ``[b, n_heads, q_dec, k_enc]``, ``hook_z`` ``[b, q_dec, n_heads, d_head]``.
+    It is never causal, whatever the HF module says: with no mask every encoder position is read. When the
+    decoder runs with a KV cache, HF projects the encoder's keys and values once, on the first step, so
+    ``hook_k``/``hook_v`` fire on that step only (a patch there is cached with them).
+    """
+
+    #: What the seam is told about this attention: it reads another stack (no causal mask of its own).
+    reads_other_stack = True
+
+    def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
+        kwargs.setdefault("is_causal", False)
+        return super().run_seam(inner, module, query, key, value, attention_mask, **kwargs)

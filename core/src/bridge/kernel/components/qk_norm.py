@@ -1,9 +1,9 @@
-"""Attention with norms on q and k between the projections and RoPE (Qwen3, Gemma 3, OLMo-2, Qwen3-Next…)."""
+"""Attention with its own norms on queries and keys (Qwen3, Gemma 3, OLMo-2, Cohere, GLM-4-MoE, Persimmon…)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import einops
 import torch
@@ -20,7 +20,7 @@ NormLayout = Literal["bphd", "bhpd", "flat"]
 
 
 def fire_as_bphd(hook: HookPoint, n_heads: int, layout: NormLayout) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Fire ``hook`` on a q/k norm output seen as ``[b, p, n_heads, d_head]``, whatever its ``layout``."""
+    """Fire ``hook`` on a q/k norm output seen as ``[b, p, n_heads, d_head]``, whatever its layout."""
 
     def fire(x: torch.Tensor) -> torch.Tensor:
         if layout == "bphd":
@@ -34,7 +34,7 @@ def fire_as_bphd(hook: HookPoint, n_heads: int, layout: NormLayout) -> Callable[
 
 
 class QKNormAttention(Attention):
-    """Attention with norms on q and k between the projections and RoPE.
+    """Attention with norms on q and k between the projections and RoPE (Qwen3, Gemma 3, OLMo-2).
 
     Adds ``hook_q_normed`` ``[b, p, n_heads, d_head]`` and ``hook_k_normed`` ``[b, p, n_kv_heads, d_head]``:
     the norm modules' outputs (weight applied), i.e. exactly what RoPE rotates. ``hook_q``/``hook_k`` stay at
@@ -52,8 +52,9 @@ class QKNormAttention(Attention):
         q_norm: str = "q_norm",
         k_norm: str = "k_norm",
         norm_layout: NormLayout = "bphd",
+        **options: Any,
     ) -> None:
-        super().__init__(hf_module, cfg, qkv, out, rotary)
+        super().__init__(hf_module, cfg, qkv, out, rotary, **options)
         self.hook_q_normed = HookPoint()
         self.hook_k_normed = HookPoint()
         for path, hook, n in (
@@ -61,3 +62,6 @@ class QKNormAttention(Attention):
             (k_norm, self.hook_k_normed, self.n_kv_heads),
         ):
             self.attach(OutputTap(hf_module.get_submodule(path), fire_as_bphd(hook, n, norm_layout), (hook,)))
+
+
+__all__ = ["NormLayout", "QKNormAttention", "fire_as_bphd"]

@@ -1,4 +1,4 @@
-"""The bad-input table of core/README.md, on every installed adapter's example model.
+"""The bad-input table of docs/lifecycle-and-faults.md, on every installed adapter's example model.
 
 Each bad input raises a ``BadInputError`` (or ``UnknownArgumentError``) whose message says what was
 wrong, before anything reaches the HF model; the good-but-unusual inputs (1-D tokens with a 1-D mask)
@@ -65,8 +65,8 @@ BAD_INPUTS = [
 
 
 def _applies(model: bridge.Bridge, case: str) -> bool:
-    if case == "one-token loss":
-        return model.unembed is not None
+    if case == "one-token loss":  # models scored against labels= have no next-token loss to refuse
+        return model.unembed is not None and model.adapter.loss_kind == "next_token"
     return True
 
 
