@@ -301,6 +301,16 @@ def _check_attention_views(cache: Any, base: str, attn: Any, x: torch.Tensor | N
         expect_close(got, expected, what, tolerance=_bound(x, weight))
 
 
+def _own_activation(mlp: Any) -> Any:
+    """The HF MLP's own activation module when it has trained parameters (Apertus's xIELU ``alpha_p``/``alpha_n``),
+    run in its parameters' dtype: ``ACT2FN`` would build one with default parameters."""
+    own = getattr(getattr(mlp, "hf_module", None), "act_fn", None)
+    params = list(own.parameters()) if isinstance(own, torch.nn.Module) else []
+    if not params:
+        return None
+    return lambda t: own(t.to(params[0].dtype)).double()
+
+
 def _check_mlp(cache: Any, base: str, mlp: Any, cfg: Any, x: torch.Tensor | None, out: torch.Tensor | None) -> None:
     pre, post = cache[f"{base}.hook_pre"].double(), cache[f"{base}.hook_post"].double()
     linear = cache.get(f"{base}.hook_pre_linear")
@@ -319,7 +329,7 @@ def _check_mlp(cache: Any, base: str, mlp: Any, cfg: Any, x: torch.Tensor | None
     act_name = cfg.act_fn
     if act_name not in ACT2FN:
         fail(f"cfg.act_fn is {act_name!r}, which names no activation transformers knows (ACT2FN); set the HF name")
-    act = ACT2FN[act_name]
+    act = _own_activation(mlp) or ACT2FN[act_name]
     expected = act(pre) * linear.double() if gated else act(pre)
     formula = f"{act_name}(hook_pre) * hook_pre_linear" if gated else f"{act_name}(hook_pre)"
     bound = TOLERANCE + rounding_bound(float(post.abs().max()) + 1, 16)
