@@ -32,6 +32,11 @@ def lively(lively_dirs):
 @pytest.mark.parametrize("check", GENERATION_CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize(("adapter", "arch"), ARCHS, ids=[arch for _, arch in ARCHS])
 def test_generation(lively, adapter, arch, check):
+    if arch == "MiniMaxForCausalLM" and check.__name__ == "check_batched_left_padding_matches_one_by_one":
+        pytest.skip(
+            "HF's MiniMax decodes a left-padded batch wrongly when layer 0 is lightning attention (its cache "
+            "reports length 0): test_llama_minimax.py shows it, and the right decoding with attention first"
+        )
     check(lively(adapter, arch))
 
 
