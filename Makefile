@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-deep test-variants test-compat setup-compat setup-compat-sae bench lint setup clean mutate
+.PHONY: demo demo-all test test-deep test-variants test-compat setup-compat setup-compat-sae bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -61,6 +61,10 @@ test-compat: $(COMPAT_STAMP) $(SAE_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
 
+# One circuit study on the trained model of every family: one table, one figure (examples/one_study_every_family.py).
+demo-all: $(STAMP)
+	$(VENV)/bin/bridge demo --all --models examples/models --png examples/output/one_study_every_family.png
+
 # Two pytest workers (the machines have 2 cores); the real-checkpoint variants run in `make test-variants`.
 # Core's tests run first on their own, with no family loaded (BRIDGE_LOAD_PLUGINS empty; core/tests/conftest.py
 # then refuses any import of a family package); everything else runs after. Hypothesis is derandomized
@@ -86,9 +90,11 @@ test-variants: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py
 
-bench: $(STAMP)
+# The patching sweep against TransformerLens's helpers needs TransformerLens: it runs in the compatibility venv.
+bench: $(STAMP) $(COMPAT_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/memory.py
+	$(COMPAT_PY) benchmarks/patching.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(SAE_VENV)

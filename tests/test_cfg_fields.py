@@ -10,8 +10,14 @@ from bridge.kernel.components.norm import norm_epsilon
 from bridge.kernel.plugins import get_registry
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 
-# Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
-ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]
+# Causal language models: token inputs, a final norm and LM heads (image models have their own checks in
+# bridge_vision; encoders and encoder-decoders, scored against labels, in bridge_encoders).
+ADAPTERS = [
+    adapter
+    for info in get_registry().plugins
+    for adapter in info.adapters
+    if adapter.modalities == ("text",) and adapter.loss_kind == "next_token"
+]
 GATED = {
     "Llama",
     "Mistral",

@@ -10,7 +10,16 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bridge", "bridge_gpt2", "bridge_llama", "bridge_mamba", "bridge_vision", "bridge_alibi", "bridge_mla")
+PACKAGES = (
+    "bridge",
+    "bridge_gpt2",
+    "bridge_llama",
+    "bridge_mamba",
+    "bridge_vision",
+    "bridge_alibi",
+    "bridge_mla",
+    "bridge_encoders",
+)
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:

@@ -65,8 +65,8 @@ BAD_INPUTS = [
 
 
 def _applies(model: bridge.Bridge, case: str) -> bool:
-    if case == "one-token loss":
-        return model.unembed is not None
+    if case == "one-token loss":  # models scored against labels= have no next-token loss to refuse
+        return model.unembed is not None and model.adapter.loss_kind == "next_token"
     return True
 
 

@@ -167,7 +167,7 @@ ADAPTER_MUTATIONS = [
     ),
     m(
         "phi3-gate-up-views-swapped",
-        f"{LLAMA}/components.py",
+        "core/src/bridge/kernel/components/mlp.py",  # GateUpMLP: core since the hybrids needed it
         "gate, up = fused.chunk(2, dim=-1)  # [d_model, d_mlp] ×2",
         "up, gate = fused.chunk(2, dim=-1)  # [d_model, d_mlp] ×2",
         ("llama", "Phi3ForCausalLM"),
@@ -259,24 +259,26 @@ ADAPTER_MUTATIONS = [
     m(
         "mamba-x-proj-hook-on-dt-proj",
         f"{MAMBA}/mixers.py",
-        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "x_proj"})',
-        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "dt_proj"})',
+        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "x_proj"}, output_hook)',
+        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "dt_proj"}, output_hook)',
         ("mamba", "MambaForCausalLM"),
     ),
     m(
         "mamba2-inner-norm-hook-on-in-proj",
         f"{MAMBA}/mixers.py",
-        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_inner_norm": "norm"})',
-        'super().__init__(hf_module, cfg, {"hook_in_proj": "norm", "hook_inner_norm": "in_proj"})',
+        'super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_inner_norm": "norm"}, output_hook)',
+        'super().__init__(hf_module, cfg, {"hook_in_proj": "norm", "hook_inner_norm": "in_proj"}, output_hook)',
         ("mamba", "Mamba2ForCausalLM"),
     ),
     # ----------------------------------------------------------------------------------------- bridge-vision
     m(
         "clip-vision-no-cls-position",
         f"{VISION}/adapters.py",
-        'output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}\n'
+        'model_types = ("clip_vision_model",)\n'
+        '    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}\n'
         "    cls_position = True",
-        'output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}\n'
+        'model_types = ("clip_vision_model",)\n'
+        '    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}\n'
         "    cls_position = False",
         ("vision", "CLIPVisionModel"),
     ),
@@ -297,8 +299,8 @@ ADAPTER_MUTATIONS = [
     m(
         "vision-tower-mlp-paths-swapped",
         f"{VISION}/towers.py",
-        '"mlp": Spec(MLP, "mlp", {"pre": "fc1", "out": "fc2"}),',
-        '"mlp": Spec(MLP, "mlp", {"pre": "fc2", "out": "fc1"}),',
+        '"ln2": Spec(Norm, "layer_norm2"),\n        "mlp": Spec(MLP, "mlp", {"pre": "fc1", "out": "fc2"}),',
+        '"ln2": Spec(Norm, "layer_norm2"),\n        "mlp": Spec(MLP, "mlp", {"pre": "fc2", "out": "fc1"}),',
         ("vision", "SiglipVisionModel"),
     ),
     # ----------------------------------------------------------------------------------------- bridge-alibi
@@ -389,11 +391,14 @@ CORE_MUTATIONS = [
         group="core",
         extra=("core/tests/test_saes.py",),
     ),
-    m(
+    Mutation(  # both places that order shards: writing the index and merging the ranks' parts
         "harvest-shards-merged-in-string-order",
         f"{CORE}/harvest/writer.py",
-        'index["shards"] = dict(sorted(index["shards"].items(), key=lambda item: int(item[0])))',
-        'index["shards"] = dict(sorted(index["shards"].items(), key=lambda item: item[0]))',
+        tuple(
+            (f"{before}{sort}int(item[0])))", f"{before}{sort}item[0]))")
+            for before in ('in id order."""\n    ', 'entries.get("n_shards", n_shards)\n    ')
+            for sort in ['index["shards"] = dict(sorted(index["shards"].items(), key=lambda item: ']
+        ),
         group="core",
         extra=("core/tests/test_harvest.py",),
     ),

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.testing import make_pair, property_settings
-from bridge_mamba import ADAPTERS
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
 SETTINGS = property_settings(max_examples=8)
 

@@ -293,7 +293,8 @@ def test_mod_dict_names_components_and_hook_points(gpt2):
     assert mods["blocks.0.attn.hook_q"] is gpt2.hook_dict["blocks.0.attn.hook_q"]
     assert mods["blocks.0.attn"] is gpt2.blocks[0].attn
     assert set(gpt2.hook_dict) <= set(mods)
-    assert not any(name.startswith(("hf_model", "unembed")) for name in mods)
+    assert mods["unembed"] is gpt2.unembed  # the bridge's Unembed component, as in TransformerLens
+    assert not any(name.startswith("hf_model") or name.startswith("unembed.") for name in mods)
 
 
 def test_generator_names_filter_is_not_used_up(gpt2):
@@ -433,3 +434,21 @@ def test_forward_with_an_hf_cache_continues_the_sequence(gpt2, reference, with_m
     torch.testing.assert_close(torch.cat([head, tail], dim=1), expected, atol=1e-5, rtol=0)
     with pytest.raises(BadInputError, match="attention_mask has shape"):
         gpt2(tokens[:, 6:], attention_mask=torch.ones(2, 9, dtype=torch.long))
+
+
+def test_start_at_layer_computes_no_earlier_block(gpt2, reference):
+    """The blocks before ``start_at_layer`` are skipped, not run and overwritten; nothing of the skip remains."""
+    tokens = tokens_of(gpt2)
+    hf = reference(tokens, output_hidden_states=True)
+    calls = []
+    first_attention = gpt2.hf_model.transformer.h[0].attn
+    handle = first_attention.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        logits = gpt2(hf.hidden_states[1], start_at_layer=1)
+        assert calls == []
+        gpt2(tokens)
+        assert calls == [1]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(logits, hf.logits, atol=1e-5, rtol=0)
+    assert all("forward" not in block.__dict__ for block in gpt2.hf_model.transformer.h)

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from public_api_adapters import GPT2Adapter
 
 from bridge.analysis.saes import SAESpliceError, SAESplicing
 from bridge.testing import make_pair
 from bridge.testing.saes import TinySAE
-from bridge_gpt2 import GPT2Adapter
 
 HOOK = "blocks.0.hook_mlp_out"
 D_MODEL = 32

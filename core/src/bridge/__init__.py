@@ -14,7 +14,10 @@ from bridge import _moved
 
 _moved.install()
 
+import sys  # noqa: E402
+
 from bridge import harvest  # noqa: E402  (bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one)
+from bridge.analysis import attribution, patching  # noqa: E402  (bridge.patching, bridge.attribution)
 from bridge.harvest.reader import HarvestedActivations, open_harvest  # noqa: E402
 from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, DenseOrMoEBlockSpec, LayerKinds, Spec  # noqa: E402
 from bridge.kernel.cache import act_name  # noqa: E402
@@ -39,6 +42,10 @@ from bridge.loading import load, wrap  # noqa: E402
 from bridge.model import ActivationCache, Bridge  # noqa: E402
 
 __version__ = "0.1.0"
+
+# `import bridge.patching` and `import bridge.attribution` name the analysis modules themselves.
+sys.modules.setdefault("bridge.patching", patching)
+sys.modules.setdefault("bridge.attribution", attribution)
 
 
 def __getattr__(name: str) -> object:
@@ -75,6 +82,7 @@ __all__ = [
     "Spec",
     "UnknownArchitectureError",
     "act_name",
+    "attribution",
     "config_from_hf",
     "get_plugin_manager",
     "get_registry",
@@ -83,6 +91,7 @@ __all__ = [
     "hookspec",
     "load",
     "open_harvest",
+    "patching",
     "reload_plugins",
     "unwrap",
     "wrap",

@@ -31,6 +31,7 @@ import torch
 from bridge.analysis.model_weights import Tokens, residual_directions
 from bridge.analysis.residual import AnalysisError, BlockLayout, block_layout
 from bridge.kernel.slicing import Slice, SliceInput
+from bridge.kernel.towers import TowerModule
 
 if TYPE_CHECKING:
     from bridge.analysis.protocol import HookedModelLike
@@ -57,6 +58,7 @@ def _reads(*suffixes: str) -> Callable[[Method], Method]:
         def wrapper(self: CacheAnalysis, *args: Any, **kwargs: Any) -> Any:
             if self._running is not None:
                 return method(self, *args, **kwargs)
+            _refuse_stacks(self.model, method.__name__)
             self._running = (method.__name__, suffixes)
             try:
                 return method(self, *args, **kwargs)
@@ -66,6 +68,21 @@ def _reads(*suffixes: str) -> Callable[[Method], Method]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _refuse_stacks(model: Any, method: str) -> None:
+    """Raise when ``model`` has no blocks of its own but several stacks (an encoder-decoder's ``encoder.`` and
+    ``decoder.``): the residual analyses read the one stream ``blocks.{i}``."""
+    if model is None or len(getattr(model, "blocks", ())):
+        return
+    stacks = [name for name, child in model.named_children() if isinstance(child, TowerModule)]
+    if len(stacks) > 1:
+        raise AnalysisError(
+            f"{method} analyses one residual stream (the model's blocks.{{i}}), but {model.cfg.architecture} has "
+            f"no blocks of its own: it is made of the stacks {stacks} (an encoder-decoder, whose decoder also reads "
+            f"the encoder through cross-attention, or a two-tower model), each with its own stream. Read a stack's "
+            f"activations by name instead, e.g. cache['{stacks[-1]}.blocks.0.hook_resid_post']."
+        )
 
 
 class CacheAnalysis:
@@ -79,7 +96,7 @@ class CacheAnalysis:
 
     # ----------------------------------------------------------- residual stacks
 
-    @_reads("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_scale")
+    @_reads("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_normalized_resid_post", "hook_scale")
     def accumulated_resid(
         self,
         layer: int | None = None,
@@ -93,7 +110,8 @@ class CacheAnalysis:
 
         Returns ``[components, *batch_and_pos, d_model]``: ``{l}_pre`` for ``l < layer`` (and ``l == layer``),
         ``{l}_mid`` after each with ``incl_mid`` (blocks that have a ``resid_mid``), ``{layer}_mid`` with
-        ``mlp_input``, and ``final_post`` (the last ``resid_post``) when ``layer == n_layers``. With
+        ``mlp_input``, and ``final_post`` (the last block's output: its ``resid_post``, or its
+        ``normalized_resid_post`` after a post-norm) when ``layer == n_layers``. With
         ``apply_ln`` every entry is normalized by the cached scale of the norm reading the stream at ``layer``;
         at ``layer == n_layers`` (the logit lens) the final norm is run on each entry instead (its own
         statistics, weight and bias), so ``stack @ W_U + b_U`` gives each entry's logits.
@@ -105,8 +123,9 @@ class CacheAnalysis:
             self._check_mlp_input(layer)
         entries, labels = [], []
         for l in range(layer + 1):
-            if l == n:
-                entries.append(self._need(f"blocks.{n - 1}.hook_resid_post"))
+            if l == n:  # what the last block hands on: hook_resid_post, or hook_normalized_resid_post (post-norm)
+                output = getattr(self._model().blocks[n - 1], "output_hook", "hook_resid_post")
+                entries.append(self._need(f"blocks.{n - 1}.{output}"))
                 labels.append("final_post")
                 continue
             entries.append(self._need(f"blocks.{l}.hook_resid_pre"))
@@ -185,15 +204,17 @@ class CacheAnalysis:
 
         ``result[..., h, :] = z[..., h, :] @ W_O[h]`` from the cached ``hook_z`` and
         ``model.blocks[l].attn.W_O`` ``[n_heads, d_head, d_model]``; summed over heads, plus ``b_O``, they
-        are the attention output. Layers whose result is already cached are left as they are.
+        are the attention output. Layers whose result is already cached are left as they are. In a hybrid
+        (``cfg.layer_types``) only its attention layers have heads.
         """
         model = self._model()
-        for l in range(self._n_layers()):
-            if "attn" not in dict(model.blocks[l].named_children()):
+        layers = self._attention_layers(self._n_layers(), "compute_head_results")
+        missing = [l for l in layers if f"blocks.{l}.attn.hook_result" not in self._acts]
+        for l in missing:
+            attn = dict(model.blocks[l].named_children()).get("attn")
+            if attn is None or not getattr(attn, "z_feeds_out_proj", True):
                 raise AnalysisError(f"compute_head_results: {self._layout(l).why_not['attn']}")
-        self._compute_head_results_for(
-            [l for l in range(self._n_layers()) if f"blocks.{l}.attn.hook_result" not in self._acts]
-        )
+        self._compute_head_results_for(missing)
 
     @_reads("attn.hook_z", "hook_resid_pre", "hook_resid_post", "hook_scale")
     def stack_head_results(
@@ -207,17 +228,23 @@ class CacheAnalysis:
         """Every head's output for blocks before ``layer``: ``[layer·n_heads (+1), *batch_and_pos, d_model]``.
 
         Labels ``L{l}H{h}``; ``incl_remainder`` adds ``remainder``, the rest of the stream entering ``layer``
-        (embeddings, biases, MLPs…), so that the stack sums to it.
+        (embeddings, biases, MLPs…), so that the stack sums to it. In a hybrid (``cfg.layer_types``) the heads
+        are those of its attention layers (the other layers' writes are in the remainder). Where an output gate
+        sits between ``hook_z`` and the output projection, the per-head results must be cached
+        (``set_use_attn_result(True)``): ``z @ W_O`` is not what the layer wrote.
         """
         positions = Slice.unwrap(pos_slice)
         layer = self._stream_layer(layer)
-        for l in range(layer):
-            self._require_writes(l, "attn", "stack_head_results")
-        missing = [l for l in range(layer) if f"blocks.{l}.attn.hook_result" not in self._acts]
+        layers = self._attention_layers(layer, "stack_head_results")
+        missing = [l for l in layers if f"blocks.{l}.attn.hook_result" not in self._acts]
+        for l in layers:
+            cached = l not in missing and self._layout(l).results_write
+            if not cached:
+                self._require_writes(l, "attn", "stack_head_results")
         self._compute_head_results_for(missing)
         n_heads = self._model().cfg.n_heads
-        labels = [f"L{l}H{h}" for l in range(layer) for h in range(n_heads)]
-        parts = [positions.apply(self._acts[f"blocks.{l}.attn.hook_result"], dim=-3) for l in range(layer)]
+        labels = [f"L{l}H{h}" for l in layers for h in range(n_heads)]
+        parts = [positions.apply(self._acts[f"blocks.{l}.attn.hook_result"], dim=-3) for l in layers]
         stack = self._concat_parts(parts, positions)
         if incl_remainder:
             stack = self._with_remainder(stack, layer, positions)
@@ -454,6 +481,16 @@ class CacheAnalysis:
             raise AnalysisError(f"mlp_input=True needs a block index (layer < {n}); layer {n} is the unembedding")
         if "mlp" not in dict(self._model().blocks[layer].named_children()):
             raise AnalysisError(f"mlp_input=True: {self._layout(layer).why_not['mlp']}")
+
+    def _attention_layers(self, layer: int, method: str) -> list[int]:
+        """The blocks before ``layer`` whose heads are stacked: all of them, or a hybrid's attention layers."""
+        model = self._model()
+        if model.cfg.layer_types is None:
+            return list(range(layer))
+        layers = [l for l in range(layer) if "attn" in dict(model.blocks[l].named_children())]
+        if not layers and layer:
+            raise AnalysisError(f"{method}: blocks 0..{layer - 1} of this hybrid have no attention layer")
+        return layers
 
     def _require_writes(self, layer: int, sublayer: str, method: str) -> None:
         layout = self._layout(layer)

@@ -169,6 +169,10 @@ class Generation:
         ``(output, steps)`` where ``steps`` is a ``StepCaches`` list (``steps.stack()`` gives one
         cache over the whole sequence).
 
+        Encoder-decoder models read ``input`` with the encoder and generate the decoder's tokens from the model's
+        decoder start token: ``"tokens"`` are the decoder's (start token + new), ``"str"`` their text; the
+        encoder's hooks fire on the first step only (HF keeps its output).
+
         Vision-language models also take ``pixel_values=`` (pixel values ``[b, c, h, w]`` beside tokens holding
         the image tokens, or images with a text through the processor) or the processor's output as ``input``;
         the images are read on the prompt step.
@@ -321,6 +325,9 @@ class Generation:
             raise BridgeError(f"top_p must be in (0, 1], got {top_p}")
         if top_k is not None and top_k <= 0:
             raise BridgeError(f"top_k must be a positive integer or None, got {top_k}")
+        model_config = self.hf_model.config
+        if getattr(model_config, "is_encoder_decoder", False):  # the decoder starts from the model's start token
+            extra = {"decoder_start_token_id": model_config.decoder_start_token_id, **extra}
         settings = {
             "max_new_tokens": max_new_tokens,
             "do_sample": sampling,

@@ -12,6 +12,8 @@ Each step keeps the model's log-probabilities; what changes is where things are 
 - ``center_unembed``: the unembedding loses its mean over the vocabulary (logits shift per position).
 - ``fold_value_biases``: ``b_O += Σ_h b_V[h] @ W_O[h]`` and ``b_V = 0`` (attention patterns sum to 1; refused
   with attention sinks, whose patterns do not).
+- ``refactor_factored_attn_matrices`` (off unless asked): each head's ``QK`` and ``OV`` factors rewritten into an
+  SVD-even form (``bridge.analysis.refactor_attention``).
 
 A step that cannot be done exactly raises ``WeightProcessingError`` before anything is changed.
 """
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from bridge.analysis import refactor_attention
 from bridge.analysis.norm_readers import Reader, WeightProcessingError, find_readers
 from bridge.analysis.value_biases import ValueBias, find_value_bias
 from bridge.kernel.components.attention import weight_in_out
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UntiedEmbeddingsWarning", "WeightProcessing", "WeightProcessingError"]
 
-STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases", "refactor_factored_attn_matrices")
 
 
 class UntiedEmbeddingsWarning(UserWarning):
@@ -55,16 +58,19 @@ class WeightProcessing:
         center_writing_weights: bool | None = None,
         center_unembed: bool | None = None,
         fold_value_biases: bool | None = None,
+        refactor_factored_attn_matrices: bool | None = False,
     ) -> HookedModelLike:
         """Process the weights in place, keeping the model's log-probabilities.
 
         Each flag: ``True`` does the step or raises ``WeightProcessingError`` saying why it cannot be
-        done here; ``False`` skips it; ``None`` (the default) does it if it applies to this kind of
+        done here; ``False`` skips it; ``None`` (the default, except for ``refactor_factored_attn_matrices``,
+        which is off unless asked, as in TransformerLens) does it if it applies to this kind of
         model (``process_weights()`` on a RMSNorm model folds norms but does not centre the residual
         stream), still raising if it applies but cannot be done exactly. Nothing changes before every
         chosen step is known to be possible. Returns the bridge.
         """
-        asked = dict(zip(STEPS, (fold_ln, center_writing_weights, center_unembed, fold_value_biases), strict=True))
+        flags = (fold_ln, center_writing_weights, center_unembed, fold_value_biases, refactor_factored_attn_matrices)
+        asked = dict(zip(STEPS, flags, strict=True))
         if any(wanted is not False for wanted in asked.values()):
             _require_one_stack(self)
             _require_weights_in_memory(self)
@@ -88,6 +94,8 @@ class WeightProcessing:
                 _center_unembed(self)
             if "fold_value_biases" in chosen:
                 _fold_value_biases(self, value_biases)
+            if "refactor_factored_attn_matrices" in chosen:
+                refactor_attention.refactor_factored_attn_matrices(self, run)
         done = self.cfg.extra.setdefault("weight_processing", [])
         done.extend(step for step in chosen if step not in done)
         return self
@@ -115,10 +123,16 @@ class WeightProcessing:
 def _why_not(bridge: HookedModelLike, step: str) -> str | None:
     """Why ``step`` cannot be done exactly on this model, or ``None`` when it can."""
     has_attention = all(hasattr(block, "attn") for block in bridge.blocks)
-    if step in ("fold_ln", "fold_value_biases") and not has_attention:
+    hybrid = bridge.cfg.layer_types is not None  # its ln1/ln2 are folded into whatever reads them, traced
+    if step == "fold_ln" and not has_attention and not hybrid:
         return (
             "its blocks are not attention blocks (state-space mixers); bridge processes the weights of "
-            "attention transformers only"
+            "attention transformers and hybrids only"
+        )
+    if step == "fold_value_biases" and not has_attention:
+        return (
+            "some of its blocks have no attention (state-space or linear-attention layers), and value biases are "
+            "folded through attention patterns only"
         )
     if step == "fold_value_biases" and any(hasattr(block.attn, "hook_sink_logits") for block in bridge.blocks):
         return (
@@ -127,6 +141,8 @@ def _why_not(bridge: HookedModelLike, step: str) -> str | None:
         )
     if step == "center_writing_weights":
         return _why_not_center_writers(bridge)
+    if step == "refactor_factored_attn_matrices":
+        return refactor_attention.why_not(bridge)
     if step == "center_unembed":
         if bridge.unembed is None:
             return "the model has no unembedding"
@@ -358,8 +374,8 @@ def _center_output(module: nn.Module) -> None:
 
 def _center_writers(bridge: HookedModelLike) -> None:
     embed = getattr(bridge, "embed", None)
-    if bridge.unembed is not None and embed is not None and _shares_weight(bridge.unembed, embed.hf):
-        _own_parameter(bridge, bridge.unembed, "weight")  # tied: W_U must not move with W_E
+    if bridge.unembed is not None and embed is not None and _shares_weight(bridge.unembed.hf, embed.hf):
+        _own_parameter(bridge, bridge.unembed.hf, "weight")  # tied: W_U must not move with W_E
     for name in ("embed", "pos_embed"):
         embedding = getattr(bridge, name, None)
         if embedding is not None:
@@ -370,7 +386,7 @@ def _center_writers(bridge: HookedModelLike) -> None:
 
 
 def _center_unembed(bridge: HookedModelLike) -> None:
-    weight = _own_parameter(bridge, bridge.unembed, "weight")  # [d_vocab, d_model]
+    weight = _own_parameter(bridge, bridge.unembed.hf, "weight")  # [d_vocab, d_model]
     weight.sub_(weight.mean(0, keepdim=True))
     bias = getattr(bridge.unembed, "bias", None)
     if bias is not None:

@@ -149,10 +149,12 @@ class Splice:
 
     def _sae_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as the SAE reads it: as is, or with its last two axes (heads) flattened when the SAE's
-        ``d_in`` is their product; an activation of another width is refused, naming the SAE and the hook."""
+        ``d_in`` is their product and it does not flatten them itself (SAELens's ``reshape_activations="hook_z"``,
+        which its pretrained ``hook_z`` SAEs have); an activation of another width is refused, naming the SAE
+        and the hook."""
         d_in = sae_width(self.sae)
-        if d_in is None or x.shape[-1] == d_in:
-            return x
+        if d_in is None or x.shape[-1] == d_in or getattr(self.sae, "hook_z_reshaping_mode", False):
+            return x  # (a SAELens SAE with hook_z reshaping on flattens the heads itself, and unflattens its output)
         if x.ndim >= 2 and x.shape[-2] * x.shape[-1] == d_in:
             return x.flatten(-2)  # [..., n_heads, d_head] -> [..., n_heads · d_head]
         raise SAESpliceError(

@@ -18,6 +18,7 @@ from bridge.kernel.adapter import (
     Composite,
     DenseOrMoEBlockSpec,
     LayerKinds,
+    PerLayerBlockSpec,
     Spec,
     Tower,
 )
@@ -40,7 +41,7 @@ from bridge.kernel.hook_points import HookHandle, HookPoint
 from bridge.kernel.hooked_model import HookedModel
 from bridge.kernel.hookspecs import hookimpl, hookspec
 from bridge.kernel.plugins import get_registry
-from bridge.kernel.seam import additive_mask, eager_attention, set_owner
+from bridge.kernel.seam import additive_mask, eager_attention, inner_attention, set_owner
 from bridge.kernel.tiny import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_SPECIAL_IDS, TINY_VOCAB
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
+    "PerLayerBlockSpec",
     "PlainActivationCache",
     "Spec",
     "Tower",
@@ -81,5 +83,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "inner_attention",
     "set_owner",
 ]

@@ -9,7 +9,7 @@ HF model (the heads around the base model); every other path is relative to the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -122,18 +122,38 @@ class LayerKinds(BlockSpec):
         raise ComponentMapError("LayerKinds builds a layer through for_layer(layer, hf_block), which knows its kind")
 
 
+class PerLayerBlockSpec(LayerKinds):
+    """``LayerKinds`` given positionally: block specs chosen per layer, for models whose layers are of different
+    kinds (hybrids: attention layers between Mamba or linear-attention layers). Layer ``i`` is built from
+    ``specs[kinds[i]]``. An adapter reads ``kinds`` from the HF config (``layer_types``, ``layers_block_type``,
+    ``attn_layer_indices``…), never from a period of its own, and usually also sets ``BridgeConfig.layer_types``::
+
+        kinds = tuple("attention" if t == "full_attention" else "mamba" for t in hf_config.layer_types)
+        block = PerLayerBlockSpec(kinds, {"attention": BlockSpec(SequentialBlock, {...}),
+                                          "mamba": BlockSpec(MyMixerBlock, {...})})
+
+    The number of kinds must equal the number of HF layers, and every kind must have a spec (``ComponentMapError``
+    otherwise, before any component is built); the component-map checks run on every layer."""
+
+    def __init__(
+        self, kinds: Sequence[str] = (), specs: Mapping[str, BlockSpec] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(kinds=tuple(kinds), specs=dict(specs or {}), **fields)
+
+
 @dataclass(frozen=True)
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 
-    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each (a ``PerLayerBlockSpec``
+    chooses one spec per layer). Paths are
     relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
     ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
     ``get_output_embeddings()`` (only when ``root`` is ``None``).
     """
 
     blocks: str
-    block: BlockSpec
+    block: BlockSpec | PerLayerBlockSpec
     embed: str | None = None
     pos_embed: str | None = None
     ln_final: Spec | None = None
@@ -173,6 +193,9 @@ class Composite:
 
     towers: Mapping[str, Tower]
     hooks: Mapping[str, Spec] = field(default_factory=dict)
+    #: Without a root tower: the tower whose unembedding and final norm are the model's (``model.unembed``,
+    #: what ``return_type="hidden"`` returns): an encoder-decoder's ``"decoder"``. ``None``: the model has none.
+    head: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,14 +227,30 @@ class Adapter:
     #: Whether HF's last ``hidden_states`` entry is ``ln_final``'s output (GPT-2, Llama) rather than the last
     #: block's (CLIP's and SigLIP's text towers). Read by the default ``hidden_state_hooks``.
     final_norm_in_hidden_states: ClassVar[bool] = True
-    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), or both (two-tower models).
+    #: What the model reads: ``("text",)`` (tokens), ``("image",)`` (pixel values), both (two-tower models), or
+    #: ``("audio",)`` (a float tensor or array of speech, given to HF as ``audio_input``).
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    #: For audio models: the HF forward argument the audio goes to (``"input_values"``: raw samples
+    #: ``[b, samples]``, HuBERT and Wav2Vec2; ``"input_features"``: log-mel features ``[b, mels, frames]``, Whisper).
+    audio_input: ClassVar[str] = "input_values"
     #: For models that are not language models: ``return_type`` → the HF output attribute it returns
     #: (a tuple of attributes returns a tuple), e.g. ``{"hidden": "last_hidden_state", "pooled": "pooler_output"}``.
     output_fields: ClassVar[Mapping[str, str | tuple[str, ...]] | None] = None
+    #: What ``return_type="loss"`` computes: ``"next_token"`` (causal language models: each next token of the
+    #: input) or ``"labels"`` (cross-entropy against the ``labels=`` given to ``forward``, -100 not counted: masked
+    #: language models, sequence-to-sequence models, classifiers; ``bridge.kernel.loss.labelled_loss``).
+    loss_kind: ClassVar[str] = "next_token"
+    #: The ``position_ids`` the bridge passes (batched ``[b, p]``, so position hooks are): ``"real_tokens"``
+    #: (count real tokens only, so a left-padded prompt gets the positions it would have alone), ``"absolute"``
+    #: (``0..p-1`` whatever the padding: BERT's learned table, as HF's default) or ``"model"`` (none: the HF model
+    #: computes its own, RoBERTa's offset past the padding id).
+    position_ids: ClassVar[str] = "real_tokens"
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}
+    #: Whether the HF model computes its position ids from the inputs itself (multimodal rotary positions, from
+    #: the images' grids): the bridge then passes none, where it otherwise passes ``[b, p]`` positions.
+    computes_positions: ClassVar[bool] = False
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config

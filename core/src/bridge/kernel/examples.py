@@ -79,6 +79,14 @@ class Examples:
         return (getattr(output, field) if field else output), type(adapter).hidden_state_hooks(n_layers)
 
     @classmethod
+    def stream_injections(cls, hf_config: Any) -> tuple[str, ...]:
+        """The ``hook_resid_pre`` hook names (full names) whose block reads more than the previous block's output:
+        the model adds something to the residual stream between the two (Qwen3-VL's DeepStack image features after
+        its first language-model blocks). The conformance kit does not require those to equal the previous block's
+        ``hook_resid_post``; the family's own tests check what is added. Default: none."""
+        return ()
+
+    @classmethod
     def tiny_config(cls, architecture: str | None = None) -> Any:
         """``example_config(architecture)``, checked: it must name the HF class to build in ``architectures``
         (raises ``ComponentMapError`` naming the examples otherwise). The conformance kit builds from it."""

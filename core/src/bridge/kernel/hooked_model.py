@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -16,7 +16,9 @@ from torch import nn
 
 from bridge.kernel import seam
 from bridge.kernel.adapter import Adapter, ComponentMap, Composite
+from bridge.kernel.aliases import canonical_name
 from bridge.kernel.cache import PlainActivationCache, keep_positions
+from bridge.kernel.caching_hooks import CachingHooks
 from bridge.kernel.components.base import Component, ForwardOverride
 from bridge.kernel.components.blocks import first_output
 from bridge.kernel.config import BridgeConfig
@@ -25,21 +27,26 @@ from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, OptI
 from bridge.kernel.fingerprint import weights_digest
 from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
-from bridge.kernel.loss import lm_loss
+from bridge.kernel.loss import labelled_loss, lm_loss
 from bridge.kernel.map_checks import check_component_map
 from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
-from bridge.kernel.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
+from bridge.kernel.validation import (
+    HF_PASSTHROUGH,
+    NAMED_PASSTHROUGH,
+    check_kwargs,
+    check_residual,
+    check_return_type,
+    check_tokens,
+)
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
 CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
-#: Block-level hook points that TransformerLens 4 also spells under ``attn.`` (see ``HookedModel._canonical``).
-ATTN_INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
@@ -54,7 +61,7 @@ class _StopForward(Exception):
         self.residual = residual
 
 
-class HookedModel(Lifecycle, nn.Module):
+class HookedModel(CachingHooks, Lifecycle, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
@@ -115,9 +122,12 @@ class HookedModel(Lifecycle, nn.Module):
             hook.name = name
             hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
-        self._takes_position_ids = "position_ids" in forward_params
+        self._takes_position_ids = "position_ids" in forward_params and not adapter.computes_positions
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
-        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        general = HF_PASSTHROUGH - NAMED_PASSTHROUGH
+        self._hf_passthrough = (general if takes_any else general & set(forward_params)) | (
+            NAMED_PASSTHROUGH & set(forward_params)
+        )
         self._fill_cfg()
         self.train(hf_model.training)
 
@@ -219,14 +229,9 @@ class HookedModel(Lifecycle, nn.Module):
         }
 
     def _canonical(self, name: str) -> str:
-        """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
-        here they are the block's (``blocks.1.hook_q_input``). Either spelling names the same hook point."""
-        if name in self._hook_dict or ".attn.hook_" not in name:
-            return name
-        block_name = name.replace(".attn.hook_", ".hook_", 1)
-        if block_name.rsplit(".", 1)[-1] in ATTN_INPUT_HOOKS and block_name in self._hook_dict:
-            return block_name
-        return name
+        """The canonical name behind a TransformerLens 4 spelling (``blocks.1.hook_in`` is ``hook_resid_pre``,
+        ``blocks.1.attn.hook_q_input`` is the block's ``hook_q_input``; see ``bridge.kernel.aliases``)."""
+        return canonical_name(name, self._hook_dict)
 
     def _select(self, names: str | Callable[[str], bool]) -> list[HookPoint]:
         """The hook points a name (canonicalized; an unknown or disabled opt-in one raises) or a filter
@@ -298,7 +303,7 @@ class HookedModel(Lifecycle, nn.Module):
         return {
             name: module
             for child_name, child in self.named_children()
-            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model, nor the HF unembed
+            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model
             for name, module in child.named_modules(prefix=child_name)
         }
 
@@ -446,6 +451,8 @@ class HookedModel(Lifecycle, nn.Module):
         past_kv_cache: Any = None,
         pixel_values: Any = None,
         input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        decoder_input: Any = None,
         **hf_kwargs: Any,
     ) -> Any:
         """Run the model.
@@ -465,7 +472,15 @@ class HookedModel(Lifecycle, nn.Module):
         else ``"hidden"``).
         Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
         text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
-        the input tokens.
+        the input tokens. A mapping of HF inputs with ``input_ids`` (a tokenizer's output, with ``token_type_ids``…)
+        is also an input.
+
+        Models whose loss is scored against labels (``Adapter.loss_kind == "labels"``: masked language models,
+        sequence-to-sequence models, classifiers) take ``labels=`` for ``return_type="loss"``/``"both"``: token ids
+        ``[b, p]`` (-100 where a position is not scored, e.g. the unmasked positions of a masked LM) or a class per
+        sequence ``[b]``. Encoder-decoder models read the encoder's input as ``input`` and the decoder's as
+        ``decoder_input=`` (text or tokens ``[b, q]``; HF's ``decoder_input_ids=`` also works); without either, the
+        decoder reads its start token, or ``labels`` shifted right as HF does.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -480,6 +495,10 @@ class HookedModel(Lifecycle, nn.Module):
             if input is not None:
                 raise BadInputError("input_ids= is the input tokens: pass them either as the input or as input_ids=.")
             input = input_ids
+        if isinstance(input, Mapping) and self._inputs.reads_mappings_as_language:
+            input, mask, extra = self._inputs.split_language_mapping(dict(input), attention_mask)
+            attention_mask = mask
+            hf_kwargs.update(extra)
         if self._inputs.language_with_images:
             input, attention_mask, images = self._inputs.language_inputs(
                 input, pixel_values, attention_mask, self.image_processor, self.processor
@@ -500,6 +519,8 @@ class HookedModel(Lifecycle, nn.Module):
                 "past_kv_cache takes TransformerLens's cache class; pass HF's cache as past_key_values=... "
                 "(with use_cache=True) instead."
             )
+        if decoder_input is not None or self._is_encoder_decoder:
+            self._decoder_inputs(decoder_input, labels, hf_kwargs)
         if start_at_layer is not None:
             return self._forward_from(
                 start_at_layer, input, tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs
@@ -518,7 +539,59 @@ class HookedModel(Lifecycle, nn.Module):
             self._d_vocab_in(),
             None if hf_kwargs.get("past_key_values") is None else past_length(hf_kwargs["past_key_values"]),
         )
-        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
+        return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
+
+    @property
+    def _is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.hf_model.config, "is_encoder_decoder", False))
+
+    def _decoder_inputs(self, decoder_input: Any, labels: torch.Tensor | None, hf_kwargs: dict[str, Any]) -> None:
+        """An encoder-decoder's decoder tokens into ``hf_kwargs["decoder_input_ids"]`` (and their mask): the
+        ``decoder_input`` given (text, texts or tokens), else HF's ``decoder_input_ids=``, else ``labels`` shifted
+        right (HF does it), else each row's decoder start token."""
+        if not self._is_encoder_decoder:
+            raise BadInputError(f"decoder_input= is for encoder-decoder models; {self.cfg.architecture} is not one.")
+        if decoder_input is not None:
+            if hf_kwargs.get("decoder_input_ids") is not None:
+                raise BadInputError("pass the decoder's tokens either as decoder_input= or as decoder_input_ids=.")
+            tokens, mask = self._tokens.prepare(decoder_input, None, False, "right", self._d_vocab_in())
+            hf_kwargs["decoder_input_ids"] = tokens.to(self._device())
+            if mask is not None:
+                hf_kwargs.setdefault("decoder_attention_mask", mask.to(self._device()))
+        elif hf_kwargs.get("decoder_input_ids") is None and labels is None:
+            start = getattr(self.hf_model.config, "decoder_start_token_id", None)
+            if start is None:
+                raise BadInputError("this model's config names no decoder_start_token_id: pass decoder_input=.")
+            hf_kwargs["decoder_input_ids"] = None  # filled once the batch size is known (in _run)
+        elif hf_kwargs.get("decoder_input_ids") is None:
+            hf_kwargs["labels"] = labels  # HF shifts the labels right into the decoder's input
+
+    def image_token_positions(
+        self,
+        input: Any = None,
+        pixel_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        **hf_kwargs: Any,
+    ) -> list[Any]:
+        """Vision-language models: where each image's tokens sit in the sequence, one entry per image in order
+        (with bridge-vision, an ``ImageTokens``: ``batch``, ``positions`` and ``rows`` of
+        ``vision_projector.hook_out``), so that "patch the tokens of image 2" is one line. Takes what ``forward``
+        takes (the processor's output, or tokens with ``pixel_values=`` and the HF image inputs); runs nothing."""
+        self._check_usable()
+        locate = getattr(self.adapter, "image_token_positions", None)
+        if locate is None or not self._inputs.language_with_images:
+            raise BridgeError(
+                f"{self.cfg.architecture or type(self.hf_model).__name__} is not a vision-language model: "
+                "its inputs hold no image tokens."
+            )
+        if input_ids is not None:
+            input = input_ids
+        input, attention_mask, images = self._inputs.language_inputs(
+            input, pixel_values, attention_mask, self.image_processor, self.processor
+        )
+        tokens, _ = self._tokens.prepare(input, attention_mask, None, None, self._d_vocab_in())
+        return locate({"input_ids": tokens, **images, **hf_kwargs})
 
     def _run(
         self,
@@ -528,6 +601,7 @@ class HookedModel(Lifecycle, nn.Module):
         loss_per_token: bool,
         stop_at_layer: int | None,
         hf_kwargs: dict[str, Any],
+        labels: torch.Tensor | None = None,
     ) -> Any:
         """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks."""
         tokens = tokens.to(self._device())
@@ -543,14 +617,30 @@ class HookedModel(Lifecycle, nn.Module):
                     f"{past + tokens.shape[1]} positions (cached + new), got {attention_mask.shape[1]}; "
                     "extend the mask used for the cached prefix with the new tokens' mask."
                 )
-        if self._takes_position_ids:
-            hf_kwargs.setdefault("position_ids", position_ids_for(tokens, attention_mask, past))
+        positions = self.adapter.position_ids
+        if self._takes_position_ids and positions != "model":
+            ids = position_ids_for(tokens, attention_mask if positions == "real_tokens" else None, past)
+            hf_kwargs.setdefault("position_ids", ids)
+        if "decoder_input_ids" in hf_kwargs and hf_kwargs["decoder_input_ids"] is None:
+            start = self.hf_model.config.decoder_start_token_id
+            hf_kwargs["decoder_input_ids"] = torch.full((tokens.shape[0], 1), start, device=tokens.device)
+        labelled = self.adapter.loss_kind == "labels"
+        if labels is not None and not labelled:
+            raise BadInputError(
+                f"labels= is for models whose loss is scored against labels (masked LMs, sequence-to-sequence "
+                f"models, classifiers); {self.cfg.architecture}'s loss predicts each next token of the input."
+            )
+        if labelled and return_type in ("loss", "both") and labels is None:
+            raise BadInputError(
+                f"return_type={return_type!r} on {self.cfg.architecture} needs labels=: token ids [batch, pos] "
+                "(-100 where a position is not scored) or a class per sequence [batch]."
+            )
         if return_type in ("logits", "loss", "both") and self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
                 "use return_type='hidden' or None, or load the *ForCausalLM class."
             )
-        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2:
+        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2 and not labelled:
             raise BadInputError(
                 f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
                 f"token), got {tokens.shape[1]}."
@@ -574,6 +664,9 @@ class HookedModel(Lifecycle, nn.Module):
         logits = out.logits
         if return_type == "logits":
             return logits
+        if labelled:
+            loss = labelled_loss(logits, labels, per_token=loss_per_token)
+            return loss if return_type == "loss" else (logits, loss)
         mask = attention_mask[:, -tokens.shape[1] :] if attention_mask is not None else None  # cached ones off
         loss = lm_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
@@ -673,10 +766,33 @@ class HookedModel(Lifecycle, nn.Module):
 
         handle = target.register_forward_pre_hook(replace_hidden, with_kwargs=True, prepend=True)
         try:
-            with self._silenced(layer):
+            with self._silenced(layer), self._skipping_blocks(layer, residual):
                 return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
         finally:
             handle.remove()
+
+    @contextlib.contextmanager
+    def _skipping_blocks(self, layer: int, residual: torch.Tensor) -> Iterator[None]:
+        """For the duration, the HF blocks before ``layer`` compute nothing: each returns ``residual`` in its
+        own output format (its block component's ``block_output``), so ``start_at_layer=k`` costs only blocks
+        ``k..``. Their output is replaced before block ``layer`` anyway. Blocks without a block component, and
+        every block of a model accelerate dispatched, still run."""
+        skipped: list[tuple[nn.Module, Any]] = []
+        if not self._dispatched:
+            for hf_block, block in zip(self._hf_blocks[:layer], list(self.blocks)[:layer], strict=True):
+                block_output = getattr(block, "block_output", None)
+                if block_output is None:
+                    continue
+                skipped.append((hf_block, hf_block.__dict__.get("forward")))
+                hf_block.forward = _Returning(block_output(residual))
+        try:
+            yield
+        finally:
+            for hf_block, previous in reversed(skipped):
+                if previous is None:
+                    hf_block.__dict__.pop("forward", None)
+                else:
+                    hf_block.forward = previous
 
     @contextlib.contextmanager
     def _silenced(self, layer: int) -> Iterator[None]:
@@ -840,6 +956,16 @@ class HookedModel(Lifecycle, nn.Module):
         )
         residual = self._run(tokens, attention_mask, None, False, 0, {})
         return residual, tokens.to(residual.device), None, attention_mask
+
+
+class _Returning:
+    """A skipped block's ``forward``: ignores its arguments and returns a fixed output."""
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.output
 
 
 @functools.cache

@@ -1,4 +1,6 @@
-"""Next-token cross-entropy with TransformerLens's conventions, refusing inputs it cannot score."""
+"""Losses with TransformerLens's conventions, refusing inputs they cannot score: next-token cross-entropy for
+causal language models (``lm_loss``) and cross-entropy against given labels for the heads that are scored so
+(``labelled_loss``: masked language models, sequence-to-sequence decoders, classifiers)."""
 
 from __future__ import annotations
 
@@ -47,3 +49,35 @@ def lm_loss(
             "the attention mask leaves no next-token prediction to score (it needs two adjacent real tokens)."
         )
     return (nll * valid).sum() / valid.sum()
+
+
+#: The label of a position (or sequence) that no loss counts, as in HF (``CrossEntropyLoss``'s ``ignore_index``).
+IGNORE_INDEX = -100
+
+
+def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+    """Cross-entropy of ``logits`` against ``labels``, counting only labels that are not ``-100``.
+
+    Token heads (masked LM, sequence-to-sequence decoders): ``logits`` ``[b, p, vocab]``, ``labels`` ``[b, p]``
+    (a masked LM labels only its masked positions; the others are -100). Sequence classifiers: ``logits``
+    ``[b, n_labels]``, ``labels`` ``[b]``. Returns the mean over counted labels, or with ``per_token`` the loss of
+    each label (``[b, p]`` or ``[b]``, 0 where the label is -100). Raises ``BadInputError`` when the shapes do not
+    match or no label is counted (HF would return NaN).
+    """
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        raise BadInputError(
+            f"labels must be an integer tensor of class or token ids (-100: not scored), got "
+            f"{labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__}."
+        )
+    labels = labels.to(logits.device).long()
+    if labels.shape != logits.shape[:-1]:
+        raise BadInputError(
+            f"labels of shape {tuple(labels.shape)} do not match logits of shape {tuple(logits.shape)}: give one "
+            f"label per {'position' if logits.ndim == 3 else 'sequence'}, shape {list(logits.shape[:-1])}."
+        )
+    counted = labels != IGNORE_INDEX
+    if not per_token and not bool(counted.any()):
+        raise BadInputError("every label is -100 (not scored): there is nothing to compute a loss on.")
+    log_probs = logits.float().log_softmax(-1)
+    nll = -log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * counted
+    return nll if per_token else nll.sum() / counted.sum()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bridge.kernel.adapter import BlockSpec, ComponentMap, Composite
+from bridge.kernel.adapter import BlockSpec, ComponentMap, Composite, LayerKinds
 from bridge.kernel.errors import ComponentMapError
 
 
@@ -55,12 +55,29 @@ def _check_map(adapter: str, hf_model: nn.Module, cmap: ComponentMap) -> None:
         _resolve(adapter, hf_model, cmap.head_unembed, "head_unembed", "the top-level model")
     if not isinstance(layers, nn.ModuleList | nn.Sequential):
         return
+    if isinstance(cmap.block, LayerKinds):
+        _check_kinds(adapter, cmap.block, len(layers), cmap.blocks)
     for layer, hf_block in enumerate(layers):
         try:
             spec = cmap.block.for_layer(layer, hf_block)
         except ComponentMapError as err:
             raise ComponentMapError(f"{adapter}: {err}") from None
         _check_block(adapter, hf_block, spec, hf_model, f"{cmap.blocks}.{layer}")
+
+
+def _check_kinds(adapter: str, spec: LayerKinds, n_layers: int, blocks: str) -> None:
+    kind = type(spec).__name__
+    if len(spec.kinds) != n_layers:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a {kind} with {len(spec.kinds)} kinds, but the HF model has "
+            f"{n_layers} layers at {blocks!r}; give one kind per layer (read them from the HF config)."
+        )
+    unknown = sorted(set(spec.kinds) - set(spec.specs))
+    if unknown:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a {kind} whose kinds {unknown} have no spec; its specs are for "
+            f"{sorted(spec.specs)}."
+        )
 
 
 def _check_block(adapter: str, hf_block: nn.Module, spec: BlockSpec, hf_model: nn.Module, where: str) -> None:

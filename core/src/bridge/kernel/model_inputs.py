@@ -65,6 +65,7 @@ class ModelInputs:
         self.name = type(hf_model).__name__
         self.modalities = adapter.modalities
         self.fields = adapter.output_fields
+        self.audio_input = adapter.audio_input
         params = inspect.signature(hf_model.forward).parameters.values()
         self.accepted = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
@@ -73,15 +74,30 @@ class ModelInputs:
         """A vision-language model: a language model that also reads images."""
         return self.fields is None and "image" in self.modalities
 
+    @property
+    def reads_mappings_as_language(self) -> bool:
+        """A language model reading text only: a mapping input is its HF inputs (a tokenizer's output)."""
+        return self.fields is None and "image" not in self.modalities
+
+    def split_language_mapping(
+        self, inputs: dict[str, Any], attention_mask: torch.Tensor | None
+    ) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
+        """A language model's mapping of HF inputs (a tokenizer's output, ``input_ids`` with ``attention_mask``,
+        ``token_type_ids``…, or an encoder-decoder's ``decoder_input_ids``): ``(tokens, mask, other HF inputs)``."""
+        if attention_mask is not None and inputs.get("attention_mask") is not None:
+            raise BadInputError("the mapping of HF inputs has an attention_mask; do not pass attention_mask= as well")
+        tokens, mask, extra = self._split_mapping(inputs)
+        return tokens, mask if mask is not None else attention_mask, extra
+
     def applies(self, input: Any, pixel_values: Any) -> bool:
         """Whether this call goes through here rather than the token path of language models."""
         if self.language_with_images:
             return False
         if self.fields is None:
-            if pixel_values is not None or looks_like_images(input) or isinstance(input, Mapping):
+            if pixel_values is not None or looks_like_images(input):
                 raise BadInputError(
-                    f"{self.name} reads text only; pixel values, images and mappings of HF inputs are for image "
-                    "models. Pass text, a list of texts, or tokens [batch, pos]."
+                    f"{self.name} reads text only; pixel values and images are for image models. Pass text, a list "
+                    "of texts, tokens [batch, pos] or a mapping of HF inputs with input_ids (a tokenizer's output)."
                 )
             return False
         return True
@@ -97,6 +113,10 @@ class ModelInputs:
                 raise BadInputError(
                     f"{self.name} takes no input named {unknown}; its inputs are {sorted(self.accepted)}."
                 )
+        elif "audio" in self.modalities and input is not None:
+            if pixel_values is not None:
+                raise BadInputError(f"{self.name} reads audio, not images: pass the audio as the input.")
+            inputs = {self.audio_input: _audio(input, self.name, self.audio_input)}
         else:
             if pixel_values is None and "image" in self.modalities and self._is_image(input):
                 input, pixel_values = None, input
@@ -129,8 +149,9 @@ class ModelInputs:
 
         ``input`` may be the processor's output (a dict with ``input_ids``; ``pixel_values``, ``token_type_ids``…
         go on to HF); with text and images (``pixel_values=`` PIL images or arrays) and a loaded processor, the
-        processor makes that dict (image tokens expanded in the text); pixel values ``[b, c, h, w]`` (or images
-        through the image processor) go beside text or tokens that already hold the image tokens."""
+        processor makes that dict (image tokens expanded in the text); pixel values (``[b, c, h, w]``, or the model's
+        own layout) or images through the image processor go beside text or tokens that already hold the image
+        tokens."""
         if isinstance(input, Mapping):
             if pixel_values is not None or attention_mask is not None:
                 raise BadInputError(
@@ -146,7 +167,7 @@ class ModelInputs:
                 raise BadInputError("with text and images the processor builds the attention mask; pass neither")
             encoded = processor(text=input, images=pixel_values, return_tensors="pt", padding=True)
             return self._split_mapping(dict(encoded))
-        pixels = self._pixels(pixel_values, image_processor)
+        pixels = self._pixels(pixel_values, image_processor, any_layout=True)
         return input, attention_mask, {k: v for k, v in pixels.items() if k in self.accepted}
 
     def _split_mapping(self, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
@@ -165,7 +186,9 @@ class ModelInputs:
             return value.is_floating_point() or (value.dtype == torch.uint8 and value.ndim in (3, 4))
         return looks_like_images(value)
 
-    def _pixels(self, value: Any, image_processor: Any) -> dict[str, Any]:
+    def _pixels(self, value: Any, image_processor: Any, any_layout: bool = False) -> dict[str, Any]:
+        """``{"pixel_values": ...}`` from pixel values or images. ``any_layout``: a vision-language model's pixel
+        values, whose layout is the model's (crops ``[b, n_crops, c, h, w]``, flattened patches ``[n, c·p²]``)."""
         if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim in (3, 4):
             if image_processor is None:
                 raise BadInputError(
@@ -182,7 +205,7 @@ class ModelInputs:
                     f"pixel values must be a float tensor (or uint8 images [batch, channels, height, width] for the "
                     f"image processor), got dtype {value.dtype}"
                 )
-            if value.ndim != 4:
+            if value.ndim != 4 and not any_layout:
                 raise BadInputError(
                     f"pixel values must have shape [batch, channels, height, width], got {tuple(value.shape)}; "
                     "inputs of another layout (SigLIP 2's patches with spatial_shapes) go as a dict of HF inputs."
@@ -247,3 +270,18 @@ class ModelInputs:
             return None
         field = self.fields[return_type]
         return tuple(getattr(out, f) for f in field) if isinstance(field, tuple) else getattr(out, field)
+
+
+def _audio(value: Any, name: str, key: str) -> torch.Tensor:
+    """Audio as HF's ``key`` argument: a float tensor or a numpy array (raw samples ``[b, samples]`` or features
+    ``[b, mels, frames]``; one example without its batch axis gets one)."""
+    if type(value).__module__ == "numpy":
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise BadInputError(
+            f"{name} reads audio: pass a float tensor or array as {key} (the feature extractor's output, or a dict "
+            f"of HF inputs), got {kind}."
+        )
+    batched = 2 if key == "input_values" else 3
+    return value.unsqueeze(0) if value.ndim == batched - 1 else value

@@ -196,7 +196,8 @@ def eager_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention with HF's numerics, firing ``on_scores`` and ``on_pattern``; public.
 
-    ``scores = q @ kᵀ · scaling`` (``d ** -0.5`` by default), soft-capped, plus ``additive_mask``;
+    ``scores = q @ kᵀ · scaling`` (``d ** -0.5`` by default), soft-capped, plus an additive ``position_bias``
+    ``[b or 1, h, q, k]`` where the HF module passes one (T5's relative position bias), plus ``additive_mask``;
     ``on_scores`` sees the masked scores ``[b, h, q, k]``, ``on_pattern`` the softmax (in float32, cast back).
 
     query ``[b, n_heads, q, d]``, key/value ``[b, n_kv_heads, k, d]`` → output ``[b, q, n_heads, d]``.
@@ -217,6 +218,9 @@ def eager_attention(
     softcap = kwargs.get("softcap")
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:
+        scores = scores + position_bias
     mask = additive_mask(attention_mask, module, scores, kwargs.get("is_causal"))
     if mask is not None:
         scores = scores + mask

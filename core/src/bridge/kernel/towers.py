@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from bridge.kernel.adapter import ComponentMap, Composite, Spec
-from bridge.kernel.components.embedding import Embedding
+from bridge.kernel.components.embedding import PosEmbedding, TokenEmbedding
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.hook_points import HookPoint
 
@@ -30,18 +31,25 @@ class TowerModule(nn.Module):
         self.cfg = cfg
 
 
-def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig) -> None:
+def build_map(
+    owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: BridgeConfig, tower: bool = False
+) -> None:
     """Build ``cmap``'s components onto ``owner`` (a ``Bridge`` or a ``TowerModule``).
 
-    Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (and ``embed``,
+    In a ``tower`` (not the root of the model), ``hook_embed`` fires only for calls of the embedding inside the
+    tower's own module: two towers may share one embedding (T5's encoder and decoder).
+
+    Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (an ``Unembed`` around the HF
+    head, or None) (and ``embed``,
     ``pos_embed``, the ``extra`` components and the ``hooks``/``head_hooks`` hook points where the map has them)."""
     root = hf_model.base_model if cmap.root is None else hf_model.get_submodule(cmap.root)
     if cmap.embed is not None:
         owner.hook_embed = HookPoint()
-        owner.embed = Embedding(root.get_submodule(cmap.embed), cfg, hook=owner.hook_embed, scope=root)
+        module = root.get_submodule(cmap.embed)
+        owner.embed = TokenEmbedding(module, cfg, hook=owner.hook_embed, scope=root, only_in_scope=tower)
     if cmap.pos_embed is not None:
         owner.hook_pos_embed = HookPoint()
-        owner.pos_embed = Embedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
+        owner.pos_embed = PosEmbedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
     add_hooks(owner, root, cmap.hooks, cfg)
     owner.blocks = nn.ModuleList()
     owner._hf_blocks = list(root.get_submodule(cmap.blocks))
@@ -56,7 +64,7 @@ def build_map(owner: nn.Module, hf_model: nn.Module, cmap: ComponentMap, cfg: Br
     unembed = hf_model.get_submodule(cmap.head_unembed) if cmap.head_unembed is not None else None
     if cmap.head_unembed is None and cmap.root is None:
         unembed = hf_model.get_output_embeddings()
-    object.__setattr__(owner, "unembed", unembed)
+    owner.unembed = Unembed(unembed, cfg) if unembed is not None else None
 
 
 def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite, cfg: BridgeConfig) -> None:
@@ -72,8 +80,12 @@ def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite,
     for prefix, tower in composite.towers.items():
         if prefix:
             part = TowerModule(tower.cfg)
-            build_map(part, hf_model, tower.map, tower.cfg)
+            build_map(part, hf_model, tower.map, tower.cfg, tower=True)
             owner.add_module(prefix, part)
+    if root is None and composite.head is not None:  # an encoder-decoder: the decoder's head is the model's
+        head = getattr(owner, composite.head)
+        object.__setattr__(owner, "unembed", head.unembed)
+        object.__setattr__(owner, "_hf_ln_final", head._hf_ln_final)
     add_hooks(owner, hf_model, composite.hooks, cfg)
 
 

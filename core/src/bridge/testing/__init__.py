@@ -66,11 +66,20 @@ from bridge.testing.properties import (
     check_left_padded_batches,
     check_left_padding,
 )
+from bridge.testing.recurrent import (
+    HYBRID_CHECKS,
+    check_layer_kinds,
+    check_recurrent_states,
+    check_state_hooks_each_step,
+    check_state_patching,
+    recurrent_layers,
+)
 from bridge.testing.sensitivity import SENSITIVITY, check_every_hook_matters
 from bridge.testing.training import check_train_mode
 
 __all__ = [
     "ALL_CHECKS",
+    "HYBRID_CHECKS",
     "LN_FINAL",
     "SENSITIVITY",
     "TINY_VOCAB",
@@ -96,6 +105,7 @@ __all__ = [
     "check_hooks_match_hf",
     "check_implied_hooks",
     "check_input_shapes",
+    "check_layer_kinds",
     "check_left_padded_batches",
     "check_left_padding",
     "check_lifecycle",
@@ -107,8 +117,11 @@ __all__ = [
     "check_norms_match_hf",
     "check_ownership",
     "check_projections",
+    "check_recurrent_states",
     "check_residual_algebra",
     "check_shapes",
+    "check_state_hooks_each_step",
+    "check_state_patching",
     "check_train_mode",
     "conformance_check",
     "conformance_models",
@@ -123,6 +136,7 @@ __all__ = [
     "not_applicable",
     "populate_hub_cache",
     "property_settings",
+    "recurrent_layers",
     "register_hypothesis_profiles",
     "rounding_bound",
     "run_conformance",

@@ -163,6 +163,12 @@ def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, 
             got, what = cache[f"{prefix}{name}"], f"{prefix}{name} vs HF hidden_states[{index}]"
         expect_close(got, expected, what)
     _check_part_patterns(cache, prefix, part, ref)
+    crosses = [f"{prefix}blocks.{layer}.cross_attn.hook_pattern" for layer in range(n)]
+    if any(name in cache for name in crosses) and getattr(ref, "cross_attentions", None) is None:
+        raise CheckNotRun(f"the bridge has cross-attention patterns in {prefix} but HF returned no cross_attentions")
+    for layer, name in enumerate(crosses):  # [b, h, q_dec, k_enc]
+        if name in cache:
+            expect_close(cache[name], ref.cross_attentions[layer], f"{name} vs HF cross_attentions[{layer}]")
 
 
 def _check_part_patterns(cache: Any, prefix: str, part: Any, ref: Any) -> None:
@@ -223,13 +229,31 @@ def weight_in_out_width(norm: torch.nn.Module) -> int:
 
 
 def _reference_children(pair: Pair, block: Block) -> dict[str, torch.nn.Module]:
-    """The reference model's modules standing where the bridge's block reads its HF submodules."""
+    """The reference model's modules standing where the bridge's block reads its HF submodules (and, for a layer
+    scale that is a parameter of the HF block in ``sublayer_output_modules``, a module multiplying by the
+    reference's parameter)."""
     root = hf_path(pair.bridge, block.hf)
     names = {id(m): name for name, m in block.hf.named_modules()}
-    return {
+    children: dict[str, torch.nn.Module] = {
         child: pair.reference.get_submodule(f"{root}.{names[id(module)]}" if names[id(module)] else root)
         for child, module in block.hf_modules.items()
     }
+    reference_block = pair.reference.get_submodule(root)
+    for name in (n for names in block.sublayer_output_modules.values() for n in names):
+        if name not in children and isinstance(getattr(reference_block, name, None), torch.nn.Parameter):
+            children[name] = _ParameterScale(getattr(reference_block, name))
+    return children
+
+
+class _ParameterScale(torch.nn.Module):
+    """``x * scale``: a layer scale the HF block holds as a parameter (InternViT's ``lambda_1``)."""
+
+    def __init__(self, scale: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
 
 
 def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -243,11 +267,16 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: ``ln2``, the MLP, ``ln2_post`` where present, times the block's ``residual_scale`` (Granite scales
-    each sublayer's output before the residual sum)."""
-    h = _call_module(ref["ln2"], x) if "ln2" in ref else x
-    out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-    out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP (the sum of ``Block.mlp_children``),
+    the modules the block applies to the MLP's output (``sublayer_output_modules``: ``ln2_post``, a layer scale)
+    where present, times the block's ``residual_scale`` (Granite scales each sublayer's output before the
+    residual sum)."""
+    norm = block.mlp_norm
+    h = _call_module(ref[norm], x) if norm is not None and norm in ref else x
+    parts = [_call_module(ref[name], h).reshape(h.shape) for name in block.mlp_children if name in ref]
+    out = sum(parts[1:], parts[0])  # an MoE may return [b·p, d] (Llama 4); several MLPs are summed (Granite-4)
+    for name in block.sublayer_output_modules.get("mlp", ()):
+        out = _call_module(ref[name], out) if name in ref else out
     return out * block.residual_scale
 
 
@@ -280,7 +309,9 @@ def _algebra_names(pair: Pair) -> list[tuple[str, Any, int, Block]]:
 
 def _check_identities(pair: Pair, cache: Any, patched: set[str], when: str) -> None:
     """Every identity of every block's ``algebra`` whose sum was not patched holds in ``cache``, and each block's
-    ``hook_resid_pre`` is the previous block's output."""
+    ``hook_resid_pre`` is the previous block's output unless the examples' ``stream_injections`` name it
+    (DeepStack adds image features there)."""
+    injected = set(pair.example_set.stream_injections(pair.bridge.hf_model.config))
     for name, part, layer, block in _algebra_names(pair):
         for total, terms in block.algebra:
             if f"{name}.{total}" in patched:
@@ -295,7 +326,7 @@ def _check_identities(pair: Pair, cache: Any, patched: set[str], when: str) -> N
                     )
             expected = sum(cache[f"{name}.{t}"] for t in terms)
             expect_close(got, expected, f"{name}: {total} vs {' + '.join(terms)} ({when})")
-        if layer:
+        if layer and f"{name}.hook_resid_pre" not in injected:
             prefix = name[: -len(f"blocks.{layer}")]
             pre = f"{name}.hook_resid_pre"
             post = _block_output(part, layer - 1, f"{prefix}blocks.{layer - 1}.hook_resid_post")
@@ -324,7 +355,8 @@ def check_residual_algebra(pair: Pair) -> None:
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
     _check_identities(pair, cache, set(), "every sublayer output patched")
 
-    mids = [n for n in pair.bridge.hook_dict if n.endswith("hook_resid_mid")]
+    inputs = {block.mlp_input_hook for *_, block in blocks}
+    mids = [n for n in pair.bridge.hook_dict if n.endswith(("hook_resid_mid", *inputs))]
     if not mids:
         return
     with pair.on_path(), pair.bridge.hooks(fwd_hooks=[(name, _patch_noise(2)) for name in mids]):
@@ -332,9 +364,10 @@ def check_residual_algebra(pair: Pair) -> None:
     _check_identities(pair, cache, set(mids), "every hook_resid_mid patched")
     reached = 0
     for name, _, _, block in blocks:
-        if f"{name}.hook_resid_mid" in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
-            expected = _reference_mlp_out(pair, block, cache[f"{name}.hook_resid_mid"])
-            what = f"{name}.hook_mlp_out vs HF's MLP on patched hook_resid_mid"
+        mlp_in = f"{name}.{block.mlp_input_hook}"
+        if mlp_in in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
+            expected = _reference_mlp_out(pair, block, cache[mlp_in])
+            what = f"{name}.hook_mlp_out vs HF's MLP on patched {block.mlp_input_hook}"
             expect_close(cache[f"{name}.hook_mlp_out"], expected, what)
             reached += 1
     runnable = any("mlp" in block.hf_modules for *_, block in blocks)
@@ -405,12 +438,14 @@ def _gradient_names(pair: Pair) -> list[str]:
             name = f"{prefix}blocks.{layer}"
             wanted.append(_block_output(part, layer, f"{name}.hook_resid_post"))
             attn = attention_of(block)
-            if attn is not None and getattr(attn, "out_proj", None) is not None:
+            feeds = getattr(attn, "z_feeds_out_proj", True)  # a gated attention changes z before its projection
+            if attn is not None and getattr(attn, "out_proj", None) is not None and feeds:
                 z = f"{name}.{_child_name(block, attn)}.hook_z"
                 if z in pair.bridge.hook_dict:
                     wanted.append(z)
-            if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules:
-                wanted.append(f"{name}.hook_resid_mid")
+            pre_norm = block.mlp_input_hook == "hook_resid_mid" and block.mlp_norm == "ln2"
+            if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules and pre_norm:
+                wanted.append(f"{name}.hook_resid_mid")  # post = mid + mlp(ln2(mid)): the gradient assumes it
     return wanted
 
 
@@ -425,13 +460,17 @@ def check_gradients(pair: Pair) -> None:
     wanted = _gradient_names(pair)
     expected = _reference_gradients(pair, tokens, wanted)
     return_type = pair.scalar_return_type
+    labels = pair.scalar_labels(tokens)
+    scored = {} if labels is None else {"labels": labels}
     grads: dict[str, torch.Tensor] = {}
 
     def keep(g: torch.Tensor, hook: Any) -> None:
         grads[hook.name] = g
 
     with pair.on_path():
-        out = pair.bridge.run_with_hooks(tokens, bwd_hooks=[(name, keep) for name in wanted], return_type=return_type)
+        out = pair.bridge.run_with_hooks(
+            tokens, bwd_hooks=[(name, keep) for name in wanted], return_type=return_type, **scored
+        )
         _scalar(out).backward()
     pair.bridge.hf_model.zero_grad(set_to_none=True)
     for hook_name in wanted:
@@ -440,7 +479,9 @@ def check_gradients(pair: Pair) -> None:
         expect_close(grads[hook_name], expected[hook_name], f"backward hook gradient at {hook_name} vs HF's autograd")
     if return_type == "loss":
         with pair.on_path():
-            _, cache = pair.bridge.run_with_cache(tokens, return_type="loss", incl_bwd=True, names_filter=wanted)
+            _, cache = pair.bridge.run_with_cache(
+                tokens, return_type="loss", incl_bwd=True, names_filter=wanted, **scored
+            )
         pair.bridge.hf_model.zero_grad(set_to_none=True)
         for hook_name in wanted:
             what = f"run_with_cache(incl_bwd=True)[{hook_name}_grad] vs the HF reference's autograd"
@@ -452,9 +493,12 @@ def _scalar(out: torch.Tensor) -> torch.Tensor:
 
 
 def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
-    """What the bridge differentiates, computed by the reference: HF's own loss for language models."""
+    """What the bridge differentiates, computed by the reference: HF's own loss for language models (against
+    ``Pair.scalar_labels`` for heads scored against labels)."""
     if pair.scalar_return_type == "loss":
-        labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
+        labels = pair.scalar_labels(tokens)
+        if labels is None:
+            labels = tokens["input_ids"] if isinstance(tokens, Mapping) else tokens
         return pair.run_reference(tokens, labels=labels).loss
     return _scalar(pair.reference_output(tokens))
 
@@ -656,6 +700,9 @@ def check_misspelt_names(pair: Pair) -> None:
 def check_loss_masking(pair: Pair) -> None:
     """With right padding and an attention mask, ``return_type="loss"`` equals HF's own loss with the padded
     targets labelled -100 (only next tokens that are real count); per-token losses are 0 after padding."""
+    if pair.bridge.adapter.loss_kind == "labels" and pair.has_head:
+        _check_labelled_loss(pair)
+        return
     if pair.scalar_return_type != "loss":
         not_applicable(f"{pair.bridge.cfg.architecture} is not a language model with a loss")
         return
@@ -679,6 +726,33 @@ def check_loss_masking(pair: Pair) -> None:
     expect_close(got, expected, "masked loss vs HF's loss with padded targets labelled -100")
     after = per_token[0, -4:]  # the predictions of the 4 padded targets
     expect_close(after, torch.zeros_like(after), "per-token loss of targets after padding")
+
+
+def _check_labelled_loss(pair: Pair) -> None:
+    """For heads scored against labels (masked LMs, sequence-to-sequence models, classifiers): with padding (the
+    first sequence's last 3 input positions) and labels of which every third is -100, ``return_type="loss"``
+    equals HF's own loss for the same labels, and per-token losses are 0 where the label is -100."""
+    inputs = pair.tokens(batch=2, pos=9)
+    mapping = dict(inputs) if isinstance(inputs, Mapping) else {"input_ids": inputs}
+    mask = torch.ones_like(mapping["input_ids"])
+    mask[0, -3:] = 0
+    mapping["attention_mask"] = mask
+    logits = pair.reference_output(mapping)
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=generator)
+    if labels.ndim == 2:  # token labels: every third not scored, nor the padded positions of a masked LM
+        labels[:, ::3] = -100
+        if labels.shape == mask.shape:
+            labels = labels.masked_fill(mask == 0, -100)
+    else:
+        labels[0] = -100
+    with pair.on_path():
+        got = pair.bridge(mapping, return_type="loss", labels=labels)
+        per_token = pair.bridge(mapping, return_type="loss", labels=labels, loss_per_token=True)
+    expected = pair.run_reference(mapping, labels=labels).loss
+    expect_close(got, expected, "loss against labels (every third -100, padded input) vs HF's loss")
+    ignored = per_token[labels == -100]
+    expect_close(ignored, torch.zeros_like(ignored), "per-token loss where the label is -100")
 
 
 ALL_CHECKS = (

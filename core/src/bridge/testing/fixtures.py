@@ -85,7 +85,8 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
     (activations and logits of order 1), and every 1-D parameter (norm weights, biases; HF sets them to
     1 and 0) gets noise of std 0.1, so that a bug that drops or misplaces one shows in the comparisons.
     A matrix a module holds itself that HF initialises to zeros (Gemma 3's image projection ``[d_in, d_out]``,
-    applied as ``x @ W``) would make everything before it dead: it is redrawn with std ``1/sqrt(d_in)``.
+    applied as ``x @ W``) would make everything before it dead: it is redrawn with std ``1/sqrt(d_in)``; a
+    zero-initialised parameter of more dimensions (DINOv2's register tokens ``[1, r, d]``) with std ``1/sqrt(d)``.
     ``matrices=False`` leaves the matrices as they are.
     """
     generator = torch.Generator().manual_seed(seed + 1)
@@ -109,8 +110,9 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
             if isinstance(module, torch.nn.Linear | torch.nn.Embedding | Conv1D):
                 continue
             for param in module.parameters(recurse=False):
-                if param.ndim == 2 and param.is_floating_point() and not param.any():
-                    param.copy_(torch.randn(param.shape, generator=generator) / param.shape[0] ** 0.5)
+                if param.ndim >= 2 and param.is_floating_point() and not param.any():
+                    fan_in = param.shape[0] if param.ndim == 2 else param.shape[-1]
+                    param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
         for _, param in model.named_parameters():
             if param.ndim == 1 and param.is_floating_point():
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))

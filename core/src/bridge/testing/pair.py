@@ -78,9 +78,23 @@ class Pair:
 
     @property
     def scalar_return_type(self) -> str:
-        """What gradient checks differentiate (summed): the loss of language models, else ``return_type``."""
-        lm_head = self.bridge.adapter.output_fields is None and self.has_head
+        """What gradient checks differentiate (summed): the loss of language models and of heads scored against
+        labels (with ``scalar_labels``), else ``return_type``."""
+        adapter = self.bridge.adapter
+        lm_head = adapter.output_fields is None and self.has_head
         return "loss" if lm_head else self.return_type
+
+    def scalar_labels(self, tokens: Any) -> torch.Tensor | None:
+        """For heads scored against labels (``loss_kind == "labels"``): fixed labels for ``tokens`` (a class per
+        sequence, or token ids with every other one -100) that the gradient checks' loss uses; else ``None``."""
+        if self.bridge.adapter.loss_kind != "labels" or self.scalar_return_type != "loss":
+            return None
+        logits = self.reference_output(tokens)
+        generator = torch.Generator().manual_seed(5)
+        labels = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=generator)
+        if labels.ndim == 2:
+            labels[:, ::2] = -100
+        return labels
 
     @contextlib.contextmanager
     def on_path(self) -> Iterator[None]:

@@ -47,10 +47,13 @@ def bare_output(hf_model: nn.Module, tokens: Any, adapter: AdapterLike | None = 
     """What ``Bridge.forward`` returns with no hooks, computed by the HF model alone (``tokens``: token ids, or
     a dict of HF inputs for a model that does not read tokens alone, whose ``adapter`` names the output)."""
     with torch.no_grad():
-        if isinstance(tokens, Mapping):
-            fields = adapter_of(adapter).output_fields
+        fields = adapter_of(adapter).output_fields if adapter is not None else None
+        if isinstance(tokens, Mapping) and fields is not None:
             return getattr(hf_model(**tokens), fields[return_type_of(adapter_of(adapter), None)])
-        out = hf_model(input_ids=tokens, use_cache=False)
+        if isinstance(tokens, Mapping):  # a language model's HF inputs (an encoder-decoder's two inputs)
+            out = hf_model(**tokens, use_cache=False)
+        else:
+            out = hf_model(input_ids=tokens, use_cache=False)
     return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 

@@ -1,6 +1,14 @@
 """Generic components; families add only what is special to them."""
 
-from bridge.kernel.components.attention import Attention, FusedQKV, QKVSource, SplitQKV, heads, weight_in_out
+from bridge.kernel.components.attention import (
+    Attention,
+    CrossAttention,
+    FusedQKV,
+    QKVSource,
+    SplitQKV,
+    heads,
+    weight_in_out,
+)
 from bridge.kernel.components.base import (
     Attachment,
     Component,
@@ -18,8 +26,8 @@ from bridge.kernel.components.blocks import (
     SharedNormParallelBlock,
     first_output,
 )
-from bridge.kernel.components.embedding import Embedding
-from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.embedding import Embedding, PosEmbedding, TokenEmbedding
+from bridge.kernel.components.mlp import MLP, GateUpMLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
     MoE,
@@ -31,6 +39,8 @@ from bridge.kernel.components.moe import (
 )
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
+from bridge.kernel.components.scaled_embedding import ScaledEmbedding
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -53,11 +63,13 @@ __all__ = [
     "AttentionWeights",
     "Block",
     "Component",
+    "CrossAttention",
     "Embedding",
     "FlatPositions",
     "ForwardOverride",
     "FusedLayout",
     "FusedQKV",
+    "GateUpMLP",
     "InputTap",
     "MLPWeights",
     "MoE",
@@ -66,14 +78,18 @@ __all__ = [
     "NormLayout",
     "OutputTap",
     "ParallelBlock",
+    "PosEmbedding",
     "PostNormBlock",
     "QKNormAttention",
     "QKVSource",
     "QKVWeights",
     "Routing",
+    "ScaledEmbedding",
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",
+    "TokenEmbedding",
+    "Unembed",
     "WeightViewError",
     "additive_mask",
     "eager_attention",

@@ -181,9 +181,15 @@ class Attention(CoreAttentionWeights, Component):
     function, where that is not the attention module itself: ``"self"`` for BERT's ``BertAttention``)."""
 
     uses_seam = True
+    #: Whether the keys and values come from another stack (``CrossAttention``: a decoder reading its encoder).
+    reads_other_stack = False
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
     #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
     eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
+    #: Whether ``hook_z`` is exactly what the output projection reads. A layer that changes ``z`` in between (an
+    #: output gate per head, Qwen3-Next) sets it False: its per-head results are then not ``z @ W_O`` (the cache
+    #: analysis says so instead of computing them; ``hook_result``, on the projection's input, still holds them).
+    z_feeds_out_proj: bool = True
 
     def __init__(
         self,
@@ -312,3 +318,23 @@ class Attention(CoreAttentionWeights, Component):
         out = result.sum(dim=2)
         bias = getattr(self.out_proj, "bias", None)
         return out + bias if bias is not None else out
+
+
+class CrossAttention(Attention):
+    """Attention whose keys and values come from another stack: an encoder-decoder's decoder reading the
+    encoder's output (T5's ``EncDecAttention``, BART's and Whisper's ``encoder_attn``). Built like ``Attention``
+    (``qkv``, ``out``, ``calls_attention``); its hook names sit under ``cross_attn.`` in the decoder's blocks.
+
+    Shapes: ``hook_q`` ``[b, q_dec, n_heads, d_head]``, ``hook_k``/``hook_v`` ``[b, k_enc, n_kv_heads, d_head]``,
+    ``hook_attn_scores``/``hook_pattern`` ``[b, n_heads, q_dec, k_enc]``, ``hook_z`` ``[b, q_dec, n_heads, d_head]``.
+    It is never causal, whatever the HF module says: with no mask every encoder position is read. When the
+    decoder runs with a KV cache, HF projects the encoder's keys and values once, on the first step, so
+    ``hook_k``/``hook_v`` fire on that step only (a patch there is cached with them).
+    """
+
+    #: What the seam is told about this attention: it reads another stack (no causal mask of its own).
+    reads_other_stack = True
+
+    def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
+        kwargs.setdefault("is_causal", False)
+        return super().run_seam(inner, module, query, key, value, attention_mask, **kwargs)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bridge.kernel.components.base import Component, ForwardOverride
+from bridge.kernel.components.weight_views import NormWeights
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.errors import ComponentMapError
 from bridge.kernel.hook_points import HookPoint
@@ -26,7 +27,7 @@ def norm_epsilon(module: nn.Module) -> float:
 _WEIGHT_IN_FLOAT32 = frozenset({"Olmo2RMSNorm"})
 
 
-class Norm(Component):
+class Norm(NormWeights, Component):
     """A normalization layer. Hooks: ``hook_scale`` ``[b, p, 1]``, ``hook_normalized`` ``[b, p, d]``.
 
     ``kind="LN"`` is ``(x - mean) / scale * (w + weight_offset) + b`` with ``scale = sqrt(var + eps)``;
@@ -43,6 +44,7 @@ class Norm(Component):
 
     Options the component would ignore are refused (``ComponentMapError``): a ``kind`` other than ``"LN"`` or
     ``"RMS"``, and ``weight_in_float32`` on a layer norm (which always applies its weight in float32).
+    Parameters as TransformerLens names them: ``w`` (the effective scale) and ``b`` (layer norms only).
     """
 
     def __init__(
@@ -121,7 +123,7 @@ class Norm(Component):
                 out = out * (weight.float() + self.weight_offset)
             if bias is not None:
                 out = out + bias.float()
-            return out.to(dtype)
+            return out.to(dtype).contiguous()  # torch's layer norm returns a contiguous tensor whatever its input
         if weight is None:
             return normalized.to(dtype)
         if self.weight_in_float32:

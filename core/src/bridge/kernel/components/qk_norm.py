@@ -38,7 +38,8 @@ class QKNormAttention(Attention):
 
     Adds ``hook_q_normed`` ``[b, p, n_heads, d_head]`` and ``hook_k_normed`` ``[b, p, n_kv_heads, d_head]``:
     the norm modules' outputs (weight applied), i.e. exactly what RoPE rotates. ``hook_q``/``hook_k`` stay at
-    the projections, before the norms.
+    the projections, before the norms. ``q_norm``/``k_norm`` are the norm modules' paths in the HF attention,
+    ``norm_layout`` how they see their input (``NormLayout``).
     """
 
     def __init__(

@@ -1,0 +1,23 @@
+"""Every adapter of bridge-encoders, in the order they are registered."""
+
+from __future__ import annotations
+
+from bridge_encoders.bart import BartAdapter
+from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdapter, XLMRobertaAdapter
+from bridge_encoders.modernbert import ModernBertAdapter
+from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter
+from bridge_encoders.t5 import T5Adapter
+
+ADAPTERS = (
+    BertAdapter,
+    RobertaAdapter,
+    XLMRobertaAdapter,
+    DistilBertAdapter,
+    ModernBertAdapter,
+    T5Adapter,
+    BartAdapter,
+    HubertAdapter,
+    Wav2Vec2Adapter,
+)
+
+__all__ = ["ADAPTERS"]

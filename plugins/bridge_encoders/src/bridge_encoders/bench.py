@@ -1,0 +1,31 @@
+"""Benchmark configurations for ``make bench``: small, randomly initialised, one per layout."""
+
+from __future__ import annotations
+
+from transformers import BertConfig, T5Config
+
+
+def bench_configs() -> dict[str, object]:
+    """Label → HF config (``architectures`` names the model class)."""
+    return {
+        "bert (6L, d384, MLM)": BertConfig(
+            num_hidden_layers=6,
+            hidden_size=384,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            vocab_size=30522,
+            architectures=["BertForMaskedLM"],
+        ),
+        "t5 (6+6L, d384, gated)": T5Config(
+            num_layers=6,
+            num_decoder_layers=6,
+            d_model=384,
+            d_kv=64,
+            d_ff=1024,
+            num_heads=6,
+            feed_forward_proj="gated-gelu",
+            vocab_size=32128,
+            decoder_start_token_id=0,
+            architectures=["T5ForConditionalGeneration"],
+        ),
+    }

@@ -1,0 +1,184 @@
+"""Behaviour beyond the kit: losses against labels (masked LM, classification, sequence-to-sequence) equal HF's,
+``decoder_input=``, generation with hooks on both stacks equal to HF's greedy output, T5's position bias."""
+
+import pytest
+import torch
+import transformers
+
+import bridge
+from bridge.kernel.errors import BadInputError
+
+TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, tiny models: observed gaps are ~1e-7
+
+
+def load(model_dirs, architecture, **overrides):
+    directory = model_dirs(architecture, **overrides)
+    model = bridge.load(directory)
+    reference = getattr(transformers, architecture).from_pretrained(directory, attn_implementation="eager").eval()
+    return model, reference
+
+
+def tokens(batch, pos, seed=0):
+    return torch.randint(1, 128, (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "RobertaForMaskedLM", "DistilBertForMaskedLM"])
+def test_mlm_loss_counts_the_labelled_positions_as_hf(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    ids = tokens(2, 9)
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 7] = 11, 42, 7  # the masked positions' targets
+    mask = torch.ones_like(ids)
+    mask[1, -1] = 0
+    got = model(ids, return_type="loss", labels=labels, attention_mask=mask)
+    expected = reference(ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(got, expected, **TOL)
+    per_token = model(ids, return_type="loss", labels=labels, attention_mask=mask, loss_per_token=True)
+    assert per_token.shape == ids.shape and bool((per_token[labels == -100] == 0).all())
+    assert torch.isclose(per_token.sum() / 3, expected, atol=1e-5)
+    with pytest.raises(BadInputError, match="needs labels="):
+        model(ids, return_type="loss")
+
+
+@pytest.mark.parametrize("architecture", ["BertForSequenceClassification", "RobertaForSequenceClassification"])
+def test_classifier_logits_and_loss_equal_hf(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    ids = tokens(3, 6)
+    labels = torch.tensor([2, 0, 1])
+    logits, loss = model(ids, return_type="both", labels=labels)
+    expected = reference(ids, labels=labels)
+    assert logits.shape == (3, 3)
+    torch.testing.assert_close(logits, expected.logits, **TOL)
+    torch.testing.assert_close(loss, expected.loss, **TOL)
+    _, cache = model.run_with_cache(ids, names_filter="hook_pooled")
+    assert cache["hook_pooled"].shape == (3, 32)
+
+
+def test_mapping_input_with_token_types_equals_hf(model_dirs):
+    model, reference = load(model_dirs, "BertForMaskedLM")
+    ids = tokens(2, 7)
+    types = torch.tensor([[0, 0, 0, 1, 1, 1, 1]] * 2)
+    got, cache = model.run_with_cache({"input_ids": ids, "token_type_ids": types}, names_filter="hook_token_type_embed")
+    torch.testing.assert_close(got, reference(ids, token_type_ids=types).logits, **TOL)
+    table = reference.bert.embeddings.token_type_embeddings.weight
+    torch.testing.assert_close(cache["hook_token_type_embed"], table[types], **TOL)
+
+
+def test_labels_on_a_causal_lm_are_refused(tmp_path):
+    pytest.importorskip("bridge_gpt2")
+    from bridge.testing import examples_of, save_tiny_model
+    from bridge_gpt2 import GPT2Adapter
+
+    model = bridge.load(save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path))
+    with pytest.raises(BadInputError, match="next token"):
+        model(tokens(1, 4), return_type="loss", labels=tokens(1, 4))
+    with pytest.raises(BadInputError, match="encoder-decoder"):
+        model(tokens(1, 4), decoder_input=tokens(1, 2))
+
+
+SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration"]
+
+
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    ids, target = tokens(2, 8), tokens(2, 4, seed=1)
+    target[1, -1] = -100
+    expected = reference(input_ids=ids, labels=target)  # HF shifts the labels right into the decoder
+    torch.testing.assert_close(model(ids, return_type="loss", labels=target), expected.loss, **TOL)
+    decoder = tokens(2, 4, seed=2)
+    logits = model(ids, decoder_input=decoder)
+    assert logits.shape == (2, 4, 128)
+    torch.testing.assert_close(logits, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
+    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
+    torch.testing.assert_close(model(ids), reference(input_ids=ids, decoder_input_ids=start).logits, **TOL)
+
+
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
+    _, cache = model.run_with_cache(ids, decoder_input=decoder)
+    heads, d_head = model.decoder.cfg.n_heads, model.decoder.cfg.d_head
+    assert cache["decoder.blocks.2.cross_attn.hook_pattern"].shape == (2, heads, 5, 8)
+    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, heads, d_head)
+    assert cache["decoder.blocks.0.cross_attn.hook_q"].shape == (2, 5, heads, d_head)
+    assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, 32)
+    assert cache["encoder.blocks.1.attn.hook_pattern"].shape == (2, 4, 8, 8)
+    out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
+    for layer in range(3):
+        torch.testing.assert_close(
+            cache[f"decoder.blocks.{layer}.cross_attn.hook_pattern"], out.cross_attentions[layer], **TOL
+        )
+    decoder_self = cache["decoder.blocks.0.attn.hook_pattern"]
+    assert bool((decoder_self.triu(1) == 0).all())  # the decoder's self-attention is causal
+    assert bool((cache["encoder.blocks.0.attn.hook_pattern"].triu(1) > 0).any())  # the encoder's is not
+
+
+@pytest.mark.parametrize("path", ["native", "hooked"])
+@pytest.mark.parametrize("architecture", SEQ2SEQ)
+def test_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, architecture, path):
+    # HF's generate cannot run a decoder deeper than the encoder (its cache has the encoder's number of layers)
+    layers = {"num_decoder_layers": 2} if architecture.startswith("T5") else {"decoder_layers": 2}
+    model, reference = load(model_dirs, architecture, **layers)
+    ids = tokens(2, 8)
+    expected = reference.generate(input_ids=ids, max_new_tokens=8, do_sample=False, num_beams=1)
+    fired = set()
+
+    def record(t, hook):
+        fired.add(hook.name.split(".")[0])
+
+    hooks = [(lambda n: n.endswith("hook_resid_post"), record)]
+    if path == "hooked":
+        hooks.append((lambda n: n.endswith("hook_pattern"), lambda t, hook: None))
+    got = model.generate(ids, max_new_tokens=8, do_sample=False, stop_at_eos=False, verbose=False, fwd_hooks=hooks)
+    assert torch.equal(got, expected)
+    assert fired == {"encoder", "decoder"}
+
+
+def test_zeroed_position_bias_equals_hf_with_the_bias_table_zeroed(model_dirs):
+    model, reference = load(model_dirs, "T5ForConditionalGeneration")
+    ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
+    zero = [(lambda n: n.endswith("hook_position_bias"), lambda t, hook: torch.zeros_like(t))]
+    got = model.run_with_hooks(ids, decoder_input=decoder, fwd_hooks=zero)
+    with torch.no_grad():
+        for stack in (reference.encoder, reference.decoder):
+            stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.zero_()
+    torch.testing.assert_close(got, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
+    assert not torch.allclose(got, model(ids, decoder_input=decoder), atol=1e-3)
+
+
+def test_cache_analysis_logit_lens_through_the_mlm_head_and_refusals(model_dirs):
+    from bridge.analysis.residual import AnalysisError
+
+    model, _ = load(model_dirs, "BertForMaskedLM")
+    logits, cache = model.run_with_cache(tokens(2, 6))
+    stack = cache.accumulated_resid()  # [layers + 1, b, p, d_model]: the embeddings, then each block's output
+    assert stack.shape == (3, 2, 6, 32)
+    torch.testing.assert_close(stack[-1], cache["blocks.1.hook_normalized_resid_post"])
+    lens = model.hf_model.cls(stack)  # the MLM head (transform, decoder) on every layer's stream
+    torch.testing.assert_close(lens[-1], logits, **TOL)
+    with pytest.raises(AnalysisError, match="normalizes the residual stream itself"):
+        cache.decompose_resid()
+    t5, _ = load(model_dirs, "T5ForConditionalGeneration")
+    _, t5_cache = t5.run_with_cache(tokens(2, 6))
+    with pytest.raises(AnalysisError, match="stacks \\['encoder', 'decoder'\\]"):
+        t5_cache.accumulated_resid()
+
+
+@pytest.mark.parametrize("architecture", ["HubertModel", "Wav2Vec2Model"])
+def test_speech_encoders_read_audio_tensors_arrays_and_dicts(model_dirs, architecture):
+    model, reference = load(model_dirs, architecture)
+    audio = torch.randn(2, 400, generator=torch.Generator().manual_seed(4))
+    expected = reference(audio).last_hidden_state
+    hidden, cache = model.run_with_cache(audio, return_type="hidden")
+    torch.testing.assert_close(hidden, expected, **TOL)
+    torch.testing.assert_close(model(audio.numpy(), return_type="hidden"), expected, **TOL)
+    torch.testing.assert_close(model({"input_values": audio}, return_type="hidden"), expected, **TOL)
+    torch.testing.assert_close(model(audio[0], return_type="hidden"), expected[:1], **TOL)  # one example
+    assert cache["feature_extractor.hook_conv_0"].shape == (2, 16, 79)  # [b, channels, frames]
+    assert cache["feature_extractor.hook_conv_1"].shape == (2, 16, 39)
+    assert cache["hook_features"].shape == cache["hook_pos_embed"].shape == (2, 39, 32)
+    assert cache["blocks.1.attn.hook_pattern"].shape == (2, 4, 39, 39)
+    with pytest.raises(BadInputError, match="reads audio"):
+        model(torch.ones(1, 400, dtype=torch.long), return_type="hidden")
