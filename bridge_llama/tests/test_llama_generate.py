@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bridge.kernel.errors import BridgeError
+from bridge.testing import check_state_hooks_each_step
 from bridge.testing.generation import GENERATION_CHECKS, lively_pair
 from bridge_llama import ADAPTERS
 
@@ -61,3 +62,9 @@ def test_gqa_and_sliding_window_shapes_per_step(lively):
     assert torch.all(stacked["pattern", 0].tril(-window) == 0)  # outside the window: no attention
     with pytest.raises(BridgeError, match="hook_rot_k"):
         steps.stack(["blocks.0.attn.hook_rot_k"])  # a sliding cache: neither one position nor all
+
+
+def test_minimax_state_hooks_each_step(lively):
+    """MiniMax's lightning states fire on every ``generate`` step and equal the full run's (the kit's check)."""
+    adapter = next(a for a in ADAPTERS if "MiniMaxForCausalLM" in a.architectures)
+    check_state_hooks_each_step(lively(adapter, "MiniMaxForCausalLM"))

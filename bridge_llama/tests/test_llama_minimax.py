@@ -38,7 +38,7 @@ def lively(tmp_path_factory):
 
 
 def linear_layers(model):
-    return [i for i, kind in enumerate(model.cfg.extra["layer_types"]) if kind == "linear_attention"]
+    return [i for i, kind in enumerate(model.cfg.layer_types) if kind == "lightning_attention"]
 
 
 def hf_cache(model):
@@ -48,10 +48,10 @@ def hf_cache(model):
 
 def test_layer_kinds_from_the_config(pair):
     model = pair.bridge
-    assert model.cfg.extra["layer_types"] == ["linear_attention", "full_attention", "linear_attention"]
-    for layer, kind in enumerate(model.cfg.extra["layer_types"]):
+    assert model.cfg.layer_types == ["lightning_attention", "attention", "lightning_attention"]
+    for layer, kind in enumerate(model.cfg.layer_types):
         names = {n.split(".", 2)[2] for n in model.hook_dict if n.startswith(f"blocks.{layer}.")}
-        linear = kind == "linear_attention"
+        linear = kind == "lightning_attention"
         assert ("linear_attn.hook_q" in names) == linear and ("attn.hook_pattern" in names) == (not linear)
         assert ("hook_mixer_out" in names) == linear and ("hook_attn_out" in names) == (not linear)
         assert {"hook_skip_pre", "hook_skip_mid", "mlp.hook_router_logits"} <= names

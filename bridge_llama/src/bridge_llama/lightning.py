@@ -53,6 +53,9 @@ class LightningAttention(Component):
     recurrence carries them on; a backward hook on it receives the total gradient ``dL/dS_t``.
     """
 
+    #: the per-position state hook and the hook reading it out (the conformance kit's recurrent-layer checks)
+    recurrent_state = ("hook_recurrent_state", "hook_recurrence_out")
+
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
         super().__init__(hf_module)
         for name in HOOKS:

@@ -95,13 +95,15 @@ LAYER_KINDS = {
     "full_attention": (ScaledSkipBlock, "attn"),
     "linear_attention": (ScaledSkipLinearBlock, "linear_attn"),
 }
+#: HF's layer kinds → ``cfg.layer_types`` (the names the hybrids use)
+KIND_NAMES = {"full_attention": "attention", "linear_attention": "lightning_attention"}
 
 
 class MiniMaxAdapter(RopeAdapter):
     """MiniMax-Text-01 (``MiniMaxForCausalLM``): lightning attention (``linear_attn.*``) and GQA softmax attention
     with RoPE (``attn.*``) as ``config.layer_types`` says, a Mixtral-style MoE (softmax, top-k, renormalized) in every
-    layer, and the scaled skip connections of ``ScaledSkipBlock``. ``cfg.extra["layer_types"]`` lists each layer's
-    kind."""
+    layer, and the scaled skip connections of ``ScaledSkipBlock``. ``cfg.layer_types`` lists each layer's kind,
+    ``"lightning_attention"`` or ``"attention"`` (HF's ``linear_attention``/``full_attention``)."""
 
     architectures = ("MiniMaxForCausalLM",)
     model_types = ("minimax",)
@@ -109,6 +111,7 @@ class MiniMaxAdapter(RopeAdapter):
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
         out = super().config_overrides()
+        out["layer_types"] = [KIND_NAMES.get(kind, kind) for kind in c.layer_types]
         out["rotary_dim"] = out["d_head"]  # HF's MiniMax rotary rotates whole heads
         out["gated_mlp"] = True  # the experts are SiLU-gated
         out["extra"] |= {
