@@ -389,7 +389,9 @@ def _ablation_layers(pair: Pair) -> list[tuple[str, Any, int]]:
 @conformance_check
 def check_head_ablation(pair: Pair, layer: int | None = None, head: int = 1) -> None:
     """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection, in the first
-    attention layer of each kind of each part (``layer``: that block of the first part only)."""
+    attention layer of each kind of each part (``layer``: that block of the first part only). Where that
+    projection's weight is shared with other layers (Zamba2's shared block), its input rows are zeroed at that
+    layer's module only (a forward pre-hook), since the hook ablates that layer only."""
     tokens = pair.tokens()
     if layer is not None:
         prefix, part = pair.parts()[0]
@@ -416,13 +418,30 @@ def check_head_ablation(pair: Pair, layer: int | None = None, head: int = 1) -> 
         surgery = copy.deepcopy(pair.reference)
         out_proj = surgery.get_submodule(hf_path(pair.bridge, attn.out_proj))
         d = weight_in_out(out_proj).shape[0] // attn.n_heads  # z's head size (MLA: d_head_v)
-        with torch.no_grad():
-            weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
+        shared = sum(getattr(m, "weight", None) is out_proj.weight for m in surgery.modules()) > 1
+        if shared:  # weights reused at other depths (Zamba2): zero the head's input at this depth's module only
+            handle = out_proj.register_forward_pre_hook(_zero_head_input(head, d))
+        else:
+            with torch.no_grad():
+                weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
         expected = pair.reference_output(tokens, model=surgery)
+        if shared:
+            handle.remove()
         what = f"{name} head {head} zeroed vs its out_proj rows zeroed in the HF reference"
         expect_close(got, expected, what)
         if not max_diff(expected, baseline, what) > 1e-3:
             raise CheckNotRun(f"zeroing head {head} of {name} barely moves the reference's output")
+
+
+def _zero_head_input(head: int, d: int) -> Any:
+    """A forward pre-hook zeroing head ``head``'s ``d`` input features of an output projection."""
+
+    def zero(_module: nn.Module, args: tuple) -> tuple:
+        z = args[0].clone()
+        z[..., head * d : (head + 1) * d] = 0.0
+        return (z, *args[1:])
+
+    return zero
 
 
 def _child_name(block: nn.Module, child: nn.Module) -> str:
