@@ -65,6 +65,8 @@ GATED = {
     "Qwen35Moe",
     "Lfm2",
     "Lfm2Moe",
+    "FalconH1",
+    "Zamba2",
 }
 
 
