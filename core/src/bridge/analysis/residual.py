@@ -70,6 +70,14 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
             f"{block.output_hook}), so no sum of cached writes is the stream the next block reads; the cache "
             "analysis covers pre-norm blocks only"
         )
+    for total, terms in block.algebra:
+        if not any(term in _STATES for term in terms):
+            raise AnalysisError(
+                f"block {layer} ({type(block).__name__}) computes its {total} as {' + '.join(terms)}: no earlier "
+                "residual state is among the terms (the block carries a transform of the stream on, e.g. a scaled "
+                "norm of it), so no sum of cached writes is the stream; the cache analysis covers blocks that add "
+                "their writes to the stream"
+            )
     writes: list[str] = []
     mid_writes: tuple[str, ...] = ()
     for total, terms in block.algebra:

@@ -532,7 +532,8 @@ def _block_of(pair: Pair, name: str) -> tuple[Any, int, Block]:
 def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str, torch.Tensor]:
     """d(scalar)/d(activation) from the reference's autograd, all in one forward and one backward pass: the
     reference's block outputs and output-projection inputs are captured as they are computed (still in the graph),
-    and each ``resid_mid`` is the block output's gradient plus its pull-back through the reference's MLP."""
+    and each ``resid_mid`` is the block output's gradient plus its pull-back through the reference's MLP (or, where
+    the block's output is not ``resid_mid`` plus a write, the gradient at the reference's ``ln2`` input itself)."""
     reference = pair.reference
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -572,7 +573,12 @@ def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str,
     finally:
         for handle in handles:
             handle.remove()
-    keys = [k for k in dict.fromkeys(captured) if not k.endswith("hook_resid_mid")]
+    # where resid_post is not resid_mid plus the MLP's write (MiniMax carries a scaled norm of resid_mid on), the
+    # gradient at resid_mid is taken at HF's own ln2 input, the same tensor
+    direct = {
+        name for name, (block, _) in mids.items() if "hook_resid_mid" not in dict(block.algebra)["hook_resid_post"]
+    }
+    keys = [k for k in dict.fromkeys(captured) if not k.endswith("hook_resid_mid") or k in direct]
     missing = [k for k in keys if not captured[k].requires_grad]
     if missing:
         raise CheckNotRun(f"the HF reference's activations at {missing} are not part of its autograd graph")
@@ -580,7 +586,9 @@ def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str,
     expected: dict[str, torch.Tensor] = {}
     for name in names:
         _, _, block = _block_of(pair, name)
-        if name.endswith("hook_resid_mid"):
+        if name in direct:
+            expected[name] = grads[name]
+        elif name.endswith("hook_resid_mid"):
             post = grads[mids[name][1]]
             mid = captured[name].detach().clone().requires_grad_(True)
             with torch.enable_grad():

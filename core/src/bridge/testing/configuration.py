@@ -103,7 +103,7 @@ def _check_positions(pair: Pair, expect: Any) -> None:
         child = next(
             n for n, m in model.blocks[rotary[0]].named_children() if m is attention_of(model.blocks[rotary[0]])
         )
-        moved = rotated_features(cache, f"blocks.{rotary[0]}.{child}.")
+        moved = rotated_features(cache, f"blocks.{rotary[0]}.{child}.", attention_of(model.blocks[rotary[0]]))
         expect("rotary_dim", cfg.rotary_dim, moved, f"the features hook_rot_q moves in block {rotary[0]}")
     elif attends and cfg.positional_embedding_type == "rotary":
         expect("positional_embedding_type", cfg.positional_embedding_type, "not rotary", "no attention has hook_rot_q")
