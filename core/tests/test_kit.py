@@ -466,6 +466,16 @@ def test_comparisons_say_what_and_by_how_much():
     assert max_diff(torch.ones(3), torch.ones(3), "same") == 0.0
 
 
+def test_masked_entries_compare_equal_and_nan_never_does():
+    """Scores masked to -inf in both tensors agree (DeepSeek-V3.2's index scores); a NaN, or -inf against a number,
+    is a difference."""
+    masked = torch.tensor([0.5, -float("inf")])
+    assert expect_close(masked, masked.clone(), "index scores") == 0.0
+    for other in (torch.tensor([0.5, float("nan")]), torch.tensor([0.5, -1e9]), torch.tensor([0.5, float("inf")])):
+        with pytest.raises(ConformanceError, match="index scores"):
+            expect_close(masked, other, "index scores")
+
+
 def test_checks_that_cache_every_hook_run_once_and_the_others_on_both_paths():
     """``conformance_test`` runs a check on the hooked path only where that path changes what it compares."""
     params = conformance_params([GPT2Examples])

@@ -115,7 +115,7 @@ def _qk_norms(pair: Pair) -> dict[str, str]:
                 continue
             child = _child_name(part.blocks[layer], attn)
             root = hf_path(pair.bridge, attn.hf_module)
-            for which, path in qk_norm_modules(attn.hf_module).items():
+            for which, path in qk_norm_modules(attn.hf_module, getattr(attn, "seam_module", None)).items():
                 found[f"{prefix}blocks.{layer}.{child}.hook_{which}_normed"] = f"{root}.{path}" if root else path
     return found
 

@@ -87,12 +87,14 @@ def conformance_check(fn: F | None = None, *, paths: tuple[str, ...] = ("native"
 
 
 def max_diff(got: torch.Tensor, expected: torch.Tensor, what: str) -> float:
-    """``max |got - expected|``; a shape mismatch is a ``ConformanceError`` naming ``what``, not a broadcast."""
+    """``max |got - expected|``; a shape mismatch is a ``ConformanceError`` naming ``what``, not a broadcast.
+    Elements equal in both count 0 (so do infinities of the same sign: masked scores); a NaN stays NaN."""
     if tuple(got.shape) != tuple(expected.shape):
         fail(f"{what}: shape {tuple(got.shape)} where the reference has {tuple(expected.shape)}")
     if got.numel() == 0:
         return 0.0
-    return (got.detach().double() - expected.detach().double().to(got.device)).abs().max().item()
+    a, b = got.detach().double(), expected.detach().double().to(got.device)
+    return torch.where(a == b, 0.0, (a - b).abs()).max().item()
 
 
 def expect_close(got: torch.Tensor, expected: torch.Tensor, what: str, tolerance: float = TOLERANCE) -> float:

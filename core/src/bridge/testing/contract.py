@@ -181,13 +181,21 @@ QK_NORM_NAMES = {
 }
 
 
-def qk_norm_modules(attention_module: torch.nn.Module) -> dict[str, str]:
-    """``{"q": path, "k": path}`` of an HF attention module's own query and key norms, where it has them."""
+def qk_norm_modules(attention_module: torch.nn.Module, caller: torch.nn.Module | None = None) -> dict[str, str]:
+    """``{"q": path, "k": path}`` of an HF attention module's own query and key norms, where it has them: children
+    of the attention module, or of ``caller`` (its submodule that calls the attention function, BERT-style). Norms
+    deeper down belong to another computation inside the attention (DeepSeek-V3.2's indexer has a ``k_norm`` of
+    its own keys) and are not the attention's."""
+    parents = {id(attention_module)}
+    if caller is not None:
+        parents.add(id(caller))
     found = {}
     for which, names in QK_NORM_NAMES.items():
-        path = next((n for n, _ in attention_module.named_modules() if n and n.rsplit(".", 1)[-1] in names), None)
-        if path is not None:
-            found[which] = path
+        for path, _ in attention_module.named_modules():
+            parent = attention_module.get_submodule(path.rpartition(".")[0]) if path else None
+            if path and path.rsplit(".", 1)[-1] in names and id(parent) in parents:
+                found[which] = path
+                break
     return found
 
 
@@ -229,7 +237,8 @@ def check_implied_hooks(pair: Pair) -> None:
                 elif isinstance(child, Norm):
                     wanted |= {f"{child_name}.{h}" for h in NORM_HOOKS}
                 if is_attention(child) and getattr(child, "hf_module", None) is not None:
-                    wanted |= {f"{child_name}.hook_{w}_normed" for w in qk_norm_modules(child.hf_module)}
+                    norms = qk_norm_modules(child.hf_module, getattr(child, "seam_module", None))
+                    wanted |= {f"{child_name}.hook_{w}_normed" for w in norms}
             missing += [f"{name}.{h}" + _why(h) for h in sorted(wanted) if f"{name}.{h}" not in hooks]
     if missing:
         fail(f"{model.cfg.architecture}: hook points the model implies are missing: {missing}")
