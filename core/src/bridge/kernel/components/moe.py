@@ -8,7 +8,8 @@ Hook points (shapes batch first):
 
 - ``hook_router_logits`` ``[b, p, n_experts]``: the router's logits. When a hook patches them, the selection is
   recomputed from the patched logits by the adapter's ``routing`` function, so a patch here changes which experts
-  run and gradients flow through it; a hook that only observes leaves HF's own selection (a router that samples in
+  run and gradients flow through it (so does a backward hook); a forward hook that only observes leaves HF's own
+  selection (a router that samples in
   training mode, PhiMoE's, draws once, as in HF);
 - ``hook_expert_indices`` ``[b, p, k]`` (integer) and ``hook_expert_weights`` ``[b, p, k]``: the selected
   experts and their weights, in the router's slot order; a patch changes what the experts module receives;
@@ -197,7 +198,8 @@ class MoE(MoEWeights, Component):
             seen = self._unflatten(logits)  # [b, p, n_experts]
             version = seen._version
             hooked = self.hook_router_logits(seen)
-            if hooked is not seen or seen._version != version:  # patched: route the patched logits
+            patched = hooked is not seen or seen._version != version
+            if patched or self.hook_router_logits.bwd_hooks:  # route the hooked logits (a gradient must reach them)
                 logits = hooked.reshape(-1, hooked.shape[-1]).to(logits.dtype)
                 routed_dtype = weights.dtype
                 weights, indices = self.routing(self.router, logits)
