@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bridge.testing.compare import conformance_check, expect_close
+from bridge.testing.compare import TOLERANCE, conformance_check, expect_close, rounding_bound
 from bridge.testing.contract import all_opt_ins
 from bridge.testing.pair import Pair
 
@@ -84,7 +84,9 @@ def check_train_mode(pair: Pair) -> None:
             torch.manual_seed(0)
             expected = pair.reference_output(tokens)
         what = f"{pair.return_type} in train mode, every hook in use, dropout p={p} vs the HF reference (same seed)"
-        expect_close(got, expected, what)
+        # opt-in hooks may sum in another order (per-slot expert outputs): allow that rounding, over d_model terms
+        bound = TOLERANCE + rounding_bound(float(expected.abs().max()), model.cfg.d_model)
+        expect_close(got, expected, what, tolerance=bound)
 
 
 __all__ = ["DROPOUT", "check_train_mode", "dropout_everywhere"]
