@@ -83,10 +83,14 @@ def test_bad_input_raises_a_clear_error(adapter, case, call, error, pattern):
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.__name__)
 def test_too_long_for_learned_positions(adapter):
     model = model_for(adapter)
-    too_long = torch.ones(1, (model.cfg.n_ctx or 64) + 1, dtype=torch.long)
+    n_ctx = model.cfg.n_ctx or 64
     if not n_ctx_is_limit(model.cfg):
+        if n_ctx > 1024:  # the hybrids' configs say 4096-262144 positions: running past them takes GBs (12 for Jamba)
+            pytest.skip(f"n_ctx={n_ctx} is no limit here, and too long to run past on a test machine")
+        too_long = torch.ones(1, n_ctx + 1, dtype=torch.long)
         assert model(too_long, return_type=None) is None  # rotary / ALiBi / SSM: no table to run past
         return
+    too_long = torch.ones(1, n_ctx + 1, dtype=torch.long)
     with pytest.raises(BadInputError, match=f"n_ctx={model.cfg.n_ctx}"):
         model(too_long)
 
