@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -486,7 +487,9 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="run only this mutation (repeatable)")
     parser.add_argument("--group", choices=["adapters", "core", "all"], default="adapters")
     parser.add_argument("--list", action="store_true", help="list the mutations and check they apply")
+    parser.add_argument("--skip-baseline", action="store_true", help="do not first run each test unmutated")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill restores the source too (the finally blocks)
     chosen = [
         m
         for m in MUTATIONS
@@ -498,7 +501,7 @@ def main() -> None:
             (ROOT / mutation.path).write_text(source)
             print(f"{mutation.group:8} {mutation.name:50} {' '.join(mutation.pytest_args())}")
         return
-    baselines = {tuple(m.pytest_args()) for m in chosen}
+    baselines = set() if args.skip_baseline else {tuple(m.pytest_args()) for m in chosen}
     for baseline in sorted(baselines):
         env = next(m.env() for m in chosen if tuple(m.pytest_args()) == baseline)
         failed, summary = failing_tests(list(baseline), env)
