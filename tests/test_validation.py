@@ -12,13 +12,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bridge
+from bridge.kernel import known
 from bridge.kernel.errors import BadInputError, UnknownArgumentError
 from bridge.kernel.plugins import get_registry
 from bridge.kernel.validation import n_ctx_is_limit
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
 
 # Language models: token inputs and LM heads (image models have their own checks in bridge_vision).
-ADAPTERS = [adapter for info in get_registry().plugins for adapter in info.adapters if adapter.modalities == ("text",)]
+# First-party distributions only: a plugin another test registers in the same worker is not swept.
+ADAPTERS = [
+    adapter
+    for info in get_registry().plugins
+    if info.distribution in known.FIRST_PARTY
+    for adapter in info.adapters
+    if adapter.modalities == ("text",)
+]
 _MODELS: dict[type, bridge.Bridge] = {}
 
 
