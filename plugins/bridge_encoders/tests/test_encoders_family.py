@@ -182,3 +182,89 @@ def test_speech_encoders_read_audio_tensors_arrays_and_dicts(model_dirs, archite
     assert cache["blocks.1.attn.hook_pattern"].shape == (2, 4, 39, 39)
     with pytest.raises(BadInputError, match="reads audio"):
         model(torch.ones(1, 400, dtype=torch.long), return_type="hidden")
+
+
+def features(batch, seed=0):
+    """Random log-mel features of the tiny Whisper: ``[b, 8 mels, 24]`` (12 encoder frames)."""
+    return torch.randn(batch, 8, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def test_whisper_logits_and_seq2seq_loss_equal_hf_with_every_hook_cached(model_dirs):
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2), tokens(2, 5, seed=1)
+    logits, cache = model.run_with_cache(audio, decoder_input=decoder)
+    torch.testing.assert_close(logits, reference(input_features=audio, decoder_input_ids=decoder).logits, **TOL)
+    assert len(cache) == len(model.hook_dict) - sum(point.opt_in for point in model.hook_dict.values())
+    target = tokens(2, 4, seed=2)
+    target[0, -1] = -100
+    expected = reference(input_features=audio, labels=target).loss  # HF shifts the labels right into the decoder
+    torch.testing.assert_close(model(audio, return_type="loss", labels=target), expected, **TOL)
+    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
+    torch.testing.assert_close(model(audio), reference(input_features=audio, decoder_input_ids=start).logits, **TOL)
+    with pytest.raises(BadInputError, match="reads audio"):
+        model({"decoder_input_ids": decoder})
+
+
+def test_whisper_reads_arrays_single_examples_and_a_feature_extractors_output(model_dirs):
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2, seed=3), tokens(2, 4, seed=4)
+    expected = reference(input_features=audio, decoder_input_ids=decoder).logits
+    torch.testing.assert_close(model(audio.numpy(), decoder_input=decoder), expected, **TOL)
+    torch.testing.assert_close(model(audio[1], decoder_input=decoder[1:]), expected[1:], **TOL)  # one example
+    both = {"input_features": audio, "decoder_input_ids": decoder}
+    torch.testing.assert_close(model(both), expected, **TOL)
+    # a feature extractor built here: 3 s at 16 kHz, hop 2000 → the tiny model's 24 feature frames
+    extractor = WhisperFeatureExtractor(feature_size=8, sampling_rate=16000, hop_length=2000, chunk_length=3)
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal(n).astype(np.float32) for n in (30000, 47000)]
+    extracted = extractor(samples, sampling_rate=16000, return_tensors="pt")
+    assert extracted["input_features"].shape == (2, 8, 24)
+    got = model(dict(extracted), decoder_input=decoder)
+    torch.testing.assert_close(got, reference(**extracted, decoder_input_ids=decoder).logits, **TOL)
+
+
+def test_whisper_front_end_hooks_are_the_convolutions_and_the_position_table(model_dirs):
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2, seed=5), tokens(2, 5, seed=6)
+    _, cache = model.run_with_cache(audio, decoder_input=decoder)
+    encoder = reference.model.encoder
+    conv_0 = encoder.conv1(audio)  # [b, d_model, 24], before its GELU
+    torch.testing.assert_close(cache["encoder.hook_conv_0"], conv_0, **TOL)
+    conv_1 = encoder.conv2(torch.nn.functional.gelu(conv_0))  # [b, d_model, 12]
+    torch.testing.assert_close(cache["encoder.hook_conv_1"], conv_1, **TOL)
+    table = encoder.embed_positions.weight  # [12, d_model]
+    torch.testing.assert_close(cache["encoder.hook_pos_embed"], table.expand(2, -1, -1), **TOL)
+    embedded = torch.nn.functional.gelu(conv_1).transpose(1, 2) + table  # block 0's input
+    torch.testing.assert_close(cache["encoder.blocks.0.hook_resid_pre"], embedded, **TOL)
+    positions = reference.model.decoder.embed_positions.weight[:5]
+    torch.testing.assert_close(cache["decoder.hook_pos_embed"], positions.expand(2, -1, -1), **TOL)
+    zero = [("encoder.hook_conv_1", lambda t, hook: torch.zeros_like(t))]
+    got = model.run_with_hooks(audio, decoder_input=decoder, fwd_hooks=zero)
+    with torch.no_grad():
+        encoder.conv2.weight.zero_()
+        encoder.conv2.bias.zero_()
+    torch.testing.assert_close(got, reference(input_features=audio, decoder_input_ids=decoder).logits, **TOL)
+
+
+@pytest.mark.parametrize("path", ["native", "hooked"])
+def test_whisper_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, path):
+    # untied embeddings: the tied tiny model repeats the start token's neighbours, the untied one varies
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration", tie_word_embeddings=False)
+    audio = features(3, seed=1)
+    expected = reference.generate(input_features=audio, max_new_tokens=8, do_sample=False, num_beams=1)
+    fired = set()
+
+    def record(t, hook):
+        fired.add(hook.name.split(".")[0])
+
+    hooks = [(lambda n: n.endswith("hook_resid_post"), record)]
+    if path == "hooked":
+        hooks.append((lambda n: n.endswith("hook_pattern"), lambda t, hook: None))
+    eos = reference.config.eos_token_id
+    got = model.generate(audio, max_new_tokens=8, do_sample=False, eos_token_id=eos, verbose=False, fwd_hooks=hooks)
+    assert torch.equal(got, expected)  # Whisper's generate returns the new tokens, without the start token
+    assert len(set(got.flatten().tolist())) > 2 and not torch.equal(got[0], got[2])
+    assert fired == {"encoder", "decoder"}

@@ -7,6 +7,7 @@ from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdap
 from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter
 from bridge_encoders.t5 import T5Adapter
+from bridge_encoders.whisper import WhisperAdapter
 
 ADAPTERS = (
     BertAdapter,
@@ -18,6 +19,7 @@ ADAPTERS = (
     BartAdapter,
     HubertAdapter,
     Wav2Vec2Adapter,
+    WhisperAdapter,
 )
 
 __all__ = ["ADAPTERS"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import BertConfig, T5Config
+from transformers import BertConfig, T5Config, WhisperConfig
 
 
 def bench_configs() -> dict[str, object]:
@@ -27,5 +27,21 @@ def bench_configs() -> dict[str, object]:
             vocab_size=32128,
             decoder_start_token_id=0,
             architectures=["T5ForConditionalGeneration"],
+        ),
+        "whisper (4+4L, d384, 500 frames)": WhisperConfig(
+            num_mel_bins=80,
+            encoder_layers=4,
+            decoder_layers=4,
+            d_model=384,
+            encoder_attention_heads=6,
+            decoder_attention_heads=6,
+            encoder_ffn_dim=1536,
+            decoder_ffn_dim=1536,
+            max_source_positions=500,
+            vocab_size=51865,
+            decoder_start_token_id=50258,
+            begin_suppress_tokens=None,
+            suppress_tokens=None,
+            architectures=["WhisperForConditionalGeneration"],
         ),
     }

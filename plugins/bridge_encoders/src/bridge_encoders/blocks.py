@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from bridge.components import Block, PostNormBlock, first_output
+from bridge.components import Block, PostNormBlock, SequentialBlock, first_output
 
 
 class BertBlock(PostNormBlock):
@@ -111,9 +111,9 @@ class T5DecoderBlock(T5Block):
         return self.hook_resid_post(resid_mid_cross + mlp_out), bias, cross_bias
 
 
-class BartBlock(PostNormBlock):
-    """BART's encoder layer: post-norm, the MLP's ``fc1``/``fc2`` on the layer itself (computed here), dropout
-    after each sublayer: ``mid = pre + attn(pre)``, ``post = ln1(mid) + mlp(ln1(mid))``, output ``ln2(post)``."""
+class InlineSublayers(Block):
+    """Sublayers of BART-style layers (BART, Whisper): the MLP's ``fc1``/``fc2`` on the layer itself (computed
+    here), functional dropout after each sublayer, the self-attention called without the encoder's arguments."""
 
     inline_children = ("mlp",)
 
@@ -130,6 +130,11 @@ class BartBlock(PostNormBlock):
         layer = self.hf_module
         hidden = self._dropout(layer.activation_fn(layer.fc1(x)), layer.activation_dropout)  # [b, p, d_mlp]
         return self._dropout(layer.fc2(hidden))
+
+
+class BartBlock(InlineSublayers, PostNormBlock):
+    """BART's encoder layer: post-norm, the MLP's ``fc1``/``fc2`` on the layer itself (computed here), dropout
+    after each sublayer: ``mid = pre + attn(pre)``, ``post = ln1(mid) + mlp(ln1(mid))``, output ``ln2(post)``."""
 
 
 class BartDecoderBlock(BartBlock):
@@ -166,3 +171,35 @@ class BartDecoderBlock(BartBlock):
         mlp_out = self.hook_mlp_out(self.run_mlp(normalized))
         resid_post = self.hook_resid_post(normalized + mlp_out)
         return self.hook_normalized_resid_post(self.run_norm("ln3", resid_post))
+
+
+class WhisperBlock(InlineSublayers, SequentialBlock):
+    """Whisper's encoder layer: pre-norm, ``mid = pre + attn(ln1(pre))``, ``post = mid + mlp(ln2(mid))``, the MLP's
+    ``fc1``/``fc2`` on the layer itself."""
+
+
+class WhisperDecoderBlock(InlineSublayers):
+    """Whisper's decoder layer, pre-norm: ``mid = pre + attn(ln1(pre))``, ``mid_cross = mid +
+    cross_attn(ln2(mid))``, ``post = mid_cross + mlp(ln3(mid_cross))`` (T5's decoder hooks)."""
+
+    block_hooks = T5DecoderBlock.block_hooks
+    algebra = T5DecoderBlock.algebra
+    mlp_input_hook = "hook_resid_mid_cross"
+    mlp_norm = "ln3"
+    has_cross_attention = True
+    offers_input_hooks = False
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        encoder = call_kwargs.get("encoder_hidden_states")
+        resid_pre = self.hook_resid_pre(hidden)
+        attn, _ = self.run_attention(self.run_norm("ln1", resid_pre), call_kwargs)
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(attn))
+        resid_mid_cross = resid_mid
+        if encoder is not None:
+            kwargs = {k: v for k, v in call_kwargs.items() if not k.startswith("encoder_") and k != "use_cache"}
+            kwargs["attention_mask"] = call_kwargs.get("encoder_attention_mask")
+            out, _ = self.hf_modules["cross_attn"](self.run_norm("ln2", resid_mid), key_value_states=encoder, **kwargs)
+            cross_out = self.hook_cross_attn_out(self._dropout(out))
+            resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln3", resid_mid_cross)))
+        return self.hook_resid_post(resid_mid_cross + mlp_out)

@@ -17,6 +17,7 @@ from transformers import (
     RobertaConfig,
     T5Config,
     Wav2Vec2Config,
+    WhisperConfig,
     XLMRobertaConfig,
 )
 
@@ -27,6 +28,7 @@ from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdap
 from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter, frames
 from bridge_encoders.t5 import T5Adapter
+from bridge_encoders.whisper import WhisperAdapter
 
 #: The sizes every tiny encoder shares.
 TINY_ENCODER = dict(
@@ -202,6 +204,47 @@ class BartExamples(EncoderDecoderExamples):
         return BartConfig(**{**values, **overrides})
 
 
+class WhisperExamples(EncoderDecoderExamples):
+    """Random log-mel features ``[b, 8 mels, 24]`` (12 frames after the strided convolution) and 5 decoder tokens."""
+
+    adapter = WhisperAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> WhisperConfig:
+        """A tiny Whisper: 8 mel bins, 12 encoder frames, 2 encoder and 3 decoder layers, 4 and 2 heads."""
+        values = dict(
+            vocab_size=TINY_VOCAB,
+            num_mel_bins=8,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=3,
+            encoder_attention_heads=4,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=48,
+            max_source_positions=12,
+            max_target_positions=40,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=3,
+            begin_suppress_tokens=None,
+            suppress_tokens=None,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+        return WhisperConfig(**{**values, **overrides})
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        frames, decoder = hf_config.max_source_positions, cls.positions[1]
+        generator = torch.Generator().manual_seed(seed)
+        inputs = {
+            "input_features": torch.randn(batch, hf_config.num_mel_bins, 2 * frames, generator=generator),
+            "decoder_input_ids": random_tokens(batch, decoder, seed + 1),
+        }
+        return ExampleInput(inputs, {"encoder": (batch, frames), "decoder": (batch, decoder)})
+
+
 #: A tiny speech encoder: two convolutions (400 samples → 79 → 39 frames), a positional convolution of width 16.
 TINY_SPEECH = dict(
     hidden_size=32,
@@ -255,6 +298,7 @@ EXAMPLES: tuple[type[Examples], ...] = (
     BartExamples,
     HubertExamples,
     Wav2Vec2Examples,
+    WhisperExamples,
 )
 
 __all__ = ["EXAMPLES"]
