@@ -37,6 +37,7 @@ import torch
 import transformers
 
 import bridge
+from bridge.kernel.hooked_model import decoder_start_token_id
 from bridge.kernel.plugins import get_registry
 from bridge.testing import examples_of
 
@@ -169,7 +170,7 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
         tokens = audio_features(model, hf_config, batch)
         bare_input = {model.adapter.audio_input: tokens}
     # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
-    start = {"decoder_start_token_id": hf_config.decoder_start_token_id} if hf_config.is_encoder_decoder else {}
+    start = {"decoder_start_token_id": decoder_start_token_id(hf_config)} if hf_config.is_encoder_decoder else {}
     hf_settings = transformers.GenerationConfig(
         max_new_tokens=new_tokens,
         do_sample=False,

@@ -139,3 +139,13 @@ def test_a_speech_to_text_models_input_is_its_audio_features_or_a_mapping_holdin
         inputs.audio_language_inputs(torch.ones(2, 8, 24, dtype=torch.long))
     with pytest.raises(BadInputError, match="reads audio"):
         inputs.audio_language_inputs(None)
+
+
+def test_the_decoder_starts_from_its_start_token_else_from_bos_as_hf_generate_does():
+    from types import SimpleNamespace
+
+    from bridge.kernel.hooked_model import decoder_start_token_id
+
+    assert decoder_start_token_id(SimpleNamespace(decoder_start_token_id=0, bos_token_id=2)) == 0  # 0 is a token
+    assert decoder_start_token_id(SimpleNamespace(decoder_start_token_id=None, bos_token_id=2)) == 2  # T5Gemma
+    assert decoder_start_token_id(SimpleNamespace()) is None

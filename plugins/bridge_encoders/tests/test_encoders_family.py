@@ -7,6 +7,7 @@ import transformers
 
 import bridge
 from bridge.kernel.errors import BadInputError
+from bridge.kernel.hooked_model import decoder_start_token_id
 
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, tiny models: observed gaps are ~1e-7
 
@@ -76,7 +77,7 @@ def test_labels_on_a_causal_lm_are_refused(tmp_path):
         model(tokens(1, 4), decoder_input=tokens(1, 2))
 
 
-SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration"]
+SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration", "T5GemmaForConditionalGeneration"]
 
 
 @pytest.mark.parametrize("architecture", SEQ2SEQ)
@@ -90,7 +91,7 @@ def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs, architecture):
     logits = model(ids, decoder_input=decoder)
     assert logits.shape == (2, 4, 128)
     torch.testing.assert_close(logits, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
-    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
+    start = torch.full((2, 1), decoder_start_token_id(reference.config))  # no decoder input: the start token
     torch.testing.assert_close(model(ids), reference(input_ids=ids, decoder_input_ids=start).logits, **TOL)
 
 
@@ -99,11 +100,12 @@ def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs,
     model, reference = load(model_dirs, architecture)
     ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
     _, cache = model.run_with_cache(ids, decoder_input=decoder)
-    heads, d_head = model.decoder.cfg.n_heads, model.decoder.cfg.d_head
+    cfg = model.decoder.cfg
+    heads, kv_heads, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
     assert cache["decoder.blocks.2.cross_attn.hook_pattern"].shape == (2, heads, 5, 8)
-    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, heads, d_head)
+    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, kv_heads, d_head)
     assert cache["decoder.blocks.0.cross_attn.hook_q"].shape == (2, 5, heads, d_head)
-    assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, 32)
+    assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, cfg.d_model)
     assert cache["encoder.blocks.1.attn.hook_pattern"].shape == (2, 4, 8, 8)
     out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
     for layer in range(3):
@@ -115,12 +117,19 @@ def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs,
     assert bool((cache["encoder.blocks.0.attn.hook_pattern"].triu(1) > 0).any())  # the encoder's is not
 
 
+#: HF's generate of T5 and BART cannot run a decoder deeper than the encoder (its cache has the encoder's number of
+#: layers); T5Gemma's sizes the decoder's cache by the decoder.
+GENERATE_LAYERS = {
+    "T5ForConditionalGeneration": {"num_decoder_layers": 2},
+    "BartForConditionalGeneration": {"decoder_layers": 2},
+    "T5GemmaForConditionalGeneration": {},
+}
+
+
 @pytest.mark.parametrize("path", ["native", "hooked"])
 @pytest.mark.parametrize("architecture", SEQ2SEQ)
 def test_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, architecture, path):
-    # HF's generate cannot run a decoder deeper than the encoder (its cache has the encoder's number of layers)
-    layers = {"num_decoder_layers": 2} if architecture.startswith("T5") else {"decoder_layers": 2}
-    model, reference = load(model_dirs, architecture, **layers)
+    model, reference = load(model_dirs, architecture, **GENERATE_LAYERS[architecture])
     ids = tokens(2, 8)
     expected = reference.generate(input_ids=ids, max_new_tokens=8, do_sample=False, num_beams=1)
     fired = set()
@@ -268,3 +277,25 @@ def test_whisper_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs,
     assert torch.equal(got, expected)  # Whisper's generate returns the new tokens, without the start token
     assert len(set(got.flatten().tolist())) > 2 and not torch.equal(got[0], got[2])
     assert fired == {"encoder", "decoder"}
+
+
+def test_t5gemma_stacks_keep_their_own_widths_scaled_embeddings_and_bidirectional_windows(model_dirs):
+    model, reference = load(model_dirs, "T5GemmaForConditionalGeneration")
+    ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
+    logits, cache = model.run_with_cache(ids, decoder_input=decoder)
+    out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
+    torch.testing.assert_close(logits, out.logits, **TOL)
+    assert (model.encoder.cfg.d_model, model.decoder.cfg.d_model) == (32, 24)
+    assert cache["encoder.blocks.1.hook_resid_post"].shape == (2, 8, 32)
+    assert cache["decoder.blocks.2.hook_resid_post"].shape == (2, 5, 24)
+    for stack, width in (("encoder", 32), ("decoder", 24)):  # HF scales the embedding by √d_model after the table
+        scaled = cache[f"{stack}.hook_embed"] * torch.tensor(width**0.5)
+        torch.testing.assert_close(cache[f"{stack}.blocks.0.hook_resid_pre"], scaled, **TOL)
+    # layer 0 slides, in both directions in the encoder: HF keeps keys within the window inclusive, |q - k| ≤ window
+    # (2·window + 1 keys), where the decoder's causal window keeps window keys, 0 ≤ q - k < window
+    window = reference.config.encoder.sliding_window
+    pattern = cache["encoder.blocks.0.attn.hook_pattern"]  # [b, heads, q, k]
+    distance = (torch.arange(8)[:, None] - torch.arange(8)[None, :]).abs()
+    assert bool((pattern[..., distance > window] == 0).all()) and bool((pattern[..., distance <= window] > 0).all())
+    torch.testing.assert_close(pattern, out.encoder_attentions[0], **TOL)
+    assert bool((cache["encoder.blocks.1.attn.hook_pattern"] > 0).all())  # layer 1 is global

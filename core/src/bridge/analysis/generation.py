@@ -19,6 +19,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from bridge.kernel.cache import PlainActivationCache
 from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError
+from bridge.kernel.hooked_model import decoder_start_token_id
 
 if TYPE_CHECKING:
     from bridge.kernel.hook_points import HookPoint
@@ -374,7 +375,7 @@ class Generation:
             raise BridgeError(f"top_k must be a positive integer or None, got {top_k}")
         model_config = self.hf_model.config
         if getattr(model_config, "is_encoder_decoder", False):  # the decoder starts from the model's start token
-            extra = {"decoder_start_token_id": model_config.decoder_start_token_id, **extra}
+            extra = {"decoder_start_token_id": decoder_start_token_id(model_config), **extra}
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=sampling,

@@ -53,6 +53,13 @@ class _StopForward(Exception):
         self.residual = residual
 
 
+def decoder_start_token_id(hf_config: Any) -> int | None:
+    """The token an encoder-decoder's decoder starts from: the config's ``decoder_start_token_id``, else its
+    ``bos_token_id``, as HF's ``generate`` does (T5Gemma names only the latter)."""
+    start = getattr(hf_config, "decoder_start_token_id", None)
+    return start if start is not None else getattr(hf_config, "bos_token_id", None)
+
+
 class HookedModel(Lifecycle, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
@@ -585,9 +592,10 @@ class HookedModel(Lifecycle, nn.Module):
             if mask is not None:
                 hf_kwargs.setdefault("decoder_attention_mask", mask.to(self._device()))
         elif hf_kwargs.get("decoder_input_ids") is None and labels is None:
-            start = getattr(self.hf_model.config, "decoder_start_token_id", None)
-            if start is None:
-                raise BadInputError("this model's config names no decoder_start_token_id: pass decoder_input=.")
+            if decoder_start_token_id(self.hf_model.config) is None:
+                raise BadInputError(
+                    "this model's config names no decoder_start_token_id (nor bos_token_id): pass decoder_input=."
+                )
             hf_kwargs["decoder_input_ids"] = None  # filled once the batch size is known (in _run)
         elif hf_kwargs.get("decoder_input_ids") is None:
             hf_kwargs["labels"] = labels  # HF shifts the labels right into the decoder's input
@@ -638,7 +646,7 @@ class HookedModel(Lifecycle, nn.Module):
         """The HF forward on ``tokens`` (``None``: the encoder's audio in ``hf_kwargs``) and ``hf_kwargs``, its
         output shaped as ``return_type`` asks."""
         if "decoder_input_ids" in hf_kwargs and hf_kwargs["decoder_input_ids"] is None:
-            start = self.hf_model.config.decoder_start_token_id
+            start = decoder_start_token_id(self.hf_model.config)
             encoder_input = tokens if tokens is not None else hf_kwargs[self.adapter.audio_input]
             batch = encoder_input.shape[0]
             hf_kwargs["decoder_input_ids"] = torch.full((batch, 1), start, device=encoder_input.device)
@@ -973,4 +981,4 @@ def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None, 
     return position_ids.masked_fill(attention_mask == 0, 1)[:, past:]
 
 
-__all__ = ["ConcurrentUseError", "HookedModel", "lm_loss", "position_ids_for"]
+__all__ = ["ConcurrentUseError", "HookedModel", "decoder_start_token_id", "lm_loss", "position_ids_for"]

@@ -188,12 +188,14 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP, ``ln2_post`` where present, times the
-    block's ``residual_scale`` (Granite scales each sublayer's output before the residual sum)."""
+    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP, its ``mlp_post_norm`` (``ln2_post``)
+    where present, times the block's ``residual_scale`` (Granite scales each sublayer's output before the residual
+    sum)."""
     norm = getattr(block, "mlp_norm", "ln2")
+    post_norm = getattr(block, "mlp_post_norm", "ln2_post")
     h = _call_module(ref[norm], x) if norm in ref else x
     out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-    out = _call_module(ref["ln2_post"], out) if "ln2_post" in ref else out
+    out = _call_module(ref[post_norm], out) if post_norm in ref else out
     return out * block.residual_scale
 
 

@@ -203,3 +203,70 @@ class WhisperDecoderBlock(InlineSublayers):
             resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
         mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln3", resid_mid_cross)))
         return self.hook_resid_post(resid_mid_cross + mlp_out)
+
+
+class T5GemmaBlock(Block):
+    """T5Gemma's encoder layer: Gemma 2's sandwich norms, ``attn_out = ln1_post(attn(ln1(pre)))``, ``mid = pre +
+    attn_out``, ``mlp_out = ln2_post(mlp(ln2(mid)))``, ``post = mid + mlp_out`` (``dropout`` after each post-norm):
+    ``hook_attn_out`` and ``hook_mlp_out`` are what is added to the residual stream."""
+
+    block_hooks = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+    algebra = (
+        ("hook_resid_mid", ("hook_resid_pre", "hook_attn_out")),
+        ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
+    )
+
+    def sublayer(self, norm: str, out: torch.Tensor) -> torch.Tensor:
+        """``dropout(norm(out))``: a sublayer's output ``[b, p, d_model]`` as added to the residual stream."""
+        return self.hf_modules["dropout"](self.run_norm(norm, out))
+
+    def self_attention(self, resid_pre: torch.Tensor, kw: dict[str, Any], cache: Any) -> torch.Tensor:
+        """``ln1_post(attn(ln1(pre)))`` after dropout, ``[b, p, d_model]``; ``cache``: the self-attention's."""
+        out, _ = self.hf_modules["attn"](self.run_norm("ln1", resid_pre), past_key_values=cache, **kw)
+        return self.sublayer("ln1_post", out)
+
+    def mlp_write(self, resid: torch.Tensor, norm: str, post_norm: str) -> torch.Tensor:
+        """``dropout(post_norm(mlp(norm(resid))))`` ``[b, p, d_model]``: what the MLP adds to the stream."""
+        return self.sublayer(post_norm, self.hf_modules["mlp"](self.run_norm(norm, resid)))
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        kw = {k: v for k, v in call_kwargs.items() if k != "past_key_values"}
+        resid_pre = self.hook_resid_pre(hidden)
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(self.self_attention(resid_pre, kw, None)))
+        mlp_out = self.hook_mlp_out(self.mlp_write(resid_mid, "ln2", "ln2_post"))
+        return self.hook_resid_post(resid_mid + mlp_out)
+
+
+class T5GemmaDecoderBlock(T5GemmaBlock):
+    """T5Gemma's decoder layer: the encoder layer's sandwich with a cross-attention between self-attention and MLP,
+    ``mid_cross = mid + ln2_post(cross_attn(ln2(mid)))``, ``post = mid_cross + ln3_post(mlp(ln3(mid_cross)))``.
+    ``hook_cross_attn_out`` and ``hook_resid_mid_cross`` are ``[b, q_dec, d_model]``."""
+
+    block_hooks = T5DecoderBlock.block_hooks
+    algebra = T5DecoderBlock.algebra
+    mlp_input_hook = "hook_resid_mid_cross"
+    mlp_norm = "ln3"
+    mlp_post_norm = "ln3_post"
+    has_cross_attention = True
+    offers_input_hooks = False  # ln2 is the cross-attention's norm
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        kw = dict(call_kwargs)
+        encoder = kw.pop("encoder_hidden_states", None)
+        encoder_mask = kw.pop("encoder_attention_mask", None)
+        cache = kw.pop("past_key_values", None)
+        resid_pre = self.hook_resid_pre(hidden)
+        self_cache = cache.self_attention_cache if cache is not None else None
+        resid_mid = self.hook_resid_mid(resid_pre + self.hook_attn_out(self.self_attention(resid_pre, kw, self_cache)))
+        cross_kw = {k: v for k, v in kw.items() if k not in ("attention_mask", "position_embeddings", "position_ids")}
+        out, _ = self.hf_modules["cross_attn"](
+            self.run_norm("ln2", resid_mid),
+            attention_mask=encoder_mask,
+            encoder_hidden_states=encoder,
+            past_key_values=cache,
+            **cross_kw,
+        )
+        cross_out = self.hook_cross_attn_out(self.sublayer("ln2_post", out))
+        resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
+        mlp_out = self.hook_mlp_out(self.mlp_write(resid_mid_cross, "ln3", "ln3_post"))
+        return self.hook_resid_post(resid_mid_cross + mlp_out)

@@ -16,6 +16,7 @@ from transformers import (
     MT5Config,
     RobertaConfig,
     T5Config,
+    T5GemmaConfig,
     Wav2Vec2Config,
     WhisperConfig,
     XLMRobertaConfig,
@@ -28,6 +29,7 @@ from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdap
 from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter, frames
 from bridge_encoders.t5 import T5Adapter
+from bridge_encoders.t5gemma import T5GemmaAdapter
 from bridge_encoders.whisper import WhisperAdapter
 
 #: The sizes every tiny encoder shares.
@@ -178,6 +180,58 @@ class T5Examples(EncoderDecoderExamples):
         return {"t5-relu": cls.example_config(feed_forward_proj="relu")}
 
 
+class T5GemmaExamples(EncoderDecoderExamples):
+    adapter = T5GemmaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> T5GemmaConfig:
+        """A tiny T5Gemma whose stacks differ: the encoder 2 layers of width 32 with 4 heads over 2 key-value heads,
+        the decoder 3 layers of width 24 with 3 heads over 1; ``d_head`` 8, a sliding window of 4 on even layers
+        (shorter than the inputs, so it matters), both soft-caps small enough to bend the scores and logits.
+        ``overrides`` go to both stacks (``decoder_…``: to the decoder's only)."""
+        common = dict(
+            vocab_size=TINY_VOCAB,
+            head_dim=8,
+            max_position_embeddings=64,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        )
+        shared = {k: v for k, v in overrides.items() if not k.startswith("decoder_")}
+        decoder_only = {k.removeprefix("decoder_"): v for k, v in overrides.items() if k.startswith("decoder_")}
+        encoder = dict(
+            common,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **shared,
+        )
+        decoder = (
+            dict(
+                common,
+                hidden_size=24,
+                intermediate_size=48,
+                num_hidden_layers=3,
+                num_attention_heads=3,
+                num_key_value_heads=1,
+                **shared,
+            )
+            | decoder_only
+        )
+        return T5GemmaConfig(
+            encoder=encoder,
+            decoder=decoder,
+            vocab_size=TINY_VOCAB,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+
 class BartExamples(EncoderDecoderExamples):
     adapter = BartAdapter
 
@@ -295,6 +349,7 @@ EXAMPLES: tuple[type[Examples], ...] = (
     DistilBertExamples,
     ModernBertExamples,
     T5Examples,
+    T5GemmaExamples,
     BartExamples,
     HubertExamples,
     Wav2Vec2Examples,

@@ -77,6 +77,9 @@ class Block(Component):
     #: patches that hook and runs the reference's norm and MLP on it.
     mlp_input_hook: str = "hook_resid_mid"
     mlp_norm: str | None = "ln2"
+    #: The norm the MLP's output goes through before the residual sum, where the block has that child (Gemma 2's
+    #: ``ln2_post``; ``ln3_post`` in a sandwich-norm decoder block with cross-attention). Read by the kit.
+    mlp_post_norm: str = "ln2_post"
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True
