@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.bridge-installed
 FAMILIES := $(patsubst %/pyproject.toml,%,$(wildcard bridge_*/pyproject.toml plugins/*/pyproject.toml))
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-variants test-compat setup-compat setup-compat-sae bench lint setup clean mutate
+.PHONY: demo demo-all test test-deep test-variants test-compat setup-compat setup-compat-sae bench lint setup clean mutate
 
 setup: $(STAMP)
 
@@ -61,12 +61,26 @@ test-compat: $(COMPAT_STAMP) $(SAE_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/bridge demo --model examples/models/induction-2l --png examples/output/induction_head.png
 
+# One circuit study on the trained model of every family: one table, one figure (examples/one_study_every_family.py).
+demo-all: $(STAMP)
+	$(VENV)/bin/bridge demo --all --models examples/models --png examples/output/one_study_every_family.png
+
 # Two pytest workers (the machines have 2 cores); the real-checkpoint variants run in `make test-variants`.
+# Core's tests run first on their own, with no family loaded (BRIDGE_LOAD_PLUGINS empty; core/tests/conftest.py
+# then refuses any import of a family package); everything else runs after. Hypothesis is derandomized
+# (HYPOTHESIS_PROFILE=bridge-ci, the default): a red run fails the same way again.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -n 2 -m "not variants"
+	BRIDGE_LOAD_PLUGINS= $(PY) -m pytest -n 2 -m "not variants" core/tests
+	$(PY) -m pytest -n 2 -m "not variants" --ignore=core/tests
+
+# The property suites several hundred examples deep, random (not derandomized): run now and then, not in CI, to find
+# the next rare failure before CI does. A failure prints its seed; `--hypothesis-seed=N` replays it.
+test-deep: $(STAMP)
+	HYPOTHESIS_PROFILE=bridge-deep BRIDGE_PROPERTY_EXAMPLES=$${BRIDGE_PROPERTY_EXAMPLES:-300} $(PY) -m pytest -n 2 \
+		-m "not variants" -k "properties or left_padding or any_shape or hook_subset" -p no:cacheprovider
 
 # The conformance kit on every adapter's real-checkpoint config variants (`conformance_configs()`).
 test-variants: $(STAMP)
@@ -76,9 +90,11 @@ test-variants: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py
 
-bench: $(STAMP)
+# The patching sweep against TransformerLens's helpers needs TransformerLens: it runs in the compatibility venv.
+bench: $(STAMP) $(COMPAT_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/memory.py
+	$(COMPAT_PY) benchmarks/patching.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(SAE_VENV)

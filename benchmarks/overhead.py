@@ -3,7 +3,8 @@
 Every installed plugin contributes models through its ``bench_configs`` hook. For each,
 prints the median time of each mode over interleaved runs and its ratio to the bare HF forward.
 Targets: no hooks ≤ 1.03×, residual-only cache ≤ 1.05×, cache everything ≤ 1.25×. Image encoders
-run on their adapter's example pixel values (``--image-batch`` images) and return their first return type.
+run on their adapter's example pixel values (``--image-batch`` images) and return their first return type;
+vision-language models on their adapter's example inputs (text and ``--image-batch`` images), returning logits.
 "Cache everything" leaves out opt-in hooks; "+ opt-in" enables and caches them too (no target).
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
@@ -97,12 +98,15 @@ def audio_features(model: bridge.Bridge, hf_config, batch: int) -> torch.Tensor:
 def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8) -> dict[str, float]:
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
-    inputs = image_inputs(model, hf_config, image_batch) if model.adapter.output_fields is not None else None
-    if inputs is not None:  # image encoders: the adapter's first return type against HF's forward
-        return_type = next(iter(model.adapter.output_fields))
+    reads_examples = model.adapter.output_fields is not None or "image" in model.adapter.modalities
+    inputs = image_inputs(model, hf_config, image_batch) if reads_examples else None
+    if inputs is not None:  # image and audio models: the adapter's first return type (VLMs: logits) against HF's
+        fields = model.adapter.output_fields
+        return_type = next(iter(fields)) if fields else "logits"
         resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
+        bare_kwargs = {} if fields else {"use_cache": False}
         modes = {
-            "bare HF": lambda: bare(**inputs),
+            "bare HF": lambda: bare(**inputs, **bare_kwargs),
             "no hooks": lambda: model(inputs, return_type=return_type),
             "cache resid_post": lambda: model.run_with_cache(inputs, names_filter=resid, return_type=return_type),
             "cache everything": lambda: model.run_with_cache(inputs, return_type=return_type),
@@ -163,12 +167,17 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, hf_config.vocab_size, (batch, prompt), generator=generator)
+    tokens = torch.randint(0, hf_config.get_text_config().vocab_size, (batch, prompt), generator=generator)
+    images = image_inputs(model, hf_config, batch) if "image" in model.adapter.modalities else None
+    if images is not None:  # a vision-language model: its example prompt with images
+        tokens, images = images.pop("input_ids"), images
     mask = torch.ones_like(tokens)
-    bare_input: dict[str, Any] = {"input_ids": tokens, "attention_mask": mask}
+    images = images or {}
+    bare_input: dict[str, Any] = {"input_ids": tokens, **images, "attention_mask": mask}
+    bridge_prompt: Any = prompt_of(tokens, images)
     if reads_audio(model):  # speech-to-text: generate from the example's audio features
-        tokens = audio_features(model, hf_config, batch)
-        bare_input = {model.adapter.audio_input: tokens}
+        bridge_prompt = audio_features(model, hf_config, batch)
+        bare_input = {model.adapter.audio_input: bridge_prompt}
     # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
     start = {"decoder_start_token_id": decoder_start_token_id(hf_config)} if hf_config.is_encoder_decoder else {}
     hf_settings = transformers.GenerationConfig(
@@ -185,16 +194,21 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     middle = f"{stack}blocks.{len(getattr(model, stack[:-1]).blocks if stack else model.blocks) // 2}.hook_resid_post"
 
     def with_hook() -> torch.Tensor:
-        return model.generate(tokens, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
+        return model.generate(bridge_prompt, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
 
     modes = {
         "HF generate": lambda: bare.generate(**bare_input, generation_config=hf_settings),
-        "bridge generate": lambda: model.generate(tokens, **kwargs),
+        "bridge generate": lambda: model.generate(bridge_prompt, **kwargs),
         f"bridge generate + {middle}": with_hook,
     }
     medians = measure(modes, reps)
     model.detach()
     return medians
+
+
+def prompt_of(tokens: torch.Tensor, images: dict) -> torch.Tensor | dict:
+    """What ``Bridge.generate`` takes: the tokens, or with images the whole HF input dict."""
+    return {"input_ids": tokens, **images} if images else tokens
 
 
 def report_generate(label: str, medians: dict[str, float], n_tokens: int) -> None:
@@ -289,8 +303,8 @@ def main() -> None:
             if args.gen_tokens and getattr(transformers, hf_config.architectures[0]).can_generate():
                 medians = bench_generate(hf_config, args.batch, args.gen_prompt, args.gen_tokens, args.reps)
                 report_generate(label, medians, args.batch * args.gen_tokens)
-            token_model = getattr(hf_config, "vocab_size", None) is not None
-            if args.harvest_batches and token_model and not hf_config.is_encoder_decoder:  # one stack of blocks
+            text_only = getattr(hf_config, "vocab_size", None) is not None and not hasattr(hf_config, "vision_config")
+            if args.harvest_batches and text_only and not hf_config.is_encoder_decoder:  # one stack of token blocks
                 medians = bench_harvest(hf_config, args.batch, args.pos, args.harvest_batches, args.reps)
                 report_harvest(label, medians, args.batch * args.pos * args.harvest_batches)
 

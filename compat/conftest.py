@@ -77,24 +77,26 @@ def _tiny_config(family: str) -> Any:
     return config
 
 
-_pairs: dict[tuple[str, bool], Pair] = {}
+_pairs: dict[tuple[str, bool | str], Pair] = {}
 
 
-def build_pair(family: str, directory, processed: bool = False) -> Pair:
-    """The pair for ``family``; ``processed``: ours ``process_weights()``, theirs ``enable_compatibility_mode()``
-    (both: fold_ln, centre writing weights and unembedding, fold value biases, where they apply)."""
+def build_pair(family: str, directory, processed: bool | str = False, **load: Any) -> Pair:
+    """The pair for ``family``; ``processed``: both call ``enable_compatibility_mode()`` (fold_ln, centre writing
+    weights and unembedding, fold value biases, where they apply); ``"refactored"``: with
+    ``refactor_factored_attn_matrices=True`` too. ``load``: ``bridge.load``'s options for ours."""
     if (family, processed) not in _pairs:
         save_tiny_model(_tiny_config(family), directory)
         from transformer_lens.model_bridge import TransformerBridge
 
-        ours = bridge.load(directory, attn_implementation="eager")
+        ours = bridge.load(directory, attn_implementation="eager", **load)
         hf = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
         theirs = TransformerBridge.boot_transformers(
             str(directory), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(directory)
         )
         if processed:
-            ours.process_weights()
-            theirs.enable_compatibility_mode(disable_warnings=True)
+            refactor = processed == "refactored"
+            ours.enable_compatibility_mode(disable_warnings=True, refactor_factored_attn_matrices=refactor)
+            theirs.enable_compatibility_mode(disable_warnings=True, refactor_factored_attn_matrices=refactor)
         generator = torch.Generator().manual_seed(1)
         clean = torch.randint(1, 120, (BATCH, POS), generator=generator)
         corrupted = clean.clone()
@@ -112,3 +114,9 @@ def pair(request, tmp_path_factory) -> Pair:
 @pytest.fixture(params=sorted(FAMILIES))
 def processed_pair(request, tmp_path_factory) -> Pair:
     return build_pair(request.param, tmp_path_factory.mktemp(request.param), processed=True)
+
+
+@pytest.fixture
+def refactored_pair(tmp_path_factory) -> Pair:
+    """GPT-2 (refactoring needs positions outside the QK circuit: not rotary), processed and refactored."""
+    return build_pair("gpt2", tmp_path_factory.mktemp("gpt2"), processed="refactored")

@@ -92,12 +92,12 @@ def run(
     model = build_model()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}")
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     final_loss = train(
         model, schedule, lambda generator: loss_on_fresh_batch(model, generator), args.seed, report_every
     )
-    seconds = time.perf_counter() - start
-    print(f"final training loss {final_loss:.4f}, wall time {seconds:.1f} s")
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    print(f"final training loss {final_loss:.4f}, wall time {seconds:.1f} s, CPU time {cpu_seconds:.1f} s")
 
     metrics = evaluate(model)
     metrics.update(
@@ -105,6 +105,7 @@ def run(
         steps=schedule.steps,
         threads=args.threads,
         train_seconds=round(seconds, 1),
+        train_cpu_seconds=round(cpu_seconds, 1),
         final_train_loss=final_loss,
         parameters=n_params,
     )

@@ -163,3 +163,26 @@ def test_demo_refuses_a_classifier_of_other_classes_with_a_clear_error():
     with pytest.raises(NotAShapesModelError, match="this model's classes are LABEL_0") as error:
         run_vision_demo(other, out=lambda line: None)
     assert isinstance(error.value, BridgeError) and "train_vision.py" in str(error.value)
+
+
+VIT_MODEL = MODEL.parent / "shapes-hf-vit"
+
+
+def test_the_vit_classifier_runs_the_demo_from_the_cls_query():
+    """The shipped ``ViTForImageClassification`` (``train_vision.py --arch vit``): the bridge's logits equal HF's,
+    and the demo reads the attention of the query the classifier reads (CLS) and passes its checks."""
+    from transformers import ViTForImageClassification
+
+    from bridge_vision.demo import run_vision_demo
+
+    model = bridge.load(VIT_MODEL)
+    hf_model = ViTForImageClassification.from_pretrained(VIT_MODEL, attn_implementation="eager").eval()
+    batch = draw_shapes(64, torch.Generator().manual_seed(SEED), size=48, include_empty=True)
+    with torch.no_grad():
+        reference = hf_model(pixel_values=normalize(batch.images)).logits
+    torch.testing.assert_close(model(model_input(model, batch)), reference, rtol=1e-4, atol=1e-4)
+    assert (reference.argmax(dim=1) == batch.labels).float().mean() >= 0.9
+    lines: list[str] = []
+    result = run_vision_demo(model, out=lines.append)
+    assert result["checks_passed"], "\n".join(lines)
+    assert "The classifier reads CLS after the final norm." in lines[0]

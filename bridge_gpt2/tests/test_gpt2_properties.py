@@ -1,13 +1,13 @@
 """Property tests over batch sizes, lengths, left padding and random hook subsets."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.testing import check_any_shape, check_hook_subset, check_left_padding, make_pair
+from bridge.testing import check_any_shape, check_hook_subset, check_left_padding, make_pair, property_settings
 from bridge_gpt2 import ADAPTERS
 
-SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = property_settings(max_examples=12)
 # Zeroing these may legitimately leave the output unchanged (a zero norm scale gives NaN, not a change;
 # a zero ALiBi bias on a tiny model can be invisible).
 MAY_NOT_MATTER = ("hook_scale", "hook_alibi")

@@ -14,6 +14,8 @@ ARCHS = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectur
 def init_for(arch: str) -> float | None:
     if arch.startswith(("Gemma2", "Gemma3")):
         return None  # large weights saturate their soft-capping
+    if arch.startswith("Nemotron"):  # its norms scale by 1 + w (w = 1 at HF's init) and ReLU² squares: 0.5 explodes
+        return 0.2
     return 0.2 if arch.startswith("Starcoder2") else 0.5  # at 0.5 StarCoder2's greedy continuation repeats itself
 
 

@@ -81,6 +81,8 @@ def test_variants_have_the_switches_they_name():
         "stablelm-2-12b-style",
         "command-r-plus-style",
         "command-r7b-style",
+        "persimmon-8b-style",
+        "persimmon-without-qk-layernorm",
     }
     phi2 = variant_config("phi-2-style")
     assert phi2.hidden_size // phi2.num_attention_heads == 20 and phi2.rope_parameters["partial_rotary_factor"] == 0.4
@@ -92,6 +94,9 @@ def test_variants_have_the_switches_they_name():
     assert plus.use_qk_norm and plus.logit_scale == 0.8333
     r7b = variant_config("command-r7b-style")
     assert r7b.layer_types == ["sliding_attention"] * 3 + ["full_attention"] and r7b.sliding_window == 4
+    persimmon = variant_config("persimmon-8b-style")
+    assert persimmon.qk_layernorm and persimmon.rope_parameters["partial_rotary_factor"] == 0.5
+    assert not variant_config("persimmon-without-qk-layernorm").qk_layernorm
 
 
 # --------------------------------------------------------------------------- block layouts

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bridge import BridgeError
-from bridge_mamba import ADAPTERS
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
 
 def close(actual, expected, atol=1e-5):

@@ -10,7 +10,7 @@ import torch
 
 from bridge.kernel.errors import HookNameError
 from bridge.testing import TOLERANCE, conformance_test
-from bridge_mamba import ADAPTERS
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
 ARCHITECTURES = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectures]
 

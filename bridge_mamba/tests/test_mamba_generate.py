@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bridge.testing.generation import GENERATION_CHECKS, check_every_hook_fires_each_step, lively_pair
-from bridge_mamba import ADAPTERS
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
 ARCHS = [(adapter, arch) for adapter in ADAPTERS for arch in adapter.architectures if not arch.endswith("Model")]
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.testing import make_pair
-from bridge_mamba import ADAPTERS
+from bridge.testing import make_pair, property_settings
+from bridge_mamba import SSM_ADAPTERS as ADAPTERS
 
-SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = property_settings(max_examples=8)
 
 
 @pytest.fixture(scope="module", params=ADAPTERS, ids=lambda a: a.architectures[0])

@@ -4,8 +4,8 @@ import torch
 from bridge.kernel.plugins import get_registry
 from bridge.testing import make_pair
 from bridge_vision import ADAPTERS
-from bridge_vision.examples import VLM_CASES
 from bridge_vision.testing import save_example_model, save_example_vlm
+from bridge_vision.vlm_examples import ANYRES_CASES, QWEN_CASES, VLM_CASES
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
@@ -26,8 +26,11 @@ def pair_for(model_dirs):
     return build
 
 
+ALL_VLM_CASES = {**VLM_CASES, **ANYRES_CASES, **QWEN_CASES}
+
+
 def needs_language_plugins() -> None:
-    missing = {"llama", "qwen2", "mistral", "gemma3_text"} - set(get_registry().by_model_type)
+    missing = {"llama", "qwen2", "qwen3", "mistral", "gemma3_text"} - set(get_registry().by_model_type)
     if missing:
         pytest.skip(f"the language models' plugin (bridge-llama) is not installed: no adapter for {sorted(missing)}")
 
@@ -41,7 +44,7 @@ def vlm_dirs(tmp_path_factory):
     def directory(case: str):
         needs_language_plugins()
         if case not in saved:
-            adapter, config = VLM_CASES[case]
+            adapter, config = ALL_VLM_CASES[case]
             saved[case] = save_example_vlm(adapter, tmp_path_factory.mktemp(case), config)
         return saved[case]
 
@@ -51,6 +54,6 @@ def vlm_dirs(tmp_path_factory):
 @pytest.fixture
 def vlm_pair(vlm_dirs):
     def build(case: str, path: str = "native"):
-        return make_pair(VLM_CASES[case][0], path=path, directory=vlm_dirs(case))
+        return make_pair(ALL_VLM_CASES[case][0], path=path, directory=vlm_dirs(case))
 
     return build

@@ -40,8 +40,9 @@ def test_pixel_values_as_input_or_keyword_and_every_return_type(model_dirs):
     torch.testing.assert_close(model(pixels, return_type="hidden"), expected.last_hidden_state, **TOL)
     torch.testing.assert_close(model(pixel_values=pixels, return_type="pooled"), expected.pooler_output, **TOL)
     assert model(pixels, return_type=None) is None
+    torch.testing.assert_close(model(pixels), expected.last_hidden_state, **TOL)  # the default: the natural output
     with pytest.raises(BadInputError, match=r"return_type='logits' is not one of \['hidden', 'pooled', None\]"):
-        model(pixels)
+        model(pixels, return_type="logits")
 
 
 def test_projection_model_returns_image_embeds(model_dirs):

@@ -39,20 +39,40 @@ def test_a_language_model_no_plugin_handles_is_named_with_no_plugin_to_install()
 
 
 def test_without_bridge_llama_loaded_the_error_names_it(vlm_dirs):
-    dirs = [str(vlm_dirs("llava-llama")), str(vlm_dirs("llava-qwen2")), str(vlm_dirs("gemma3"))]
-    result = run_isolated(SCRIPT.format(dirs=dirs), "bridge-vision")
+    cases = ["llava-llama", "llava-qwen2", "gemma3", "qwen2-vl", "qwen3-vl"]
+    result = run_isolated(SCRIPT.format(dirs=[str(vlm_dirs(case)) for case in cases]), "bridge-vision")
     assert result.returncode == 0, result.stderr
     errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 3, result.stdout
-    for error, kind in zip(errors, ("llama", "qwen2", "gemma3_text"), strict=True):
+    assert len(errors) == len(cases), result.stdout
+    kinds = ("llama", "qwen2", "gemma3_text", "qwen2_vl_text", "qwen3_vl_text")
+    for error, kind in zip(errors, kinds, strict=True):
         assert f"model_type {kind!r}" in error and "pip install bridge-llama" in error, error
     assert "LlavaAdapter" in errors[0] and "Gemma3VisionAdapter" in errors[2]
+    assert "laid out as 'qwen2'" in errors[3] and "laid out as 'qwen3'" in errors[4]
 
 
 def test_bridge_plugins_lists_the_vision_language_models(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     vision = next(p for p in listing if p["distribution"] == "bridge-vision")
-    for name in ("LlavaForConditionalGeneration", "Gemma3ForConditionalGeneration", "llava", "gemma3"):
+    for name in (
+        "LlavaForConditionalGeneration",
+        "Gemma3ForConditionalGeneration",
+        "LlavaNextForConditionalGeneration",
+        "LlavaOnevisionForConditionalGeneration",
+        "PaliGemmaForConditionalGeneration",
+        "Idefics3ForConditionalGeneration",
+        "SmolVLMForConditionalGeneration",
+        "InternVLForConditionalGeneration",
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen3VLForConditionalGeneration",
+        "ViTModel",
+        "ViTForImageClassification",
+        "Dinov2Model",
+        "Dinov2WithRegistersModel",
+        "llava",
+        "gemma3",
+    ):
         assert name in vision["architectures"]
     assert "bridge_vision.vlm.LlavaAdapter" in vision["adapters"]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch import nn
 
 import bridge
@@ -20,7 +21,6 @@ from bridge.kernel.errors import BridgeError, HookNameError
 from bridge.kernel.slicing import Slice
 from bridge.model import ActivationCache
 from bridge.testing import make_pair
-from bridge_gpt2 import GPT2Adapter
 
 ATOL = 1e-5
 

@@ -56,3 +56,21 @@ def test_remove_hooks_keeps_permanent_unless_asked():
     assert len(point.fwd_hooks) == 1
     point.remove_hooks(including_permanent=True)
     assert not point.active
+
+
+def test_a_returned_tensor_on_another_device_is_moved_where_outputs_move_and_refused_elsewhere():
+    """On a model accelerate spreads over devices (``move_outputs``), a hook's tensor goes to the activation's
+    device; elsewhere a tensor on another device is refused, naming both. The ``meta`` device stands in for a
+    second device on a machine with one."""
+    from bridge.kernel.errors import HookOutputError
+
+    point = HookPoint()
+    point.name = "blocks.0.hook_resid_post"
+    activation = torch.empty(2, 3, 4, device="meta")
+    handle = point.add_hook(lambda t, hook: torch.zeros(2, 3, 4))  # made on the CPU
+    with pytest.raises(HookOutputError, match=r"returned a tensor on cpu, but the activation is on meta"):
+        point(activation)
+    point.move_outputs = True
+    moved = point(activation)
+    assert moved.device.type == "meta" and moved.shape == (2, 3, 4)
+    handle.remove()

@@ -13,11 +13,11 @@ import weakref
 
 import pytest
 import torch
+from public_api_adapters import GPT2Adapter
 
 import bridge
 from bridge import BridgeError
 from bridge.testing import build_tiny_model
-from bridge_gpt2 import GPT2Adapter
 
 TOKENS = torch.tensor([[0, 5, 6, 7, 8, 9]])
 

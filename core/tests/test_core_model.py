@@ -150,8 +150,9 @@ def test_incl_bwd_caches_gradients(gpt2, gpt2_dir):
 
 
 def test_headless_model_asks_for_hidden(tmp_path):
+    from public_api_adapters import GPT2Adapter
+
     from bridge.testing import save_tiny_model
-    from bridge_gpt2 import GPT2Adapter
 
     directory = save_tiny_model(examples_of(GPT2Adapter).example_config("GPT2Model"), tmp_path)
     model = bridge.load(directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from public_api_adapters import GPT2Adapter, GPT2Examples
 
 import bridge
 from bridge.kernel import hookspecs
@@ -21,8 +22,6 @@ from bridge.kernel.errors import (
 from bridge.kernel.examples import Examples
 from bridge.kernel.plugins import PluginInfo, PluginRegistry
 from bridge.testing import build_tiny_model
-from bridge_gpt2 import GPT2Adapter
-from bridge_gpt2.examples import GPT2Examples
 
 HOOKSPECS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "bridge_spec")]
 
@@ -131,7 +130,7 @@ def test_hookspec_bench_configs_are_merged_across_plugins():
     registry.register_plugin(Bench(["not", "a", "dict"]), PluginInfo("acme-bad", "1", "b = acme_bad", ""))
     with pytest.warns(PluginHookWarning, match="acme-bad"):
         assert registry.bench_configs() == {"a": 1, "b": 2}
-    assert "gpt2 (6L, d384)" in bridge.get_registry().bench_configs()  # bridge-gpt2's, through the entry point
+    assert "fixture gpt2 (2L, d32)" in bridge.get_registry().bench_configs()  # the fixture plugin's, as registered
 
 
 def test_hookspec_demo_first_answer_wins_and_none_passes(tmp_path, capsys):
@@ -290,8 +289,7 @@ def test_explicit_adapter_overrides_resolution(gpt2_dir):
 
 ADAPTER_MODULE = """
 import bridge
-from bridge_gpt2 import GPT2Adapter
-from bridge_gpt2.examples import GPT2Examples
+from public_api_adapters import GPT2Adapter
 
 class {name}(GPT2Adapter):
     architectures = ("{name}ForCausalLM",)
@@ -398,9 +396,9 @@ def test_distribution_with_several_entry_points_keeps_each_working(fake_site):
 
 @pytest.fixture
 def scratch_registry(monkeypatch):
-    """A process registry holding only bridge-gpt2's adapters, for plugins a test adds."""
+    """A process registry holding only a GPT-2 adapter (labelled bridge-gpt2's), for plugins a test adds."""
     registry = PluginRegistry()
-    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "gpt2 = bridge_gpt2.plugin", ""))
+    registry.register_plugin(Plugin(GPT2Adapter), PluginInfo("bridge-gpt2", "0", "gpt2 = gpt2_family.plugin", ""))
     monkeypatch.setattr(bridge.plugins, "_registry", registry)
     return registry
 

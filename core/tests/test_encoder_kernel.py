@@ -97,10 +97,10 @@ def test_an_embedding_shared_by_two_stacks_fires_each_stack_hook_only_inside_it(
 
 
 def test_a_tokenizer_output_is_an_input_of_a_language_model(tmp_path):
-    pytest.importorskip("bridge_gpt2")
+    from public_api_adapters import GPT2Adapter
+
     import bridge
     from bridge.testing import examples_of, save_tiny_model
-    from bridge_gpt2 import GPT2Adapter
 
     model = bridge.load(save_tiny_model(examples_of(GPT2Adapter).example_config(), tmp_path))
     encoded = model.tokenizer(["The cat sat", "A dog"], return_tensors="pt", padding=True)

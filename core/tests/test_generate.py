@@ -8,12 +8,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from transformers import DynamicCache, GPT2Model
 
 import bridge
 from bridge import BridgeError, HookNameError
 from bridge.analysis.generation import FrequencyPenalty, StepCaches, _stack_hook
 from bridge.kernel.errors import NoLMHeadError
+from bridge.kernel.tiny import TINY_EOS_ID, TINY_PAD_ID
 from bridge.testing import examples_of, make_pair
 from bridge.testing.generation import (
     GENERATION_CHECKS,
@@ -23,9 +25,8 @@ from bridge.testing.generation import (
     reference_block,
     steering,
 )
-from bridge_gpt2 import GPT2Adapter
 
-EOS = 0  # the tiny tokenizer's <|endoftext|>: bos, eos and pad
+EOS = TINY_EOS_ID  # the tiny tokenizer's <|endoftext|> (BOS and padding have ids of their own)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_incremental_forward_with_past_key_values_equals_a_full_forward(
     mask = torch.ones_like(tokens)
     for row, pad in enumerate(pads):  # left padding
         mask[row, :pad] = 0
-        tokens[row, :pad] = EOS
+        tokens[row, :pad] = TINY_PAD_ID
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     expected = pair.reference(tokens, attention_mask=mask, position_ids=positions).logits
     cache = DynamicCache(config=pair.bridge.hf_model.config)
@@ -196,6 +197,11 @@ def test_stacking_rules_on_synthetic_steps():
     stacked = _stack_hook("blocks.0.attn.hook_attn_scores", scores)
     assert stacked.shape == (b, h, p + 1, p + 1)
     assert (stacked[:, :, :p, p] == torch.finfo(torch.float32).min).all()
+    index_scores = [torch.randn(b, p, p).tril().masked_fill(torch.ones(p, p).triu(1).bool(), -torch.inf)]
+    index_scores.append(torch.randn(b, 1, p + 1))  # [b, query, key]: a sparse-attention indexer's scores
+    stacked = _stack_hook("blocks.0.attn.hook_index_scores", index_scores)
+    assert stacked.shape == (b, p + 1, p + 1) and torch.equal(stacked[:, p], index_scores[1][:, 0])
+    assert torch.isneginf(stacked[:, :p, p]).all()  # padded as the model masks: with -inf here
     with pytest.raises(BridgeError, match=r"cannot stack 'blocks\.0\.attn\.hook_alibi'"):
         _stack_hook("blocks.0.attn.hook_alibi", [torch.randn(1, h, 1, p), torch.randn(1, h, 1, p + 1)])
     with pytest.raises(BridgeError, match="no generation steps"):

@@ -9,13 +9,13 @@ import torch
 import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch.nn import functional as F
 
 import bridge
 from bridge import BridgeError
 from bridge.kernel.errors import BadInputError, HookOutputError, UnknownArgumentError
 from bridge.testing import build_tiny_model, examples_of, tiny_tokenizer
-from bridge_gpt2 import GPT2Adapter
 
 LONG_TEXT = " ".join(["The cat sat on the mat and the dog sat on the log."] * 12)
 
@@ -149,6 +149,35 @@ def test_start_at_layer_with_a_patched_residual_equals_a_pre_hook_on_the_hf_bloc
     assert fired and all(n.startswith(("blocks.1.", "ln_final")) for n in fired), fired
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blocks.1.hook_resid_pre",
+        "blocks.1.ln1.hook_normalized",
+        "blocks.1.attn.hook_q",
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.attn.hook_z",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_resid_mid",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_mlp_out",
+    ],
+)
+def test_an_intervention_in_the_start_block_acts_as_in_the_full_forward(gpt2, reference, name):
+    """``start_at_layer=1`` from HF's residual with an intervention at a hook of block 1 gives what the full forward
+    with the same intervention gives (the start block's own hooks fire and are used)."""
+    tokens = tokens_of(gpt2)
+
+    def halve(t, hook):
+        return t * 0.5
+
+    full = gpt2.run_with_hooks(tokens, fwd_hooks=[(name, halve)])
+    assert (full - gpt2(tokens)).abs().max() > 1e-3, f"halving {name} changes nothing"
+    residual = reference(tokens, output_hidden_states=True).hidden_states[1]
+    started = gpt2.run_with_hooks(residual, start_at_layer=1, fwd_hooks=[(name, halve)])
+    torch.testing.assert_close(started, full, atol=1e-5, rtol=0)
+
+
 def test_start_at_layer_bad_arguments(gpt2):
     residual = torch.zeros(1, 4, gpt2.cfg.d_model)
     with pytest.raises(BadInputError, match="residual stream"):
@@ -264,7 +293,8 @@ def test_mod_dict_names_components_and_hook_points(gpt2):
     assert mods["blocks.0.attn.hook_q"] is gpt2.hook_dict["blocks.0.attn.hook_q"]
     assert mods["blocks.0.attn"] is gpt2.blocks[0].attn
     assert set(gpt2.hook_dict) <= set(mods)
-    assert not any(name.startswith(("hf_model", "unembed")) for name in mods)
+    assert mods["unembed"] is gpt2.unembed  # the bridge's Unembed component, as in TransformerLens
+    assert not any(name.startswith("hf_model") or name.startswith("unembed.") for name in mods)
 
 
 def test_generator_names_filter_is_not_used_up(gpt2):
@@ -404,3 +434,21 @@ def test_forward_with_an_hf_cache_continues_the_sequence(gpt2, reference, with_m
     torch.testing.assert_close(torch.cat([head, tail], dim=1), expected, atol=1e-5, rtol=0)
     with pytest.raises(BadInputError, match="attention_mask has shape"):
         gpt2(tokens[:, 6:], attention_mask=torch.ones(2, 9, dtype=torch.long))
+
+
+def test_start_at_layer_computes_no_earlier_block(gpt2, reference):
+    """The blocks before ``start_at_layer`` are skipped, not run and overwritten; nothing of the skip remains."""
+    tokens = tokens_of(gpt2)
+    hf = reference(tokens, output_hidden_states=True)
+    calls = []
+    first_attention = gpt2.hf_model.transformer.h[0].attn
+    handle = first_attention.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        logits = gpt2(hf.hidden_states[1], start_at_layer=1)
+        assert calls == []
+        gpt2(tokens)
+        assert calls == [1]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(logits, hf.logits, atol=1e-5, rtol=0)
+    assert all("forward" not in block.__dict__ for block in gpt2.hf_model.transformer.h)

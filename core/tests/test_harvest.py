@@ -281,3 +281,49 @@ def test_shipped_model_by_name_with_globs(tmp_path):
     )  # fmt: skip
     assert acts.hooks == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"] and len(acts) == 4
     assert acts.index["model"] == str(model_dir)
+
+
+class OneProcessRanks:
+    """Rank ``rank`` of ``world_size``, run one after another in this process: what rank 0 broadcast is kept for
+    the others (a class attribute), barriers are no-ops."""
+
+    opened: object = None
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def barrier(self) -> None:
+        return None
+
+    def broadcast(self, value):
+        if self.rank == 0:
+            OneProcessRanks.opened = value
+        return OneProcessRanks.opened
+
+    def device(self):
+        return None
+
+
+def test_a_harvest_over_three_ranks_with_a_dozen_shards_equals_one_process(model, tmp_path, monkeypatch):
+    """Ranks write the shards ``s % 3 == rank`` and rank 0 merges their index parts: with 14 shards (ids past 9,
+    which a merge by string would put between 1 and 2) the index lists the shards in id order and every file
+    equals a one-process harvest's."""
+    import bridge.harvest.writer as writer
+
+    whole = run(model, texts(60), tmp_path / "whole", max_tokens=LENGTH * 27, rows_per_shard=2)
+    out = tmp_path / "ranks"
+    monkeypatch.setattr(writer, "HarvestedActivations", lambda out: None)  # a rank's view before the merge
+    for rank in (0, 1, 2):  # rank 0 opens the output; each rank writes its shards and its part of the index
+        monkeypatch.setattr(writer, "join_process_group", lambda rank=rank: OneProcessRanks(rank, 3))
+        run(model, texts(60), out, max_tokens=LENGTH * 27, rows_per_shard=2)
+    writer.merge_rank_indexes(out, writer.read_index(out))  # what rank 0 does once every rank is done
+    merged = bridge.harvest.open(out)
+    assert merged.complete and len(merged) == len(whole) == 27
+    ids = list(merged.index["shards"])
+    assert ids == [str(i) for i in range(14)]
+    files = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert files == sorted(p.name for p in out.iterdir())
+    for name in files:
+        if name != "index.json":
+            assert (tmp_path / "whole" / name).read_bytes() == (out / name).read_bytes(), name
+    assert torch.equal(merged.to_torch(RESID), whole.to_torch(RESID))

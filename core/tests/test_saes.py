@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from public_api_adapters import GPT2Adapter
 from torch import nn
 
 import bridge
@@ -13,7 +14,6 @@ from bridge.analysis.saes import SAESpliceError, SplicedHookPoint
 from bridge.kernel.errors import HookNameError, OptInHookError
 from bridge.testing import make_pair
 from bridge.testing.saes import TinySAE, spliced_reference
-from bridge_gpt2 import GPT2Adapter
 
 HOOK = "blocks.0.hook_mlp_out"
 MODULE = "transformer.h.0.mlp"
@@ -270,3 +270,28 @@ def test_the_readme_example_runs_and_the_error_term_keeps_the_output(monkeypatch
         with model.saes([(hook, sae)], use_error_term=True):
             torch.testing.assert_close(model("t1 t2 t3 t1 t2"), plain, atol=1e-5, rtol=0)
     assert (namespace["ablated"] - plain).abs().max() > 0
+
+
+def test_gradients_through_an_error_term_splice_equal_a_hand_written_splice(pair):
+    """With ``use_error_term`` the model continues with ``recons + (x - decode(encode(x)))``, the error a constant:
+    the gradient reaches the upstream activations through the SAE (not around it) and reaches the SAE's parameters.
+    Both equal the gradients of the same splice written by hand as a torch hook on the reference."""
+    model, tokens = pair.bridge, pair.tokens()
+    sae = TinySAE(D_MODEL, 16, seed=3)
+
+    def by_hand(_module, _args, out):
+        recons = sae.decode(sae.encode(out))
+        return recons + (out - recons).detach()
+
+    handle = pair.reference.get_submodule(MODULE).register_forward_hook(by_hand)
+    try:
+        loss = pair.reference(tokens, labels=tokens).loss
+        expected = torch.autograd.grad(loss, [*sae.parameters(), pair.reference.transformer.wte.weight])
+    finally:
+        handle.remove()
+    with model.saes([(HOOK, sae)], use_error_term=True):
+        loss = model(tokens, return_type="loss")
+        got = torch.autograd.grad(loss, [*sae.parameters(), model.hf_model.transformer.wte.weight])
+    for name, g, e in zip(["W_enc", "b_enc", "W_dec", "b_dec", "wte"], got, expected, strict=True):
+        assert e.abs().max() > 1e-4, f"the hand-written splice gives {name} no gradient: the test would prove nothing"
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5, msg=name)

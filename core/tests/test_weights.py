@@ -274,25 +274,16 @@ def test_tl_parameters_name_the_hf_weights_as_transformerlens_does():
     assert dict(model.tl_named_parameters()).keys() == params.keys()
 
 
-def test_tl_parameters_give_gemmas_effective_norm_scale():
-    from transformers import Gemma2Config
+def test_tl_parameters_give_a_norms_effective_scale():
+    """A norm that scales by ``1 + w`` (``weight_offset=1``: Nemotron's ``LayerNorm1P``, Gemma's RMS norm) has
+    ``ln.w = 1 + w`` in ``tl_parameters``."""
+    from public_api_adapters import NemotronExamples
 
-    config = Gemma2Config(
-        num_hidden_layers=1,
-        hidden_size=32,
-        intermediate_size=48,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=64,
-        vocab_size=128,
-        architectures=["Gemma2ForCausalLM"],
-    )
-    model = bridge.wrap(_perturbed(build_tiny_model(config)), tiny_tokenizer())
+    model = bridge.wrap(_perturbed(build_tiny_model(NemotronExamples.example_config())), tiny_tokenizer())
     params = model.tl_parameters()
     layer = model.hf_model.model.layers[0]
     torch.testing.assert_close(params["blocks.0.ln1.w"], 1.0 + layer.input_layernorm.weight, rtol=0, atol=0)
-    assert "pos_embed.W_pos" not in params and "blocks.0.mlp.W_gate" in params
+    assert "pos_embed.W_pos" not in params and "blocks.0.mlp.W_in" in params and "blocks.0.mlp.W_gate" not in params
 
 
 def test_W_pos_starts_at_the_offset_a_position_table_is_read_at():

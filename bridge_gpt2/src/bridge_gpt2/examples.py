@@ -17,7 +17,7 @@ from transformers import (
     XGLMConfig,
 )
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_gpt2.adapters import GPT2Adapter, GPTBigCodeAdapter, GPTNeoXAdapter
 from bridge_gpt2.gptj_adapters import CodeGenAdapter, GPTJAdapter
 from bridge_gpt2.split_qkv_adapters import GPTNeoAdapter, OPTAdapter, XGLMAdapter
@@ -34,8 +34,7 @@ class GPT2Examples(Examples):
             n_head=4,
             n_positions=64,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -54,8 +53,7 @@ class GPTNeoXExamples(Examples):
             vocab_size=TINY_VOCAB,
             rotary_pct=0.5,
             use_parallel_residual=True,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -72,8 +70,7 @@ class GPTBigCodeExamples(Examples):
             n_positions=64,
             vocab_size=TINY_VOCAB,
             multi_query=True,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -95,8 +92,7 @@ class GPTNeoExamples(Examples):
             embed_dropout=0.0,
             attention_dropout=0.0,
             resid_dropout=0.0,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)
@@ -146,9 +142,7 @@ class OPTExamples(Examples):
             do_layer_norm_before=True,
             dropout=0.0,
             attention_dropout=0.0,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)
@@ -183,9 +177,7 @@ class XGLMExamples(Examples):
             dropout=0.0,
             attention_dropout=0.0,
             activation_dropout=0.0,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)
@@ -209,8 +201,7 @@ class GPTJExamples(Examples):
             n_positions=64,
             rotary_dim=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -228,8 +219,7 @@ class CodeGenExamples(Examples):
             n_ctx=64,
             rotary_dim=4,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 

@@ -1,5 +1,6 @@
 """bridge-llama: the RoPE family for bridge; every architecture it bridges is in ``ADAPTERS``."""
 
+from bridge.components import QKNormAttention
 from bridge_llama.adapters import (
     Gemma2Adapter,
     Gemma3Adapter,
@@ -13,18 +14,24 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.catalog import ADAPTERS
-from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 from bridge_llama.dense_adapters import (
+    ApertusAdapter,
+    Ernie4_5Adapter,
+    Exaone4Adapter,
     GemmaAdapter,
     GraniteAdapter,
+    NemotronAdapter,
     Olmo3Adapter,
     OlmoAdapter,
+    SeedOssAdapter,
     SmolLM3Adapter,
     Starcoder2Adapter,
 )
 from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
 from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GptOssAdapter
+from bridge_llama.hunyuan import HunYuanDenseV1Adapter, HunYuanMoEV1Adapter, PostRotaryQKNormAttention
 from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
 from bridge_llama.moe_adapters import (
     GraniteMoeAdapter,
@@ -40,6 +47,7 @@ from bridge_llama.parallel_adapters import (
     CohereAdapter,
     Glm4Adapter,
     GlmAdapter,
+    PersimmonAdapter,
     PhiAdapter,
     RopeLayoutAdapter,
     StableLmAdapter,
@@ -48,9 +56,12 @@ from bridge_llama.parallel_adapters import (
 __all__ = [
     "ADAPTERS",
     "PARALLEL_ADAPTERS",
+    "ApertusAdapter",
     "ClippedSplitQKV",
     "Cohere2Adapter",
     "CohereAdapter",
+    "Ernie4_5Adapter",
+    "Exaone4Adapter",
     "GateUpMLP",
     "Gemma2Adapter",
     "Gemma3Adapter",
@@ -61,19 +72,24 @@ __all__ = [
     "GptOssAdapter",
     "GraniteAdapter",
     "GraniteMoeAdapter",
+    "HunYuanDenseV1Adapter",
+    "HunYuanMoEV1Adapter",
     "Llama4Adapter",
     "Llama4Block",
     "Llama4MoE",
     "LlamaAdapter",
     "MistralAdapter",
     "MixtralAdapter",
+    "NemotronAdapter",
     "Olmo2Adapter",
     "Olmo3Adapter",
     "OlmoAdapter",
     "OlmoeAdapter",
+    "PersimmonAdapter",
     "Phi3Adapter",
     "PhiAdapter",
     "PhimoeAdapter",
+    "PostRotaryQKNormAttention",
     "QKNormAttention",
     "Qwen2Adapter",
     "Qwen2MoeAdapter",
@@ -85,6 +101,7 @@ __all__ = [
     "SandwichBlock",
     "ScaledEmbedding",
     "ScaledResidualBlock",
+    "SeedOssAdapter",
     "SmolLM3Adapter",
     "StableLmAdapter",
     "Starcoder2Adapter",

@@ -10,9 +10,20 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge import Adapter, BlockSpec, ComponentMap, Spec
-from bridge.components import MLP, Attention, Block, FusedQKV, MoE, Norm, SequentialBlock, SplitQKV, softmax_then_topk
+from bridge.components import (
+    MLP,
+    Attention,
+    Block,
+    FusedQKV,
+    MoE,
+    Norm,
+    QKNormAttention,
+    SequentialBlock,
+    SplitQKV,
+    softmax_then_topk,
+)
 from bridge.kernel import BridgeConfig
-from bridge_llama.components import GateUpMLP, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 
 RMS = {"kind": "RMS"}
 GEMMA_RMS = {"kind": "RMS", "weight_offset": 1.0}  # Gemma scales by (1 + w)

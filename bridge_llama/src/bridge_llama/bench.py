@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from transformers import (
+    ApertusConfig,
     CohereConfig,
+    Exaone4Config,
     Glm4MoeConfig,
     GptOssConfig,
     GraniteConfig,
+    HunYuanDenseV1Config,
+    HunYuanMoEV1Config,
     Llama4TextConfig,
     LlamaConfig,
+    NemotronConfig,
     OlmoConfig,
+    PersimmonConfig,
     PhiConfig,
     Qwen2MoeConfig,
     Starcoder2Config,
@@ -158,4 +164,53 @@ def bench_configs() -> dict[str, object]:
             vocab_size=32000,
             architectures=["GptOssForCausalLM"],
         ),
+        "apertus (6L, d384, xIELU, q/k norms)": ApertusConfig(
+            **_WIDTH,
+            intermediate_size=1536,
+            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
+            architectures=["ApertusForCausalLM"],
+        ),
+        "nemotron (6L, d384, LayerNorm1P, ReLU²)": NemotronConfig(
+            **_WIDTH, intermediate_size=1536, bos_token_id=0, eos_token_id=0, architectures=["NemotronForCausalLM"]
+        ),
+        "persimmon (6L, d384, fused per-head qkv, q/k LN)": PersimmonConfig(
+            num_hidden_layers=6,
+            hidden_size=384,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            max_position_embeddings=256,
+            vocab_size=32000,
+            bos_token_id=0,
+            eos_token_id=0,
+            architectures=["PersimmonForCausalLM"],
+        ),
+        "exaone4 (6L, d384, post-norms, 2 sliding : 1 global)": Exaone4Config(
+            **_WIDTH,
+            intermediate_size=1024,
+            sliding_window=128,
+            sliding_window_pattern=3,
+            architectures=["Exaone4ForCausalLM"],
+        ),
+        "hunyuan (6L, d384, q/k norms after RoPE)": HunYuanDenseV1Config(
+            **_WIDTH, intermediate_size=1024, head_dim=64, architectures=["HunYuanDenseV1ForCausalLM"]
+        ),
+        "hunyuan-moe (4L, d384, 16 experts top-2 + shared)": HunYuanMoEV1Config(
+            **{**_WIDTH, "num_hidden_layers": 4},
+            intermediate_size=256,
+            head_dim=64,
+            num_experts=16,
+            moe_topk=2,
+            architectures=["HunYuanMoEV1ForCausalLM"],
+        ),
     }
+
+
+#: The width every bench model shares: 6 layers, d_model 384, 6 query / 2 kv heads, vocab 32000.
+_WIDTH = {
+    "num_hidden_layers": 6,
+    "hidden_size": 384,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "vocab_size": 32000,
+}

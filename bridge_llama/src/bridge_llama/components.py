@@ -1,106 +1,15 @@
-"""What is special to the RoPE family: q/k norms, a fused gate/up projection, norms after sublayers."""
+"""What is special to the RoPE family: norms after sublayers. (Its q/k-norm attention and fused gate/up MLP are
+core's ``QKNormAttention`` and ``GateUpMLP``, re-exported here.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-import einops
 import torch
-from torch import nn
 
-from bridge.components import (
-    Attention,
-    Block,
-    Component,
-    InputTap,
-    MLPWeights,
-    OutputTap,
-    QKVSource,
-    linear_bias,
-    linear_in_out,
-)
-from bridge.kernel import BridgeConfig, HookPoint
+from bridge.components import Block, GateUpMLP, NormLayout, QKNormAttention
 
-#: How a q/k norm module sees its tensor: ``"bphd"`` per head before the transpose (Qwen3),
-#: ``"bhpd"`` per head after it (Gemma 3), ``"flat"`` across all heads at once (OLMo-2).
-NormLayout = Literal["bphd", "bhpd", "flat"]
-
-
-def _fire_as_bphd(hook: HookPoint, n_heads: int, layout: NormLayout) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Fire ``hook`` on a q/k norm output seen as ``[b, p, n_heads, d_head]``, whatever its layout."""
-
-    def fire(x: torch.Tensor) -> torch.Tensor:
-        if layout == "bphd":
-            return hook(x)
-        if layout == "bhpd":
-            return hook(x.transpose(1, 2)).transpose(1, 2)
-        out = hook(einops.rearrange(x, "b p (n d) -> b p n d", n=n_heads))
-        return einops.rearrange(out, "b p n d -> b p (n d)")
-
-    return fire
-
-
-class QKNormAttention(Attention):
-    """Attention with norms on q and k between the projections and RoPE (Qwen3, Gemma 3, OLMo-2).
-
-    Adds ``hook_q_normed`` ``[b, p, n_heads, d_head]`` and ``hook_k_normed`` ``[b, p, n_kv_heads, d_head]``:
-    the norm modules' outputs (weight applied), i.e. exactly what RoPE rotates. ``hook_q``/``hook_k`` stay at
-    the projections, before the norms.
-    """
-
-    def __init__(
-        self,
-        hf_module: nn.Module,
-        cfg: BridgeConfig,
-        qkv: QKVSource,
-        out: str,
-        rotary: bool = True,
-        q_norm: str = "q_norm",
-        k_norm: str = "k_norm",
-        norm_layout: NormLayout = "bphd",
-    ) -> None:
-        super().__init__(hf_module, cfg, qkv, out, rotary)
-        self.hook_q_normed = HookPoint()
-        self.hook_k_normed = HookPoint()
-        for path, hook, n in (
-            (q_norm, self.hook_q_normed, self.n_heads),
-            (k_norm, self.hook_k_normed, self.n_kv_heads),
-        ):
-            self.attach(OutputTap(hf_module.get_submodule(path), _fire_as_bphd(hook, n, norm_layout), (hook,)))
-
-
-class GateUpMLP(MLPWeights, Component):
-    """A gated MLP with one fused ``[gate | up]`` projection (Phi-3's ``gate_up_proj``).
-
-    Hooks, all ``[b, p, d_mlp]``: ``hook_pre`` (the gate half, before the activation), ``hook_pre_linear``
-    (the up half) and ``hook_post`` (``act(gate) * up``, the input of the output projection) — the names of
-    core's ``MLP`` for split gate/up projections. Weight views: ``W_gate``/``W_in`` are the two halves of the
-    fused projection's columns.
-    """
-
-    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, fused: str, out: str) -> None:
-        super().__init__(hf_module)
-        self.paths = {"fused": fused, "out": out}
-        self.hook_pre = HookPoint()
-        self.hook_pre_linear = HookPoint()
-        self.hook_post = HookPoint()
-        self.attach(OutputTap(hf_module.get_submodule(fused), self._split, (self.hook_pre, self.hook_pre_linear)))
-        self.attach(InputTap(hf_module.get_submodule(out), self.hook_post, (self.hook_post,)))
-
-    def mlp_projections(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        fused = linear_in_out(self.hf_module.get_submodule(self.paths["fused"]))  # [d_model, 2·d_mlp]
-        gate, up = fused.chunk(2, dim=-1)  # [d_model, d_mlp] ×2
-        return up, gate, linear_in_out(self.hf_module.get_submodule(self.paths["out"]))
-
-    def mlp_biases(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        fused = linear_bias(self.hf_module.get_submodule(self.paths["fused"]))
-        gate, up = fused.chunk(2) if fused is not None else (None, None)
-        return up, gate, linear_bias(self.hf_module.get_submodule(self.paths["out"]))
-
-    def _split(self, fused: torch.Tensor) -> torch.Tensor:
-        gate, up = fused.chunk(2, dim=-1)  # [b, p, 2·d_mlp] -> 2 × [b, p, d_mlp]
-        return torch.cat((self.hook_pre(gate), self.hook_pre_linear(up)), dim=-1)
+__all__ = ["GateUpMLP", "NormLayout", "QKNormAttention", "SandwichBlock"]
 
 
 class SandwichBlock(Block):

@@ -1,4 +1,5 @@
-"""Adapters of dense Llama-layout models with small changes: Gemma 1, Granite, OLMo, OLMo-3, SmolLM3, StarCoder2.
+"""Adapters of dense Llama-layout models with small changes: Gemma 1, Granite, OLMo, OLMo-3, SmolLM3, StarCoder2,
+Apertus, ERNIE 4.5, Seed-OSS, Nemotron (3/4, Minitron) and EXAONE 4.0.
 
 Data only, as in ``adapters``: what differs from Llama is declared per adapter; the components that are new
 (Granite's scaled embedding and residual branches, OLMo's clipped q/k/v) are in ``dense_components``.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from bridge import ComponentMap, Spec
-from bridge.components import MLP, Attention
+from bridge.components import MLP, Attention, QKNormAttention
 from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import GEMMA_RMS, LLAMA_ATTN, Olmo2Adapter, RopeAdapter, rope_parameters
 from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, ScaledResidualBlock
@@ -125,6 +126,66 @@ class Starcoder2Adapter(RopeAdapter):
         return out
 
 
+class ApertusAdapter(RopeAdapter):
+    """Apertus (Swiss AI, 8B/70B): per-head q/k RMS norms before RoPE (``hook_q_normed``/``hook_k_normed``), an
+    ungated MLP ``up_proj → xIELU → down_proj`` (``hook_pre`` before the activation, ``hook_post`` after it: the
+    input of ``down_proj``; xIELU's ``alpha_p``/``alpha_n`` are trained parameters of ``mlp.act_fn``), norms named
+    ``attention_layernorm``/``feedforward_layernorm``, Llama-3 RoPE scaling."""
+
+    architectures = ("ApertusForCausalLM",)
+    model_types = ("apertus",)
+    attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bhpd"})
+    mlp = (MLP, {"pre": "up_proj", "out": "down_proj"})
+    norms: ClassVar[dict[str, str]] = {"ln1": "attention_layernorm", "ln2": "feedforward_layernorm"}
+
+
+class Ernie4_5Adapter(RopeAdapter):
+    """ERNIE 4.5 (dense, 0.3B): Llama with RoPE on adjacent pairs ``(x0, x1), (x2, x3)…`` computed in float32, and
+    biases on every projection when ``use_bias``."""
+
+    architectures = ("Ernie4_5ForCausalLM",)
+    model_types = ("ernie4_5",)
+
+    def config_overrides(self) -> dict[str, Any]:
+        return super().config_overrides() | {"rotary_adjacent_pairs": True}
+
+
+class SeedOssAdapter(RopeAdapter):
+    """Seed-OSS (ByteDance Seed-OSS-36B): Llama with q/k/v biases (``attention_bias``), optional output-projection
+    and MLP biases, a head size that is not ``d_model / n_heads``, and residual dropout inside the attention and MLP
+    modules (after ``o_proj``/``down_proj``: ``hook_attn_out``/``hook_mlp_out`` are after it; a no-op in eval)."""
+
+    architectures = ("SeedOssForCausalLM",)
+    model_types = ("seed_oss",)
+
+
+class NemotronAdapter(RopeAdapter):
+    """Nemotron (Nemotron-3/4, Minitron): ``LayerNorm1P`` norms (a layer norm that scales by ``1 + w``: core's
+    ``Norm`` with ``weight_offset=1``), an ungated MLP ``up_proj → ReLU² → down_proj`` (``hook_post`` is
+    ``relu(hook_pre)²``), partial rotary (half the head by default)."""
+
+    architectures = ("NemotronForCausalLM",)
+    model_types = ("nemotron",)
+    norm: ClassVar[dict[str, Any]] = {"kind": "LN", "weight_offset": 1.0}
+    mlp = (MLP, {"pre": "up_proj", "out": "down_proj"})
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["normalization_type"] = "LN"
+        out["eps"] = float(self.hf_config.norm_eps)
+        return out
+
+
+class Exaone4Adapter(Olmo2Adapter):
+    """EXAONE 4.0 (LG AI, 1.2B/32B): OLMo-2's block (RMS norms after attention and MLP only) with per-head q/k norms
+    before RoPE; with a sliding window, local (sliding, RoPE) and global layers (no positions: ``hook_rot_q/k``
+    equal ``hook_q_normed``/``hook_k_normed`` there), three local to one global in EXAONE-4.0-32B."""
+
+    architectures = ("Exaone4ForCausalLM",)
+    model_types = ("exaone4",)
+    attention = (QKNormAttention, {**LLAMA_ATTN, "norm_layout": "bhpd"})
+
+
 DENSE_ADAPTERS: tuple[type[RopeAdapter], ...] = (
     GemmaAdapter,
     GraniteAdapter,
@@ -132,4 +193,9 @@ DENSE_ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Olmo3Adapter,
     SmolLM3Adapter,
     Starcoder2Adapter,
+    ApertusAdapter,
+    Ernie4_5Adapter,
+    SeedOssAdapter,
+    NemotronAdapter,
+    Exaone4Adapter,
 )

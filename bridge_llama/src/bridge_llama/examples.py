@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from transformers import (
+    ApertusConfig,
     Cohere2Config,
     CohereConfig,
+    Ernie4_5Config,
+    Exaone4Config,
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
@@ -16,14 +19,18 @@ from transformers import (
     GptOssConfig,
     GraniteConfig,
     GraniteMoeConfig,
+    HunYuanDenseV1Config,
+    HunYuanMoEV1Config,
     Llama4TextConfig,
     LlamaConfig,
     MistralConfig,
     MixtralConfig,
+    NemotronConfig,
     Olmo2Config,
     Olmo3Config,
     OlmoConfig,
     OlmoeConfig,
+    PersimmonConfig,
     Phi3Config,
     PhiConfig,
     PhimoeConfig,
@@ -31,12 +38,13 @@ from transformers import (
     Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
+    SeedOssConfig,
     SmolLM3Config,
     StableLmConfig,
     Starcoder2Config,
 )
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_llama.adapters import (
     Gemma2Adapter,
     Gemma3Adapter,
@@ -50,15 +58,21 @@ from bridge_llama.adapters import (
     RopeAdapter,
 )
 from bridge_llama.dense_adapters import (
+    ApertusAdapter,
+    Ernie4_5Adapter,
+    Exaone4Adapter,
     GemmaAdapter,
     GraniteAdapter,
+    NemotronAdapter,
     Olmo3Adapter,
     OlmoAdapter,
+    SeedOssAdapter,
     SmolLM3Adapter,
     Starcoder2Adapter,
 )
 from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GPT_OSS_YARN, GptOssAdapter
+from bridge_llama.hunyuan import HunYuanDenseV1Adapter, HunYuanMoEV1Adapter
 from bridge_llama.llama4 import Llama4Adapter
 from bridge_llama.moe_adapters import (
     GraniteMoeAdapter,
@@ -73,6 +87,7 @@ from bridge_llama.parallel_adapters import (
     CohereAdapter,
     Glm4Adapter,
     GlmAdapter,
+    PersimmonAdapter,
     PhiAdapter,
     RopeLayoutAdapter,
     StableLmAdapter,
@@ -87,9 +102,7 @@ TINY = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 64,
     "vocab_size": TINY_VOCAB,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
+    **TINY_SPECIAL_IDS,
 }
 
 
@@ -472,6 +485,8 @@ class GraniteMoeExamples(RopeMoEExamples):
 
 class Llama4Examples(RopeExamples):
     adapter = Llama4Adapter
+    #: HF's Llama 4 scales queries by a temperature of the index in the (padded) row, not of the position.
+    left_padding_invariant = False
 
     example_class = Llama4TextConfig
 
@@ -609,6 +624,186 @@ class GptOssExamples(RopeExamples):
         }
 
 
+class RopeVariantExamples(RopeExamples):
+    """Examples with real-checkpoint switches on the example config (``variants``, by a short id), run by the kit
+    as ``conformance_configs()``. A base class: each subclass names its adapter."""
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Any]:
+        example = cls.example_config()
+        return {name: type(example)(**{**example.to_diff_dict(), **changes}) for name, changes in cls.variants.items()}
+
+
+def llama3_rope(theta: float) -> dict[str, Any]:
+    """Llama-3 RoPE scaling (factor 8) with a tiny original context, so it bends the tiny models' frequencies."""
+    return {
+        "rope_type": "llama3",
+        "rope_theta": theta,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8,
+    }
+
+
+#: HunYuan's checkpoints: HF's "dynamic" type with a fixed NTK ``alpha`` (static frequencies, base × alpha^(d/(d-2))).
+HUNYUAN_NTK_ALPHA = {"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10_000.0}
+
+
+class ApertusExamples(RopeVariantExamples):
+    adapter = ApertusAdapter
+
+    example_class = ApertusConfig
+
+    example_options: ClassVar[dict[str, Any]] = {
+        "hidden_act": "xielu",
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
+    }
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Apertus-8B/70B: Llama-3 RoPE scaling (factor 8, base 12M), GQA, untied embeddings
+        "apertus-8b-style": {"rope_parameters": llama3_rope(12_000_000.0), "tie_word_embeddings": False},
+    }
+
+
+class Ernie4_5Examples(RopeVariantExamples):
+    adapter = Ernie4_5Adapter
+
+    example_class = Ernie4_5Config
+
+    example_options: ClassVar[dict[str, Any]] = {"head_dim": 16, "use_bias": True, "tie_word_embeddings": False}
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # ERNIE-4.5-0.3B: no biases, tied embeddings, head_dim 128 ≠ 1024 / 16
+        "ernie4.5-0.3b-style": {"use_bias": False, "tie_word_embeddings": True, "head_dim": 32},
+    }
+
+
+class SeedOssExamples(RopeVariantExamples):
+    adapter = SeedOssAdapter
+
+    example_class = SeedOssConfig
+
+    example_options: ClassVar[dict[str, Any]] = {
+        "head_dim": 24,
+        "attention_bias": True,
+        "attention_out_bias": True,
+        "mlp_bias": True,
+        "tie_word_embeddings": False,
+    }
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Seed-OSS-36B: q/k/v biases only, dropouts 0.1 (inactive in eval), base 1e7
+        "seed-oss-36b-style": {
+            "attention_out_bias": False,
+            "mlp_bias": False,
+            "attention_dropout": 0.1,
+            "residual_dropout": 0.1,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0},
+        },
+    }
+
+
+class NemotronExamples(RopeVariantExamples):
+    adapter = NemotronAdapter
+
+    example_class = NemotronConfig
+
+    example_options: ClassVar[dict[str, Any]] = {"hidden_act": "relu2", "tie_word_embeddings": False}
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Minitron-8B / Nemotron-4: head_dim 128 ≠ d_model / n_heads, partial rotary 0.5, base 10000
+        "minitron-8b-style": {
+            "head_dim": 24,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0, "partial_rotary_factor": 0.5},
+        },
+    }
+
+
+class Exaone4Examples(RopeVariantExamples):
+    adapter = Exaone4Adapter
+
+    example_class = Exaone4Config
+
+    example_options: ClassVar[dict[str, Any]] = {
+        "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "tie_word_embeddings": False,
+    }
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # EXAONE-4.0-32B: three sliding (RoPE) layers to one global (no positions), Llama-3 RoPE scaling
+        "exaone4-32b-style": {
+            "num_hidden_layers": 4,
+            "layer_types": None,
+            "sliding_window_pattern": 4,
+            "rope_parameters": llama3_rope(1_000_000.0),
+        },
+        # EXAONE-4.0-1.2B: no sliding window (RoPE in every layer), tied embeddings
+        "exaone4-1.2b-style": {
+            "sliding_window": None,
+            "layer_types": ["full_attention", "full_attention"],
+            "tie_word_embeddings": True,
+            "rope_parameters": llama3_rope(1_000_000.0),
+        },
+    }
+
+
+class PersimmonExamples(RopeVariantExamples):
+    adapter = PersimmonAdapter
+
+    example_class = PersimmonConfig
+
+    example_options: ClassVar[dict[str, Any]] = {"num_key_value_heads": None}  # multi-head only
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # persimmon-8b: q/k LayerNorms, partial rotary 0.5, base 25000
+        "persimmon-8b-style": {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 25_000.0, "partial_rotary_factor": 0.5},
+        },
+        # the switch PersimmonConfig offers: no q/k LayerNorms
+        "persimmon-without-qk-layernorm": {"qk_layernorm": False},
+    }
+
+
+class HunYuanDenseV1Examples(RopeVariantExamples):
+    adapter = HunYuanDenseV1Adapter
+
+    example_class = HunYuanDenseV1Config
+
+    example_options: ClassVar[dict[str, Any]] = {"head_dim": 16, "tie_word_embeddings": False}
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Hunyuan-7B-Instruct: NTK-alpha RoPE, tied embeddings
+        "hunyuan-7b-style": {"rope_parameters": HUNYUAN_NTK_ALPHA, "tie_word_embeddings": True},
+    }
+
+
+class HunYuanMoEV1Examples(RopeVariantExamples):
+    adapter = HunYuanMoEV1Adapter
+
+    example_class = HunYuanMoEV1Config
+
+    example_options: ClassVar[dict[str, Any]] = {
+        "head_dim": 16,
+        "intermediate_size": 32,  # experts and the shared MLP
+        "num_experts": 4,
+        "moe_topk": 2,
+        "tie_word_embeddings": False,
+        # HF draws the 3-D expert tensors with this std (the kit redraws only 2-D weights): make them matter
+        "initializer_range": 0.125,
+    }
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # Hunyuan-A13B: top-k given per layer (a list), NTK-alpha RoPE; here 8 experts, top 3
+        "hunyuan-a13b-style": {"num_experts": 8, "moe_topk": [3, 3], "rope_parameters": HUNYUAN_NTK_ALPHA},
+        # a per-layer list whose entries differ (the form HF's config allows)
+        "hunyuan-moe-topk-per-layer": {"moe_topk": [1, 3]},
+    }
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     RopeExamples,
@@ -643,4 +838,12 @@ EXAMPLES = (
     Llama4Examples,
     Glm4MoeExamples,
     GptOssExamples,
+    ApertusExamples,
+    Ernie4_5Examples,
+    SeedOssExamples,
+    NemotronExamples,
+    Exaone4Examples,
+    PersimmonExamples,
+    HunYuanDenseV1Examples,
+    HunYuanMoEV1Examples,
 )

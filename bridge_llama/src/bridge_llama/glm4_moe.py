@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import ComponentMap, Spec
-from bridge.components import MLP, Attention, MoE, Norm, SequentialBlock, sigmoid_group_topk
+from bridge.components import MLP, Attention, MoE, Norm, QKNormAttention, SequentialBlock, sigmoid_group_topk
 from bridge.kernel import BridgeConfig, DenseOrMoEBlockSpec
 from bridge_llama.adapters import LLAMA_ATTN, LLAMA_MLP, RMS, RopeAdapter
-from bridge_llama.components import QKNormAttention
 
 #: The MoE layers of GLM-4-MoE: HF's ``gate`` router, ``experts`` and ``shared_experts`` (one gated MLP).
 GLM4_MOE = {"routing": sigmoid_group_topk, "router": "gate", "experts": "experts", "shared_expert": "shared_experts"}

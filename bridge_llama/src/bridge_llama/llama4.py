@@ -3,7 +3,9 @@
 - Attention: RoPE in interleaved (complex-number) pairs on RoPE layers, none on NoPE layers (``no_rope_layers``);
   an L2 norm (no weight) on q and k *after* RoPE on RoPE layers (``use_qk_norm``); on NoPE layers q is scaled by
   a per-position temperature (``attn_temperature_tuning``); RoPE layers attend within chunks
-  (``attention_chunk_size``, in HF's mask). The HF attention module does all this itself: ``hook_q/k/v`` sit on
+  (``attention_chunk_size``, in HF's mask). HF computes the temperature from the query's index; the bridge from
+  its position (``Llama4Attention``), so left-padded rows get what they get alone. The HF attention module does
+  the rest itself: ``hook_q/k/v`` sit on
   the projections and ``hook_rot_q``/``hook_rot_k`` at the seam, i.e. on the queries and keys the scores are
   computed from (after RoPE and the L2 norm, or after the temperature scale), so
   ``hook_attn_scores = hook_rot_q · hook_rot_k / √d_head + mask`` on every layer.
@@ -138,6 +140,53 @@ class Llama4MoE(MoE):
         return self._expert_parameter("down_proj")
 
 
+class Llama4Attention(Attention):
+    """Llama 4's attention. On NoPE layers with ``attn_temperature_tuning``, HF scales q by a temperature of the
+    *index* of each query (``arange(q) + cached``), so a left-padded row is scaled as if its padding were text.
+    The bridge rescales q at the seam (before ``hook_rot_q``) to the temperature of each query's *position*: the
+    number of real keys it attends to, minus one, read off the attention mask (the positions ``forward`` and
+    ``generate`` pass, ``cumsum(mask) - 1``). Without padding the mask is ``None`` or the ratio is exactly 1, so
+    the output is HF's bit for bit; with left padding each row gets what it gets alone (HF's batched output
+    differs there)."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, **options: Any) -> None:
+        super().__init__(hf_module, cfg, **options)
+        config = getattr(hf_module, "config", None)
+        layer_types = getattr(config, "layer_types", None) or []
+        full = layer_types[hf_module.layer_idx] == "full_attention" if layer_types else True
+        tuned = getattr(hf_module, "attn_temperature_tuning", False) and not getattr(hf_module, "use_rope", True)
+        self.retempers = bool(tuned and full)
+        self._update_seam()
+
+    def _update_seam(self) -> None:
+        super()._update_seam()
+        if getattr(self, "retempers", False):  # the seam runs on every call: the only place q is seen
+            self.seam_active = True
+
+    def run_seam(self, inner: Callable, module: nn.Module, query, key, value, attention_mask, **kwargs):
+        if self.retempers:
+            query = self._retempered(module, query, key, attention_mask)
+        return super().run_seam(inner, module, query, key, value, attention_mask, **kwargs)
+
+    @staticmethod
+    def _retempered(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any) -> torch.Tensor:
+        """query ``[b, h, q, d]`` scaled by temperature(position) / temperature(index) per query."""
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
+            return query  # no mask (nothing padded), or a form that does not show the keys: as HF
+        allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2  # [b|1, 1, q, k]
+        q_len, k_len = query.shape[2], key.shape[2]
+        positions = (allowed.sum(-1, dtype=torch.int64) - 1).clamp(min=0)[:, :1, -q_len:]  # [b|1, 1, q]
+        index = torch.arange(k_len - q_len, k_len, device=query.device)  # [q]: what HF scaled by
+        ratio = _temperature(module, positions) / _temperature(module, index)  # [b|1, 1, q]
+        return (query * ratio[..., None].to(query.device)).to(query.dtype)
+
+
+def _temperature(module: nn.Module, positions: torch.Tensor) -> torch.Tensor:
+    """HF's NoPE-layer temperature of q at ``positions`` (float32)."""
+    floor = torch.floor((positions.float() + 1.0) / module.floor_scale)
+    return torch.log1p(floor) * module.attn_scale + 1.0
+
+
 class Llama4Block(SequentialBlock):
     """Llama 4's pre-norm block: HF's MoE returns its output flattened to ``[b·p, d_model]`` and the block views
     it as the residual's shape; so does this wiring, so ``hook_mlp_out`` is ``[b, p, d_model]``."""
@@ -178,7 +227,7 @@ class Llama4Adapter(RopeAdapter):
     def component_map(self, cfg: BridgeConfig) -> ComponentMap:
         children = {
             "ln1": Spec(Norm, "input_layernorm", RMS),
-            "attn": Spec(Attention, "self_attn", LLAMA_ATTN),
+            "attn": Spec(Llama4Attention, "self_attn", LLAMA_ATTN),
             "ln2": Spec(Norm, "post_attention_layernorm", RMS),
             "mlp": Spec(MLP, "feed_forward", LLAMA_MLP),
         }

@@ -22,10 +22,9 @@ from torch import nn
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
 from bridge import ComponentMap, Spec
-from bridge.components import MoE, Routing, softmax_then_topk, topk_then_softmax
+from bridge.components import MoE, QKNormAttention, Routing, softmax_then_topk, topk_then_softmax
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec
 from bridge_llama.adapters import LLAMA_ATTN, RopeAdapter
-from bridge_llama.components import QKNormAttention
 from bridge_llama.dense_adapters import GraniteScalars
 from bridge_llama.dense_components import ScaledResidualBlock
 

@@ -1,6 +1,6 @@
 """Adapters of the RoPE family whose blocks are not Llama's sequential pre-norm block or whose norms are layer
 norms: Phi-1/1.5/2 and Cohere (a parallel block reading one shared norm), StableLM (either block), Cohere 2
-(Cohere with sliding-window layers, RoPE on those only), GLM-4 (sandwich norms) and GLM.
+(Cohere with sliding-window layers, RoPE on those only), GLM-4 (sandwich norms), GLM and Persimmon.
 
 Data only, as in ``bridge_llama.adapters``; what a config switches on (q/k norms, the parallel residual) is
 chosen per config in ``attention_spec``/``block_layout``.
@@ -16,15 +16,18 @@ from bridge.components import (
     MLP,
     Attention,
     Block,
+    FusedQKV,
     Norm,
+    NormLayout,
     ParallelBlock,
+    QKNormAttention,
     SequentialBlock,
     SharedNormParallelBlock,
     SplitQKV,
 )
 from bridge.kernel import BridgeConfig
 from bridge_llama.adapters import RopeAdapter
-from bridge_llama.components import GateUpMLP, NormLayout, QKNormAttention, SandwichBlock
+from bridge_llama.components import GateUpMLP, SandwichBlock
 
 LN = {"kind": "LN"}
 
@@ -154,6 +157,25 @@ class GlmAdapter(RopeLayoutAdapter):
     adjacent_pairs = True
 
 
+class PersimmonAdapter(RopeLayoutAdapter):
+    """Persimmon (Adept persimmon-8b): LayerNorms, a fused ``query_key_value`` projection laid out per head
+    ``[q | k | v]``, optional per-head q/k LayerNorms (``qk_layernorm``, on in the checkpoints), partial rotary (half
+    the head), a biased ungated MLP ``dense_h_to_4h → ReLU² → dense_4h_to_h`` followed by dropout, ``final_layernorm``.
+    """
+
+    architectures = ("PersimmonForCausalLM",)
+    model_types = ("persimmon",)
+    norm = LN
+    attention = (Attention, {"qkv": FusedQKV("query_key_value", layout="per_head"), "out": "dense", "rotary": True})
+    mlp = (MLP, {"pre": "dense_h_to_4h", "out": "dense_4h_to_h"})
+    extra_paths: ClassVar[dict[str, str]] = {"mlp_dropout": "dropout"}
+    final_norm = "final_layernorm"
+    qk_norms = ("qk_layernorm", "q_layernorm", "k_layernorm", "bphd")
+
+    def config_overrides(self) -> dict[str, Any]:
+        return super().config_overrides() | {"n_key_value_heads": self.hf_config.num_attention_heads}  # no GQA
+
+
 PARALLEL_ADAPTERS: tuple[type[RopeAdapter], ...] = (
     PhiAdapter,
     StableLmAdapter,
@@ -161,4 +183,5 @@ PARALLEL_ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Cohere2Adapter,
     Glm4Adapter,
     GlmAdapter,
+    PersimmonAdapter,
 )

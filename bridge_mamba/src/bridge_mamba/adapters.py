@@ -55,6 +55,19 @@ class MambaAdapter(Adapter):
         return _ssm_map(Mamba1Mixer)
 
 
+class FalconMambaAdapter(MambaAdapter):
+    """Falcon-Mamba (``FalconMambaForCausalLM``): Mamba's layout, with Δ, B and C RMS-normalized after ``x_proj``
+    (weightless norms; the mixer adds ``hook_dt_in``, ``hook_B``, ``hook_C``)."""
+
+    architectures = ("FalconMambaForCausalLM", "FalconMambaModel")
+    model_types = ("falcon_mamba",)
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["mixer_rms_eps"] = self.hf_config.mixer_rms_eps
+        return out
+
+
 class Mamba2Adapter(Adapter):
     """Mamba-2 (``Mamba2ForCausalLM``): structured state-space duality, per-head scalar decay, grouped B/C.
 
@@ -86,4 +99,4 @@ class Mamba2Adapter(Adapter):
         return _ssm_map(Mamba2Mixer)
 
 
-ADAPTERS = (MambaAdapter, Mamba2Adapter)
+SSM_ADAPTERS = (MambaAdapter, Mamba2Adapter, FalconMambaAdapter)

@@ -138,14 +138,19 @@ class _SSMMixer(Component):
     """Shared plumbing: output taps for hooks on module outputs, one override for the rest.
 
     ``hook_ssm_out`` ``[b, p, d_model]`` is the mixer's output (after ``out_proj``): what the block adds to
-    the residual stream."""
+    the residual stream. In a hybrid's block (``output_hook=False``) that tensor is the block's ``hook_mixer_out``
+    instead, and the mixer has no ``hook_ssm_out`` (one tensor, one name).
+
+    ``recurrent_state``: ``(state hook, read-out hook)``, the opt-in per-position state and the hook that reads
+    it out at the same position (``hook_y``); the conformance kit's state checks find recurrent layers by it."""
 
     #: Hook points fired by the re-expressed forward (the rest are output taps).
     override_hooks: tuple[str, ...] = ()
+    recurrent_state = ("hook_ssm_state", "hook_y")
 
-    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, taps: dict[str, str]) -> None:
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, taps: dict[str, str], output_hook: bool = True) -> None:
         super().__init__(hf_module)
-        for name, path in {**taps, "hook_ssm_out": ""}.items():
+        for name, path in {**taps, **({"hook_ssm_out": ""} if output_hook else {})}.items():
             hook = HookPoint()
             setattr(self, name, hook)
             self.attach(OutputTap(hf_module.get_submodule(path), hook, (hook,)))
@@ -183,20 +188,23 @@ class Mamba1Mixer(_SSMMixer):
     - ``hook_ssm_state`` (opt-in) ``[b, p, d, n]``: the state after each position;
     - ``hook_y`` ``[b, p, d]``: ``y = C·h + D·u``, before gating;
     - ``hook_gate`` ``[b, p, d]``: ``SiLU(gate)``; ``out_proj`` receives ``y * gate``.
+
+    Mixers that RMS-normalize Δ, B and C after ``x_proj`` (Falcon-Mamba, Jamba: ``dt_layernorm``,
+    ``b_layernorm``, ``c_layernorm``) also have, between ``hook_x_proj`` and ``hook_dt_proj``:
+
+    - ``hook_dt_in`` ``[b, p, dt_rank]``: the normalized low-rank Δ, ``dt_proj``'s input;
+    - ``hook_B``, ``hook_C`` ``[b, p, n]``: the normalized B and C, what the scan reads.
     """
 
-    override_hooks = (
-        "hook_conv",
-        "hook_ssm_in",
-        "hook_dt_proj",
-        "hook_dt",
-        "hook_ssm_state",
-        "hook_y",
-        "hook_gate",
-    )
+    base_hooks = ("hook_conv", "hook_ssm_in", "hook_dt_proj", "hook_dt", "hook_ssm_state", "hook_y", "hook_gate")
+    norm_hooks = ("hook_dt_in", "hook_B", "hook_C")
 
-    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
-        super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "x_proj"})
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, output_hook: bool = True) -> None:
+        self.normed = all(hasattr(hf_module, f"{x}_layernorm") for x in ("dt", "b", "c"))
+        self.override_hooks = (
+            (*self.base_hooks[:2], *self.norm_hooks, *self.base_hooks[2:]) if self.normed else (self.base_hooks)
+        )
+        super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_x_proj": "x_proj"}, output_hook)
 
     def _hooked_forward(
         self,
@@ -217,6 +225,9 @@ class Mamba1Mixer(_SSMMixer):
         u = self.hook_ssm_in(hf_mamba.apply_mask_to_padding_states(m.act(conv), attention_mask))
         n = m.ssm_state_size
         time_step, B, C = torch.split(m.x_proj(u), [m.time_step_rank, n, n], dim=-1)  # B, C: [b, p, n]
+        if self.normed:
+            time_step = self.hook_dt_in(m.dt_layernorm(time_step))  # [b, p, dt_rank]
+            B, C = self.hook_B(m.b_layernorm(B)), self.hook_C(m.c_layernorm(C))
         time_step = m.dt_proj.weight @ time_step.transpose(1, 2)  # [b, d, p], as HF computes it
         if m.dt_proj.bias is not None:
             time_step = time_step + m.dt_proj.bias.float().to(time_step.dtype)[:, None]
@@ -306,8 +317,8 @@ class Mamba2Mixer(_SSMMixer):
         "hook_gate",
     )
 
-    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig) -> None:
-        super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_inner_norm": "norm"})
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, output_hook: bool = True) -> None:
+        super().__init__(hf_module, cfg, {"hook_in_proj": "in_proj", "hook_inner_norm": "norm"}, output_hook)
 
     def _hooked_forward(
         self,

@@ -1,4 +1,5 @@
-"""bridge-vision: CLIP, SigLIP and SigLIP 2 image encoders, image classifiers and two-tower models for bridge."""
+"""bridge-vision: CLIP, SigLIP, SigLIP 2, ViT and DINOv2 image encoders, image classifiers, two-tower models and
+vision-language models for bridge."""
 
 from bridge_vision.adapters import (
     ADAPTERS,
@@ -6,10 +7,13 @@ from bridge_vision.adapters import (
     CLIPClassifierAdapter,
     CLIPVisionAdapter,
     CLIPVisionProjectionAdapter,
+    Dinov2Adapter,
     Siglip2VisionAdapter,
     SiglipAdapter,
     SiglipClassifierAdapter,
     SiglipVisionAdapter,
+    ViTAdapter,
+    ViTClassifierAdapter,
 )
 
 __all__ = [
@@ -18,8 +22,11 @@ __all__ = [
     "CLIPClassifierAdapter",
     "CLIPVisionAdapter",
     "CLIPVisionProjectionAdapter",
+    "Dinov2Adapter",
     "Siglip2VisionAdapter",
     "SiglipAdapter",
     "SiglipClassifierAdapter",
     "SiglipVisionAdapter",
+    "ViTAdapter",
+    "ViTClassifierAdapter",
 ]

@@ -1,5 +1,5 @@
-"""Adapters of the vision family: CLIP, SigLIP and SigLIP 2 image encoders, their image classifiers, and the
-two-tower CLIP and SigLIP models. Tower maps are in ``towers.py``; example inputs are random pixel values."""
+"""Adapters of the vision family: CLIP, SigLIP, SigLIP 2, ViT and DINOv2 image encoders, their image classifiers,
+and the two-tower CLIP and SigLIP models. Tower maps are in ``towers.py``; example inputs are random pixel values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Any, ClassVar
 from bridge import Adapter, ComponentMap, Spec
 from bridge.kernel import BridgeConfig, Composite, Tower
 from bridge_vision.components import ModuleInput, ModuleOutput
-from bridge_vision.towers import clip_vision_tower, siglip_vision_tower, text_config, text_tower, vision_config
+from bridge_vision.towers import (
+    clip_vision_tower,
+    dinov2_mlp_width,
+    dinov2_tower,
+    siglip_vision_tower,
+    text_config,
+    text_tower,
+    vision_config,
+    vit_tower,
+)
 
 
 class VisionAdapter(Adapter):
@@ -17,6 +26,8 @@ class VisionAdapter(Adapter):
 
     modalities = ("image",)
     cls_position: ClassVar[bool] = False
+    #: What an image classifier's head reads: ``"mean"`` of the final tokens (CLIP, SigLIP) or ``"cls"`` (ViT).
+    classifier_reads: ClassVar[str] = "mean"
 
     def vision_hf_config(self) -> Any:
         return getattr(self.hf_config, "vision_config", None) or self.hf_config
@@ -114,6 +125,57 @@ class SiglipClassifierAdapter(VisionAdapter):
         )
 
 
+class ViTAdapter(VisionAdapter):
+    """``ViTModel``: ``hidden`` is ``last_hidden_state`` ``[b, 1 + n_patches, d_model]`` (after ``ln_post``),
+    ``pooled`` the pooler's output ``[b, d_model]``."""
+
+    architectures = ("ViTModel",)
+    model_types = ("vit",)
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+    cls_position = True
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return vit_tower("", pooler=True)
+
+
+class ViTClassifierAdapter(VisionAdapter):
+    """``ViTForImageClassification``: the ViT tower, ``ln_post``'s CLS position (``hook_pooled``, ``[b, d_model]``),
+    and the classifier (``logits`` ``[b, n_labels]``; its weight is ``W_U``)."""
+
+    architectures = ("ViTForImageClassification",)
+    output_fields: ClassVar[dict[str, Any]] = {"logits": "logits"}
+    cls_position = True
+    classifier_reads = "cls"
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        tower = vit_tower("vit", pooler=False)
+        return dataclasses.replace(
+            tower, head_unembed="classifier", head_hooks={"hook_pooled": Spec(ModuleInput, "classifier")}
+        )
+
+
+class Dinov2Adapter(VisionAdapter):
+    """``Dinov2Model`` and ``Dinov2WithRegistersModel``: ``hidden`` is ``last_hidden_state`` ``[b, p, d_model]``
+    (after ``ln_post``; ``p = 1 + n_registers + n_patches``: CLS, the register tokens, the patches), ``pooled`` its
+    CLS row ``[b, d_model]``. ``cfg.extra["register_positions"]`` is the register tokens' ``range`` of positions."""
+
+    architectures = ("Dinov2Model", "Dinov2WithRegistersModel")
+    model_types = ("dinov2", "dinov2_with_registers")
+    output_fields: ClassVar[dict[str, Any]] = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
+    cls_position = True
+
+    def bridge_config(self) -> BridgeConfig:
+        hf = self.vision_hf_config()
+        cfg = vision_config(hf, self.cls_position, d_mlp=dinov2_mlp_width(hf))
+        cfg.architecture = (getattr(self.hf_config, "architectures", None) or [""])[0]
+        cfg.model_type = self.hf_config.model_type
+        cfg.extra["register_positions"] = range(1, 1 + (getattr(hf, "num_register_tokens", 0) or 0))
+        return cfg
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return dinov2_tower("", self.vision_hf_config())
+
+
 class TwoTowerAdapter(Adapter):
     """Two-tower image-text models: towers ``vision`` and ``text`` (hook names ``vision.blocks.0…``,
     ``text.blocks.0…``), ``logits`` is ``logits_per_image`` ``[b_images, b_texts]`` and ``embeds`` the
@@ -181,6 +243,9 @@ ADAPTERS = (
     Siglip2VisionAdapter,
     CLIPClassifierAdapter,
     SiglipClassifierAdapter,
+    ViTAdapter,
+    ViTClassifierAdapter,
+    Dinov2Adapter,
     CLIPAdapter,
     SiglipAdapter,
 )

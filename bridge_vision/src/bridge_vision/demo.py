@@ -177,10 +177,16 @@ def run_vision_demo(model: HookedModel, png: str | Path | None = None, out: Prin
     """Classify one fresh image per shape and show, from hooks only, where the model looks and what it uses."""
     grid, cfg, names = patch_grid(model), model.cfg, class_names(model)
     last, has_cls = cfg.n_layers - 1, grid.first_patch == 1
+    reads = getattr(model.adapter, "classifier_reads", "mean")  # the query whose attention feeds the classifier
+    query: Literal["pooled", "cls"] = "cls" if reads == "cls" else "pooled"
     out(
         f"Image classifier: {grid.side} × {grid.side} patches of {grid.patch_size} px"
         f"{' after a CLS position' if has_cls else ''}; classes {', '.join(names)}. "
-        "The classifier reads the mean of the final patch tokens."
+        + (
+            "The classifier reads CLS after the final norm."
+            if query == "cls"
+            else "The classifier reads the mean of the final patch tokens."
+        )
     )
 
     images, labels = draw_one_per_shape(model, seed)
@@ -197,15 +203,17 @@ def run_vision_demo(model: HookedModel, png: str | Path | None = None, out: Prin
     for i, name in enumerate(drawn):
         out(f"  {name:<10} {predicted[i]:<11} {probs[i]:.3f}   {int(on_shape[i].sum())}/{grid.n_patches} patches")
 
-    pooled = patch_attention(cache["pattern", last], grid, "pooled")  # [batch, head, n_patches]
+    pooled = patch_attention(cache["pattern", last], grid, query)  # [batch, head, n_patches]
     pooled_map = pooled.mean(dim=1)  # [batch, n_patches]
     pooled_share = share_on(pooled, on_shape)  # [batch, head]
+    label = "CLS" if query == "cls" else "pool"
     out(
         "\nShare of attention to patches that lands on the shape's patches, from cached "
-        "blocks.{layer}.attn.hook_pattern (pool: mean over the patch queries; uniform: the share of patches "
-        "the shape covers):"
+        "blocks.{layer}.attn.hook_pattern ("
+        + ("CLS: the classifier's query" if query == "cls" else "pool: mean over the patch queries")
+        + "; uniform: the share of patches the shape covers):"
     )
-    header = "  image      uniform   " + " ".join(f"pool L{last}h{h}" for h in range(cfg.n_heads))
+    header = "  image      uniform   " + " ".join(f"{label:>4} L{last}h{h}" for h in range(cfg.n_heads))
     cls_share = None
     if has_cls:
         cls_rows = [patch_attention(cache["pattern", layer], grid, "cls") for layer in range(cfg.n_layers)]
@@ -251,11 +259,17 @@ def run_vision_demo(model: HookedModel, png: str | Path | None = None, out: Prin
 
     correct = sum(p == d for p, d in zip(predicted, drawn, strict=True))
     looks_at_shape = bool((pooled_share.mean(dim=1) > 2 * uniform).all())
+    where = "every image"
+    if query == "cls" and cls_share is not None:  # CLS gathers across layers: the shape read in any layer counts
+        looks_at_shape = bool((cls_share.mean(dim=2) > 2 * uniform[:, None]).any(dim=1).all())
+        where = "in some layer, every image"
     top_drop, random_drop = (base - ablate_top).mean().item(), (base - random_draws).mean().item()
     top_on_shape = share_on(top.float(), on_shape) / k  # [batch], fraction of the top-k patches on the shape
     checks = {
         f"predictions match the drawn shape ({correct}/{len(drawn)})": correct == len(drawn),
-        "pooled attention on the shape's patches > 2 × uniform, every image": looks_at_shape,
+        f"{'CLS' if query == 'cls' else 'pooled'} attention on the shape's patches > 2 × uniform, {where}": (
+            looks_at_shape
+        ),
         f"ablating the top-{k} attended patches lowers the logit more than {k} random ones "
         f"({-top_drop:+.2f} vs {-random_drop:+.2f})": top_drop > random_drop,
     }
@@ -279,7 +293,7 @@ def run_vision_demo(model: HookedModel, png: str | Path | None = None, out: Prin
     }
     if png is not None:
         titles = [f"drawn {d}, predicted {p}" for d, p in zip(drawn, predicted, strict=True)]
-        result["png"] = draw_attention_overlay(images, pooled_map, grid, titles, Path(png), last, out)
+        result["png"] = draw_attention_overlay(images, pooled_map, grid, titles, Path(png), last, out, query)
     return result
 
 
@@ -291,6 +305,7 @@ def draw_attention_overlay(
     png: Path,
     layer: int,
     out: Printer,
+    query: Literal["pooled", "cls"] = "pooled",
 ) -> str | None:
     """Draw each image with its patch attention (``[batch, n_patches]``) overlaid and the shape outlined."""
     try:
@@ -316,10 +331,8 @@ def draw_attention_overlay(
         ax.grid(color="white", linewidth=0.3, alpha=0.5)
         ax.set_title(titles[i], fontsize=9)
     fig.colorbar(overlay, ax=axes[0].tolist(), fraction=0.02, pad=0.02)
-    fig.suptitle(
-        f"blocks.{layer}.attn.hook_pattern: mean over heads and patch queries (the pooled positions); cyan: the shape",
-        fontsize=9,
-    )
+    what = "the CLS query" if query == "cls" else "patch queries (the pooled positions)"
+    fig.suptitle(f"blocks.{layer}.attn.hook_pattern: mean over heads and {what}; cyan: the shape", fontsize=9)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100, bbox_inches="tight")
     plt.close(fig)

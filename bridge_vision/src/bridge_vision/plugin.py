@@ -6,6 +6,7 @@ from typing import Any
 
 import bridge
 from bridge_vision.adapters import ADAPTERS
+from bridge_vision.qwen_vl import QWEN_VL_ADAPTERS
 from bridge_vision.vlm import VLM_ADAPTERS
 
 #: Where ``bridge demo`` draws an image classifier's attention when no ``--png`` is given.
@@ -14,7 +15,7 @@ DEFAULT_PNG = "examples/output/vision_attention.png"
 
 @bridge.hookimpl
 def register_adapters(register):
-    for adapter in (*ADAPTERS, *VLM_ADAPTERS):
+    for adapter in (*ADAPTERS, *VLM_ADAPTERS, *QWEN_VL_ADAPTERS):
         register(adapter)
 
 

@@ -14,9 +14,12 @@ from bridge import _moved
 
 _moved.install()
 
+import sys  # noqa: E402
+
 from bridge import harvest  # noqa: E402  (bridge.harvest(...) writes a harvest, bridge.harvest.open(dir) reads one)
+from bridge.analysis import attribution, patching  # noqa: E402  (bridge.patching, bridge.attribution)
 from bridge.harvest.reader import HarvestedActivations, open_harvest  # noqa: E402
-from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Spec  # noqa: E402
+from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, DenseOrMoEBlockSpec, LayerKinds, Spec  # noqa: E402
 from bridge.kernel.cache import act_name  # noqa: E402
 from bridge.kernel.config import BridgeConfig, config_from_hf  # noqa: E402
 from bridge.kernel.errors import (  # noqa: E402
@@ -40,6 +43,10 @@ from bridge.model import ActivationCache, Bridge  # noqa: E402
 
 __version__ = "0.1.0"
 
+# `import bridge.patching` and `import bridge.attribution` name the analysis modules themselves.
+sys.modules.setdefault("bridge.patching", patching)
+sys.modules.setdefault("bridge.attribution", attribution)
+
 
 def __getattr__(name: str) -> object:
     """``bridge.plugins``, ``bridge.config``…: the modules that moved into the layers, by their old names."""
@@ -48,6 +55,7 @@ def __getattr__(name: str) -> object:
 
         return importlib.import_module(f"bridge.{name}")
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
 
 __all__ = [
     "ActivationCache",
@@ -60,6 +68,7 @@ __all__ = [
     "ComponentMap",
     "ComponentMapError",
     "ConcurrentUseError",
+    "DenseOrMoEBlockSpec",
     "Examples",
     "HarvestedActivations",
     "HookHandle",
@@ -67,11 +76,13 @@ __all__ = [
     "HookPoint",
     "HookShapeError",
     "HookedModel",
+    "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
     "Spec",
     "UnknownArchitectureError",
     "act_name",
+    "attribution",
     "config_from_hf",
     "get_plugin_manager",
     "get_registry",
@@ -80,6 +91,7 @@ __all__ = [
     "hookspec",
     "load",
     "open_harvest",
+    "patching",
     "reload_plugins",
     "unwrap",
     "wrap",

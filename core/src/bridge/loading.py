@@ -27,6 +27,8 @@ def load(
     center_writing_weights: bool = False,
     center_unembed: bool = False,
     fold_value_biases: bool = False,
+    refactor_factored_attn_matrices: bool = False,
+    default_prepend_bos: bool | None = None,
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, int | str] | None = None,
     offload_folder: str | os.PathLike | None = None,
@@ -40,8 +42,12 @@ def load(
     skips loading a tokenizer; image models get their image processor (``AutoImageProcessor``) instead of
     or as well as a tokenizer, and vision-language models their processor (``AutoProcessor``: text and images
     together). ``fold_ln``, ``center_writing_weights``, ``center_unembed`` and
-    ``fold_value_biases`` (default False) process the weights after loading, as
-    ``Bridge.process_weights`` does. Further keyword arguments go to ``from_pretrained``.
+    ``fold_value_biases``, ``refactor_factored_attn_matrices`` (default False) process the weights after loading,
+    as ``Bridge.process_weights`` does (``model.enable_compatibility_mode()`` does what
+    ``HookedTransformer.from_pretrained`` did, in one call). ``default_prepend_bos`` sets
+    ``cfg.default_prepend_bos`` (default True: text gets a BOS, as ``HookedTransformer`` did; ``False`` matches
+    TransformerLens 4's bridge on the families where it prepends none). Further keyword arguments go to
+    ``from_pretrained``.
 
     ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict of module name → device, ``"cpu"``
     or ``"disk"``), ``max_memory`` (device → bytes or ``"2GiB"``) and ``offload_folder`` (where ``"disk"``
@@ -60,9 +66,10 @@ def load(
         max_memory=max_memory,
         offload_folder=offload_folder,
         model_class=Bridge,
+        default_prepend_bos=default_prepend_bos,
         **hf_kwargs,
     )
-    processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    processing = (fold_ln, center_writing_weights, center_unembed, fold_value_biases, refactor_factored_attn_matrices)
     if any(processing):
         bridge.process_weights(*processing)
     return bridge
@@ -76,6 +83,7 @@ def wrap(
     replace: bool = False,
     image_processor: Any = None,
     processor: Any = None,
+    default_prepend_bos: bool | None = None,
 ) -> Bridge:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
@@ -94,6 +102,7 @@ def wrap(
         image_processor=image_processor,
         processor=processor,
         model_class=Bridge,
+        default_prepend_bos=default_prepend_bos,
     )
 
 

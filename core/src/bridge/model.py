@@ -1,7 +1,8 @@
 """``Bridge``, assembled at the top: the kernel's ``HookedModel`` plus the analysis layer.
 
 ``Bridge`` = ``HookedModel`` (hook points, the hooks API, ``forward``, ``run_with_cache``) + weight views
-(``W_Q``…), weight processing (``fold_ln``…), generation with hooks, and SAE splicing. Its caches are
+(``W_Q``…), weight processing (``fold_ln``…), generation with hooks, SAE splicing, and TransformerLens's
+model-level switches (``enable_compatibility_mode``…). Its caches are
 ``ActivationCache``: the kernel's plain cache plus the residual-stream analysis methods.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from bridge.analysis.cache_analysis import CacheAnalysis
+from bridge.analysis.compatibility import CompatibilityMode
 from bridge.analysis.generation import Generation
 from bridge.analysis.model_weights import WeightViews
 from bridge.analysis.processing import WeightProcessing
@@ -27,7 +29,7 @@ class ActivationCache(CacheAnalysis, PlainActivationCache):
     read from ``model.cfg``."""
 
 
-class Bridge(WeightViews, WeightProcessing, Generation, SAESplicing, HookedModel):
+class Bridge(CompatibilityMode, WeightViews, WeightProcessing, Generation, SAESplicing, HookedModel):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact

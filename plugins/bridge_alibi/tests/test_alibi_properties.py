@@ -1,13 +1,13 @@
 """Property tests over batch sizes, lengths, left padding and random hook subsets, on both paths."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.testing import check_hook_subset, check_left_padding
+from bridge.testing import check_hook_subset, check_left_padding, property_settings
 from bridge_alibi import BloomAdapter, FalconAdapter, MptAdapter
 
-SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = property_settings(max_examples=6)
 # Zeroing these may legitimately leave the output unchanged (a zero norm scale gives NaN, not a change;
 # a zero ALiBi bias on a tiny model can be invisible).
 MAY_NOT_MATTER = ("hook_scale", "hook_alibi")

@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from bridge.testing import examples_of, make_pair, save_tiny_model
-from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter
+from bridge_mla import DeepseekV2Adapter, DeepseekV3Adapter, DeepseekV32Adapter, GlmMoeDsaAdapter
+
+#: Adapters by architecture name (the family's four).
+BY_ARCH = {a.architectures[0]: a for a in (DeepseekV2Adapter, DeepseekV3Adapter, DeepseekV32Adapter, GlmMoeDsaAdapter)}
 
 # Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only slow backward passes.
 torch.set_num_threads(1)
@@ -25,9 +28,7 @@ VARIANTS = {
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory):
     """One saved tiny model per architecture and variant, shared by the session."""
-    dirs = {
-        a.architectures[0]: tmp_path_factory.mktemp(a.architectures[0]) for a in (DeepseekV2Adapter, DeepseekV3Adapter)
-    }
+    dirs = {arch: tmp_path_factory.mktemp(arch) for arch in BY_ARCH}
     for name, (adapter, overrides) in VARIANTS.items():
         directory = tmp_path_factory.mktemp(name)
         model_config = examples_of(adapter).example_config(**overrides)
@@ -62,7 +63,6 @@ def pair_for(model_dirs):
         if name in VARIANTS:
             adapter = VARIANTS[name][0]
             return make_pair(adapter, adapter.architectures[0], path, directory=model_dirs[name])
-        adapter = DeepseekV2Adapter if name == "DeepseekV2ForCausalLM" else DeepseekV3Adapter
-        return make_pair(adapter, name, path, directory=model_dirs[name])
+        return make_pair(BY_ARCH[name], name, path, directory=model_dirs[name])
 
     return build

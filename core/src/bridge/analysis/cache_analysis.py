@@ -204,15 +204,17 @@ class CacheAnalysis:
 
         ``result[..., h, :] = z[..., h, :] @ W_O[h]`` from the cached ``hook_z`` and
         ``model.blocks[l].attn.W_O`` ``[n_heads, d_head, d_model]``; summed over heads, plus ``b_O``, they
-        are the attention output. Layers whose result is already cached are left as they are.
+        are the attention output. Layers whose result is already cached are left as they are. In a hybrid
+        (``cfg.layer_types``) only its attention layers have heads.
         """
         model = self._model()
-        for l in range(self._n_layers()):
-            if "attn" not in dict(model.blocks[l].named_children()):
+        layers = self._attention_layers(self._n_layers(), "compute_head_results")
+        missing = [l for l in layers if f"blocks.{l}.attn.hook_result" not in self._acts]
+        for l in missing:
+            attn = dict(model.blocks[l].named_children()).get("attn")
+            if attn is None or not getattr(attn, "z_feeds_out_proj", True):
                 raise AnalysisError(f"compute_head_results: {self._layout(l).why_not['attn']}")
-        self._compute_head_results_for(
-            [l for l in range(self._n_layers()) if f"blocks.{l}.attn.hook_result" not in self._acts]
-        )
+        self._compute_head_results_for(missing)
 
     @_reads("attn.hook_z", "hook_resid_pre", "hook_resid_post", "hook_scale")
     def stack_head_results(
@@ -226,17 +228,23 @@ class CacheAnalysis:
         """Every head's output for blocks before ``layer``: ``[layer·n_heads (+1), *batch_and_pos, d_model]``.
 
         Labels ``L{l}H{h}``; ``incl_remainder`` adds ``remainder``, the rest of the stream entering ``layer``
-        (embeddings, biases, MLPs…), so that the stack sums to it.
+        (embeddings, biases, MLPs…), so that the stack sums to it. In a hybrid (``cfg.layer_types``) the heads
+        are those of its attention layers (the other layers' writes are in the remainder). Where an output gate
+        sits between ``hook_z`` and the output projection, the per-head results must be cached
+        (``set_use_attn_result(True)``): ``z @ W_O`` is not what the layer wrote.
         """
         positions = Slice.unwrap(pos_slice)
         layer = self._stream_layer(layer)
-        for l in range(layer):
-            self._require_writes(l, "attn", "stack_head_results")
-        missing = [l for l in range(layer) if f"blocks.{l}.attn.hook_result" not in self._acts]
+        layers = self._attention_layers(layer, "stack_head_results")
+        missing = [l for l in layers if f"blocks.{l}.attn.hook_result" not in self._acts]
+        for l in layers:
+            cached = l not in missing and self._layout(l).results_write
+            if not cached:
+                self._require_writes(l, "attn", "stack_head_results")
         self._compute_head_results_for(missing)
         n_heads = self._model().cfg.n_heads
-        labels = [f"L{l}H{h}" for l in range(layer) for h in range(n_heads)]
-        parts = [positions.apply(self._acts[f"blocks.{l}.attn.hook_result"], dim=-3) for l in range(layer)]
+        labels = [f"L{l}H{h}" for l in layers for h in range(n_heads)]
+        parts = [positions.apply(self._acts[f"blocks.{l}.attn.hook_result"], dim=-3) for l in layers]
         stack = self._concat_parts(parts, positions)
         if incl_remainder:
             stack = self._with_remainder(stack, layer, positions)
@@ -473,6 +481,16 @@ class CacheAnalysis:
             raise AnalysisError(f"mlp_input=True needs a block index (layer < {n}); layer {n} is the unembedding")
         if "mlp" not in dict(self._model().blocks[layer].named_children()):
             raise AnalysisError(f"mlp_input=True: {self._layout(layer).why_not['mlp']}")
+
+    def _attention_layers(self, layer: int, method: str) -> list[int]:
+        """The blocks before ``layer`` whose heads are stacked: all of them, or a hybrid's attention layers."""
+        model = self._model()
+        if model.cfg.layer_types is None:
+            return list(range(layer))
+        layers = [l for l in range(layer) if "attn" in dict(model.blocks[l].named_children())]
+        if not layers and layer:
+            raise AnalysisError(f"{method}: blocks 0..{layer - 1} of this hybrid have no attention layer")
+        return layers
 
     def _require_writes(self, layer: int, sublayer: str, method: str) -> None:
         layout = self._layout(layer)

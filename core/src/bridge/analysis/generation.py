@@ -9,6 +9,8 @@ the HF modules, so every active hook fires on every forward step: once on the pr
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,14 +20,17 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from bridge.kernel.cache import PlainActivationCache
-from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError
+from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, unknown_argument_error
 from bridge.kernel.hooked_model import decoder_start_token_id
+from bridge.kernel.validation import check_attention_mask, check_tokens, n_ctx_is_limit
 
 if TYPE_CHECKING:
     from bridge.kernel.hook_points import HookPoint
 
 GenerateReturnType = Literal["input", "str", "tokens", "embeds"]
-_KEY_AXIS_HOOKS = ("hook_pattern", "hook_attn_scores")  # [b, heads, query, key]
+#: Hooks laid out over query and key positions, the key axis last: ``[b, heads, query, key]`` (pattern, scores) or
+#: ``[b, query, key]`` (a sparse-attention indexer's scores, DeepSeek-V3.2's ``hook_index_scores``).
+_KEY_AXIS_HOOKS = ("hook_pattern", "hook_attn_scores", "hook_index_scores")
 
 
 class FrequencyPenalty(LogitsProcessor):
@@ -73,7 +78,8 @@ class StepCaches(list):
         these hooks; default all recorded).
 
         Per-position hooks ``[b, pos, ...]`` are concatenated along ``pos``; attention patterns and
-        scores ``[b, heads, query, key]`` along ``query``, each step's keys padded to the full length
+        scores ``[b, heads, query, key]`` (and an indexer's scores ``[b, query, key]``) along ``query``, each step's
+        keys padded to the full length
         (pattern with 0, scores with the dtype's minimum, as a masked full forward holds them). Hooks
         that see every position at every step (a full forward without the cache, or ``hook_rot_k``
         at the seam with a cache) take the last step's value. The result equals
@@ -91,7 +97,7 @@ class StepCaches(list):
 
 def _stack_hook(name: str, values: list[torch.Tensor]) -> torch.Tensor:
     keyed = name.endswith(_KEY_AXIS_HOOKS)
-    axis = 2 if keyed else 1
+    axis = values[0].ndim - 2 if keyed else 1  # the query axis of a keyed hook: the one before the keys
     sizes = [v.shape[axis] for v in values]
     if all(size == sizes[0] + i for i, size in enumerate(sizes)):
         return values[-1]  # every step saw the whole sequence so far
@@ -103,13 +109,15 @@ def _stack_hook(name: str, values: list[torch.Tensor]) -> torch.Tensor:
     if not keyed:
         return torch.cat(values, dim=1)
     total = sizes[0] + len(values) - 1
-    fill = 0.0 if name.endswith("hook_pattern") else torch.finfo(values[0].dtype).min
+    # a masked key: 0 in a pattern; in scores the dtype's minimum, or -inf where the model masks with -inf
+    masked_with_inf = any(bool(torch.isneginf(v).any()) for v in values)
+    fill = 0.0 if name.endswith("hook_pattern") else -torch.inf if masked_with_inf else torch.finfo(values[0].dtype).min
     padded = []
     for end, value in zip(range(sizes[0], total + 1), values, strict=True):
         # a step's keys are the latest positions (all of them, or a sliding window), ending at `end`
-        left, right = end - value.shape[3], total - end
+        left, right = end - value.shape[-1], total - end
         padded.append(torch.nn.functional.pad(value, (left, right), value=fill))
-    return torch.cat(padded, dim=2)  # [b, heads, p + new - 1, p + new - 1]
+    return torch.cat(padded, dim=axis)  # [b, (heads,) p + new - 1, p + new - 1]
 
 
 class Generation:
@@ -164,19 +172,21 @@ class Generation:
 
         Encoder-decoder models read ``input`` with the encoder and generate the decoder's tokens from the model's
         decoder start token: ``"tokens"`` are the decoder's (start token + new), ``"str"`` their text; the
-        encoder's hooks fire on the first step only (HF keeps its output).
+        encoder's hooks fire on the first step only (HF keeps its output). A speech-to-text model (Whisper) reads
+        audio features or a feature extractor's output as ``input`` and returns what HF's ``generate`` returns.
 
         Vision-language models also take ``pixel_values=`` (pixel values ``[b, c, h, w]`` beside tokens holding
         the image tokens, or images with a text through the processor) or the processor's output as ``input``;
         the images are read on the prompt step.
         """
         self._check_usable()
+        _check_generate_kwargs(hf_generate_kwargs)
         if self.unembed is None:
             raise NoLMHeadError(
                 f"{type(self.hf_model).__name__} has no LM head, so it cannot generate; load the *ForCausalLM class."
             )
-        if max_new_tokens < 1:
-            raise BridgeError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise BadInputError(f"max_new_tokens must be at least 1 (an int), got {max_new_tokens!r}")
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
         images: dict[str, Any] = {}
@@ -210,6 +220,7 @@ class Generation:
         elif pixel_values is not None:
             raise BadInputError(f"{type(self.hf_model).__name__} reads no images; generate from text or tokens.")
         tokens, embeds, mask, input_kind = self._generation_inputs(input, attention_mask, prepend_bos)
+        self._check_generation_length((tokens if tokens is not None else embeds).shape[1], max_new_tokens)
         if return_type == "input":
             return_type = {"text": "str", "texts": "str", "tokens": "tokens", "embeds": "embeds"}[input_kind]
         if freq_penalty and tokens is None:
@@ -303,33 +314,46 @@ class Generation:
     def _generation_inputs(
         self, input: Any, attention_mask: torch.Tensor | None, prepend_bos: bool | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, str]:
-        """Tokens ``[b, p]`` or embeddings ``[b, p, d]``, the mask ``[b, p]`` and what the input was."""
+        """Tokens ``[b, p]`` or embeddings ``[b, p, d]``, the mask ``[b, p]`` and what the input was, checked as
+        ``forward`` checks its input (ids in the vocabulary, a 0/1 mask of the input's shape...)."""
         device = self._device()
         if isinstance(input, str) or (isinstance(input, list) and all(isinstance(x, str) for x in input) and input):
+            if attention_mask is not None:
+                raise BadInputError("with text input the tokenizer builds the attention mask; pass no attention_mask")
             tokens, mask = self._tokens.encode(input, prepend_bos, "left")
             kind = "text" if isinstance(input, str) else "texts"
             return tokens.to(device), None, mask.to(device), kind
         if not isinstance(input, torch.Tensor) or input.ndim not in (1, 2, 3):
-            raise BridgeError(
+            raise BadInputError(
                 "generate takes a str, a non-empty list of str, tokens [batch, pos] or embeddings "
                 f"[batch, pos, d_model]; got {type(input).__name__}"
                 + (f" with shape {tuple(input.shape)}" if isinstance(input, torch.Tensor) else "")
             )
-        if input.ndim == 1:
-            input = input.unsqueeze(0)
-        data = input.to(device)
-        if attention_mask is None:
-            mask = torch.ones(data.shape[:2], dtype=torch.long, device=device)
-        elif attention_mask.shape != data.shape[:2]:
-            raise BridgeError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but the input has [batch, pos] = "
-                f"{tuple(data.shape[:2])}; give one 0/1 entry per input position."
-            )
-        else:
-            mask = attention_mask.to(device=device, dtype=torch.long)
         if input.ndim == 3:
-            return None, data, mask, "embeds"
-        return data, None, mask, "tokens"
+            if not input.is_floating_point() or input.shape[-1] != self.cfg.d_model or input.shape[1] == 0:
+                raise BadInputError(
+                    f"a 3-D input is embeddings: a float tensor [batch, pos ≥ 1, {self.cfg.d_model}], got "
+                    f"{input.dtype} of shape {tuple(input.shape)}; token ids are [batch, pos]."
+                )
+            data, kind = input, "embeds"
+        else:
+            data, kind = check_tokens(input, self.cfg, self._d_vocab_in()), "tokens"
+        if attention_mask is None:
+            mask = torch.ones(data.shape[:2], dtype=torch.long)
+        else:
+            mask = check_attention_mask(attention_mask, torch.empty(data.shape[:2]))
+        data, mask = data.to(device), mask.to(device)
+        return (None, data, mask, kind) if kind == "embeds" else (data, None, mask, kind)
+
+    def _check_generation_length(self, prompt: int, max_new_tokens: int) -> None:
+        """Refuse a generation that would run past a fixed position table (learned positions)."""
+        n_ctx = self.cfg.n_ctx
+        if n_ctx_is_limit(self.cfg) and prompt + max_new_tokens > n_ctx:
+            raise BadInputError(
+                f"{prompt} prompt positions and max_new_tokens={max_new_tokens} make {prompt + max_new_tokens} "
+                f"positions, but this model's position table has n_ctx={n_ctx}; generate at most "
+                f"{max(n_ctx - prompt, 0)} new tokens or shorten the prompt."
+            )
 
     def _generation_config(
         self,
@@ -357,7 +381,7 @@ class Generation:
                     "stop_at_eos=True needs an end-of-sequence token: pass eos_token_id=..., give the bridge "
                     "a tokenizer with an eos_token_id, or pass stop_at_eos=False."
                 )
-            stop_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+            stop_ids = self._stop_ids(eos_token_id)
             pad_id = (
                 eos_token_id
                 if isinstance(eos_token_id, int)
@@ -376,22 +400,33 @@ class Generation:
         model_config = self.hf_model.config
         if getattr(model_config, "is_encoder_decoder", False):  # the decoder starts from the model's start token
             extra = {"decoder_start_token_id": decoder_start_token_id(model_config), **extra}
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_k=(top_k or 0) if sampling else None,  # 0: off (HF's default would be 50)
-            top_p=(top_p or 1.0) if sampling else None,
-            use_cache=use_cache,
-            num_beams=1,
-            eos_token_id=stop_ids,
-            pad_token_id=pad_id,
-            **extra,
-        )
+        settings = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": sampling,
+            "temperature": temperature if sampling else None,
+            "top_k": (top_k or 0) if sampling else None,  # 0: off (HF's default would be 50)
+            "top_p": (top_p or 1.0) if sampling else None,
+            "use_cache": use_cache,
+            "num_beams": 1,
+            "eos_token_id": stop_ids,
+            "pad_token_id": pad_id,
+        }
+        config = GenerationConfig(**{**settings, **extra})
         processors = LogitsProcessorList()
         if sampling and freq_penalty:
             processors.append(FrequencyPenalty(freq_penalty * temperature, mask))
         return config, processors
+
+    @staticmethod
+    def _stop_ids(eos_token_id: Any) -> list[int]:
+        """``eos_token_id`` (an id or a non-empty list of ids) as a list."""
+        ids = [eos_token_id] if not isinstance(eos_token_id, list | tuple) else list(eos_token_id)
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise BadInputError(
+                f"eos_token_id must be a token id or a non-empty list of token ids (ints ≥ 0), got "
+                f"{eos_token_id!r}; pass stop_at_eos=False to generate without stopping."
+            )
+        return ids
 
     @contextlib.contextmanager
     def _recording(self, names_filter: Any, steps: StepCaches) -> Iterator[None]:
@@ -436,6 +471,27 @@ class Generation:
         texts = [self._tokens._require().decode(row, skip_special_tokens=True) for row in sequences.tolist()]
         single = input_kind == "text" or (input_kind != "texts" and len(texts) == 1)
         return texts[0] if single else texts
+
+
+@functools.cache
+def _generation_config_fields() -> frozenset[str]:
+    """The settings HF's ``GenerationConfig`` has (its ``__init__`` silently keeps any other keyword)."""
+    return frozenset(k for k in GenerationConfig().to_dict() if not k.startswith("_") and k != "transformers_version")
+
+
+def _check_generate_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse a keyword that is neither ``generate``'s nor a ``GenerationConfig`` setting (with close matches)."""
+    fields = _generation_config_fields()
+    unknown = [name for name in kwargs if name not in fields]
+    if unknown:
+        params = inspect.signature(Generation.generate).parameters.values()
+        own = [p.name for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+        error = unknown_argument_error("generate", unknown[0], [*own, *fields])
+        message = str(error).split(" It takes: ")[0]
+        raise type(error)(
+            f"{message} It takes its own arguments ({', '.join(own)}) and the settings of HF's GenerationConfig "
+            "(repetition_penalty, min_new_tokens, no_repeat_ngram_size…; `GenerationConfig().to_dict()` lists them)."
+        )
 
 
 @contextlib.contextmanager

@@ -10,12 +10,14 @@ d_model]``). The per-layer views themselves live on the components (``model.bloc
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import einops
 import torch
 
+from bridge.analysis.parameter_names import HFStateDict
 from bridge.analysis.residual import AnalysisError
 from bridge.kernel.components.base import Component
 from bridge.kernel.components.weight_views import SurfacesViewErrors, WeightViewError
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 Tokens = str | int | torch.Tensor | Sequence[int]
 
-__all__ = ["Tokens", "WeightViewError", "WeightViews", "residual_directions", "unembedding_matrix"]
+__all__ = ["HeadLabels", "Tokens", "WeightViewError", "WeightViews", "residual_directions", "unembedding_matrix"]
 
 
 class CompositionModeError(BridgeError, ValueError):
@@ -53,11 +55,12 @@ def _what_exists(block: nn.Module, index: int) -> str:
 
 def unembedding_matrix(model: HookedModelLike) -> torch.Tensor:
     """``W_U`` ``[d_model, d_vocab]`` of a hooked model (see ``WeightViews.W_U``)."""
-    unembed = model.__dict__.get("unembed", model._modules.get("unembed"))
+    unembed = model._modules.get("unembed")
     if unembed is None:
         raise WeightViewError(f"{type(model.hf_model).__name__} has no LM head, so there is no W_U")
-    scale = model.cfg.extra.get("logit_scale")
-    return unembed.weight.T if scale is None else unembed.weight.T * scale
+    w_u = unembed.W_U
+    assert isinstance(w_u, torch.Tensor)
+    return w_u
 
 
 def residual_directions(model: HookedModelLike, tokens: Tokens) -> torch.Tensor:
@@ -91,6 +94,7 @@ class WeightViews(SurfacesViewErrors):
     # ``Bridge`` provides these.
     hf_model: nn.Module
     blocks: nn.ModuleList
+    unembed: Any
     cfg: Any
 
     # ----------------------------------------------------------- embeddings
@@ -120,12 +124,7 @@ class WeightViews(SurfacesViewErrors):
                 f"{type(self.hf_model).__name__} has no learned position embedding "
                 f"(positional_embedding_type={self.cfg.positional_embedding_type!r}), so there is no W_pos"
             )
-        table = getattr(pos.hf, "weight", None)
-        table = getattr(pos.hf, "weights", None) if table is None else table
-        if not isinstance(table, torch.Tensor):
-            raise WeightViewError(f"{type(pos.hf).__name__} holds no position table (weight or weights), so no W_pos")
-        offset = getattr(pos.hf, "offset", 0)
-        return table[offset:] if offset else table  # the parameter itself where there is no offset
+        return pos.W_pos
 
     @property
     def W_E_pos(self) -> torch.Tensor:
@@ -146,12 +145,8 @@ class WeightViews(SurfacesViewErrors):
     @property
     def b_U(self) -> torch.Tensor:
         """Unembedding bias ``[d_vocab]`` (zeros when the head has none; times the logit scale, as ``W_U``)."""
-        w_u = self.W_U
-        bias = getattr(self.unembed, "bias", None)
-        if bias is None:
-            return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
-        scale = self.cfg.extra.get("logit_scale")
-        return bias if scale is None else bias * scale
+        unembedding_matrix(self)  # the error for a model without a head
+        return self.unembed.b_U
 
     # ------------------------------------------------------ stacked per layer
 
@@ -329,7 +324,7 @@ class WeightViews(SurfacesViewErrors):
         for i, block in enumerate(self.blocks):
             for part, views in (
                 ("attn", ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")),
-                ("mlp", ("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out")),
+                ("mlp", ("W_in", "W_out", "b_in", "b_out", "W_gate")),  # TransformerLens 4's names and order
             ):
                 component = block._modules.get(part)
                 if component is None or (part == "mlp" and not getattr(component, "stacks_as_dense", True)):
@@ -357,3 +352,63 @@ class WeightViews(SurfacesViewErrors):
         bias = getattr(hf, "bias", None)
         if isinstance(bias, torch.Tensor):
             params[f"{prefix}.b"] = bias
+
+    # --------------------------------------------------------- TransformerLens helpers
+
+    @property
+    def all_head_labels(self) -> HeadLabels:
+        """``["L0H0", "L0H1", …]``, layer-major (TransformerLens 4's property; calling it, as
+        ``HookedTransformer``'s method, gives the same list)."""
+        return HeadLabels(f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads))
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """The sum of the output biases written to the residual stream before block ``layer``: ``Σ b_O`` and
+        (``include_mlp_biases``) ``Σ b_out`` over blocks ``< layer``; ``mlp_input`` adds block ``layer``'s ``b_O``
+        (the bias in the MLP's input). ``[d_model]``."""
+        n = self.cfg.n_layers
+        if not 0 <= layer <= n or (mlp_input and layer == n):
+            last = n - 1 if mlp_input else n
+            raise AnalysisError(f"layer must be in [0, {last}]{' with mlp_input' if mlp_input else ''}, got {layer}")
+        terms: list[torch.Tensor] = []
+        for i in range(layer + (1 if mlp_input else 0)):
+            block = self.blocks[i]
+            attn = block._modules.get("attn")
+            if attn is None:
+                raise WeightViewError(
+                    f"blocks.{i} has no attention layer, so its output bias is not known; {_what_exists(block, i)}"
+                )
+            terms.append(attn.b_O)
+            if include_mlp_biases and i < layer and block._modules.get("mlp") is not None:
+                mlp = block.mlp
+                if not getattr(mlp, "stacks_as_dense", True):
+                    raise WeightViewError(
+                        f"blocks.{i} has a mixture-of-experts MLP, whose output bias depends on the routing; "
+                        "pass include_mlp_biases=False"
+                    )
+                terms.append(mlp.b_out)
+        like = self.W_E
+        total = torch.zeros(self.cfg.d_model, dtype=like.dtype, device=like.device)
+        for term in terms:
+            total = total + term.to(total.device)
+        return total
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The HF model's parameters and buffers under their HF names (``hf_model.…``), as ``named_parameters()``;
+        a TransformerLens name looked up in it (``["blocks.0.attn.W_Q"]``) raises an error pointing to
+        ``tl_parameters()``."""
+        out = super().state_dict(*args, **kwargs)  # type: ignore[misc]
+        if args or kwargs.get("destination") is not None or kwargs.get("prefix") or type(out) is not OrderedDict:
+            return out
+        hinted = HFStateDict(out)
+        metadata = getattr(out, "_metadata", None)
+        if metadata is not None:
+            hinted._metadata = metadata  # type: ignore[attr-defined]
+        return hinted
+
+
+class HeadLabels(list):
+    """A list of head labels that can also be called: ``model.all_head_labels`` (TransformerLens 4) and
+    ``model.all_head_labels()`` (``HookedTransformer``) both work."""
+
+    def __call__(self) -> list[str]:
+        return list(self)

@@ -12,6 +12,8 @@ Each step keeps the model's log-probabilities; what changes is where things are 
 - ``center_unembed``: the unembedding loses its mean over the vocabulary (logits shift per position).
 - ``fold_value_biases``: ``b_O += Σ_h b_V[h] @ W_O[h]`` and ``b_V = 0`` (attention patterns sum to 1; refused
   with attention sinks, whose patterns do not).
+- ``refactor_factored_attn_matrices`` (off unless asked): each head's ``QK`` and ``OV`` factors rewritten into an
+  SVD-even form (``bridge.analysis.refactor_attention``).
 
 A step that cannot be done exactly raises ``WeightProcessingError`` before anything is changed.
 """
@@ -23,10 +25,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import einops
+import numpy as np
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from bridge.analysis import refactor_attention
 from bridge.analysis.norm_readers import Reader, WeightProcessingError, find_readers
 from bridge.analysis.value_biases import ValueBias, find_value_bias
 from bridge.kernel.components.attention import weight_in_out
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UntiedEmbeddingsWarning", "WeightProcessing", "WeightProcessingError"]
 
-STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases", "refactor_factored_attn_matrices")
 
 
 class UntiedEmbeddingsWarning(UserWarning):
@@ -54,16 +58,22 @@ class WeightProcessing:
         center_writing_weights: bool | None = None,
         center_unembed: bool | None = None,
         fold_value_biases: bool | None = None,
+        refactor_factored_attn_matrices: bool | None = False,
     ) -> HookedModelLike:
         """Process the weights in place, keeping the model's log-probabilities.
 
         Each flag: ``True`` does the step or raises ``WeightProcessingError`` saying why it cannot be
-        done here; ``False`` skips it; ``None`` (the default) does it if it applies to this kind of
+        done here; ``False`` skips it; ``None`` (the default, except for ``refactor_factored_attn_matrices``,
+        which is off unless asked, as in TransformerLens) does it if it applies to this kind of
         model (``process_weights()`` on a RMSNorm model folds norms but does not centre the residual
         stream), still raising if it applies but cannot be done exactly. Nothing changes before every
         chosen step is known to be possible. Returns the bridge.
         """
-        asked = dict(zip(STEPS, (fold_ln, center_writing_weights, center_unembed, fold_value_biases), strict=True))
+        flags = (fold_ln, center_writing_weights, center_unembed, fold_value_biases, refactor_factored_attn_matrices)
+        asked = dict(zip(STEPS, flags, strict=True))
+        if any(wanted is not False for wanted in asked.values()):
+            _require_one_stack(self)
+            _require_weights_in_memory(self)
         chosen = []
         for step, wanted in asked.items():
             reason = _why_not(self, step) if wanted is not False else None
@@ -84,6 +94,8 @@ class WeightProcessing:
                 _center_unembed(self)
             if "fold_value_biases" in chosen:
                 _fold_value_biases(self, value_biases)
+            if "refactor_factored_attn_matrices" in chosen:
+                refactor_attention.refactor_factored_attn_matrices(self, run)
         done = self.cfg.extra.setdefault("weight_processing", [])
         done.extend(step for step in chosen if step not in done)
         return self
@@ -111,10 +123,16 @@ class WeightProcessing:
 def _why_not(bridge: HookedModelLike, step: str) -> str | None:
     """Why ``step`` cannot be done exactly on this model, or ``None`` when it can."""
     has_attention = all(hasattr(block, "attn") for block in bridge.blocks)
-    if step in ("fold_ln", "fold_value_biases") and not has_attention:
+    hybrid = bridge.cfg.layer_types is not None  # its ln1/ln2 are folded into whatever reads them, traced
+    if step == "fold_ln" and not has_attention and not hybrid:
         return (
             "its blocks are not attention blocks (state-space mixers); bridge processes the weights of "
-            "attention transformers only"
+            "attention transformers and hybrids only"
+        )
+    if step == "fold_value_biases" and not has_attention:
+        return (
+            "some of its blocks have no attention (state-space or linear-attention layers), and value biases are "
+            "folded through attention patterns only"
         )
     if step == "fold_value_biases" and any(hasattr(block.attn, "hook_sink_logits") for block in bridge.blocks):
         return (
@@ -123,6 +141,8 @@ def _why_not(bridge: HookedModelLike, step: str) -> str | None:
         )
     if step == "center_writing_weights":
         return _why_not_center_writers(bridge)
+    if step == "refactor_factored_attn_matrices":
+        return refactor_attention.why_not(bridge)
     if step == "center_unembed":
         if bridge.unembed is None:
             return "the model has no unembedding"
@@ -140,6 +160,11 @@ def _why_not_center_writers(bridge: HookedModelLike) -> str | None:
         return (
             "it uses RMSNorm, which does not subtract the mean, so removing the residual stream's mean "
             "changes every norm's output; centring is for LayerNorm models"
+        )
+    if getattr(bridge, "embed", None) is None:
+        return (
+            "its residual stream does not start from a token embedding (an image encoder's patch embeddings or "
+            "pre-norm write it), so what writes it first cannot be centred by changing embedding weights"
         )
     for name in ("embed", "pos_embed"):
         embedding = getattr(bridge, name, None)
@@ -169,6 +194,31 @@ def _writers(block: nn.Module) -> list[nn.Module] | None:
     return writers
 
 
+def _require_one_stack(bridge: HookedModelLike) -> None:
+    """Refuse a model made of towers (two-tower image-text models): processing works on one stack of blocks."""
+    if len(bridge.blocks):
+        return
+    towers = [name for name, child in bridge.named_children() if hasattr(child, "blocks") and len(child.blocks)]
+    raise WeightProcessingError(
+        f"this {bridge.cfg.architecture} is made of towers ({', '.join(towers)}), each with its own blocks and "
+        "norms; bridge processes the weights of one stack of blocks only. To process a tower, load one tower "
+        "on its own (e.g. CLIPVisionModel / CLIPTextModel). Nothing was changed."
+    )
+
+
+def _require_weights_in_memory(bridge: HookedModelLike) -> None:
+    """Refuse a model whose weights accelerate offloaded: they sit on the ``meta`` device between calls (their
+    values on disk or in CPU RAM, read in per call), so processing in place could neither read nor write them."""
+    offloaded = [name for name, param in bridge.hf_model.named_parameters() if param.device.type == "meta"]
+    if offloaded:
+        raise WeightProcessingError(
+            f"{len(offloaded)} parameters of this {bridge.cfg.architecture} are offloaded by accelerate (e.g. "
+            f"{offloaded[0]!r}: on the meta device between calls, its values on disk or in CPU RAM), and weight "
+            "processing changes weights in place, so it cannot be done here; nothing was changed. Load the model "
+            "without offload (no offload_folder, a device_map that keeps every module on a device) to process it."
+        )
+
+
 def _require_no_hooks(bridge: HookedModelLike) -> None:
     active = [name for name, point in bridge.hook_dict.items() if point.active]
     if active:
@@ -179,10 +229,33 @@ def _require_no_hooks(bridge: HookedModelLike) -> None:
 
 
 def _probe_run(bridge: HookedModelLike) -> Callable[[], Any]:
-    """A forward pass of the HF model on a few tokens (processing inspects the model with it)."""
+    """A forward pass of the HF model on a few tokens, or for a model that reads images only, on one blank
+    image (processing inspects the model with it)."""
     device = next(bridge.hf_model.parameters()).device
-    tokens = torch.arange(1, 5, device=device)[None] % bridge.cfg.d_vocab  # [1, 4]
-    return lambda: bridge.hf_model(input_ids=tokens, use_cache=False)
+    if "text" in bridge.adapter.modalities:
+        tokens = torch.arange(1, 5, device=device)[None] % bridge.cfg.d_vocab  # [1, 4]
+        return lambda: bridge.hf_model(input_ids=tokens, use_cache=False)
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in _blank_image(bridge).items()}
+    return lambda: bridge.hf_model(**inputs)
+
+
+def _blank_image(bridge: HookedModelLike) -> dict[str, Any]:
+    """HF inputs for one blank image: through the model's image processor (any input layout), else pixel values
+    ``[1, channels, size, size]`` from the config."""
+    config = bridge.hf_model.config
+    vision = getattr(config, "vision_config", None) or config
+    size, channels = getattr(vision, "image_size", None), getattr(vision, "num_channels", 3)
+    processor = getattr(bridge, "image_processor", None)
+    if processor is not None:
+        side = size if isinstance(size, int) else 32
+        return dict(processor(images=[np.zeros((side, side, 3), dtype=np.uint8)], return_tensors="pt"))
+    if isinstance(size, int):
+        return {"pixel_values": torch.zeros(1, channels, size, size, dtype=next(bridge.hf_model.parameters()).dtype)}
+    raise WeightProcessingError(
+        f"weight processing runs the model once to find the weights reading each norm, and this "
+        f"{bridge.cfg.architecture} has neither an image processor nor an image_size in its config to build an "
+        "input from; wrap it with its image processor (`bridge.wrap(hf_model, image_processor=...)`)."
+    )
 
 
 # ------------------------------------------------------------------- fold_ln
@@ -281,6 +354,11 @@ def _own_parameter(bridge: HookedModelLike, module: nn.Module, name: str) -> nn.
     return own
 
 
+def _shares_weight(module: nn.Module, other: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return weight is not None and any(p is weight for p in other.parameters(recurse=False))
+
+
 # ---------------------------------------------------------------- centering
 
 
@@ -295,6 +373,9 @@ def _center_output(module: nn.Module) -> None:
 
 
 def _center_writers(bridge: HookedModelLike) -> None:
+    embed = getattr(bridge, "embed", None)
+    if bridge.unembed is not None and embed is not None and _shares_weight(bridge.unembed.hf, embed.hf):
+        _own_parameter(bridge, bridge.unembed.hf, "weight")  # tied: W_U must not move with W_E
     for name in ("embed", "pos_embed"):
         embedding = getattr(bridge, name, None)
         if embedding is not None:
@@ -305,7 +386,7 @@ def _center_writers(bridge: HookedModelLike) -> None:
 
 
 def _center_unembed(bridge: HookedModelLike) -> None:
-    weight = _own_parameter(bridge, bridge.unembed, "weight")  # [d_vocab, d_model]
+    weight = _own_parameter(bridge, bridge.unembed.hf, "weight")  # [d_vocab, d_model]
     weight.sub_(weight.mean(0, keepdim=True))
     bias = getattr(bridge.unembed, "bias", None)
     if bias is not None:

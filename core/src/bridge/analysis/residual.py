@@ -5,8 +5,9 @@ residual-stream *states* (``hook_resid_pre``, ``hook_resid_mid``, ``hook_resid_p
 *writes* (``hook_attn_out``, ``hook_mlp_out``, an SSM mixer's ``mixer.hook_ssm_out``…). The cache analysis
 works from that, so sequential, parallel and SSM blocks (and any family wiring that declares its algebra) need
 no special cases. Children named with the canonical names say the rest: ``ln1``/``ln2`` (or an SSM block's ``norm``)
-are the norms that read the stream; ``ln1_post``/``ln2_post`` are norms applied to a sublayer's output
-before it is added (Gemma, OLMo-2), so its per-head or per-neuron parts do not add up to the write.
+are the norms that read the stream; what a block applies to a sublayer's output before it is added
+(``Block.sublayer_output_modules``: Gemma's and OLMo-2's ``ln1_post``/``ln2_post``, DINOv2's layer scales) means its
+per-head or per-neuron parts do not add up to the write.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class BlockLayout:
     ``resid_mid``: a parallel block's MLP reads ``resid_pre``); ``attn_norm``/``mlp_norm``: the child norms
     whose ``hook_scale`` normalizes what the attention (or mixer) and the MLP read, ``None`` if they read the
     stream unnormalized; ``heads_write``/``neurons_write``: whether ``z @ W_O`` per head (plus ``b_O``) and
-    ``post @ W_out`` per neuron (plus ``b_out``) add up to ``attn_out``/``mlp_out``; ``why_not`` says why not.
+    ``post @ W_out`` per neuron (plus ``b_out``) add up to ``attn_out``/``mlp_out``; ``why_not`` says why not;
+    ``results_write``: whether the cached per-head ``attn.hook_result`` (the output projection split by head) adds
+    up to ``attn_out`` (also where ``z @ W_O`` does not: an output gate between ``z`` and the projection).
     """
 
     layer: int
@@ -47,6 +50,7 @@ class BlockLayout:
     heads_write: bool
     neurons_write: bool
     why_not: dict[str, str]
+    results_write: bool = False
 
     @property
     def has_mid(self) -> bool:
@@ -79,8 +83,17 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
     if mlp_norm is None and not mid_writes and "mlp" in children:
         mlp_norm = attn_norm  # a parallel block with one shared norm (Falcon-7B)
     why_not: dict[str, str] = {}
-    heads_write = _sublayer_writes("attn", "ln1_post", "attn_out", children, layer, why_not)
-    neurons_write = _sublayer_writes("mlp", "ln2_post", "mlp_out", children, layer, why_not)
+    applied = {
+        child: [
+            n
+            for n in names
+            if n in children or n in block.hf_modules or isinstance(getattr(block.hf, n, None), nn.Parameter)
+        ]
+        for child, names in block.sublayer_output_modules.items()
+    }
+    heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not)
+    neurons_write = _sublayer_writes("mlp", applied.get("mlp", []), "mlp_out", children, layer, why_not)
+    gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
     if block.residual_scale != 1.0:
         for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
             why_not.setdefault(
@@ -89,7 +102,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
                 f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
                 f"decompose it per layer with decompose_resid ({write}) instead",
             )
-        heads_write = neurons_write = False
+        heads_write = neurons_write = gated = False
     if neurons_write and not hasattr(children["mlp"], "hook_post"):
         neurons_write = False
         why_not["mlp"] = (
@@ -107,6 +120,7 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
         heads_write=heads_write,
         neurons_write=neurons_write,
         why_not=why_not,
+        results_write=heads_write or (gated and "ln1_post" not in children),
     )
 
 
@@ -116,16 +130,23 @@ def _short(hook_name: str) -> str:
 
 
 def _sublayer_writes(
-    child: str, post_norm: str, write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
+    child: str, applied: list[str], write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
 ) -> bool:
     if child not in children:
         kind = "attention" if child == "attn" else "MLP"
         why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
         return False
-    if post_norm in children:
+    if child == "attn" and not getattr(children[child], "z_feeds_out_proj", True):
+        why_not[child] = (
+            f"block {layer}'s attention changes z before its output projection (an output gate), so z @ W_O per "
+            "head does not add up to hook_attn_out; cache attn.hook_result (set_use_attn_result(True)) for its "
+            "per-head outputs, or decompose it per layer with decompose_resid (attn_out)"
+        )
+        return False
+    if applied:
         part = "per-head results (z @ W_O)" if child == "attn" else "per-neuron results (post @ W_out)"
         why_not[child] = (
-            f"block {layer} normalizes its {child} output ({post_norm}) before adding it to the residual "
+            f"block {layer} applies {', '.join(applied)} to its {child} output before adding it to the residual "
             f"stream, so its {part} do not add up to hook_{write}; decompose it per layer with "
             f"decompose_resid ({write}) instead"
         )

@@ -31,13 +31,15 @@ of its call.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from bridge.kernel.errors import BridgeError
+from bridge.kernel.fingerprint import tensors_digest
 from bridge.kernel.hook_points import HookPoint
 
 if TYPE_CHECKING:
@@ -72,6 +74,18 @@ def sae_hook_name(sae: Any) -> str | None:
     return None
 
 
+def sae_width(sae: Any) -> int | None:
+    """The width an SAE reads: ``sae.cfg.d_in`` (SAELens), else the first axis of a 2-D ``W_enc``
+    (``[d_in, d_sae]``, SAELens's layout); ``None`` when it says neither."""
+    d_in = getattr(getattr(sae, "cfg", None), "d_in", None)
+    if isinstance(d_in, int) and not isinstance(d_in, bool):
+        return d_in
+    w_enc = getattr(sae, "W_enc", None)
+    if isinstance(w_enc, torch.Tensor) and w_enc.ndim == 2:
+        return int(w_enc.shape[0])
+    return None
+
+
 class _Route(nn.Module):
     """Stands in for an SAE's own hook submodule during its call: the SAE's module, then the bridge's point."""
 
@@ -103,8 +117,17 @@ class Splice:
         """The SAE's hook points by full name (``{hook_name}.hook_sae_…``)."""
         return {point.name: point for point in self.points.values()}
 
+    def remove_hooks(self) -> None:
+        """Remove every hook (permanent ones too) from the SAE's hook points."""
+        for point in self.points.values():
+            point.remove_hooks("both", including_permanent=True)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[..., d_in]`` → the SAE's output of the same shape and dtype."""
+        """``x`` ``[..., d_in]`` → the SAE's output of the same shape and dtype. Per-head activations
+        ``[..., n_heads, d_head]`` go through an SAE of ``d_in = n_heads · d_head`` flattened (as SAELens
+        trains ``hook_z`` SAEs); the SAE's hook points see them flat, the model gets them back per head."""
+        model_shape = x.shape
+        x = self._sae_input(x)
         points = self.points
         with self._swapped({n: _Route(getattr(self.sae, n), points[n]) for n in self.inner}):
             sae_in = x if "hook_sae_input" in self.inner else points["hook_sae_input"](x)
@@ -122,7 +145,22 @@ class Splice:
                 clean = self.sae.decode(self.sae.encode(x))
                 error = x - clean.to(x.dtype)
             out = recons.to(x.dtype) + points["hook_sae_error"](error)
-        return points["hook_sae_output"](out.to(x.dtype))
+        return points["hook_sae_output"](out.to(x.dtype).reshape(model_shape))
+
+    def _sae_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the SAE reads it: as is, or with its last two axes (heads) flattened when the SAE's
+        ``d_in`` is their product and it does not flatten them itself (SAELens's ``reshape_activations="hook_z"``,
+        which its pretrained ``hook_z`` SAEs have); an activation of another width is refused, naming the SAE
+        and the hook."""
+        d_in = sae_width(self.sae)
+        if d_in is None or x.shape[-1] == d_in or getattr(self.sae, "hook_z_reshaping_mode", False):
+            return x  # (a SAELens SAE with hook_z reshaping on flattens the heads itself, and unflattens its output)
+        if x.ndim >= 2 and x.shape[-2] * x.shape[-1] == d_in:
+            return x.flatten(-2)  # [..., n_heads, d_head] -> [..., n_heads · d_head]
+        raise SAESpliceError(
+            f"the {type(self.sae).__name__} on {self.hook_name!r} has d_in={d_in}, but the activation there has "
+            f"shape {tuple(x.shape)} (width {x.shape[-1]}); splice an SAE trained on this hook point."
+        )
 
     @contextlib.contextmanager
     def _swapped(self, modules: dict[str, nn.Module]) -> Iterator[None]:
@@ -162,6 +200,15 @@ class SplicedHookPoint(HookPoint):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.splice(HookPoint.__call__(self, x))
 
+    def fingerprint(self) -> list[str]:
+        """The hooks here, then the SAE: its class, ``use_error_term`` and a digest of its parameters and buffers."""
+        sae = self.splice.sae
+        state = [*sae.named_parameters(), *sae.named_buffers()] if isinstance(sae, nn.Module) else []
+        if not isinstance(sae, nn.Module):
+            state = sorted((k, v) for k, v in vars(sae).items() if isinstance(v, torch.Tensor))
+        kind = f"{type(sae).__module__}.{type(sae).__qualname__}"
+        return [*super().fingerprint(), f"sae:{kind}:error_term={self.splice.use_error_term}:{tensors_digest(state)}"]
+
 
 class SAESplicing:
     """``Bridge`` methods that splice SAEs into hook points (TransformerLens/SAELens ``HookedSAETransformer`` API)."""
@@ -175,57 +222,32 @@ class SAESplicing:
         """Hook name → the SAE spliced there."""
         return {name: splice.sae for name, splice in self._splices.items()}
 
-    def add_sae(self, sae: Any, hook_name: str | None = None, use_error_term: bool | None = None) -> None:
+    def add_sae(
+        self, sae: Any, hook_name: str | Callable[[str], bool] | None = None, use_error_term: bool | None = None
+    ) -> None:
         """Splice ``sae`` into ``hook_name`` (default: the hook the SAE was trained on, ``sae.cfg.metadata.hook_name``).
 
-        It stays until ``reset_saes()`` (``reset_hooks()`` leaves it); an SAE already on that hook point is
-        replaced. ``use_error_term`` (default: ``sae.use_error_term``, else False) adds the SAE's error
+        ``hook_name`` may be any spelling ``add_hook`` accepts (TransformerLens 4's ``blocks.0.attn.hook_q_input``)
+        or a filter on names that selects exactly one hook point; the SAE sits at the canonical name. It stays
+        until ``reset_saes()`` (``reset_hooks()`` leaves it); an SAE already on that hook point is replaced.
+        ``use_error_term`` (default: ``sae.use_error_term``, else False) adds the SAE's error
         ``x - decode(encode(x))`` to its output, so the model's output is unchanged unless a hook on the
-        SAE's activations changes them (the error carries no gradient, as in SAELens)."""
-        self._check_usable()
-        for method in ("encode", "decode"):
-            if not callable(getattr(sae, method, None)):
-                raise SAESpliceError(
-                    f"a {type(sae).__name__} has no `{method}` method; an SAE needs encode(x) -> acts and "
-                    "decode(acts) -> reconstruction."
-                )
-        name = hook_name or sae_hook_name(sae)
-        if name is None:
-            raise SAESpliceError(
-                f"no hook name for this {type(sae).__name__}: it has no `cfg.metadata.hook_name` or "
-                "`cfg.hook_name`; pass one, e.g. `model.add_sae(sae, hook_name='blocks.0.hook_resid_post')`."
-            )
-        out_name = getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name_out", None)
-        if out_name not in (None, name):
-            raise SAESpliceError(
-                f"this SAE reads {name!r} and writes {out_name!r} (a transcoder); only SAEs that read and write "
-                "one hook point can be spliced."
-            )
-        if name not in self._splices and any(name in s.named_points for s in self._splices.values()):
-            raise SAESpliceError(
-                f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's own hook points."
-            )
-        point = self._select(name)[0]
-        if name in self._splices:
-            self._unsplice(name)
-        if use_error_term is None:
-            use_error_term = bool(getattr(sae, "use_error_term", False))
-        splice = Splice(sae, name, use_error_term)
-        point.__dict__["_bridge_splice"] = splice
-        point.__class__ = SplicedHookPoint
-        point._notify()  # now active: the component that fires it attaches
-        self._splices[name] = splice
-        self._insert_points(name, splice.named_points)
+        SAE's activations changes them (the error carries no gradient, as in SAELens). On any error nothing
+        changes (an SAE that was there stays)."""
+        replaced = self._splice(sae, hook_name, use_error_term)
+        if replaced is not None:
+            replaced.remove_hooks()
 
     def reset_saes(self, act_names: str | Sequence[str] | None = None) -> None:
         """Remove the SAEs on ``act_names`` (default: every SAE), with their hook points and the hooks on them."""
         self._check_usable(detached_ok=True)
-        names = [act_names] if isinstance(act_names, str) else list(self._splices if act_names is None else act_names)
-        unknown = [n for n in names if n not in self._splices]
+        given = [act_names] if isinstance(act_names, str) else list(self._splices if act_names is None else act_names)
+        names = [self._canonical(n) if isinstance(n, str) else n for n in given]
+        unknown = [g for g, n in zip(given, names, strict=True) if n not in self._splices]
         if unknown:
             raise SAESpliceError(f"no SAE is spliced into {unknown}; SAEs are on {sorted(self._splices)}.")
         for name in names:
-            self._unsplice(name)
+            self._unsplice(name).remove_hooks()
 
     @contextlib.contextmanager
     def saes(
@@ -235,21 +257,24 @@ class SAESplicing:
         use_error_term: bool | None = None,
     ) -> Iterator[Any]:
         """Splice SAEs for the duration of a ``with`` block; at exit (with ``reset_saes_end``) they are removed
-        and the SAEs they replaced are put back. Each item is an SAE or ``(hook_name, sae)``."""
+        and the SAEs they replaced are put back exactly as they were (the same hook points, with the hooks
+        on them). Each item is an SAE or ``(hook_name, sae)``."""
         restore: list[tuple[str, Splice | None]] = []
         try:
             for hook_name, sae in self._sae_items(saes):
-                name = hook_name or sae_hook_name(sae) or ""
-                restore.append((name, self._splices.get(name)))
-                self.add_sae(sae, hook_name=hook_name, use_error_term=use_error_term)
+                name = self._sae_point_name(sae, hook_name)
+                restore.append((name, self._splice(sae, name, use_error_term)))
             yield self
         finally:
-            if reset_saes_end:
-                for name, previous in reversed(restore):
-                    if name in self._splices:
-                        self._unsplice(name)
+            for name, previous in reversed(restore):
+                if not reset_saes_end:
                     if previous is not None:
-                        self.add_sae(previous.sae, previous.hook_name, previous.use_error_term)
+                        previous.remove_hooks()
+                    continue
+                if name in self._splices:
+                    self._unsplice(name).remove_hooks()
+                if previous is not None:
+                    self._install(previous)
 
     def run_with_saes(
         self,
@@ -295,16 +320,132 @@ class SAESplicing:
     @staticmethod
     def _sae_items(saes: SAESpec | Iterable[SAESpec]) -> list[tuple[str | None, Any]]:
         if callable(getattr(saes, "encode", None)) or (
-            isinstance(saes, tuple) and len(saes) == 2 and isinstance(saes[0], str)
+            isinstance(saes, tuple) and len(saes) == 2 and isinstance(saes[0], str | Callable)
         ):
             saes = [saes]
         items: list[tuple[str | None, Any]] = []
         for item in saes:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str | Callable):
                 items.append((item[0], item[1]))
             else:
                 items.append((None, item))
         return items
+
+    def _splice(
+        self, sae: Any, hook_name: str | Callable[[str], bool] | None, use_error_term: bool | None
+    ) -> Splice | None:
+        """Splice ``sae`` in after every check; returns the splice it replaced (taken out, hooks kept on its
+        points) or ``None``. Transactional: on any error the hook point is as it was."""
+        self._check_usable()
+        for method in ("encode", "decode"):
+            if not callable(getattr(sae, method, None)):
+                raise SAESpliceError(
+                    f"a {type(sae).__name__} has no `{method}` method; an SAE needs encode(x) -> acts and "
+                    "decode(acts) -> reconstruction."
+                )
+        name = self._sae_point_name(sae, hook_name)
+        out_name = getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name_out", None)
+        if out_name is not None and self._canonical(out_name) != name:
+            raise SAESpliceError(
+                f"this SAE reads {name!r} and writes {out_name!r} (a transcoder); only SAEs that read and write "
+                "one hook point can be spliced."
+            )
+        self._check_width(sae, name)
+        if use_error_term is None:
+            use_error_term = bool(getattr(sae, "use_error_term", False))
+        splice = Splice(sae, name, use_error_term)
+        previous = self._unsplice(name) if name in self._splices else None
+        try:
+            self._install(splice)
+        except BaseException:
+            if previous is not None:
+                self._install(previous)
+            raise
+        return previous
+
+    def _sae_point_name(self, sae: Any, hook_name: str | Callable[[str], bool] | None) -> str:
+        """The canonical name of the model's hook point an SAE goes to (an alias or a one-point filter resolved)."""
+        spliced = {n for s in self._splices.values() for n in s.named_points}
+        if hook_name is None:
+            hook_name = sae_hook_name(sae)
+        if hook_name is None:
+            raise SAESpliceError(
+                f"no hook name for this {type(sae).__name__}: it has no `cfg.metadata.hook_name` or "
+                "`cfg.hook_name`; pass one, e.g. `model.add_sae(sae, hook_name='blocks.0.hook_resid_post')`."
+            )
+        if callable(hook_name):
+            selected = [n for n, p in self._hook_dict.items() if n not in spliced and p.enabled and hook_name(n)]
+            if len(selected) != 1:
+                listed = f" ({', '.join(selected[:5])}{'…' if len(selected) > 5 else ''})" if selected else ""
+                raise SAESpliceError(
+                    f"the hook filter for this {type(sae).__name__} selects "
+                    f"{len(selected) if selected else 'no'} hook point{'s' if len(selected) != 1 else ''}{listed}; "
+                    "an SAE is spliced into one hook point: pass its name, or add one SAE per hook point."
+                )
+            return selected[0]
+        if not isinstance(hook_name, str):
+            raise SAESpliceError(
+                f"hook_name must be a hook point's name or a filter on names, got {type(hook_name).__name__}."
+            )
+        name = self._canonical(hook_name)
+        if name in spliced:
+            raise SAESpliceError(
+                f"{name!r} is a hook point of a spliced SAE; splice SAEs into the model's own hook points."
+            )
+        return self._select(name)[0].name
+
+    def _check_width(self, sae: Any, name: str) -> None:
+        """Refuse an SAE whose ``d_in`` is not the width the hook point ``name`` is known to have."""
+        d_in = sae_width(sae)
+        widths = self._known_widths(name)
+        if d_in is None or not widths or d_in in widths:
+            return
+        raise SAESpliceError(
+            f"this {type(sae).__name__} has d_in={d_in}, but {name!r} has width "
+            f"{' or '.join(str(w) for w in sorted(widths))}; splice an SAE trained on this hook point "
+            "(or pass the hook_name it was trained on)."
+        )
+
+    def _known_widths(self, name: str) -> set[int]:
+        """The widths (last axis, or heads × last axis) the hook point ``name`` has for sure, from the config
+        and the weights; empty when not known before a forward pass (a family's own hook, a tower's)."""
+        cfg = self.cfg
+        if _RESIDUAL_WIDTH.fullmatch(name):
+            return {cfg.d_model}
+        match = _BLOCK_HOOK.fullmatch(name)
+        if match is None or not len(self.blocks):
+            return set()
+        block = self.blocks[int(match["layer"])]
+        hook = match["hook"]
+        if hook in ("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear"):
+            try:
+                w_in = block.mlp.W_in  # [d_model, d_mlp]
+            except Exception:  # a kind of MLP without that view, or offloaded weights
+                return set()
+            return {int(w_in.shape[-1])} if isinstance(w_in, torch.Tensor) and w_in.device.type != "meta" else set()
+        if hook == "attn.hook_z" and hasattr(block, "attn"):
+            d_head = cfg.d_head_v or cfg.d_head
+            return {d_head, cfg.n_heads * d_head}
+        return set()
+
+    def _install(self, splice: Splice) -> None:
+        """Put ``splice`` (a new one, or one taken out before, with the hooks on its points) into its hook point."""
+        name = splice.hook_name
+        point = self._hook_dict[name]
+        point.__dict__["_bridge_splice"] = splice
+        point.__class__ = SplicedHookPoint
+        try:
+            self._insert_points(name, splice.named_points)
+            self._splices[name] = splice
+            point._notify()  # now active: the component that fires it attaches
+        except BaseException:
+            self._splices.pop(name, None)
+            for full_name in splice.named_points:
+                self._hook_dict.pop(full_name, None)
+            point.__class__ = HookPoint
+            point.__dict__.pop("_bridge_splice", None)
+            point._notify()
+            raise
 
     def _insert_points(self, after: str, points: dict[str, HookPoint]) -> None:
         """Put the SAE's hook points into ``hook_dict`` right after the hook point it sits on (in place)."""
@@ -314,15 +455,32 @@ class SAESplicing:
         self._hook_dict.clear()
         self._hook_dict.update(entries)
 
-    def _unsplice(self, name: str) -> None:
+    def _unsplice(self, name: str) -> Splice:
+        """Take the SAE on ``name`` out (its hook points leave ``hook_dict``, keeping their hooks); returns it."""
         splice = self._splices.pop(name)
-        for full_name, point in splice.named_points.items():
-            point.remove_hooks("both", including_permanent=True)
+        for full_name in splice.named_points:
             self._hook_dict.pop(full_name, None)
         point = self._hook_dict[name]
         point.__class__ = HookPoint
         point.__dict__.pop("_bridge_splice", None)
         point._notify()  # back to its own hooks: the component detaches if there are none
+        return splice
 
 
-__all__ = ["SAE_HOOKS", "SAESpliceError", "SAESplicing", "Splice", "SplicedHookPoint", "sae_hook_name"]
+#: Hook points whose activation is as wide as the residual stream.
+_RESIDUAL_WIDTH = re.compile(
+    r"hook_embed|hook_pos_embed|ln_final\.hook_normalized|blocks\.\d+\.(hook_resid_(pre|mid|post)|hook_attn_out"
+    r"|hook_mlp_out|hook_mlp_in|ln[12]\.hook_normalized)"
+)
+_BLOCK_HOOK = re.compile(r"blocks\.(?P<layer>\d+)\.(?P<hook>mlp\.hook_\w+|attn\.hook_\w+)")
+
+
+__all__ = [
+    "SAE_HOOKS",
+    "SAESpliceError",
+    "SAESplicing",
+    "Splice",
+    "SplicedHookPoint",
+    "sae_hook_name",
+    "sae_width",
+]

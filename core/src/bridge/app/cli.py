@@ -14,6 +14,7 @@ EPILOG = """examples:
   bridge inspect path/to/model   the model's hook points with their shapes
   bridge inspect MODEL --map     the components its adapter built: kind, HF module, options
   bridge demo                    find induction heads in the shipped model
+  bridge demo --all              one circuit study on the shipped model of every family: a table and a figure
   bridge harvest MODEL --data corpus.jsonl --hooks 'blocks.*.hook_resid_post' --out acts/
                                  write activations to safetensors shards (resumable)
   bridge demo --model examples/models/shapes-vit
@@ -102,9 +103,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.all:
+        from bridge.app.study import DEFAULT_FIGURE, run_all
+
+        run_all(args.models, args.png or DEFAULT_FIGURE, batch=args.batch, length=args.length)
+        return 0
     from bridge.app.demo import run_demo
 
-    run_demo(args.model, args.png, default_png=True)
+    run_demo(args.model, args.png, default_png=True, html=args.html)
     return 0
 
 
@@ -165,8 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--png",
         default=None,
         help="where to draw the pattern (default: examples/output/induction_head.png; "
-        "examples/output/vision_attention.png for an image classifier)",
+        "examples/output/vision_attention.png for an image classifier; "
+        "examples/output/one_study_every_family.png with --all)",
     )
+    demo.add_argument(
+        "--html", default=None, help="also write the induction layer's attention patterns as a circuitsvis page"
+    )
+    demo.add_argument(
+        "--all",
+        action="store_true",
+        help="run one induction study (patching, attribution patching, EAP-IG circuit) on every trained model "
+        "under --models, printing one table and drawing one figure",
+    )
+    demo.add_argument("--models", default="examples/models", help="where --all finds the induction-* models")
+    demo.add_argument("--batch", type=int, default=8, help="with --all: sequences per study")
+    demo.add_argument("--length", type=int, default=20, help="with --all: tokens per copy of the repeated sequence")
     demo.set_defaults(run=_demo)
     new_plugin = commands.add_parser("new-plugin", help="write a plugin distribution (adapter, kit tests, README)")
     new_plugin.add_argument("name", metavar="NAME", help="the family's name: distribution bridge-NAME")

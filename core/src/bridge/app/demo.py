@@ -42,11 +42,16 @@ DEFAULT_PNG = "examples/output/induction_head.png"
 
 
 def run_demo(
-    model_dir: str | Path, png: str | Path | None = None, out: Printer = print, default_png: bool = False
+    model_dir: str | Path,
+    png: str | Path | None = None,
+    out: Printer = print,
+    default_png: bool = False,
+    html: str | Path | None = None,
 ) -> dict:
     """Load the model and run its demo: the demo a plugin offers for it (the ``demo`` hook: bridge-vision's for
     image classifiers), else induction heads for a language model. ``default_png``: draw to the demo's default
-    picture when ``png`` is None. Returns the demo's results."""
+    picture when ``png`` is None. ``html``: also write the induction layer's attention patterns as an interactive
+    circuitsvis page there (self-contained, viewable offline). Returns the demo's results."""
     model: HookedModel = resolution.load(model_dir)
     cfg = model.cfg
     out(
@@ -60,6 +65,8 @@ def run_demo(
         out(f"  {name:<32} {shape if shape else '-'}{'  (opt-in)' if opt_in else ''}")
     offered = get_registry().call_first("demo", model=model, png=png, out=out, default_png=default_png)
     if offered is not None:
+        if html is not None:
+            out("\n(--html: only the induction-head demo writes HTML)")
         return offered
     if not text_only or model.unembed is None:
         raise BridgeError(
@@ -102,10 +109,33 @@ def run_demo(
         "loss_ablated": ablated,
         "loss_control": control,
         "png": None,
+        "html": None,
     }
     if png is not None:
         result["png"] = _draw_pattern(model, tokens[:1], ind_layer, ind_head, Path(png), out)
+    if html is not None:
+        result["html"] = _write_attention_html(model, tokens[:1, : 2 * length // 3], ind_layer, Path(html), out)
     return result
+
+
+def _write_attention_html(model: HookedModel, tokens: torch.Tensor, layer: int, path: Path, out: Printer) -> str | None:
+    """Every head's pattern in ``layer`` on ``tokens`` ``[1, pos]`` as circuitsvis's ``attention_heads`` page."""
+    try:
+        import circuitsvis as cv
+    except ImportError:
+        out("\n(circuitsvis not installed: `pip install bridge-core[viz]` to write the HTML)")
+        return None
+    _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.attn.hook_pattern")
+    names = [f"L{layer}H{head}" for head in range(model.cfg.n_heads)]
+    rendered = cv.attention.attention_heads(
+        attention=cache["pattern", layer][0],  # [head, q_pos, k_pos]
+        tokens=model.to_str_tokens(tokens[0]),
+        attention_head_names=names,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rendered.local_src)  # the JavaScript inlined: no network needed to view it
+    out(f"Wrote layer {layer}'s attention patterns (circuitsvis) to {path}")
+    return str(path)
 
 
 def _draw_pattern(

@@ -1,9 +1,11 @@
 """``bridge new-plugin NAME``: write a working plugin distribution from the template in ``plugin_template/``.
 
 The distribution is ``bridge-NAME`` with the package ``bridge_NAME``: a pyproject with the ``bridge`` entry
-point, an adapter (OPT, written with public names only, to edit into your family's), tests that run the
-conformance kit, and a README with the hook table. Template files end in ``.tmpl``; ``{{name}}``,
-``{{package}}``, ``{{distribution}}`` and ``{{title}}`` are filled in, in paths and contents alike.
+point, an adapter ``NameAdapter`` (OPT's layout, written with public names only, claiming no architecture until
+you edit it into your family's), its ``Examples``, the test suite every first-party family runs (the conformance
+kit with its variants, the lifecycle kit, hypothesis properties), and a README with the hook table. Template files
+end in ``.tmpl``; ``{{name}}``, ``{{package}}``, ``{{distribution}}``, ``{{title}}`` and ``{{Class}}`` are filled
+in, in paths and contents alike.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def plugin_names(name: str) -> dict[str, str]:
         "package": f"bridge_{snake}",
         "distribution": f"bridge-{snake.replace('_', '-')}",
         "title": snake.replace("_", " ").title(),
+        "Class": "".join(part.title() for part in snake.split("_") if part),
     }
 
 

@@ -18,9 +18,10 @@ from bridge.harvest.reader import HarvestedActivations, open_harvest
 from bridge.harvest.writer import harvest
 
 
-def open(directory: str | os.PathLike) -> HarvestedActivations:
-    """Read the harvest in ``directory`` (the rows of its completed shards)."""
-    return open_harvest(directory)
+def open(directory: str | os.PathLike, verify: bool = True) -> HarvestedActivations:
+    """Read the harvest in ``directory`` (the rows of its completed shards). Each shard's header is checked now
+    and its checksum the first time it is read (``verify=False``: not)."""
+    return open_harvest(directory, verify)
 
 
 class _CallableHarvest(types.ModuleType):

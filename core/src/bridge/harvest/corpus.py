@@ -14,9 +14,10 @@ Each token also gets the index of the document it came from (``-1`` for the inse
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ class Corpus:
         dataset, or a list of texts / token lists."""
         if isinstance(data, Corpus):
             return data
+        if isinstance(data, Mapping):
+            raise CorpusError(
+                f"data is a {type(data).__name__} (keys {sorted(map(str, data))[:5]}); pass a list of texts or token "
+                "lists (e.g. [row['text'] for row in rows]), a path, or a `datasets.Dataset`."
+            )
         if isinstance(data, str | Path):
             return cls._from_path(Path(data))
         if hasattr(data, "column_names") and hasattr(data, "__getitem__"):
@@ -78,9 +84,13 @@ class Corpus:
         digest = hashlib.sha256()
         for file in files:
             digest.update(file.name.encode())
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            line = 1
             with file.open("rb") as handle:
                 for block in iter(lambda h=handle: h.read(1 << 20), b""):
                     digest.update(block)
+                    line = _check_utf8(decoder, block, file, line)
+            _check_utf8(decoder, b"", file, line, final=True)
 
         def read() -> Iterator[Document]:
             for file in files:
@@ -121,6 +131,20 @@ class Corpus:
                 yield _as_document(value, f"row {i} of {description}")
 
         return cls(read, str(fingerprint), description)
+
+
+def _check_utf8(decoder: codecs.IncrementalDecoder, block: bytes, file: Path, line: int, final: bool = False) -> int:
+    """Decode ``block`` (the next bytes of ``file``, which is at ``line``); raise ``CorpusError`` naming the file
+    and line of the first byte that is not UTF-8. Returns the line the next block starts in."""
+    try:
+        decoder.decode(block, final)
+    except UnicodeDecodeError as err:  # err.object: the bytes held back from the last block (no newline), then block
+        bad_line = line + err.object[: err.start].count(b"\n")
+        raise CorpusError(
+            f"{file}:{bad_line} is not UTF-8 text ({err.reason}, byte {err.object[err.start : err.start + 1]!r}); "
+            "save the corpus as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass token lists."
+        ) from None
+    return line + block.count(b"\n")
 
 
 def _as_document(value: Any, where: str) -> Document:

@@ -20,18 +20,21 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from bridge.harvest.layout import ROW_FIELDS, HarvestError, check_files, read_index
+from bridge.harvest.layout import ROW_FIELDS, HarvestError, check_checksum, check_files, read_index
 
 
 class HarvestedActivations:
     """The rows of a harvest directory (its completed shards, in row order)."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, verify: bool = True) -> None:
         self.directory = Path(directory)
         if not (self.directory / "index.json").exists():
             raise HarvestError(f"{str(self.directory)!r} has no index.json: it is not a harvest directory.")
         self.index = read_index(self.directory)
-        check_files(self.directory, self.index, leftovers_ok=True)
+        check_files(self.directory, self.index, leftovers_ok=True)  # sizes and headers (row ranges): cheap
+        #: Check each shard's checksum the first time it is read (``open(dir, verify=False)``: never).
+        self.verify = verify
+        self._verified: set[str] = set()
         self._shards = sorted(self.index["shards"].values(), key=lambda entry: entry["first_row"])
         self._starts: list[int] = []
         total = 0
@@ -100,17 +103,26 @@ class HarvestedActivations:
 
     def _handle(self, file: str) -> Any:
         if file not in self._handles:
-            self._handles[file] = safe_open(str(self.directory / file), framework="pt")
+            path = self.directory / file
+            if self.verify and file not in self._verified:
+                check_checksum(path, next(e for e in self._shards if e["file"] == file))
+                self._verified.add(file)
+            self._handles[file] = safe_open(str(path), framework="pt")
         return self._handles[file]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the open shard files (a ``DataLoader`` worker opens its own)."""
+        return {**self.__dict__, "_handles": {}}
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "incomplete"
         return f"HarvestedActivations({str(self.directory)!r}, {self._len} rows, hooks={self.hooks}, {state})"
 
 
-def open_harvest(directory: str | os.PathLike) -> HarvestedActivations:
-    """Read the harvest in ``directory``."""
-    return HarvestedActivations(directory)
+def open_harvest(directory: str | os.PathLike, verify: bool = True) -> HarvestedActivations:
+    """Read the harvest in ``directory``; each shard's checksum is checked the first time it is read, unless
+    ``verify=False``."""
+    return HarvestedActivations(directory, verify)
 
 
 __all__ = ["HarvestedActivations", "open_harvest"]

@@ -23,6 +23,7 @@ other arguments is refused, never overwritten. Each forward pass stops after the
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -43,7 +44,10 @@ from bridge.harvest.layout import (
     INDEX,
     HarvestError,
     check_files,
+    is_scratch,
+    is_shard_file,
     is_temporary,
+    locked,
     read_index,
     shard_file,
     shard_rows,
@@ -87,24 +91,30 @@ def harvest(
     if dtype not in DTYPES:
         raise HarvestError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
     for name, value in (("batch_size", batch_size), ("context_length", context_length)):
-        if not isinstance(value, int) or value < 1:
-            raise HarvestError(f"{name} must be a positive int, got {value!r}.")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < context_length):
+        _check_positive_int(name, value)
+    if rows_per_shard is not None:
+        _check_positive_int("rows_per_shard", rows_per_shard)
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < context_length
+    ):
         raise HarvestError(f"max_tokens must be an int ≥ context_length ({context_length}), got {max_tokens!r}.")
-    _refuse_foreign(Path(out))  # before loading anything
+    if not callable(hooks) and not (hooks.strip(", ") if isinstance(hooks, str) else list(hooks)):
+        raise HarvestError(
+            f"hooks={hooks!r} names no hook point; pass names or globs, e.g. 'blocks.*.hook_resid_post'."
+        )
+    out = Path(out)
+    _refuse_foreign(out)  # before loading anything
+    corpus = Corpus.of(data)  # reads (and checks) every file once, for its fingerprint
     ranks = join_process_group()  # rank 0 of 1 unless a launcher (torchrun…) started several processes
     model, model_id = _model(model_or_name, ranks.device())
     n_ctx = model.cfg.n_ctx
     if n_ctx is not None and context_length > n_ctx and model.cfg.positional_embedding_type == "standard":
         raise HarvestError(f"context_length {context_length} is longer than the model's n_ctx {n_ctx} (its positions).")
     names = _resolve_hooks(model, hooks)
-    corpus = Corpus.of(data)
     shapes = _row_shapes(model, names, context_length)
     if rows_per_shard is None:
         row_bytes = sum(math.prod(s) for s in shapes.values()) * DTYPES[dtype].itemsize
         rows_per_shard = max(1, TARGET_SHARD_BYTES // max(row_bytes, 1) // batch_size) * batch_size
-    elif not isinstance(rows_per_shard, int) or rows_per_shard < 1:
-        raise HarvestError(f"rows_per_shard must be a positive int, got {rows_per_shard!r}.")
     tokenizer = model.tokenizer
     bos = getattr(tokenizer, "bos_token_id", None)
     eos = getattr(tokenizer, "eos_token_id", None)
@@ -120,13 +130,33 @@ def harvest(
         "bos": bos,
         "separator": eos if eos is not None else bos,
     }
+    _require_a_row(corpus, tokenizer, args)
     if ranks.world_size > 1:
-        _harvest_ranks(model, args, shapes, corpus, Path(out), stop_layer(model, names), progress, after_shard, ranks)
+        _harvest_ranks(model, args, shapes, corpus, out, stop_layer(model, names), progress, after_shard, ranks)
         return HarvestedActivations(out)
-    index = _open_output(Path(out), args, shapes, corpus.description)
-    if not index["complete"]:
-        _HarvestRun(model, index, Path(out), corpus, stop_layer(model, names), progress, after_shard).run()
+    with locked(out):
+        index = _open_output(out, args, shapes, corpus.description)
+        if not index["complete"]:
+            _HarvestRun(model, index, out, corpus, stop_layer(model, names), progress, after_shard).run()
     return HarvestedActivations(out)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise HarvestError(f"{name} must be a positive int, got {value!r}.")
+
+
+def _require_a_row(corpus: Corpus, tokenizer: Any, args: dict[str, Any]) -> None:
+    """Refuse data that gives no full row (an empty corpus, blank lines only, fewer tokens than a row)."""
+    length = args["context_length"]
+    documents = token_documents(corpus.documents(), tokenizer)
+    if next(pack_rows(documents, length, args["bos"], args["separator"]), None) is not None:
+        return
+    counts = [len(doc) for doc in token_documents(corpus.documents(), tokenizer)]
+    raise HarvestError(
+        f"the data ({corpus.description}) gives no full row: {sum(counts)} tokens in {len(counts)} documents, "
+        f"and a row is context_length={length} tokens (BOS included); pass more data or a shorter context_length."
+    )
 
 
 def _harvest_ranks(
@@ -142,23 +172,25 @@ def _harvest_ranks(
 ) -> None:
     """One rank's part of a multi-process harvest: rank 0 opens ``out`` (or resumes it) and tells the others;
     each rank writes its shards and its index part; after a barrier rank 0 merges the parts."""
-    opened: dict[str, Any] | str = ""
-    if ranks.rank == 0:
-        try:
-            opened = _open_output(out, args, shapes, corpus.description)
-        except HarvestError as err:
-            opened = str(err)
-    opened = ranks.broadcast(opened)
-    if isinstance(opened, str):
-        raise HarvestError(opened)
-    if opened["complete"]:
-        return
-    progress = progress and ranks.rank == 0
-    _HarvestRun(model, opened, out, corpus, stop, progress, after_shard, ranks.rank, ranks.world_size).run()
-    ranks.barrier()
-    if ranks.rank == 0:
-        merge_rank_indexes(out, read_index(out))
-    ranks.barrier()
+    with contextlib.ExitStack() as lock:  # rank 0 holds the directory's lock for the whole run
+        opened: dict[str, Any] | str = ""
+        if ranks.rank == 0:
+            try:
+                lock.enter_context(locked(out))
+                opened = _open_output(out, args, shapes, corpus.description)
+            except HarvestError as err:
+                opened = str(err)
+        opened = ranks.broadcast(opened)
+        if isinstance(opened, str):
+            raise HarvestError(opened)
+        if opened["complete"]:
+            return
+        progress = progress and ranks.rank == 0
+        _HarvestRun(model, opened, out, corpus, stop, progress, after_shard, ranks.rank, ranks.world_size).run()
+        ranks.barrier()
+        if ranks.rank == 0:
+            merge_rank_indexes(out, read_index(out))
+        ranks.barrier()
 
 
 def args_hash(args: dict[str, Any]) -> str:
@@ -166,7 +198,8 @@ def args_hash(args: dict[str, Any]) -> str:
 
 
 def _model(model_or_name: Any, device: torch.device | None = None) -> tuple[HookedModel, dict[str, Any]]:
-    """The hooked model, and what identifies its weights in the arguments hash."""
+    """The hooked model, and what identifies it in the arguments hash: its name and what decides its activations
+    (a digest of every weight; the weight processing done; the hooks and SAEs on its hook points)."""
     if isinstance(model_or_name, str | os.PathLike):
         local = Path(model_or_name)
         name = str(local.resolve()) if local.exists() else str(model_or_name)
@@ -174,11 +207,8 @@ def _model(model_or_name: Any, device: torch.device | None = None) -> tuple[Hook
     else:
         model = model_or_name
         name = model.cfg.model_name
-    embedding = model.hf_model.get_input_embeddings().weight.detach().flatten()
-    sample = embedding[:: max(1, embedding.numel() // 65536)]  # [≤ 2·65536]: enough to tell weights apart, cheap
-    weights = hashlib.sha256(sample.float().cpu().numpy().tobytes()).hexdigest()
     model_id = {"name": name, "architecture": model.cfg.architecture, "n_params": model.cfg.n_params}
-    return model, {**model_id, "embedding_sample_sha256": weights}
+    return model, {**model_id, "activations": model.activation_fingerprint()}
 
 
 def _resolve_hooks(model: HookedModel, hooks: HookSelection) -> list[str]:
@@ -232,11 +262,16 @@ def _row_shapes(model: HookedModel, names: list[str], context_length: int) -> di
     return {name: list(cache[name].shape[1:]) for name in names}
 
 
+def _holds_results(out: Path) -> bool:
+    """Whether ``out`` holds anything but a harvest's scratch files (temporaries of a killed run, the lock)."""
+    return out.exists() and any(not is_scratch(p.name) for p in out.iterdir())
+
+
 def _refuse_foreign(out: Path) -> None:
     """Refuse a path that cannot hold this harvest: a file, or a non-empty directory that is no harvest."""
     if out.exists() and not out.is_dir():
         raise HarvestError(f"{str(out)!r} is a file; pass a directory for the harvest.")
-    if out.exists() and any(out.iterdir()):
+    if _holds_results(out):
         if not (out / INDEX).exists():
             raise HarvestError(
                 f"{str(out)!r} is not empty and has no {INDEX}: it is not a harvest. Choose another output "
@@ -246,9 +281,11 @@ def _refuse_foreign(out: Path) -> None:
 
 
 def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], data: str) -> dict[str, Any]:
-    """The index of ``out``: a new one for a missing or empty directory, the existing one to resume."""
+    """The index of ``out``: a new one for a missing or empty directory (or one whose harvest committed nothing),
+    the existing one to resume (every completed shard checked against its checksum first). Called with the lock
+    held, so temporary files there are a killed run's."""
     _refuse_foreign(out)
-    if out.exists() and any(out.iterdir()):
+    if _holds_results(out) and not _nothing_committed(out, args):
         index = read_index(out)
         if index.get("args_hash") != args_hash(args):
             differ = sorted(
@@ -259,12 +296,15 @@ def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], 
                 "resume it with the same ones, or choose another output directory."
             )
         index = merge_rank_indexes(out, index)
-        check_files(out, index, leftovers_ok=True)
+        check_files(out, index, leftovers_ok=True, checksums=True)
         for path in out.iterdir():
             if is_temporary(path.name):
                 path.unlink()  # a shard or index interrupted while being written
         return index
     out.mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if is_temporary(path.name) or path.name == INDEX:
+            path.unlink()  # a run killed before it committed anything
     index = {
         "format": FORMAT,
         "args": args,
@@ -284,8 +324,20 @@ def _open_output(out: Path, args: dict[str, Any], shapes: dict[str, list[int]], 
     return index
 
 
+def _nothing_committed(out: Path, args: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a readable index of other arguments with no shard entered and no shard or rank part
+    written: a run that died before committing anything, which a harvest of any arguments may start over."""
+    try:
+        index = read_index(out)
+    except HarvestError:
+        return False
+    leftovers = [p for p in out.iterdir() if is_shard_file(p.name) or _is_rank_index(p.name)]
+    return not index["shards"] and not leftovers and index.get("args_hash") != args_hash(args)
+
+
 def write_index(out: Path, index: dict[str, Any], name: str = INDEX) -> None:
-    """Replace ``index.json`` (or a rank's part of it, ``name``) atomically."""
+    """Replace ``index.json`` (or a rank's part of it, ``name``) atomically; shards are listed in id order."""
+    index["shards"] = dict(sorted(index["shards"].items(), key=lambda item: int(item[0])))
     _atomic_write(out / name, json.dumps(index, indent=1).encode())
 
 
@@ -415,7 +467,7 @@ class _HarvestRun:
         tensors["doc_ids"] = torch.tensor([ids for _, ids in chunk], dtype=torch.long)
         tensors["row_ids"] = torch.arange(first, first + len(chunk))
         # one metadata key: safetensors writes a metadata map in no fixed order, and shards must be reproducible
-        about = json.dumps({"shard": shard_id, "first_row": first}, sort_keys=True)
+        about = json.dumps({"shard": shard_id, "first_row": first, "rows": len(chunk)}, sort_keys=True)
         payload = save(tensors, metadata={FORMAT: about})
         name = shard_file(shard_id)
         _atomic_write(self.out / name, payload)
@@ -424,6 +476,7 @@ class _HarvestRun:
             "rows": len(chunk),
             "first_row": first,
             "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
         }
         write_index(self.out, self.index, self.index_file)
 

@@ -11,7 +11,17 @@ hooked model (``HookedModel``) with its plain activation cache. Modules, lowest 
 ``hooked_model``, ``resolution``.
 """
 
-from bridge.kernel.adapter import Adapter, BlockSpec, ComponentMap, Composite, DenseOrMoEBlockSpec, Spec, Tower
+from bridge.kernel.adapter import (
+    Adapter,
+    BlockSpec,
+    ComponentMap,
+    Composite,
+    DenseOrMoEBlockSpec,
+    LayerKinds,
+    PerLayerBlockSpec,
+    Spec,
+    Tower,
+)
 from bridge.kernel.cache import PlainActivationCache, act_name
 from bridge.kernel.config import BridgeConfig, config_from_hf
 from bridge.kernel.errors import (
@@ -31,7 +41,7 @@ from bridge.kernel.hook_points import HookHandle, HookPoint
 from bridge.kernel.hooked_model import HookedModel
 from bridge.kernel.hookspecs import hookimpl, hookspec
 from bridge.kernel.plugins import get_registry
-from bridge.kernel.seam import additive_mask, eager_attention, set_owner
+from bridge.kernel.seam import additive_mask, eager_attention, inner_attention, set_owner
 from bridge.kernel.tiny import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_SPECIAL_IDS, TINY_VOCAB
 
 __all__ = [
@@ -58,8 +68,10 @@ __all__ = [
     "HookPoint",
     "HookShapeError",
     "HookedModel",
+    "LayerKinds",
     "NoLMHeadError",
     "OptInHookError",
+    "PerLayerBlockSpec",
     "PlainActivationCache",
     "Spec",
     "Tower",
@@ -71,5 +83,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "inner_attention",
     "set_owner",
 ]

@@ -9,7 +9,7 @@ HF model (the heads around the base model); every other path is relative to the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,11 +41,19 @@ class Spec:
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts)."""
+    """A block wiring, the specs of its children, and extra HF paths it calls (dropouts).
+
+    ``for_layer(layer, hf_block)`` says which spec builds one layer: this one, unless a subclass chooses per layer
+    (``DenseOrMoEBlockSpec``; ``LayerKinds`` for layers of different kinds). The bridge builds layer ``i`` with
+    ``spec.for_layer(i, hf_block).build(hf_block, cfg)`` and checks each layer's spec against its HF block."""
 
     kind: type[Block]
     children: Mapping[str, Spec]
     extra_paths: Mapping[str, str] = field(default_factory=dict)
+
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        """The spec of layer ``layer`` (its HF block ``hf_block``): ``self`` for a uniform stack."""
+        return self
 
     def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
         children = {name: spec.build(hf_block, cfg) for name, spec in self.children.items()}
@@ -63,25 +71,89 @@ class DenseOrMoEBlockSpec(BlockSpec):
 
     moe_mlp: Spec | None = None
 
-    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
         children: Mapping[str, Spec] = self.children
         if self.moe_mlp is not None and hasattr(hf_block.get_submodule(self.moe_mlp.path), "experts"):
             children = {**children, "mlp": self.moe_mlp}
-        return BlockSpec(self.kind, children, self.extra_paths).build(hf_block, cfg)
+        return BlockSpec(self.kind, children, self.extra_paths)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        return self.for_layer(-1, hf_block).build(hf_block, cfg)
+
+
+@dataclass(frozen=True)
+class LayerKinds(BlockSpec):
+    """Layers of different kinds in one stack (a hybrid's attention and SSM layers, dense and MoE MLPs): ``kinds``
+    names each layer's kind, in order (usually read from the HF config, e.g. Jamba's ``layers_block_type``), and
+    ``specs`` maps each kind to the ``BlockSpec`` building its layers::
+
+        block=LayerKinds(
+            kinds=tuple(hf_config.layers_block_type),          # ("mamba", "attention", "mamba", ...)
+            specs={"attention": BlockSpec(SequentialBlock, attention_children),
+                   "mamba": BlockSpec(MixerBlock, mamba_children)},
+        )
+
+    A kind may itself be any ``BlockSpec`` (a ``DenseOrMoEBlockSpec`` for a kind whose MLP varies). Every layer is
+    checked against its own spec when the bridge is built; a layer whose kind has no spec, or a ``kinds`` that does
+    not name every layer, raises ``ComponentMapError``."""
+
+    kind: type[Block] = Block
+    children: Mapping[str, Spec] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+    specs: Mapping[str, BlockSpec] = field(default_factory=dict)
+
+    def for_layer(self, layer: int, hf_block: nn.Module) -> BlockSpec:
+        from bridge.kernel.errors import ComponentMapError
+
+        if not 0 <= layer < len(self.kinds):
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} has no kind; kinds names {len(self.kinds)} layers ({list(self.kinds)})"
+            )
+        kind = self.kinds[layer]
+        if kind not in self.specs:
+            raise ComponentMapError(
+                f"LayerKinds: layer {layer} is of kind {kind!r}, which has no spec; specs has {sorted(self.specs)}"
+            )
+        return self.specs[kind].for_layer(layer, hf_block)
+
+    def build(self, hf_block: nn.Module, cfg: BridgeConfig) -> Block:
+        from bridge.kernel.errors import ComponentMapError
+
+        raise ComponentMapError("LayerKinds builds a layer through for_layer(layer, hf_block), which knows its kind")
+
+
+class PerLayerBlockSpec(LayerKinds):
+    """``LayerKinds`` given positionally: block specs chosen per layer, for models whose layers are of different
+    kinds (hybrids: attention layers between Mamba or linear-attention layers). Layer ``i`` is built from
+    ``specs[kinds[i]]``. An adapter reads ``kinds`` from the HF config (``layer_types``, ``layers_block_type``,
+    ``attn_layer_indices``…), never from a period of its own, and usually also sets ``BridgeConfig.layer_types``::
+
+        kinds = tuple("attention" if t == "full_attention" else "mamba" for t in hf_config.layer_types)
+        block = PerLayerBlockSpec(kinds, {"attention": BlockSpec(SequentialBlock, {...}),
+                                          "mamba": BlockSpec(MyMixerBlock, {...})})
+
+    The number of kinds must equal the number of HF layers, and every kind must have a spec (``ComponentMapError``
+    otherwise, before any component is built); the component-map checks run on every layer."""
+
+    def __init__(
+        self, kinds: Sequence[str] = (), specs: Mapping[str, BlockSpec] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(kinds=tuple(kinds), specs=dict(specs or {}), **fields)
 
 
 @dataclass(frozen=True)
 class ComponentMap:
     """Canonical names → HF paths and component kinds.
 
-    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each. Paths are
+    ``blocks`` is the path of the ``ModuleList`` of layers; ``block`` is applied to each (a ``PerLayerBlockSpec``
+    chooses one spec per layer). Paths are
     relative to ``root``, except the ``head_*`` fields, relative to the top-level model.
     ``head_unembed``: the unembedding's path from the top-level model; ``None`` uses
     ``get_output_embeddings()`` (only when ``root`` is ``None``).
     """
 
     blocks: str
-    block: BlockSpec
+    block: BlockSpec | PerLayerBlockSpec
     embed: str | None = None
     pos_embed: str | None = None
     ln_final: Spec | None = None
@@ -176,6 +248,9 @@ class Adapter:
     #: For composite models: tower prefix → the HF output attribute holding that tower's own outputs
     #: (``hidden_states``, ``attentions``), e.g. ``{"vision": "vision_model_output"}``.
     tower_outputs: ClassVar[Mapping[str, str]] = {}
+    #: Whether the HF model computes its position ids from the inputs itself (multimodal rotary positions, from
+    #: the images' grids): the bridge then passes none, where it otherwise passes ``[b, p]`` positions.
+    computes_positions: ClassVar[bool] = False
 
     def __init__(self, hf_config: Any) -> None:
         self.hf_config = hf_config

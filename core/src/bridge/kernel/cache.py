@@ -7,12 +7,14 @@ results, logit attributions) from ``bridge.analysis.cache_analysis``.
 from __future__ import annotations
 
 import logging
+import operator
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
+from bridge.kernel.aliases import canonical_name
 from bridge.kernel.errors import BridgeError, HookNameError, unknown_hook_error
 from bridge.kernel.slicing import Slice, SliceInput
 
@@ -120,8 +122,9 @@ class PlainActivationCache(Mapping[str, torch.Tensor]):
     def resolve(self, key: str | tuple) -> str:
         """The canonical name behind a key, short or long; ``HookNameError`` if nothing cached matches."""
         if isinstance(key, str):
-            if key in self._acts:
-                return key
+            canonical = canonical_name(key, self._acts)
+            if canonical in self._acts:
+                return canonical
             if "." not in key and not key.startswith("hook_"):
                 return self.resolve((key,))
             raise unknown_hook_error(key, self._acts)
@@ -129,7 +132,7 @@ class PlainActivationCache(Mapping[str, torch.Tensor]):
             raise HookNameError(f"cache keys are hook names or (name, layer[, sublayer]) tuples, got {key!r}")
         name, layer, sub = (*key, None, None)[:3]
         layer = self._resolve_layer(key, layer)
-        canonical = act_name(name, layer, sub)
+        canonical = canonical_name(act_name(name, layer, sub), self._acts)
         if canonical in self._acts or layer is None:
             return canonical if canonical in self._acts else self._missing(canonical)
         matches = [k for k in self._acts if k.startswith(f"blocks.{layer}.") and k.endswith(f"hook_{name}")]
@@ -138,10 +141,18 @@ class PlainActivationCache(Mapping[str, torch.Tensor]):
         return self._missing(canonical)
 
     def _resolve_layer(self, key: tuple, layer: Any) -> int | None:
+        """The layer of a key as a non-negative int: an int, a numpy integer or a one-element integer tensor
+        (as TransformerLens takes), negative ones counted from the end."""
         if layer is None:
             return None
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise HookNameError(f"the layer in a cache key must be an int, got {layer!r} in {key!r}")
+        if isinstance(layer, torch.Tensor) and layer.numel() == 1 and not layer.is_floating_point():
+            layer = layer.reshape(())
+        try:
+            if isinstance(layer, bool) or (isinstance(layer, torch.Tensor) and layer.dtype == torch.bool):
+                raise TypeError
+            layer = operator.index(layer)
+        except TypeError:
+            raise HookNameError(f"the layer in a cache key must be an integer, got {layer!r} in {key!r}") from None
         n = self.n_layers
         if n is None:
             if layer < 0:

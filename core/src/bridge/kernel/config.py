@@ -15,6 +15,12 @@ class BridgeConfig:
     ``d_head_v`` is the value (and ``hook_z``) head size where it differs from ``d_head`` (MLA).
     ``extra`` holds family-specific fields (rotary base, sliding window, MoE sizes…).
 
+    ``layer_types`` says what each layer is in a model whose layers differ (hybrids), one kind per layer, named
+    for the hooks the layer has: ``"attention"`` (``attn.`` hooks), ``"mamba"``/``"mamba2"`` (``mixer.`` SSM
+    hooks), ``"gated_deltanet"``/``"lightning_attention"`` (``linear_attn.``), ``"short_conv"`` (``mixer.``),
+    ``"mlp"``/``"moe"`` (a layer with an MLP only), ``"+"`` joining kinds that run side by side in one layer;
+    ``None`` when every layer is of one kind.
+
     The ``use_*`` flags mirror the bridge's opt-in hook points (set them with the bridge's
     ``set_use_*`` methods, which keep them in sync); ``n_params``, ``gated_mlp``, ``attn_only``
     and ``tokenizer_prepends_bos`` are filled in when the bridge is built.
@@ -56,6 +62,7 @@ class BridgeConfig:
     use_split_qkv_input: bool = False
     use_attn_in: bool = False
     use_hook_mlp_in: bool = False
+    layer_types: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

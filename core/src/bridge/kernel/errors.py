@@ -94,9 +94,17 @@ def unknown_argument_error(where: str, name: str, known: Iterable[str]) -> Unkno
 def unknown_hook_error(name: str, known: Iterable[str]) -> HookNameError:
     """Build the error for a misspelt hook name, suggesting the closest real names."""
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+    prefix, _, tail = name.rpartition(".")
+    close = []
+    if tail in ("hook_in", "hook_out"):  # TransformerLens 4's component-boundary names: the residual stream here
+        block = ".".join(prefix.split(".")[:2]) + "." if prefix.startswith("blocks.") else ""
+        close = [f"{block}hook_{stream}" for stream in _STREAMS if f"{block}hook_{stream}" in known]
+    close += [c for c in difflib.get_close_matches(name, known, n=4, cutoff=0.6) if c not in close]
     if not close:
-        tail = name.rsplit(".", 1)[-1]
         close = sorted({k for k in known if k.endswith(tail)})[:4]
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = f" Did you mean {', '.join(repr(c) for c in close[:5])}?" if close else ""
     return HookNameError(f"No hook point named {name!r}.{hint} `model.hook_dict` lists all {len(known)} hook points.")
+
+
+#: Residual-stream hooks, offered first for an unknown TransformerLens 4 ``hook_in``/``hook_out`` name.
+_STREAMS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")

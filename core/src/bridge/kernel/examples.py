@@ -33,6 +33,11 @@ class Examples:
     #: Hook-name suffixes whose tensors none of the model's outputs read (a pooled output a classification
     #: head ignores): the conformance kit's ``check_every_hook_matters`` leaves them out, and says so.
     unread_hooks: ClassVar[tuple[str, ...]] = ()
+    #: Whether a sequence gets, on its real tokens, the same results left-padded in a batch (with its attention
+    #: mask and the positions the mask implies) as alone. ``False`` where HF's own forward reads absolute positions
+    #: the mask does not shift (Llama 4's attention temperature): the kit then compares the padded batch with HF's
+    #: on the same batch only.
+    left_padding_invariant: ClassVar[bool] = True
 
     @classmethod
     def example_config(cls, architecture: str | None = None) -> Any:
@@ -72,6 +77,14 @@ class Examples:
         ``reference``'s tower instead)."""
         field = adapter.tower_outputs.get(prefix)
         return (getattr(output, field) if field else output), type(adapter).hidden_state_hooks(n_layers)
+
+    @classmethod
+    def stream_injections(cls, hf_config: Any) -> tuple[str, ...]:
+        """The ``hook_resid_pre`` hook names (full names) whose block reads more than the previous block's output:
+        the model adds something to the residual stream between the two (Qwen3-VL's DeepStack image features after
+        its first language-model blocks). The conformance kit does not require those to equal the previous block's
+        ``hook_resid_post``; the family's own tests check what is added. Default: none."""
+        return ()
 
     @classmethod
     def tiny_config(cls, architecture: str | None = None) -> Any:

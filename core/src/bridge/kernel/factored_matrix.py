@@ -28,6 +28,11 @@ def _swap(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-2, -1)
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision values as float32 (torch's decompositions take float32 and float64 only)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class FactoredMatrix:
     """``M = A @ B`` without forming it: ``A`` ``[..., ldim, mdim]``, ``B`` ``[..., mdim, rdim]``.
 
@@ -130,14 +135,16 @@ class FactoredMatrix:
     @cached_property
     def _svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # A = Ua Sa Vaᵀ, B = Ub Sb Vbᵀ, so M = Ua (Sa Vaᵀ Ub Sb) Vbᵀ: only the small middle needs an SVD.
-        u_a, s_a, vh_a = torch.linalg.svd(self.A, full_matrices=False)
-        u_b, s_b, vh_b = torch.linalg.svd(self.B, full_matrices=False)
+        # Half-precision factors (bf16/fp16 models) are decomposed in float32 (torch has no half SVD).
+        u_a, s_a, vh_a = torch.linalg.svd(_upcast(self.A), full_matrices=False)
+        u_b, s_b, vh_b = torch.linalg.svd(_upcast(self.B), full_matrices=False)
         middle = s_a[..., :, None] * (vh_a @ u_b) * s_b[..., None, :]  # [..., k_a, k_b]
         u_m, s_m, vh_m = torch.linalg.svd(middle, full_matrices=False)
         return u_a @ u_m, s_m, _swap(vh_m @ vh_b)
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(U [..., ldim, k], S [..., k], V [..., rdim, k])`` with ``M = U @ diag(S) @ Vᵀ`` (computed once)."""
+        """``(U [..., ldim, k], S [..., k], V [..., rdim, k])`` with ``M = U @ diag(S) @ Vᵀ`` (computed once; in
+        float32 for bf16/fp16 factors, as are ``S``, ``norm()`` and everything built on them)."""
         return self._svd
 
     @property
@@ -167,10 +174,7 @@ class FactoredMatrix:
     def eigenvalues(self) -> torch.Tensor:
         """Eigenvalues ``[..., mdim]`` (complex) of ``M``'s nonzero part: those of ``BA``, which are
         ``M = AB``'s nonzero eigenvalues plus zeros (``BAv = λv ⇒ AB(Av) = λ(Av)``)."""
-        square = self.BA
-        if square.dtype in (torch.float16, torch.bfloat16):
-            square = square.float()
-        return torch.linalg.eigvals(square)
+        return torch.linalg.eigvals(_upcast(self.BA))
 
     def norm(self) -> torch.Tensor:
         """Frobenius norm ``[...]``: the root of the sum of squared singular values."""

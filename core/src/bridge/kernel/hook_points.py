@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bridge.kernel.errors import BridgeError, HookOutputError, HookShapeError
+from bridge.kernel.fingerprint import callable_name
 
 HookFn = Callable[..., Any]
 Direction = Literal["fwd", "bwd"]
@@ -82,6 +83,11 @@ class HookPoint(nn.Module):
         if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
             raise BridgeError(f"{self.name!r} is not inside a block (only `blocks.{{i}}.…` hook points have a layer)")
         return int(parts[1])
+
+    def fingerprint(self) -> list[str]:
+        """What this hook point does to its activation, stably across processes: its hooks' functions by module
+        and qualified name, in order (``"fwd:mypackage.steer"``). Empty when it has no hook."""
+        return [f"{h.dir}:{callable_name(h.fn)}" for h in [*self.fwd_hooks, *self.bwd_hooks]]
 
     def clear_context(self) -> None:
         """Empty ``ctx``."""

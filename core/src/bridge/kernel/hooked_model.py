@@ -16,29 +16,37 @@ from torch import nn
 
 from bridge.kernel import seam
 from bridge.kernel.adapter import Adapter, ComponentMap, Composite
+from bridge.kernel.aliases import canonical_name
 from bridge.kernel.cache import PlainActivationCache, keep_positions
+from bridge.kernel.caching_hooks import CachingHooks
 from bridge.kernel.components.base import Component, ForwardOverride
 from bridge.kernel.components.blocks import first_output
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.dispatch import input_device, is_dispatched
 from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, OptInHookError, unknown_hook_error
+from bridge.kernel.fingerprint import weights_digest
 from bridge.kernel.hook_points import HookFn, HookHandle, HookPoint
 from bridge.kernel.lifecycle import ConcurrentUseError, Lifecycle
 from bridge.kernel.loss import labelled_loss, lm_loss
 from bridge.kernel.map_checks import check_component_map
-from bridge.kernel.model_inputs import ModelInputs
+from bridge.kernel.model_inputs import DEFAULT_RETURN_TYPE, ModelInputs
 from bridge.kernel.slicing import Slice, SliceInput
 from bridge.kernel.tokens import TokenizerHelper
 from bridge.kernel.towers import TowerModule, build_composite, build_map
-from bridge.kernel.validation import HF_PASSTHROUGH, check_kwargs, check_residual, check_return_type, check_tokens
+from bridge.kernel.validation import (
+    HF_PASSTHROUGH,
+    NAMED_PASSTHROUGH,
+    check_kwargs,
+    check_residual,
+    check_return_type,
+    check_tokens,
+)
 
 NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 ReturnType = Literal["logits", "loss", "both", "hidden"] | None
 #: ``run_with_cache``'s own keyword arguments (the rest go to ``forward``).
 CACHE_KWARGS = ("names_filter", "device", "remove_batch_dim", "incl_bwd", "reset_hooks_end", "pos_slice")
-#: Block-level hook points that TransformerLens 4 also spells under ``attn.`` (see ``HookedModel._canonical``).
-ATTN_INPUT_HOOKS = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input")
 #: cfg flag -> the opt-in hook points (name suffixes) it reflects.
 OPT_IN_FLAGS = {
     "use_attn_result": ("hook_result",),
@@ -60,7 +68,7 @@ def decoder_start_token_id(hf_config: Any) -> int | None:
     return start if start is not None else getattr(hf_config, "bos_token_id", None)
 
 
-class HookedModel(Lifecycle, nn.Module):
+class HookedModel(CachingHooks, Lifecycle, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
     Build one with ``bridge.load`` or ``bridge.wrap``. The HF model stays intact
@@ -121,9 +129,12 @@ class HookedModel(Lifecycle, nn.Module):
             hook.name = name
             hook.move_outputs = self._dispatched
         forward_params = inspect.signature(hf_model.forward).parameters
-        self._takes_position_ids = "position_ids" in forward_params
+        self._takes_position_ids = "position_ids" in forward_params and not adapter.computes_positions
         takes_any = any(p.kind is p.VAR_KEYWORD for p in forward_params.values())
-        self._hf_passthrough = HF_PASSTHROUGH if takes_any else HF_PASSTHROUGH & set(forward_params)
+        general = HF_PASSTHROUGH - NAMED_PASSTHROUGH
+        self._hf_passthrough = (general if takes_any else general & set(forward_params)) | (
+            NAMED_PASSTHROUGH & set(forward_params)
+        )
         self._fill_cfg()
         self.train(hf_model.training)
 
@@ -213,15 +224,21 @@ class HookedModel(Lifecycle, nn.Module):
     def hook_points(self) -> list[HookPoint]:
         return list(self._hook_dict.values())
 
+    def activation_fingerprint(self) -> dict[str, Any]:
+        """What decides this model's activations besides its input, JSON-able and stable across processes: a
+        digest of every parameter and buffer, the weight processing done, and what each active hook point does
+        (its hooks' functions; a spliced SAE's digest). Equal fingerprints: the same activations for the same
+        input (hook functions are compared by name, not by code)."""
+        return {
+            "weights_sha256": weights_digest(self.hf_model),
+            "weight_processing": list(self.cfg.extra.get("weight_processing", [])),
+            "hook_points": {name: point.fingerprint() for name, point in self._hook_dict.items() if point.active},
+        }
+
     def _canonical(self, name: str) -> str:
-        """TransformerLens 4 spells the attention-input hooks under ``attn.`` (``blocks.1.attn.hook_q_input``);
-        here they are the block's (``blocks.1.hook_q_input``). Either spelling names the same hook point."""
-        if name in self._hook_dict or ".attn.hook_" not in name:
-            return name
-        block_name = name.replace(".attn.hook_", ".hook_", 1)
-        if block_name.rsplit(".", 1)[-1] in ATTN_INPUT_HOOKS and block_name in self._hook_dict:
-            return block_name
-        return name
+        """The canonical name behind a TransformerLens 4 spelling (``blocks.1.hook_in`` is ``hook_resid_pre``,
+        ``blocks.1.attn.hook_q_input`` is the block's ``hook_q_input``; see ``bridge.kernel.aliases``)."""
+        return canonical_name(name, self._hook_dict)
 
     def _select(self, names: str | Callable[[str], bool]) -> list[HookPoint]:
         """The hook points a name (canonicalized; an unknown or disabled opt-in one raises) or a filter
@@ -293,7 +310,7 @@ class HookedModel(Lifecycle, nn.Module):
         return {
             name: module
             for child_name, child in self.named_children()
-            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model, nor the HF unembed
+            if isinstance(child, Component | HookPoint | nn.ModuleList)  # not hf_model
             for name, module in child.named_modules(prefix=child_name)
         }
 
@@ -429,7 +446,7 @@ class HookedModel(Lifecycle, nn.Module):
     def forward(
         self,
         input: str | list[str] | torch.Tensor | None = None,
-        return_type: ReturnType = "logits",
+        return_type: ReturnType = DEFAULT_RETURN_TYPE,
         loss_per_token: bool = False,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
@@ -456,8 +473,10 @@ class HookedModel(Lifecycle, nn.Module):
         (``past_key_values``, ``use_cache``, ``position_ids``…); anything else raises.
 
         Image models (see ``bridge.model_inputs``) take pixel values ``[batch, channels, height, width]``,
-        images (through the image processor) or a dict of HF inputs as ``input`` (two-tower models: the text
-        as ``input``, the images as ``pixel_values=``) and return what their adapter's ``output_fields`` name.
+        images (PIL images, arrays or uint8 tensors, through the image processor) or a dict of HF inputs as
+        ``input`` (two-tower models: the text as ``input``, the images as ``pixel_values=``) and return what their
+        adapter's ``output_fields`` name; by default their natural output (``"logits"`` where they have logits,
+        else ``"hidden"``).
         Vision-language models are language models that also take ``pixel_values=`` (pixel values, or images with
         text through their processor) or the processor's output as ``input``. ``input_ids=`` is HF's name for
         the input tokens. A mapping of HF inputs with ``input_ids`` (a tokenizer's output, with ``token_type_ids``…)
@@ -600,6 +619,33 @@ class HookedModel(Lifecycle, nn.Module):
         elif hf_kwargs.get("decoder_input_ids") is None:
             hf_kwargs["labels"] = labels  # HF shifts the labels right into the decoder's input
 
+    def image_token_positions(
+        self,
+        input: Any = None,
+        pixel_values: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        **hf_kwargs: Any,
+    ) -> list[Any]:
+        """Vision-language models: where each image's tokens sit in the sequence, one entry per image in order
+        (with bridge-vision, an ``ImageTokens``: ``batch``, ``positions`` and ``rows`` of
+        ``vision_projector.hook_out``), so that "patch the tokens of image 2" is one line. Takes what ``forward``
+        takes (the processor's output, or tokens with ``pixel_values=`` and the HF image inputs); runs nothing."""
+        self._check_usable()
+        locate = getattr(self.adapter, "image_token_positions", None)
+        if locate is None or not self._inputs.language_with_images:
+            raise BridgeError(
+                f"{self.cfg.architecture or type(self.hf_model).__name__} is not a vision-language model: "
+                "its inputs hold no image tokens."
+            )
+        if input_ids is not None:
+            input = input_ids
+        input, attention_mask, images = self._inputs.language_inputs(
+            input, pixel_values, attention_mask, self.image_processor, self.processor
+        )
+        tokens, _ = self._tokens.prepare(input, attention_mask, None, None, self._d_vocab_in())
+        return locate({"input_ids": tokens, **images, **hf_kwargs})
+
     def _run(
         self,
         tokens: torch.Tensor,
@@ -724,7 +770,7 @@ class HookedModel(Lifecycle, nn.Module):
         hf_kwargs: dict[str, Any],
     ) -> Any:
         """Run a model that is not a language model (image encoders, two-tower models) on its HF inputs."""
-        self._inputs.check_return_type(return_type)
+        return_type = self._inputs.resolve_return_type(return_type)
         if stop_at_layer is not None and not self._hf_blocks:
             raise BadInputError("stop_at_layer needs blocks at the top of the model; this one has towers.")
 
@@ -774,11 +820,14 @@ class HookedModel(Lifecycle, nn.Module):
             )
         if attention_mask is not None:
             attention_mask = self._tokens.prepare(tokens, attention_mask, None, None, self._d_vocab_in())[1]
-        if stop == layer:
-            return residual
+        if stop == layer and stop_at_layer is not None:
+            return residual  # nothing to run
         target = self._hf_blocks[layer] if layer < n else self._hf_ln_final
-        if target is None:
-            raise BridgeError("start_at_layer=n_layers needs a final norm in the component map")
+        if target is None:  # the final norm and the unembedding run on the residual entering the final norm
+            raise BadInputError(
+                f"start_at_layer={n} (after the last block) needs a final norm in {type(self.adapter).__name__}'s "
+                f"component map to hand the residual to; start at a block (0..{n - 1}) instead."
+            )
         residual = residual.to(self._device())
 
         def replace_hidden(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -789,10 +838,33 @@ class HookedModel(Lifecycle, nn.Module):
 
         handle = target.register_forward_pre_hook(replace_hidden, with_kwargs=True, prepend=True)
         try:
-            with self._silenced(layer):
+            with self._silenced(layer), self._skipping_blocks(layer, residual):
                 return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs)
         finally:
             handle.remove()
+
+    @contextlib.contextmanager
+    def _skipping_blocks(self, layer: int, residual: torch.Tensor) -> Iterator[None]:
+        """For the duration, the HF blocks before ``layer`` compute nothing: each returns ``residual`` in its
+        own output format (its block component's ``block_output``), so ``start_at_layer=k`` costs only blocks
+        ``k..``. Their output is replaced before block ``layer`` anyway. Blocks without a block component, and
+        every block of a model accelerate dispatched, still run."""
+        skipped: list[tuple[nn.Module, Any]] = []
+        if not self._dispatched:
+            for hf_block, block in zip(self._hf_blocks[:layer], list(self.blocks)[:layer], strict=True):
+                block_output = getattr(block, "block_output", None)
+                if block_output is None:
+                    continue
+                skipped.append((hf_block, hf_block.__dict__.get("forward")))
+                hf_block.forward = _Returning(block_output(residual))
+        try:
+            yield
+        finally:
+            for hf_block, previous in reversed(skipped):
+                if previous is None:
+                    hf_block.__dict__.pop("forward", None)
+                else:
+                    hf_block.forward = previous
 
     @contextlib.contextmanager
     def _silenced(self, layer: int) -> Iterator[None]:
@@ -956,6 +1028,16 @@ class HookedModel(Lifecycle, nn.Module):
         )
         residual = self._run(tokens, attention_mask, None, False, 0, {})
         return residual, tokens.to(residual.device), None, attention_mask
+
+
+class _Returning:
+    """A skipped block's ``forward``: ignores its arguments and returns a fixed output."""
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.output
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bridge.kernel.adapter import ComponentMap, Composite
+from bridge.kernel.adapter import BlockSpec, ComponentMap, Composite, LayerKinds
 from bridge.kernel.errors import ComponentMapError
 
 
@@ -53,18 +53,39 @@ def _check_map(adapter: str, hf_model: nn.Module, cmap: ComponentMap) -> None:
         _resolve(adapter, hf_model, spec.path, f"head_hooks[{name!r}]", "the top-level model")
     if cmap.head_unembed is not None:
         _resolve(adapter, hf_model, cmap.head_unembed, "head_unembed", "the top-level model")
-    first = next(iter(layers), None) if isinstance(layers, nn.ModuleList | nn.Sequential) else None
-    if first is None:
+    if not isinstance(layers, nn.ModuleList | nn.Sequential):
         return
-    _check_block(adapter, first, cmap, hf_model)
+    if isinstance(cmap.block, LayerKinds):
+        _check_kinds(adapter, cmap.block, len(layers), cmap.blocks)
+    for layer, hf_block in enumerate(layers):
+        try:
+            spec = cmap.block.for_layer(layer, hf_block)
+        except ComponentMapError as err:
+            raise ComponentMapError(f"{adapter}: {err}") from None
+        _check_block(adapter, hf_block, spec, hf_model, f"{cmap.blocks}.{layer}")
 
 
-def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model: nn.Module) -> None:
+def _check_kinds(adapter: str, spec: LayerKinds, n_layers: int, blocks: str) -> None:
+    kind = type(spec).__name__
+    if len(spec.kinds) != n_layers:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a {kind} with {len(spec.kinds)} kinds, but the HF model has "
+            f"{n_layers} layers at {blocks!r}; give one kind per layer (read them from the HF config)."
+        )
+    unknown = sorted(set(spec.kinds) - set(spec.specs))
+    if unknown:
+        raise ComponentMapError(
+            f"{adapter}: component map block is a {kind} whose kinds {unknown} have no spec; its specs are for "
+            f"{sorted(spec.specs)}."
+        )
+
+
+def _check_block(adapter: str, hf_block: nn.Module, spec: BlockSpec, hf_model: nn.Module, where: str) -> None:
     owners: dict[int, str] = {}
-    paths = {name: spec.path for name, spec in cmap.block.children.items()} | dict(cmap.block.extra_paths)
+    paths = {name: child.path for name, child in spec.children.items()} | dict(spec.extra_paths)
     for name, path in paths.items():
         field = f"block child {name!r}"
-        if not path and name in getattr(cmap.block.kind, "inline_children", ()):
+        if not path and name in getattr(spec.kind, "inline_children", ()):
             continue
         if not path:
             raise ComponentMapError(
@@ -73,8 +94,8 @@ def _check_block(adapter: str, hf_block: nn.Module, cmap: ComponentMap, hf_model
                 f"{[child for child, _ in hf_block.named_children()]}), or list {name!r} in the wiring's "
                 "inline_children if the wiring computes it from the block's modules."
             )
-        module = _resolve(adapter, hf_block, path, field, f"the HF block {cmap.blocks}.0")
-        if name not in cmap.block.children:
+        module = _resolve(adapter, hf_block, path, field, f"the HF block {where}")
+        if name not in spec.children:
             continue  # extra paths (dropouts) hold no state and may be shared
         other = owners.setdefault(id(module), name)
         if other != name:

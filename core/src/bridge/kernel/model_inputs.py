@@ -32,6 +32,24 @@ from bridge.kernel.errors import BadInputError
 TextPreparer = Callable[[Any], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+class _DefaultReturnType(str):
+    """``forward``'s default ``return_type``: equal to ``"logits"`` (a language model's natural output), and told
+    apart from an explicit ``"logits"`` so that a model without logits returns its own natural output instead."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        return _default_return_type, ()
+
+
+def _default_return_type() -> Any:
+    return DEFAULT_RETURN_TYPE
+
+
+#: ``forward(return_type=...)``'s default (see ``ModelInputs.natural_return_type``).
+DEFAULT_RETURN_TYPE: Any = _DefaultReturnType("logits")
+
+
 def looks_like_images(value: Any) -> bool:
     """A PIL image, a numpy array, or a non-empty list of them."""
     if isinstance(value, list | tuple) and value:
@@ -159,8 +177,9 @@ class ModelInputs:
 
         ``input`` may be the processor's output (a dict with ``input_ids``; ``pixel_values``, ``token_type_ids``…
         go on to HF); with text and images (``pixel_values=`` PIL images or arrays) and a loaded processor, the
-        processor makes that dict (image tokens expanded in the text); pixel values ``[b, c, h, w]`` (or images
-        through the image processor) go beside text or tokens that already hold the image tokens."""
+        processor makes that dict (image tokens expanded in the text); pixel values (``[b, c, h, w]``, or the model's
+        own layout) or images through the image processor go beside text or tokens that already hold the image
+        tokens."""
         if isinstance(input, Mapping):
             if pixel_values is not None or attention_mask is not None:
                 raise BadInputError(
@@ -176,7 +195,7 @@ class ModelInputs:
                 raise BadInputError("with text and images the processor builds the attention mask; pass neither")
             encoded = processor(text=input, images=pixel_values, return_tensors="pt", padding=True)
             return self._split_mapping(dict(encoded))
-        pixels = self._pixels(pixel_values, image_processor)
+        pixels = self._pixels(pixel_values, image_processor, any_layout=True)
         return input, attention_mask, {k: v for k, v in pixels.items() if k in self.accepted}
 
     def _split_mapping(self, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor | None, dict[str, Any]]:
@@ -191,13 +210,30 @@ class ModelInputs:
         return inputs.pop("input_ids"), inputs.pop("attention_mask", None), inputs
 
     def _is_image(self, value: Any) -> bool:
-        return (isinstance(value, torch.Tensor) and value.is_floating_point()) or looks_like_images(value)
+        if isinstance(value, torch.Tensor):
+            return value.is_floating_point() or (value.dtype == torch.uint8 and value.ndim in (3, 4))
+        return looks_like_images(value)
 
-    def _pixels(self, value: Any, image_processor: Any) -> dict[str, Any]:
+    def _pixels(self, value: Any, image_processor: Any, any_layout: bool = False) -> dict[str, Any]:
+        """``{"pixel_values": ...}`` from pixel values or images. ``any_layout``: a vision-language model's pixel
+        values, whose layout is the model's (crops ``[b, n_crops, c, h, w]``, flattened patches ``[n, c·p²]``)."""
+        if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim in (3, 4):
+            if image_processor is None:
+                raise BadInputError(
+                    f"got a uint8 tensor of shape {tuple(value.shape)}: raw pixel values 0..255, which the image "
+                    f"processor turns into what {self.name} reads, but none was loaded with it. Pass float pixel "
+                    "values (resized and normalized as the model expects), or give an image processor "
+                    "(`bridge.wrap(hf_model, image_processor=...)`)."
+                )
+            pictures = [image.numpy() for image in (value if value.ndim == 4 else value[None]).cpu()]  # [c, h, w]
+            return dict(image_processor(images=pictures, return_tensors="pt"))
         if isinstance(value, torch.Tensor):
             if not value.is_floating_point():
-                raise BadInputError(f"pixel values must be a float tensor, got dtype {value.dtype}")
-            if value.ndim != 4:
+                raise BadInputError(
+                    f"pixel values must be a float tensor (or uint8 images [batch, channels, height, width] for the "
+                    f"image processor), got dtype {value.dtype}"
+                )
+            if value.ndim != 4 and not any_layout:
                 raise BadInputError(
                     f"pixel values must have shape [batch, channels, height, width], got {tuple(value.shape)}; "
                     "inputs of another layout (SigLIP 2's patches with spatial_shapes) go as a dict of HF inputs."
@@ -216,6 +252,12 @@ class ModelInputs:
         return dict(image_processor(images=value, return_tensors="pt"))
 
     def _check_complete(self, inputs: dict[str, Any]) -> None:
+        pixels = inputs.get("pixel_values")
+        if isinstance(pixels, torch.Tensor) and (pixels.ndim == 0 or pixels.shape[0] == 0):
+            raise BadInputError(
+                f"pixel values hold no image (shape {tuple(pixels.shape)}); pass at least one, "
+                "[batch ≥ 1, channels, height, width]."
+            )
         has_images = inputs.get("pixel_values") is not None
         has_text = inputs.get("input_ids") is not None
         if "image" in self.modalities and not has_images:
@@ -230,6 +272,20 @@ class ModelInputs:
             raise BadInputError(
                 f"{self.name} reads text and images together: pass the text (or tokens) as the input as well."
             )
+
+    @property
+    def natural_return_type(self) -> str:
+        """What an image model returns by default: its ``"logits"``, else its ``"hidden"`` states, else its first
+        output field."""
+        fields = list(self.fields or {})
+        return next((kind for kind in ("logits", "hidden") if kind in fields), fields[0] if fields else "hidden")
+
+    def resolve_return_type(self, return_type: Any) -> Any:
+        """``return_type`` checked against the output fields (the default: the natural one)."""
+        if return_type is DEFAULT_RETURN_TYPE:
+            return self.natural_return_type
+        self.check_return_type(return_type)
+        return return_type
 
     def check_return_type(self, return_type: Any) -> None:
         accepted = [*(self.fields or {}), None]

@@ -37,6 +37,7 @@ def load(
     max_memory: dict[Any, int | str] | None = None,
     offload_folder: str | os.PathLike | None = None,
     model_class: type[M] = HookedModel,  # type: ignore[assignment]
+    default_prepend_bos: bool | None = None,
     **hf_kwargs: Any,
 ) -> M:
     """Load an HF model (a directory, or a hub name found in the HF cache) and wrap it in ``model_class``.
@@ -98,7 +99,7 @@ def load(
     if "image" in adapter_cls.modalities:
         try:
             image_processor = AutoImageProcessor.from_pretrained(name, **common)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, ImportError) as exc:  # ImportError: a backend it needs is missing
             warnings.warn(f"bridge: no image processor loaded for {name!r} ({exc}); pass pixel values", stacklevel=2)
     processor = None
     if {"text", "image"} <= set(adapter_cls.modalities) and adapter_cls.output_fields is None:
@@ -106,7 +107,8 @@ def load(
             processor = AutoProcessor.from_pretrained(name, **common)
             if not isinstance(processor, ProcessorMixin):  # AutoProcessor falls back to a tokenizer alone
                 processor = None
-        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:  # none saved, or an incomplete one
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, ImportError) as exc:
+            # none saved, an incomplete one, or one whose video processor needs torchvision (Qwen-VL's)
             warnings.warn(
                 f"bridge: no processor loaded for {name!r} ({exc}); pass tokens holding the image tokens", stacklevel=2
             )
@@ -123,6 +125,7 @@ def load(
         image_processor=image_processor,
         processor=processor,
         model_class=model_class,
+        default_prepend_bos=default_prepend_bos,
     )
 
 
@@ -135,6 +138,7 @@ def wrap(
     image_processor: Any = None,
     processor: Any = None,
     model_class: type[M] = HookedModel,  # type: ignore[assignment]
+    default_prepend_bos: bool | None = None,
 ) -> M:
     """Bridge an HF model you already loaded. The model is changed only while hooks are in use;
     ``bridge.detach()`` (or ``bridge.unwrap(hf_model)``) gives it back untouched.
@@ -157,6 +161,8 @@ def wrap(
     if is_dispatched(hf_model):  # parameters may sit on "meta" (offloaded): inputs go where the embedding runs
         cfg.device = str(input_device(hf_model))
     cfg.architecture = type(hf_model).__name__
+    if default_prepend_bos is not None:
+        cfg.default_prepend_bos = default_prepend_bos
     registry.call_hook("configure", config=cfg, hf_config=hf_model.config)  # raises PluginHookError
     bridge = model_class(hf_model, instance, cfg, tokenizer, image_processor, processor)
     try:

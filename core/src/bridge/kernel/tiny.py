@@ -8,10 +8,11 @@ from __future__ import annotations
 
 #: The vocabulary size of the kit's tiny tokenizer.
 TINY_VOCAB = 128
-#: The tiny tokenizer's special tokens: ``<|endoftext|>`` is BOS, EOS and padding.
-TINY_BOS_ID = 0
-TINY_EOS_ID = 0
+#: The tiny tokenizer's special tokens, each with an id of its own so that no test can pass with one taken for
+#: another: padding ``<pad>`` (0), ``<|bos|>`` (1), ``<|endoftext|>`` (EOS, 2); ``<unk>`` is 3.
 TINY_PAD_ID = 0
+TINY_BOS_ID = 1
+TINY_EOS_ID = 2
 #: The special ids as HF config keyword arguments.
 TINY_SPECIAL_IDS = {"bos_token_id": TINY_BOS_ID, "eos_token_id": TINY_EOS_ID, "pad_token_id": TINY_PAD_ID}
 

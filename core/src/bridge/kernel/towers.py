@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from bridge.kernel.adapter import ComponentMap, Composite, Spec
-from bridge.kernel.components.embedding import Embedding
+from bridge.kernel.components.embedding import PosEmbedding, TokenEmbedding
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.hook_points import HookPoint
 
@@ -38,21 +39,22 @@ def build_map(
     In a ``tower`` (not the root of the model), ``hook_embed`` fires only for calls of the embedding inside the
     tower's own module: two towers may share one embedding (T5's encoder and decoder).
 
-    Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (and ``embed``,
+    Sets ``blocks``, ``_hf_blocks``, ``ln_final``, ``_hf_ln_final`` and ``unembed`` (an ``Unembed`` around the HF
+    head, or None) (and ``embed``,
     ``pos_embed``, the ``extra`` components and the ``hooks``/``head_hooks`` hook points where the map has them)."""
     root = hf_model.base_model if cmap.root is None else hf_model.get_submodule(cmap.root)
     if cmap.embed is not None:
         owner.hook_embed = HookPoint()
         module = root.get_submodule(cmap.embed)
-        owner.embed = Embedding(module, cfg, hook=owner.hook_embed, scope=root, only_in_scope=tower)
+        owner.embed = TokenEmbedding(module, cfg, hook=owner.hook_embed, scope=root, only_in_scope=tower)
     if cmap.pos_embed is not None:
         owner.hook_pos_embed = HookPoint()
-        owner.pos_embed = Embedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
+        owner.pos_embed = PosEmbedding(root.get_submodule(cmap.pos_embed), cfg, hook=owner.hook_pos_embed)
     add_hooks(owner, root, cmap.hooks, cfg)
     owner.blocks = nn.ModuleList()
     owner._hf_blocks = list(root.get_submodule(cmap.blocks))
-    for hf_block in owner._hf_blocks:
-        owner.blocks.append(cmap.block.build(hf_block, cfg))
+    for layer, hf_block in enumerate(owner._hf_blocks):
+        owner.blocks.append(cmap.block.for_layer(layer, hf_block).build(hf_block, cfg))
     owner.ln_final = cmap.ln_final.build(root, cfg) if cmap.ln_final is not None else None
     # HF modules are plain attributes, not children: the HF model alone owns their parameters
     object.__setattr__(owner, "_hf_ln_final", owner.ln_final.hf if owner.ln_final is not None else None)
@@ -62,7 +64,7 @@ def build_map(
     unembed = hf_model.get_submodule(cmap.head_unembed) if cmap.head_unembed is not None else None
     if cmap.head_unembed is None and cmap.root is None:
         unembed = hf_model.get_output_embeddings()
-    object.__setattr__(owner, "unembed", unembed)
+    owner.unembed = Unembed(unembed, cfg) if unembed is not None else None
 
 
 def build_composite(owner: nn.Module, hf_model: nn.Module, composite: Composite, cfg: BridgeConfig) -> None:

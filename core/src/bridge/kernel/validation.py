@@ -28,10 +28,14 @@ HF_PASSTHROUGH = frozenset(
         "output_attentions",
         "output_hidden_states",
         "logits_to_keep",
+        "interpolate_pos_encoding",
         "decoder_input_ids",
         "decoder_attention_mask",
     }
 )
+#: Those of ``HF_PASSTHROUGH`` passed only to an HF forward that names them (image towers' resizing of their
+#: position table): a forward taking ``**kwargs`` would otherwise ignore them silently.
+NAMED_PASSTHROUGH = frozenset({"interpolate_pos_encoding"})
 
 
 def check_kwargs(where: str, given: Mapping[str, Any], known: Iterable[str]) -> None:

@@ -19,20 +19,35 @@ from typing import Any
 
 import einops
 import torch
+from torch import nn
 
 from bridge.kernel.components.attention import weight_in_out
 from bridge.kernel.components.blocks import Block
 from bridge.kernel.components.norm import Norm
 from bridge.kernel.errors import HookNameError
 from bridge.model import Bridge
-from bridge.testing.compare import TOLERANCE, CheckNotRun, expect_close, fail, max_diff
-from bridge.testing.contract import check_implied_hooks, check_shapes
+from bridge.testing.algebra import check_attention_algebra, check_projections
+from bridge.testing.compare import (
+    CheckNotRun,
+    NotApplicable,
+    conformance_check,
+    expect_close,
+    fail,
+    max_diff,
+    not_applicable,
+)
+from bridge.testing.configuration import check_config
+from bridge.testing.contract import check_implied_hooks, check_shapes, qk_norm_modules
 from bridge.testing.examples import AdapterLike
 from bridge.testing.fixtures import build_tiny_model, save_tiny_model
+from bridge.testing.layers import attention_layers, attention_of, hf_path, layer_kind
 from bridge.testing.pair import AttnPath, Pair, make_pair
+from bridge.testing.properties import check_hook_subsets, check_input_shapes, check_left_padded_batches
 from bridge.testing.sensitivity import check_every_hook_matters
+from bridge.testing.training import check_train_mode
 
 
+@conformance_check
 def check_logits_match(pair: Pair) -> None:
     """Logits (hidden states for headless models) equal HF's with no hooks and with every hook cached."""
     tokens = pair.tokens()
@@ -53,12 +68,26 @@ def check_logits_match(pair: Pair) -> None:
 LN_FINAL = "ln_final"
 
 
+@conformance_check(paths=("native",))
 def check_hooks_match_hf(pair: Pair) -> None:
     """HF's ``hidden_states`` equal the hooks the adapter maps them to (``Adapter.hidden_state_hooks``;
     ``"ln_final"``: the reference's own final norm on the last ``hook_resid_post``), and ``hook_pattern``
     equals HF eager ``attentions`` (per tower for composite models, from the adapter's ``tower_outputs``)."""
     tokens = pair.tokens()
-    ref = pair.run_reference(tokens, output_hidden_states=True, output_attentions=True)
+    norms = _qk_norms(pair)
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for hook, path in norms.items():
+
+        def record(_m: Any, _a: Any, out: Any, hook: str = hook) -> None:
+            seen.setdefault(hook, out[0] if isinstance(out, tuple) else out)
+
+        handles.append(pair.reference.get_submodule(path).register_forward_hook(record))
+    try:
+        ref = pair.run_reference(tokens, output_hidden_states=True, output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
     with pair.on_path():
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
     for prefix, part in pair.parts():
@@ -66,6 +95,40 @@ def check_hooks_match_hf(pair: Pair) -> None:
             pair.bridge.adapter, prefix[:-1], len(part.blocks), pair.reference, tokens, ref
         )
         _check_part_hooks(pair, cache, prefix, part, outputs, hooks)
+    for hook in norms:
+        if hook not in cache:
+            fail(f"{hook} is missing: the HF attention has its own norm at {norms[hook]}")
+        if hook not in seen:
+            raise CheckNotRun(f"the HF reference never called its norm {norms[hook]} (for {hook})")
+        expected = seen[hook]
+        got = _as_layout(cache[hook], expected)
+        expect_close(got, expected, f"{hook} vs the output of HF's {norms[hook]}")
+
+
+def _qk_norms(pair: Pair) -> dict[str, str]:
+    """``{bridge hook: reference module path}`` for every attention's own query/key norm (``hook_q_normed``…)."""
+    found = {}
+    for prefix, part in pair.parts():
+        for layer in attention_layers(part.blocks):
+            attn = attention_of(part.blocks[layer])
+            if getattr(attn, "hf_module", None) is None:
+                continue
+            child = _child_name(part.blocks[layer], attn)
+            root = hf_path(pair.bridge, attn.hf_module)
+            for which, path in qk_norm_modules(attn.hf_module).items():
+                found[f"{prefix}blocks.{layer}.{child}.hook_{which}_normed"] = f"{root}.{path}" if root else path
+    return found
+
+
+def _as_layout(hook: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``[b, p, heads, d]`` hook value laid out as HF's tensor ``like``: the same, ``[b, heads, p, d]`` or
+    ``[b, p, heads·d]``."""
+    b, p, h, d = hook.shape
+    if tuple(like.shape) == (b, h, p, d) and h != p:
+        return hook.transpose(1, 2)
+    if tuple(like.shape) == (b, p, h * d):
+        return einops.rearrange(hook, "b p h d -> b p (h d)")
+    return hook
 
 
 def _block_output(part: Any, layer: int, name: str) -> str:
@@ -92,20 +155,14 @@ def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, 
             last = _block_output(part, n - 1, f"{prefix}blocks.{n - 1}.hook_resid_post")
             got, what = cache[last], f"{last} vs HF hidden_states[{index}]"
         elif name == LN_FINAL:
-            final = pair.reference.get_submodule(_hf_path(pair.bridge, part.ln_final.hf))
+            final = pair.reference.get_submodule(hf_path(pair.bridge, part.ln_final.hf))
             with torch.no_grad():
                 got = final(cache[f"{prefix}blocks.{n - 1}.hook_resid_post"])
             what = f"HF's final norm on {prefix}blocks.{n - 1}.hook_resid_post vs HF hidden_states[{index}]"
         else:
             got, what = cache[f"{prefix}{name}"], f"{prefix}{name} vs HF hidden_states[{index}]"
         expect_close(got, expected, what)
-    patterns = [f"{prefix}blocks.{layer}.attn.hook_pattern" for layer in range(n)]
-    present = [name for name in patterns if name in cache]
-    if present and getattr(ref, "attentions", None) is None:
-        raise CheckNotRun(f"the bridge has {present[0]} but the HF reference returned no attentions to compare")
-    for layer, name in enumerate(patterns):
-        if name in cache:
-            expect_close(cache[name], ref.attentions[layer], f"{name} vs HF attentions[{layer}]")
+    _check_part_patterns(cache, prefix, part, ref)
     crosses = [f"{prefix}blocks.{layer}.cross_attn.hook_pattern" for layer in range(n)]
     if any(name in cache for name in crosses) and getattr(ref, "cross_attentions", None) is None:
         raise CheckNotRun(f"the bridge has cross-attention patterns in {prefix} but HF returned no cross_attentions")
@@ -114,28 +171,36 @@ def _check_part_hooks(pair: Pair, cache: Any, prefix: str, part: Any, ref: Any, 
             expect_close(cache[name], ref.cross_attentions[layer], f"{name} vs HF cross_attentions[{layer}]")
 
 
-def check_attention_algebra(pair: Pair) -> None:
-    """In every attention with ``hook_v``, ``hook_pattern`` and ``hook_z``: ``z[b, p, h] = Σ_k pattern[b, h, p, k] ·
-    v[b, k, g(h)]`` (``g``: the key/value head of query head ``h``). ``pattern`` and ``z`` come from HF's own
-    attention, so this pins down which slice of HF's projection ``hook_v`` is."""
-    with pair.on_path():
-        _, cache = pair.bridge.run_with_cache(pair.tokens(), return_type=None)
-    checked = 0
-    for name in cache:
-        if not name.endswith("attn.hook_z"):
-            continue
-        base = name.removesuffix("hook_z")
-        if f"{base}hook_v" not in cache or f"{base}hook_pattern" not in cache:
-            continue
-        v, pattern = cache[f"{base}hook_v"], cache[f"{base}hook_pattern"]  # [b, k, g, d], [b, h, q, k]
-        v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)  # [b, k, h, d]
-        expected = einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
-        expect_close(cache[name], expected, f"{name} vs hook_pattern @ hook_v", tolerance=TOLERANCE)
-        checked += 1
-    if not checked:
-        not_applicable(f"{pair.bridge.cfg.architecture} has no attention with hook_v, hook_pattern and hook_z")
+def _check_part_patterns(cache: Any, prefix: str, part: Any, ref: Any) -> None:
+    """Each attention layer's ``hook_pattern`` equals HF's eager ``attentions`` entry of that layer: HF's tuple has
+    one entry per layer (``None`` for layers that do not attend) or one per attention layer, in order (hybrids)."""
+    layers = attention_layers(part.blocks)
+    names = {
+        i: f"{prefix}blocks.{i}.{_child_name(part.blocks[i], attention_of(part.blocks[i]))}.hook_pattern"
+        for i in layers
+    }
+    present = [i for i in layers if names[i] in cache]
+    if not present:
+        return
+    attentions = getattr(ref, "attentions", None)
+    if attentions is None:
+        raise CheckNotRun(f"the bridge has {names[present[0]]} but the HF reference returned no attentions to compare")
+    if len(attentions) == len(part.blocks):
+        by_layer = {i: attentions[i] for i in present}
+    elif len([a for a in attentions if a is not None]) == len(present):
+        by_layer = dict(zip(present, [a for a in attentions if a is not None], strict=True))
+    else:
+        fail(
+            f"{prefix or 'the model'}: HF returns {len(attentions)} attention patterns for {len(part.blocks)} layers, "
+            f"the bridge has hook_pattern in {len(present)} layers ({present})"
+        )
+    for layer in present:
+        if by_layer[layer] is None:
+            fail(f"{names[layer]}: HF returns no attention pattern for layer {layer}, which the bridge says attends")
+        expect_close(cache[names[layer]], by_layer[layer], f"{names[layer]} vs HF attentions (layer {layer})")
 
 
+@conformance_check(paths=("native",))
 def check_norms_match_hf(pair: Pair) -> None:
     """Every norm component's re-expressed forward (``hook_scale`` replaced by an equal copy) equals the HF
     reference's own norm module on small inputs (std 1e-3, where the norm's eps is a tenth of the variance or
@@ -147,7 +212,7 @@ def check_norms_match_hf(pair: Pair) -> None:
     for name, norm in norms:
         width = weight_in_out_width(norm.hf)
         x = 1e-3 * torch.randn(2, 5, width, generator=generator)
-        reference = pair.reference.get_submodule(_hf_path(pair.bridge, norm.hf))
+        reference = pair.reference.get_submodule(hf_path(pair.bridge, norm.hf))
         with torch.no_grad(), pair.bridge.hooks(fwd_hooks=[(norm.hook_scale.name, lambda t, hook: t.clone())]):
             got = norm.hf(x)
         with torch.no_grad():
@@ -163,18 +228,32 @@ def weight_in_out_width(norm: torch.nn.Module) -> int:
     return int(norm.normalized_shape[-1])
 
 
-def _hf_path(model: Bridge, module: torch.nn.Module) -> str:
-    return next(name for name, m in model.hf_model.named_modules() if m is module)
-
-
 def _reference_children(pair: Pair, block: Block) -> dict[str, torch.nn.Module]:
-    """The reference model's modules standing where the bridge's block reads its HF submodules."""
-    root = _hf_path(pair.bridge, block.hf)
+    """The reference model's modules standing where the bridge's block reads its HF submodules (and, for a layer
+    scale that is a parameter of the HF block in ``sublayer_output_modules``, a module multiplying by the
+    reference's parameter)."""
+    root = hf_path(pair.bridge, block.hf)
     names = {id(m): name for name, m in block.hf.named_modules()}
-    return {
+    children: dict[str, torch.nn.Module] = {
         child: pair.reference.get_submodule(f"{root}.{names[id(module)]}" if names[id(module)] else root)
         for child, module in block.hf_modules.items()
     }
+    reference_block = pair.reference.get_submodule(root)
+    for name in (n for names in block.sublayer_output_modules.values() for n in names):
+        if name not in children and isinstance(getattr(reference_block, name, None), torch.nn.Parameter):
+            children[name] = _ParameterScale(getattr(reference_block, name))
+    return children
+
+
+class _ParameterScale(torch.nn.Module):
+    """``x * scale``: a layer scale the HF block holds as a parameter (InternViT's ``lambda_1``)."""
+
+    def __init__(self, scale: torch.nn.Parameter) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
 
 
 def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -188,14 +267,16 @@ def _call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp_write(ref: dict[str, torch.nn.Module], block: Block, x: torch.Tensor) -> torch.Tensor:
     """What a block's MLP side writes to the stream for the stream value ``x``, run on the reference's modules
-    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP, its ``mlp_post_norm`` (``ln2_post``)
-    where present, times the block's ``residual_scale`` (Granite scales each sublayer's output before the residual
-    sum)."""
-    norm = getattr(block, "mlp_norm", "ln2")
-    post_norm = getattr(block, "mlp_post_norm", "ln2_post")
-    h = _call_module(ref[norm], x) if norm in ref else x
-    out = _call_module(ref["mlp"], h).reshape(h.shape)  # an MoE may return [b·p, d] (Llama 4)
-    out = _call_module(ref[post_norm], out) if post_norm in ref else out
+    ``ref``: the block's ``mlp_norm`` (``ln2`` in pre-norm blocks), the MLP (the sum of ``Block.mlp_children``),
+    the modules the block applies to the MLP's output (``sublayer_output_modules``: ``ln2_post``, a layer scale)
+    where present, times the block's ``residual_scale`` (Granite scales each sublayer's output before the
+    residual sum)."""
+    norm = block.mlp_norm
+    h = _call_module(ref[norm], x) if norm is not None and norm in ref else x
+    parts = [_call_module(ref[name], h).reshape(h.shape) for name in block.mlp_children if name in ref]
+    out = sum(parts[1:], parts[0])  # an MoE may return [b·p, d] (Llama 4); several MLPs are summed (Granite-4)
+    for name in block.sublayer_output_modules.get("mlp", ()):
+        out = _call_module(ref[name], out) if name in ref else out
     return out * block.residual_scale
 
 
@@ -205,132 +286,197 @@ def _reference_mlp_out(pair: Pair, block: Block, x: torch.Tensor) -> torch.Tenso
         return _mlp_write(_reference_children(pair, block), block, x)
 
 
-def check_residual_algebra(pair: Pair) -> None:
-    """Each block's residual identities (``Block.algebra``, e.g. ``resid_mid = resid_pre + attn_out``,
-    ``resid_post = resid_mid + mlp_out``) hold while block 0's first sublayer output and every
-    ``hook_resid_mid`` are patched; and with ``hook_resid_mid`` patched, ``hook_mlp_out`` equals the HF
-    reference's own norm and MLP run on the patched value (the patch reaches the MLP)."""
-    tokens = pair.tokens()
-    generator = torch.Generator().manual_seed(1)
-    prefix, first_part = pair.parts()[0]
-    patched = f"{prefix}blocks.0.{first_part.blocks[0].algebra[0][1][-1]}"
+def _patch_noise(seed: int) -> Any:
+    generator = torch.Generator().manual_seed(seed)
 
     def patch(t: torch.Tensor, hook: Any) -> torch.Tensor:
         return t + torch.randn(t.shape, generator=generator).to(t.dtype)
 
-    inputs = {getattr(b, "mlp_input_hook", "hook_resid_mid") for _, part in pair.parts() for b in part.blocks}
-    mids = [n for n in pair.bridge.hook_dict if n.endswith(("hook_resid_mid", *inputs))]
-    patched_names = list(dict.fromkeys([patched, *mids]))
-    hooks = [(name, patch) for name in patched_names]
-    with pair.on_path(), pair.bridge.hooks(fwd_hooks=hooks):
-        _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
-    reached = 0
+    return patch
+
+
+def _algebra_names(pair: Pair) -> list[tuple[str, Any, int, Block]]:
+    """``(block name, part, layer, block)`` for every block of every part; each must declare its algebra."""
+    found = []
     for prefix, part in pair.parts():
         for layer, block in enumerate(part.blocks):
             name = f"{prefix}blocks.{layer}"
             if not getattr(block, "algebra", None):
                 fail(f"{name} ({type(block).__name__}) declares no residual algebra")
-            for total, terms in block.algebra:
-                if f"{name}.{total}" in patched_names:
-                    continue  # a patched sum is no longer its terms' sum; what reads it is checked below
-                expected = sum(cache[f"{name}.{t}"] for t in terms)
-                expect_close(cache[f"{name}.{total}"], expected, f"{name}: {total} vs {' + '.join(terms)}")
-            mlp_in = f"{name}.{getattr(block, 'mlp_input_hook', 'hook_resid_mid')}"
-            if mlp_in in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
-                expected = _reference_mlp_out(pair, block, cache[mlp_in])
-                expect_close(
-                    cache[f"{name}.hook_mlp_out"],
-                    expected,
-                    f"{name}.hook_mlp_out vs HF's MLP on patched {mlp_in.rsplit('.', 1)[-1]}",
-                )
-                reached += 1
-        for layer in range(1, len(part.blocks)):
-            pre = f"{prefix}blocks.{layer}.hook_resid_pre"
+            found.append((name, part, layer, block))
+    return found
+
+
+def _check_identities(pair: Pair, cache: Any, patched: set[str], when: str) -> None:
+    """Every identity of every block's ``algebra`` whose sum was not patched holds in ``cache``, and each block's
+    ``hook_resid_pre`` is the previous block's output unless the examples' ``stream_injections`` name it
+    (DeepStack adds image features there)."""
+    injected = set(pair.example_set.stream_injections(pair.bridge.hf_model.config))
+    for name, part, layer, block in _algebra_names(pair):
+        for total, terms in block.algebra:
+            if f"{name}.{total}" in patched:
+                continue  # a patched sum is no longer its terms' sum; what reads it is checked separately
+            got = cache[f"{name}.{total}"]
+            for term in terms:
+                if tuple(cache[f"{name}.{term}"].shape) != tuple(got.shape):
+                    fail(
+                        f"{name}: {term} has shape {tuple(cache[f'{name}.{term}'].shape)} but {total} has "
+                        f"{tuple(got.shape)}; the wiring declares {total} = {' + '.join(terms)}, a sum in the "
+                        "residual stream (is the hook on the sublayer's output, after its output projection?)"
+                    )
+            expected = sum(cache[f"{name}.{t}"] for t in terms)
+            expect_close(got, expected, f"{name}: {total} vs {' + '.join(terms)} ({when})")
+        if layer and f"{name}.hook_resid_pre" not in injected:
+            prefix = name[: -len(f"blocks.{layer}")]
+            pre = f"{name}.hook_resid_pre"
             post = _block_output(part, layer - 1, f"{prefix}blocks.{layer - 1}.hook_resid_post")
-            expect_close(cache[pre], cache[post], f"{pre} vs {post}", tolerance=0.0)
-    runnable = any("mlp" in block.hf_modules for _, part in pair.parts() for block in part.blocks)
-    if mids and not reached and runnable:  # an MLP the wiring computes inline has no HF module to run alone
+            expect_close(cache[pre], cache[post], f"{pre} vs {post} ({when})", tolerance=0.0)
+
+
+@conformance_check(paths=("native",))
+def check_residual_algebra(pair: Pair) -> None:
+    """Each block's residual identities (``Block.algebra``, e.g. ``resid_mid = resid_pre + attn_out``,
+    ``resid_post = resid_mid + mlp_out``) hold in every block: unpatched; with every term that is no identity's
+    sum (``hook_attn_out``, ``hook_mlp_out``, ``mixer.hook_ssm_out``…) patched; and with every ``hook_resid_mid``
+    patched, when also ``hook_mlp_out`` equals the HF reference's own norm and MLP run on the patched value (the
+    patch reaches the MLP)."""
+    tokens = pair.tokens()
+    blocks = _algebra_names(pair)
+    with pair.on_path():
+        _, clean = pair.bridge.run_with_cache(tokens, return_type=None)
+    _check_identities(pair, clean, set(), "unpatched")
+
+    terms = []
+    for name, _, _, block in blocks:
+        totals = {total for total, _ in block.algebra}
+        terms += [f"{name}.{t}" for _, ts in block.algebra for t in ts if t not in totals and t != "hook_resid_pre"]
+    terms = list(dict.fromkeys(terms))
+    with pair.on_path(), pair.bridge.hooks(fwd_hooks=[(t, _patch_noise(1)) for t in terms]):
+        _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
+    _check_identities(pair, cache, set(), "every sublayer output patched")
+
+    inputs = {block.mlp_input_hook for *_, block in blocks}
+    mids = [n for n in pair.bridge.hook_dict if n.endswith(("hook_resid_mid", *inputs))]
+    if not mids:
+        return
+    with pair.on_path(), pair.bridge.hooks(fwd_hooks=[(name, _patch_noise(2)) for name in mids]):
+        _, cache = pair.bridge.run_with_cache(tokens, return_type=None)
+    _check_identities(pair, cache, set(mids), "every hook_resid_mid patched")
+    reached = 0
+    for name, _, _, block in blocks:
+        mlp_in = f"{name}.{block.mlp_input_hook}"
+        if mlp_in in cache and f"{name}.hook_mlp_out" in cache and "mlp" in block.hf_modules:
+            expected = _reference_mlp_out(pair, block, cache[mlp_in])
+            what = f"{name}.hook_mlp_out vs HF's MLP on patched {block.mlp_input_hook}"
+            expect_close(cache[f"{name}.hook_mlp_out"], expected, what)
+            reached += 1
+    runnable = any("mlp" in block.hf_modules for *_, block in blocks)
+    if not reached and runnable:  # an MLP the wiring computes inline has no HF module to run alone
         raise CheckNotRun(f"the model has {mids[0]} but no block MLP the reference could be run on")
 
 
-class NotApplicable(Exception):
-    """A check does not apply to this architecture (it has no attention, no loss…)."""
+def _ablation_layers(pair: Pair) -> list[tuple[str, Any, int]]:
+    """``(prefix, part, layer)`` of the first attention layer (with ``hook_z`` and an output projection) of each
+    attention kind in each part."""
+    found = []
+    for prefix, part in pair.parts():
+        layers = [i for i in attention_layers(part.blocks) if getattr(attention_of(part.blocks[i]), "out_proj", None)]
+        kinds = {layer_kind(part.blocks[i]): i for i in reversed(layers)}
+        found += [(prefix, part, layer) for layer in sorted(kinds.values())]
+    return found
 
 
-def not_applicable(reason: str) -> None:
-    """Stop a check that does not apply to this architecture: a pytest skip when pytest is running,
-    else ``NotApplicable`` (which ``run_conformance`` reports). A check that *could* apply but cannot
-    run raises ``CheckNotRun`` instead, which fails."""
-    import sys
-
-    if "pytest" in sys.modules:
-        import pytest
-
-        pytest.skip(reason)
-    raise NotApplicable(reason)
-
-
-def check_head_ablation(pair: Pair, layer: int = 0, head: int = 1) -> None:
-    """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection (in the first
-    part's blocks: the model's, or a composite model's first tower)."""
+@conformance_check
+def check_head_ablation(pair: Pair, layer: int | None = None, head: int = 1) -> None:
+    """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection, in the first
+    attention layer of each kind of each part (``layer``: that block of the first part only)."""
     tokens = pair.tokens()
-    prefix, part = pair.parts()[0]
-    attn = getattr(part.blocks[layer], "attn", None)
-    if getattr(attn, "out_proj", None) is None or not hasattr(attn, "hook_z"):
-        not_applicable(f"{pair.bridge.cfg.architecture} has no attention with an output projection in block {layer}")
+    if layer is not None:
+        prefix, part = pair.parts()[0]
+        targets = [(prefix, part, layer)] if attention_of(part.blocks[layer]) is not None else []
+    else:
+        targets = _ablation_layers(pair)
+    if not targets:
+        not_applicable(f"{pair.bridge.cfg.architecture} has no attention with an output projection")
         return
+    baseline = pair.reference_output(tokens)
+    for prefix, part, index in targets:
+        attn = attention_of(part.blocks[index])
+        if getattr(attn, "out_proj", None) is None or not hasattr(attn, "hook_z"):
+            fail(f"{prefix}blocks.{index}.attn has no output projection or hook_z to ablate a head at")
+        name = f"{prefix}blocks.{index}.{_child_name(part.blocks[index], attn)}.hook_z"
 
-    def ablate(z: torch.Tensor, hook: Any) -> torch.Tensor:
-        z = z.clone()
-        z[:, :, head] = 0.0
-        return z
+        def ablate(z: torch.Tensor, hook: Any) -> torch.Tensor:
+            z = z.clone()
+            z[:, :, head] = 0.0
+            return z
 
-    with pair.on_path():
-        got = pair.bridge.run_with_hooks(
-            tokens,
-            fwd_hooks=[(f"{prefix}blocks.{layer}.attn.hook_z", ablate)],
-            return_type=pair.return_type,
-        )
-    surgery = copy.deepcopy(pair.reference)
-    out_proj = surgery.get_submodule(_hf_path(pair.bridge, attn.out_proj))
-    d = weight_in_out(out_proj).shape[0] // part.cfg.n_heads  # z's head size (MLA: d_head_v)
-    with torch.no_grad():
-        weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
-    expected = pair.reference_output(tokens, model=surgery)
-    what = f"{prefix}blocks.{layer}.attn.hook_z head {head} zeroed vs its out_proj rows zeroed in the HF reference"
-    expect_close(got, expected, what)
-    if not max_diff(expected, pair.reference_output(tokens), what) > 1e-3:
-        raise CheckNotRun(f"zeroing head {head} of block {layer} barely moves the reference's output")
+        with pair.on_path():
+            got = pair.bridge.run_with_hooks(tokens, fwd_hooks=[(name, ablate)], return_type=pair.return_type)
+        surgery = copy.deepcopy(pair.reference)
+        out_proj = surgery.get_submodule(hf_path(pair.bridge, attn.out_proj))
+        d = weight_in_out(out_proj).shape[0] // attn.n_heads  # z's head size (MLA: d_head_v)
+        with torch.no_grad():
+            weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
+        expected = pair.reference_output(tokens, model=surgery)
+        what = f"{name} head {head} zeroed vs its out_proj rows zeroed in the HF reference"
+        expect_close(got, expected, what)
+        if not max_diff(expected, baseline, what) > 1e-3:
+            raise CheckNotRun(f"zeroing head {head} of {name} barely moves the reference's output")
 
 
+def _child_name(block: nn.Module, child: nn.Module) -> str:
+    return next(name for name, m in block.named_children() if m is child)
+
+
+def _gradient_names(pair: Pair) -> list[str]:
+    """Where ``check_gradients`` compares: every block's output hook, every attention's ``hook_z`` (with an
+    output projection) and every ``hook_resid_mid`` of a block whose MLP is an HF module."""
+    wanted = []
+    for prefix, part in pair.parts():
+        for layer, block in enumerate(part.blocks):
+            name = f"{prefix}blocks.{layer}"
+            wanted.append(_block_output(part, layer, f"{name}.hook_resid_post"))
+            attn = attention_of(block)
+            feeds = getattr(attn, "z_feeds_out_proj", True)  # a gated attention changes z before its projection
+            if attn is not None and getattr(attn, "out_proj", None) is not None and feeds:
+                z = f"{name}.{_child_name(block, attn)}.hook_z"
+                if z in pair.bridge.hook_dict:
+                    wanted.append(z)
+            pre_norm = block.mlp_input_hook == "hook_resid_mid" and block.mlp_norm == "ln2"
+            if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules and pre_norm:
+                wanted.append(f"{name}.hook_resid_mid")  # post = mid + mlp(ln2(mid)): the gradient assumes it
+    return wanted
+
+
+@conformance_check
 def check_gradients(pair: Pair) -> None:
     """Backward hooks, and ``run_with_cache(incl_bwd=True)`` for language models, receive d(output)/d(activation)
-    at block 0's ``hook_resid_post``, ``attn.hook_z`` and ``hook_resid_mid``, equal to the gradient the HF
-    reference's own autograd gives at the same place (its block output, its output projection's input, and
-    for ``resid_mid`` the block output's gradient plus its pull-back through the reference's norm and MLP)."""
+    at every block's ``hook_resid_post``, every ``attn.hook_z`` and every ``hook_resid_mid`` (all in one backward
+    pass, so every block's wiring is in use), equal to the gradient the HF reference's own autograd gives at the
+    same place (its block outputs, its output projections' inputs, and for ``resid_mid`` the block output's
+    gradient plus its pull-back through the reference's norm and MLP)."""
     tokens = pair.tokens(batch=1)
-    prefix, part = pair.parts()[0]
-    block = part.blocks[0]
-    name = f"{prefix}blocks.0"
-    wanted = [_block_output(part, 0, f"{name}.hook_resid_post")]
-    if (
-        f"{name}.attn.hook_z" in pair.bridge.hook_dict
-        and getattr(getattr(block, "attn", None), "out_proj", None) is not None
-    ):
-        wanted.append(f"{name}.attn.hook_z")
-    pre_norm = getattr(block, "mlp_input_hook", "hook_resid_mid") == "hook_resid_mid" and block.mlp_norm == "ln2"
-    if f"{name}.hook_resid_mid" in pair.bridge.hook_dict and "mlp" in block.hf_modules and pre_norm:
-        wanted.append(f"{name}.hook_resid_mid")  # post = mid + mlp(ln2(mid)): the gradient below assumes it
-    expected = _reference_gradients(pair, tokens, block, wanted)
+    wanted = _gradient_names(pair)
+    expected = _reference_gradients(pair, tokens, wanted)
     return_type = pair.scalar_return_type
     labels = pair.scalar_labels(tokens)
     scored = {} if labels is None else {"labels": labels}
+    grads: dict[str, torch.Tensor] = {}
+
+    def keep(g: torch.Tensor, hook: Any) -> None:
+        grads[hook.name] = g
+
+    with pair.on_path():
+        out = pair.bridge.run_with_hooks(
+            tokens, bwd_hooks=[(name, keep) for name in wanted], return_type=return_type, **scored
+        )
+        _scalar(out).backward()
+    pair.bridge.hf_model.zero_grad(set_to_none=True)
     for hook_name in wanted:
-        got = _gradient_from_backward_hook(pair, tokens, hook_name, return_type, **scored)
-        if got is None:
+        if hook_name not in grads:
             fail(f"the backward hook on {hook_name} never fired")
-        expect_close(got, expected[hook_name], f"backward hook gradient at {hook_name} vs the HF reference's autograd")
-        pair.bridge.hf_model.zero_grad(set_to_none=True)
+        expect_close(grads[hook_name], expected[hook_name], f"backward hook gradient at {hook_name} vs HF's autograd")
     if return_type == "loss":
         with pair.on_path():
             _, cache = pair.bridge.run_with_cache(
@@ -346,16 +492,6 @@ def _scalar(out: torch.Tensor) -> torch.Tensor:
     return out if out.ndim == 0 else out.sum()
 
 
-def _gradient_from_backward_hook(pair: Pair, tokens: torch.Tensor, name: str, return_type: str, **kwargs: Any):
-    grads: dict[str, torch.Tensor] = {}
-    with pair.on_path():
-        out = pair.bridge.run_with_hooks(
-            tokens, bwd_hooks=[(name, lambda g, hook: grads.__setitem__("g", g))], return_type=return_type, **kwargs
-        )
-        _scalar(out).backward()
-    return grads.get("g")
-
-
 def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
     """What the bridge differentiates, computed by the reference: HF's own loss for language models (against
     ``Pair.scalar_labels`` for heads scored against labels)."""
@@ -367,64 +503,81 @@ def _reference_scalar(pair: Pair, tokens: Any) -> torch.Tensor:
     return _scalar(pair.reference_output(tokens))
 
 
-def _reference_gradients(pair: Pair, tokens: Any, block: Block, names: list[str]) -> dict[str, torch.Tensor]:
-    """d(scalar)/d(activation) from the reference's autograd, at leaves made in the reference's forward pass."""
+def _block_of(pair: Pair, name: str) -> tuple[Any, int, Block]:
+    prefix, _, rest = name.partition("blocks.")
+    layer = int(rest.split(".")[0])
+    part = dict(pair.parts())[prefix]
+    return part, layer, part.blocks[layer]
+
+
+def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str, torch.Tensor]:
+    """d(scalar)/d(activation) from the reference's autograd, all in one forward and one backward pass: the
+    reference's block outputs and output-projection inputs are captured as they are computed (still in the graph),
+    and each ``resid_mid`` is the block output's gradient plus its pull-back through the reference's MLP."""
     reference = pair.reference
-    ref_block = reference.get_submodule(_hf_path(pair.bridge, block.hf))
-    leaves: dict[str, torch.Tensor] = {}
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
 
-    def block_output(_module: torch.nn.Module, _args: Any, out: Any) -> Any:
-        first = out[0] if isinstance(out, tuple | list) else out
-        leaves["post"] = first.detach().requires_grad_(True)
-        return (leaves["post"], *out[1:]) if isinstance(out, tuple | list) else leaves["post"]
+    def output_of(key: str) -> Any:
+        def capture(_module: torch.nn.Module, _args: Any, out: Any) -> None:
+            captured[key] = out[0] if isinstance(out, tuple | list) else out
 
-    def out_proj_input(_module: torch.nn.Module, args: tuple) -> tuple:
-        leaves["z"] = args[0].detach().requires_grad_(True)
-        return (leaves["z"], *args[1:])
+        return capture
 
-    def mlp_input(_module: torch.nn.Module, args: tuple) -> None:
-        leaves["mid"] = args[0].detach()
+    def input_of(key: str) -> Any:
+        def capture(_module: torch.nn.Module, args: tuple) -> None:
+            captured[key] = args[0]
 
-    children = _reference_children(pair, block)
+        return capture
 
-    def gradient(module: torch.nn.Module, hook: Any, pre: bool, key: str) -> torch.Tensor:
-        handle = module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
-        try:
-            scalar = _reference_scalar(pair, tokens)
-        finally:
+    mids: dict[str, tuple[Block, str]] = {}
+    try:
+        for name in names:
+            _, _, block = _block_of(pair, name)
+            if name.endswith("hook_resid_mid"):
+                post = f"{name.removesuffix('hook_resid_mid')}post"
+                mids[name] = (block, post)
+                if post not in captured:
+                    ref_block = reference.get_submodule(hf_path(pair.bridge, block.hf))
+                    handles.append(ref_block.register_forward_hook(output_of(post)))
+                children = _reference_children(pair, block)
+                handles.append(children.get("ln2", children["mlp"]).register_forward_pre_hook(input_of(name)))
+            elif name.endswith("hook_z"):
+                out_proj = reference.get_submodule(hf_path(pair.bridge, attention_of(block).out_proj))
+                handles.append(out_proj.register_forward_pre_hook(input_of(name)))
+            else:
+                ref_block = reference.get_submodule(hf_path(pair.bridge, block.hf))
+                key = f"{name.rsplit('.', 1)[0]}.post"
+                handles.append(ref_block.register_forward_hook(output_of(key)))
+        scalar = _reference_scalar(pair, tokens)
+    finally:
+        for handle in handles:
             handle.remove()
-        (grad,) = torch.autograd.grad(scalar, leaves[key])
-        return grad
-
-    grads = {"post": gradient(ref_block, block_output, False, "post")}
-    if any(n.endswith("attn.hook_z") for n in names):
-        out_proj = reference.get_submodule(_hf_path(pair.bridge, block.attn.out_proj))
-        grads["z"] = gradient(out_proj, out_proj_input, True, "z")
-    if any(n.endswith("hook_resid_mid") for n in names):
-        handle = children.get("ln2", children["mlp"]).register_forward_pre_hook(mlp_input)
-        try:
-            with torch.no_grad():
-                _reference_scalar(pair, tokens)
-        finally:
-            handle.remove()
+    keys = [k for k in dict.fromkeys(captured) if not k.endswith("hook_resid_mid")]
+    missing = [k for k in keys if not captured[k].requires_grad]
+    if missing:
+        raise CheckNotRun(f"the HF reference's activations at {missing} are not part of its autograd graph")
+    grads = dict(zip(keys, torch.autograd.grad(scalar, [captured[k] for k in keys]), strict=True))
     expected: dict[str, torch.Tensor] = {}
-    output_hook = getattr(block, "output_hook", "hook_resid_post")
     for name in names:
-        if name.endswith(output_hook):  # what the HF block returns
-            expected[name] = grads["post"]
-        elif name.endswith("attn.hook_z"):
-            heads = pair.parts()[0][1].cfg.n_heads
-            expected[name] = einops.rearrange(grads["z"], "b p (h d) -> b p h d", h=heads)
-        elif name.endswith("hook_resid_mid"):
-            mid = leaves["mid"].clone().requires_grad_(True)
+        _, _, block = _block_of(pair, name)
+        if name.endswith("hook_resid_mid"):
+            post = grads[mids[name][1]]
+            mid = captured[name].detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                out = _mlp_write(children, block, mid)
-                (through_mlp,) = torch.autograd.grad(out, mid, grads["post"])
-            expected[name] = grads["post"] + through_mlp
+                out = _mlp_write(_reference_children(pair, block), block, mid)
+                (through_mlp,) = torch.autograd.grad(out, mid, post)
+            expected[name] = post + through_mlp
+        elif name.endswith("hook_z"):
+            heads = attention_of(block).n_heads
+            expected[name] = einops.rearrange(grads[name], "b p (h d) -> b p h d", h=heads)
+        else:
+            expected[name] = grads[f"{name.rsplit('.', 1)[0]}.post"]
     reference.zero_grad(set_to_none=True)
     return expected
 
 
+@conformance_check(paths=("native",))
 def check_no_dead_hooks(pair: Pair) -> None:
     """Every hook point fires on a forward pass (opt-in ones once enabled)."""
     model = pair.bridge
@@ -467,6 +620,7 @@ def _torch_hooks(model: Bridge) -> dict[str, tuple[int, int]]:
     }
 
 
+@conformance_check
 def check_no_leaks(pair: Pair) -> None:
     """After ``run_with_hooks``, ``hooks()`` exit or a raising hook, only the user's own hooks remain."""
     model = pair.bridge
@@ -518,6 +672,7 @@ def _inner_hook(model: Bridge, prefix: str = "") -> str:
     return [n for n in inner if model.hook_dict[n].enabled][-1]
 
 
+@conformance_check(paths=("native",))
 def check_misspelt_names(pair: Pair) -> None:
     """Misspelt hook names (last two letters swapped) raise with the close matches."""
     prefix, part = pair.parts()[-1]
@@ -533,6 +688,7 @@ def check_misspelt_names(pair: Pair) -> None:
             fail(f"the misspelt hook name {wrong!r} was accepted")
 
 
+@conformance_check
 def check_loss_masking(pair: Pair) -> None:
     """With right padding and an attention mask, ``return_type="loss"`` equals HF's own loss with the padded
     targets labelled -100 (only next tokens that are real count); per-token losses are 0 after padding."""
@@ -599,13 +755,19 @@ ALL_CHECKS = (
     check_hooks_match_hf,
     check_implied_hooks,
     check_shapes,
+    check_config,
     check_every_hook_matters,
     check_residual_algebra,
     check_norms_match_hf,
     check_attention_algebra,
+    check_projections,
     check_head_ablation,
     check_gradients,
     check_loss_masking,
+    check_train_mode,
+    check_left_padded_batches,
+    check_hook_subsets,
+    check_input_shapes,
     check_no_dead_hooks,
     check_no_leaks,
     check_misspelt_names,

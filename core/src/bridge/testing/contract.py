@@ -19,7 +19,8 @@ from bridge.kernel.components.attention import Attention, CrossAttention
 from bridge.kernel.components.blocks import Block
 from bridge.kernel.components.mlp import MLP
 from bridge.kernel.components.norm import Norm
-from bridge.testing.compare import CheckNotRun, fail
+from bridge.testing.compare import CheckNotRun, conformance_check, fail
+from bridge.testing.layers import is_attention
 
 if TYPE_CHECKING:
     from bridge.model import Bridge
@@ -92,14 +93,16 @@ def all_opt_ins(model: Bridge) -> Iterator[list[str]]:
 
 def uses_rotary(hf_model: torch.nn.Module, scope: str = "") -> bool:
     """Whether the HF model (its module at ``scope``: one part of a composite model) rotates queries and keys:
-    a rotary module, or a rotary setting in its config (and no ALiBi switch turning it off)."""
+    a rotary module, or a rotary setting in its config (``rope_parameters``, ``rotary_dim``…; and no ALiBi switch
+    turning it off)."""
     module = hf_model.get_submodule(scope)
     config = _config_of(hf_model, scope)
     if getattr(config, "alibi", False):
         return False
     if any("Rotary" in type(m).__name__ for m in module.modules()):
         return True
-    return any(getattr(config, key, None) for key in ("rotary_dim", "rope_theta", "rotary_pct"))
+    keys = ("rope_parameters", "rotary_dim", "rope_theta", "rotary_pct", "partial_rotary_factor")
+    return any(getattr(config, key, None) for key in keys) or getattr(config, "position_embedding_type", "") == "rotary"
 
 
 def _config_of(hf_model: torch.nn.Module, scope: str) -> Any:
@@ -122,36 +125,89 @@ def part_scope(hf_model: torch.nn.Module, block_paths: list[str]) -> str:
 
 
 def learned_position_tables(hf_model: torch.nn.Module, blocks: list[str]) -> list[str]:
-    """HF ``nn.Embedding`` modules outside the blocks that hold positions: named so (``wpe``,
-    ``embed_positions``…) or with one row per position of the config's context (OPT's has 2 more)."""
-    config = hf_model.config
-    contexts = {getattr(config, key, None) for key in ("n_positions", "max_position_embeddings")} - {None}
+    """HF ``nn.Embedding`` modules anywhere outside the blocks that hold positions: named so (``wpe``,
+    ``position_embeddings``, ``embed_positions``…) or with one row per position of the config's context (OPT's has
+    2 more), and not the token embedding."""
+    root = getattr(hf_model, "config", None)
+    configs = [root] + [getattr(root, key, None) for key in getattr(root, "sub_configs", {}) or {}]
+    keys = ("n_positions", "max_position_embeddings")
+    contexts = {getattr(c, key, None) for c in configs if c is not None for key in keys} - {None}
     rows = contexts | {n + 2 for n in contexts}
-    vocab = getattr(config, "vocab_size", None)
+    vocabs = {getattr(c, "vocab_size", None) for c in configs if c is not None} - {None}
+    try:
+        tokens = hf_model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # image models may have none
+        tokens = None
 
     def holds_positions(name: str, module: torch.nn.Module) -> bool:
-        if not isinstance(module, torch.nn.Embedding) or any(name.startswith(b + ".") for b in blocks):
+        if not isinstance(module, torch.nn.Embedding) or module is tokens:
+            return False
+        if any(name.startswith(b + ".") for b in blocks):
             return False
         last = name.rsplit(".", 1)[-1].lower()
-        return "pos" in last or last == "wpe" or (module.num_embeddings in rows and module.num_embeddings != vocab)
+        named = ("pos" in last and "type" not in last) or last == "wpe"
+        return named or (module.num_embeddings in rows and module.num_embeddings not in vocabs)
 
     return [name for name, module in hf_model.named_modules() if holds_positions(name, module)]
 
 
+def used_modules(model: Bridge, names: list[str], tokens: Any) -> list[str]:
+    """Which of the HF modules ``names`` a forward pass of the bridge's HF model on ``tokens`` calls."""
+    called: set[str] = set()
+    handles = []
+    for name in names:
+
+        def record(*_: Any, name: str = name) -> None:
+            called.add(name)
+
+        handles.append(model.hf_model.get_submodule(name).register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(tokens, return_type=None)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for name in names if name in called]
+
+
+#: Names HF gives the per-attention norms of queries and keys (Qwen3, Gemma 3, OLMo-2, Cohere, Persimmon…).
+QK_NORM_NAMES = {
+    "q": ("q_norm", "q_layernorm", "query_layernorm", "q_ln", "query_norm"),
+    "k": ("k_norm", "k_layernorm", "key_layernorm", "k_ln", "key_norm"),
+}
+
+
+def qk_norm_modules(attention_module: torch.nn.Module) -> dict[str, str]:
+    """``{"q": path, "k": path}`` of an HF attention module's own query and key norms, where it has them."""
+    found = {}
+    for which, names in QK_NORM_NAMES.items():
+        path = next((n for n, _ in attention_module.named_modules() if n and n.rsplit(".", 1)[-1] in names), None)
+        if path is not None:
+            found[which] = path
+    return found
+
+
+@conformance_check(paths=("native",))
 def check_implied_hooks(pair: Pair) -> None:
     """The hooks the HF model implies exist: ``attn.hook_rot_q/k`` in every self-attention of a rotary model,
-    ``hook_pos_embed`` where the model has a learned position table, every attention's, MLP's and norm's
-    TransformerLens hooks, and each block's residual hooks (its ``algebra``)."""
+    ``hook_pos_embed`` where the model uses a learned position table (anywhere in the model, found by name or by
+    its rows), ``attn.hook_q_normed``/``hook_k_normed`` where the HF attention has its own query/key norm, every
+    attention's, MLP's and norm's TransformerLens hooks, and each block's residual hooks (its ``algebra``)."""
     model = pair.bridge
     hooks = set(model.hook_dict)
     missing: list[str] = []
+    paths = {prefix: [_path(model, block.hf) for block in part.blocks] for prefix, part in pair.parts()}
+    all_blocks = [path for block_paths in paths.values() for path in block_paths]
     for prefix, part in pair.parts():
         block_paths = [_path(model, block.hf) for block in part.blocks]
         scope = part_scope(model.hf_model, block_paths)
         rotary = uses_rotary(model.hf_model, scope)
-        tables = [t for t in learned_position_tables(model.hf_model, block_paths) if t.startswith(scope)]
-        if tables and f"{prefix}hook_pos_embed" not in hooks and not prefix:
-            missing.append(f"hook_pos_embed (the HF model has a learned position table: {tables})")
+        if not prefix:
+            tables = learned_position_tables(model.hf_model, all_blocks)
+            tables = [t for t in tables if _nearest_part(t, paths) == ""]
+            tables = used_modules(model, tables, pair.tokens()) if tables else []
+            if tables and "hook_pos_embed" not in hooks:
+                missing.append(f"hook_pos_embed (the HF model uses a learned position table: {tables})")
         for layer, block in enumerate(part.blocks):
             name = f"{prefix}blocks.{layer}"
             if not isinstance(block, Block) or not block.algebra:
@@ -168,13 +224,35 @@ def check_implied_hooks(pair: Pair) -> None:
                     wanted |= {f"{child_name}.{h}" for h in MLP_HOOKS}
                 elif isinstance(child, Norm):
                     wanted |= {f"{child_name}.{h}" for h in NORM_HOOKS}
-            missing += [
-                f"{name}.{h}" + (" (the model is rotary)" if h.endswith(ROTARY_HOOKS) else "")
-                for h in sorted(wanted)
-                if f"{name}.{h}" not in hooks
-            ]
+                if is_attention(child) and getattr(child, "hf_module", None) is not None:
+                    wanted |= {f"{child_name}.hook_{w}_normed" for w in qk_norm_modules(child.hf_module)}
+            missing += [f"{name}.{h}" + _why(h) for h in sorted(wanted) if f"{name}.{h}" not in hooks]
     if missing:
         fail(f"{model.cfg.architecture}: hook points the model implies are missing: {missing}")
+
+
+def _nearest_part(module: str, block_paths: dict[str, list[str]]) -> str:
+    """The part (its prefix) whose blocks share the longest module path with ``module``: a position table inside a
+    vision tower belongs to the tower, not to the language model beside it."""
+
+    def shared(a: str, b: str) -> int:
+        n = 0
+        for x, y in zip(a.split("."), b.split("."), strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    scores = {prefix: max((shared(module, p) for p in paths), default=-1) for prefix, paths in block_paths.items()}
+    return max(scores, key=lambda prefix: (scores[prefix], prefix == ""))
+
+
+def _why(hook: str) -> str:
+    if hook.endswith(ROTARY_HOOKS):
+        return " (the model is rotary)"
+    if hook.endswith("_normed"):
+        return " (the HF attention has its own query/key norm)"
+    return ""
 
 
 def _path(model: Bridge, module: torch.nn.Module) -> str:
@@ -194,6 +272,7 @@ def _recorder(seen: list[tuple[int, ...]]) -> Any:
     return record
 
 
+@conformance_check(paths=("native",))
 def check_shapes(pair: Pair) -> None:
     """Every hook point of ``hook_dict`` (opt-in ones enabled) fires once with the contract's shape
     (TransformerLens shapes, batch first) when it is the *only* hook in use, and with the same shape when

@@ -23,6 +23,8 @@ def examples_of(subject: Any) -> type[Examples]:
     if isinstance(subject, type) and issubclass(subject, Adapter):
         registry = get_registry()
         found = registry.examples_for(subject)
+        if found is None and any(name in vars(subject) for name in LEGACY_MEMBERS):  # its own, the old way
+            found = _from_legacy_adapter(subject)
         if found is None:  # a subclass of a registered adapter inherits its examples, rebound to it
             bases = [registry.examples_for(base) for base in subject.__mro__[1:] if issubclass(base, Adapter)]
             inherited = next((examples for examples in bases if examples is not None), None)

@@ -19,9 +19,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.pytorch_utils import Conv1D
 
-from bridge.kernel.tiny import TINY_VOCAB
+from bridge.kernel.tiny import TINY_BOS_ID, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB
 
-SPECIAL = "<|endoftext|>"
+#: The tiny tokenizer's special tokens; trained first, they get ids 0, 1, 2, 3 (``TINY_PAD_ID``, ``TINY_BOS_ID``,
+#: ``TINY_EOS_ID``, then unk).
+PAD, BOS, EOS, UNK = "<pad>", "<|bos|>", "<|endoftext|>", "<unk>"
+SPECIALS = tuple(token for _, token in sorted({TINY_PAD_ID: PAD, TINY_BOS_ID: BOS, TINY_EOS_ID: EOS, 3: UNK}.items()))
 _CORPUS = [
     "The cat sat on the mat and the dog sat on the log.",
     "When Mary and John went to the store, John gave a drink to Mary.",
@@ -31,23 +34,25 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFast:
-    """A BPE tokenizer trained here on a fixed corpus; id 0 is ``<|endoftext|>`` (bos, eos and pad)."""
+def tiny_tokenizer(vocab_size: int = TINY_VOCAB, *, bos: bool = True, pad: bool = True) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained here on a fixed corpus, with distinct special ids: ``<pad>`` 0, ``<|bos|>`` 1,
+    ``<|endoftext|>`` (EOS) 2 (``bridge.kernel.tiny``). ``bos=False``: a tokenizer without a BOS token (a model that
+    has none); ``pad=False``: one without a padding token (the ids stay where they are, unnamed)."""
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained(vocab_size)),
-        bos_token=SPECIAL,
-        eos_token=SPECIAL,
-        pad_token=SPECIAL,
-        unk_token="<unk>",
+        bos_token=BOS if bos else None,
+        eos_token=EOS,
+        pad_token=PAD if pad else None,
+        unk_token=UNK,
     )
 
 
 @cache
 def _trained(vocab_size: int) -> str:
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL, "<unk>"], show_progress=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
     tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
     return tokenizer.to_str()
 
@@ -80,7 +85,8 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
     (activations and logits of order 1), and every 1-D parameter (norm weights, biases; HF sets them to
     1 and 0) gets noise of std 0.1, so that a bug that drops or misplaces one shows in the comparisons.
     A matrix a module holds itself that HF initialises to zeros (Gemma 3's image projection ``[d_in, d_out]``,
-    applied as ``x @ W``) would make everything before it dead: it is redrawn with std ``1/sqrt(d_in)``.
+    applied as ``x @ W``) would make everything before it dead: it is redrawn with std ``1/sqrt(d_in)``; a
+    zero-initialised parameter of more dimensions (DINOv2's register tokens ``[1, r, d]``) with std ``1/sqrt(d)``.
     ``matrices=False`` leaves the matrices as they are.
     """
     generator = torch.Generator().manual_seed(seed + 1)
@@ -104,8 +110,9 @@ def sensitize(model: torch.nn.Module, seed: int = 0, matrices: bool = True) -> N
             if isinstance(module, torch.nn.Linear | torch.nn.Embedding | Conv1D):
                 continue
             for param in module.parameters(recurse=False):
-                if param.ndim == 2 and param.is_floating_point() and not param.any():
-                    param.copy_(torch.randn(param.shape, generator=generator) / param.shape[0] ** 0.5)
+                if param.ndim >= 2 and param.is_floating_point() and not param.any():
+                    fan_in = param.shape[0] if param.ndim == 2 else param.shape[-1]
+                    param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
         for _, param in model.named_parameters():
             if param.ndim == 1 and param.is_floating_point():
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))

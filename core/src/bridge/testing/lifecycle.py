@@ -10,10 +10,14 @@ model back, and that deep copies and pickles of the bridged model are plain HF m
 
 ``bridge.testing.machine.HookLifecycle`` (needs ``hypothesis``) is a ``RuleBasedStateMachine``:
 temporary and permanent forward and backward hooks, nested ``hooks()`` blocks, hooks that raise or
-add and remove hooks while running, opt-in toggles and ``stop_at_layer``. Its invariants: every
+add and remove hooks while running, opt-in toggles and ``stop_at_layer``; and SAEs on residual hook
+points: ``add_sae`` (replacing one), ``reset_saes`` (one or all), permanent and temporary hooks on their
+latents, nested ``saes()`` blocks over permanent SAEs, ``run_with_saes``. Its invariants: every
 hook point holds exactly the hooks the model says it should, and hooks on one hook point fire
-equally often; with no hook active nothing is attached to any HF module, and the output is
-bit-equal to an independent copy of the bare HF model.
+equally often; the SAEs are where the model says, with the same hook point objects (a temporary SAE puts
+back exactly what it replaced); with no hook point active nothing is attached to any HF module, and the
+output is bit-equal to an independent copy of the bare HF model. ``bridge.testing.harvest_machine`` does the
+same for harvest interrupts (``check_harvest_interrupts(model)``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import bridge
 from bridge.kernel.errors import OptInHookError
 from bridge.testing.examples import AdapterLike, adapter_of
 from bridge.testing.plain_models import bare_output, bridge_output, is_plain, return_type_of, tiny_hf_model, tiny_tokens
+from bridge.testing.saes import TinySAE
 
 
 class HookLifecycle(RuleBasedStateMachine):
@@ -32,6 +33,8 @@ class HookLifecycle(RuleBasedStateMachine):
     adapter: AdapterLike
     expected: torch.Tensor
     tokens: Any
+    #: hook points SAEs are spliced into (residual-stream ones), with their width
+    sae_sites: dict[str, int]
 
     handles = Bundle("handles")
 
@@ -44,13 +47,17 @@ class HookLifecycle(RuleBasedStateMachine):
         self.live: dict[int, tuple[str, str, bool]] = {}  # handle id → (name, dir, permanent)
         self.by_id: dict[int, Any] = {}
         self.calls: dict[int, int] = {}
+        self.saes: dict[str, tuple[Any, dict[str, Any]]] = {}  # site → (its SAE, its hook points by name)
 
     # ----------------------------------------------------------------------- expectations
 
-    def _expected_counts(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        for name, direction, _ in self.live.values():
-            counts[name, direction] = counts.get((name, direction), 0) + 1
+    def _expected_counts(self) -> dict[tuple[int, str], int]:
+        """Hooks expected per (hook point object, direction): SAE hook points of one name may be several objects
+        (a permanent SAE's, parked while a temporary SAE sits on its hook point)."""
+        counts: dict[tuple[int, str], int] = {}
+        for handle_id, (_, direction, _) in self.live.items():
+            key = (id(self.by_id[handle_id].hook_point), direction)
+            counts[key] = counts.get(key, 0) + 1
         return counts
 
     def _counting(self) -> tuple[Callable, dict[str, int]]:
@@ -80,9 +87,11 @@ class HookLifecycle(RuleBasedStateMachine):
         return handle
 
     def _forget_removed(self) -> None:
-        present = {h.id for p in self.points.values() for h in [*p.fwd_hooks, *p.bwd_hooks]}
-        for handle_id in [i for i in self.live if i not in present]:
-            del self.live[handle_id]
+        """Drop the handles no longer on their hook point (which may be out of ``hook_dict``: a parked SAE's)."""
+        for handle_id in list(self.live):
+            handle = self.by_id[handle_id]
+            if handle not in [*handle.hook_point.fwd_hooks, *handle.hook_point.bwd_hooks]:
+                del self.live[handle_id]
 
     def _run(self, **kwargs: Any) -> torch.Tensor:
         """One forward pass (and a backward one while backward hooks are live). Hooks on one hook point
@@ -138,10 +147,11 @@ class HookLifecycle(RuleBasedStateMachine):
             outer = dict(self.live)
             fn, box = self._counting()
             with self.model.hooks(**{f"{direction}_hooks": [(name, fn)]}):
-                added = {h.id for p in self.points.values() for h in [*p.fwd_hooks, *p.bwd_hooks]} - set(outer)
-                for handle_id in added:
-                    box["id"] = handle_id
-                    self.live[handle_id] = (name, direction, False)
+                added = [h for p in self.points.values() for h in [*p.fwd_hooks, *p.bwd_hooks] if h.id not in outer]
+                for handle in added:
+                    box["id"] = handle.id
+                    self.by_id[handle.id] = handle
+                    self.live[handle.id] = (name, direction, False)
                 self.check_counts()
                 enter(level + 1)
             self.live = outer
@@ -223,6 +233,87 @@ class HookLifecycle(RuleBasedStateMachine):
         if not any(p.active for p in self.points.values()):
             assert torch.equal(out, self.expected), "with no hooks the output differs from the bare HF model's"
 
+    # ----------------------------------------------------------------------------- SAEs
+
+    def _sae_points(self, site: str) -> dict[str, Any]:
+        return {n: p for n, p in self.points.items() if n.startswith(f"{site}.hook_sae_")}
+
+    @precondition(lambda self: bool(self.sae_sites))
+    @rule(data=st.data(), seed=st.integers(0, 3), error_term=st.booleans())
+    def add_sae(self, data, seed, error_term):
+        site = data.draw(st.sampled_from(sorted(self.sae_sites)), label="site")
+        sae = TinySAE(self.sae_sites[site], d_sae=8, seed=seed)
+        self.model.add_sae(sae, hook_name=site, use_error_term=error_term)
+        self._forget_removed()  # the hooks on a replaced SAE's hook points went with it
+        self.saes[site] = (sae, self._sae_points(site))
+
+    @precondition(lambda self: bool(self.saes))
+    @rule(data=st.data(), everything=st.booleans())
+    def reset_saes(self, data, everything):
+        if everything:
+            self.model.reset_saes()
+            self.saes = {}
+        else:
+            site = data.draw(st.sampled_from(sorted(self.saes)), label="site")
+            self.model.reset_saes(site)
+            del self.saes[site]
+        self._forget_removed()
+
+    @precondition(lambda self: bool(self.saes))
+    @rule(data=st.data(), direction=st.sampled_from(["fwd", "bwd"]), permanent=st.booleans())
+    def hook_on_latents(self, data, direction, permanent):
+        site = data.draw(st.sampled_from(sorted(self.saes)), label="site")
+        name = data.draw(st.sampled_from(sorted(self.saes[site][1])), label="sae hook")
+        count, box = self._counting()
+
+        def patch(tensor: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            count(tensor, hook)
+            return _zero_first_latent(tensor, hook) if name.endswith("acts_post") else None
+
+        handle = self._add(name, direction, permanent, fn=patch)
+        box["id"] = handle.id
+
+    @precondition(lambda self: bool(self.sae_sites))
+    @rule(data=st.data(), depth=st.integers(1, 3), latent_hooks=st.booleans())
+    def temporary_saes(self, data, depth, latent_hooks):
+        """``saes()`` blocks inside one another (each possibly on a hook point that has a permanent SAE, with hooks
+        on its latents), a forward pass and hooks on the temporary latents in the innermost; each exit puts back
+        exactly what was there: the same SAE, the same hook point objects, the same hooks."""
+        sites = sorted(self.sae_sites)
+
+        def enter(level: int) -> None:
+            if level == depth:
+                if latent_hooks:
+                    site = data.draw(st.sampled_from(sorted(self.saes)), label="latent site")
+                    self._add(f"{site}.hook_sae_acts_post", "fwd", data.draw(st.booleans(), label="permanent"))
+                self._run()
+                return
+            site = data.draw(st.sampled_from(sites), label="site")
+            before = dict(self.saes)
+            sae = TinySAE(self.sae_sites[site], d_sae=8, seed=10 + level)
+            with self.model.saes([(site, sae)], use_error_term=data.draw(st.booleans(), label="error term")):
+                self.saes[site] = (sae, self._sae_points(site))
+                self.saes_are_where_the_model_says()
+                enter(level + 1)
+            self.saes = before
+            self._forget_removed()  # hooks on the temporary SAE's latents went with it
+            self.saes_are_where_the_model_says()
+            self.check_counts()
+
+        enter(0)
+
+    @precondition(lambda self: bool(self.sae_sites))
+    @rule(data=st.data())
+    def run_with_saes(self, data):
+        site = data.draw(st.sampled_from(sorted(self.sae_sites)), label="site")
+        with torch.no_grad():
+            self.model.run_with_saes(
+                self.tokens,
+                saes=[(site, TinySAE(self.sae_sites[site], d_sae=8))],
+                return_type=return_type_of(self.model.adapter, self.model.unembed),
+            )
+        self._forget_removed()
+
     # ------------------------------------------------------------------------ invariants
 
     @invariant()
@@ -230,15 +321,24 @@ class HookLifecycle(RuleBasedStateMachine):
         expected = self._expected_counts()
         for name, point in self.points.items():
             for direction, hooks in (("fwd", point.fwd_hooks), ("bwd", point.bwd_hooks)):
-                assert len(hooks) == expected.get((name, direction), 0), (name, direction, len(hooks))
+                assert len(hooks) == expected.get((id(point), direction), 0), (name, direction, len(hooks))
 
     @invariant()
     def attachments_follow_hooks(self):
         for component in self.model.components():
             for attachment in component._attachments:
                 assert attachment.attached == attachment.wanted(), (type(component).__name__, attachment)
-        if not self.live:
+        if not any(point.active for point in self.points.values()):
             assert is_plain_but_routed(self.hf_model), "no hook is active, yet something is attached"
+
+    @invariant()
+    def saes_are_where_the_model_says(self):
+        assert self.model.acts_to_saes == {site: sae for site, (sae, _) in self.saes.items()}
+        for _, points in self.saes.values():
+            for name, point in points.items():  # the same hook point objects, in hook_dict
+                assert self.points.get(name) is point, name
+        spliced = {n for n in self.points if ".hook_sae_" in n}
+        assert spliced == {n for _, points in self.saes.values() for n in points}
 
     def teardown(self):
         self.model.detach()
@@ -248,6 +348,13 @@ class HookLifecycle(RuleBasedStateMachine):
 
 class _Boom(Exception):
     pass
+
+
+def _zero_first_latent(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+    """A permanent-hook-style patch on an SAE's latents ``[..., d_sae]``."""
+    acts = acts.clone()
+    acts[..., 0] = 0
+    return acts
 
 
 def is_plain_but_routed(hf_model: nn.Module) -> bool:
@@ -262,6 +369,20 @@ def is_plain_but_routed(hf_model: nn.Module) -> bool:
     return True
 
 
+def _sae_sites(hf_model: nn.Module, adapter: AdapterLike, tokens: Any, n: int = 2) -> dict[str, int]:
+    """Up to ``n`` residual-stream hook points (the first and last block's ``hook_resid_post``) and their width,
+    read off one forward pass of a bridge on ``hf_model`` (a copy, wrapped and detached again)."""
+    model = bridge.wrap(hf_model, adapter=adapter_of(adapter))
+    try:
+        names = [name for name in model.hook_dict if name.endswith("hook_resid_post")]
+        chosen = sorted({names[0], names[-1]})[:n] if names else []
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=chosen, return_type=None)
+        return {name: int(cache[name].shape[-1]) for name in chosen if cache[name].is_floating_point()}
+    finally:
+        model.detach()
+
+
 def make_lifecycle_machine(adapter: AdapterLike, architecture: str | None = None) -> type[HookLifecycle]:
     """``HookLifecycle`` bound to a tiny model of ``adapter`` (wrapped afresh for every example)."""
     hf = tiny_hf_model(adapter, architecture)
@@ -272,5 +393,6 @@ def make_lifecycle_machine(adapter: AdapterLike, architecture: str | None = None
         "adapter": adapter,
         "tokens": tokens,
         "expected": bare_output(reference, tokens, adapter),
+        "sae_sites": _sae_sites(reference, adapter, tokens),
     }
     return type(f"HookLifecycle_{architecture or adapter_of(adapter).__name__}", (HookLifecycle,), attributes)

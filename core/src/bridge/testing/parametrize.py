@@ -86,7 +86,9 @@ def conformance_params(
     checks: Sequence[Callable[..., None]] = ALL_CHECKS,
 ) -> list[Any]:
     """``pytest.param(model, path, check)`` for every case, with ids like ``GPT2LMHeadModel-native-check_shapes``;
-    the cases of ``conformance_configs()`` (real-checkpoint variants) carry the ``variants`` mark."""
+    the cases of ``conformance_configs()`` (real-checkpoint variants) carry the ``variants`` mark. A check that
+    declares the paths it is worth running on (``conformance_check(paths=("native",))``: it forces every hook
+    itself) runs on those only."""
     import pytest
 
     return [
@@ -100,7 +102,14 @@ def conformance_params(
         for model in conformance_models(adapters, extra)
         for path in paths
         for check in checks
+        if path in _paths_of(check, paths)
     ]
+
+
+def _paths_of(check: Callable[..., None], paths: Sequence[AttnPath]) -> tuple[AttnPath, ...]:
+    """The requested ``paths`` the check is worth running on (its ``paths``; the first requested one if none)."""
+    wanted = tuple(p for p in paths if p in getattr(check, "paths", PATHS))
+    return wanted or tuple(paths[:1])
 
 
 def conformance_test(
@@ -136,7 +145,11 @@ def lifecycle_tests(
     from bridge.testing.lifecycle import check_lifecycle, check_ownership
     from bridge.testing.numerics import check_hooked_norms_match_hf
 
-    models = [pytest.param(a, arch, id=arch) for a in adapters for arch in adapter_of(a).architectures]
+    models = [
+        pytest.param(a, arch, id=arch or adapter_of(a).__name__)
+        for a in adapters
+        for arch in adapter_of(a).architectures or (None,)
+    ]
 
     @pytest.mark.parametrize(("adapter", "architecture"), models)
     def test_each_model_is_owned_by_one_bridge(adapter: AdapterLike, architecture: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bridge.testing.compare import CheckNotRun, fail, max_diff
+from bridge.testing.compare import CheckNotRun, conformance_check, fail, max_diff
 from bridge.testing.contract import all_opt_ins
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ def perturbation(t: torch.Tensor, hook: Any) -> torch.Tensor:
     return t + size * noise
 
 
+@conformance_check
 def check_every_hook_matters(pair: Pair) -> None:
     """For each hook point of ``hook_dict`` (opt-in ones enabled), a hook returning ``perturbation(t)``
     moves the output (``Pair.return_type``) by more than ``SENSITIVITY``."""

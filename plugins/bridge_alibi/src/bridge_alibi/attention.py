@@ -188,9 +188,14 @@ class BloomAttention(AlibiAttention):
 class MptAttention(AlibiAttention):
     """MPT: fused ``Wqkv`` (``[q | k | v]``), optional ``clip_qkv``; ``q·k·scale + position_bias``.
 
-    Its weight views are the linear projections: ``clip_qkv`` clamps their outputs afterwards."""
+    Its weight views are the linear projections: ``clip_qkv`` clamps their outputs afterwards (``qkv_clip``)."""
 
     fused_path = "Wqkv"
+
+    @property
+    def qkv_clip(self) -> float | None:
+        return self.hf_module.clip_qkv or None
+
     fused_layout = "grouped"
 
     def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, out: str = "out_proj") -> None:

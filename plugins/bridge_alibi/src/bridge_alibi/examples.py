@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import BloomConfig, FalconConfig, MptConfig
 
-from bridge.kernel import TINY_VOCAB, Examples
+from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Examples
 from bridge_alibi.adapters import BloomAdapter, FalconAdapter, MptAdapter, _drop_second_alibi
 
 
@@ -22,9 +22,7 @@ class BloomExamples(Examples):
             hidden_size=48,
             n_head=6,  # not a power of two: exercises ALiBi's interleaved extra slopes
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -41,9 +39,7 @@ class MptExamples(Examples):
             max_seq_len=64,
             vocab_size=TINY_VOCAB,
             attn_config={"clip_qkv": 0.08},  # small enough to clip some of the tiny model's q, k, v
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -89,9 +85,7 @@ class FalconExamples(Examples):
             bias=True,
             max_position_embeddings=64,
             vocab_size=TINY_VOCAB,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=0,
+            **TINY_SPECIAL_IDS,
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         values.update(overrides)

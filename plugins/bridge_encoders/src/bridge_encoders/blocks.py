@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -246,7 +246,11 @@ class T5GemmaDecoderBlock(T5GemmaBlock):
     algebra = T5DecoderBlock.algebra
     mlp_input_hook = "hook_resid_mid_cross"
     mlp_norm = "ln3"
-    mlp_post_norm = "ln3_post"
+    sublayer_output_modules: ClassVar[dict[str, tuple[str, ...]]] = {
+        "attn": ("ln1_post",),
+        "cross_attn": ("ln2_post",),
+        "mlp": ("ln3_post",),
+    }
     has_cross_attention = True
     offers_input_hooks = False  # ln2 is the cross-attention's norm
 

@@ -23,7 +23,7 @@ BERT_BLOCK = BlockSpec(
         "attn": Spec(
             Attention,
             "attention",
-            {"qkv": SplitQKV("self.query", "self.key", "self.value"), "out": "output.dense", "seam": "self"},
+            {"qkv": SplitQKV("self.query", "self.key", "self.value"), "out": "output.dense", "calls_attention": "self"},
         ),
         "ln1": Spec(Norm, "attention.output.LayerNorm"),
         "mlp": Spec(MLP, "", {"pre": "intermediate.dense", "out": "output.dense"}),

@@ -8,6 +8,13 @@ from bridge import Adapter, ComponentMap, Spec
 from bridge.components import MLP, MoE, Norm, SequentialBlock
 from bridge.kernel import DenseOrMoEBlockSpec
 from bridge_mla.attention import MLAAttention, Rotate, rotate_complex, rotate_cos_sin
+from bridge_mla.dsa import (
+    DSAAttention,
+    TopkPassingBlock,
+    index_rotate_halves,
+    index_rotate_interleaved,
+    rotate_interleaved,
+)
 from bridge_mla.moe import SharedExperts, deepseek_v2_routing, deepseek_v3_routing
 
 GATED = {"pre": "gate_proj", "pre_linear": "up_proj", "out": "down_proj"}
@@ -18,6 +25,11 @@ class DeepseekAdapter(Adapter):
 
     rotate: ClassVar[Rotate]
     routing: ClassVar[Any]
+    wiring: ClassVar[type] = SequentialBlock
+
+    def attention(self) -> Spec:
+        """The ``attn`` child of every block."""
+        return Spec(MLAAttention, "self_attn", {"rotate": type(self).rotate})
 
     def config_overrides(self) -> dict[str, Any]:
         c = self.hf_config
@@ -49,10 +61,10 @@ class DeepseekAdapter(Adapter):
             embed="embed_tokens",
             blocks="layers",
             block=DenseOrMoEBlockSpec(
-                SequentialBlock,
+                type(self).wiring,
                 {
                     "ln1": Spec(Norm, "input_layernorm", {"kind": "RMS"}),
-                    "attn": Spec(MLAAttention, "self_attn", {"rotate": type(self).rotate}),
+                    "attn": self.attention(),
                     "ln2": Spec(Norm, "post_attention_layernorm", {"kind": "RMS"}),
                     "mlp": Spec(MLP, "mlp", GATED),
                 },
@@ -80,4 +92,46 @@ class DeepseekV3Adapter(DeepseekAdapter):
     routing = staticmethod(deepseek_v3_routing)
 
 
-ADAPTERS = (DeepseekV2Adapter, DeepseekV3Adapter)
+class DeepseekV32Adapter(DeepseekAdapter):
+    """DeepSeek-V3.2: DeepSeek-V3 (interleaved rotary, sigmoid grouped routers, first layers dense) with DeepSeek
+    Sparse Attention: every layer's indexer picks ``index_topk`` keys per query (``attn.hook_index_scores``,
+    ``attn.hook_topk_indices``); its own RoPE pairs halves."""
+
+    architectures = ("DeepseekV32ForCausalLM",)
+    model_types = ("deepseek_v32",)
+    rotate = staticmethod(rotate_interleaved)
+    routing = staticmethod(deepseek_v3_routing)
+    index_rotate: ClassVar[Any] = staticmethod(index_rotate_halves)
+
+    def attention(self) -> Spec:
+        return Spec(DSAAttention, "self_attn", {"rotate": type(self).rotate, "index_rotate": type(self).index_rotate})
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        out = super().config_overrides()
+        out["extra"] |= {
+            "index_topk": c.index_topk,
+            "index_n_heads": c.index_n_heads,
+            "index_head_dim": c.index_head_dim,
+            "mlp_layer_types": list(c.mlp_layer_types),
+        }
+        return out
+
+
+class GlmMoeDsaAdapter(DeepseekV32Adapter):
+    """GLM-MoE-DSA (GLM-5): DeepSeek-V3.2's layout with an interleaved-RoPE indexer that runs only in ``"full"``
+    layers (``indexer_types``); ``"shared"`` layers reuse the previous layer's top-k (``attn.hook_topk_indices``
+    fires there on the reused choice, and they have no ``hook_index_scores``)."""
+
+    architectures = ("GlmMoeDsaForCausalLM",)
+    model_types = ("glm_moe_dsa",)
+    index_rotate = staticmethod(index_rotate_interleaved)
+    wiring = TopkPassingBlock
+
+    def config_overrides(self) -> dict[str, Any]:
+        out = super().config_overrides()
+        out["extra"]["indexer_types"] = list(self.hf_config.indexer_types)
+        return out
+
+
+ADAPTERS = (DeepseekV2Adapter, DeepseekV3Adapter, DeepseekV32Adapter, GlmMoeDsaAdapter)

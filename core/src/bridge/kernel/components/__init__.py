@@ -26,8 +26,8 @@ from bridge.kernel.components.blocks import (
     SharedNormParallelBlock,
     first_output,
 )
-from bridge.kernel.components.embedding import Embedding
-from bridge.kernel.components.mlp import MLP
+from bridge.kernel.components.embedding import Embedding, PosEmbedding, TokenEmbedding
+from bridge.kernel.components.mlp import MLP, GateUpMLP
 from bridge.kernel.components.moe import (
     GATED_SHARED_EXPERT,
     MoE,
@@ -38,6 +38,9 @@ from bridge.kernel.components.moe import (
     topk_then_softmax,
 )
 from bridge.kernel.components.norm import Norm
+from bridge.kernel.components.qk_norm import NormLayout, QKNormAttention, fire_as_bphd
+from bridge.kernel.components.scaled_embedding import ScaledEmbedding
+from bridge.kernel.components.unembed import Unembed
 from bridge.kernel.components.weight_views import (
     AttentionWeights,
     FusedLayout,
@@ -66,23 +69,31 @@ __all__ = [
     "ForwardOverride",
     "FusedLayout",
     "FusedQKV",
+    "GateUpMLP",
     "InputTap",
     "MLPWeights",
     "MoE",
     "ModuleHook",
     "Norm",
+    "NormLayout",
     "OutputTap",
     "ParallelBlock",
+    "PosEmbedding",
     "PostNormBlock",
+    "QKNormAttention",
     "QKVSource",
     "QKVWeights",
     "Routing",
+    "ScaledEmbedding",
     "SequentialBlock",
     "SharedNormParallelBlock",
     "SplitQKV",
+    "TokenEmbedding",
+    "Unembed",
     "WeightViewError",
     "additive_mask",
     "eager_attention",
+    "fire_as_bphd",
     "first_output",
     "fused_qkv",
     "group_limited_mask",

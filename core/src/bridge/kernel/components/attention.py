@@ -175,12 +175,10 @@ class FusedQKV(QKVSource):
 class Attention(CoreAttentionWeights, Component):
     """A self-attention layer whose core runs through the attention seam.
 
-    Options: ``qkv`` (a ``QKVSource``), ``out`` (the output projection's path), ``rotary``, ``sinks``, and
-    ``seam``: the path, relative to the attention's HF module, of the submodule that calls the attention
-    function, where it is not the module itself (BERT's ``attention`` holds ``self``, which calls it, and
-    ``output.dense``, the output projection: ``Spec(Attention, "attention", {"qkv": SplitQKV("self.query",
-    "self.key", "self.value"), "out": "output.dense", "seam": "self"})``).
-    """
+    Options: ``qkv`` (where q, k, v are: ``SplitQKV``/``FusedQKV``), ``out`` (the output projection's path),
+    ``rotary`` (the model rotates q and k: ``hook_rot_q/k``), ``sinks`` (attention sinks: ``hook_sink_logits``),
+    ``calls_attention`` (the path, relative to the attention module, of the submodule that calls the attention
+    function, where that is not the attention module itself: ``"self"`` for BERT's ``BertAttention``)."""
 
     uses_seam = True
     #: Whether the keys and values come from another stack (``CrossAttention``: a decoder reading its encoder).
@@ -188,6 +186,10 @@ class Attention(CoreAttentionWeights, Component):
     internal_hooks: tuple[str, ...] = ("hook_rot_q", "hook_rot_k", "hook_attn_scores", "hook_pattern", "hook_z")
     #: The hooks only the seam's eager path can fire (a layer with sinks adds ``hook_sink_logits`` to both).
     eager_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern")
+    #: Whether ``hook_z`` is exactly what the output projection reads. A layer that changes ``z`` in between (an
+    #: output gate per head, Qwen3-Next) sets it False: its per-head results are then not ``z @ W_O`` (the cache
+    #: analysis says so instead of computing them; ``hook_result``, on the projection's input, still holds them).
+    z_feeds_out_proj: bool = True
 
     def __init__(
         self,
@@ -197,11 +199,15 @@ class Attention(CoreAttentionWeights, Component):
         out: str,
         rotary: bool = False,
         sinks: bool = False,
-        seam: str = "",
+        calls_attention: str = "",
     ) -> None:
         super().__init__(hf_module)
-        #: The HF module that calls the attention function (``seam``'s path; the attention's own module by default).
-        object.__setattr__(self, "seam_module", hf_module.get_submodule(seam) if seam else hf_module)
+        #: The HF module that calls the attention function (``AttentionInterface``): ``hf_module`` itself, or its
+        #: submodule at ``calls_attention`` where the projections and the attention call sit in different modules
+        #: (BERT: ``attention.self`` calls it, ``attention.output.dense`` is the output projection).
+        object.__setattr__(
+            self, "seam_module", hf_module.get_submodule(calls_attention) if calls_attention else hf_module
+        )
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_key_value_heads or cfg.n_heads
         self.d_head = cfg.d_head
@@ -317,7 +323,7 @@ class Attention(CoreAttentionWeights, Component):
 class CrossAttention(Attention):
     """Attention whose keys and values come from another stack: an encoder-decoder's decoder reading the
     encoder's output (T5's ``EncDecAttention``, BART's and Whisper's ``encoder_attn``). Built like ``Attention``
-    (``qkv``, ``out``, ``seam``); its hook names sit under ``cross_attn.`` in the decoder's blocks.
+    (``qkv``, ``out``, ``calls_attention``); its hook names sit under ``cross_attn.`` in the decoder's blocks.
 
     Shapes: ``hook_q`` ``[b, q_dec, n_heads, d_head]``, ``hook_k``/``hook_v`` ``[b, k_enc, n_kv_heads, d_head]``,
     ``hook_attn_scores``/``hook_pattern`` ``[b, n_heads, q_dec, k_enc]``, ``hook_z`` ``[b, q_dec, n_heads, d_head]``.

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from bridge.kernel.components.weight_views import MissingAttributeError
 from bridge.kernel.dispatch import call_within_accelerate_hook
 from bridge.kernel.hook_points import HookPoint
 
@@ -261,3 +262,13 @@ class Component(nn.Module):
     def own_hook_points(self) -> list[HookPoint]:
         """This component's own hook points (not its children's)."""
         return [m for m in self.children() if isinstance(m, HookPoint)]
+
+    def __getattr__(self, name: str) -> Any:
+        """A missing public attribute (``blocks[0].mixer.W_Q``, ``ln_final.b`` of an RMS norm) raises
+        ``MissingAttributeError``, an ``AttributeError`` whose message lists what the component has."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            raise MissingAttributeError(self, name) from None

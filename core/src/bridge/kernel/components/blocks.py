@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -71,15 +71,22 @@ class Block(Component):
     #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
     #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
     residual_scale: float = 1.0
+    #: The HF modules (names in ``hf_modules``) the wiring applies, in order, to each sublayer's output before
+    #: adding it to the residual stream: post-norms (Gemma's ``ln1_post``/``ln2_post``) or per-channel layer scales
+    #: (DINOv2's; a name may also be a parameter of the HF block the output is multiplied by, InternViT's
+    #: ``lambda_1``). ``hook_attn_out``/``hook_mlp_out`` are after them, so per-head and per-neuron results do not
+    #: add up to them; the conformance kit and the cache analysis read this.
+    sublayer_output_modules: ClassVar[dict[str, tuple[str, ...]]] = {"attn": ("ln1_post",), "mlp": ("ln2_post",)}
     #: The residual hook whose value the MLP side reads, and the norm it goes through first (``None``: none), so
     #: that ``mlp_out = mlp(norm(value))``: ``hook_resid_mid`` and ``ln2`` (pre-norm), ``ln1`` after a post-norm
     #: attention, ``hook_resid_mid_cross`` and ``ln3`` in a decoder block with cross-attention. The conformance kit
     #: patches that hook and runs the reference's norm and MLP on it.
     mlp_input_hook: str = "hook_resid_mid"
     mlp_norm: str | None = "ln2"
-    #: The norm the MLP's output goes through before the residual sum, where the block has that child (Gemma 2's
-    #: ``ln2_post``; ``ln3_post`` in a sandwich-norm decoder block with cross-attention). Read by the kit.
-    mlp_post_norm: str = "ln2_post"
+    #: The children whose outputs, summed, are the MLP side of the block (before ``residual_scale``): ``("mlp",)``,
+    #: or more where the HF layer adds modules reading the same input (Granite-4's MoE and its shared MLP).
+    #: The conformance kit runs them all on the reference when it checks ``hook_mlp_out``.
+    mlp_children: tuple[str, ...] = ("mlp",)
     #: Whether ``ln1`` feeds the attention and ``ln2`` the MLP (pre-norm), so the opt-in input hooks
     #: (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``) can sit on the norms' inputs.
     offers_input_hooks: bool = True

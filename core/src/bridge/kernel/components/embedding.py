@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from bridge.kernel.components.base import Attachment, Component, ModuleHook, OutputTap
+from bridge.kernel.components.weight_views import PosEmbeddingWeights, TokenEmbeddingWeights
 from bridge.kernel.config import BridgeConfig
 from bridge.kernel.hook_points import HookPoint
 
@@ -84,3 +85,29 @@ class Embedding(Component):
             self.attach(OutputTap(hf_module, hook, (hook,)))
         else:
             self.attach(FirstCallTap(hf_module, scope, hook, only_in_scope))
+
+
+class TokenEmbedding(TokenEmbeddingWeights, Embedding):
+    """The model's token embedding (``model.embed``): fires ``hook_embed``; ``W_E`` ``[d_vocab, d_model]``."""
+
+    def __init__(
+        self,
+        hf_module: nn.Module,
+        cfg: BridgeConfig,
+        hook: HookPoint,
+        scope: nn.Module | None = None,
+        only_in_scope: bool = False,
+    ) -> None:
+        super().__init__(hf_module, cfg, hook=hook, scope=scope, only_in_scope=only_in_scope)
+        object.__setattr__(self, "scope", scope)  # a plain attribute: the HF model owns its parameters
+
+    def _layer_label(self) -> str:
+        return "embed"
+
+
+class PosEmbedding(PosEmbeddingWeights, Embedding):
+    """The model's position embedding (``model.pos_embed``): fires ``hook_pos_embed``; ``W_pos``
+    ``[n_ctx, d_model]``."""
+
+    def _layer_label(self) -> str:
+        return "pos_embed"

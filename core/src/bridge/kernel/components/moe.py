@@ -6,9 +6,10 @@ flattened tokens, and an *experts* module called as ``experts(hidden [N, d], ind
 
 Hook points (shapes batch first):
 
-- ``hook_router_logits`` ``[b, p, n_experts]``: the router's logits. While it has a hook, the selection is
-  recomputed from the (possibly patched) logits by the adapter's ``routing`` function, so a patch here
-  changes which experts run and gradients flow through it;
+- ``hook_router_logits`` ``[b, p, n_experts]``: the router's logits. When a hook patches them, the selection is
+  recomputed from the patched logits by the adapter's ``routing`` function, so a patch here changes which experts
+  run and gradients flow through it; a hook that only observes leaves HF's own selection (a router that samples in
+  training mode, PhiMoE's, draws once, as in HF);
 - ``hook_expert_indices`` ``[b, p, k]`` (integer) and ``hook_expert_weights`` ``[b, p, k]``: the selected
   experts and their weights, in the router's slot order; a patch changes what the experts module receives;
 - ``hook_expert_outputs`` ``[b, p, k, d_model]`` (opt-in): the output of the expert in each slot, already
@@ -193,11 +194,15 @@ class MoE(MoEWeights, Component):
     def _route(self, out: Any) -> Any:
         logits, weights, indices = out
         if self.hook_router_logits.active:
-            hooked = self.hook_router_logits(self._unflatten(logits))  # [b, p, n_experts]
-            logits = hooked.reshape(-1, hooked.shape[-1]).to(logits.dtype)
-            routed_dtype = weights.dtype
-            weights, indices = self.routing(self.router, logits)
-            weights = weights.to(routed_dtype)  # the dtype HF's router hands its experts
+            seen = self._unflatten(logits)  # [b, p, n_experts]
+            version = seen._version
+            hooked = self.hook_router_logits(seen)
+            if hooked is not seen or seen._version != version:  # patched: route the patched logits
+                logits = hooked.reshape(-1, hooked.shape[-1]).to(logits.dtype)
+                routed_dtype = weights.dtype
+                weights, indices = self.routing(self.router, logits)
+                weights = weights.to(routed_dtype)  # the dtype HF's router hands its experts
+            # else observed only: HF's own selection stands (a router that samples in training mode draws once)
         weights = self.hook_expert_weights(self._unflatten(weights)).flatten(0, -2)  # [b·p, k]
         indices = self.hook_expert_indices(self._unflatten(indices)).flatten(0, -2)
         return (logits, weights, indices, *out[3:])

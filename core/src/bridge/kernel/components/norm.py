@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from bridge.kernel.components.base import Component, ForwardOverride
+from bridge.kernel.components.weight_views import NormWeights
 from bridge.kernel.config import BridgeConfig
+from bridge.kernel.errors import ComponentMapError
 from bridge.kernel.hook_points import HookPoint
 
 
@@ -25,11 +27,13 @@ def norm_epsilon(module: nn.Module) -> float:
 _WEIGHT_IN_FLOAT32 = frozenset({"Olmo2RMSNorm"})
 
 
-class Norm(Component):
+class Norm(NormWeights, Component):
     """A normalization layer. Hooks: ``hook_scale`` ``[b, p, 1]``, ``hook_normalized`` ``[b, p, d]``.
 
-    ``kind="LN"`` is ``(x - mean) / scale * w + b`` with ``scale = sqrt(var + eps)``;
+    ``kind="LN"`` is ``(x - mean) / scale * (w + weight_offset) + b`` with ``scale = sqrt(var + eps)``;
     ``kind="RMS"`` is ``x / scale * (w + weight_offset)`` with ``scale = sqrt(mean(x²) + eps)``.
+    ``weight_offset``: what the HF norm adds to its stored weight (Gemma's RMS norm and Nemotron's ``LayerNorm1P``
+    scale by ``1 + w``: ``weight_offset=1.0``); the weight views and weight processing add it too.
     While the hooks only observe, the module's output is the HF module's own (bit for bit, in any
     dtype; gradients flow through the hooked tensors). Once a hook changes a tensor, the output is
     this re-expression in float32 with HF's rounding points: LN casts once at the end (as torch's
@@ -37,6 +41,10 @@ class Norm(Component):
     (``weight_in_float32``; automatic for Gemma's ``1 + w`` and the HF classes in
     ``_WEIGHT_IN_FLOAT32``). The hooks see float32 tensors. ``eps``: for HF norms that hard-code their
     epsilon instead of keeping it on the module (OLMo's non-parametric layer norm).
+
+    Options the component would ignore are refused (``ComponentMapError``): a ``kind`` other than ``"LN"`` or
+    ``"RMS"``, and ``weight_in_float32`` on a layer norm (which always applies its weight in float32).
+    Parameters as TransformerLens names them: ``w`` (the effective scale) and ``b`` (layer norms only).
     """
 
     def __init__(
@@ -49,8 +57,18 @@ class Norm(Component):
         eps: float | None = None,
     ) -> None:
         super().__init__(hf_module)
+        if kind not in ("LN", "RMS"):
+            raise ComponentMapError(
+                f"Norm: kind={kind!r} is not a norm bridge knows; use 'LN' (layer norm: centred, then scaled) or "
+                "'RMS' (scaled by the root mean square)"
+            )
+        if kind == "LN" and weight_in_float32 is not None:
+            raise ComponentMapError(
+                "Norm: weight_in_float32 applies to RMS norms only (a layer norm applies its weight in float32, as "
+                "torch's layer_norm does); leave it out for kind='LN'"
+            )
         self.kind = kind
-        self.weight_offset = weight_offset
+        self.weight_offset = float(weight_offset)
         if weight_in_float32 is None:
             weight_in_float32 = bool(weight_offset) or type(hf_module).__name__ in _WEIGHT_IN_FLOAT32
         self.weight_in_float32 = weight_in_float32
@@ -102,14 +120,16 @@ class Norm(Component):
         if self.kind == "LN":
             out = normalized
             if weight is not None:
-                out = out * weight.float()
+                out = out * (weight.float() + self.weight_offset)
             if bias is not None:
                 out = out + bias.float()
-            return out.to(dtype)
+            return out.to(dtype).contiguous()  # torch's layer norm returns a contiguous tensor whatever its input
         if weight is None:
             return normalized.to(dtype)
         if self.weight_in_float32:
             return (normalized * (self.weight_offset + weight.float())).to(dtype)
+        if self.weight_offset:
+            return (self.weight_offset + weight) * normalized.to(dtype)
         return weight * normalized.to(dtype)
 
 

@@ -198,6 +198,15 @@ class SurfacesViewErrors:
             raise
 
 
+def _label(component: nn.Module) -> str:
+    """``blocks.3.attn`` (from the component's own hook points, once the bridge has named them), else its class name."""
+    for hook in component.children():
+        name = getattr(hook, "name", "")
+        if isinstance(name, str) and name.startswith(("blocks.", "vision", "text.")) and "." in name:
+            return name.rsplit(".", 1)[0]
+    return type(component).__name__
+
+
 class WeightViewsMixin(SurfacesViewErrors):
     """Shared by the component mixins."""
 
@@ -221,6 +230,9 @@ class AttentionWeights(WeightViewsMixin):
 
     n_heads: int
     n_kv_heads: int
+    #: The bound HF clamps q, k and v to right after their projections (MPT's and OLMo's ``clip_qkv``), where it
+    #: does: ``hook_q/k/v`` are then ``clamp(x @ W_Q + b_Q, -qkv_clip, qkv_clip)``. ``None``: no clamp.
+    qkv_clip: float | None = None
 
     def qkv_weights(self) -> QKVWeights:
         """The raw per-head q/k/v projections of this layer (views of the HF parameters)."""
@@ -336,6 +348,11 @@ class CoreAttentionWeights(AttentionWeights):
 
     def output_projection(self) -> nn.Module:
         return self.out_proj
+
+    @property
+    def qkv_clip(self) -> float | None:  # type: ignore[override]
+        """The clamp of the layer's ``QKVSource`` (its ``clip``: OLMo's ``clip_qkv``), if it has one."""
+        return getattr(self.qkv, "clip", None)
 
 
 class MLPWeights(WeightViewsMixin):
@@ -506,3 +523,139 @@ class MoEWeights(WeightViewsMixin):
         weight = self.W_router
         bias = getattr(self.router, "bias", None)
         return bias if isinstance(bias, torch.Tensor) else _zeros_like_rows(weight)
+
+
+class NormWeights(WeightViewsMixin):
+    """TransformerLens's norm parameters: ``w`` ``[d]`` (the effective scale: Gemma's ``1 + weight``) and, for
+    layer norms, ``b`` ``[d]`` (zeros when the HF norm has none). RMS norms have no ``b``, as in TransformerLens;
+    a norm without a weight (OLMo's non-parametric layer norm, TransformerLens's ``LNPre``) has neither."""
+
+    hf: nn.Module
+    kind: str
+    weight_offset: float
+
+    def _weight(self) -> torch.Tensor:
+        weight = getattr(self.hf, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise WeightViewError(
+                f"{self._layer_label()} ({type(self.hf).__name__}) is a norm without a weight, so it has no w or b "
+                "(its output is the normalized input, as TransformerLens's LNPre)"
+            )
+        return weight
+
+    @property
+    def w(self) -> torch.Tensor:
+        """Scale ``[d]``: ``normalized * w (+ b)``; the HF weight itself unless the norm scales by
+        ``weight + offset``."""
+        weight = self._weight()
+        return weight + self.weight_offset if self.weight_offset else weight
+
+    @property
+    def b(self) -> torch.Tensor:
+        """Bias ``[d]`` of a layer norm (zeros when the HF norm has none)."""
+        weight = self._weight()
+        if self.kind != "LN":
+            raise WeightViewError(
+                f"{self._layer_label()} is an RMS norm, which has no bias b (as in TransformerLens); it has w"
+            )
+        bias = getattr(self.hf, "bias", None)
+        return bias if isinstance(bias, torch.Tensor) else torch.zeros_like(weight)
+
+
+class TokenEmbeddingWeights(WeightViewsMixin):
+    """``W_E`` ``[d_vocab, d_model]``: the token embedding table (the raw table: a scale or norm applied after it
+    is not in it). Read from ``scope.get_input_embeddings()`` where the component has a scope (the HF base model),
+    so a component on a module after the table (OPT's ``project_in``, BLOOM's embedding norm) still gives it."""
+
+    hf: nn.Module
+    scope: nn.Module | None
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """Token embedding ``[d_vocab, d_model]``."""
+        table = None
+        if self.scope is not None:
+            try:
+                table = self.scope.get_input_embeddings()
+            except (NotImplementedError, AttributeError):
+                table = None
+        weight = getattr(table if table is not None else self.hf, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise WeightViewError(f"{type(self.hf).__name__} holds no token embedding table (weight), so no W_E")
+        return weight
+
+
+class PosEmbeddingWeights(WeightViewsMixin):
+    """``W_pos`` ``[n_ctx, d_model]``: row ``p`` for position ``p``. A table read at ``position + offset`` (OPT's
+    and XGLM's ``offset`` of 2) starts at row ``offset``; a fixed sinusoidal table (a ``weights`` buffer, XGLM)
+    is given as it is."""
+
+    hf: nn.Module
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        """Position embedding ``[n_ctx, d_model]`` (the parameter itself where there is no offset)."""
+        table = getattr(self.hf, "weight", None)
+        table = getattr(self.hf, "weights", None) if table is None else table
+        if not isinstance(table, torch.Tensor):
+            raise WeightViewError(f"{type(self.hf).__name__} holds no position table (weight or weights), so no W_pos")
+        offset = getattr(self.hf, "offset", 0)
+        return table[offset:] if offset else table
+
+
+class UnembedWeights(WeightViewsMixin):
+    """``W_U`` ``[d_model, d_vocab]`` and ``b_U`` ``[d_vocab]``, so that ``logits = x @ W_U + b_U``: the LM head's
+    weight and bias, times the model's logit scale where it multiplies the head's output
+    (``cfg.extra["logit_scale"]``: Cohere, Granite); then they are scaled copies, not the parameters."""
+
+    hf: nn.Module
+    logit_scale: float | None
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """Unembedding ``[d_model, d_vocab]``."""
+        weight = getattr(self.hf, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise WeightViewError(f"the unembedding {type(self.hf).__name__} has no weight, so there is no W_U")
+        return weight.T if self.logit_scale is None else weight.T * self.logit_scale
+
+    @property
+    def b_U(self) -> torch.Tensor:
+        """Unembedding bias ``[d_vocab]`` (zeros when the head has none)."""
+        w_u = self.W_U
+        bias = getattr(self.hf, "bias", None)
+        if not isinstance(bias, torch.Tensor):
+            return torch.zeros(w_u.shape[-1], dtype=w_u.dtype, device=w_u.device)
+        return bias if self.logit_scale is None else bias * self.logit_scale
+
+
+#: TransformerLens's parameter and weight-view names, which a component's missing-attribute error explains.
+VIEW_NAMES = (
+    *("W_E", "W_pos", "W_U", "b_U", "w", "b"),
+    *("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "QK", "OV"),
+    *("W_in", "W_gate", "W_out", "b_in", "b_gate", "b_out", "W_router", "b_router"),
+)
+
+
+class MissingAttributeError(WeightViewError):
+    """A component attribute that does not exist; the message (built when shown) lists the component's weight
+    views, its child components and its HF module's parameters."""
+
+    def __init__(self, component: nn.Module, name: str) -> None:
+        super().__init__(name)
+        self.component, self.name = component, name
+
+    def __str__(self) -> str:
+        component, name = self.component, self.name
+        label = component._layer_label() if hasattr(type(component), "_layer_label") else _label(component)
+        views = [v for v in VIEW_NAMES if isinstance(getattr(type(component), v, None), property)]
+        children = [n for n, m in component.named_children() if not n.startswith("hook_") and n != "taps"]
+        hf = getattr(component, "hf", None)
+        params = [f"{n} {list(p.shape)}" for n, p in hf.named_parameters()][:12] if hf is not None else []
+        parts = [f"weight views: {', '.join(views)}" if views else "no weight views"]
+        if children:
+            parts.append(f"components: {', '.join(children)}")
+        if hf is not None:
+            parts.append(f"HF module {type(hf).__name__} ({', '.join(params) or 'no parameters'}), as .hf")
+        what = "weight view" if name in VIEW_NAMES else "attribute"
+        return f"{label} ({type(component).__name__}) has no {what} {name!r}; it has {'; '.join(parts)}"

@@ -48,6 +48,13 @@ GATED = {
     "Phimoe",
     "GraniteMoe",
     "GptOss",
+    "Ernie4_5",
+    "SeedOss",
+    "Exaone4",
+    "HunYuanDenseV1",
+    "HunYuanMoEV1",
+    "DeepseekV32",
+    "GlmMoeDsa",
 }
 
 
