@@ -92,7 +92,9 @@ class ModernBertExamples(Examples):
     @classmethod
     def example_config(cls, architecture: str | None = None) -> ModernBertConfig:
         """A tiny ModernBERT with 3 layers: global attention in layers 0 and 2, a local window of 4 in layer 1
-        (shorter than the kit's inputs, so the window matters)."""
+        (shorter than the kit's inputs, so the window matters). The classifier mean-pools the real tokens: with
+        "cls" pooling a left-padded row's classification reads a padding position, where HF's eager and SDPA paths
+        disagree (a padded query in a local layer whose window holds only padding has no key to attend to)."""
         return ModernBertConfig(
             vocab_size=TINY_VOCAB,
             hidden_size=32,
@@ -108,6 +110,7 @@ class ModernBertExamples(Examples):
             cls_token_id=1,
             sep_token_id=2,
             num_labels=3,
+            classifier_pooling="mean",
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
