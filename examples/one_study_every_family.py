@@ -1,6 +1,7 @@
 """One circuit study, run unchanged on a trained model of every family (what `bridge demo --all` runs).
 
-For every `examples/models/induction-*` model (GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba, ...), the same code:
+For every `examples/models/induction-*` model (GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba, ...) and the hybrid
+`examples/models/hybrid-induction`, the same code:
 the loss on a repeated random sequence; what carries induction, from hooks alone (induction and previous-token
 heads from `hook_pattern`; for Mamba, which has no heads, the mixer and the SSM channels that matter, with the
 induction score of their effective attention); exact activation patching (`bridge.patching`) against attribution

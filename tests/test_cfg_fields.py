@@ -55,6 +55,18 @@ GATED = {
     "HunYuanMoEV1",
     "DeepseekV32",
     "GlmMoeDsa",
+    "MiniMax",
+    # the hybrids' attention layers sit beside gated MLPs / gated experts
+    "Jamba",
+    "Qwen3Next",
+    "Bamba",
+    "GraniteMoeHybrid",
+    "Qwen35",
+    "Qwen35Moe",
+    "Lfm2",
+    "Lfm2Moe",
+    "FalconH1",
+    "Zamba2",
 }
 
 

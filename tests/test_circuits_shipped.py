@@ -1,4 +1,5 @@
-"""Attribution patching and EAP-IG against exact patching, on every shipped trained model (``induction-*``).
+"""Attribution patching and EAP-IG against exact patching, on every shipped trained model (``induction-*`` and the
+hybrid ``hybrid-induction``, whose blocks alternate an SSM mixer and attention).
 
 The task is the models' own: BOS + A + A (clean) against BOS + A + A' (the second copy fresh), and the metric
 the clean second copy's mean log-probability. Exact patching (``bridge.patching``, itself checked against
@@ -21,7 +22,12 @@ from bridge.analysis import edges
 from bridge.app.study import repeated_half_log_prob, study_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = sorted(p for p in (ROOT / "examples" / "models").glob("induction-*") if (p / "config.json").exists())
+MODELS = sorted(
+    p
+    for pattern in ("induction-*", "*-induction")
+    for p in (ROOT / "examples" / "models").glob(pattern)
+    if (p / "config.json").exists()
+)
 BATCH, LENGTH = 4, 12
 
 
@@ -30,32 +36,48 @@ def shipped(request):
     model = bridge.load(request.param, attn_implementation="eager").eval()
     clean, corrupt = study_inputs(model, BATCH, LENGTH, seed=3)
     metric = repeated_half_log_prob(clean, LENGTH)
-    heads = all(f"blocks.{i}.attn.hook_pattern" in model.hook_dict for i in range(model.cfg.n_layers))
-    return request.param.name, model, clean, corrupt, metric, heads
+    return request.param.name, model, clean, corrupt, metric, _kinds(model)
 
 
-def _exact(model, clean, corrupt, metric, heads):
+def _has(model, hook: str) -> bool:
+    return any(patching.hook_name(hook, i) in model.hook_dict for i in range(model.cfg.n_layers))
+
+
+def _kinds(model) -> list[tuple[str, object, tuple[str, ...], str, str]]:
+    """Per kind of token mixer the model has (heads, SSM mixers; a hybrid both): the by-position sweep (hook,
+    setter, axes), the hook of its units at every position and the axis that counts them."""
+    kinds = []
+    if _has(model, "attn.hook_pattern"):
+        kinds.append(("z", patching.layer_pos_head_vector_patch_setter, ("layer", "pos", "head"), "z", "head"))
+    if _has(model, "mixer.hook_y"):
+        out = "mixer.hook_ssm_out" if _has(model, "mixer.hook_ssm_out") else "hook_mixer_out"
+        kinds.append((out, patching.layer_pos_patch_setter, ("layer", "pos"), "mixer.hook_y", "channel"))
+    return kinds
+
+
+def _exact(model, clean, corrupt, metric, kinds):
+    """Exact effects (patched minus corrupted metric): by position, and per unit at every position (NaN where a
+    layer lacks the hook)."""
     _, cache = model.run_with_cache(clean)
     with torch.no_grad():
         base = float(metric(model(corrupt)))
-    by_pos = "z" if heads else "mixer.hook_ssm_out"
-    sweep = patching.get_act_patch_attn_head_out_by_pos if heads else patching.get_act_patch_mixer_out
-    exact = {
-        "resid_pre": patching.get_act_patch_resid_pre(model, corrupt, cache, metric, verbose=False) - base,
-        by_pos: sweep(model, corrupt, cache, metric, verbose=False) - base,
-    }
-    unit_hook = "z" if heads else "mixer.hook_y"
-    units = patching.generic_activation_patch(
-        model,
-        corrupt,
-        cache,
-        metric,
-        patching.layer_head_vector_patch_setter,
-        unit_hook,
-        ("layer", "head"),
-        verbose=False,
-    )
-    return exact, units - base, cache
+
+    def sweep(hook, setter, axes):
+        return (
+            patching.generic_activation_patch(model, corrupt, cache, metric, setter, hook, axes, verbose=False) - base
+        )
+
+    exact = {"resid_pre": sweep("resid_pre", patching.layer_pos_patch_setter, ("layer", "pos"))}
+    units = {}
+    for by_pos, setter, axes, unit_hook, unit_axis in kinds:
+        exact[by_pos] = sweep(by_pos, setter, axes)
+        units[unit_hook] = sweep(unit_hook, patching.layer_head_vector_patch_setter, ("layer", unit_axis))
+    return exact, units, cache
+
+
+def _present(model, names) -> list[str]:
+    hooks = [patching.hook_name(n, layer) for n in names for layer in range(model.cfg.n_layers)]
+    return [h for h in hooks if h in model.hook_dict]
 
 
 def test_batched_patching_equals_patching_by_hand(shipped):
@@ -76,21 +98,32 @@ def test_batched_patching_equals_patching_by_hand(shipped):
 
 
 def test_attribution_ranks_like_exact_patching(shipped):
-    name, model, clean, corrupt, metric, heads = shipped
-    exact, units, _ = _exact(model, clean, corrupt, metric, heads)
-    hooks = [patching.hook_name(n, layer) for n in exact for layer in range(model.cfg.n_layers)]
-    unit_hooks = [patching.hook_name("z" if heads else "mixer.hook_y", i) for i in range(model.cfg.n_layers)]
+    name, model, clean, corrupt, metric, kinds = shipped
+    exact, units, _ = _exact(model, clean, corrupt, metric, kinds)
     truth = torch.cat([v.flatten() for v in exact.values()])
+    unit_truth = torch.cat([v.flatten() for v in units.values()])
     rho, top = {}, {}
     for method in ("atp", "ig"):
-        found = attribution.attribute(model, clean, corrupt, metric, hooks=hooks, method=method, verbose=False)
+        found = attribution.attribute(
+            model, clean, corrupt, metric, hooks=_present(model, exact), method=method, verbose=False
+        )
         guess = torch.cat([found.stack(n).flatten() for n in exact])
         rho[method] = attribution.rank_correlation(guess, truth)
         per_unit = attribution.attribute(
-            model, clean, corrupt, metric, hooks=unit_hooks, method=method, granularity="element", verbose=False
-        ).stack("z" if heads else "mixer.hook_y")
-        per_unit = per_unit.sum(dim=1) if per_unit.ndim == 3 else per_unit.sum(dim=(1, 3))  # [layer, unit]
-        top[method] = attribution.top_k_agreement(per_unit, units, 3)
+            model,
+            clean,
+            corrupt,
+            metric,
+            hooks=_present(model, units),
+            method=method,
+            granularity="element",
+            verbose=False,
+        )
+        guesses = []
+        for unit_hook in units:
+            stacked = per_unit.stack(unit_hook)
+            guesses.append(stacked.sum(dim=1) if stacked.ndim == 3 else stacked.sum(dim=(1, 3)))  # [layer, unit]
+        top[method] = attribution.top_k_agreement(torch.cat([g.flatten() for g in guesses]), unit_truth, 3)
     print(
         f"{name}: rank correlation with exact patching AtP {rho['atp']:.2f}, IG {rho['ig']:.2f}; "
         f"top-3 units AtP {top['atp']:.2f}, IG {top['ig']:.2f}"

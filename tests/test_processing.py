@@ -299,7 +299,7 @@ def test_center_unembed_refused_with_logit_softcapping(model_dir):
 def test_ssm_models_refused(step, model_dir):
     model = bridge.load(model_dir(MambaAdapter))
     before = snapshot(model)
-    with pytest.raises(WeightProcessingError, match="state-space mixers"):
+    with pytest.raises(WeightProcessingError, match=r"state-space (mixers|or linear-attention layers)"):
         model.process_weights(**{step: True})
     assert_unchanged(model, before)
     model.process_weights()  # the default does only what applies: center_unembed
@@ -366,6 +366,39 @@ def test_fold_ln_refused_when_a_reader_has_no_bias_for_the_norm_bias(model_dir):
     model.hf_model.lm_head = BiasFreeHead(model.hf_model.lm_head)
     before = snapshot(model)
     with pytest.raises(WeightProcessingError, match=r"cannot fold ln_final's bias into lm_head \(BiasFreeHead\)"):
+        model.fold_layer_norm()
+    assert_unchanged(model, before)
+
+
+class ScaledHead(torch.nn.Module):
+    """Multiplies its input by a Python number before its Linear (Falcon-H1's µP multipliers)."""
+
+    def __init__(self, linear, scale):
+        super().__init__()
+        self.inner, self.scale = linear, scale
+
+    def forward(self, x):
+        return self.inner(x * self.scale)
+
+
+def test_fold_ln_through_a_scalar_multiplier_keeps_the_logits(model_dir):
+    """A bias-free norm read through ``x * number`` folds: scaling commutes with the reader's weight."""
+    model = bridge.load(model_dir(LLAMA_FAMILY[0]))
+    model.hf_model.lm_head = ScaledHead(model.hf_model.lm_head, 0.7)
+    tokens = torch.tensor([[1, 5, 9, 2, 7]])
+    expected = model(tokens)
+    model.fold_layer_norm()
+    torch.testing.assert_close(model(tokens), expected, atol=1e-5, rtol=0)
+    norm = model.ln_final.hf.weight
+    torch.testing.assert_close(norm, torch.ones_like(norm))
+
+
+def test_fold_ln_refused_through_a_scalar_multiplier_when_the_norm_has_a_bias(model_dir):
+    """``(x·w + b)·m`` read by ``W``: the bias would need ``m`` too, so a LayerNorm scaled on its way is refused."""
+    model = bridge.load(model_dir(GPT2_FAMILY[0]))
+    model.hf_model.lm_head = ScaledHead(model.hf_model.lm_head, 0.7)
+    before = snapshot(model)
+    with pytest.raises(WeightProcessingError, match=r"cannot fold ln_final: its output is read by `mul` by 0\.7"):
         model.fold_layer_norm()
     assert_unchanged(model, before)
 

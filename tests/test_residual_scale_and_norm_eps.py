@@ -84,3 +84,26 @@ def test_norm_takes_an_epsilon_the_hf_module_does_not_hold():
     wrong = Norm(FixedEpsLayerNorm(), cfg, kind="LN", eps=1e-5)
     wrong.hook_scale.add_hook(lambda t, hook: t.clone())
     assert not torch.allclose(wrong.hf(x), expected, atol=1e-3)
+
+
+def test_cache_analysis_does_not_split_a_write_with_a_result_scale(granite_dir):
+    """``Block.result_scales``: a factor on one sublayer's results (Falcon-H1's multipliers after ``o_proj`` and
+    ``down_proj``) refuses that sublayer's heads or neurons only, naming the factor."""
+    block = make_pair(GraniteAdapter, directory=granite_dir).bridge.blocks[1]
+    block.residual_scale = 1.0
+    assert block_layout(block, 1).heads_write
+    block.result_scales = {"attn": 0.5}
+    layout = block_layout(block, 1)
+    assert not layout.heads_write and layout.neurons_write
+    assert "scales its attn output by 0.5 (result_scales)" in layout.why_not["attn"]
+
+
+def test_cache_analysis_does_not_split_a_sublayer_outside_the_stream(granite_dir):
+    """A sublayer whose write hook is not among the block's residual writes (its ``algebra``: Zamba2's shared
+    attention feeds its Mamba layer) has no heads or neurons in the stream."""
+    block = make_pair(GraniteAdapter, directory=granite_dir).bridge.blocks[1]
+    block.residual_scale = 1.0
+    block.algebra = (("hook_resid_post", ("hook_resid_pre", "hook_mlp_out")),)
+    layout = block_layout(block, 1)
+    assert not layout.heads_write and layout.neurons_write
+    assert "block 1's attention does not write to the residual stream" in layout.why_not["attn"]

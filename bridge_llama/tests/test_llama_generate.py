@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bridge.kernel.errors import BridgeError
+from bridge.testing import check_state_hooks_each_step
 from bridge.testing.generation import GENERATION_CHECKS, lively_pair
 from bridge_llama import ADAPTERS
 
@@ -32,6 +33,11 @@ def lively(lively_dirs):
 @pytest.mark.parametrize("check", GENERATION_CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize(("adapter", "arch"), ARCHS, ids=[arch for _, arch in ARCHS])
 def test_generation(lively, adapter, arch, check):
+    if arch == "MiniMaxForCausalLM" and check.__name__ == "check_batched_left_padding_matches_one_by_one":
+        pytest.skip(
+            "HF's MiniMax decodes a left-padded batch wrongly when layer 0 is lightning attention (its cache "
+            "reports length 0): test_llama_minimax.py shows it, and the right decoding with attention first"
+        )
     check(lively(adapter, arch))
 
 
@@ -56,3 +62,9 @@ def test_gqa_and_sliding_window_shapes_per_step(lively):
     assert torch.all(stacked["pattern", 0].tril(-window) == 0)  # outside the window: no attention
     with pytest.raises(BridgeError, match="hook_rot_k"):
         steps.stack(["blocks.0.attn.hook_rot_k"])  # a sliding cache: neither one position nor all
+
+
+def test_minimax_state_hooks_each_step(lively):
+    """MiniMax's lightning states fire on every ``generate`` step and equal the full run's (the kit's check)."""
+    adapter = next(a for a in ADAPTERS if "MiniMaxForCausalLM" in a.architectures)
+    check_state_hooks_each_step(lively(adapter, "MiniMaxForCausalLM"))

@@ -2,11 +2,12 @@
 (``hook_attn_out`` or ``hook_mixer_out``, ``hook_mlp_out``), heads are stacked for the attention layers only, a
 gated attention's heads come from ``hook_result``, and folding the norms keeps HF's logits."""
 
+import einops
 import pytest
 import torch
 
 from bridge import BridgeError
-from bridge_mamba import HYBRID_ADAPTERS, JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
+from bridge_mamba import HYBRID_ADAPTERS, FalconH1Adapter, JambaAdapter, NemotronHAdapter, Qwen3NextAdapter
 
 ARCHS = [(adapter, adapter.architectures[0]) for adapter in HYBRID_ADAPTERS]
 
@@ -97,6 +98,28 @@ def test_gated_attention_gradient_at_hook_z_is_autograd_through_the_gate(pair_fo
     assert expected.abs().max() > 1e-4
 
 
+def test_falcon_h1_scaled_writes_are_not_split(pair_for):
+    """Falcon-H1 multiplies its attention's output by ``attention_out_multiplier`` after ``o_proj`` and its MLP's by
+    ``down_multiplier`` after ``down_proj``: heads and neurons are refused with the reason, and the refusal is
+    right (the per-head results, times HF's multiplier, add up to ``hook_attn_out``; unscaled they do not)."""
+    pair = pair_for(FalconH1Adapter)
+    model, tokens = pair.bridge, pair.tokens(2, 6)
+    _, cache = model.run_with_cache(tokens)
+    with pytest.raises(BridgeError, match=r"scales its attn output by 0\.75 \(result_scales\)"):
+        cache.stack_head_results()
+    with pytest.raises(BridgeError, match=r"scales its mlp output by 0\.7 \(result_scales\)"):
+        cache.get_neuron_results(0)
+    layer = pair.reference.model.layers[0]
+    o_proj = layer.self_attn.o_proj.weight  # [d_model, n_heads · d_head]
+    heads = einops.einsum(
+        cache["blocks.0.attn.hook_z"],
+        einops.rearrange(o_proj, "m (h d) -> h d m", d=model.cfg.d_head),
+        "b p h d, h d m -> b p m",
+    )
+    close(heads * layer.attn_out_multiplier, cache["blocks.0.hook_attn_out"])
+    assert (heads - cache["blocks.0.hook_attn_out"]).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize(("adapter", "arch"), ARCHS, ids=[a for _, a in ARCHS])
 def test_folding_the_norms_keeps_hfs_logits(pair_for, adapter, arch):
     """``fold_ln`` folds every norm's weight into what reads it (attention, Mamba and Gated DeltaNet input
@@ -108,5 +131,5 @@ def test_folding_the_norms_keeps_hfs_logits(pair_for, adapter, arch):
     close(model(tokens), expected, atol=1e-4)
     for layer in range(model.cfg.n_layers):
         norm = getattr(model.blocks[layer], "ln1", None) or model.blocks[layer].ln2
-        offset = 1.0 if adapter is Qwen3NextAdapter else 0.0  # (1 + w) norms fold to w = 0
+        offset = 1.0 if issubclass(adapter, Qwen3NextAdapter) else 0.0  # (1 + w) norms fold to w = 0
         close(norm.hf.weight + offset, torch.ones_like(norm.hf.weight))

@@ -524,3 +524,23 @@ def test_slice_forms():
     for bad in (1.5, "last", [[1, 2]], [0.5]):
         with pytest.raises(BridgeError):
             Slice(bad)
+
+
+def test_block_layout_refuses_sums_without_a_residual_state():
+    """A wiring whose sums hold no earlier residual state (it carries a transform of the stream on, as MiniMax's
+    scaled norm outputs) has no decomposition into writes: the analysis says so instead of summing wrong terms."""
+    from torch import nn
+
+    from bridge.analysis.residual import AnalysisError, block_layout
+    from bridge.kernel.components import SequentialBlock
+
+    class SkipBlock(SequentialBlock):
+        algebra = (
+            ("hook_resid_mid", ("hook_skip_pre", "hook_attn_out")),
+            ("hook_resid_post", ("hook_skip_mid", "hook_mlp_out")),
+        )
+
+    block = SkipBlock.__new__(SkipBlock)
+    nn.Module.__init__(block)  # the layout reads the class's algebra only
+    with pytest.raises(AnalysisError, match="hook_resid_mid as hook_skip_pre \\+ hook_attn_out: no earlier residual"):
+        block_layout(block, 3)

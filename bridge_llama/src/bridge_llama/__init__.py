@@ -32,7 +32,9 @@ from bridge_llama.dense_components import ClippedSplitQKV, ScaledEmbedding, Scal
 from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GptOssAdapter
 from bridge_llama.hunyuan import HunYuanDenseV1Adapter, HunYuanMoEV1Adapter, PostRotaryQKNormAttention
+from bridge_llama.lightning import LightningAttention
 from bridge_llama.llama4 import Llama4Adapter, Llama4Block, Llama4MoE, llama4_routing
+from bridge_llama.minimax import MiniMaxAdapter, ScaledSkipBlock, ScaledSkipLinearBlock
 from bridge_llama.moe_adapters import (
     GraniteMoeAdapter,
     OlmoeAdapter,
@@ -74,10 +76,12 @@ __all__ = [
     "GraniteMoeAdapter",
     "HunYuanDenseV1Adapter",
     "HunYuanMoEV1Adapter",
+    "LightningAttention",
     "Llama4Adapter",
     "Llama4Block",
     "Llama4MoE",
     "LlamaAdapter",
+    "MiniMaxAdapter",
     "MistralAdapter",
     "MixtralAdapter",
     "NemotronAdapter",
@@ -101,6 +105,8 @@ __all__ = [
     "SandwichBlock",
     "ScaledEmbedding",
     "ScaledResidualBlock",
+    "ScaledSkipBlock",
+    "ScaledSkipLinearBlock",
     "SeedOssAdapter",
     "SmolLM3Adapter",
     "StableLmAdapter",

@@ -13,6 +13,7 @@ from transformers import (
     HunYuanMoEV1Config,
     Llama4TextConfig,
     LlamaConfig,
+    MiniMaxConfig,
     NemotronConfig,
     OlmoConfig,
     PersimmonConfig,
@@ -201,6 +202,17 @@ def bench_configs() -> dict[str, object]:
             num_experts=16,
             moe_topk=2,
             architectures=["HunYuanMoEV1ForCausalLM"],
+        ),
+        "minimax (6L, d384, 5 lightning : 1 softmax, 8 experts top-2)": MiniMaxConfig(
+            **_WIDTH,
+            head_dim=64,
+            intermediate_size=256,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            block_size=64,
+            layer_types=["linear_attention"] * 5 + ["full_attention"],
+            **{f"{kind}_alpha_factor": 3.5565588200778455 for kind in ("full_attn", "linear_attn", "mlp")},
+            architectures=["MiniMaxForCausalLM"],
         ),
     }
 

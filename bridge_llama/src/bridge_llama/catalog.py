@@ -17,6 +17,7 @@ from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GptOssAdapter
 from bridge_llama.hunyuan import HUNYUAN_ADAPTERS
 from bridge_llama.llama4 import Llama4Adapter
+from bridge_llama.minimax import MiniMaxAdapter
 from bridge_llama.moe_adapters import MOE_ADAPTERS
 from bridge_llama.parallel_adapters import PARALLEL_ADAPTERS
 
@@ -37,4 +38,5 @@ ADAPTERS: tuple[type[RopeAdapter], ...] = (
     Glm4MoeAdapter,
     GptOssAdapter,
     *HUNYUAN_ADAPTERS,
+    MiniMaxAdapter,
 )

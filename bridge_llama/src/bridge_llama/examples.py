@@ -23,6 +23,7 @@ from transformers import (
     HunYuanMoEV1Config,
     Llama4TextConfig,
     LlamaConfig,
+    MiniMaxConfig,
     MistralConfig,
     MixtralConfig,
     NemotronConfig,
@@ -74,6 +75,7 @@ from bridge_llama.glm4_moe import Glm4MoeAdapter
 from bridge_llama.gpt_oss import GPT_OSS_YARN, GptOssAdapter
 from bridge_llama.hunyuan import HunYuanDenseV1Adapter, HunYuanMoEV1Adapter
 from bridge_llama.llama4 import Llama4Adapter
+from bridge_llama.minimax import MiniMaxAdapter
 from bridge_llama.moe_adapters import (
     GraniteMoeAdapter,
     OlmoeAdapter,
@@ -663,8 +665,10 @@ class ApertusExamples(RopeVariantExamples):
     }
 
     variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # Apertus-8B/70B: Llama-3 RoPE scaling (factor 8, base 12M), GQA, untied embeddings
-        "apertus-8b-style": {"rope_parameters": llama3_rope(12_000_000.0), "tie_word_embeddings": False},
+        # Apertus-8B/70B: Llama-3 RoPE scaling (factor 8), GQA, untied embeddings. Their base of 12M would leave a
+        # 16-wide head's slowest pair unrotated within fp32 over a short prompt (the kit measures rotary_dim from
+        # hook_rot_q): base 1M here
+        "apertus-8b-style": {"rope_parameters": llama3_rope(1_000_000.0), "tie_word_embeddings": False},
     }
 
 
@@ -804,6 +808,47 @@ class HunYuanMoEV1Examples(RopeVariantExamples):
     }
 
 
+#: MiniMax-Text-01's skip scale: ``α = (2 · 80 layers) ** 0.25`` on every norm's output it carries on, ``β = 1``.
+MINIMAX_ALPHA = 3.5565588200778455
+
+
+class MiniMaxExamples(RopeVariantExamples):
+    adapter = MiniMaxAdapter
+
+    example_class = MiniMaxConfig
+
+    example_options: ClassVar[dict[str, Any]] = {
+        "num_hidden_layers": 3,
+        # lightning, softmax, lightning: a recurrent state flows past an attention layer (MiniMax-Text-01 has one
+        # softmax layer in eight)
+        "layer_types": ["linear_attention", "full_attention", "linear_attention"],
+        "head_dim": 16,
+        "block_size": 4,  # prompts span several blocks of HF's blockwise scan (256 in the checkpoint)
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "intermediate_size": 32,
+        "tie_word_embeddings": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
+        **{f"{kind}_alpha_factor": MINIMAX_ALPHA for kind in ("full_attn", "linear_attn", "mlp")},
+        # HF draws the 3-D expert tensors with this std (the kit redraws only 2-D weights): make them matter
+        "initializer_range": 0.125,
+    }
+
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # every multiplier different (HF's config allows it): α and β of each sublayer reach their own hooks
+        "minimax-distinct-scales": {
+            "full_attn_alpha_factor": 1.5,
+            "full_attn_beta_factor": 0.5,
+            "linear_attn_alpha_factor": 2.0,
+            "linear_attn_beta_factor": 0.75,
+            "mlp_alpha_factor": 1.25,
+            "mlp_beta_factor": 1.5,
+        },
+        # softmax attention first, two lightning layers in a row (where HF's cache bookkeeping skips layers)
+        "minimax-attention-first": {"layer_types": ["full_attention", "linear_attention", "linear_attention"]},
+    }
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     RopeExamples,
@@ -846,4 +891,5 @@ EXAMPLES = (
     PersimmonExamples,
     HunYuanDenseV1Examples,
     HunYuanMoEV1Examples,
+    MiniMaxExamples,
 )

@@ -29,6 +29,8 @@ class PostRotaryQKNormAttention(Attention):
     """
 
     internal_hooks: tuple[str, ...] = ("hook_attn_scores", "hook_pattern", "hook_z")
+    #: rotary rotates ``hook_q``/``hook_k``; the norms read its output (the conformance kit's rotary checks)
+    qk_norms_after_rotary = True
 
     def __init__(
         self,

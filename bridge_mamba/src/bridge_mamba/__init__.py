@@ -6,6 +6,7 @@ from bridge_mamba.catalog import ADAPTERS, HYBRID_ADAPTERS, SSM_ADAPTERS
 from bridge_mamba.deltanet import GatedDeltaNet
 from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
+    FalconH1Adapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
     Lfm2Adapter,
@@ -14,6 +15,7 @@ from bridge_mamba.hybrid_adapters import (
     Qwen3NextAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
+    Zamba2Adapter,
 )
 from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer, effective_attention
 from bridge_mamba.short_conv import ShortConv
@@ -23,6 +25,7 @@ __all__ = [
     "HYBRID_ADAPTERS",
     "SSM_ADAPTERS",
     "BambaAdapter",
+    "FalconH1Adapter",
     "FalconMambaAdapter",
     "GatedDeltaNet",
     "GraniteMoeHybridAdapter",
@@ -39,5 +42,6 @@ __all__ = [
     "Qwen35MoeAdapter",
     "SSMBlock",
     "ShortConv",
+    "Zamba2Adapter",
     "effective_attention",
 ]

@@ -2,12 +2,21 @@
 
 The SSMs are 4 layers, d_model 256, with the vocabularies and SSM sizes of the released small
 checkpoints (state-spaces/mamba-130m, mamba2-130m), so the slow torch path's cost is realistic. The hybrids
-(Jamba, Nemotron-H, Qwen3-Next) are 4 to 6 layers at d_model 256 with each layer kind of the released layouts.
+(Jamba, Nemotron-H, Qwen3-Next, Falcon-H1, Zamba2) are 4 to 6 layers at d_model 256 with each layer kind of the released
+layouts.
 """
 
 from __future__ import annotations
 
-from transformers import JambaConfig, Mamba2Config, MambaConfig, NemotronHConfig, Qwen3NextConfig
+from transformers import (
+    FalconH1Config,
+    JambaConfig,
+    Mamba2Config,
+    MambaConfig,
+    NemotronHConfig,
+    Qwen3NextConfig,
+    Zamba2Config,
+)
 
 
 def bench_configs() -> dict[str, object]:
@@ -87,5 +96,36 @@ def bench_configs() -> dict[str, object]:
             shared_expert_intermediate_size=256,
             vocab_size=32000,
             architectures=["Qwen3NextForCausalLM"],
+        ),
+        "falcon-h1 (4L, d256: attention and Mamba-2 side by side)": FalconH1Config(
+            num_hidden_layers=4,
+            hidden_size=256,
+            intermediate_size=512,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            head_dim=32,
+            mamba_d_ssm=512,
+            mamba_n_heads=8,
+            mamba_d_head=64,
+            mamba_n_groups=1,
+            mamba_d_state=64,
+            mamba_chunk_size=64,
+            vocab_size=32000,
+            architectures=["FalconH1ForCausalLM"],
+        ),
+        "zamba2 (6L, d256: 4 Mamba-2, 2 with the shared block, ABAB)": Zamba2Config(
+            num_hidden_layers=6,
+            layers_block_type=["mamba", "mamba", "hybrid", "mamba", "mamba", "hybrid"],
+            hidden_size=256,
+            intermediate_size=1024,
+            num_attention_heads=8,
+            num_mem_blocks=2,
+            use_shared_attention_adapter=True,
+            adapter_rank=32,
+            n_mamba_heads=8,
+            mamba_d_state=64,
+            chunk_size=64,
+            vocab_size=32000,
+            architectures=["Zamba2ForCausalLM"],
         ),
     }

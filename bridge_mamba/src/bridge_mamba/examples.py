@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import (
     BambaConfig,
+    FalconH1Config,
     FalconMambaConfig,
     GraniteMoeHybridConfig,
     JambaConfig,
@@ -19,12 +20,14 @@ from transformers import (
     Qwen3_5MoeTextConfig,
     Qwen3_5TextConfig,
     Qwen3NextConfig,
+    Zamba2Config,
 )
 
 from bridge.kernel import TINY_SPECIAL_IDS, TINY_VOCAB, Adapter, Examples
 from bridge_mamba.adapters import FalconMambaAdapter, Mamba2Adapter, MambaAdapter
 from bridge_mamba.hybrid_adapters import (
     BambaAdapter,
+    FalconH1Adapter,
     GraniteMoeHybridAdapter,
     JambaAdapter,
     Lfm2Adapter,
@@ -33,6 +36,7 @@ from bridge_mamba.hybrid_adapters import (
     Qwen3NextAdapter,
     Qwen35Adapter,
     Qwen35MoeAdapter,
+    Zamba2Adapter,
 )
 
 
@@ -418,6 +422,103 @@ class Lfm2MoeExamples(HybridExamples):
         )
 
 
+class FalconH1Examples(HybridExamples):
+    adapter = FalconH1Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> FalconH1Config:
+        # every multiplier away from 1, so a misplaced one shows
+        return cls.tiny(mamba_rms_norm=False)
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, FalconH1Config]:
+        # tiiuae/Falcon-H1's variants with the gated RMSNorm in the mixer, normalizing before or after the gate
+        return {
+            "falcon-h1-rms-norm": cls.tiny(mamba_rms_norm=True, mamba_norm_before_gate=True),
+            "falcon-h1-gate-then-norm": cls.tiny(mamba_rms_norm=True, mamba_norm_before_gate=False),
+        }
+
+    @classmethod
+    def tiny(cls, **variant: Any) -> FalconH1Config:
+        return FalconH1Config(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mamba_d_ssm=32,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_n_groups=2,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_chunk_size=4,
+            embedding_multiplier=2.0,
+            lm_head_multiplier=0.5,
+            attention_in_multiplier=1.5,
+            attention_out_multiplier=0.75,
+            key_multiplier=0.8,
+            ssm_in_multiplier=1.25,
+            ssm_out_multiplier=0.6,
+            ssm_multipliers=[0.9, 1.1, 1.2, 0.8, 1.3],
+            mlp_multipliers=[1.2, 0.7],
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["FalconH1ForCausalLM"],
+            **variant,
+        )
+
+
+class Zamba2Examples(HybridExamples):
+    adapter = Zamba2Adapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None) -> Zamba2Config:
+        # hybrid layers at 1, 3 and 4 with two shared blocks in turn (Zyphra/Zamba2-2.7B's ABAB): 1 and 4 share one
+        # block's weights, each with its own adapters, 3 has the other; the attention's adapters on, RoPE off
+        return cls.tiny(
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "hybrid"],
+            num_mem_blocks=2,
+            use_shared_attention_adapter=True,
+        )
+
+    @classmethod
+    def conformance_configs(cls) -> dict[str, Zamba2Config]:
+        # the config's other choices: one shared block (every hybrid depth the same weights), RoPE in it, the
+        # attention adapters off (the MLP's always on)
+        return {
+            "zamba2-one-block-rope": cls.tiny(
+                layers_block_type=["mamba", "mamba", "hybrid", "mamba", "hybrid"],
+                num_mem_blocks=1,
+                use_mem_rope=True,
+                use_shared_attention_adapter=False,
+            )
+        }
+
+    @classmethod
+    def tiny(cls, **layout: Any) -> Zamba2Config:
+        return Zamba2Config(
+            num_hidden_layers=len(layout["layers_block_type"]),
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            mamba_d_state=8,
+            mamba_d_conv=4,
+            mamba_expand=2,
+            n_mamba_heads=4,
+            mamba_ngroups=2,
+            chunk_size=4,
+            adapter_rank=4,
+            # as Nemotron-H: HF clamps Δ at time_step_min on the full-sequence path only; Δ drawn ≥ 0.01 here
+            time_step_min=1e-6,
+            time_step_floor=0.01,
+            vocab_size=TINY_VOCAB,
+            **TINY_SPECIAL_IDS,
+            architectures=["Zamba2ForCausalLM"],
+            **layout,
+        )
+
+
 #: The examples of every adapter the family registers.
 EXAMPLES = (
     MambaExamples,
@@ -432,4 +533,6 @@ EXAMPLES = (
     Qwen35MoeExamples,
     Lfm2Examples,
     Lfm2MoeExamples,
+    FalconH1Examples,
+    Zamba2Examples,
 )

@@ -30,6 +30,7 @@ from bridge.components import (
 )
 from bridge.kernel import BridgeConfig, ComponentMapError, DenseOrMoEBlockSpec, PerLayerBlockSpec
 from bridge_mamba.deltanet import GatedDeltaNet
+from bridge_mamba.falcon_h1 import ScaledGateMLP
 from bridge_mamba.gated_attention import GatedQuery
 from bridge_mamba.hybrid_blocks import (
     AttentionMLPBlock,
@@ -41,11 +42,13 @@ from bridge_mamba.hybrid_blocks import (
     MLPOnlyBlock,
     PairAttentionMLPBlock,
     PairMixerMLPBlock,
+    ParallelMixerBlock,
     ScaledAttentionBlock,
     ScaledMixerBlock,
 )
-from bridge_mamba.mixers import Mamba1Mixer, Mamba2Mixer
+from bridge_mamba.mixers import FalconH1Mixer, Mamba1Mixer, Mamba2Mixer
 from bridge_mamba.short_conv import ShortConv
+from bridge_mamba.zamba2 import AdaptedGateUpMLP, AdaptedQKV, SharedAttentionMixerBlock
 
 RMS = {"kind": "RMS"}
 ONE_PLUS_RMS = {"kind": "RMS", "weight_offset": 1.0}  # scales by (1 + w)
@@ -205,6 +208,7 @@ class GraniteMoeHybridAdapter(HybridAdapter):
         return {
             **self.hybrid_overrides(),
             "positional_embedding_type": "rotary" if rotary else "none",
+            "rotary_dim": c.hidden_size // c.num_attention_heads if rotary else None,
             "gated_mlp": True,
             "d_mlp": c.shared_intermediate_size,
             "extra": {
@@ -450,6 +454,8 @@ class Lfm2Adapter(HybridAdapter):
         return {
             **self.hybrid_overrides(),
             "positional_embedding_type": "rotary",
+            "rotary_dim": c.hidden_size // c.num_attention_heads,
+            "act_fn": "silu",
             "gated_mlp": True,
             "eps": c.norm_eps,
             "d_mlp": self.mlp_width(),
@@ -514,6 +520,141 @@ class Lfm2MoeAdapter(Lfm2Adapter):
         }
 
 
+class FalconH1Adapter(HybridAdapter):
+    """Falcon-H1 (``FalconH1ForCausalLM``): every layer runs attention (RoPE) and a Mamba-2 mixer side by side on
+    one norm (kind ``attention+mamba2``), then a gated MLP; with Falcon-H1's µP multipliers: ``hook_embed`` is after
+    ``embedding_multiplier``, ``hook_attn_out``/``hook_mixer_out`` after their output multipliers, ``hook_k`` before
+    ``key_multiplier`` (``hook_rot_k`` after it), the MLP's ``hook_pre`` after its gate multiplier and
+    ``hook_mlp_out`` after its down multiplier, and ``W_U`` includes ``lm_head_multiplier``."""
+
+    architectures = ("FalconH1ForCausalLM",)
+    model_types = ("falcon_h1",)
+    kinds: ClassVar[dict[str, str]] = {"hybrid": "attention+mamba2"}
+
+    def layer_types(self) -> list[str]:
+        return layer_kinds(self.hf_config, self.kinds, field="layers_block_type")
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        d_inner = c.mamba_d_ssm if c.mamba_d_ssm is not None else int(c.mamba_expand * c.hidden_size)
+        return {
+            **self.hybrid_overrides(),
+            "d_head": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "positional_embedding_type": "rotary",
+            "rotary_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "act_fn": c.hidden_act,
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "embedding_multiplier": c.embedding_multiplier,
+                "lm_head_multiplier": c.lm_head_multiplier,
+                "logit_scale": c.lm_head_multiplier,  # in W_U/b_U, so that ln_final(resid) @ W_U + b_U is the logits
+                "attention_in_multiplier": c.attention_in_multiplier,
+                "attention_out_multiplier": c.attention_out_multiplier,
+                "key_multiplier": c.key_multiplier,
+                "ssm_in_multiplier": c.ssm_in_multiplier,
+                "ssm_out_multiplier": c.ssm_out_multiplier,
+                "ssm_multipliers": list(c.ssm_multipliers),
+                "mlp_multipliers": list(c.mlp_multipliers),
+                "d_inner": d_inner,
+                "ssm_heads": c.mamba_n_heads,
+                "d_state": c.mamba_d_state,
+                "n_groups": c.mamba_n_groups,
+                "chunk_size": c.mamba_chunk_size,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        children = {
+            "ln1": Spec(Norm, "input_layernorm", RMS),
+            "mixer": Spec(FalconH1Mixer, "mamba", {"output_hook": False}),
+            "attn": Spec(Attention, "self_attn", {"qkv": SplitQKV(), "out": "o_proj", "rotary": True}),
+            "ln2": Spec(Norm, "pre_ff_layernorm", RMS),
+            "mlp": Spec(ScaledGateMLP, "feed_forward"),
+        }
+        return {"attention+mamba2": BlockSpec(ParallelMixerBlock, children)}
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        embed = Spec(ScaledEmbedding, "", {"embed": "embed_tokens", "first_layer": "layers.0"})
+        return ComponentMap(
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+            hooks={"hook_embed": embed},
+        )
+
+
+class Zamba2Adapter(HybridAdapter):
+    """Zamba2 (``Zamba2ForCausalLM``): Mamba-2 layers (kind ``mamba2``) and hybrid layers (kind
+    ``attention+mamba2``) in which one shared transformer block (attention on ``[resid | embed]``, then a GELU-gated
+    MLP; its weights reused at every hybrid depth, ``num_mem_blocks`` copies in turn) runs first with this depth's
+    adapters, and its output, through the layer's ``linear``, is added to the Mamba-2 layer's input
+    (``SharedAttentionMixerBlock``). The shared block is hooked at each depth under that depth's block name."""
+
+    architectures = ("Zamba2ForCausalLM",)
+    model_types = ("zamba2",)
+    kinds: ClassVar[dict[str, str]] = {"linear_attention": "mamba2", "hybrid": "attention+mamba2"}
+
+    def layer_types(self) -> list[str]:
+        return layer_kinds(self.hf_config, self.kinds, field="layers_block_type")
+
+    def config_overrides(self) -> dict[str, Any]:
+        c = self.hf_config
+        rope = rope_parameters(c)
+        d_inner = int(c.mamba_expand * c.hidden_size)
+        return {
+            **self.hybrid_overrides(),
+            "d_head": c.attention_head_dim,
+            "positional_embedding_type": "rotary" if c.use_mem_rope else "none",
+            "rotary_dim": c.attention_head_dim if c.use_mem_rope else None,
+            "act_fn": c.hidden_act,
+            "gated_mlp": True,
+            "extra": {
+                "rope_theta": rope.get("rope_theta"),
+                "d_inner": d_inner,
+                "ssm_heads": c.n_mamba_heads,
+                "ssm_head_dim": c.mamba_headdim,
+                "d_state": c.mamba_d_state,
+                "d_conv": c.mamba_d_conv,
+                "n_groups": c.mamba_ngroups,
+                "chunk_size": c.chunk_size,
+                "num_mem_blocks": c.num_mem_blocks,
+                "hybrid_layer_ids": list(c.hybrid_layer_ids),
+                "adapter_rank": c.adapter_rank if c.use_shared_attention_adapter else None,
+            },
+        }
+
+    def block_specs(self, cfg: BridgeConfig) -> dict[str, BlockSpec]:
+        rotary = bool(self.hf_config.use_mem_rope)
+        mamba = {
+            "ln1": Spec(Norm, "input_layernorm", RMS),
+            "mixer": Spec(Mamba2Mixer, "mamba", {"output_hook": False}),
+        }
+        shared = "shared_transformer"
+        attention = {"qkv": AdaptedQKV(), "out": "o_proj", "rotary": rotary}
+        hybrid = {
+            "shared_ln1": Spec(Norm, f"{shared}.input_layernorm", RMS),
+            "attn": Spec(Attention, f"{shared}.self_attn", attention),
+            "shared_ln2": Spec(Norm, f"{shared}.pre_ff_layernorm", RMS),
+            "mlp": Spec(AdaptedGateUpMLP, f"{shared}.feed_forward"),
+            "ln1": Spec(Norm, "mamba_decoder.input_layernorm", RMS),
+            "mixer": Spec(Mamba2Mixer, "mamba_decoder.mamba", {"output_hook": False}),
+        }
+        return {
+            "mamba2": BlockSpec(MixerOnlyBlock, mamba),
+            "attention+mamba2": BlockSpec(SharedAttentionMixerBlock, hybrid),
+        }
+
+    def component_map(self, cfg: BridgeConfig) -> ComponentMap:
+        return ComponentMap(
+            embed="embed_tokens",
+            blocks="layers",
+            block=self.per_layer(cfg),
+            ln_final=Spec(Norm, "final_layernorm", RMS),
+        )
+
+
 HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     JambaAdapter,
     NemotronHAdapter,
@@ -524,4 +665,6 @@ HYBRID_ADAPTERS: tuple[type[Adapter], ...] = (
     Qwen35MoeAdapter,
     Lfm2Adapter,
     Lfm2MoeAdapter,
+    FalconH1Adapter,
+    Zamba2Adapter,
 )

@@ -153,6 +153,57 @@ class ScaledMixerBlock(ScaledLayerBlock):
     write = "hook_mixer_out"
 
 
+class ParallelMixerBlock(HybridLayer):
+    """Attention and a Mamba-2 mixer side by side on one norm, then an MLP (Falcon-H1):
+    ``mid = pre + (m_ssm · mixer(ln1(pre)) + m_out · attn(m_in · ln1(pre)))``, ``post = mid + mlp(ln2(mid))``, with
+    the HF layer's ``ssm_out_multiplier``, ``attn_out_multiplier`` and ``attention_in_multiplier``.
+
+    Hooks ``[b, p, d_model]``: ``hook_resid_pre``, ``hook_mixer_out`` and ``hook_attn_out`` (each after its output
+    multiplier: what is added), ``hook_resid_mid``, ``hook_mlp_out``, ``hook_resid_post``. The mixer reads the
+    layer's ``mamba_attention_mask``, the attention its ``attention_mask``. The HF layer returns ``(hidden,)``.
+    Per-head results (``z @ W_O``) are before ``attn_out_multiplier``, per-neuron ones (``post @ W_out``) before
+    the MLP's ``down_multiplier`` (``result_scales``), so the cache analysis does not split those writes.
+    """
+
+    block_hooks = (
+        "hook_resid_pre",
+        "hook_mixer_out",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "hook_mlp_out",
+        "hook_resid_post",
+    )
+    algebra = (
+        ("hook_resid_mid", ("hook_resid_pre", "hook_mixer_out", "hook_attn_out")),
+        ("hook_resid_post", ("hook_resid_mid", "hook_mlp_out")),
+    )
+    mixer_arguments: ClassVar[dict[str, str]] = {
+        "cache_params": "past_key_values",
+        "attention_mask": "mamba_attention_mask",
+    }
+    #: ``ln1`` feeds the mixer too, and the attention reads it scaled: no per-head input hooks on it
+    offers_input_hooks = False
+
+    def __init__(self, hf_module: Any, cfg: Any, children: dict[str, Any], paths: dict[str, str]) -> None:
+        super().__init__(hf_module, cfg, children, paths)
+        self.result_scales = {
+            "attn": float(hf_module.attn_out_multiplier),
+            "mlp": float(hf_module.feed_forward.down_multiplier),
+        }
+
+    def wire(self, hidden: torch.Tensor, call_kwargs: dict[str, Any]) -> Any:
+        layer = self.hf_module
+        resid_pre = self.hook_resid_pre(hidden)
+        x = self.run_norm("ln1", resid_pre)
+        mixer_out = self.hook_mixer_out(self.run_mixer("mixer", x, call_kwargs) * layer.ssm_out_multiplier)
+        attn_kwargs = {k: v for k, v in call_kwargs.items() if k != "mamba_attention_mask"}
+        attn, _ = self.run_attention(x * layer.attention_in_multiplier, attn_kwargs)
+        attn_out = self.hook_attn_out(attn * layer.attn_out_multiplier)
+        resid_mid = self.hook_resid_mid(resid_pre + (mixer_out + attn_out))
+        mlp_out = self.hook_mlp_out(self.run_mlp(self.run_norm("ln2", resid_mid)))
+        return (self.hook_resid_post(resid_mid + mlp_out),)
+
+
 class SingleSublayerBlock(HybridLayer):
     """A pre-norm layer with one sublayer (Nemotron-H: Mamba-2, attention, MLP or MoE per layer):
     ``post = pre + sublayer(norm(pre))``.

@@ -333,7 +333,7 @@ class Mamba2Mixer(_SSMMixer):
         conv_state, recurrent_state = _cached_states(cache_params, m.layer_idx)
         decoding = recurrent_state is not None and seq_len == 1
         hidden_states = hf_mamba2.apply_mask_to_padding_states(hidden_states, attention_mask)
-        gate, xBC, dt = m.in_proj(hidden_states).split([m.intermediate_size, m.conv_dim, m.num_heads], dim=-1)
+        gate, xBC, dt = self._project(hidden_states).split([m.intermediate_size, m.conv_dim, m.num_heads], dim=-1)
         conv = _conv_without_activation(m, xBC.transpose(1, 2), cache_params, conv_state, hf_mamba2, kwargs)
         conv = self.hook_conv(conv.transpose(1, 2))  # [b, p, conv_dim]
         xBC = hf_mamba2.apply_mask_to_padding_states(m.act(conv), attention_mask)
@@ -382,8 +382,15 @@ class Mamba2Mixer(_SSMMixer):
             y = result  # [b, p, h, d]
         y = self.hook_y(y)
         gate = self.hook_gate(F.silu(gate.float()))
-        normed = self.hook_inner_norm(self._gated_norm(einops.rearrange(y, "b p h d -> b p (h d)"), gate))
-        return m.out_proj(normed.to(dtype))
+        return m.out_proj(self._gated_output(einops.rearrange(y, "b p h d -> b p (h d)"), gate).to(dtype))
+
+    def _project(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``in_proj``'s output ``[gate | xBC | Δ raw]``, as the HF mixer computes it from its input."""
+        return self.hf.in_proj(hidden_states)
+
+    def _gated_output(self, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """``out_proj``'s input from ``y`` ``[b, p, h·d]`` and ``SiLU(gate)``: the gated norm, ``hook_inner_norm``."""
+        return self.hook_inner_norm(self._gated_norm(y, gate))
 
     def _gated_norm(self, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """HF's ``MambaRMSNormGated.forward`` with ``SiLU(gate)`` given, so ``hook_gate`` sits in between.
@@ -441,6 +448,36 @@ class Mamba2Mixer(_SSMMixer):
         decay = torch.exp(hf_mamba2.segment_sum(einops.rearrange(dt * A, "b p h -> b h p")))  # [b, h, t, s]
         scores = einops.einsum(C, B, "b t h n, b s h n -> b h t s")
         return decay * scores * einops.rearrange(dt, "b s h -> b h 1 s")
+
+
+class FalconH1Mixer(Mamba2Mixer):
+    """HF ``FalconH1Mixer``: Mamba-2 with Falcon-H1's multipliers. Its input is scaled by ``ssm_in_multiplier`` and
+    ``in_proj``'s output by the per-channel ``mup_vector`` (``hook_in_proj`` is before that vector, the taps after it:
+    ``hook_conv``, ``hook_dt``… see what the scan reads). Where ``mamba_rms_norm`` is off the output is
+    ``y · SiLU(gate)`` with no norm (and no ``hook_inner_norm``); where it is on, the gated norm normalizes before
+    gating unless ``mamba_norm_before_gate`` is off."""
+
+    def __init__(self, hf_module: nn.Module, cfg: BridgeConfig, output_hook: bool = True) -> None:
+        taps = {"hook_in_proj": "in_proj"} | ({"hook_inner_norm": "norm"} if hf_module.mamba_rms_norm else {})
+        _SSMMixer.__init__(self, hf_module, cfg, taps, output_hook)
+
+    def _project(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        m = self.hf
+        return m.in_proj(hidden_states * m.ssm_in_multiplier) * m.mup_vector
+
+    def _gated_output(self, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        norm = self.hf.norm
+        if not self.hf.mamba_rms_norm:
+            return y * gate
+        if not norm.norm_before_gate:
+            y = y * gate
+        groups = einops.rearrange(y.float(), "... (g s) -> ... g s", g=norm.n_groups)
+        groups = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        normed = einops.rearrange(norm.weight, "(g s) -> g s", g=norm.n_groups) * groups
+        normed = einops.rearrange(normed, "... g s -> ... (g s)")
+        if norm.norm_before_gate:
+            normed = normed * gate
+        return self.hook_inner_norm(normed.to(y.dtype))
 
 
 def effective_attention(cache: PlainActivationCache, layer: int, model: HookedModel | None = None) -> torch.Tensor:

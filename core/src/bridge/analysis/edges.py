@@ -89,7 +89,9 @@ def _block_parts(model: HookedModelLike, layer: int) -> dict[str, Any]:
     if prefix + "hook_mlp_out" in names:
         parts["mlp"] = "hook_resid_mid" if prefix + "hook_resid_mid" in names else "hook_resid_pre"
     if prefix + "mixer.hook_ssm_out" in names:
-        parts["mixer"] = True
+        parts["mixer"] = "mixer.hook_ssm_out"
+    elif prefix + "hook_mixer_out" in names and prefix + "mixer.hook_y" in names:  # a hybrid's SSM block
+        parts["mixer"] = "hook_mixer_out"
     if not parts:
         raise BridgeError(
             f"block {layer} has no attention with per-head results, MLP or SSM mixer that edge attribution knows"
@@ -124,7 +126,7 @@ def build_graph(model: HookedModelLike) -> Graph:
                     receivers.append(Receiver(kv, port, layer, head, "hook_resid_pre"))
                     reads.append((layer, 0))
         if parts.get("mixer"):
-            writers.append(Node(f"s{layer}", "mixer", layer, hook=f"blocks.{layer}.mixer.hook_ssm_out"))
+            writers.append(Node(f"s{layer}", "mixer", layer, hook=f"blocks.{layer}.{parts['mixer']}"))
             order.append((layer, 0))
             receivers.append(Receiver(f"s{layer}", "in", layer, None, "hook_resid_pre"))
             reads.append((layer, 0))
@@ -260,7 +262,8 @@ def _hooks(model: HookedModelLike, graph: Graph, state: _RunState) -> list[tuple
                 hooks.append((f"{prefix}attn.hook_{port}", take_heads(layer, port)))
             hooks.append((prefix + "attn.hook_result", keep_heads(layer)))
         if "mixer" in kinds:
-            hooks.append((prefix + "mixer.hook_ssm_out", take_output(layer, f"s{layer}")))
+            mixer = next(w for w in graph.writers if w.kind == "mixer" and w.layer == layer)
+            hooks.append((str(mixer.hook), take_output(layer, mixer.name)))
         if "mlp" in kinds:
             if any(rec.point == "hook_resid_mid" and rec.layer == layer for rec in graph.receivers):
                 hooks.append((prefix + "hook_resid_mid", set_copies("hook_resid_mid", layer)))

@@ -48,6 +48,9 @@ _DTYPE_OF_OTHERS = frozenset({"type_as"})
 _SHAPE_ONLY = frozenset(
     {"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones", "new_empty", "new_full"}
 )
+#: Multiplications: by a Python number they commute with the readers' weights (Falcon-H1's µP multipliers
+#: between a norm and its projections), so the result is still the norm's output, scaled (bias-free norms only).
+_SCALINGS = frozenset({"mul", "__mul__", "__rmul__", "mul_"})
 #: Matrix products: a weight reading the norm's output (its module is found by the module trace).
 _PRODUCTS = frozenset({"linear", "addmm", "matmul", "__matmul__", "mm", "bmm", "baddbmm", "_grouped_mm", "grouped_mm"})
 
@@ -113,6 +116,7 @@ class _Trace(TorchFunctionMode):
         self.alive: list[torch.Tensor] = []  # keeps traced storages from being reused
         self.readers: dict[str, list[tuple[str, nn.Module]]] = defaultdict(list)
         self.misuse: dict[str, str] = {}
+        self.scaled: dict[str, str] = {}  # norm -> where a Python number multiplies its output
         self.products: dict[str, set[str]] = defaultdict(set)  # norm -> HF module paths running a product on it
         self.operands: dict[str, set[int]] = defaultdict(set)  # norm -> ids of parameters in an op with its output
         self.where: list[str] = []  # HF module paths, innermost last
@@ -151,7 +155,13 @@ class _Trace(TorchFunctionMode):
             return out
         if not results or name in _SHAPE_ONLY:
             return out
-        if name in _PASS_THROUGH and all(t.ndim and t.shape[-1] == self.d_model for t in results):
+        scalar = (
+            name in _SCALINGS and len(args) == 2 and not kwargs and isinstance(args[1 - _tensor_at(args)], float | int)
+        )
+        if scalar and all(t.ndim and t.shape[-1] == self.d_model for t in results):
+            for norm in sources:
+                self.scaled.setdefault(norm, f"`{name}` by {args[1 - _tensor_at(args)]} in {place}")
+        if (name in _PASS_THROUGH or scalar) and all(t.ndim and t.shape[-1] == self.d_model for t in results):
             for tensor in results:
                 for norm in sources:
                     self.mark(tensor, norm)
@@ -159,6 +169,11 @@ class _Trace(TorchFunctionMode):
         for norm in sources:
             self.misuse.setdefault(norm, f"`{name}` in {place}")
         return out
+
+
+def _tensor_at(args: tuple) -> int:
+    """Which of a binary operation's two arguments is the tensor (0 unless only the second is)."""
+    return 0 if isinstance(args[0], torch.Tensor) else 1
 
 
 def find_readers(
@@ -195,6 +210,9 @@ def find_readers(
     finally:
         for handle in handles:
             handle.remove()
+    for name, norm in norms.items():
+        if name in trace.scaled and getattr(norm, "bias", None) is not None:
+            trace.misuse.setdefault(name, f"{trace.scaled[name]} (a scaled output of a norm with a bias)")
     return {name: _innermost_readers(name, trace, d_model) for name in norms}
 
 

@@ -70,6 +70,14 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
             f"{block.output_hook}), so no sum of cached writes is the stream the next block reads; the cache "
             "analysis covers pre-norm blocks only"
         )
+    for total, terms in block.algebra:
+        if not any(term in _STATES for term in terms):
+            raise AnalysisError(
+                f"block {layer} ({type(block).__name__}) computes its {total} as {' + '.join(terms)}: no earlier "
+                "residual state is among the terms (the block carries a transform of the stream on, e.g. a scaled "
+                "norm of it), so no sum of cached writes is the stream; the cache analysis covers blocks that add "
+                "their writes to the stream"
+            )
     writes: list[str] = []
     mid_writes: tuple[str, ...] = ()
     for total, terms in block.algebra:
@@ -91,18 +99,25 @@ def block_layout(block: nn.Module, layer: int) -> BlockLayout:
         ]
         for child, names in block.sublayer_output_modules.items()
     }
-    heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not)
-    neurons_write = _sublayer_writes("mlp", applied.get("mlp", []), "mlp_out", children, layer, why_not)
+    heads_write = _sublayer_writes("attn", applied.get("attn", []), "attn_out", children, layer, why_not, writes)
+    neurons_write = _sublayer_writes("mlp", applied.get("mlp", []), "mlp_out", children, layer, why_not, writes)
     gated = "attn" in children and not getattr(children["attn"], "z_feeds_out_proj", True)
-    if block.residual_scale != 1.0:
-        for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
-            why_not.setdefault(
-                child,
-                f"block {layer} scales its {child} output by {block.residual_scale} (residual_scale) before adding "
-                f"it to the residual stream, so its per-head or per-neuron results do not add up to hook_{write}; "
-                f"decompose it per layer with decompose_resid ({write}) instead",
-            )
-        heads_write = neurons_write = gated = False
+    scales = {child: (block.residual_scale, "residual_scale") for child in ("attn", "mlp")}
+    scales |= {child: (scale, "result_scales") for child, scale in block.result_scales.items()}
+    for child, write in (("attn", "attn_out"), ("mlp", "mlp_out")):
+        scale, field = scales[child]
+        if scale == 1.0:
+            continue
+        why_not.setdefault(
+            child,
+            f"block {layer} scales its {child} output by {scale} ({field}) before adding it to the residual "
+            f"stream, so its per-head or per-neuron results do not add up to hook_{write}; decompose it per "
+            f"layer with decompose_resid ({write}) instead",
+        )
+        if child == "attn":
+            heads_write = gated = False
+        else:
+            neurons_write = False
     if neurons_write and not hasattr(children["mlp"], "hook_post"):
         neurons_write = False
         why_not["mlp"] = (
@@ -130,11 +145,25 @@ def _short(hook_name: str) -> str:
 
 
 def _sublayer_writes(
-    child: str, applied: list[str], write: str, children: dict[str, nn.Module], layer: int, why_not: dict[str, str]
+    child: str,
+    applied: list[str],
+    write: str,
+    children: dict[str, nn.Module],
+    layer: int,
+    why_not: dict[str, str],
+    stream_writes: list[str],
 ) -> bool:
     if child not in children:
         kind = "attention" if child == "attn" else "MLP"
         why_not[child] = f"block {layer} has no {kind} (it writes {_writes_hint(children)})"
+        return False
+    if write not in stream_writes:
+        kind = "attention" if child == "attn" else "MLP"
+        why_not[child] = (
+            f"block {layer}'s {kind} does not write to the residual stream (its output feeds another sublayer; "
+            f"the stream takes {', '.join(stream_writes)}), so its per-head or per-neuron results are not part of "
+            "the stream"
+        )
         return False
     if child == "attn" and not getattr(children[child], "z_feeds_out_proj", True):
         why_not[child] = (

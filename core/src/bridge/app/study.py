@@ -1,7 +1,8 @@
 """One induction study, run unchanged on a trained model of every family: ``bridge demo --all``.
 
-For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2…) the same code
-measures, from hooks alone:
+For each model (``examples/models/induction-*``: GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2…, and hybrids such as
+``hybrid-induction``, whose attention and SSM blocks are studied each as what it is) the same code measures, from
+hooks alone:
 
 1. the loss on a repeated random sequence's second copy, clean (``BOS A A``) and corrupted (``BOS A A'``: the
    second copy replaced by fresh tokens, so nothing there can be copied; the metric still scores ``A``);
@@ -21,9 +22,11 @@ Results print as one table and draw as one figure.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import torch
 
 from bridge.analysis import attribution, patching
 from bridge.analysis.protocol import HookedModelLike
-from bridge.app.induction import head_scores, repeated_tokens
+from bridge.app.induction import head_scores, induction_scores, repeated_tokens
 from bridge.kernel import resolution
 from bridge.kernel.errors import BridgeError
 
@@ -104,85 +107,101 @@ def repeated_half_log_prob(tokens: torch.Tensor, length: int) -> Callable[[torch
     return metric
 
 
-def _units(model: HookedModelLike) -> str:
-    """``"heads"`` where every block has attention patterns, ``"mixers"`` where every block is an SSM."""
-    layers = range(model.cfg.n_layers)
-    if all(f"blocks.{i}.attn.hook_pattern" in model.hook_dict for i in layers):
-        return "heads"
-    if all(f"blocks.{i}.mixer.hook_y" in model.hook_dict for i in layers):
-        return "mixers"
-    raise BridgeError(f"{model.cfg.architecture}: the study needs attention in every block or an SSM in every block")
+def _layers_with(model: HookedModelLike, hook: str) -> list[int]:
+    return [i for i in range(model.cfg.n_layers) if patching.hook_name(hook, i) in model.hook_dict]
 
 
-#: Per kind of model: the by-position sweep of its units, the all-position sweep, and its name for a unit.
-UNITS = {
-    "heads": ("z", patching.get_act_patch_attn_head_out_by_pos, "z", ("layer", "head"), "head"),
-    "mixers": ("mixer.hook_ssm_out", patching.get_act_patch_mixer_out, "mixer.hook_y", ("layer", "channel"), "channel"),
-}
+def _mixer_out(model: HookedModelLike) -> str:
+    """The hook of an SSM mixer's write: its own ``mixer.hook_ssm_out``, or the block's ``hook_mixer_out`` (hybrids)."""
+    return "mixer.hook_ssm_out" if _layers_with(model, "mixer.hook_ssm_out") else "hook_mixer_out"
+
+
+def _units(model: HookedModelLike) -> list[str]:
+    """What mixes tokens: ``"heads"`` (attention patterns) and/or ``"mixers"`` (SSM): a hybrid has both, block by
+    block (and may have blocks with only an MLP)."""
+    heads, mixers = _layers_with(model, "attn.hook_pattern"), _layers_with(model, "mixer.hook_y")
+    if not heads and not mixers:
+        raise BridgeError(f"{model.cfg.architecture}: the study needs attention heads or SSM mixers")
+    return [kind for kind, layers in (("heads", heads), ("mixers", mixers)) if layers]
+
+
+def _unit_hooks(model: HookedModelLike, units: str) -> tuple[str, patching.PatchSetter, tuple[str, ...], str, str]:
+    """Per kind of unit: its by-position sweep (hook, setter, axes), the hook of its units at every position
+    (heads' ``z``, or the SSM channels or heads of ``hook_y``) and the axis that counts them."""
+    if units == "heads":
+        return "z", patching.layer_pos_head_vector_patch_setter, ("layer", "pos", "head"), "z", "head"
+    return _mixer_out(model), patching.layer_pos_patch_setter, ("layer", "pos"), "mixer.hook_y", "channel"
 
 
 def _exact_and_estimates(
-    model: HookedModelLike, clean: torch.Tensor, corrupt: torch.Tensor, metric: Any, units: str
+    model: HookedModelLike, clean: torch.Tensor, corrupt: torch.Tensor, metric: Any, kinds: list[str]
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Exact patching effects (patched minus corrupted metric) and their AtP/AtP*/IG estimates: the residual
-    stream and the units (heads or mixers) by position, and the units (heads or SSM channels) at every position."""
-    by_pos, by_pos_sweep, unit_hook, unit_axes, _ = UNITS[units]
+    stream and the units (heads and/or mixers) by position, and the units (heads, SSM channels or SSM heads) at
+    every position (``"units:<kind>"``; NaN in layers without that kind)."""
     _, clean_cache = model.run_with_cache(clean)
     with torch.no_grad():
         base = float(metric(model(corrupt)))
-    exact = {
-        "resid_pre": patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric, verbose=False),
-        by_pos: by_pos_sweep(model, corrupt, clean_cache, metric, verbose=False),
-        "units": patching.generic_activation_patch(
-            model,
-            corrupt,
-            clean_cache,
-            metric,
-            patching.layer_head_vector_patch_setter,
-            unit_hook,
-            unit_axes,
-            verbose=False,
-        ),
-    }
+
+    def sweep(hook: str, setter: patching.PatchSetter, axes: tuple[str, ...]) -> torch.Tensor:
+        return patching.generic_activation_patch(model, corrupt, clean_cache, metric, setter, hook, axes, verbose=False)
+
+    exact = {"resid_pre": sweep("resid_pre", patching.layer_pos_patch_setter, ("layer", "pos"))}
+    for kind in kinds:
+        by_pos, setter, axes, unit_hook, unit_axis = _unit_hooks(model, kind)
+        exact[by_pos] = sweep(by_pos, setter, axes)
+        exact[f"units:{kind}"] = sweep(unit_hook, patching.layer_head_vector_patch_setter, ("layer", unit_axis))
     exact = {name: values - base for name, values in exact.items()}
-    layers = range(model.cfg.n_layers)
-    hooks = [patching.hook_name(name, layer) for name in ("resid_pre", by_pos) for layer in layers]
-    unit_hooks = [patching.hook_name(unit_hook, layer) for layer in layers]
+    positional = [name for name in exact if not name.startswith("units:")]
+    hooks = [h for name in positional for h in map(partial(patching.hook_name, name), range(model.cfg.n_layers))]
+    hooks = [h for h in hooks if h in model.hook_dict]
     estimates: dict[str, dict[str, torch.Tensor]] = {}
     for method in ("atp", "atp*", "ig"):
         found = attribution.attribute(model, clean, corrupt, metric, hooks=hooks, method=method, verbose=False)
-        per_unit = attribution.attribute(
-            model, clean, corrupt, metric, hooks=unit_hooks, method=method, granularity="element", verbose=False
-        )
-        estimates[method] = {name: found.stack(name) for name in ("resid_pre", by_pos)}
-        # [layer, pos, head, d] or [layer, pos, channel] -> [layer, unit]: every position of a unit at once
-        stacked = per_unit.stack(unit_hook)
-        estimates[method]["units"] = stacked.sum(dim=1) if stacked.ndim == 3 else stacked.sum(dim=(1, 3))
+        estimates[method] = {name: found.stack(name) for name in positional}
+        for kind in kinds:
+            unit_hook = _unit_hooks(model, kind)[3]
+            unit_hooks = [patching.hook_name(unit_hook, layer) for layer in _layers_with(model, unit_hook)]
+            per_unit = attribution.attribute(
+                model, clean, corrupt, metric, hooks=unit_hooks, method=method, granularity="element", verbose=False
+            )
+            # [layer, pos, head, d] or [layer, pos, channel] -> [layer, unit]: every position of a unit at once
+            stacked = per_unit.stack(unit_hook)
+            estimates[method][f"units:{kind}"] = stacked.sum(dim=1) if stacked.ndim == 3 else stacked.sum(dim=(1, 3))
     return exact, estimates
 
 
 def _compare(exact: dict[str, torch.Tensor], estimates: dict[str, dict[str, torch.Tensor]], k: int):
-    """Spearman ρ over every by-position node (residual stream and units together) and the share of the ``k``
-    units with the largest exact effect that the estimate also ranks top ``k``. AtP* (a magnitude) is compared
-    with |exact|."""
-    positional = [name for name in exact if name != "units"]
+    """Spearman ρ over every by-position node (residual stream and units together; NaN where a layer lacks a
+    hook left out) and the share of the ``k`` units (of every kind) with the largest exact effect that the
+    estimate also ranks top ``k``. AtP* (a magnitude) is compared with |exact|."""
+    positional = [name for name in exact if not name.startswith("units:")]
+    units = [name for name in exact if name.startswith("units:")]
     truth = torch.cat([exact[name].flatten() for name in positional])
+    unit_truth = torch.cat([exact[name].flatten() for name in units])
     correlations, top = {}, {}
     for method, found in estimates.items():
         guess = torch.cat([found[name].flatten() for name in positional])
         correlations[method] = attribution.rank_correlation(guess, truth.abs() if method == "atp*" else truth)
-        top[method] = attribution.top_k_agreement(found["units"], exact["units"], k)
+        unit_guess = torch.cat([found[name].flatten() for name in units])
+        top[method] = attribution.top_k_agreement(unit_guess, unit_truth, k)
     return correlations, top
 
 
 def _carrier_heads(model: HookedModelLike, clean: torch.Tensor, length: int) -> str:
-    scores = head_scores(model, clean, length)
-    layer, head = scores.top("induction")
-    prev_layer, prev_head = scores.top("previous_token")
-    return (
-        f"induction head {layer}.{head} ({scores.induction[layer, head]:.2f}), previous-token head "
-        f"{prev_layer}.{prev_head} ({scores.previous_token[prev_layer, prev_head]:.2f})"
-    )
+    layers = _layers_with(model, "attn.hook_pattern")
+    if len(layers) == model.cfg.n_layers:
+        scores = head_scores(model, clean, length)
+        layer, head = scores.top("induction")
+        prev_layer, prev_head = scores.top("previous_token")
+        return (
+            f"induction head {layer}.{head} ({scores.induction[layer, head]:.2f}), previous-token head "
+            f"{prev_layer}.{prev_head} ({scores.previous_token[prev_layer, prev_head]:.2f})"
+        )
+    _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith("hook_pattern"), return_type=None)
+    induction = torch.stack([induction_scores(cache["pattern", i], length) for i in layers])  # [attn layer, head]
+    row, head = divmod(int(induction.argmax()), induction.shape[1])
+    return f"induction head {layers[row]}.{head} ({induction[row, head]:.2f})"
 
 
 def _carrier_mixers(
@@ -192,16 +211,16 @@ def _carrier_mixers(
     (Mamba-2, ``hook_y`` ``[b, p, h, d]``) whose ``hook_y`` patch matters most; and the induction score of each one's
     effective attention (from ``hook_dt`` and ``hook_x_proj``, or ``hook_B``/``hook_C``): the share of its attention
     from a second-copy token to the token after that token's first occurrence."""
-    mixers = exact["mixer.hook_ssm_out"].sum(dim=1)  # [layer]
-    layer = int(mixers.argmax())
-    units = exact["units"][layer]  # [channel] or [SSM head]
+    mixers = exact[_mixer_out(model)].sum(dim=1)  # [layer], NaN where a layer has attention instead
+    layer = int(mixers.nan_to_num(-math.inf).argmax())
+    units = exact["units:mixers"][layer]  # [channel] or [SSM head]
     unit = "SSM heads" if _y_is_per_head(model, layer) else "SSM channels"
     top = torch.topk(units, min(k, units.numel())).indices.tolist()
     share = float(units[top].sum() / units.clamp_min(0).sum())
     carrier = f"mixer {layer}; {unit} {', '.join(map(str, top))} ({share:.0%} of its {unit}' patching effect)"
     notes = [
         "patching each mixer's output at every position changes the log-prob by "
-        + ", ".join(f"{float(v):+.2f} (mixer {i})" for i, v in enumerate(mixers))
+        + ", ".join(f"{float(v):+.2f} (mixer {i})" for i, v in enumerate(mixers) if not v.isnan())
     ]
     effective = getattr(model.blocks[layer].mixer, "effective_attention", None)
     if effective is not None:
@@ -251,15 +270,19 @@ def run_study(model_dir: str | Path, batch: int = 8, length: int = 20, seed: int
     metric = repeated_half_log_prob(clean, length)
     with torch.no_grad():
         loss_clean, loss_corrupt = -float(metric(model(clean))), -float(metric(model(corrupt)))
-    units = _units(model)
-    k = 5 if units == "mixers" and not _y_is_per_head(model, 0) else 3  # Mamba-1's channels are many
-    exact, estimates = _exact_and_estimates(model, clean, corrupt, metric, units)
+    kinds = _units(model)
+    ssm_layers = _layers_with(model, "mixer.hook_y")
+    k = 5 if ssm_layers and not _y_is_per_head(model, ssm_layers[0]) else 3  # Mamba-1's channels are many
+    exact, estimates = _exact_and_estimates(model, clean, corrupt, metric, kinds)
     correlations, top = _compare(exact, estimates, k)
+    carriers: list[str] = []
     notes: list[str] = []
-    if units == "heads":
-        carrier = _carrier_heads(model, clean, length)
-    else:
-        carrier, notes = _carrier_mixers(model, clean, length, exact, k)
+    if "heads" in kinds:
+        carriers.append(_carrier_heads(model, clean, length))
+    if "mixers" in kinds:
+        mixer_carrier, notes = _carrier_mixers(model, clean, length, exact, k)
+        carriers.append(mixer_carrier)
+    carrier = "; ".join(carriers)
     circuit = _circuit(model, clean, corrupt, metric)
     parameters = sum(p.numel() for p in model.hf_model.parameters())
     name = Path(model_dir).name
@@ -281,10 +304,12 @@ def run_study(model_dir: str | Path, batch: int = 8, length: int = 20, seed: int
 
 
 def find_models(root: str | Path = DEFAULT_MODELS) -> list[Path]:
-    """The trained induction models under ``root`` (``induction-*`` directories), ``induction-2l`` first."""
-    found = sorted(p for p in Path(root).glob("induction-*") if (p / "config.json").exists())
+    """The trained induction models under ``root`` (``induction-*`` and ``*-induction`` directories, such as
+    ``hybrid-induction``), ``induction-2l`` first."""
+    candidates = {*Path(root).glob("induction-*"), *Path(root).glob("*-induction")}
+    found = sorted(p for p in candidates if (p / "config.json").exists())
     if not found:
-        raise BridgeError(f"no induction-* model directories under {root}")
+        raise BridgeError(f"no induction-* or *-induction model directories under {root}")
     return sorted(found, key=lambda p: (p.name != "induction-2l", p.name))
 
 

@@ -43,19 +43,25 @@ def rotation(rot: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.
     return factor, per_feature, first
 
 
-def rotated_features(cache: Any, base: str) -> int | None:
-    """How many features per head rotary moves in the attention ``base`` (``blocks.0.attn.``), from its hooks;
-    ``None`` where it has no ``hook_rot_q``."""
+def rotated_features(cache: Any, base: str, attn: Any = None) -> int | None:
+    """How many features per head rotary moves in the attention ``base`` (``blocks.0.attn.``, the component
+    ``attn``), from its hooks; ``None`` where it has no ``hook_rot_q``."""
     if f"{base}hook_rot_q" not in cache:
         return None
-    _, per_feature, _ = rotation(cache[f"{base}hook_rot_q"], _pre_rotary(cache, base, "q"))
+    _, per_feature, _ = rotation(cache[f"{base}hook_rot_q"], _pre_rotary(cache, base, "q", attn))
     return int((per_feature > UNROTATED).sum())
 
 
-def _pre_rotary(cache: Any, base: str, which: str) -> torch.Tensor:
-    """What rotary rotates: the q/k norm's output where there is one, else the projection."""
+def _pre_rotary_name(cache: Any, base: str, which: str, attn: Any = None) -> str:
+    """The hook holding what rotary rotates: the q/k norm's output where there is one before rotary, else the
+    projection (an attention whose norms come after rotary, HunYuan's, says so with ``qk_norms_after_rotary``)."""
     normed = f"{base}hook_{which}_normed"
-    return cache[normed] if normed in cache else cache[f"{base}hook_{which}"]
+    before = normed in cache and not getattr(attn, "qk_norms_after_rotary", False)
+    return normed if before else f"{base}hook_{which}"
+
+
+def _pre_rotary(cache: Any, base: str, which: str, attn: Any = None) -> torch.Tensor:
+    return cache[_pre_rotary_name(cache, base, which, attn)]
 
 
 def _expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -63,12 +69,11 @@ def _expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.repeat_interleave(heads // x.shape[2], dim=2)
 
 
-def _check_rotary(cache: Any, base: str) -> None:
+def _check_rotary(cache: Any, base: str, attn: Any = None) -> None:
     for which in ("q", "k"):
-        rot, pre = cache[f"{base}hook_rot_{which}"], _pre_rotary(cache, base, which)
-        what = (
-            f"{base}hook_rot_{which} vs {base}hook_{which}{'_normed' if f'{base}hook_{which}_normed' in cache else ''}"
-        )
+        name = _pre_rotary_name(cache, base, which, attn)
+        rot, pre = cache[f"{base}hook_rot_{which}"], cache[name]
+        what = f"{base}hook_rot_{which} vs {name}"
         if tuple(rot.shape) != tuple(pre.shape):
             fail(f"{what}: shapes {tuple(rot.shape)} and {tuple(pre.shape)}; rotary keeps a head's shape")
         _, _, first = rotation(rot, pre)
@@ -80,11 +85,20 @@ def _check_rotary(cache: Any, base: str) -> None:
             )
 
 
-def _scores_from_hooks(cache: Any, base: str, heads: int) -> torch.Tensor:
-    """``q · kᵀ`` per head ``[b, h, q, k]`` (float64) from the rotated (else projected) queries and keys."""
-    rotary = f"{base}hook_rot_q" in cache
-    q = cache[f"{base}hook_rot_q" if rotary else f"{base}hook_q"].double()
-    k = cache[f"{base}hook_rot_k" if rotary else f"{base}hook_k"].double()
+def _score_inputs(cache: Any, base: str, attn: Any = None) -> tuple[str, str]:
+    """The hooks holding the queries and keys the scores are made of."""
+    if getattr(attn, "qk_norms_after_rotary", False):
+        return f"{base}hook_q_normed", f"{base}hook_k_normed"
+    if f"{base}hook_rot_q" in cache:
+        return f"{base}hook_rot_q", f"{base}hook_rot_k"
+    return f"{base}hook_q", f"{base}hook_k"
+
+
+def _scores_from_hooks(cache: Any, base: str, heads: int, attn: Any = None) -> torch.Tensor:
+    """``q · kᵀ`` per head ``[b, h, q, k]`` (float64) from the rotated (else projected) queries and keys, or the
+    q/k norms' outputs where those come after rotary (``qk_norms_after_rotary``)."""
+    q_name, k_name = _score_inputs(cache, base, attn)
+    q, k = cache[q_name].double(), cache[k_name].double()
     if q.shape[-1] != k.shape[-1]:
         fail(f"{base}: queries have {q.shape[-1]} features per head, keys {k.shape[-1]}; their product is the scores")
     return einops.einsum(q, _expand_heads(k, heads), "b q h d, b k h d -> b h q k")
@@ -96,17 +110,17 @@ def _check_scores(pair: Pair, cache: Any, base: str, attn: Any, alibi: bool) -> 
     attention module's ``scaling`` where it has one; soft-capped scores are compared after undoing the cap."""
     scores = cache[f"{base}hook_attn_scores"].double()
     heads = scores.shape[1]
-    qk = _scores_from_hooks(cache, base, heads)
+    qk = _scores_from_hooks(cache, base, heads, attn)
     valid = scores > torch.finfo(cache[f"{base}hook_attn_scores"].dtype).min / 2
     cap = getattr(getattr(attn.hf_module, "config", None), "attn_logit_softcapping", None)
     wanted = getattr(attn.hf_module, "scaling", None)
     wanted = float(wanted) if isinstance(wanted, float | int) else None
     reduction = cache[f"{base}hook_attn_scores"].shape[-1] + qk.shape[-1]
     bound = TOLERANCE + rounding_bound(float(scores[valid].abs().max()) + 1.0, reduction)
-    rot = "rot_" if f"{base}hook_rot_q" in cache else ""
+    q_name, k_name = (n.removeprefix(base) for n in _score_inputs(cache, base, attn))
     if cap and wanted is not None:  # soft-capped: compare tanh(s q·k / cap) · cap, HF's own formula
         expected = torch.where(valid, torch.tanh(wanted * qk / cap) * cap, scores)
-        what = f"{base}hook_attn_scores vs tanh({wanted:.4g} × hook_{rot}q · hook_{rot}k / {cap:g}) × {cap:g}"
+        what = f"{base}hook_attn_scores vs tanh({wanted:.4g} × {q_name} · {k_name} / {cap:g}) × {cap:g}"
         expect_close(scores, expected, what + " (unmasked entries)", tolerance=bound)
         return
     if cap:
@@ -118,7 +132,7 @@ def _check_scores(pair: Pair, cache: Any, base: str, attn: Any, alibi: bool) -> 
     s_vals, qk_vals = scores[valid], qk[valid]
     scale = float((s_vals * qk_vals).sum() / (qk_vals * qk_vals).sum().clamp_min(1e-30))
     expected = torch.where(valid, scale * qk, scores)
-    what = f"{base}hook_attn_scores vs {scale:.4g} × hook_{rot}q · hook_{rot}k (unmasked entries" + (
+    what = f"{base}hook_attn_scores vs {scale:.4g} × {q_name} · {k_name} (unmasked entries" + (
         ", differences between sequences: ALiBi's bias cancels)" if alibi else ")"
     )
     expect_close(scores, expected, what, tolerance=bound)
@@ -159,7 +173,7 @@ def check_attention_algebra(pair: Pair) -> None:
             child = next(name for name, m in block.named_children() if m is attn)
             base = f"{prefix}blocks.{layer}.{child}."
             if f"{base}hook_rot_q" in cache:
-                _check_rotary(cache, base)
+                _check_rotary(cache, base, attn)
             if all(f"{base}hook_{n}" in cache for n in ("q", "k", "attn_scores")):
                 _check_scores(pair, cache, base, attn, alibi and part is pair.bridge)
             if f"{base}hook_attn_scores" in cache and f"{base}hook_pattern" in cache:
@@ -304,6 +318,16 @@ def _check_attention_views(cache: Any, base: str, attn: Any, x: torch.Tensor | N
         expect_close(got, expected, what, tolerance=_bound(x, weight))
 
 
+def _own_activation(mlp: Any) -> Any:
+    """The HF MLP's own activation module when it has trained parameters (Apertus's xIELU ``alpha_p``/``alpha_n``),
+    run in its parameters' dtype: ``ACT2FN`` would build one with default parameters."""
+    own = getattr(getattr(mlp, "hf_module", None), "act_fn", None)
+    params = list(own.parameters()) if isinstance(own, torch.nn.Module) else []
+    if not params:
+        return None
+    return lambda t: own(t.to(params[0].dtype)).double()
+
+
 def _check_mlp(cache: Any, base: str, mlp: Any, cfg: Any, x: torch.Tensor | None, out: torch.Tensor | None) -> None:
     pre, post = cache[f"{base}.hook_pre"].double(), cache[f"{base}.hook_post"].double()
     linear = cache.get(f"{base}.hook_pre_linear")
@@ -322,7 +346,7 @@ def _check_mlp(cache: Any, base: str, mlp: Any, cfg: Any, x: torch.Tensor | None
     act_name = cfg.act_fn
     if act_name not in ACT2FN:
         fail(f"cfg.act_fn is {act_name!r}, which names no activation transformers knows (ACT2FN); set the HF name")
-    act = ACT2FN[act_name]
+    act = _own_activation(mlp) or ACT2FN[act_name]
     expected = act(pre) * linear.double() if gated else act(pre)
     formula = f"{act_name}(hook_pre) * hook_pre_linear" if gated else f"{act_name}(hook_pre)"
     bound = TOLERANCE + rounding_bound(float(post.abs().max()) + 1, 16)

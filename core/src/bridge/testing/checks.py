@@ -389,7 +389,9 @@ def _ablation_layers(pair: Pair) -> list[tuple[str, Any, int]]:
 @conformance_check
 def check_head_ablation(pair: Pair, layer: int | None = None, head: int = 1) -> None:
     """Zeroing head ``head`` at ``hook_z`` equals zeroing its rows of the HF output projection, in the first
-    attention layer of each kind of each part (``layer``: that block of the first part only)."""
+    attention layer of each kind of each part (``layer``: that block of the first part only). Where that
+    projection's weight is shared with other layers (Zamba2's shared block), its input rows are zeroed at that
+    layer's module only (a forward pre-hook), since the hook ablates that layer only."""
     tokens = pair.tokens()
     if layer is not None:
         prefix, part = pair.parts()[0]
@@ -416,13 +418,30 @@ def check_head_ablation(pair: Pair, layer: int | None = None, head: int = 1) -> 
         surgery = copy.deepcopy(pair.reference)
         out_proj = surgery.get_submodule(hf_path(pair.bridge, attn.out_proj))
         d = weight_in_out(out_proj).shape[0] // attn.n_heads  # z's head size (MLA: d_head_v)
-        with torch.no_grad():
-            weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
+        shared = sum(getattr(m, "weight", None) is out_proj.weight for m in surgery.modules()) > 1
+        if shared:  # weights reused at other depths (Zamba2): zero the head's input at this depth's module only
+            handle = out_proj.register_forward_pre_hook(_zero_head_input(head, d))
+        else:
+            with torch.no_grad():
+                weight_in_out(out_proj)[head * d : (head + 1) * d] = 0.0
         expected = pair.reference_output(tokens, model=surgery)
+        if shared:
+            handle.remove()
         what = f"{name} head {head} zeroed vs its out_proj rows zeroed in the HF reference"
         expect_close(got, expected, what)
         if not max_diff(expected, baseline, what) > 1e-3:
             raise CheckNotRun(f"zeroing head {head} of {name} barely moves the reference's output")
+
+
+def _zero_head_input(head: int, d: int) -> Any:
+    """A forward pre-hook zeroing head ``head``'s ``d`` input features of an output projection."""
+
+    def zero(_module: nn.Module, args: tuple) -> tuple:
+        z = args[0].clone()
+        z[..., head * d : (head + 1) * d] = 0.0
+        return (z, *args[1:])
+
+    return zero
 
 
 def _child_name(block: nn.Module, child: nn.Module) -> str:
@@ -513,7 +532,8 @@ def _block_of(pair: Pair, name: str) -> tuple[Any, int, Block]:
 def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str, torch.Tensor]:
     """d(scalar)/d(activation) from the reference's autograd, all in one forward and one backward pass: the
     reference's block outputs and output-projection inputs are captured as they are computed (still in the graph),
-    and each ``resid_mid`` is the block output's gradient plus its pull-back through the reference's MLP."""
+    and each ``resid_mid`` is the block output's gradient plus its pull-back through the reference's MLP (or, where
+    the block's output is not ``resid_mid`` plus a write, the gradient at the reference's ``ln2`` input itself)."""
     reference = pair.reference
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -553,7 +573,12 @@ def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str,
     finally:
         for handle in handles:
             handle.remove()
-    keys = [k for k in dict.fromkeys(captured) if not k.endswith("hook_resid_mid")]
+    # where resid_post is not resid_mid plus the MLP's write (MiniMax carries a scaled norm of resid_mid on), the
+    # gradient at resid_mid is taken at HF's own ln2 input, the same tensor
+    direct = {
+        name for name, (block, _) in mids.items() if "hook_resid_mid" not in dict(block.algebra)["hook_resid_post"]
+    }
+    keys = [k for k in dict.fromkeys(captured) if not k.endswith("hook_resid_mid") or k in direct]
     missing = [k for k in keys if not captured[k].requires_grad]
     if missing:
         raise CheckNotRun(f"the HF reference's activations at {missing} are not part of its autograd graph")
@@ -561,7 +586,9 @@ def _reference_gradients(pair: Pair, tokens: Any, names: list[str]) -> dict[str,
     expected: dict[str, torch.Tensor] = {}
     for name in names:
         _, _, block = _block_of(pair, name)
-        if name.endswith("hook_resid_mid"):
+        if name in direct:
+            expected[name] = grads[name]
+        elif name.endswith("hook_resid_mid"):
             post = grads[mids[name][1]]
             mid = captured[name].detach().clone().requires_grad_(True)
             with torch.enable_grad():

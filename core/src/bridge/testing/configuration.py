@@ -26,7 +26,8 @@ def check_config(pair: Pair) -> None:
     """``cfg`` says what the model is: ``n_layers`` (its blocks), ``d_vocab``/``d_vocab_out`` (HF's vocabulary, the
     unembedding's rows), ``n_ctx`` (HF's context), ``original_architecture`` (the HF class), ``normalization_type``,
     ``final_rms`` and ``eps`` (the norm components, which ``check_norms_match_hf`` holds to HF's), ``gated_mlp``
-    (MLPs with ``hook_pre_linear``), ``attn_only``, ``parallel_attn_mlp`` (blocks without ``hook_resid_mid``),
+    (MLPs with ``hook_pre_linear``), ``attn_only``, ``parallel_attn_mlp`` (blocks without ``hook_resid_mid`` whose
+    attention and MLP outputs are both added to ``hook_resid_pre``),
     ``positional_embedding_type`` (``"rotary"`` exactly where attention has ``hook_rot_q``) and ``rotary_dim``
     (the features per head that rotary moves, measured from ``hook_rot_q`` against the pre-rotary query)."""
     model, cfg = pair.bridge, pair.bridge.cfg
@@ -82,7 +83,9 @@ def _check_block_fields(model: Any, expect: Any) -> None:
     attention_blocks = [i for i, block in enumerate(model.blocks) if attention_of(block) is not None and has_mlp]
     if attention_blocks:
         first = attention_blocks[0]
-        parallel = f"blocks.{first}.hook_resid_mid" not in hooks and f"blocks.{first}.hook_mlp_out" in hooks
+        parallel = f"blocks.{first}.hook_resid_mid" not in hooks and any(
+            {"hook_attn_out", "hook_mlp_out"} <= set(terms) for _, terms in model.blocks[first].algebra
+        )
         expect("parallel_attn_mlp", cfg.parallel_attn_mlp, parallel, f"block {first}'s hooks (no hook_resid_mid)")
 
 
@@ -100,7 +103,7 @@ def _check_positions(pair: Pair, expect: Any) -> None:
         child = next(
             n for n, m in model.blocks[rotary[0]].named_children() if m is attention_of(model.blocks[rotary[0]])
         )
-        moved = rotated_features(cache, f"blocks.{rotary[0]}.{child}.")
+        moved = rotated_features(cache, f"blocks.{rotary[0]}.{child}.", attention_of(model.blocks[rotary[0]]))
         expect("rotary_dim", cfg.rotary_dim, moved, f"the features hook_rot_q moves in block {rotary[0]}")
     elif attends and cfg.positional_embedding_type == "rotary":
         expect("positional_embedding_type", cfg.positional_embedding_type, "not rotary", "no attention has hook_rot_q")

@@ -94,13 +94,17 @@ def all_opt_ins(model: Bridge) -> Iterator[list[str]]:
 def uses_rotary(hf_model: torch.nn.Module, scope: str = "") -> bool:
     """Whether the HF model (its module at ``scope``: one part of a composite model) rotates queries and keys:
     a rotary module, or a rotary setting in its config (``rope_parameters``, ``rotary_dim``…; and no ALiBi switch
-    turning it off)."""
+    turning it off, nor a switch turning it off where the config keeps RoPE settings anyway: Zamba2's
+    ``use_mem_rope``, Granite-4's ``position_embedding_type`` other than ``"rope"``)."""
     module = hf_model.get_submodule(scope)
     config = _config_of(hf_model, scope)
     if getattr(config, "alibi", False):
         return False
     if any("Rotary" in type(m).__name__ for m in module.modules()):
         return True
+    kind = getattr(config, "position_embedding_type", "rope")  # Granite-4: None or "nope" without RoPE
+    if getattr(config, "use_mem_rope", None) is False or kind not in ("rope", "rotary"):
+        return False
     keys = ("rope_parameters", "rotary_dim", "rope_theta", "rotary_pct", "partial_rotary_factor")
     return any(getattr(config, key, None) for key in keys) or getattr(config, "position_embedding_type", "") == "rotary"
 
@@ -272,6 +276,18 @@ def _recorder(seen: list[tuple[int, ...]]) -> Any:
     return record
 
 
+def _norm_width(model: Bridge, name: str, expected: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The contract's shape of a norm's ``hook_normalized``, ``[b, p, d_model]``, with the width of the norm's own
+    weight where it normalizes something wider (Zamba2's shared block reads ``[resid | embed]``, ``2·d_model``)."""
+    if expected is None or not name.endswith(".hook_normalized"):
+        return expected
+    norm = model.get_submodule(name.rsplit(".", 1)[0])
+    weight = getattr(norm.hf, "weight", None) if isinstance(norm, Norm) else None
+    if weight is None or weight.ndim != 1:
+        return expected
+    return (*expected[:-1], weight.shape[0])
+
+
 @conformance_check(paths=("native",))
 def check_shapes(pair: Pair) -> None:
     """Every hook point of ``hook_dict`` (opt-in ones enabled) fires once with the contract's shape
@@ -295,7 +311,7 @@ def check_shapes(pair: Pair) -> None:
             part = dict(pair.parts()).get(prefix)
             within = shapes.get(prefix[:-1])  # None: a composite model's own hooks, outside every tower
             contract = shape_contract(part.cfg, *within) if part is not None and within else {}
-            expected = contract_shape(contract, name[len(prefix) :])
+            expected = _norm_width(model, name, contract_shape(contract, name[len(prefix) :]))
             if expected is not None and alone != expected:
                 problems.append(f"{name}: shape {alone} alone, the contract says {expected}")
             if name not in together:

@@ -157,6 +157,8 @@ def _check_hf_agrees(pair: Pair, kinds: list[str]) -> None:
         )
     ref = pair.run_reference(tokens, output_attentions=True)
     attentions = [a for a in (getattr(ref, "attentions", None) or ()) if a is not None]
+    if len(attentions) == len(kinds) != len(attention_layers):  # one entry per layer (MiniMax: its lightning
+        attentions = [attentions[i] for i in attention_layers]  # layers return their state there): by index
     if len(attentions) != len(attention_layers):
         fail(
             f"HF returns {len(attentions)} attention patterns, the bridge has {len(attention_layers)} attention "
@@ -176,9 +178,17 @@ def _check_hf_agrees(pair: Pair, kinds: list[str]) -> None:
             )
 
 
+def recurrent_state_of(cache: Any, layer: int) -> Any:
+    """The recurrent state HF's ``cache`` keeps for ``layer`` (``get_recurrent_state``; MiniMax's cache keeps it
+    apart, under ``get_linear_cache``), ``None`` where it keeps none."""
+    get = getattr(cache, "get_linear_cache", None) or cache.get_recurrent_state  # MiniMax's cache has both
+    state = get(layer)
+    return state if isinstance(state, torch.Tensor) else None
+
+
 def _has_recurrent_state(cache: Any, layer: int) -> bool:
     try:
-        return cache.get_recurrent_state(layer) is not None
+        return recurrent_state_of(cache, layer) is not None
     except (ValueError, IndexError, AttributeError):
         return False
 
@@ -262,7 +272,7 @@ def check_recurrent_states(pair: Pair, pos: int = 8) -> None:
         _, cache = pair.bridge.run_with_cache(tokens, return_type=None, names_filter=[layer.state for layer in layers])
     for t, hf_cache, _ in _stepped(pair, tokens):
         for layer in layers:
-            expected = hf_cache.get_recurrent_state(layer.cache_index).float()
+            expected = recurrent_state_of(hf_cache, layer.cache_index).float()
             got = cache[layer.state][:, t].float()
             what = (
                 f"{layer.state}[:, {t}] vs HF's cached state of layer {layer.cache_index} after decoding {t + 1} tokens"
@@ -302,7 +312,7 @@ def check_state_patching(pair: Pair, pos: int = 9, t: int = 4) -> None:
                     tokens, return_type="logits", fwd_hooks=[(layer.state, set_state), (layer.readout, hold_readout)]
                 )
             prefill = _reference_cache(pair, tokens[:, : t + 1])
-            stored = prefill.get_recurrent_state(layer.cache_index)
+            stored = recurrent_state_of(prefill, layer.cache_index)
             stored.copy_(target.to(stored.dtype))
             later = [logits for _, _, logits in _stepped(pair, tokens, start=t + 1, cache=prefill)]
             expected = torch.cat([unpatched[:, : t + 1], *later], dim=1)

@@ -71,6 +71,10 @@ class Block(Component):
     #: ``residual_multiplier``): ``hook_attn_out``/``hook_mlp_out`` are after it, so per-head and per-neuron
     #: results do not add up to them. A wiring that scales sets it; the conformance kit reads it.
     residual_scale: float = 1.0
+    #: Further factors between a sublayer's per-head or per-neuron results and its write hook, per child
+    #: (``{"attn": 0.5}``): Falcon-H1 scales its attention's output after ``o_proj`` and its MLP's after
+    #: ``down_proj``. The cache analysis does not split a scaled write into heads or neurons. Set per instance.
+    result_scales: dict[str, float]
     #: The HF modules (names in ``hf_modules``) the wiring applies, in order, to each sublayer's output before
     #: adding it to the residual stream: post-norms (Gemma's ``ln1_post``/``ln2_post``) or per-channel layer scales
     #: (DINOv2's; a name may also be a parameter of the HF block the output is multiplied by, InternViT's
@@ -98,6 +102,7 @@ class Block(Component):
         self, hf_module: nn.Module, cfg: BridgeConfig, children: dict[str, Component], paths: dict[str, str]
     ) -> None:
         super().__init__(hf_module)
+        self.result_scales = {}
         for name, child in children.items():
             self.add_module(name, child)
         empty = [name for name, path in paths.items() if not path and name not in self.inline_children]
