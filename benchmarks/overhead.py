@@ -9,7 +9,8 @@ vision-language models on their adapter's example inputs (text and ``--image-bat
 Then greedy generation: tokens/s of ``Bridge.generate`` against HF ``generate`` on the same
 weights, with no hooks and with a no-op hook on the middle block's ``hook_resid_post``,
 printed as bridge/HF ratios (target ≥ 0.95; ``--gen-tokens 0`` skips it).
-Encoder-decoders read ``--pos`` tokens in the encoder and half as many in the decoder.
+Encoder-decoders read ``--pos`` tokens in the encoder and half as many in the decoder; a speech-to-text model
+(Whisper) reads its adapter's example audio features in the encoder instead.
 Then harvesting: tokens/s of ``bridge.harvest`` (every block's ``hook_resid_post``, written as safetensors
 shards) against a bare HF loop over the same batches returning ``hidden_states`` from the base model
 (no LM head, which the harvest skips too), target ≥ 0.9 (``--harvest-batches 0`` skips it).
@@ -31,11 +32,13 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
 
 import bridge
+from bridge.kernel.hooked_model import decoder_start_token_id
 from bridge.kernel.plugins import get_registry
 from bridge.testing import examples_of
 
@@ -81,6 +84,17 @@ def image_inputs(model: bridge.Bridge, hf_config, batch: int) -> dict | None:
     return None if example is None else dict(example.inputs)
 
 
+def reads_audio(model: bridge.Bridge) -> bool:
+    """A speech-to-text model (Whisper): its encoder reads audio features, its decoder tokens."""
+    return "audio" in model.adapter.modalities and model.adapter.output_fields is None
+
+
+def audio_features(model: bridge.Bridge, hf_config, batch: int) -> torch.Tensor:
+    """The adapter's example audio input for ``batch`` examples (Whisper: log-mel features ``[b, mels, frames]``)."""
+    example = examples_of(type(model.adapter)).example_input(hf_config, batch, seed=0)
+    return example.inputs[model.adapter.audio_input]
+
+
 def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8) -> dict[str, float]:
     bare, twin = twin_models(hf_config)
     model = bridge.wrap(twin)
@@ -101,17 +115,20 @@ def bench_model(hf_config, batch: int, pos: int, reps: int, image_batch: int = 8
         model.detach()
         return medians
     generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, hf_config.vocab_size, (batch, pos), generator=generator)
+    tokens: Any = torch.randint(0, hf_config.vocab_size, (batch, pos), generator=generator)
     bare_kwargs: dict = {"use_cache": False}
     bridge_kwargs: dict = {}
     if getattr(hf_config, "is_encoder_decoder", False):  # the decoder reads half as many tokens as the encoder
         decoder = tokens[:, : pos // 2]
         bare_kwargs["decoder_input_ids"] = bridge_kwargs["decoder_input"] = decoder
+    if reads_audio(model):  # speech-to-text: the encoder reads the example's audio features
+        tokens = audio_features(model, hf_config, batch)
     if "position_ids" in inspect.signature(bare.forward).parameters:
         bare_kwargs["position_ids"] = torch.arange(pos).expand(batch, pos)  # as the bridge passes them
     resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
+    bare_input = {model.adapter.audio_input if reads_audio(model) else "input_ids": tokens}
     modes = {
-        "bare HF": lambda: bare(tokens, **bare_kwargs).logits,
+        "bare HF": lambda: bare(**bare_input, **bare_kwargs).logits,
         "no hooks": lambda: model(tokens, **bridge_kwargs),
         "cache resid_post": lambda: model.run_with_cache(tokens, names_filter=resid, **bridge_kwargs),
         "cache everything": lambda: model.run_with_cache(tokens, **bridge_kwargs),
@@ -156,8 +173,13 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
         tokens, images = images.pop("input_ids"), images
     mask = torch.ones_like(tokens)
     images = images or {}
+    bare_input: dict[str, Any] = {"input_ids": tokens, **images, "attention_mask": mask}
+    bridge_prompt: Any = prompt_of(tokens, images)
+    if reads_audio(model):  # speech-to-text: generate from the example's audio features
+        bridge_prompt = audio_features(model, hf_config, batch)
+        bare_input = {model.adapter.audio_input: bridge_prompt}
     # the settings Bridge.generate passes for do_sample=False, stop_at_eos=False
-    start = {"decoder_start_token_id": hf_config.decoder_start_token_id} if hf_config.is_encoder_decoder else {}
+    start = {"decoder_start_token_id": decoder_start_token_id(hf_config)} if hf_config.is_encoder_decoder else {}
     hf_settings = transformers.GenerationConfig(
         max_new_tokens=new_tokens,
         do_sample=False,
@@ -172,11 +194,11 @@ def bench_generate(hf_config, batch: int, prompt: int, new_tokens: int, reps: in
     middle = f"{stack}blocks.{len(getattr(model, stack[:-1]).blocks if stack else model.blocks) // 2}.hook_resid_post"
 
     def with_hook() -> torch.Tensor:
-        return model.generate(prompt_of(tokens, images), fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
+        return model.generate(bridge_prompt, fwd_hooks=[(middle, lambda t, hook: None)], **kwargs)
 
     modes = {
-        "HF generate": lambda: bare.generate(tokens, **images, attention_mask=mask, generation_config=hf_settings),
-        "bridge generate": lambda: model.generate(prompt_of(tokens, images), **kwargs),
+        "HF generate": lambda: bare.generate(**bare_input, generation_config=hf_settings),
+        "bridge generate": lambda: model.generate(bridge_prompt, **kwargs),
         f"bridge generate + {middle}": with_hook,
     }
     medians = measure(modes, reps)

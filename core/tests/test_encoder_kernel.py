@@ -109,3 +109,43 @@ def test_a_tokenizer_output_is_an_input_of_a_language_model(tmp_path):
     torch.testing.assert_close(got, expected)
     with pytest.raises(BadInputError, match="do not pass attention_mask"):
         model(dict(encoded), attention_mask=encoded["attention_mask"])
+
+
+def test_a_speech_to_text_models_input_is_its_audio_features_or_a_mapping_holding_them():
+    from bridge import Adapter
+    from bridge.kernel.model_inputs import ModelInputs
+
+    class SpeechToText(nn.Module):
+        def forward(self, input_features=None, decoder_input_ids=None, labels=None, **kwargs):
+            raise AssertionError("not called")
+
+    class SpeechToTextAdapter(Adapter):
+        modalities = ("audio", "text")
+        audio_input = "input_features"
+
+    inputs = ModelInputs(SpeechToText(), SpeechToTextAdapter(None))
+    assert inputs.language_with_audio and not inputs.reads_mappings_as_language
+    features = torch.randn(2, 8, 24)  # [b, mels, frames]
+    assert inputs.audio_language_inputs(features)["input_features"] is features
+    assert inputs.audio_language_inputs(features[0])["input_features"].shape == (1, 8, 24)  # one example
+    torch.testing.assert_close(inputs.audio_language_inputs(features.numpy())["input_features"], features)
+    mapping = {"input_features": features, "decoder_input_ids": torch.ones(2, 3, dtype=torch.long)}
+    assert inputs.audio_language_inputs(mapping) == mapping
+    with pytest.raises(BadInputError, match="needs input_features"):
+        inputs.audio_language_inputs({"decoder_input_ids": mapping["decoder_input_ids"]})
+    with pytest.raises(BadInputError, match="takes no input named \\['pixel_values'\\]"):
+        inputs.audio_language_inputs({**mapping, "pixel_values": features})
+    with pytest.raises(BadInputError, match="reads audio"):
+        inputs.audio_language_inputs(torch.ones(2, 8, 24, dtype=torch.long))
+    with pytest.raises(BadInputError, match="reads audio"):
+        inputs.audio_language_inputs(None)
+
+
+def test_the_decoder_starts_from_its_start_token_else_from_bos_as_hf_generate_does():
+    from types import SimpleNamespace
+
+    from bridge.kernel.hooked_model import decoder_start_token_id
+
+    assert decoder_start_token_id(SimpleNamespace(decoder_start_token_id=0, bos_token_id=2)) == 0  # 0 is a token
+    assert decoder_start_token_id(SimpleNamespace(decoder_start_token_id=None, bos_token_id=2)) == 2  # T5Gemma
+    assert decoder_start_token_id(SimpleNamespace()) is None

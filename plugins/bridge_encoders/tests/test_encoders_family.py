@@ -7,6 +7,7 @@ import transformers
 
 import bridge
 from bridge.kernel.errors import BadInputError
+from bridge.kernel.hooked_model import decoder_start_token_id
 
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, tiny models: observed gaps are ~1e-7
 
@@ -76,7 +77,7 @@ def test_labels_on_a_causal_lm_are_refused(tmp_path):
         model(tokens(1, 4), decoder_input=tokens(1, 2))
 
 
-SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration"]
+SEQ2SEQ = ["T5ForConditionalGeneration", "BartForConditionalGeneration", "T5GemmaForConditionalGeneration"]
 
 
 @pytest.mark.parametrize("architecture", SEQ2SEQ)
@@ -90,7 +91,7 @@ def test_seq2seq_loss_and_decoder_inputs_equal_hf(model_dirs, architecture):
     logits = model(ids, decoder_input=decoder)
     assert logits.shape == (2, 4, 128)
     torch.testing.assert_close(logits, reference(input_ids=ids, decoder_input_ids=decoder).logits, **TOL)
-    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
+    start = torch.full((2, 1), decoder_start_token_id(reference.config))  # no decoder input: the start token
     torch.testing.assert_close(model(ids), reference(input_ids=ids, decoder_input_ids=start).logits, **TOL)
 
 
@@ -99,11 +100,12 @@ def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs,
     model, reference = load(model_dirs, architecture)
     ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
     _, cache = model.run_with_cache(ids, decoder_input=decoder)
-    heads, d_head = model.decoder.cfg.n_heads, model.decoder.cfg.d_head
+    cfg = model.decoder.cfg
+    heads, kv_heads, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
     assert cache["decoder.blocks.2.cross_attn.hook_pattern"].shape == (2, heads, 5, 8)
-    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, heads, d_head)
+    assert cache["decoder.blocks.0.cross_attn.hook_k"].shape == (2, 8, kv_heads, d_head)
     assert cache["decoder.blocks.0.cross_attn.hook_q"].shape == (2, 5, heads, d_head)
-    assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, 32)
+    assert cache["decoder.blocks.1.hook_resid_mid_cross"].shape == (2, 5, cfg.d_model)
     assert cache["encoder.blocks.1.attn.hook_pattern"].shape == (2, 4, 8, 8)
     out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
     for layer in range(3):
@@ -115,12 +117,19 @@ def test_cross_attention_hooks_have_decoder_queries_and_encoder_keys(model_dirs,
     assert bool((cache["encoder.blocks.0.attn.hook_pattern"].triu(1) > 0).any())  # the encoder's is not
 
 
+#: HF's generate of T5 and BART cannot run a decoder deeper than the encoder (its cache has the encoder's number of
+#: layers); T5Gemma's sizes the decoder's cache by the decoder.
+GENERATE_LAYERS = {
+    "T5ForConditionalGeneration": {"num_decoder_layers": 2},
+    "BartForConditionalGeneration": {"decoder_layers": 2},
+    "T5GemmaForConditionalGeneration": {},
+}
+
+
 @pytest.mark.parametrize("path", ["native", "hooked"])
 @pytest.mark.parametrize("architecture", SEQ2SEQ)
 def test_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, architecture, path):
-    # HF's generate cannot run a decoder deeper than the encoder (its cache has the encoder's number of layers)
-    layers = {"num_decoder_layers": 2} if architecture.startswith("T5") else {"decoder_layers": 2}
-    model, reference = load(model_dirs, architecture, **layers)
+    model, reference = load(model_dirs, architecture, **GENERATE_LAYERS[architecture])
     ids = tokens(2, 8)
     expected = reference.generate(input_ids=ids, max_new_tokens=8, do_sample=False, num_beams=1)
     fired = set()
@@ -182,3 +191,111 @@ def test_speech_encoders_read_audio_tensors_arrays_and_dicts(model_dirs, archite
     assert cache["blocks.1.attn.hook_pattern"].shape == (2, 4, 39, 39)
     with pytest.raises(BadInputError, match="reads audio"):
         model(torch.ones(1, 400, dtype=torch.long), return_type="hidden")
+
+
+def features(batch, seed=0):
+    """Random log-mel features of the tiny Whisper: ``[b, 8 mels, 24]`` (12 encoder frames)."""
+    return torch.randn(batch, 8, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def test_whisper_logits_and_seq2seq_loss_equal_hf_with_every_hook_cached(model_dirs):
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2), tokens(2, 5, seed=1)
+    logits, cache = model.run_with_cache(audio, decoder_input=decoder)
+    torch.testing.assert_close(logits, reference(input_features=audio, decoder_input_ids=decoder).logits, **TOL)
+    assert len(cache) == len(model.hook_dict) - sum(point.opt_in for point in model.hook_dict.values())
+    target = tokens(2, 4, seed=2)
+    target[0, -1] = -100
+    expected = reference(input_features=audio, labels=target).loss  # HF shifts the labels right into the decoder
+    torch.testing.assert_close(model(audio, return_type="loss", labels=target), expected, **TOL)
+    start = torch.full((2, 1), reference.config.decoder_start_token_id)  # no decoder input: the start token
+    torch.testing.assert_close(model(audio), reference(input_features=audio, decoder_input_ids=start).logits, **TOL)
+    with pytest.raises(BadInputError, match="reads audio"):
+        model({"decoder_input_ids": decoder})
+
+
+def test_whisper_reads_arrays_single_examples_and_a_feature_extractors_output(model_dirs):
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2, seed=3), tokens(2, 4, seed=4)
+    expected = reference(input_features=audio, decoder_input_ids=decoder).logits
+    torch.testing.assert_close(model(audio.numpy(), decoder_input=decoder), expected, **TOL)
+    torch.testing.assert_close(model(audio[1], decoder_input=decoder[1:]), expected[1:], **TOL)  # one example
+    both = {"input_features": audio, "decoder_input_ids": decoder}
+    torch.testing.assert_close(model(both), expected, **TOL)
+    # a feature extractor built here: 3 s at 16 kHz, hop 2000 → the tiny model's 24 feature frames
+    extractor = WhisperFeatureExtractor(feature_size=8, sampling_rate=16000, hop_length=2000, chunk_length=3)
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal(n).astype(np.float32) for n in (30000, 47000)]
+    extracted = extractor(samples, sampling_rate=16000, return_tensors="pt")
+    assert extracted["input_features"].shape == (2, 8, 24)
+    got = model(dict(extracted), decoder_input=decoder)
+    torch.testing.assert_close(got, reference(**extracted, decoder_input_ids=decoder).logits, **TOL)
+
+
+def test_whisper_front_end_hooks_are_the_convolutions_and_the_position_table(model_dirs):
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration")
+    audio, decoder = features(2, seed=5), tokens(2, 5, seed=6)
+    _, cache = model.run_with_cache(audio, decoder_input=decoder)
+    encoder = reference.model.encoder
+    conv_0 = encoder.conv1(audio)  # [b, d_model, 24], before its GELU
+    torch.testing.assert_close(cache["encoder.hook_conv_0"], conv_0, **TOL)
+    conv_1 = encoder.conv2(torch.nn.functional.gelu(conv_0))  # [b, d_model, 12]
+    torch.testing.assert_close(cache["encoder.hook_conv_1"], conv_1, **TOL)
+    table = encoder.embed_positions.weight  # [12, d_model]
+    torch.testing.assert_close(cache["encoder.hook_pos_embed"], table.expand(2, -1, -1), **TOL)
+    embedded = torch.nn.functional.gelu(conv_1).transpose(1, 2) + table  # block 0's input
+    torch.testing.assert_close(cache["encoder.blocks.0.hook_resid_pre"], embedded, **TOL)
+    positions = reference.model.decoder.embed_positions.weight[:5]
+    torch.testing.assert_close(cache["decoder.hook_pos_embed"], positions.expand(2, -1, -1), **TOL)
+    zero = [("encoder.hook_conv_1", lambda t, hook: torch.zeros_like(t))]
+    got = model.run_with_hooks(audio, decoder_input=decoder, fwd_hooks=zero)
+    with torch.no_grad():
+        encoder.conv2.weight.zero_()
+        encoder.conv2.bias.zero_()
+    torch.testing.assert_close(got, reference(input_features=audio, decoder_input_ids=decoder).logits, **TOL)
+
+
+@pytest.mark.parametrize("path", ["native", "hooked"])
+def test_whisper_generate_with_hooks_on_both_stacks_equals_hf_greedy(model_dirs, path):
+    # untied embeddings: the tied tiny model repeats the start token's neighbours, the untied one varies
+    model, reference = load(model_dirs, "WhisperForConditionalGeneration", tie_word_embeddings=False)
+    audio = features(3, seed=1)
+    expected = reference.generate(input_features=audio, max_new_tokens=8, do_sample=False, num_beams=1)
+    fired = set()
+
+    def record(t, hook):
+        fired.add(hook.name.split(".")[0])
+
+    hooks = [(lambda n: n.endswith("hook_resid_post"), record)]
+    if path == "hooked":
+        hooks.append((lambda n: n.endswith("hook_pattern"), lambda t, hook: None))
+    eos = reference.config.eos_token_id
+    got = model.generate(audio, max_new_tokens=8, do_sample=False, eos_token_id=eos, verbose=False, fwd_hooks=hooks)
+    assert torch.equal(got, expected)  # Whisper's generate returns the new tokens, without the start token
+    assert len(set(got.flatten().tolist())) > 2 and not torch.equal(got[0], got[2])
+    assert fired == {"encoder", "decoder"}
+
+
+def test_t5gemma_stacks_keep_their_own_widths_scaled_embeddings_and_bidirectional_windows(model_dirs):
+    model, reference = load(model_dirs, "T5GemmaForConditionalGeneration")
+    ids, decoder = tokens(2, 8), tokens(2, 5, seed=1)
+    logits, cache = model.run_with_cache(ids, decoder_input=decoder)
+    out = reference(input_ids=ids, decoder_input_ids=decoder, output_attentions=True)
+    torch.testing.assert_close(logits, out.logits, **TOL)
+    assert (model.encoder.cfg.d_model, model.decoder.cfg.d_model) == (32, 24)
+    assert cache["encoder.blocks.1.hook_resid_post"].shape == (2, 8, 32)
+    assert cache["decoder.blocks.2.hook_resid_post"].shape == (2, 5, 24)
+    for stack, width in (("encoder", 32), ("decoder", 24)):  # HF scales the embedding by √d_model after the table
+        scaled = cache[f"{stack}.hook_embed"] * torch.tensor(width**0.5)
+        torch.testing.assert_close(cache[f"{stack}.blocks.0.hook_resid_pre"], scaled, **TOL)
+    # layer 0 slides, in both directions in the encoder: HF keeps keys within the window inclusive, |q - k| ≤ window
+    # (2·window + 1 keys), where the decoder's causal window keeps window keys, 0 ≤ q - k < window
+    window = reference.config.encoder.sliding_window
+    pattern = cache["encoder.blocks.0.attn.hook_pattern"]  # [b, heads, q, k]
+    distance = (torch.arange(8)[:, None] - torch.arange(8)[None, :]).abs()
+    assert bool((pattern[..., distance > window] == 0).all()) and bool((pattern[..., distance <= window] > 0).all())
+    torch.testing.assert_close(pattern, out.encoder_attentions[0], **TOL)
+    assert bool((cache["encoder.blocks.1.attn.hook_pattern"] > 0).all())  # layer 1 is global

@@ -21,6 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from bridge.kernel.cache import PlainActivationCache
 from bridge.kernel.errors import BadInputError, BridgeError, NoLMHeadError, unknown_argument_error
+from bridge.kernel.hooked_model import decoder_start_token_id
 from bridge.kernel.validation import check_attention_mask, check_tokens, n_ctx_is_limit
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ class Generation:
 
         Encoder-decoder models read ``input`` with the encoder and generate the decoder's tokens from the model's
         decoder start token: ``"tokens"`` are the decoder's (start token + new), ``"str"`` their text; the
-        encoder's hooks fire on the first step only (HF keeps its output).
+        encoder's hooks fire on the first step only (HF keeps its output). A speech-to-text model (Whisper) reads
+        audio features or a feature extractor's output as ``input`` and returns what HF's ``generate`` returns.
 
         Vision-language models also take ``pixel_values=`` (pixel values ``[b, c, h, w]`` beside tokens holding
         the image tokens, or images with a text through the processor) or the processor's output as ``input``;
@@ -188,6 +190,28 @@ class Generation:
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
         images: dict[str, Any] = {}
+        if self._inputs.language_with_audio:
+            return self._generate_from_audio(
+                input,
+                pixel_values,
+                attention_mask,
+                return_type,
+                fwd_hooks,
+                names_filter,
+                verbose,
+                dict(
+                    max_new_tokens=max_new_tokens,
+                    stop_at_eos=stop_at_eos,
+                    eos_token_id=eos_token_id,
+                    do_sample=do_sample,
+                    top_k=top_k,
+                    top_p=top_p,
+                    temperature=temperature,
+                    freq_penalty=freq_penalty,
+                    use_cache=use_past_kv_cache,
+                    extra=hf_generate_kwargs,
+                ),
+            )
         if self._inputs.language_with_images:
             input, attention_mask, images = self._inputs.language_inputs(
                 input, pixel_values, attention_mask, self.image_processor, self.processor
@@ -238,6 +262,54 @@ class Generation:
         return result if names_filter is None else (result, steps)
 
     # ------------------------------------------------------------- helpers
+
+    def _generate_from_audio(
+        self,
+        input: Any,
+        pixel_values: Any,
+        attention_mask: torch.Tensor | None,
+        return_type: str,
+        fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]],
+        names_filter: Any,
+        verbose: bool,
+        settings: dict[str, Any],
+    ) -> Any:
+        """``generate`` on a speech-to-text model: the audio (or the feature extractor's output) is read by the
+        encoder on the first step; the decoder's tokens are what HF's ``generate`` returns (Whisper's: the new
+        tokens, without the decoder's start token)."""
+        if pixel_values is not None or attention_mask is not None:
+            raise BadInputError(
+                f"{type(self.hf_model).__name__} generates from audio: pass the audio features (or the feature "
+                "extractor's output) as the input, without pixel_values= or attention_mask=."
+            )
+        if return_type == "embeds":
+            raise BridgeError("return_type='embeds' is for text input; a speech model returns 'tokens' or 'str'.")
+        if settings["freq_penalty"]:
+            raise BridgeError("freq_penalty counts the prompt's tokens; a speech model's prompt is audio.")
+        device = self._device()
+        audio = self._inputs.audio_language_inputs(input)
+        audio = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in audio.items()}
+        batch = audio[self.adapter.audio_input].shape[0]
+        mask = torch.ones(batch, 1, dtype=torch.long, device=device)
+        config, processors = self._generation_config(mask, **settings)
+        steps = StepCaches()
+        streamer = _ProgressBar(settings["max_new_tokens"]) if verbose else None
+        with (
+            self._running(),
+            self.hooks(fwd_hooks),
+            self._recording(names_filter, steps),
+            _model_defaults(self.hf_model),
+        ):
+            output = self.hf_model.generate(
+                **audio, generation_config=config, logits_processor=processors, streamer=streamer
+            )
+        if isinstance(output, torch.Tensor):
+            result = self._generation_result(
+                output, None, "tokens" if return_type == "input" else return_type, "tokens"
+            )
+        else:
+            result = output
+        return result if names_filter is None else (result, steps)
 
     def _generation_inputs(
         self, input: Any, attention_mask: torch.Tensor | None, prepend_bos: bool | None
@@ -327,7 +399,7 @@ class Generation:
             raise BridgeError(f"top_k must be a positive integer or None, got {top_k}")
         model_config = self.hf_model.config
         if getattr(model_config, "is_encoder_decoder", False):  # the decoder starts from the model's start token
-            extra = {"decoder_start_token_id": model_config.decoder_start_token_id, **extra}
+            extra = {"decoder_start_token_id": decoder_start_token_id(model_config), **extra}
         settings = {
             "max_new_tokens": max_new_tokens,
             "do_sample": sampling,

@@ -61,6 +61,13 @@ class _StopForward(Exception):
         self.residual = residual
 
 
+def decoder_start_token_id(hf_config: Any) -> int | None:
+    """The token an encoder-decoder's decoder starts from: the config's ``decoder_start_token_id``, else its
+    ``bos_token_id``, as HF's ``generate`` does (T5Gemma names only the latter)."""
+    start = getattr(hf_config, "decoder_start_token_id", None)
+    return start if start is not None else getattr(hf_config, "bos_token_id", None)
+
+
 class HookedModel(CachingHooks, Lifecycle, nn.Module):
     """An HF model with named hook points; call it like a TransformerLens ``HookedTransformer``.
 
@@ -480,7 +487,8 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         ``[b, p]`` (-100 where a position is not scored, e.g. the unmasked positions of a masked LM) or a class per
         sequence ``[b]``. Encoder-decoder models read the encoder's input as ``input`` and the decoder's as
         ``decoder_input=`` (text or tokens ``[b, q]``; HF's ``decoder_input_ids=`` also works); without either, the
-        decoder reads its start token, or ``labels`` shifted right as HF does.
+        decoder reads its start token, or ``labels`` shifted right as HF does. A speech-to-text encoder-decoder
+        (Whisper) reads audio features (a float tensor or array) or a feature extractor's output as ``input``.
         """
         self._check_usable()
         if self._uses_seam and not seam.is_routed(self.hf_model):
@@ -499,6 +507,20 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             input, mask, extra = self._inputs.split_language_mapping(dict(input), attention_mask)
             attention_mask = mask
             hf_kwargs.update(extra)
+        if self._inputs.language_with_audio:
+            return self._run_audio(
+                input,
+                pixel_values,
+                start_at_layer,
+                tokens,
+                attention_mask,
+                return_type,
+                loss_per_token,
+                stop_at_layer,
+                labels,
+                decoder_input,
+                hf_kwargs,
+            )
         if self._inputs.language_with_images:
             input, attention_mask, images = self._inputs.language_inputs(
                 input, pixel_values, attention_mask, self.image_processor, self.processor
@@ -541,6 +563,36 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         )
         return self._run(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
 
+    def _run_audio(
+        self,
+        input: Any,
+        pixel_values: Any,
+        start_at_layer: int | None,
+        tokens: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        labels: torch.Tensor | None,
+        decoder_input: Any,
+        hf_kwargs: dict[str, Any],
+    ) -> Any:
+        """A speech-to-text model (Whisper): the audio (or the feature extractor's output) goes to the encoder, the
+        decoder's tokens as ``decoder_input=``; returns what a language model returns."""
+        if pixel_values is not None or start_at_layer is not None or tokens is not None:
+            raise BadInputError(
+                f"{self.cfg.architecture} reads audio and decoder tokens: pass the audio as the input and the "
+                "decoder's tokens as decoder_input= (pixel_values=, start_at_layer and tokens= are not for it)."
+            )
+        check_return_type(return_type)
+        device = self._device()
+        audio = self._inputs.audio_language_inputs(input)
+        hf_kwargs.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in audio.items()})
+        if attention_mask is not None:
+            hf_kwargs.setdefault("attention_mask", attention_mask.to(device))
+        self._decoder_inputs(decoder_input, labels, hf_kwargs)
+        return self._run(None, None, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
+
     @property
     def _is_encoder_decoder(self) -> bool:
         return bool(getattr(self.hf_model.config, "is_encoder_decoder", False))
@@ -559,9 +611,10 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             if mask is not None:
                 hf_kwargs.setdefault("decoder_attention_mask", mask.to(self._device()))
         elif hf_kwargs.get("decoder_input_ids") is None and labels is None:
-            start = getattr(self.hf_model.config, "decoder_start_token_id", None)
-            if start is None:
-                raise BadInputError("this model's config names no decoder_start_token_id: pass decoder_input=.")
+            if decoder_start_token_id(self.hf_model.config) is None:
+                raise BadInputError(
+                    "this model's config names no decoder_start_token_id (nor bos_token_id): pass decoder_input=."
+                )
             hf_kwargs["decoder_input_ids"] = None  # filled once the batch size is known (in _run)
         elif hf_kwargs.get("decoder_input_ids") is None:
             hf_kwargs["labels"] = labels  # HF shifts the labels right into the decoder's input
@@ -603,7 +656,10 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         hf_kwargs: dict[str, Any],
         labels: torch.Tensor | None = None,
     ) -> Any:
-        """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks."""
+        """Run the HF model on checked tokens ``[b, p]`` and shape its output as ``return_type`` asks (``tokens``
+        ``None``: a speech-to-text model, whose encoder's input is already in ``hf_kwargs``)."""
+        if tokens is None:
+            return self._run_model(None, None, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
         tokens = tokens.to(self._device())
         if attention_mask is not None:
             attention_mask = attention_mask.to(tokens.device)
@@ -621,9 +677,25 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
         if self._takes_position_ids and positions != "model":
             ids = position_ids_for(tokens, attention_mask if positions == "real_tokens" else None, past)
             hf_kwargs.setdefault("position_ids", ids)
+        return self._run_model(tokens, attention_mask, return_type, loss_per_token, stop_at_layer, hf_kwargs, labels)
+
+    def _run_model(
+        self,
+        tokens: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        return_type: ReturnType,
+        loss_per_token: bool,
+        stop_at_layer: int | None,
+        hf_kwargs: dict[str, Any],
+        labels: torch.Tensor | None,
+    ) -> Any:
+        """The HF forward on ``tokens`` (``None``: the encoder's audio in ``hf_kwargs``) and ``hf_kwargs``, its
+        output shaped as ``return_type`` asks."""
         if "decoder_input_ids" in hf_kwargs and hf_kwargs["decoder_input_ids"] is None:
-            start = self.hf_model.config.decoder_start_token_id
-            hf_kwargs["decoder_input_ids"] = torch.full((tokens.shape[0], 1), start, device=tokens.device)
+            start = decoder_start_token_id(self.hf_model.config)
+            encoder_input = tokens if tokens is not None else hf_kwargs[self.adapter.audio_input]
+            batch = encoder_input.shape[0]
+            hf_kwargs["decoder_input_ids"] = torch.full((batch, 1), start, device=encoder_input.device)
         labelled = self.adapter.loss_kind == "labels"
         if labels is not None and not labelled:
             raise BadInputError(
@@ -640,7 +712,7 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
                 f"{type(self.hf_model).__name__} has no LM head, so it gives no logits or loss; "
                 "use return_type='hidden' or None, or load the *ForCausalLM class."
             )
-        if return_type in ("loss", "both") and stop_at_layer is None and tokens.shape[1] < 2 and not labelled:
+        if return_type in ("loss", "both") and stop_at_layer is None and not labelled and tokens.shape[1] < 2:
             raise BadInputError(
                 f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss predicts each next "
                 f"token), got {tokens.shape[1]}."
@@ -654,7 +726,7 @@ class HookedModel(CachingHooks, Lifecycle, nn.Module):
             self._keeping_final_residual(final, return_type == "hidden"),
         ):
             try:
-                out = self.hf_model(input_ids=tokens, **hf_kwargs)
+                out = self.hf_model(**({} if tokens is None else {"input_ids": tokens}), **hf_kwargs)
             except _StopForward as stop:
                 return stop.residual
         if return_type is None:
@@ -991,4 +1063,4 @@ def position_ids_for(tokens: torch.Tensor, attention_mask: torch.Tensor | None, 
     return position_ids.masked_fill(attention_mask == 0, 1)[:, past:]
 
 
-__all__ = ["ConcurrentUseError", "HookedModel", "lm_loss", "position_ids_for"]
+__all__ = ["ConcurrentUseError", "HookedModel", "decoder_start_token_id", "lm_loss", "position_ids_for"]

@@ -75,9 +75,37 @@ class ModelInputs:
         return self.fields is None and "image" in self.modalities
 
     @property
+    def language_with_audio(self) -> bool:
+        """A speech-to-text model: an encoder reading audio, a decoder generating tokens (Whisper)."""
+        return self.fields is None and "audio" in self.modalities
+
+    @property
     def reads_mappings_as_language(self) -> bool:
         """A language model reading text only: a mapping input is its HF inputs (a tokenizer's output)."""
-        return self.fields is None and "image" not in self.modalities
+        return self.fields is None and "image" not in self.modalities and "audio" not in self.modalities
+
+    def audio_language_inputs(self, input: Any) -> dict[str, Any]:
+        """For a speech-to-text model: the encoder's HF inputs from ``input``, audio features (a float tensor or
+        array, see ``_audio``) or a mapping of HF inputs (a feature extractor's output, with ``audio_input``; an
+        encoder-decoder's ``decoder_input_ids`` may come with it)."""
+        if isinstance(input, Mapping):
+            inputs = dict(input)
+            unknown = sorted(set(inputs) - self.accepted)
+            if unknown:
+                raise BadInputError(
+                    f"{self.name} takes no input named {unknown}; its inputs are {sorted(self.accepted)}."
+                )
+            if inputs.get(self.audio_input) is None:
+                raise BadInputError(
+                    f"{self.name} reads audio: the mapping of HF inputs needs {self.audio_input} (the feature "
+                    f"extractor's output has it), got {sorted(inputs)}."
+                )
+            return inputs
+        if input is None:
+            raise BadInputError(
+                f"{self.name} reads audio: pass {self.audio_input} (a float tensor or array) as the input."
+            )
+        return {self.audio_input: _audio(input, self.name, self.audio_input)}
 
     def split_language_mapping(
         self, inputs: dict[str, Any], attention_mask: torch.Tensor | None

@@ -105,7 +105,8 @@ def _scores_from_hooks(cache: Any, base: str, heads: int, attn: Any = None) -> t
 
 
 def _check_scores(pair: Pair, cache: Any, base: str, attn: Any, alibi: bool) -> None:
-    """``scores = s · q·kᵀ`` (+ a bias that depends on positions only, for ALiBi) on every unmasked entry, with the
+    """``scores = s · q·kᵀ`` (+ a bias that depends on positions only, for ALiBi; + ``hook_position_bias``, T5's)
+    on every unmasked entry, with the
     attention module's ``scaling`` where it has one; soft-capped scores are compared after undoing the cap."""
     scores = cache[f"{base}hook_attn_scores"].double()
     heads = scores.shape[1]
@@ -124,6 +125,8 @@ def _check_scores(pair: Pair, cache: Any, base: str, attn: Any, alibi: bool) -> 
         return
     if cap:
         scores = torch.where(valid, torch.atanh((scores / cap).clamp(-1 + 1e-12, 1 - 1e-12)) * cap, scores)
+    if f"{base}hook_position_bias" in cache:  # T5's relative position bias is added to q·kᵀ: take it off
+        scores = torch.where(valid, scores - cache[f"{base}hook_position_bias"].double(), scores)
     if alibi:  # the bias is the same for every sequence: compare differences between the batch's sequences
         scores, qk, valid = scores[:1] - scores[1:], qk[:1] - qk[1:], valid[:1] & valid[1:]
     s_vals, qk_vals = scores[valid], qk[valid]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bridge.kernel.components.attention import Attention
+from bridge.kernel.components.attention import Attention, CrossAttention
 from bridge.kernel.components.blocks import Block
 from bridge.kernel.components.mlp import MLP
 from bridge.kernel.components.norm import Norm
@@ -201,7 +201,7 @@ def qk_norm_modules(attention_module: torch.nn.Module, caller: torch.nn.Module |
 
 @conformance_check(paths=("native",))
 def check_implied_hooks(pair: Pair) -> None:
-    """The hooks the HF model implies exist: ``attn.hook_rot_q/k`` in every attention of a rotary model,
+    """The hooks the HF model implies exist: ``attn.hook_rot_q/k`` in every self-attention of a rotary model,
     ``hook_pos_embed`` where the model uses a learned position table (anywhere in the model, found by name or by
     its rows), ``attn.hook_q_normed``/``hook_k_normed`` where the HF attention has its own query/key norm, every
     attention's, MLP's and norm's TransformerLens hooks, and each block's residual hooks (its ``algebra``)."""
@@ -230,7 +230,7 @@ def check_implied_hooks(pair: Pair) -> None:
             for child_name, child in block.named_children():
                 if isinstance(child, Attention):
                     wanted |= {f"{child_name}.{h}" for h in ATTENTION_HOOKS}
-                    if rotary:
+                    if rotary and not isinstance(child, CrossAttention):  # encoder keys, decoder queries: unrotated
                         wanted |= {f"{child_name}.{h}" for h in ROTARY_HOOKS}
                 elif isinstance(child, MLP):
                     wanted |= {f"{child_name}.{h}" for h in MLP_HOOKS}

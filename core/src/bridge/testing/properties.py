@@ -155,13 +155,14 @@ def check_left_padded_batches(pair: Pair) -> None:
     cached (only the unpadded row where the examples say HF itself is not left-padding invariant: Llama 4); and,
     for language models, each sequence's output and every hook value on its real tokens equal those of
     running it alone (``check_left_padding``), with and without the eager-path hooks (pattern and scores) cached.
-    (Other text models, a masked LM say, take HF's own positions, which left padding shifts.)"""
+    (Other text models, a masked LM say, take HF's own positions or ``0..p-1``, which left padding shifts.)"""
     if not _token_model(pair):
         not_applicable(f"{pair.bridge.cfg.architecture} does not read tokens alone")
         return
     lengths = (9, 4, 6)
     tokens, mask, _ = left_padded(pair, lengths, seed=3)
-    language_model = pair.bridge.adapter.output_fields is None  # positions follow the mask (else: HF's own)
+    # positions follow the mask in language models whose adapter counts real tokens (else: HF's own, or 0..p-1)
+    language_model = pair.bridge.adapter.output_fields is None and pair.bridge.adapter.position_ids == "real_tokens"
     kwargs: dict = {"attention_mask": mask}
     if language_model and "position_ids" in inspect.signature(pair.reference.forward).parameters:
         kwargs["position_ids"] = position_ids_for(tokens, mask)  # the positions the bridge gives HF
@@ -169,10 +170,15 @@ def check_left_padded_batches(pair: Pair) -> None:
     real = mask.bool()
     if not pair.example_set.left_padding_invariant:  # HF's padded rows read unshifted positions: no reference there
         real = real & (mask.sum(dim=1, keepdim=True) == mask.shape[1])
+
+    def on_real(x: torch.Tensor) -> torch.Tensor:  # per-position outputs on the real tokens; a classifier's whole
+        return x[real] if tuple(x.shape[:2]) == tuple(real.shape) else x
+
     plain = pair.bridge(tokens, attention_mask=mask, return_type=pair.return_type)
-    expect_close(plain[real], expected[real], f"{pair.return_type} of a left-padded batch, no hooks, vs HF")
+    expect_close(on_real(plain), on_real(expected), f"{pair.return_type} of a left-padded batch, no hooks, vs HF")
     cached, _ = pair.bridge.run_with_cache(tokens, attention_mask=mask, return_type=pair.return_type)
-    expect_close(cached[real], expected[real], f"{pair.return_type} of a left-padded batch, every hook cached, vs HF")
+    what = f"{pair.return_type} of a left-padded batch, every hook cached, vs HF"
+    expect_close(on_real(cached), on_real(expected), what)
     if language_model and pair.example_set.left_padding_invariant:
         for hooked in (False, True):
             check_left_padding(pair, lengths, seed=3, hooked=hooked)

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +70,12 @@ def dropout_everywhere(models: list[nn.Module], p: float) -> Iterator[None]:
             model.train(training)
 
 
+def _seed(seed: int) -> None:
+    """torch's and numpy's generators (HF draws HuBERT's and Wav2Vec2's SpecAugment masks with numpy)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
 @conformance_check(paths=("native",))
 def check_train_mode(pair: Pair) -> None:
     """In train mode, with every hook point in use: the bridge's output equals HF's with every dropout probability
@@ -79,9 +86,9 @@ def check_train_mode(pair: Pair) -> None:
     observe = [(lambda name: True, lambda t, hook: None)]
     for p in (0.0, DROPOUT):
         with all_opt_ins(model), dropout_everywhere([model.hf_model, pair.reference], p), torch.no_grad():
-            torch.manual_seed(0)
+            _seed(0)
             got = model.run_with_hooks(tokens, fwd_hooks=observe, return_type=pair.return_type)
-            torch.manual_seed(0)
+            _seed(0)
             expected = pair.reference_output(tokens)
         what = f"{pair.return_type} in train mode, every hook in use, dropout p={p} vs the HF reference (same seed)"
         # opt-in hooks may sum in another order (per-slot expert outputs): allow that rounding, over d_model terms

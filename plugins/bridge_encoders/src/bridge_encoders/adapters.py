@@ -7,6 +7,8 @@ from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdap
 from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter
 from bridge_encoders.t5 import T5Adapter
+from bridge_encoders.t5gemma import T5GemmaAdapter
+from bridge_encoders.whisper import WhisperAdapter
 
 ADAPTERS = (
     BertAdapter,
@@ -15,9 +17,11 @@ ADAPTERS = (
     DistilBertAdapter,
     ModernBertAdapter,
     T5Adapter,
+    T5GemmaAdapter,
     BartAdapter,
     HubertAdapter,
     Wav2Vec2Adapter,
+    WhisperAdapter,
 )
 
 __all__ = ["ADAPTERS"]

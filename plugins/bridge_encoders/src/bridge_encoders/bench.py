@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from transformers import BertConfig, T5Config
+from transformers import BertConfig, T5Config, T5GemmaConfig, WhisperConfig
+
+
+def _gemma_stack() -> dict[str, object]:
+    """One stack of the T5Gemma bench model: 4 Gemma 2 layers, 6 heads over 2 key-value heads, sliding/global."""
+    return dict(
+        vocab_size=32000,
+        hidden_size=384,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=64,
+        query_pre_attn_scalar=64,
+        sliding_window=64,
+    )
 
 
 def bench_configs() -> dict[str, object]:
@@ -27,5 +42,27 @@ def bench_configs() -> dict[str, object]:
             vocab_size=32128,
             decoder_start_token_id=0,
             architectures=["T5ForConditionalGeneration"],
+        ),
+        "t5gemma (4+4L, d384, GQA, sandwich norms)": T5GemmaConfig(
+            encoder=_gemma_stack(),
+            decoder=_gemma_stack(),
+            vocab_size=32000,
+            architectures=["T5GemmaForConditionalGeneration"],
+        ),
+        "whisper (4+4L, d384, 500 frames)": WhisperConfig(
+            num_mel_bins=80,
+            encoder_layers=4,
+            decoder_layers=4,
+            d_model=384,
+            encoder_attention_heads=6,
+            decoder_attention_heads=6,
+            encoder_ffn_dim=1536,
+            decoder_ffn_dim=1536,
+            max_source_positions=500,
+            vocab_size=51865,
+            decoder_start_token_id=50258,
+            begin_suppress_tokens=None,
+            suppress_tokens=None,
+            architectures=["WhisperForConditionalGeneration"],
         ),
     }

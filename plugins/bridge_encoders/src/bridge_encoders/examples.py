@@ -16,7 +16,9 @@ from transformers import (
     MT5Config,
     RobertaConfig,
     T5Config,
+    T5GemmaConfig,
     Wav2Vec2Config,
+    WhisperConfig,
     XLMRobertaConfig,
 )
 
@@ -27,6 +29,8 @@ from bridge_encoders.encoders import BertAdapter, DistilBertAdapter, RobertaAdap
 from bridge_encoders.modernbert import ModernBertAdapter
 from bridge_encoders.speech import HubertAdapter, Wav2Vec2Adapter, frames
 from bridge_encoders.t5 import T5Adapter
+from bridge_encoders.t5gemma import T5GemmaAdapter
+from bridge_encoders.whisper import WhisperAdapter
 
 #: The sizes every tiny encoder shares.
 TINY_ENCODER = dict(
@@ -88,7 +92,9 @@ class ModernBertExamples(Examples):
     @classmethod
     def example_config(cls, architecture: str | None = None) -> ModernBertConfig:
         """A tiny ModernBERT with 3 layers: global attention in layers 0 and 2, a local window of 4 in layer 1
-        (shorter than the kit's inputs, so the window matters)."""
+        (shorter than the kit's inputs, so the window matters). The classifier mean-pools the real tokens: with
+        "cls" pooling a left-padded row's classification reads a padding position, where HF's eager and SDPA paths
+        disagree (a padded query in a local layer whose window holds only padding has no key to attend to)."""
         return ModernBertConfig(
             vocab_size=TINY_VOCAB,
             hidden_size=32,
@@ -104,6 +110,7 @@ class ModernBertExamples(Examples):
             cls_token_id=1,
             sep_token_id=2,
             num_labels=3,
+            classifier_pooling="mean",
             architectures=[architecture or cls.adapter.architectures[0]],
         )
 
@@ -176,6 +183,58 @@ class T5Examples(EncoderDecoderExamples):
         return {"t5-relu": cls.example_config(feed_forward_proj="relu")}
 
 
+class T5GemmaExamples(EncoderDecoderExamples):
+    adapter = T5GemmaAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> T5GemmaConfig:
+        """A tiny T5Gemma whose stacks differ: the encoder 2 layers of width 32 with 4 heads over 2 key-value heads,
+        the decoder 3 layers of width 24 with 3 heads over 1; ``d_head`` 8, a sliding window of 4 on even layers
+        (shorter than the inputs, so it matters), both soft-caps small enough to bend the scores and logits.
+        ``overrides`` go to both stacks (``decoder_…``: to the decoder's only)."""
+        common = dict(
+            vocab_size=TINY_VOCAB,
+            head_dim=8,
+            max_position_embeddings=64,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        )
+        shared = {k: v for k, v in overrides.items() if not k.startswith("decoder_")}
+        decoder_only = {k.removeprefix("decoder_"): v for k, v in overrides.items() if k.startswith("decoder_")}
+        encoder = dict(
+            common,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **shared,
+        )
+        decoder = (
+            dict(
+                common,
+                hidden_size=24,
+                intermediate_size=48,
+                num_hidden_layers=3,
+                num_attention_heads=3,
+                num_key_value_heads=1,
+                **shared,
+            )
+            | decoder_only
+        )
+        return T5GemmaConfig(
+            encoder=encoder,
+            decoder=decoder,
+            vocab_size=TINY_VOCAB,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+
+
 class BartExamples(EncoderDecoderExamples):
     adapter = BartAdapter
 
@@ -200,6 +259,47 @@ class BartExamples(EncoderDecoderExamples):
             architectures=[architecture or cls.adapter.architectures[0]],
         )
         return BartConfig(**{**values, **overrides})
+
+
+class WhisperExamples(EncoderDecoderExamples):
+    """Random log-mel features ``[b, 8 mels, 24]`` (12 frames after the strided convolution) and 5 decoder tokens."""
+
+    adapter = WhisperAdapter
+
+    @classmethod
+    def example_config(cls, architecture: str | None = None, **overrides: Any) -> WhisperConfig:
+        """A tiny Whisper: 8 mel bins, 12 encoder frames, 2 encoder and 3 decoder layers, 4 and 2 heads."""
+        values = dict(
+            vocab_size=TINY_VOCAB,
+            num_mel_bins=8,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=3,
+            encoder_attention_heads=4,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=48,
+            max_source_positions=12,
+            max_target_positions=40,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=3,
+            begin_suppress_tokens=None,
+            suppress_tokens=None,
+            architectures=[architecture or cls.adapter.architectures[0]],
+        )
+        return WhisperConfig(**{**values, **overrides})
+
+    @classmethod
+    def example_input(cls, hf_config: Any, batch: int = 2, seed: int = 0) -> ExampleInput:
+        frames, decoder = hf_config.max_source_positions, cls.positions[1]
+        generator = torch.Generator().manual_seed(seed)
+        inputs = {
+            "input_features": torch.randn(batch, hf_config.num_mel_bins, 2 * frames, generator=generator),
+            "decoder_input_ids": random_tokens(batch, decoder, seed + 1),
+        }
+        return ExampleInput(inputs, {"encoder": (batch, frames), "decoder": (batch, decoder)})
 
 
 #: A tiny speech encoder: two convolutions (400 samples → 79 → 39 frames), a positional convolution of width 16.
@@ -252,9 +352,11 @@ EXAMPLES: tuple[type[Examples], ...] = (
     DistilBertExamples,
     ModernBertExamples,
     T5Examples,
+    T5GemmaExamples,
     BartExamples,
     HubertExamples,
     Wav2Vec2Examples,
+    WhisperExamples,
 )
 
 __all__ = ["EXAMPLES"]
