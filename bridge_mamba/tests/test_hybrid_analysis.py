@@ -61,9 +61,10 @@ def test_gated_attention_heads_come_from_hook_result(pair_for):
     model.set_use_attn_result(True)
     _, cache = model.run_with_cache(tokens)
     stack, labels = cache.stack_head_results(return_labels=True, incl_remainder=True)
-    assert labels[:-1] == [f"L0H{h}" for h in range(model.cfg.n_heads)]
+    layer = model.cfg.layer_types.index("attention")  # the example's (only) gated attention layer
+    assert labels[:-1] == [f"L{layer}H{h}" for h in range(model.cfg.n_heads)]
     close(stack.sum(0), cache["resid_post", -1], atol=1e-4)
-    close(cache["blocks.0.attn.hook_result"].sum(2), cache["blocks.0.hook_attn_out"])
+    close(cache[f"blocks.{layer}.attn.hook_result"].sum(2), cache[f"blocks.{layer}.hook_attn_out"])
 
 
 def test_gated_attention_gradient_at_hook_z_is_autograd_through_the_gate(pair_for):
@@ -72,11 +73,12 @@ def test_gated_attention_gradient_at_hook_z_is_autograd_through_the_gate(pair_fo
     pair = pair_for(Qwen3NextAdapter)
     model, tokens = pair.bridge, pair.tokens(1, 6)
     grads = {}
-    loss = model.run_with_hooks(
-        tokens, return_type="loss", bwd_hooks=[("blocks.0.attn.hook_z", lambda g, hook: grads.__setitem__("z", g))]
-    )
+    layer = model.cfg.layer_types.index("attention")
+    hook_z = f"blocks.{layer}.attn.hook_z"
+    keep = lambda g, hook: grads.__setitem__("z", g)  # noqa: E731
+    loss = model.run_with_hooks(tokens, return_type="loss", bwd_hooks=[(hook_z, keep)])
     loss.backward()
-    attn = pair.reference.model.layers[0].self_attn
+    attn = pair.reference.model.layers[layer].self_attn
     seen = {}
 
     def leaf(_module, args):
