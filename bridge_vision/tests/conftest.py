@@ -57,3 +57,31 @@ def vlm_pair(vlm_dirs):
         return make_pair(ALL_VLM_CASES[case][0], path=path, directory=vlm_dirs(case))
 
     return build
+
+
+_FLAT = (
+    "the flattened image tower runs HF's modules on [n_patches, d] with no batch axis, and the kit's per-head "
+    "projection and gradient references assume [b, p, d]: an extension of the kit, not a wrong hook"
+)
+_DROPOUT = "under dropout 0.1 the logits differ from HF's (at 0 they agree): the draw order in the tower, open"
+#: Kit checks that fail on these models today, each for the reason given; strict, so a fix turns them red.
+KNOWN_FAILURES = {
+    **{
+        f"test_vlm_conformance[{m}-{p}-check_gradients]": _FLAT
+        for m in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")
+        for p in ("native", "hooked")
+    },
+    **{f"test_vlm_conformance[{m}-native-check_projections]": _FLAT for m in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")},
+    **{f"test_vlm_conformance[{m}-native-check_train_mode]": _DROPOUT for m in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")},
+    "test_vlm_conformance[internvl-native-check_hooks_match_hf]": "InternViT's q/k norms have no hook_q/k_normed yet",
+    "test_vlm_conformance[internvl-native-check_implied_hooks]": "InternViT's q/k norms have no hook_q/k_normed yet",
+    "test_vlm_conformance[paligemma-native-check_attention_algebra]": (
+        "PaliGemma counts positions from 1: position 0, where the kit takes rotary to be the identity, is rotated"
+    ),
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name in KNOWN_FAILURES:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[item.name]))

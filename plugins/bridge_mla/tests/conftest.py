@@ -66,3 +66,20 @@ def pair_for(model_dirs):
         return make_pair(BY_ARCH[name], name, path, directory=model_dirs[name])
 
     return build
+
+
+_INDEX_SCORES = (
+    "hook_index_scores is [b, query, key] over the padded keys; the kit's alone-vs-batch comparison cuts the "
+    "padding off the queries but not the keys: an extension of the kit, open"
+)
+#: Kit checks that fail on these models today; strict, so a fix turns them red.
+KNOWN_FAILURES = {
+    f"test_dsa_conformance[{m}-native-check_left_padded_batches]": _INDEX_SCORES
+    for m in ("DeepseekV32ForCausalLM", "GlmMoeDsaForCausalLM")
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name in KNOWN_FAILURES:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[item.name]))
