@@ -135,7 +135,9 @@ def check_hook_subset(
     patched = model.run_with_hooks(
         tokens, fwd_hooks=[(n, lambda t, hook: t.clone()) for n in subset], return_type=return_type
     )
-    expect_close(patched, expected, f"{return_type} with identity patches on {list(subset)} vs HF")
+    # a patch inside attention moves the layer onto the hooked path, which sums in another order than HF's
+    what = f"{return_type} with identity patches on {list(subset)} vs HF"
+    expect_close(patched, expected, what, tolerance=reordered(expected, reduction))
     if zeroed is None or zeroed.endswith(tuple(may_not_matter)):
         return
     ablated = model.run_with_hooks(
