@@ -87,3 +87,10 @@ def test_every_dotted_name_a_page_shows_resolves(page, name):
 
 def test_the_pages_show_names_at_all():
     assert len(CASES) > 10 and len(NAMES) > 20
+
+
+@pytest.mark.parametrize("page", PAGES, ids=str)
+def test_no_page_keeps_a_placeholder(page):
+    """Numbers filled in later (measurements) must not land as ``SOMETHING_PLACEHOLDER`` or ``TODO``."""
+    text = (ROOT / page).read_text()
+    assert not re.findall(r"\b[A-Z_]*PLACEHOLDER\b|\bTODO\b|\bTBD\b", text), page
