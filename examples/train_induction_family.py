@@ -153,20 +153,19 @@ lr 6e-3), run for 3000 steps. The training loss leaves the in-context-unigram pl
   window (position-only scores peaking 1-3 tokens back; previous-token scores up to 0.2)."""
 
 DEEPSEEK_V2_NOTES = """\
-Not trained to induction yet: no recipe tried here left the in-context-unigram plateau (training loss about 4),
-where the same recipe took Llama off it by step 1500-1850. All at batch 48 with attention biases
-(`attention_bias=True`, on `q_a_proj` and `kv_a_proj_with_mqa`, so queries need the low-rank path), unless said:
+The Llama recipe (see `induction-llama`: attention biases, lr 6e-3) at twice the batch: 96 sequences, 2000 steps.
+In DeepSeek-V2 the bias sits on the down-projections (`q_a_proj`, `kv_a_proj_with_mqa`), so queries get one only
+through the low-rank query path (`q_lora_rank` 128 here; with `q_lora_rank` None, `q_proj` has no bias). The
+training loss leaves the in-context-unigram plateau (about 4) around step 1100-1400. Tried first, all at batch 48
+and all stuck on that plateau:
 
 - no biases, `q_lora_rank` None, `kv_lora_rank` 64, rope/nope head dims 16/16, lr 6e-3, 2500 steps: repeated-copy
   loss 6.19, top induction score 0.01;
-- `q_lora_rank` 64, rope/nope 16/16, lr 6e-3, 3000 steps: repeated-copy loss 6.31, top induction score 0.02
+- biases, `q_lora_rank` 64, rope/nope 16/16, lr 6e-3, 3000 steps: repeated-copy loss 6.31, top induction score 0.02
   (layer-0 previous-token scores up to 0.16);
-- rope/nope 32/16 (`rope_theta` 10000 or 1000), 3000 steps: still on the plateau at step 2600;
-- `q_lora_rank` and `kv_lora_rank` 128, rope/nope 32/32 (the script's settings), lr 6e-3 or 1e-2: still on the
-  plateau at step 2000 of 3000.
-
-Untried: longer runs (the plateau may just be longer with the latent bottleneck and the shared rotary key), a
-wider model, or warm-starting from the trained Llama's embeddings."""
+- biases, rope/nope 32/16 (`rope_theta` 10000 or 1000): still on the plateau at step 2600 of 3000;
+- biases, `q_lora_rank` and `kv_lora_rank` 128, rope/nope 32/32 (this model's shape), lr 6e-3 or 1e-2: still on
+  the plateau at step 2000 of 3000."""
 
 MAMBA2_NOTES = """\
 4000 steps at batch 16, lr 3e-3. A fixed-size state holds a long random segment only in part: the repeated copy's
@@ -208,7 +207,7 @@ FAMILIES = {
         _deepseek_v2,
         lambda m, i: m.model.layers[i].self_attn.o_proj,
         lambda m, i: m.model.layers[i].self_attn,
-        TrainConfig(steps=3000),
+        TrainConfig(steps=2000, batch_size=96),
         notes=DEEPSEEK_V2_NOTES,
     ),
     "mamba2": Family(

@@ -1,12 +1,12 @@
 """Attribution patching and EAP-IG against exact patching, on every shipped trained model (``induction-*`` and the
 hybrid ``hybrid-induction``, whose blocks alternate an SSM mixer and attention).
 
-The task is the models' own: BOS + A + A (clean) against BOS + A + A' (the second copy fresh), and the metric
-the clean second copy's mean log-probability. Exact patching (``bridge.patching``, itself checked against
-patching by hand here and in ``test_patching_families.py``) is the reference. Measured on these models (batch 4,
-copies of 12 tokens; GPT-2, Llama, BLOOM, Mamba-2, the hybrid): IG's rank correlation with exact patching over the
-residual stream and heads/mixers by position 0.84-0.99, AtP's 0.46-0.89; the top units agree; an EAP-IG circuit
-of at most 64 edges keeps ≥ 80% of the metric when every other edge is corrupt-ablated by running the model so.
+The task is the models' own: BOS + A + A (clean) against BOS + A + A' (the second copy fresh), and the metric the
+clean second copy's mean log-probability. Exact patching (``bridge.patching``, itself checked against patching by
+hand here and in ``test_patching_families.py``) is the reference. Measured on these models (batch 4, copies of 12
+tokens; GPT-2, Llama, BLOOM, DeepSeek-V2, Mamba-2, the hybrid): IG's rank correlation with exact patching over the
+residual stream and heads/mixers by position 0.84-0.99, AtP's 0.46-0.89; the top units agree; an EAP-IG circuit of
+at most 64 edges keeps ≥ 80% of the metric when every other edge is corrupt-ablated by running the model so.
 """
 
 from __future__ import annotations
