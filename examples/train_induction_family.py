@@ -143,7 +143,7 @@ Induction needs a previous-token head in layer 0. With RoPE, a head can attend b
 through a part of its queries and keys that does not depend on the token, so this Llama has biases on its
 attention projections (`attention_bias=True`, as GPT-2 has); the rest is the recipe of `induction-2l` (batch 48,
 lr 6e-3), run for 3000 steps. The training loss leaves the in-context-unigram plateau (about 4) around step
-1500-1850. Tried first, all stuck on that plateau (training loss 3.7-4.3, repeated-copy loss about 6):
+1400-1850. Tried first, all stuck on that plateau (training loss 3.7-4.3, repeated-copy loss about 6):
 
 - no attention biases: batch 48, lr 6e-3, 2500 steps; batch 16 with lr 1e-3 (800 steps) or 3e-3 (800 and 2500
   steps), untied embeddings, `rope_theta` 100 (2000 steps). Layer 0's attention stayed uniform (previous-token
