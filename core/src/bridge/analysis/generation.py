@@ -190,6 +190,18 @@ class Generation:
         if return_type not in ("input", "str", "tokens", "embeds"):
             raise BridgeError(f"return_type must be 'input', 'str', 'tokens' or 'embeds', got {return_type!r}")
         images: dict[str, Any] = {}
+        settings = dict(
+            max_new_tokens=max_new_tokens,
+            stop_at_eos=stop_at_eos,
+            eos_token_id=eos_token_id,
+            do_sample=do_sample,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            freq_penalty=freq_penalty,
+            use_cache=use_past_kv_cache,
+            extra=hf_generate_kwargs,
+        )
         if self._inputs.language_with_audio:
             return self._generate_from_audio(
                 input,
@@ -199,18 +211,7 @@ class Generation:
                 fwd_hooks,
                 names_filter,
                 verbose,
-                dict(
-                    max_new_tokens=max_new_tokens,
-                    stop_at_eos=stop_at_eos,
-                    eos_token_id=eos_token_id,
-                    do_sample=do_sample,
-                    top_k=top_k,
-                    top_p=top_p,
-                    temperature=temperature,
-                    freq_penalty=freq_penalty,
-                    use_cache=use_past_kv_cache,
-                    extra=hf_generate_kwargs,
-                ),
+                settings,
             )
         if self._inputs.language_with_images:
             input, attention_mask, images = self._inputs.language_inputs(
@@ -225,19 +226,7 @@ class Generation:
             return_type = {"text": "str", "texts": "str", "tokens": "tokens", "embeds": "embeds"}[input_kind]
         if freq_penalty and tokens is None:
             raise BridgeError("freq_penalty counts tokens, so it needs text or tokens input, not embeddings")
-        config, processors = self._generation_config(
-            mask,
-            max_new_tokens=max_new_tokens,
-            stop_at_eos=stop_at_eos,
-            eos_token_id=eos_token_id,
-            do_sample=do_sample,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            freq_penalty=freq_penalty,
-            use_cache=use_past_kv_cache,
-            extra=hf_generate_kwargs,
-        )
+        config, processors = self._generation_config(mask, **settings)
         steps = StepCaches()
         streamer = _ProgressBar(max_new_tokens) if verbose else None
         main_input = {"input_ids": tokens} if tokens is not None else {"inputs_embeds": embeds}

@@ -235,6 +235,19 @@ class T5GemmaExamples(EncoderDecoderExamples):
         )
 
 
+#: The sizes BART's and Whisper's tiny configs share: 2 encoder and 3 decoder layers, 4 and 2 heads, MLPs of 64 and 48.
+TWO_STACKS: dict[str, Any] = dict(
+    vocab_size=TINY_VOCAB,
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=3,
+    encoder_attention_heads=4,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=48,
+)
+
+
 class BartExamples(EncoderDecoderExamples):
     adapter = BartAdapter
 
@@ -242,14 +255,7 @@ class BartExamples(EncoderDecoderExamples):
     def example_config(cls, architecture: str | None = None, **overrides: Any) -> BartConfig:
         """A tiny BART: 2 encoder and 3 decoder layers, 4 and 2 heads, MLPs of 64 and 48."""
         values = dict(
-            vocab_size=TINY_VOCAB,
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=3,
-            encoder_attention_heads=4,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=48,
+            **TWO_STACKS,
             max_position_embeddings=40,
             pad_token_id=0,
             bos_token_id=0,
@@ -270,15 +276,8 @@ class WhisperExamples(EncoderDecoderExamples):
     def example_config(cls, architecture: str | None = None, **overrides: Any) -> WhisperConfig:
         """A tiny Whisper: 8 mel bins, 12 encoder frames, 2 encoder and 3 decoder layers, 4 and 2 heads."""
         values = dict(
-            vocab_size=TINY_VOCAB,
+            **TWO_STACKS,
             num_mel_bins=8,
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=3,
-            encoder_attention_heads=4,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=48,
             max_source_positions=12,
             max_target_positions=40,
             pad_token_id=0,
